@@ -1,0 +1,45 @@
+//! charlm's inference runtime: runs character-level LSTM and GRU models from
+//! `.clm` files on anything from a Cortex-M0+ to a server.
+//!
+//! `#![no_std]`, no allocation, no `unsafe`. A [`Model`] is a validated view
+//! of the file's bytes (weights stay in flash); a [`Workspace`] holds all
+//! mutable state in fixed arrays sized by const generics; a [`Generator`]
+//! streams characters, greedily or with a temperature. Every platform
+//! produces the same characters bit for bit: see [`cell`] for the numerics.
+//!
+//! Read in order: [`format`] -> [`model`] -> [`cell`] -> [`sampler`] -> [`generator`].
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod cell;
+pub mod error;
+pub mod format;
+pub mod generator;
+pub mod model;
+pub mod sampler;
+
+pub use cell::Workspace;
+pub use error::{Capacity, Error, TensorName};
+pub use format::{Arch, CellKind, VERSION};
+pub use generator::{Fed, Generator, Stop};
+pub use model::{Model, Vocab};
+pub use sampler::{Sampler, Temperature};
+
+/// The small seeded generator golden outputs are defined with: PCG-XSH-RR
+/// 64/32 (`rand_pcg`), value-stable across releases and platforms.
+pub use rand_pcg::Pcg32;
+
+/// `Pcg32` seeded the way every charlm tool seeds it.
+pub struct SeededRng;
+
+impl SeededRng {
+    /// The generator for `seed`, on PCG's default stream.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(seed: u64) -> Pcg32 {
+        Pcg32::new(seed, 0xa02b_dbf7_bb3c_0a7)
+    }
+}

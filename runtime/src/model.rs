@@ -1,0 +1,125 @@
+//! A validated, zero-copy view of a `.clm` model.
+
+use crate::error::Error;
+use crate::format::{Arch, Body, CellKind, MAX_LAYERS, Meta, ModelFile, Tensor};
+
+/// The symbols of a model: id 0 is padding, ids `1..eos` are characters,
+/// `eos` is the last id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vocab<'a> {
+    symbols: &'a str,
+    size: u16,
+}
+
+impl<'a> Vocab<'a> {
+    /// Number of ids, padding and `<eos>` included.
+    pub fn size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// The `<eos>` id (the last one).
+    pub fn eos(&self) -> u16 {
+        self.size - 1
+    }
+
+    /// The characters of ids `1..eos`, in id order.
+    pub fn symbols(&self) -> &'a str {
+        self.symbols
+    }
+
+    /// Id of a character, if it is in the vocabulary.
+    pub fn id_of(&self, c: char) -> Option<u16> {
+        self.symbols.chars().position(|s| s == c).map(|i| i as u16 + 1)
+    }
+
+    /// Character of an id; `None` for padding, `<eos>` and ids out of range.
+    pub fn symbol(&self, id: u16) -> Option<char> {
+        self.symbols.chars().nth((id as usize).checked_sub(1)?)
+    }
+}
+
+/// Weights of one layer, each a slice of little-endian f16 (see [`crate::format`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerWeights<'a> {
+    pub w_ih: &'a [u8],
+    pub w_hh: &'a [u8],
+    pub b_ih: &'a [u8],
+    pub b_hh: &'a [u8],
+}
+
+/// A model ready to run: validated once, weights borrowed from the input bytes.
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    arch: Arch,
+    vocab: Vocab<'a>,
+    meta: Meta<'a>,
+    pub(crate) layers: heapless::Vec<LayerWeights<'a>, MAX_LAYERS>,
+    pub(crate) out_w: &'a [u8],
+    pub(crate) out_b: &'a [u8],
+    file_len: usize,
+}
+
+impl<'a> Model<'a> {
+    /// Decodes and validates `bytes` (magic, version, checksum, shapes,
+    /// vocabulary, finite weights). Never panics, never allocates; the weights
+    /// stay where they are (flash, a memory map, a `Vec`).
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
+        let file = ModelFile::decode(bytes)?;
+        Ok(Self::from_body(&file.body, bytes.len()))
+    }
+
+    fn from_body(body: &Body<'a>, file_len: usize) -> Self {
+        let data = |t: &Tensor<'a>| t.data;
+        let layers = body
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                w_ih: data(&l.w_ih),
+                w_hh: data(&l.w_hh),
+                b_ih: data(&l.b_ih),
+                b_hh: data(&l.b_hh),
+            })
+            .collect();
+        // Validated: the symbols are UTF-8, so this never takes the fallback.
+        let symbols = core::str::from_utf8(body.vocab.symbols).unwrap_or_default();
+        Model {
+            arch: body.arch,
+            vocab: Vocab { symbols, size: body.arch.vocab },
+            meta: body.meta,
+            layers,
+            out_w: body.out_w.data,
+            out_b: body.out_b.data,
+            file_len,
+        }
+    }
+
+    /// Network shape.
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    /// Cell type.
+    pub fn cell(&self) -> CellKind {
+        self.arch.cell
+    }
+
+    /// Hidden units per layer.
+    pub fn hidden(&self) -> usize {
+        self.arch.hidden as usize
+    }
+
+    /// The vocabulary.
+    pub fn vocab(&self) -> &Vocab<'a> {
+        &self.vocab
+    }
+
+    /// Training provenance.
+    pub fn meta(&self) -> &Meta<'a> {
+        &self.meta
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_len(&self) -> usize {
+        self.file_len
+    }
+}
