@@ -235,6 +235,22 @@ impl<'a> ModelFile<'a> {
     /// Decodes and fully validates a `.clm` file. Every way a file can be
     /// wrong is a distinct [`Error`]; nothing here panics or allocates.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::decode_inner(bytes, true)
+    }
+
+    /// Like [`Self::decode`] but without comparing the checksum, for tools
+    /// that describe a damaged file (`charlm info`). Use [`Self::decode`] to run a model.
+    pub fn decode_ignoring_checksum(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::decode_inner(bytes, false)
+    }
+
+    /// Stored and computed checksum of a file at least 4 bytes long.
+    pub fn checksums(bytes: &[u8]) -> Option<(u32, u32)> {
+        let (content, stored) = bytes.split_last_chunk::<4>()?;
+        Some((u32::from_le_bytes(*stored), crc32(content)))
+    }
+
+    fn decode_inner(bytes: &'a [u8], verify: bool) -> Result<Self, Error> {
         if bytes.len() < MIN_LEN {
             return Err(Error::Truncated { len: bytes.len() });
         }
@@ -245,11 +261,14 @@ impl<'a> ModelFile<'a> {
         if header.version != VERSION {
             return Err(Error::UnsupportedVersion { found: header.version });
         }
-        let (content, stored) = bytes.split_last_chunk::<4>().ok_or(Error::Truncated { len: bytes.len() })?;
+        let (content, stored) =
+            bytes.split_last_chunk::<4>().ok_or(Error::Truncated { len: bytes.len() })?;
         let stored = u32::from_le_bytes(*stored);
-        let computed = crc32(content);
-        if stored != computed {
-            return Err(Error::ChecksumMismatch { stored, computed });
+        if verify {
+            let computed = crc32(content);
+            if stored != computed {
+                return Err(Error::ChecksumMismatch { stored, computed });
+            }
         }
         let (file, rest) =
             postcard::take_from_bytes::<ModelFile<'a>>(content).map_err(Error::Malformed)?;

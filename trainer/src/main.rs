@@ -1,1 +1,53 @@
-fn main() {}
+//! `charlm`: train character-level language models and run them.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+use charlm_trainer::error::CliError;
+
+/// Tiny character-level language models: train on a GPU or CPU, run anywhere.
+#[derive(Parser)]
+#[command(name = "charlm", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a model (the host simulator of the firmware).
+    Generate(cmd::generate::Args),
+    /// Describe a model file: architecture, size, vocabulary, provenance, checksum.
+    Info(cmd::info::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            if !e.use_stderr() {
+                // --help and --version
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's first line names the problem; the usage block after it is noise here.
+            let msg = e.to_string();
+            eprintln!("charlm: {}", msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let result: Result<(), CliError> = match cli.command {
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Info(args) => cmd::info::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("charlm: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

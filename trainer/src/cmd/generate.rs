@@ -1,0 +1,68 @@
+//! `charlm generate`: run a model on the host, exactly as the firmware does.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use charlm_runtime::{Model, Sampler};
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::sample::{SampleError, generate, host_workspace};
+
+/// The lesson's prompts, used when none is given.
+pub const DEFAULT_PROMPTS: [&str; 5] = ["Today ", "On Sunday ", "Moscow, ", "President ", "Little red riding hood "];
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (.clm).
+    #[arg(long, short)]
+    model: PathBuf,
+    /// Text to continue; repeat for several. Characters the model does not
+    /// know are dropped. Default: the lesson's five prompts.
+    #[arg(long, short)]
+    prompt: Vec<String>,
+    /// 0 picks the most likely character (greedy); above 0 samples with that temperature.
+    #[arg(long, short, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
+    #[arg(long, short, default_value_t = 0)]
+    seed: u64,
+    /// Stop after this many generated characters (or at <eos>).
+    #[arg(long, default_value_t = 300)]
+    max_chars: usize,
+    /// Texts per prompt.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let sampler = Sampler::from_temperature(args.temperature)
+        .map_err(|e| CliError::invalid(format!("--temperature {}: {e}", args.temperature)))?;
+    let bytes = read_file(&args.model)?;
+    let model =
+        Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: args.model.clone(), source })?;
+    let mut ws = host_workspace();
+    ws.check(&model).map_err(|source| CliError::Model { path: args.model.clone(), source })?;
+    let prompts: Vec<String> = if args.prompt.is_empty() {
+        DEFAULT_PROMPTS.iter().map(|p| p.to_string()).collect()
+    } else {
+        args.prompt
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut seed = args.seed;
+    for prompt in &prompts {
+        for _ in 0..args.count {
+            let sample = generate(&model, &mut ws, prompt, sampler, seed, args.max_chars).map_err(|e| match e {
+                SampleError::Runtime(source) => CliError::Model { path: args.model.clone(), source },
+                SampleError::EmptyPrompt(p) => {
+                    CliError::invalid(format!("prompt {p:?} has no character in the model's vocabulary"))
+                }
+            })?;
+            if sample.dropped > 0 {
+                eprintln!("charlm: note: dropped {} character(s) of {prompt:?} not in the vocabulary", sample.dropped);
+            }
+            seed = seed.wrapping_add(1);
+            writeln!(out, "{}", sample.text()).map_err(|source| CliError::Write { path: "stdout".into(), source })?;
+        }
+    }
+    out.flush().map_err(|source| CliError::Write { path: "stdout".into(), source })
+}

@@ -1,0 +1,60 @@
+//! `charlm info`: what is in a model file, and whether it is intact.
+
+use std::path::PathBuf;
+
+use charlm_runtime::format::ModelFile;
+use charlm_runtime::{Error, Model};
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::sample::host_workspace;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model file (.clm).
+    file: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let bytes = read_file(&args.file)?;
+    let model_err = |source| CliError::Model { path: args.file.clone(), source };
+    // Describe even a file whose checksum fails, then report the failure.
+    let file = ModelFile::decode_ignoring_checksum(&bytes).map_err(model_err)?;
+    let (stored, computed) = ModelFile::checksums(&bytes).unwrap_or_default();
+    let body = &file.body;
+    let arch = body.arch;
+    let symbols = std::str::from_utf8(body.vocab.symbols).unwrap_or("");
+    let weight_bytes: usize = body.tensors().map(|(_, t)| t.data.len()).sum();
+    println!("file        {} ({} bytes, format version {})", args.file.display(), bytes.len(), file.header.version);
+    println!(
+        "network     {}, {} layer{}, hidden {}",
+        arch.cell.name().to_uppercase(),
+        arch.layers,
+        if arch.layers == 1 { "" } else { "s" },
+        arch.hidden
+    );
+    println!("parameters  {} (f16, {:.1} KiB of weights)", arch.param_count(), weight_bytes as f64 / 1024.0);
+    println!("compute     {} multiply-accumulates per character", arch.macs_per_char());
+    println!(
+        "vocabulary  {} ids: padding, {} symbols, <eos>",
+        arch.vocab,
+        symbols.chars().count()
+    );
+    println!("symbols     {:?}", symbols);
+    let m = &body.meta;
+    let bpc = |x: Option<f32>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
+    println!("corpus      {}", if m.corpus.is_empty() { "-" } else { m.corpus });
+    println!("steps       {}", m.steps);
+    println!(
+        "bits/char   train {}, held-out {} (f32), {} (f16)",
+        bpc(m.train_bpc),
+        bpc(m.val_bpc),
+        bpc(m.val_bpc_f16)
+    );
+    let fits = Model::from_bytes(&bytes).and_then(|m| host_workspace().check(&m));
+    if stored == computed {
+        println!("checksum    ok ({stored:08x})");
+    } else {
+        println!("checksum    MISMATCH (stored {stored:08x}, computed {computed:08x})");
+        return Err(model_err(Error::ChecksumMismatch { stored, computed }));
+    }
+    fits.map_err(model_err)
+}

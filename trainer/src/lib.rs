@@ -1,0 +1,6 @@
+//! charlm's trainer and host tools. The `charlm` binary (src/main.rs) is a
+//! thin command line over these modules; inference always goes through
+//! `charlm-runtime`, never a second implementation.
+
+pub mod error;
+pub mod sample;

@@ -1,0 +1,64 @@
+//! Text generation on the host, through the runtime. `charlm generate`, the
+//! samples printed during training and the golden tests all call this, so
+//! they print the same text for the same model, prompt, sampler and seed.
+
+use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
+
+/// Workspace capacities of the host tools: every model the format allows
+/// up to hidden 1024 (the trainer's limit).
+pub type HostWorkspace = Workspace<1024, 4, { charlm_runtime::format::MAX_VOCAB }>;
+
+/// A new host workspace on the heap (it is about 40 KiB).
+pub fn host_workspace() -> Box<HostWorkspace> {
+    Box::new(HostWorkspace::new())
+}
+
+/// One generated text: the prompt as the model saw it, then the continuation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Prompt characters the model knows, in order.
+    pub prompt: String,
+    /// Generated characters (without `<eos>`).
+    pub generated: String,
+    /// Prompt characters dropped because the vocabulary lacks them.
+    pub dropped: usize,
+}
+
+impl Sample {
+    /// Prompt and continuation, as the lesson prints them.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.prompt, self.generated)
+    }
+}
+
+/// Why a text could not be generated.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SampleError {
+    /// The model does not fit the host workspace.
+    #[error(transparent)]
+    Runtime(#[from] Error),
+    /// Every prompt character was outside the vocabulary.
+    #[error("prompt {0:?} has no character the model knows")]
+    EmptyPrompt(String),
+}
+
+/// Generates one text from `prompt`: the RNG is seeded with `seed`, the text
+/// ends at `<eos>` or after `max_chars` characters.
+pub fn generate(
+    model: &Model<'_>,
+    ws: &mut HostWorkspace,
+    prompt: &str,
+    sampler: Sampler,
+    seed: u64,
+    max_chars: usize,
+) -> Result<Sample, SampleError> {
+    let mut g = Generator::new(model, ws, sampler, SeededRng::new(seed))?.with_limit(max_chars);
+    let fed = g.feed(prompt);
+    if fed.fed == 0 {
+        return Err(SampleError::EmptyPrompt(prompt.to_owned()));
+    }
+    let vocab = model.vocab();
+    let known: String = prompt.chars().filter(|&c| vocab.id_of(c).is_some()).collect();
+    let generated: String = g.by_ref().collect();
+    Ok(Sample { prompt: known, generated, dropped: fed.dropped })
+}
