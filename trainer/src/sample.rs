@@ -2,6 +2,7 @@
 //! samples printed during training and the golden tests all call this, so
 //! they print the same text for the same model, prompt, sampler and seed.
 
+use crate::error::CliError;
 use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
 
 /// Workspace capacities of the host tools: every model the format allows
@@ -61,4 +62,50 @@ pub fn generate(
     let known: String = prompt.chars().filter(|&c| vocab.id_of(c).is_some()).collect();
     let generated: String = g.by_ref().collect();
     Ok(Sample { prompt: known, generated, dropped: fed.dropped })
+}
+
+/// A batch of texts as `charlm generate` produces them: every prompt `count`
+/// times; text number k (counting across prompts, in order) uses seed `seed + k`.
+#[derive(Clone, Debug)]
+pub struct Batch<'p> {
+    /// Prompts, in order.
+    pub prompts: &'p [String],
+    /// Greedy or a temperature.
+    pub sampler: Sampler,
+    /// Seed of the first text.
+    pub seed: u64,
+    /// Texts per prompt.
+    pub count: u32,
+    /// Length limit per text.
+    pub max_chars: usize,
+}
+
+/// Generates every text of `batch` in order, handing each to `emit` as soon
+/// as it is complete.
+pub fn generate_batch<E: From<SampleError>>(
+    model: &Model<'_>,
+    ws: &mut HostWorkspace,
+    batch: &Batch<'_>,
+    mut emit: impl FnMut(&Sample) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut seed = batch.seed;
+    for prompt in batch.prompts {
+        for _ in 0..batch.count {
+            let sample = generate(model, ws, prompt, batch.sampler, seed, batch.max_chars)?;
+            emit(&sample)?;
+            seed = seed.wrapping_add(1);
+        }
+    }
+    Ok(())
+}
+
+impl From<SampleError> for CliError {
+    fn from(e: SampleError) -> Self {
+        match e {
+            SampleError::Runtime(e) => CliError::invalid(e.to_string()),
+            SampleError::EmptyPrompt(p) => {
+                CliError::invalid(format!("prompt {p:?} has no character in the model's vocabulary"))
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use charlm_runtime::{Model, Sampler};
 use charlm_trainer::error::{CliError, read_file};
-use charlm_trainer::sample::{SampleError, generate, host_workspace};
+use charlm_trainer::sample::{Batch, generate_batch, host_workspace};
 
 /// The lesson's prompts, used when none is given.
 pub const DEFAULT_PROMPTS: [&str; 5] = ["Today ", "On Sunday ", "Moscow, ", "President ", "Little red riding hood "];
@@ -46,23 +46,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
     } else {
         args.prompt
     };
+    let batch = Batch {
+        prompts: &prompts,
+        sampler,
+        seed: args.seed,
+        count: args.count,
+        max_chars: args.max_chars,
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut seed = args.seed;
-    for prompt in &prompts {
-        for _ in 0..args.count {
-            let sample = generate(&model, &mut ws, prompt, sampler, seed, args.max_chars).map_err(|e| match e {
-                SampleError::Runtime(source) => CliError::Model { path: args.model.clone(), source },
-                SampleError::EmptyPrompt(p) => {
-                    CliError::invalid(format!("prompt {p:?} has no character in the model's vocabulary"))
-                }
-            })?;
-            if sample.dropped > 0 {
-                eprintln!("charlm: note: dropped {} character(s) of {prompt:?} not in the vocabulary", sample.dropped);
-            }
-            seed = seed.wrapping_add(1);
-            writeln!(out, "{}", sample.text()).map_err(|source| CliError::Write { path: "stdout".into(), source })?;
+    let write_err = |source| CliError::Write { path: "standard output".into(), source };
+    generate_batch(&model, &mut ws, &batch, |sample| {
+        if sample.dropped > 0 {
+            eprintln!(
+                "charlm: note: dropped {} character(s) of a prompt that the vocabulary lacks",
+                sample.dropped
+            );
         }
-    }
-    out.flush().map_err(|source| CliError::Write { path: "stdout".into(), source })
+        writeln!(out, "{}", sample.text()).map_err(write_err)
+    })?;
+    out.flush().map_err(write_err)
 }

@@ -1,0 +1,37 @@
+//! Rewrites the synthetic fixture models, their PyTorch input files and the
+//! golden outputs: `cargo run -p charlm-tests --bin make-fixtures`.
+//! Run it only when the format or the numerics change on purpose; then
+//! re-run `tests/reference/torch_forward.py` and review the diff.
+
+use std::fs;
+
+use charlm_tests::{SPECS, TEMPERATURES, Weights, generate_args, golden_path, golden_text, model_path, tests_dir};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    fs::create_dir_all(tests_dir().join("fixtures"))?;
+    fs::create_dir_all(tests_dir().join("golden"))?;
+    // One line per golden file: its name, then the `charlm generate`
+    // arguments (tab-separated, paths relative to the repository root)
+    // whose standard output it is.
+    let mut cases = String::new();
+    for spec in &SPECS {
+        let weights = Weights::synthesize(spec);
+        let bytes = weights.encode(spec.symbols, "synthetic (seeded PCG32)");
+        fs::write(model_path(spec.name), &bytes)?;
+        let json = weights.torch_json(spec.symbols);
+        let json_path = tests_dir().join("fixtures").join(format!("{}.torch_in.json", spec.name));
+        fs::write(&json_path, serde_json::to_string(&json)?)?;
+        for t in TEMPERATURES {
+            let path = golden_path(spec.name, t);
+            fs::write(&path, golden_text(&bytes, t)?)?;
+            let root = tests_dir().join("..").canonicalize()?;
+            let relative = |a: String| a.replace(&format!("{}/", root.display()), "");
+            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let args: Vec<String> = generate_args(spec.name, t).into_iter().map(relative).collect();
+            cases.push_str(&format!("{file}\t{}\n", args.join("\t")));
+        }
+        println!("wrote {} ({} bytes) and its golden outputs", model_path(spec.name).display(), bytes.len());
+    }
+    fs::write(tests_dir().join("golden").join("cases.tsv"), cases)?;
+    Ok(())
+}
