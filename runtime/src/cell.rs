@@ -284,3 +284,57 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
         self.h.get(layer).into_iter().flat_map(move |h| h.iter().take(hidden).map(|x| x * UNSCALE))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::RngCore;
+
+    /// The documented order, written the plain way: proper f16 conversion,
+    /// unscaled x, lane i % 8, the fixed reduction tree.
+    fn reference_dot(row: &[half::f16], x: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        for (i, (w, x)) in row.iter().zip(x).enumerate() {
+            lanes[i % 8] += w.to_f32() * x;
+        }
+        ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    }
+
+    fn random_half(rng: &mut crate::Pcg32) -> half::f16 {
+        loop {
+            // Every finite bit pattern, subnormals and zeros included.
+            let h = half::f16::from_bits(rng.next_u32() as u16);
+            if h.is_finite() {
+                return h;
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_kernel_equals_the_documented_order_bit_for_bit() {
+        let mut rng = crate::SeededRng::new(11);
+        for n in 1..=70 {
+            let x: Vec<f32> = (0..n).map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0).collect();
+            let xs: Vec<f32> = x.iter().map(|v| v * SCALE).collect();
+            let rows: Vec<Vec<half::f16>> = (0..4).map(|_| (0..n).map(|_| random_half(&mut rng)).collect()).collect();
+            let bytes: Vec<Vec<u8>> = rows.iter().map(|r| r.iter().flat_map(|h| h.to_le_bytes()).collect()).collect();
+            let got = dot::<4>([&bytes[0], &bytes[1], &bytes[2], &bytes[3]], &xs);
+            for r in 0..4 {
+                let want = reference_dot(&rows[r], &x);
+                assert_eq!(got[r].to_bits(), want.to_bits(), "n={n} row={r}: {} vs {want}", got[r]);
+            }
+            let single = dot::<1>([&bytes[0]], &xs);
+            assert_eq!(single[0].to_bits(), got[0].to_bits());
+        }
+    }
+
+    #[test]
+    fn scaled_conversion_is_exact_for_every_finite_half() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            if h.is_finite() {
+                assert_eq!((half_scaled(bits.to_le_bytes()) * SCALE).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //! produces the same characters bit for bit: see [`cell`] for the numerics.
 //!
 //! Read in order: [`format`] -> [`model`] -> [`cell`] -> [`sampler`] -> [`generator`].
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

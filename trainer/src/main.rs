@@ -33,9 +33,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // clap's first line names the problem; the usage block after it is noise here.
-            let msg = e.to_string();
-            eprintln!("charlm: {}", msg.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            eprintln!("charlm: error: {}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -50,4 +48,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// clap's message without its usage block and tips, on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .to_string()
 }

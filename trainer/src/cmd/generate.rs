@@ -20,13 +20,13 @@ pub struct Args {
     #[arg(long, short)]
     prompt: Vec<String>,
     /// 0 picks the most likely character (greedy); above 0 samples with that temperature.
-    #[arg(long, short, default_value_t = 0.0)]
+    #[arg(long, short, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
     #[arg(long, short, default_value_t = 0)]
     seed: u64,
     /// Stop after this many generated characters (or at <eos>).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     max_chars: usize,
     /// Texts per prompt.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]

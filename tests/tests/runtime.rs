@@ -1,0 +1,259 @@
+//! Behaviour of the runtime's public API: loading and rejecting files,
+//! workspace capacity, samplers and the streaming generator.
+
+use charlm_runtime::format::{Body, ModelFile};
+use charlm_runtime::{
+    Capacity, Error, Generator, Model, Sampler, SeededRng, Stop, TensorName, Temperature, Workspace,
+};
+use charlm_tests::{SPECS, Weights, model_path};
+use rand_core::RngCore;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(model_path(name)).unwrap()
+}
+
+/// Decodes `bytes`, lets `edit` change the body, and re-encodes with a valid checksum.
+fn edited<'a>(bytes: &'a [u8], edit: impl FnOnce(&mut Body<'a>)) -> Vec<u8> {
+    let mut file = ModelFile::decode(bytes).unwrap();
+    edit(&mut file.body);
+    file.encode().unwrap()
+}
+
+#[test]
+fn fixtures_load_and_describe_themselves() {
+    let bytes = fixture("gru1");
+    let model = Model::from_bytes(&bytes).unwrap();
+    assert_eq!(model.hidden(), 20);
+    assert_eq!(model.vocab().size(), SPECS[1].symbols.chars().count() + 2);
+    assert_eq!(model.vocab().id_of(' '), Some(1));
+    assert_eq!(model.vocab().id_of('€'), Some(model.vocab().symbols().chars().position(|c| c == '€').unwrap() as u16 + 1));
+    assert_eq!(model.vocab().symbol(model.vocab().id_of('ß').unwrap()), Some('ß'));
+    assert_eq!(model.vocab().symbol(0), None);
+    assert_eq!(model.vocab().symbol(model.vocab().eos()), None);
+    assert_eq!(model.vocab().id_of('#'), None);
+}
+
+#[test]
+fn structural_damage_is_a_typed_error() {
+    let good = fixture("lstm2");
+    assert!(matches!(Model::from_bytes(&[]), Err(Error::Truncated { len: 0 })));
+    assert!(matches!(Model::from_bytes(&good[..6]), Err(Error::Truncated { .. }) | Err(Error::ChecksumMismatch { .. })));
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert_eq!(Model::from_bytes(&bad).unwrap_err(), Error::BadMagic);
+    let mut bad = good.clone();
+    bad[4] = 9;
+    assert_eq!(Model::from_bytes(&bad).unwrap_err(), Error::UnsupportedVersion { found: 9 });
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    assert!(matches!(Model::from_bytes(&bad), Err(Error::ChecksumMismatch { .. })));
+    // Truncation anywhere past the header is caught (checksum or decoding).
+    for cut in [9, 100, good.len() - 1] {
+        assert!(Model::from_bytes(&good[..cut]).is_err(), "cut at {cut} accepted");
+    }
+}
+
+#[test]
+fn inconsistent_contents_are_rejected_even_with_a_valid_checksum() {
+    let good = fixture("lstm2");
+    let cases: Vec<(Vec<u8>, Error)> = vec![
+        (edited(&good, |b| b.arch.layers = 3), Error::LayerCountMismatch { arch: 3, found: 2 }),
+        (edited(&good, |b| b.arch.layers = 0), Error::LayersOutOfRange { layers: 0 }),
+        (edited(&good, |b| b.arch.hidden = 0), Error::HiddenOutOfRange { hidden: 0 }),
+        (
+            edited(&good, |b| b.layers[1].w_hh.shape = [108, 26]),
+            Error::ShapeMismatch { tensor: TensorName::WHh(1), expected: [108, 27], found: [108, 26] },
+        ),
+        (
+            edited(&good, |b| b.out_b.data = &b.out_b.data[2..]),
+            Error::DataLength { tensor: TensorName::OutB, expected: 78, found: 76 },
+        ),
+        (edited(&good, |b| b.vocab.eos = 5), Error::BadSpecialIds { pad: 0, eos: 5 }),
+        (edited(&good, |b| b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!!"), Error::DuplicateSymbol { symbol: '!' }),
+        (edited(&good, |b| b.vocab.symbols = b"etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!?"), Error::VocabSizeMismatch { symbols: 36, vocab: 39 }),
+        (edited(&good, |b| b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!\xff"), Error::VocabNotUtf8 { offset: 36 }),
+    ];
+    for (bytes, expected) in cases {
+        assert_eq!(Model::from_bytes(&bytes).unwrap_err(), expected);
+    }
+    // An f16 infinity in a weight.
+    let mut data = ModelFile::decode(&good).unwrap().body.layers[0].w_hh.data.to_vec();
+    data[1] = 0x7c;
+    let inf = edited(&good, |b| b.layers[0].w_hh.data = &data);
+    assert_eq!(Model::from_bytes(&inf).unwrap_err(), Error::NonFinite { tensor: TensorName::WHh(0) });
+}
+
+#[test]
+fn errors_read_as_one_line() {
+    let e = Error::ShapeMismatch { tensor: TensorName::WIh(0), expected: [39, 108], found: [1, 2] };
+    assert_eq!(e.to_string(), "tensor layer 0 w_ih has shape 1x2, expected 39x108");
+    assert!(!Error::ChecksumMismatch { stored: 1, computed: 2 }.to_string().contains('\n'));
+}
+
+#[test]
+fn a_model_larger_than_the_workspace_is_refused_at_bind_time() {
+    let bytes = fixture("lstm2");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut small = Workspace::<16, 2, 64>::new();
+    let err = Generator::new(&model, &mut small, Sampler::Greedy, SeededRng::new(1)).err().unwrap();
+    assert_eq!(err, Error::TooLarge { what: Capacity::Hidden, needed: 27, capacity: 16 });
+    let mut shallow = Workspace::<32, 1, 64>::new();
+    assert_eq!(shallow.check(&model), Err(Error::TooLarge { what: Capacity::Layers, needed: 2, capacity: 1 }));
+    let mut narrow = Workspace::<32, 2, 16>::new();
+    assert_eq!(narrow.check(&model), Err(Error::TooLarge { what: Capacity::Vocab, needed: 39, capacity: 16 }));
+    // Exactly fitting works and gives the same text as the big host workspace.
+    let mut exact = Workspace::<27, 2, 39>::new();
+    let a: String = {
+        let mut g = Generator::new(&model, &mut exact, Sampler::from_temperature(1.0).unwrap(), SeededRng::new(3)).unwrap();
+        g.feed("the ");
+        g.by_ref().take(50).collect()
+    };
+    let mut big = charlm_trainer::sample::host_workspace();
+    let b: String = {
+        let mut g = Generator::new(&model, &mut *big, Sampler::from_temperature(1.0).unwrap(), SeededRng::new(3)).unwrap();
+        g.feed("the ");
+        g.by_ref().take(50).collect()
+    };
+    assert_eq!(a, b);
+    let _ = (&mut small, &mut shallow, &mut narrow);
+}
+
+#[test]
+fn temperatures_are_validated() {
+    assert_eq!(Sampler::from_temperature(0.0), Ok(Sampler::Greedy));
+    for bad in [-0.5, f32::NAN, f32::INFINITY, -1e-30] {
+        assert_eq!(Sampler::from_temperature(bad), Err(Error::BadTemperature), "{bad}");
+    }
+    assert!(Temperature::new(1e-30).is_ok());
+}
+
+#[test]
+fn greedy_takes_the_first_maximum_and_never_padding() {
+    let mut rng = SeededRng::new(0);
+    let mut logits = [100.0, 1.0, 3.0, 3.0, -2.0];
+    assert_eq!(Sampler::Greedy.sample(&mut logits, &mut rng), 2);
+}
+
+#[test]
+fn sampling_follows_the_distribution_and_skips_padding() {
+    let t = Sampler::from_temperature(1.0).unwrap();
+    let mut rng = SeededRng::new(99);
+    let base = [50.0f32, 0.0, (3.0f32).ln(), f32::NEG_INFINITY];
+    let mut counts = [0u32; 4];
+    for _ in 0..40_000 {
+        let mut logits = base;
+        counts[t.sample(&mut logits, &mut rng) as usize] += 1;
+    }
+    assert_eq!(counts[0], 0, "padding sampled");
+    assert_eq!(counts[3], 0, "zero-probability id sampled");
+    let p2 = counts[2] as f64 / 40_000.0;
+    assert!((p2 - 0.75).abs() < 0.01, "P(id 2) = {p2}, expected 0.75");
+}
+
+#[test]
+fn tiny_temperatures_fall_back_to_greedy_instead_of_nan() {
+    let t = Sampler::from_temperature(1e-38).unwrap();
+    let mut rng = SeededRng::new(1);
+    let mut logits = [0.0f32, 1.0, 2.0, 1.5];
+    assert_eq!(t.sample(&mut logits, &mut rng), 2);
+}
+
+#[test]
+fn one_draw_per_sampled_character_and_none_for_greedy() {
+    let bytes = fixture("gru1");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut *ws, Sampler::from_temperature(0.8).unwrap(), SeededRng::new(5)).unwrap();
+    g.feed("die ");
+    let n = g.by_ref().take(30).count();
+    let mut reference = SeededRng::new(5);
+    for _ in 0..n {
+        reference.next_u32();
+    }
+    assert_eq!(g.rng_mut().next_u32(), reference.next_u32());
+    g.reset();
+    g.set_sampler(Sampler::Greedy);
+    g.feed("die ");
+    let _ = g.by_ref().take(30).count();
+    let mut fresh = SeededRng::new(5);
+    for _ in 0..n + 1 {
+        fresh.next_u32();
+    }
+    assert_eq!(g.rng_mut().next_u32(), fresh.next_u32());
+}
+
+#[test]
+fn prompts_drop_unknown_characters_and_count_them() {
+    let bytes = fixture("lstm2");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap();
+    let fed = g.feed("Über die Straße");
+    assert_eq!((fed.fed, fed.dropped), (13, 2));
+    // Dropping is the same as never having typed them.
+    let a: String = g.by_ref().take(40).collect();
+    g.reset();
+    g.feed("ber die Strae");
+    let b: String = g.by_ref().take(40).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn generation_stops_at_the_limit_at_eos_and_before_any_prompt() {
+    let bytes = fixture("lstm2");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap().with_limit(5);
+    assert_eq!(g.next_char(), None);
+    assert_eq!(g.stop(), Some(Stop::NothingFed));
+    g.feed("a");
+    let text: String = g.by_ref().collect();
+    assert_eq!(text.chars().count(), 5);
+    assert_eq!(g.stop(), Some(Stop::Limit));
+    // The committed greedy golden text for "the " ends at <eos> well before 80 characters.
+    g.reset();
+    let mut g = g.with_limit(1000);
+    g.feed("the ");
+    let text: String = g.by_ref().collect();
+    assert!(text.chars().count() < 80);
+    assert_eq!(g.stop(), Some(Stop::Eos));
+}
+
+#[test]
+fn reset_and_continue() {
+    let bytes = fixture("gru1");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap();
+    g.feed("die ");
+    let first: String = g.by_ref().take(10).collect();
+    // Continuing with more text carries the state: feeding the generated
+    // text in one go after a reset lands in the same place.
+    g.feed("und ");
+    let cont: String = g.by_ref().take(10).collect();
+    g.reset();
+    g.feed(&format!("die {first}und "));
+    let again: String = g.by_ref().take(10).collect();
+    assert_eq!(cont, again);
+}
+
+#[test]
+fn every_weight_bit_matters() {
+    // Flip the lowest mantissa bit of one hidden-to-hidden weight: the logits
+    // must change (the golden tests then catch any change in the text).
+    let spec = &SPECS[0];
+    let weights = Weights::synthesize(spec);
+    let good = weights.encode(spec.symbols, "x");
+    let mut data = ModelFile::decode(&good).unwrap().body.layers[1].w_hh.data.to_vec();
+    data[10] ^= 1;
+    let flipped = edited(&good, |b| b.layers[1].w_hh.data = &data);
+    let logits = |bytes: &[u8]| -> Vec<u32> {
+        let model = Model::from_bytes(bytes).unwrap();
+        let mut ws = charlm_trainer::sample::host_workspace();
+        let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap();
+        g.feed("the rain in spain");
+        g.logits().iter().map(|x| x.to_bits()).collect()
+    };
+    assert_ne!(logits(&good), logits(&flipped));
+}

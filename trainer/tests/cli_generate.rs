@@ -1,0 +1,132 @@
+//! `charlm generate` and `charlm info` as a user runs them: the golden texts
+//! byte for byte through the binary, and bad input -> one line, status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn charlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_charlm")).args(args).current_dir(root()).output().expect("run charlm")
+}
+
+/// Asserts a clean refusal: status 2, exactly one stderr line containing
+/// `needle`, no panic, nothing on stdout.
+fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "status for {needle:?}; stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
+    assert!(stderr.contains(needle), "stderr {stderr:?} does not mention {needle:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn binary_reproduces_every_golden_file() {
+    let cases = std::fs::read_to_string(root().join("tests/golden/cases.tsv")).expect("tests/golden/cases.tsv");
+    let mut n = 0;
+    for line in cases.lines() {
+        let mut fields = line.split('\t');
+        let file = fields.next().unwrap();
+        let args: Vec<&str> = fields.collect();
+        let out = charlm(&args);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let expected = std::fs::read(root().join("tests/golden").join(file)).unwrap();
+        assert!(out.stdout == expected, "charlm {} differs from tests/golden/{file}", args.join(" "));
+        n += 1;
+    }
+    assert_eq!(n, 8, "expected 8 golden cases");
+}
+
+#[test]
+fn generate_refuses_bad_input_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("charlm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = std::fs::read(root().join("tests/fixtures/lstm2.clm")).unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let truncated = write("truncated.clm", &good[..good.len() / 2]);
+    let mut flipped = good.clone();
+    flipped[good.len() / 3] ^= 0x04;
+    let corrupted = write("corrupted.clm", &flipped);
+    let text = write("text.clm", b"this is not a model at all");
+    let empty = write("empty.clm", b"");
+    let model = "tests/fixtures/lstm2.clm";
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "--model", "no/such/file.clm"], "no/such/file.clm"),
+        (vec!["generate", "--model", &truncated], "truncated.clm"),
+        (vec!["generate", "--model", &corrupted], "corrupted"),
+        (vec!["generate", "--model", &text], "not a charlm model"),
+        (vec!["generate", "--model", &empty], "too short"),
+        (vec!["generate", "--model", model, "--temperature", "-1"], "temperature"),
+        (vec!["generate", "--model", model, "--temperature", "NaN"], "temperature"),
+        (vec!["generate", "--model", model, "--temperature", "warm"], "temperature"),
+        (vec!["generate", "--model", model, "--prompt", "###"], "no character"),
+        (vec!["generate", "--model", model, "--count", "0"], "count"),
+        (vec!["generate", "--model", model, "--max-chars", "-3"], "max-chars"),
+        (vec!["generate"], "--model"),
+        (vec!["info", &corrupted], "checksum"),
+        (vec!["info", "no/such/file.clm"], "no/such/file.clm"),
+        (vec!["info", &text], "not a charlm model"),
+        (vec!["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let out = charlm(&args);
+        assert_refused(&out, needle);
+        if args[0] == "generate" {
+            assert!(out.stdout.is_empty(), "charlm {args:?} printed text before failing");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_model_too_large_for_the_host_workspace_is_refused() {
+    // Hidden 1100 exceeds the host workspace (1024) but is a valid file.
+    use charlm_runtime::format::ModelFile;
+    let zeros = vec![0u8; 3 * 1100 * 1100 * 2];
+    let good = std::fs::read(root().join("tests/fixtures/gru1.clm")).unwrap();
+    let file = ModelFile::decode(&good).unwrap();
+    let mut body = file.body.clone();
+    let h = 1100u32;
+    let v = body.arch.vocab as u32;
+    body.arch.hidden = h as u16;
+    body.layers[0].w_ih.shape = [v, 3 * h];
+    body.layers[0].w_ih.data = &zeros[..(v * 3 * h * 2) as usize];
+    body.layers[0].w_hh.shape = [3 * h, h];
+    body.layers[0].w_hh.data = &zeros;
+    body.layers[0].b_ih.shape = [3 * h, 1];
+    body.layers[0].b_ih.data = &zeros[..(3 * h * 2) as usize];
+    body.layers[0].b_hh = body.layers[0].b_ih;
+    body.out_w.shape = [v, h];
+    body.out_w.data = &zeros[..(v * h * 2) as usize];
+    let big = ModelFile { header: file.header, body }.encode().unwrap();
+    let path = std::env::temp_dir().join(format!("charlm-big-{}.clm", std::process::id()));
+    std::fs::write(&path, big).unwrap();
+    let out = charlm(&["generate", "--model", path.to_str().unwrap()]);
+    assert_refused(&out, "too large");
+    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn info_describes_a_model() {
+    let out = charlm(&["info", "tests/fixtures/gru1.clm"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in ["GRU, 1 layer, hidden 20", "checksum    ok", "36 ids", "€", "parameters"] {
+        assert!(text.contains(needle), "info output lacks {needle:?}:\n{text}");
+    }
+}
+
+#[test]
+fn generate_warns_about_dropped_characters_but_succeeds() {
+    let out = charlm(&["generate", "--model", "tests/fixtures/lstm2.clm", "--prompt", "Ünder", "--max-chars", "5"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dropped 1"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("nder"));
+}
