@@ -4,3 +4,9 @@
 
 pub mod error;
 pub mod sample;
+pub mod batch;
+pub mod corpus;
+pub mod cpu;
+pub mod params;
+pub mod rng;
+pub mod vocab;

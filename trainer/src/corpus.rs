@@ -1,0 +1,247 @@
+//! Reading training text: AG News CSV (as the lesson uses it), one sample per
+//! line, or running text; and the deterministic held-out split.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, read_file};
+
+/// Tiny Shakespeare (public domain), bundled so `charlm train` needs no download.
+pub const BUNDLED: &[u8] = include_bytes!("../corpora/tinyshakespeare.txt");
+/// Name of the bundled corpus in messages and model metadata.
+pub const BUNDLED_NAME: &str = "tinyshakespeare.txt (bundled)";
+
+/// Which column(s) of an AG News CSV (`class,title,description`) make a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+pub enum Field {
+    /// The headline (the lesson's choice).
+    Title,
+    /// The description.
+    Description,
+    /// Title, a space, description (the lesson's `extract_text`).
+    #[value(name = "title+description")]
+    TitleDescription,
+}
+
+impl Field {
+    fn columns(self) -> &'static [usize] {
+        match self {
+            Field::Title => &[1],
+            Field::Description => &[2],
+            Field::TitleDescription => &[1, 2],
+        }
+    }
+
+    /// Name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Title => "title",
+            Field::Description => "description",
+            Field::TitleDescription => "title+description",
+        }
+    }
+}
+
+/// How a corpus is cut into training sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Layout {
+    /// One continuous text, cut into windows with state carried between them.
+    Running,
+    /// Independent samples (lines, CSV rows), each ending in `<eos>`.
+    Samples,
+}
+
+/// Where the text comes from and how to read it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Spec {
+    /// `None`: the bundled corpus.
+    pub path: Option<PathBuf>,
+    /// CSV column(s); `Some` means the file is read as AG News CSV.
+    pub field: Option<Field>,
+    /// Samples are lines (`Samples` without a field) or the text runs on.
+    pub layout: Layout,
+}
+
+/// A corpus read into memory.
+#[derive(Clone, Debug)]
+pub struct Corpus {
+    /// For messages and model metadata.
+    pub name: String,
+    /// CRC-32 of the file's bytes, to recognise it when a run resumes.
+    pub crc: u32,
+    /// `Running`: exactly one text. `Samples`: the non-empty samples in file order.
+    pub texts: Vec<String>,
+    /// The layout the texts follow.
+    pub layout: Layout,
+}
+
+impl Spec {
+    /// Reads and parses the corpus.
+    pub fn load(&self) -> Result<Corpus, CliError> {
+        let (bytes, name, path) = match &self.path {
+            None => (BUNDLED.to_vec(), BUNDLED_NAME.to_string(), PathBuf::from(BUNDLED_NAME)),
+            Some(p) => {
+                let file_name = p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into());
+                let name = match self.field {
+                    Some(f) => format!("{file_name}:{}", f.name()),
+                    None => file_name,
+                };
+                (read_file(p)?, name, p.clone())
+            }
+        };
+        let crc = charlm_runtime::format::crc32(&bytes);
+        let text = utf8(&path, bytes)?;
+        let texts = match (self.field, self.layout) {
+            (Some(field), _) => csv_samples(&path, &text, field)?,
+            (None, Layout::Samples) => {
+                text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.is_empty()).map(String::from).collect()
+            }
+            (None, Layout::Running) => {
+                if text.is_empty() { vec![] } else { vec![text] }
+            }
+        };
+        if texts.is_empty() {
+            return Err(CliError::invalid(format!("{}: the corpus is empty", path.display())));
+        }
+        Ok(Corpus { name, crc, texts, layout: if self.field.is_some() { Layout::Samples } else { self.layout } })
+    }
+}
+
+/// Checks UTF-8, naming the file and the first bad byte.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, CliError> {
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::invalid(format!("{}: invalid UTF-8 at byte offset {}", path.display(), e.utf8_error().valid_up_to()))
+    })
+}
+
+/// AG News rows `class,title,description` (RFC 4180 quoting, no header;
+/// backslash sequences such as `\$` or `#39;` are kept as they are).
+fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, CliError> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut out = Vec::new();
+    for (row, rec) in reader.records().enumerate() {
+        let rec = rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
+        let mut parts = Vec::with_capacity(2);
+        for &col in field.columns() {
+            let value = rec.get(col).ok_or_else(|| {
+                CliError::invalid(format!(
+                    "{}: row {} has {} column(s), no {} (AG News CSV is class,title,description)",
+                    path.display(),
+                    row + 1,
+                    rec.len(),
+                    if col == 1 { "title" } else { "description" }
+                ))
+            })?;
+            parts.push(value);
+        }
+        let sample = parts.join(" ");
+        if !sample.is_empty() {
+            out.push(sample);
+        }
+    }
+    Ok(out)
+}
+
+/// Training and held-out text.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Training texts (one for running text).
+    pub train: Vec<String>,
+    /// Held-out texts (possibly none).
+    pub val: Vec<String>,
+}
+
+impl Corpus {
+    /// Holds out a fraction `frac` (0 to 0.5): the last part of running text,
+    /// or every `1/frac`-th sample (spread evenly, the same every time).
+    pub fn split(self, frac: f64) -> Split {
+        match self.layout {
+            Layout::Running => {
+                let text = self.texts.into_iter().next().unwrap_or_default();
+                let n = text.chars().count();
+                let keep = n - (n as f64 * frac).round() as usize;
+                let cut = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+                let val = text[cut..].to_string();
+                let mut train = text;
+                train.truncate(cut);
+                Split { train: vec![train], val: if val.is_empty() { vec![] } else { vec![val] } }
+            }
+            Layout::Samples => {
+                let (mut train, mut val) = (Vec::new(), Vec::new());
+                for (i, s) in self.texts.into_iter().enumerate() {
+                    // Sample i is held out when the running count of held-out
+                    // samples, floor((i + 1) * frac), steps up at i.
+                    let held = ((i + 1) as f64 * frac).floor() > (i as f64 * frac).floor();
+                    if held { val.push(s) } else { train.push(s) }
+                }
+                Split { train, val }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    #[test]
+    fn ag_news_csv_fields() {
+        let f = file(b"\"3\",\"Wall St. Bears Claw Back\",\"Reuters - Short-sellers, \\$5 #39;s\"\n\"4\",\"Title, with \"\"quotes\"\"\",\"d\"\n");
+        let spec = |field| Spec { path: Some(f.path().into()), field: Some(field), layout: Layout::Samples };
+        let c = spec(Field::Title).load().unwrap();
+        assert_eq!(c.texts, ["Wall St. Bears Claw Back", "Title, with \"quotes\""]);
+        assert_eq!(c.layout, Layout::Samples);
+        let c = spec(Field::TitleDescription).load().unwrap();
+        assert_eq!(c.texts[0], "Wall St. Bears Claw Back Reuters - Short-sellers, \\$5 #39;s");
+    }
+
+    #[test]
+    fn csv_without_the_field_is_an_error() {
+        let f = file(b"1,only a title\n");
+        let spec = Spec { path: Some(f.path().into()), field: Some(Field::Description), layout: Layout::Samples };
+        let err = spec.load().unwrap_err().to_string();
+        assert!(err.contains("no description"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_offset() {
+        let f = file(b"abc\xffdef");
+        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Running };
+        let err = spec.load().unwrap_err().to_string();
+        assert!(err.contains("invalid UTF-8 at byte offset 3"), "{err}");
+    }
+
+    #[test]
+    fn empty_corpus_is_an_error() {
+        let f = file(b"\n\r\n");
+        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Samples };
+        assert!(spec.load().unwrap_err().to_string().contains("empty"));
+        let f = file(b"");
+        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Running };
+        assert!(spec.load().unwrap_err().to_string().contains("empty"));
+    }
+
+    #[test]
+    fn splits_are_deterministic() {
+        let c = Corpus { name: "x".into(), crc: 0, texts: (0..100).map(|i| i.to_string()).collect(), layout: Layout::Samples };
+        let s = c.split(0.05);
+        assert_eq!(s.val, ["19", "39", "59", "79", "99"]);
+        assert_eq!(s.train.len(), 95);
+        let c = Corpus { name: "x".into(), crc: 0, texts: vec!["abcdéfghij".into()], layout: Layout::Running };
+        let s = c.split(0.2);
+        assert_eq!((s.train[0].as_str(), s.val[0].as_str()), ("abcdéfgh", "ij"));
+    }
+
+    #[test]
+    fn bundled_corpus_loads() {
+        let c = Spec { path: None, field: None, layout: Layout::Running }.load().unwrap();
+        assert_eq!(c.texts.len(), 1);
+        assert!(c.texts[0].starts_with("First Citizen:"));
+    }
+}

@@ -1,0 +1,618 @@
+//! The CPU backend: the reference implementation of the forward pass, the
+//! masked cross-entropy and backpropagation through time.
+//!
+//! Data is time-major: row `t*B + b` of a `[T*B, X]` buffer is sequence `b`
+//! at step `t`. Per layer the work is
+//! 1. input pre-activations for all steps at once: layer 0 gathers rows of
+//!    its input table (a one-hot input times a matrix is a row lookup, no
+//!    multiplications); later layers do one `[T*B, H] x [H, G*H]` product;
+//! 2. the recurrence, step by step: `h_{t-1} W_hh^T` and the cell. The batch
+//!    is cut into row groups that run through time independently (no
+//!    synchronisation per step) on rayon;
+//! 3. backwards, the mirror image, and then the weight gradients as single
+//!    products over all `T*B` rows.
+//! The output projection, softmax and loss also run over all rows at once.
+//!
+//! Reproducibility: every split (row groups, GEMM blocks, reduction chunks)
+//! depends only on the shapes, never on the number of threads, and sums are
+//! taken in a fixed order, so a seed gives the same bits on any core count.
+
+pub mod gemm;
+pub mod real;
+
+use charlm_runtime::format::CellKind;
+use rayon::prelude::*;
+
+use crate::batch::Batch;
+use crate::params::Layout;
+use crate::rng::Rng;
+use gemm::{Mat, gemm};
+pub use real::Real;
+
+/// Loss of a batch: the sum of nats over the counted positions.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Loss {
+    /// Sum of `-ln p(target)`.
+    pub nats: f64,
+    /// Positions counted (targets that are not padding).
+    pub count: usize,
+}
+
+impl Loss {
+    /// Mean nats per character.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.nats / self.count as f64 }
+    }
+
+    /// Bits per character.
+    pub fn bpc(&self) -> f64 {
+        self.mean() / std::f64::consts::LN_2
+    }
+
+    /// Adds another batch's loss.
+    pub fn add(&mut self, other: Loss) {
+        self.nats += other.nats;
+        self.count += other.count;
+    }
+}
+
+/// Dropout between layers (PyTorch `nn.LSTM(dropout=p)`: on the output of
+/// every layer but the last), with masks drawn from `seed`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Dropout {
+    /// Probability of zeroing a unit.
+    pub p: f32,
+    /// Seed of this step's masks.
+    pub seed: u64,
+}
+
+/// Which classes the softmax runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classes {
+    /// All `V` ids, padding included, as PyTorch's `CrossEntropyLoss` over
+    /// `V` outputs does (training).
+    All,
+    /// Ids `1..V`: the distribution the runtime samples from (held-out scores).
+    NoPadding,
+}
+
+/// Per-layer activations kept for the backward pass.
+#[derive(Default)]
+struct LayerCache<T> {
+    /// `[T*B, G*H]` input pre-activations `W_ih x + b_ih`.
+    xg: Vec<T>,
+    /// `[T*B, G*H]` activated gates (LSTM `i,f,g,o`; GRU `r,z,n`).
+    gates: Vec<T>,
+    /// `[(T+1)*B, H]` hidden states; the first `B` rows are the initial state.
+    h: Vec<T>,
+    /// `[(T+1)*B, H]` LSTM cell states, initial state first.
+    c: Vec<T>,
+    /// `[T*B, H]` LSTM: `tanh(c)`; GRU: `W_hn h + b_hn`.
+    aux: Vec<T>,
+    /// `[T*B, H]` dropout mask applied to this layer's output (or empty).
+    mask: Vec<T>,
+    /// `[T*B, H]` this layer's output after dropout (the next layer's input).
+    dropped: Vec<T>,
+}
+
+/// The CPU backend for one architecture. Holds scratch buffers (grown as
+/// needed) and the recurrent state carried between windows of running text.
+pub struct Cpu<T> {
+    layout: Layout,
+    cache: Vec<LayerCache<T>>,
+    /// `[T*B, V]` logits, then their gradient.
+    logits: Vec<T>,
+    /// `[T*B, G*H]` gradient of the gate pre-activations (LSTM; GRU input side).
+    dxg: Vec<T>,
+    /// `[T*B, G*H]` GRU: gradient of the hidden-side pre-activations.
+    dhg: Vec<T>,
+    /// `[T*B, H]` gradient arriving at the current layer's output.
+    dh: Vec<T>,
+    /// `[T*B, H]` gradient for the layer below.
+    dx: Vec<T>,
+    /// `[layer]` -> final `(h, c)` of the last batch, `[B, H]` each.
+    carry: Vec<(Vec<T>, Vec<T>)>,
+    carry_rows: usize,
+}
+
+/// Pointer to a buffer that row-group tasks share; each touches only its rows.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T, usize);
+// SAFETY: tasks write disjoint rows (see `Shared::rows`).
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    fn new(v: &mut [T]) -> Self {
+        Shared(v.as_mut_ptr(), v.len())
+    }
+
+    /// Elements `start..start + len`.
+    ///
+    /// # Safety
+    /// No two live slices obtained from the same buffer may overlap when one
+    /// of them is written.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.1, "shared slice out of bounds");
+        // SAFETY: in bounds (asserted); disjointness is the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// Rows per recurrent group: groups of about 32 sequences run through time
+/// independently; fewer than 64 sequences stay one group (the per-step
+/// product then splits its columns instead).
+fn row_groups(b: usize) -> Vec<(usize, usize)> {
+    let groups = (b / 32).max(1);
+    let per = b.div_ceil(groups);
+    (0..groups).map(|g| (g * per, ((g + 1) * per).min(b))).filter(|(a, z)| a < z).collect()
+}
+
+/// Column chunk for reductions over rows (bias gradients, table gradient).
+const COL_CHUNK: usize = 64;
+
+fn grow<T: Real>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::ZERO);
+    }
+}
+
+impl<T: Real> Cpu<T> {
+    /// A backend for models with this layout.
+    pub fn new(layout: Layout) -> Self {
+        let layers = layout.arch.layers as usize;
+        Cpu {
+            cache: (0..layers).map(|_| LayerCache::default()).collect(),
+            carry: vec![(Vec::new(), Vec::new()); layers],
+            carry_rows: 0,
+            layout,
+            logits: Vec::new(),
+            dxg: Vec::new(),
+            dhg: Vec::new(),
+            dh: Vec::new(),
+            dx: Vec::new(),
+        }
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The carried state, `[layer][h | c]` each `[B, H]` (for checkpoints).
+    pub fn carried_state(&self) -> (usize, Vec<Vec<T>>) {
+        let mut out = Vec::new();
+        for (h, c) in &self.carry {
+            out.push(h.clone());
+            out.push(c.clone());
+        }
+        (self.carry_rows, out)
+    }
+
+    /// Restores a state saved by [`Self::carried_state`].
+    pub fn set_carried_state(&mut self, rows: usize, state: Vec<Vec<T>>) {
+        let mut it = state.into_iter();
+        for slot in self.carry.iter_mut() {
+            slot.0 = it.next().unwrap_or_default();
+            slot.1 = it.next().unwrap_or_default();
+        }
+        self.carry_rows = rows;
+    }
+
+    /// Loss of `batch` (forward only), carrying state like training does.
+    pub fn loss(&mut self, params: &[T], batch: &Batch, classes: Classes) -> Loss {
+        self.forward(params, batch, None);
+        self.softmax_loss(batch, classes, false)
+    }
+
+    /// Loss of `batch` and the gradient of its mean with respect to every
+    /// parameter, written into `grads` (same layout as `params`).
+    pub fn loss_and_grad(&mut self, params: &[T], batch: &Batch, grads: &mut [T], dropout: Option<Dropout>) -> Loss {
+        assert_eq!(params.len(), self.layout.len);
+        assert_eq!(grads.len(), self.layout.len);
+        self.forward(params, batch, dropout);
+        let loss = self.softmax_loss(batch, Classes::All, true);
+        self.backward(params, batch, grads);
+        loss
+    }
+
+    fn forward(&mut self, params: &[T], batch: &Batch, dropout: Option<Dropout>) {
+        let arch = self.layout.arch;
+        let (tt, b) = (batch.steps, batch.rows);
+        let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
+        let (gh, n) = (g * h, tt * b);
+        let layers = arch.layers as usize;
+        let carry = batch.carry && self.carry_rows == b;
+        for l in 0..layers {
+            let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
+            let (below, rest) = self.cache.split_at_mut(l);
+            let cache = &mut rest[0];
+            grow(&mut cache.xg, n * gh);
+            grow(&mut cache.gates, n * gh);
+            grow(&mut cache.h, (n + b) * h);
+            grow(&mut cache.aux, n * h);
+            if arch.cell == CellKind::Lstm {
+                grow(&mut cache.c, (n + b) * h);
+            }
+            // 1. input pre-activations for all steps
+            let xg = &mut cache.xg[..n * gh];
+            let bias = &params[b_ih];
+            if l == 0 {
+                let table = &params[w_ih];
+                xg.par_chunks_mut(gh).zip(batch.inputs.par_iter()).for_each(|(row, &id)| {
+                    let t = &table[id as usize * gh..(id as usize + 1) * gh];
+                    for ((o, &w), &bb) in row.iter_mut().zip(t).zip(bias) {
+                        *o = w + bb;
+                    }
+                });
+            } else {
+                let x = &below[l - 1].layer_output(n, b, h);
+                gemm(Mat::new(x, n, h), Mat::new(&params[w_ih], gh, h).t(), xg, false);
+                xg.par_chunks_mut(gh).for_each(|row| {
+                    for (o, &bb) in row.iter_mut().zip(bias) {
+                        *o += bb;
+                    }
+                });
+            }
+            // initial state
+            let (h0, c0) = (&mut cache.h[..b * h], &mut cache.c);
+            if carry {
+                h0.copy_from_slice(&self.carry[l].0);
+                if arch.cell == CellKind::Lstm {
+                    c0[..b * h].copy_from_slice(&self.carry[l].1);
+                }
+            } else {
+                h0.fill(T::ZERO);
+                if arch.cell == CellKind::Lstm {
+                    c0[..b * h].fill(T::ZERO);
+                }
+            }
+            // 2. the recurrence, per row group
+            let w = &params[w_hh];
+            let bh = &params[b_hh];
+            let (xg_s, gates_s, h_s, aux_s) =
+                (Shared::new(&mut cache.xg), Shared::new(&mut cache.gates), Shared::new(&mut cache.h), Shared::new(&mut cache.aux));
+            let c_s = Shared::new(&mut cache.c);
+            row_groups(b).into_par_iter().for_each(|(r0, r1)| {
+                let rows = r1 - r0;
+                let mut hg = vec![T::ZERO; rows * gh];
+                for t in 0..tt {
+                    // SAFETY: this task only touches rows r0..r1 of step t
+                    // (and reads rows r0..r1 of step t-1, written by itself).
+                    let (hprev, hout, xg, gates, aux) = unsafe {
+                        (
+                            &*h_s.slice((t * b + r0) * h, rows * h),
+                            h_s.slice(((t + 1) * b + r0) * h, rows * h),
+                            &*xg_s.slice((t * b + r0) * gh, rows * gh),
+                            gates_s.slice((t * b + r0) * gh, rows * gh),
+                            aux_s.slice((t * b + r0) * h, rows * h),
+                        )
+                    };
+                    gemm(Mat::new(hprev, rows, h), Mat::new(w, gh, h).t(), &mut hg, false);
+                    match arch.cell {
+                        CellKind::Lstm => {
+                            // SAFETY: as above.
+                            let (cprev, cout) =
+                                unsafe { (&*c_s.slice((t * b + r0) * h, rows * h), c_s.slice(((t + 1) * b + r0) * h, rows * h)) };
+                            lstm_forward(h, xg, &hg, bh, gates, cprev, cout, aux, hout);
+                        }
+                        CellKind::Gru => gru_forward(h, xg, &hg, bh, gates, hprev, aux, hout),
+                    }
+                }
+            });
+            // remember the final state for the next window
+            let last = &cache.h[tt * b * h..(tt + 1) * b * h];
+            self.carry[l].0.clear();
+            self.carry[l].0.extend_from_slice(if tt > 0 { last } else { &cache.h[..b * h] });
+            if arch.cell == CellKind::Lstm {
+                self.carry[l].1.clear();
+                self.carry[l].1.extend_from_slice(&cache.c[tt * b * h..(tt + 1) * b * h]);
+            }
+            // dropout on the output of every layer but the last
+            cache.mask.clear();
+            cache.dropped.clear();
+            if let Some(d) = dropout.filter(|d| d.p > 0.0 && l + 1 < layers) {
+                let mut rng = Rng::derive(d.seed, l as u64);
+                let scale = T::from_f64(1.0 / (1.0 - d.p as f64));
+                cache.mask.extend((0..n * h).map(|_| if rng.next_f32() < d.p { T::ZERO } else { scale }));
+                let out = &cache.h[b * h..(n + b) * h];
+                cache.dropped.extend(out.iter().zip(&cache.mask).map(|(&x, &m)| x * m));
+            }
+        }
+        self.carry_rows = b;
+        // output projection over all rows
+        let top = self.cache[layers - 1].layer_output(n, b, h);
+        grow(&mut self.logits, n * v);
+        let logits = &mut self.logits[..n * v];
+        gemm(Mat::new(top, n, h), Mat::new(&params[self.layout.out_w.clone()], v, h).t(), logits, false);
+        let ob = &params[self.layout.out_b.clone()];
+        logits.par_chunks_mut(v).for_each(|row| {
+            for (o, &bb) in row.iter_mut().zip(ob) {
+                *o += bb;
+            }
+        });
+    }
+
+    /// Softmax cross-entropy of every counted position; with `grad`, leaves
+    /// the gradient of the mean loss in `self.logits`.
+    fn softmax_loss(&mut self, batch: &Batch, classes: Classes, grad: bool) -> Loss {
+        let v = self.layout.arch.vocab as usize;
+        let n = batch.steps * batch.rows;
+        let count = batch.chars();
+        let inv = if count == 0 { T::ZERO } else { T::from_f64(1.0 / count as f64) };
+        let first = match classes {
+            Classes::All => 0,
+            Classes::NoPadding => 1,
+        };
+        const ROWS: usize = 256;
+        let partial: Vec<f64> = self.logits[..n * v]
+            .par_chunks_mut(ROWS * v)
+            .zip(batch.targets.par_chunks(ROWS))
+            .map(|(chunk, targets)| {
+                let mut nats = 0.0f64;
+                for (row, &target) in chunk.chunks_mut(v).zip(targets) {
+                    if target == 0 {
+                        if grad {
+                            row.fill(T::ZERO);
+                        }
+                        continue;
+                    }
+                    let live = &mut row[first..];
+                    let max = live.iter().fold(live[0], |m, &x| m.max(x));
+                    let mut sum = T::ZERO;
+                    for &x in live.iter() {
+                        sum += (x - max).exp();
+                    }
+                    let lse = max + sum.ln();
+                    nats += (lse - row[target as usize]).to_f64();
+                    if grad {
+                        let live = &mut row[first..];
+                        for x in live.iter_mut() {
+                            *x = (*x - max).exp() / sum * inv;
+                        }
+                        row[..first].fill(T::ZERO);
+                        row[target as usize] -= inv;
+                    }
+                }
+                nats
+            })
+            .collect();
+        Loss { nats: partial.iter().sum(), count }
+    }
+
+    fn backward(&mut self, params: &[T], batch: &Batch, grads: &mut [T]) {
+        let arch = self.layout.arch;
+        let (tt, b) = (batch.steps, batch.rows);
+        let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
+        let (gh, n) = (g * h, tt * b);
+        let layers = arch.layers as usize;
+        // output layer
+        let dlogits = &self.logits[..n * v];
+        let top = self.cache[layers - 1].layer_output(n, b, h);
+        let (ow, ob) = (self.layout.out_w.clone(), self.layout.out_b.clone());
+        gemm(Mat::new(dlogits, n, v).t(), Mat::new(top, n, h), &mut grads[ow.clone()], false);
+        col_sums(dlogits, v, &mut grads[ob]);
+        grow(&mut self.dh, n * h);
+        grow(&mut self.dx, n * h);
+        grow(&mut self.dxg, n * gh);
+        if arch.cell == CellKind::Gru {
+            grow(&mut self.dhg, n * gh);
+        }
+        gemm(Mat::new(dlogits, n, v), Mat::new(&params[ow], v, h), &mut self.dh[..n * h], false);
+        for l in (0..layers).rev() {
+            let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
+            let cache = &self.cache[l];
+            if !cache.mask.is_empty() {
+                for (d, &m) in self.dh[..n * h].iter_mut().zip(&cache.mask) {
+                    *d *= m;
+                }
+            }
+            let w = &params[w_hh.clone()];
+            let (dh_s, dxg_s, dhg_s) = (Shared::new(&mut self.dh), Shared::new(&mut self.dxg), Shared::new(&mut self.dhg));
+            row_groups(b).into_par_iter().for_each(|(r0, r1)| {
+                let rows = r1 - r0;
+                let mut dh_next = vec![T::ZERO; rows * h];
+                let mut dc_next = vec![T::ZERO; rows * h];
+                for t in (0..tt).rev() {
+                    fn at<T>(buf: &[T], width: usize, step: usize, b: usize, r0: usize, r1: usize) -> &[T] {
+                        &buf[(step * b + r0) * width..(step * b + r1) * width]
+                    }
+                    // SAFETY: this task only touches rows r0..r1 of each buffer.
+                    let (dh, dxg) = unsafe { (dh_s.slice((t * b + r0) * h, rows * h), dxg_s.slice((t * b + r0) * gh, rows * gh)) };
+                    for (d, &x) in dh.iter_mut().zip(&dh_next) {
+                        *d += x;
+                    }
+                    let gates = at(&cache.gates, gh, t, b, r0, r1);
+                    let aux = at(&cache.aux, h, t, b, r0, r1);
+                    match arch.cell {
+                        CellKind::Lstm => {
+                            lstm_backward(h, dh, &mut dc_next, gates, at(&cache.c, h, t, b, r0, r1), aux, dxg);
+                            gemm(Mat::new(dxg, rows, gh), Mat::new(w, gh, h), &mut dh_next, false);
+                        }
+                        CellKind::Gru => {
+                            // SAFETY: as above.
+                            let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, rows * gh) };
+                            gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, r1), aux, dxg, dhg, &mut dh_next);
+                            gemm(Mat::new(dhg, rows, gh), Mat::new(w, gh, h), &mut dh_next, true);
+                        }
+                    }
+                }
+            });
+            // weight gradients over all rows at once
+            let dxg = &self.dxg[..n * gh];
+            let dhg = if arch.cell == CellKind::Gru { &self.dhg[..n * gh] } else { dxg };
+            let hprev = &cache.h[..n * h];
+            gemm(Mat::new(dhg, n, gh).t(), Mat::new(hprev, n, h), &mut grads[w_hh], false);
+            col_sums(dhg, gh, &mut grads[b_hh]);
+            col_sums(dxg, gh, &mut grads[b_ih]);
+            if l == 0 {
+                table_grad(dxg, &batch.inputs, gh, &mut grads[w_ih]);
+            } else {
+                let x = self.cache[l - 1].layer_output(n, b, h);
+                gemm(Mat::new(dxg, n, gh).t(), Mat::new(x, n, h), &mut grads[w_ih.clone()], false);
+                gemm(Mat::new(dxg, n, gh), Mat::new(&params[w_ih], gh, h), &mut self.dx[..n * h], false);
+                std::mem::swap(&mut self.dh, &mut self.dx);
+            }
+        }
+    }
+}
+
+impl<T: Real> LayerCache<T> {
+    /// `[T*B, H]` output of the layer as the next one sees it (after dropout).
+    fn layer_output(&self, n: usize, b: usize, h: usize) -> &[T] {
+        if self.dropped.is_empty() { &self.h[b * h..(n + b) * h] } else { &self.dropped[..n * h] }
+    }
+}
+
+/// `out[j] = sum over rows of m[row][j]`, rows in order.
+fn col_sums<T: Real>(m: &[T], width: usize, out: &mut [T]) {
+    out.par_chunks_mut(COL_CHUNK).enumerate().for_each(|(ci, o)| {
+        let c0 = ci * COL_CHUNK;
+        o.fill(T::ZERO);
+        for row in m.chunks(width) {
+            let len = o.len();
+            for (acc, &x) in o.iter_mut().zip(&row[c0..c0 + len]) {
+                *acc += x;
+            }
+        }
+    });
+}
+
+/// Gradient of layer 0's input table: row `id` collects the gate gradients
+/// of every position whose input is `id` (a scatter-add, no multiplications).
+fn table_grad<T: Real>(dxg: &[T], ids: &[u16], gh: usize, out: &mut [T]) {
+    out.fill(T::ZERO);
+    let out_s = Shared::new(out);
+    let chunks = gh.div_ceil(COL_CHUNK);
+    (0..chunks).into_par_iter().for_each(|ci| {
+        let (c0, c1) = (ci * COL_CHUNK, ((ci + 1) * COL_CHUNK).min(gh));
+        for (row, &id) in dxg.chunks(gh).zip(ids) {
+            // SAFETY: each task owns columns c0..c1 of every table row.
+            let o = unsafe { out_s.slice(id as usize * gh + c0, c1 - c0) };
+            for (acc, &x) in o.iter_mut().zip(&row[c0..c1]) {
+                *acc += x;
+            }
+        }
+    });
+}
+
+/// One LSTM step for `rows = hout.len() / h` sequences (PyTorch's equations):
+/// `i,f,o = sigmoid(.)`, `g = tanh(.)`, `c = f*c' + i*g`, `h = o*tanh(c)`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn lstm_forward<T: Real>(
+    h: usize,
+    xg: &[T],
+    hg: &[T],
+    b_hh: &[T],
+    gates: &mut [T],
+    cprev: &[T],
+    cout: &mut [T],
+    tanh_c: &mut [T],
+    hout: &mut [T],
+) {
+    let gh = 4 * h;
+    for r in 0..hout.len() / h {
+        let (x, hh, gt) = (&xg[r * gh..(r + 1) * gh], &hg[r * gh..(r + 1) * gh], &mut gates[r * gh..(r + 1) * gh]);
+        for j in 0..h {
+            let pre = |k: usize| x[k * h + j] + (hh[k * h + j] + b_hh[k * h + j]);
+            let i = pre(0).sigmoid();
+            let f = pre(1).sigmoid();
+            let g = pre(2).tanh();
+            let o = pre(3).sigmoid();
+            let c = f * cprev[r * h + j] + i * g;
+            let tc = c.tanh();
+            gt[j] = i;
+            gt[h + j] = f;
+            gt[2 * h + j] = g;
+            gt[3 * h + j] = o;
+            cout[r * h + j] = c;
+            tanh_c[r * h + j] = tc;
+            hout[r * h + j] = o * tc;
+        }
+    }
+}
+
+/// Backward of one LSTM step: from `dh` (total gradient at this step's
+/// output) and `dc` (gradient at its cell state from the step after; updated
+/// to the step before) to the gate pre-activation gradients `dg`.
+#[inline]
+fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
+    let gh = 4 * h;
+    for r in 0..dh.len() / h {
+        let (gt, d) = (&gates[r * gh..(r + 1) * gh], &mut dg[r * gh..(r + 1) * gh]);
+        for j in 0..h {
+            let (i, f, g, o) = (gt[j], gt[h + j], gt[2 * h + j], gt[3 * h + j]);
+            let k = r * h + j;
+            let tc = tanh_c[k];
+            let dhk = dh[k];
+            let dct = dc[k] + dhk * o * (T::ONE - tc * tc);
+            d[j] = dct * g * i * (T::ONE - i);
+            d[h + j] = dct * cprev[k] * f * (T::ONE - f);
+            d[2 * h + j] = dct * i * (T::ONE - g * g);
+            d[3 * h + j] = dhk * tc * o * (T::ONE - o);
+            dc[k] = dct * f;
+        }
+    }
+}
+
+/// One GRU step (PyTorch's equations): `r,z = sigmoid(.)`,
+/// `n = tanh(x_n + b_in + r*(W_hn h + b_hn))`, `h = (1-z)*n + z*h'`.
+/// `hn` keeps `W_hn h + b_hn` for the backward pass.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
+    let gh = 3 * h;
+    for r in 0..hout.len() / h {
+        let (x, hh, gt) = (&xg[r * gh..(r + 1) * gh], &hg[r * gh..(r + 1) * gh], &mut gates[r * gh..(r + 1) * gh]);
+        for j in 0..h {
+            let rr = (x[j] + (hh[j] + b_hh[j])).sigmoid();
+            let z = (x[h + j] + (hh[h + j] + b_hh[h + j])).sigmoid();
+            let hnj = hh[2 * h + j] + b_hh[2 * h + j];
+            let nn = (x[2 * h + j] + rr * hnj).tanh();
+            let k = r * h + j;
+            gt[j] = rr;
+            gt[h + j] = z;
+            gt[2 * h + j] = nn;
+            hn[k] = hnj;
+            hout[k] = (T::ONE - z) * nn + z * hprev[k];
+        }
+    }
+}
+
+/// Backward of one GRU step: input-side gradients `dxg = [dr, dz, dn]`,
+/// hidden-side `dhg = [dr, dz, dn*r]`, and `dh_prev = dh*z` (the caller
+/// adds `dhg W_hh`).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gru_backward<T: Real>(
+    h: usize,
+    dh: &[T],
+    gates: &[T],
+    hprev: &[T],
+    hn: &[T],
+    dxg: &mut [T],
+    dhg: &mut [T],
+    dh_prev: &mut [T],
+) {
+    let gh = 3 * h;
+    for r in 0..dh.len() / h {
+        let (gt, dx, dhh) = (&gates[r * gh..(r + 1) * gh], &mut dxg[r * gh..(r + 1) * gh], &mut dhg[r * gh..(r + 1) * gh]);
+        for j in 0..h {
+            let k = r * h + j;
+            let (rr, z, nn) = (gt[j], gt[h + j], gt[2 * h + j]);
+            let d = dh[k];
+            let dan = d * (T::ONE - z) * (T::ONE - nn * nn);
+            let dar = dan * hn[k] * rr * (T::ONE - rr);
+            let daz = d * (hprev[k] - nn) * z * (T::ONE - z);
+            dx[j] = dar;
+            dx[h + j] = daz;
+            dx[2 * h + j] = dan;
+            dhh[j] = dar;
+            dhh[h + j] = daz;
+            dhh[2 * h + j] = dan * rr;
+            dh_prev[k] = d * z;
+        }
+    }
+}
