@@ -1,0 +1,137 @@
+//! Build script of the firmware demo:
+//!
+//! * puts the memory map (`memory.x`, or the board's with `board-stm32f4`)
+//!   where cortex-m-rt's `link.x` finds it;
+//! * embeds the model: `CHARLM_MODEL` (absolute, or relative to this folder;
+//!   default `../tests/fixtures/lstm2.clm`), sizes the workspace to it and
+//!   places its bytes in flash so that the big weight matrices start on a
+//!   4-byte boundary (the Cortex-M4F kernel loads them a word at a time);
+//! * turns `cases.tsv` into Rust constants.
+//!
+//! A model that does not decode still builds: the firmware validates it at
+//! start-up, prints the error and exits non-zero, as the issue asks.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use charlm_runtime::TensorName;
+use charlm_runtime::format::ModelFile;
+
+/// The model embedded when `CHARLM_MODEL` is not set.
+const DEFAULT_MODEL: &str = "../tests/fixtures/lstm2.clm";
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+
+    memory_map(&manifest, &out);
+    model(&manifest, &out);
+    cases(&manifest, &out);
+}
+
+fn memory_map(manifest: &Path, out: &Path) {
+    let file = if env::var_os("CARGO_FEATURE_BOARD_STM32F4").is_some() {
+        "boards/stm32f407vg-memory.x"
+    } else {
+        "memory.x"
+    };
+    let src = manifest.join(file);
+    fs::copy(&src, out.join("memory.x")).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed={file}");
+}
+
+fn model(manifest: &Path, out: &Path) {
+    println!("cargo:rerun-if-env-changed=CHARLM_MODEL");
+    let given = env::var("CHARLM_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string());
+    let path = manifest.join(&given);
+    println!("cargo:rerun-if-changed={}", path.display());
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("CHARLM_MODEL={given}: cannot read {}: {e}", path.display()));
+
+    // Capacities of the workspace: exactly the model's, or the smallest
+    // legal ones when the model is broken (the firmware then refuses it).
+    let (hidden, layers, vocab, pad) = match ModelFile::decode(&bytes) {
+        Ok(file) => {
+            let a = file.body.arch;
+            (a.hidden as usize, a.layers as usize, a.vocab as usize, best_padding(&bytes, &file))
+        }
+        Err(e) => {
+            println!("cargo:warning=CHARLM_MODEL={given} is not a valid model ({e}); the firmware will refuse it at start-up");
+            (1, 1, 3, 0)
+        }
+    };
+    let mut padded = vec![0u8; pad];
+    padded.extend_from_slice(&bytes);
+    let blob = out.join("model-padded.bin");
+    fs::write(&blob, &padded).expect("writing the padded model");
+
+    let mut rs = String::new();
+    writeln!(rs, "/// `CHARLM_MODEL` as given at build time (or the default).\npub const SOURCE: &str = {given:?};").unwrap();
+    writeln!(rs, "/// Workspace capacities: the embedded model's own sizes.").unwrap();
+    writeln!(rs, "pub const HIDDEN: usize = {hidden};\npub const LAYERS: usize = {layers};\npub const VOCAB: usize = {vocab};").unwrap();
+    writeln!(rs, "/// Bytes in front of the model that align its largest matrices to 4 bytes.\npub const PAD: usize = {pad};").unwrap();
+    writeln!(rs, "/// The model, `PAD` bytes into a word-aligned array in flash.").unwrap();
+    writeln!(
+        rs,
+        "pub static PADDED: Aligned<[u8; {}]> = Aligned(*include_bytes!({:?}));",
+        padded.len(),
+        blob.display().to_string()
+    )
+    .unwrap();
+    fs::write(out.join("model.rs"), rs).expect("writing model.rs");
+}
+
+/// The padding (0 to 3 bytes) in front of a word-aligned copy of `bytes`
+/// that puts the most weight rows used in dot products on 4-byte boundaries,
+/// counted in multiply-accumulates.
+fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> usize {
+    let base = bytes.as_ptr() as usize;
+    let mut aligned_macs = [0usize; 4];
+    for (name, t) in file.body.tensors() {
+        let dot_rows = match name {
+            TensorName::WIh(0) | TensorName::BIh(_) | TensorName::BHh(_) | TensorName::OutB => false,
+            TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW => true,
+        };
+        if !dot_rows {
+            continue;
+        }
+        let offset = t.data.as_ptr() as usize - base;
+        let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
+        for (pad, macs) in aligned_macs.iter_mut().enumerate() {
+            *macs += (0..rows).filter(|r| (pad + offset + r * cols * 2) % 4 == 0).count() * cols;
+        }
+    }
+    (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0)
+}
+
+/// `cases.tsv`: `prompt<TAB>temperature<TAB>seed<TAB>max_chars` per line;
+/// `#` starts a comment line. tests/tests/firmware_qemu.rs reads the same file.
+fn cases(manifest: &Path, out: &Path) {
+    println!("cargo:rerun-if-changed=cases.tsv");
+    let text = fs::read_to_string(manifest.join("cases.tsv")).expect("reading cases.tsv");
+    let mut rs = String::from("/// The demo's cases, from `cases.tsv`.\npub const CASES: &[Case] = &[\n");
+    for (n, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [prompt, temperature, seed, max_chars] = fields[..] else {
+            panic!("cases.tsv line {}: expected 4 tab-separated fields, got {}", n + 1, fields.len());
+        };
+        let t: f32 = temperature.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: temperature: {e}", n + 1));
+        let seed: u64 = seed.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: seed: {e}", n + 1));
+        let max: usize = max_chars.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: max_chars: {e}", n + 1));
+        // The temperature as bits: exactly the f32 that `charlm generate
+        // --temperature {temperature}` parses.
+        writeln!(
+            rs,
+            "    Case {{ prompt: {prompt:?}, temperature: f32::from_bits({:#010x}), temperature_text: {temperature:?}, seed: {seed}, max_chars: {max} }},",
+            t.to_bits()
+        )
+        .unwrap();
+    }
+    rs.push_str("];\n");
+    fs::write(out.join("cases.rs"), rs).expect("writing cases.rs");
+}

@@ -1,0 +1,198 @@
+//! Measuring without a cycle counter: SysTick for time, linker symbols for
+//! flash and static RAM, a painted stack for the stack's high-water mark.
+//!
+//! Under QEMU with `-icount shift=0` every guest instruction advances
+//! virtual time by 1 ns, and SysTick (on the core clock, 25 MHz on
+//! mps2-an386) ticks once per 40 ns, i.e. once per 40 instructions. We do
+//! not trust that constant: [`Calibration::measure`] times
+//! `cortex_m::asm::delay(n)`, a two-instruction loop (`subs`, `bne`) that
+//! runs n+1 times, for two values of n and takes the difference, so the
+//! report's figures are in instructions whatever the clock. On a real board
+//! SysTick counts core clock cycles and the report says cycles.
+
+use core::num::NonZeroU64;
+
+use cortex_m::peripheral::SYST;
+use cortex_m::peripheral::syst::SystClkSource;
+
+/// What one SysTick tick counts.
+#[cfg(not(feature = "board-stm32f4"))]
+pub const UNIT: &str = "instruction";
+/// What one SysTick tick counts.
+#[cfg(feature = "board-stm32f4")]
+pub const UNIT: &str = "cycle";
+
+/// SysTick's reload value: the full 24 bits.
+const RELOAD: u32 = 0x00ff_ffff;
+
+/// A free-running SysTick read as a down-counter. Intervals must stay below
+/// 2^24 ticks (671 million instructions under QEMU): one model step is far
+/// below that.
+pub struct Stopwatch {
+    _syst: SYST,
+}
+
+impl Stopwatch {
+    /// Takes SysTick and starts it on the core clock, no interrupt.
+    pub fn start() -> Stopwatch {
+        let Some(p) = cortex_m::Peripherals::take() else {
+            // Only `main` calls this, once; without SysTick we cannot measure.
+            return Stopwatch { _syst: steal_syst() };
+        };
+        let mut syst = p.SYST;
+        syst.set_clock_source(SystClkSource::Core);
+        syst.set_reload(RELOAD);
+        syst.clear_current();
+        syst.disable_interrupt();
+        syst.enable_counter();
+        Stopwatch { _syst: syst }
+    }
+
+    /// The counter now.
+    #[inline(always)]
+    pub fn lap(&self) -> u32 {
+        SYST::get_current()
+    }
+
+    /// Ticks since `lap` returned `since`.
+    #[inline(always)]
+    pub fn lap_since(&self, since: u32) -> u64 {
+        (since.wrapping_sub(SYST::get_current()) & RELOAD) as u64
+    }
+}
+
+#[allow(unsafe_code)]
+fn steal_syst() -> SYST {
+    // SAFETY: reached only if the peripherals were taken before, which this
+    // program never does; SysTick is then used by nobody else.
+    unsafe { cortex_m::Peripherals::steal() }.SYST
+}
+
+/// How many instructions (cycles on hardware) one tick is.
+pub struct Calibration {
+    /// Extra loop iterations of the longer delay.
+    pub iterations: u64,
+    /// Extra ticks they took.
+    pub ticks: NonZeroU64,
+}
+
+impl Calibration {
+    /// Times `asm::delay` for 100 000 and 1 100 000 iterations.
+    pub fn measure(sw: &mut Stopwatch) -> Calibration {
+        let time = |n: u32| {
+            let t = sw.lap();
+            cortex_m::asm::delay(n);
+            sw.lap_since(t)
+        };
+        let short = time(100_000);
+        let long = time(1_100_000);
+        let ticks = NonZeroU64::new(long.saturating_sub(short)).unwrap_or(NonZeroU64::MIN);
+        Calibration { iterations: 1_000_000, ticks }
+    }
+
+    /// Units (instructions, or cycles on hardware) per tick, times 100.
+    pub fn per_tick_x100(&self) -> u64 {
+        self.units(100 * self.ticks.get()) / self.ticks
+    }
+
+    /// Converts ticks to units.
+    pub fn to_units(&self, ticks: u64) -> u64 {
+        self.units(ticks)
+    }
+
+    fn units(&self, ticks: u64) -> u64 {
+        // Each loop iteration is two instructions (`subs`, `bne`).
+        #[cfg(not(feature = "board-stm32f4"))]
+        let per_iteration = 2;
+        // On hardware SysTick runs on the core clock: a tick is a cycle.
+        #[cfg(feature = "board-stm32f4")]
+        let per_iteration = 0;
+        if per_iteration == 0 {
+            return ticks;
+        }
+        ticks * per_iteration * self.iterations / self.ticks
+    }
+}
+
+/// The word the free stack is painted with.
+const PAINT: u32 = 0xC0FF_EE55;
+
+unsafe extern "C" {
+    /// cortex-m-rt's linker script symbols (addresses only, never read).
+    static __vector_table: u32;
+    static __stext: u32;
+    static __etext: u32;
+    static __srodata: u32;
+    static __erodata: u32;
+    static __sdata: u32;
+    static __edata: u32;
+    static __sidata: u32;
+    static __sbss: u32;
+    static __ebss: u32;
+    static __sheap: u32;
+    static _stack_start: u32;
+}
+
+macro_rules! addr {
+    ($sym:ident) => {
+        (&raw const $sym) as usize as u32
+    };
+}
+
+/// Paints the free stack, from the end of static RAM to a little below the
+/// current stack pointer. Call first thing in `main`.
+#[allow(unsafe_code)]
+pub fn paint_stack() {
+    let bottom = addr!(__sheap);
+    let top = cortex_m::register::msp::read().saturating_sub(64) & !3;
+    let mut p = bottom;
+    while p < top {
+        // SAFETY: [bottom, top) lies between the end of .bss/.uninit and
+        // below the live stack: no Rust object lives there.
+        unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+        p += 4;
+    }
+}
+
+/// Flash and RAM as the linker laid them out, and the stack as used so far.
+pub struct Memory {
+    /// All flash: vector table, code, read-only data, the `.data` image.
+    pub flash: u32,
+    /// `.text`.
+    pub text: u32,
+    /// `.rodata` (the embedded model included).
+    pub rodata: u32,
+    /// `.data` (its initial values also occupy flash).
+    pub data: u32,
+    /// `.bss`.
+    pub bss: u32,
+    /// Deepest stack use seen: from the stack's top to the lowest word that
+    /// no longer holds the paint.
+    pub stack_used: u32,
+    /// Size of the painted region plus what was in use when painting.
+    pub stack_size: u32,
+}
+
+impl Memory {
+    /// Reads the layout and scans the painted stack.
+    #[allow(unsafe_code)]
+    pub fn now() -> Memory {
+        let bottom = addr!(__sheap);
+        let top = addr!(_stack_start);
+        let mut p = bottom;
+        // SAFETY: reads words of the painted region, below the live stack.
+        while p < top && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+            p += 4;
+        }
+        let data = addr!(__edata) - addr!(__sdata);
+        Memory {
+            flash: addr!(__sidata) + data - addr!(__vector_table),
+            text: addr!(__etext) - addr!(__stext),
+            rodata: addr!(__erodata) - addr!(__srodata),
+            data,
+            bss: addr!(__ebss) - addr!(__sbss),
+            stack_used: top - p,
+            stack_size: top - bottom,
+        }
+    }
+}
