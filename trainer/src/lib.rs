@@ -3,6 +3,7 @@
 //! `charlm-runtime`, never a second implementation.
 
 pub mod error;
+pub mod host_kernel;
 pub mod sample;
 pub mod batch;
 pub mod corpus;
@@ -10,3 +11,4 @@ pub mod cpu;
 pub mod params;
 pub mod rng;
 pub mod vocab;
+pub mod optim;
