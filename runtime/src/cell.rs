@@ -1,21 +1,13 @@
-//! The forward pass: fixed-buffer state, the dot-product kernel, LSTM and GRU
-//! cells and the output projection.
+//! The forward pass: fixed-buffer state, LSTM and GRU cells and the output
+//! projection.
 //!
 //! # Numerics (the same bits on every platform)
 //!
 //! * Weights are IEEE f16, converted exactly to f32. All arithmetic is f32
 //!   with separate multiplies and adds (no fused multiply-add); `libm`
 //!   supplies `expf` and `tanhf`, so every target runs the same software.
-//! * A dot product over `n` elements accumulates element `i` into lane
-//!   `i % 8` (in increasing `i`), then reduces the lanes as
-//!   `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`. A SIMD host computes
-//!   exactly that order in vector registers; a Cortex-M runs it in scalar code.
-//! * The f16 -> f32 conversion in the dot product is a shift and a mask:
-//!   the half's bits placed in an f32 give the value times 2^-112 (for every
-//!   finite half, subnormals included), so hidden vectors are stored times
-//!   2^112 and the product `(w * 2^-112) * (x * 2^112)` is exactly the
-//!   rounded `w * x`. Scaling by a power of two is exact while |x| < 2^16,
-//!   and hidden states stay within [-1, 1]. The loader rejects inf/NaN halves.
+//! * Dot products follow the one order documented in [`crate::kernel`]
+//!   (8 interleaved lanes, a fixed reduction tree), whichever [`Kernel`] runs them.
 //! * Gate pre-activation for row `r`: `(a_r + b_ih[r]) + (dot(w_hh[r], h) + b_hh[r])`
 //!   where `a_r` is the input table entry (layer 0) or `dot(w_ih[r], x)`.
 //!   `sigmoid(x) = 1 / (1 + expf(-x))`.
@@ -25,12 +17,8 @@
 
 use crate::error::{Capacity, Error};
 use crate::format::{CellKind, MAX_LAYERS};
+use crate::kernel::{Kernel, f16_to_f32};
 use crate::model::{LayerWeights, Model};
-
-/// 2^112: hidden states are stored times this factor (see the module docs).
-const SCALE: f32 = f32::from_bits((127 + 112) << 23);
-/// 2^-112, the inverse of [`SCALE`] (exact).
-const UNSCALE: f32 = f32::from_bits((127 - 112) << 23);
 
 /// The fixed buffers a model runs in: the recurrent state and the logits.
 ///
@@ -39,11 +27,11 @@ const UNSCALE: f32 = f32::from_bits((127 - 112) << 23);
 /// `4 * ((2L + 1) * H + V)` bytes.
 #[derive(Clone, Debug)]
 pub struct Workspace<const H: usize, const L: usize, const V: usize> {
-    /// `[L][H]` hidden state of each layer, times 2^112.
+    /// `[L][H]` hidden state of each layer.
     h: [[f32; H]; L],
     /// `[L][H]` LSTM cell state (unused by GRU).
     c: [[f32; H]; L],
-    /// `[H]` the new hidden state of the layer being computed, times 2^112.
+    /// `[H]` the new hidden state of the layer being computed.
     hn: [f32; H],
     /// `[V]` logits of the next character.
     logits: [f32; V],
@@ -98,9 +86,10 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
         self.logits.get_mut(..vocab.min(all)).unwrap_or(&mut [])
     }
 
-    /// Runs one time step on input `token` and leaves the logits of the next
-    /// character in the workspace. The caller has run [`Self::check`].
-    pub(crate) fn step(&mut self, model: &Model<'_>, token: u16) {
+    /// Runs one time step on input `token` with kernel `k` and leaves the
+    /// logits of the next character in the workspace. The caller has run
+    /// [`Self::check`]; out-of-range sizes cannot panic, they compute nothing.
+    pub(crate) fn step<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16) {
         let n = model.hidden();
         let cell = model.cell();
         for (l, w) in model.layers.iter().enumerate() {
@@ -115,15 +104,20 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
                 Some(x) => Input::Hidden(x.get(..n).unwrap_or(&[])),
             };
             match cell {
-                CellKind::Lstm => lstm_layer(w, input, h, c, hn),
-                CellKind::Gru => gru_layer(w, input, h, hn),
+                CellKind::Lstm => lstm_layer(k, w, input, h, c, hn),
+                CellKind::Gru => gru_layer(k, w, input, h, hn),
             }
             h.copy_from_slice(hn);
         }
         let top = self.h.get(model.layers.len().wrapping_sub(1)).map_or(&[][..], |h| h.get(..n).unwrap_or(&[]));
         let vocab = model.vocab().size();
         let logits = self.logits.get_mut(..vocab).unwrap_or(&mut []);
-        output_layer(model.out_w, model.out_b, top, logits);
+        output_layer(k, model.out_w, model.out_b, top, logits);
+    }
+
+    /// Hidden state of layer `layer`, first `hidden` units, for tests and inspection.
+    pub fn hidden_state(&self, layer: usize, hidden: usize) -> &[f32] {
+        self.h.get(layer).and_then(|h| h.get(..hidden)).unwrap_or(&[])
     }
 }
 
@@ -131,7 +125,7 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
 enum Input<'x> {
     /// Layer 0: the row of the input table for the token (`G*H` halves).
     Table(&'x [u8]),
-    /// Later layers: the new hidden state of the layer below (times 2^112).
+    /// Later layers: the new hidden state of the layer below.
     Hidden(&'x [f32]),
 }
 
@@ -147,53 +141,6 @@ fn blocks<const G: usize>(data: &[u8], len: usize) -> [&[u8]; G] {
     core::array::from_fn(|g| data.get(g * len..(g + 1) * len).unwrap_or(&[]))
 }
 
-/// Exact value of a little-endian f16.
-#[inline(always)]
-fn half(b: [u8; 2]) -> f32 {
-    half::f16::from_le_bytes(b).to_f32()
-}
-
-/// Bits of a half placed in an f32: the value times 2^-112 for finite halves.
-#[inline(always)]
-fn half_scaled(b: [u8; 2]) -> f32 {
-    let h = u16::from_le_bytes(b) as u32;
-    f32::from_bits(((h & 0x8000) << 16) | ((h & 0x7fff) << 13))
-}
-
-/// Reduces the 8 lanes in the documented order.
-#[inline(always)]
-fn reduce(a: [f32; 8]) -> f32 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-}
-
-/// `R` dot products of f16 rows with one f32 vector `x` stored times 2^112.
-/// Rows shorter than `x` contribute only their elements (never happens for a
-/// validated model). Computing several rows at once gives a superscalar host
-/// independent accumulators; each row's order is still the documented one.
-#[inline(always)]
-fn dot<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
-    let mut acc = [[0.0f32; 8]; R];
-    let (xc, xt) = x.as_chunks::<8>();
-    let wc: [(&[[u8; 16]], &[u8]); R] = rows.map(|r| r.as_chunks::<16>());
-    for (k, xk) in xc.iter().enumerate() {
-        for (a, (w, _)) in acc.iter_mut().zip(&wc) {
-            if let Some(wk) = w.get(k) {
-                for lane in 0..8 {
-                    let wl = half_scaled([wk[2 * lane], wk[2 * lane + 1]]);
-                    a[lane] += wl * xk[lane];
-                }
-            }
-        }
-    }
-    // The last n % 8 elements continue in lanes 0.. (element i in lane i % 8).
-    for (a, (_, tail)) in acc.iter_mut().zip(&wc) {
-        for ((al, wl), xl) in a.iter_mut().zip(tail.as_chunks::<2>().0).zip(xt) {
-            *al += half_scaled(*wl) * *xl;
-        }
-    }
-    acc.map(reduce)
-}
-
 /// Iterates the rows (`cols` halves each) of `G` stacked gate blocks of a
 /// `[G*H, cols]` matrix, one `[row; G]` per hidden unit.
 fn gate_rows<const G: usize>(w: &[u8], h: usize, cols: usize) -> impl Iterator<Item = [&[u8]; G]> {
@@ -205,30 +152,48 @@ fn gate_rows<const G: usize>(w: &[u8], h: usize, cols: usize) -> impl Iterator<I
 /// Iterates `G` stacked blocks of `h` halves, one `[value; G]` per unit.
 fn gate_values<const G: usize>(v: &[u8], h: usize) -> impl Iterator<Item = [f32; G]> {
     let mut its = blocks::<G>(v, h * 2).map(|b| b.as_chunks::<2>().0.iter());
-    (0..h).map(move |_| its.each_mut().map(|it| it.next().map_or(0.0, |b| half(*b))))
+    (0..h).map(move |_| its.each_mut().map(|it| it.next().map_or(0.0, |b| f16_to_f32(*b))))
+}
+
+/// Dispatches a layer's gate rows to [`Kernel::dot3`] (GRU) or [`Kernel::dot4`] (LSTM).
+trait GateDot<const G: usize> {
+    fn dot_gates(&self, rows: [&[u8]; G], x: &[f32]) -> [f32; G];
+}
+
+impl<K: Kernel> GateDot<3> for K {
+    #[inline(always)]
+    fn dot_gates(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.dot3(rows, x)
+    }
+}
+
+impl<K: Kernel> GateDot<4> for K {
+    #[inline(always)]
+    fn dot_gates(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.dot4(rows, x)
+    }
 }
 
 /// Pre-activation parts of `G` gates for every unit: `(a + b_ih, dot_hh + b_hh)`.
-fn gate_inputs<'w, const G: usize>(
+fn gate_inputs<'w, K: GateDot<G>, const G: usize>(
+    k: &'w K,
     w: &LayerWeights<'w>,
     input: Input<'w>,
     h: &'w [f32],
 ) -> impl Iterator<Item = ([f32; G], [f32; G])> + 'w {
     let n = h.len();
-    let (table, x) = match input {
+    let (mut table, mut x) = match input {
         Input::Table(row) => (Some(gate_values::<G>(row, n)), None),
         Input::Hidden(x) => (None, Some((gate_rows::<G>(w.w_ih, n, x.len()), x))),
     };
-    let mut table = table;
-    let mut x = x;
     gate_rows::<G>(w.w_hh, n, n).zip(gate_values::<G>(w.b_ih, n)).zip(gate_values::<G>(w.b_hh, n)).map(
         move |((rows_hh, b_ih), b_hh)| {
             let a = match (&mut table, &mut x) {
                 (Some(t), _) => t.next().unwrap_or([0.0; G]),
-                (None, Some((rows, x))) => rows.next().map_or([0.0; G], |r| dot(r, x)),
+                (None, Some((rows, x))) => rows.next().map_or([0.0; G], |r| k.dot_gates(r, x)),
                 (None, None) => [0.0; G],
             };
-            let hh = dot(rows_hh, h);
+            let hh = k.dot_gates(rows_hh, h);
             (core::array::from_fn(|g| a[g] + b_ih[g]), core::array::from_fn(|g| hh[g] + b_hh[g]))
         },
     )
@@ -239,102 +204,42 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + libm::expf(-x))
 }
 
-fn lstm_layer(w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], c: &mut [f32], hn: &mut [f32]) {
-    for (((a, b), c), hn) in gate_inputs::<4>(w, input, h).zip(c.iter_mut()).zip(hn.iter_mut()) {
+fn lstm_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], c: &mut [f32], hn: &mut [f32]) {
+    for (((a, b), c), hn) in gate_inputs::<K, 4>(k, w, input, h).zip(c.iter_mut()).zip(hn.iter_mut()) {
         let i = sigmoid(a[0] + b[0]);
         let f = sigmoid(a[1] + b[1]);
         let g = libm::tanhf(a[2] + b[2]);
         let o = sigmoid(a[3] + b[3]);
         *c = f * *c + i * g;
-        *hn = (o * libm::tanhf(*c)) * SCALE;
+        *hn = o * libm::tanhf(*c);
     }
 }
 
-fn gru_layer(w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
-    for (((a, b), hp), hn) in gate_inputs::<3>(w, input, h).zip(h.iter()).zip(hn.iter_mut()) {
+fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+    for (((a, b), hp), hn) in gate_inputs::<K, 3>(k, w, input, h).zip(h.iter()).zip(hn.iter_mut()) {
         let r = sigmoid(a[0] + b[0]);
         let z = sigmoid(a[1] + b[1]);
         let n = libm::tanhf(a[2] + r * b[2]);
-        *hn = ((1.0 - z) * n + z * (*hp * UNSCALE)) * SCALE;
+        *hn = (1.0 - z) * n + z * *hp;
     }
 }
 
 /// `logits[v] = dot(out_w[v], h) + out_b[v]` for ids 1..; padding gets -inf.
-fn output_layer(out_w: &[u8], out_b: &[u8], h: &[f32], logits: &mut [f32]) {
+fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits: &mut [f32]) {
     let row = h.len() * 2;
     let mut rows = out_w.chunks(row.max(1)).zip(out_b.as_chunks::<2>().0).skip(1);
     let Some((pad, rest)) = logits.split_first_mut() else { return };
     *pad = f32::NEG_INFINITY;
-    let out = rest.as_chunks_mut::<4>();
-    for quad in out.0.iter_mut() {
+    let (quads, single) = rest.as_chunks_mut::<4>();
+    for quad in quads.iter_mut() {
         let mut next = || rows.next().unwrap_or((&[], &[0, 0]));
         let [r0, r1, r2, r3] = [next(), next(), next(), next()];
-        let d = dot([r0.0, r1.0, r2.0, r3.0], h);
-        *quad = [d[0] + half(*r0.1), d[1] + half(*r1.1), d[2] + half(*r2.1), d[3] + half(*r3.1)];
+        let d = k.dot4([r0.0, r1.0, r2.0, r3.0], h);
+        let b = [r0.1, r1.1, r2.1, r3.1].map(|b| f16_to_f32(*b));
+        *quad = [d[0] + b[0], d[1] + b[1], d[2] + b[2], d[3] + b[3]];
     }
-    for l in out.1.iter_mut() {
+    for l in single.iter_mut() {
         let (w, b) = rows.next().unwrap_or((&[], &[0, 0]));
-        *l = dot([w], h)[0] + half(*b);
-    }
-}
-
-impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
-    /// Hidden state of layer `l` (unscaled), for tests and inspection.
-    pub fn hidden_state(&self, layer: usize, hidden: usize) -> impl Iterator<Item = f32> + '_ {
-        self.h.get(layer).into_iter().flat_map(move |h| h.iter().take(hidden).map(|x| x * UNSCALE))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand_core::RngCore;
-
-    /// The documented order, written the plain way: proper f16 conversion,
-    /// unscaled x, lane i % 8, the fixed reduction tree.
-    fn reference_dot(row: &[half::f16], x: &[f32]) -> f32 {
-        let mut lanes = [0.0f32; 8];
-        for (i, (w, x)) in row.iter().zip(x).enumerate() {
-            lanes[i % 8] += w.to_f32() * x;
-        }
-        ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-    }
-
-    fn random_half(rng: &mut crate::Pcg32) -> half::f16 {
-        loop {
-            // Every finite bit pattern, subnormals and zeros included.
-            let h = half::f16::from_bits(rng.next_u32() as u16);
-            if h.is_finite() {
-                return h;
-            }
-        }
-    }
-
-    #[test]
-    fn scaled_kernel_equals_the_documented_order_bit_for_bit() {
-        let mut rng = crate::SeededRng::new(11);
-        for n in 1..=70 {
-            let x: Vec<f32> = (0..n).map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0).collect();
-            let xs: Vec<f32> = x.iter().map(|v| v * SCALE).collect();
-            let rows: Vec<Vec<half::f16>> = (0..4).map(|_| (0..n).map(|_| random_half(&mut rng)).collect()).collect();
-            let bytes: Vec<Vec<u8>> = rows.iter().map(|r| r.iter().flat_map(|h| h.to_le_bytes()).collect()).collect();
-            let got = dot::<4>([&bytes[0], &bytes[1], &bytes[2], &bytes[3]], &xs);
-            for r in 0..4 {
-                let want = reference_dot(&rows[r], &x);
-                assert_eq!(got[r].to_bits(), want.to_bits(), "n={n} row={r}: {} vs {want}", got[r]);
-            }
-            let single = dot::<1>([&bytes[0]], &xs);
-            assert_eq!(single[0].to_bits(), got[0].to_bits());
-        }
-    }
-
-    #[test]
-    fn scaled_conversion_is_exact_for_every_finite_half() {
-        for bits in 0..=u16::MAX {
-            let h = half::f16::from_bits(bits);
-            if h.is_finite() {
-                assert_eq!((half_scaled(bits.to_le_bytes()) * SCALE).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
-            }
-        }
+        *l = k.dot1(w, h) + f16_to_f32(*b);
     }
 }

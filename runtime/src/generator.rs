@@ -4,6 +4,7 @@ use rand_core::RngCore;
 
 use crate::cell::Workspace;
 use crate::error::Error;
+use crate::kernel::{Kernel, Portable};
 use crate::model::Model;
 use crate::sampler::Sampler;
 
@@ -39,8 +40,9 @@ pub struct Fed {
 /// for c in g.by_ref().take(40) { /* print c */ let _ = c; }
 /// # Ok(()) }
 /// ```
-pub struct Generator<'g, 'a, R, const H: usize, const L: usize, const V: usize> {
+pub struct Generator<'g, 'a, R, const H: usize, const L: usize, const V: usize, K = Portable> {
     model: &'g Model<'a>,
+    kernel: K,
     ws: &'g mut Workspace<H, L, V>,
     sampler: Sampler,
     rng: R,
@@ -51,16 +53,31 @@ pub struct Generator<'g, 'a, R, const H: usize, const L: usize, const V: usize> 
 }
 
 impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generator<'g, 'a, R, H, L, V> {
-    /// Binds `model` to `ws` (an error if it does not fit) and resets the state.
+    /// Binds `model` to `ws` (an error if it does not fit) and resets the
+    /// state; dot products run on the [`Portable`] kernel.
     pub fn new(
         model: &'g Model<'a>,
         ws: &'g mut Workspace<H, L, V>,
         sampler: Sampler,
         rng: R,
     ) -> Result<Self, Error> {
+        Self::with_kernel(model, ws, sampler, rng, Portable)
+    }
+}
+
+impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel> Generator<'g, 'a, R, H, L, V, K> {
+    /// Like [`Generator::new`], with a platform [`Kernel`] for the dot
+    /// products (same bits as [`Portable`], faster).
+    pub fn with_kernel(
+        model: &'g Model<'a>,
+        ws: &'g mut Workspace<H, L, V>,
+        sampler: Sampler,
+        rng: R,
+        kernel: K,
+    ) -> Result<Self, Error> {
         ws.check(model)?;
         ws.reset();
-        Ok(Generator { model, ws, sampler, rng, limit: usize::MAX, produced: 0, primed: false, stop: None })
+        Ok(Generator { model, kernel, ws, sampler, rng, limit: usize::MAX, produced: 0, primed: false, stop: None })
     }
 
     /// Stops after `max_chars` generated characters (the prompt does not count).
@@ -90,7 +107,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generat
         for c in text.chars() {
             match self.model.vocab().id_of(c) {
                 Some(id) => {
-                    self.ws.step(self.model, id);
+                    self.ws.step(&self.kernel, self.model, id);
                     fed.fed += 1;
                 }
                 None => fed.dropped += 1,
@@ -110,7 +127,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generat
         if id == 0 || id >= self.model.vocab().eos() {
             return false;
         }
-        self.ws.step(self.model, id);
+        self.ws.step(&self.kernel, self.model, id);
         self.primed = true;
         self.stop = None;
         true
@@ -140,7 +157,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generat
             self.stop = Some(Stop::Eos);
             return None;
         };
-        self.ws.step(self.model, id);
+        self.ws.step(&self.kernel, self.model, id);
         self.produced += 1;
         Some(c)
     }
@@ -166,7 +183,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generat
     }
 }
 
-impl<R: RngCore, const H: usize, const L: usize, const V: usize> Iterator for Generator<'_, '_, R, H, L, V> {
+impl<R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel> Iterator for Generator<'_, '_, R, H, L, V, K> {
     type Item = char;
 
     fn next(&mut self) -> Option<char> {

@@ -7,7 +7,7 @@
 //! streams characters, greedily or with a temperature. Every platform
 //! produces the same characters bit for bit: see [`cell`] for the numerics.
 //!
-//! Read in order: [`format`] -> [`model`] -> [`cell`] -> [`sampler`] -> [`generator`].
+//! Read in order: [`format`] -> [`model`] -> [`kernel`] -> [`cell`] -> [`sampler`] -> [`generator`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -19,6 +19,7 @@ pub mod cell;
 pub mod error;
 pub mod format;
 pub mod generator;
+pub mod kernel;
 pub mod model;
 pub mod sampler;
 
@@ -26,6 +27,7 @@ pub use cell::Workspace;
 pub use error::{Capacity, Error, TensorName};
 pub use format::{Arch, CellKind, VERSION};
 pub use generator::{Fed, Generator, Stop};
+pub use kernel::{Kernel, Portable};
 pub use model::{Model, Vocab};
 pub use sampler::{Sampler, Temperature};
 

@@ -3,6 +3,7 @@
 //! they print the same text for the same model, prompt, sampler and seed.
 
 use crate::error::CliError;
+use crate::host_kernel::HostKernel;
 use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
 
 /// Workspace capacities of the host tools: every model the format allows
@@ -53,7 +54,8 @@ pub fn generate(
     seed: u64,
     max_chars: usize,
 ) -> Result<Sample, SampleError> {
-    let mut g = Generator::new(model, ws, sampler, SeededRng::new(seed))?.with_limit(max_chars);
+    let kernel = HostKernel::detect();
+    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(seed), kernel)?.with_limit(max_chars);
     let fed = g.feed(prompt);
     if fed.fed == 0 {
         return Err(SampleError::EmptyPrompt(prompt.to_owned()));

@@ -1,0 +1,181 @@
+//! The one hot loop: dot products of f16 weight rows with an f32 vector.
+//!
+//! The order of operations is fixed (see [`crate::cell`]): element `i` is
+//! multiplied (rounded) and added (rounded) into lane `i % 8`, in increasing
+//! `i`; the lanes are then reduced as `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))`.
+//! No fused multiply-add. Any implementation that follows that order gives
+//! the same bits, so a platform may plug in its own [`Kernel`] (SIMD with
+//! hardware f16 conversion on a host, `VCVTB` + `VMLA` on a Cortex-M4F)
+//! without changing a single generated character. [`Portable`] is the
+//! reference every other kernel is tested against.
+//!
+//! Rows are little-endian f16 bytes, `2 * x.len()` long (guaranteed for a
+//! validated model; a shorter row contributes only the elements it has).
+
+/// Dot products in the documented order. Implementations must give the
+/// same bits as [`Portable`] for every input.
+///
+/// The multi-row methods let a kernel run independent accumulator chains
+/// (an LSTM unit needs 4 gate rows, a GRU unit 3, the output layer many);
+/// by default they use the portable code.
+pub trait Kernel {
+    /// `dot(row, x)`.
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        Portable.dot1(row, x)
+    }
+
+    /// Three dot products with one vector.
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        Portable.dot3(rows, x)
+    }
+
+    /// Four dot products with one vector.
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        Portable.dot4(rows, x)
+    }
+}
+
+/// The reference kernel: plain Rust on every target. A host compiler
+/// vectorizes it; a Cortex-M runs it in scalar code; both give the same bits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Portable;
+
+/// 2^112: a half's bits shifted into an f32 give its value times 2^-112.
+const SCALE: f32 = f32::from_bits((127 + 112) << 23);
+
+/// Exact f16 -> f32 for finite halves, branch-free so it vectorizes: the
+/// half's sign and magnitude bits placed in an f32 are the value times
+/// 2^-112 (subnormal halves included), and multiplying by 2^112 is exact.
+/// The loader rejects inf/NaN halves, the one case this does not cover.
+#[inline(always)]
+pub fn f16_to_f32(b: [u8; 2]) -> f32 {
+    let h = u16::from_le_bytes(b) as u32;
+    f32::from_bits(((h & 0x8000) << 16) | ((h & 0x7fff) << 13)) * SCALE
+}
+
+/// Reduces the 8 lanes in the documented order.
+#[inline(always)]
+pub fn reduce(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+}
+
+/// Multiply-adds 8 halves with 8 floats into 8 lanes.
+#[inline(always)]
+fn mac8(acc: &mut [f32; 8], w: &[u8; 16], x: &[f32; 8]) {
+    let mut wf = [0.0f32; 8];
+    for (l, wf) in wf.iter_mut().enumerate() {
+        *wf = f16_to_f32([w[2 * l], w[2 * l + 1]]);
+    }
+    for l in 0..8 {
+        acc[l] += wf[l] * x[l];
+    }
+}
+
+/// The last `n % 8` elements continue in lanes 0.. (element i in lane i % 8).
+#[inline(always)]
+fn mac_tail(acc: &mut [f32; 8], w: &[u8], x: &[f32]) {
+    for ((a, w), x) in acc.iter_mut().zip(w.as_chunks::<2>().0).zip(x) {
+        *a += f16_to_f32(*w) * *x;
+    }
+}
+
+/// Defines `$name(rows: [&[u8]; N], x) -> [f32; N]`. Computing several rows
+/// in one pass gives independent accumulator chains (each row's order is
+/// unchanged); the lock-step iterators keep the loop free of bounds checks
+/// so that it vectorizes.
+macro_rules! portable_rows {
+    ($name:ident, $n:literal, $($r:ident),+) => {
+        #[inline(always)]
+        fn $name(rows: [&[u8]; $n], x: &[f32]) -> [f32; $n] {
+            let mut acc = [[0.0f32; 8]; $n];
+            let (xc, xt) = x.as_chunks::<8>();
+            let [$($r),+] = rows.map(|r| r.as_chunks::<16>());
+            let mut lanes = xc.iter();
+            $(let mut $r = ($r.0.iter(), $r.1);)+
+            loop {
+                let Some(xk) = lanes.next() else { break };
+                #[allow(unused_parens)]
+                let ($(Some($r)),+) = ($($r.0.next()),+) else { break };
+                let mut a = acc.iter_mut();
+                $(if let Some(a) = a.next() { mac8(a, $r, xk); })+
+            }
+            let mut a = acc.iter_mut();
+            $(if let Some(a) = a.next() { mac_tail(a, $r.1, xt); })+
+            acc.map(reduce)
+        }
+    };
+}
+
+portable_rows!(rows1, 1, r0);
+portable_rows!(rows3, 3, r0, r1, r2);
+portable_rows!(rows4, 4, r0, r1, r2, r3);
+
+impl Kernel for Portable {
+    #[inline(always)]
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        rows1([row], x)[0]
+    }
+
+    #[inline(always)]
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        rows3(rows, x)
+    }
+
+    #[inline(always)]
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        rows4(rows, x)
+    }
+}
+
+/// The documented order written the plain way (one element at a time,
+/// conversion by the `half` crate), for testing kernels against.
+pub fn reference_dot(row: &[u8], x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, (w, x)) in row.as_chunks::<2>().0.iter().zip(x).enumerate() {
+        lanes[i % 8] += half::f16::from_le_bytes(*w).to_f32() * x;
+    }
+    reduce(lanes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::RngCore;
+
+    fn random_row(rng: &mut crate::Pcg32, n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| loop {
+                // Every finite bit pattern, subnormals and zeros included.
+                let h = half::f16::from_bits(rng.next_u32() as u16);
+                if h.is_finite() {
+                    break h.to_le_bytes();
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn portable_kernel_follows_the_documented_order_bit_for_bit() {
+        let mut rng = crate::SeededRng::new(11);
+        for n in 1..=70 {
+            let x: Vec<f32> = (0..n).map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0).collect();
+            let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(&mut rng, n)).collect();
+            let want: Vec<u32> = rows.iter().map(|r| reference_dot(r, &x).to_bits()).collect();
+            let four = Portable.dot4([&rows[0], &rows[1], &rows[2], &rows[3]], &x);
+            assert_eq!(four.map(f32::to_bits).to_vec(), want, "dot4, n={n}");
+            let three = Portable.dot3([&rows[1], &rows[2], &rows[3]], &x);
+            assert_eq!(three.map(f32::to_bits).to_vec(), want[1..], "dot3, n={n}");
+            assert_eq!(Portable.dot1(&rows[0], &x).to_bits(), want[0], "dot1, n={n}");
+        }
+    }
+
+    #[test]
+    fn conversion_is_exact_for_every_finite_half() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            if h.is_finite() {
+                assert_eq!(f16_to_f32(bits.to_le_bytes()).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+}

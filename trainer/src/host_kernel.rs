@@ -1,0 +1,177 @@
+//! The host's dot-product kernel: AVX2 with hardware f16 conversion (F16C)
+//! when the CPU has them, checked at run time, else the runtime's portable
+//! kernel. Both follow the runtime's one documented order (element i in lane
+//! i % 8, multiply then add, each rounded; the fixed reduction tree), so the
+//! text never depends on which one ran — tests below compare them bit for bit.
+
+use charlm_runtime::kernel::{Kernel, Portable};
+
+/// The fastest kernel this CPU supports.
+#[derive(Clone, Copy, Debug)]
+pub enum HostKernel {
+    /// Plain Rust, any CPU.
+    Portable,
+    /// 8-wide AVX2 with F16C conversion (x86-64 since 2013).
+    #[cfg(target_arch = "x86_64")]
+    Avx2(Avx2),
+}
+
+impl HostKernel {
+    /// Picks AVX2+F16C when the CPU has them.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = Avx2::detect() {
+            return HostKernel::Avx2(k);
+        }
+        HostKernel::Portable
+    }
+
+    /// Name for logs and benchmarks.
+    pub fn name(&self) -> &'static str {
+        match self {
+            HostKernel::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(_) => "avx2+f16c",
+        }
+    }
+}
+
+impl Kernel for HostKernel {
+    #[inline]
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        match self {
+            HostKernel::Portable => Portable.dot1(row, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot1(row, x),
+        }
+    }
+
+    #[inline]
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        match self {
+            HostKernel::Portable => Portable.dot3(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot3(rows, x),
+        }
+    }
+
+    #[inline]
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        match self {
+            HostKernel::Portable => Portable.dot4(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot4(rows, x),
+        }
+    }
+}
+
+/// Proof that the CPU has AVX2 and F16C: only [`Avx2::detect`] makes one.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2 {
+    _checked: (),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    /// `Some` when the CPU supports AVX2 and F16C.
+    pub fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")).then_some(Avx2 { _checked: () })
+    }
+
+    #[inline]
+    fn rows<const R: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+        if rows.iter().any(|r| r.len() < 2 * x.len()) {
+            // Only a damaged model could get here; the portable kernel copes.
+            let mut out = [0.0; R];
+            for (o, r) in out.iter_mut().zip(rows) {
+                *o = Portable.dot1(r, x);
+            }
+            return out;
+        }
+        // SAFETY: `self` exists only if the CPU has AVX2 and F16C (see
+        // `detect`), and every row holds at least 2 * x.len() bytes.
+        unsafe { avx2_rows(rows, x) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx2 {
+    #[inline]
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        self.rows([row], x)[0]
+    }
+
+    #[inline]
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.rows(rows, x)
+    }
+
+    #[inline]
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.rows(rows, x)
+    }
+}
+
+/// `R` dot products, 8 lanes in one AVX register per row.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C, and every row must hold at least
+/// `2 * x.len()` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let (xc, xt) = x.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); R];
+    for (k, xk) in xc.iter().enumerate() {
+        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16k
+        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
+        let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
+        for (a, row) in acc.iter_mut().zip(rows) {
+            let w = unsafe { _mm_loadu_si128(row.as_ptr().add(16 * k).cast()) };
+            // Multiply, round, add, round: exactly the portable order.
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(w), xv));
+        }
+    }
+    let mut out = [0.0f32; R];
+    for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: lanes is 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
+        let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
+        for ((l, w), x) in lanes.iter_mut().zip(tail.as_chunks::<2>().0).zip(xt) {
+            *l += charlm_runtime::kernel::f16_to_f32(*w) * x;
+        }
+        *o = charlm_runtime::kernel::reduce(lanes);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::RngCore;
+
+    #[test]
+    fn host_kernel_equals_portable_bit_for_bit() {
+        let k = HostKernel::detect();
+        eprintln!("kernel under test: {}", k.name());
+        let mut rng = charlm_runtime::SeededRng::new(3);
+        let mut half = || loop {
+            let h = half::f16::from_bits(rng.next_u32() as u16);
+            if h.is_finite() {
+                break h;
+            }
+        };
+        for n in 1..=70usize {
+            let rows: Vec<Vec<u8>> = (0..4).map(|_| (0..n).flat_map(|_| half().to_le_bytes()).collect()).collect();
+            let x: Vec<f32> = (0..n).map(|_| half().to_f32().clamp(-1.0, 1.0)).collect();
+            let r4 = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
+            assert_eq!(k.dot4(r4, &x).map(f32::to_bits), Portable.dot4(r4, &x).map(f32::to_bits), "n={n}");
+            let r3 = [&rows[0][..], &rows[1], &rows[2]];
+            assert_eq!(k.dot3(r3, &x).map(f32::to_bits), Portable.dot3(r3, &x).map(f32::to_bits), "n={n}");
+            assert_eq!(k.dot1(&rows[3], &x).to_bits(), Portable.dot1(&rows[3], &x).to_bits(), "n={n}");
+        }
+    }
+}
