@@ -52,14 +52,14 @@ fn model(manifest: &Path, out: &Path) {
 
     // Capacities of the workspace: exactly the model's, or the smallest
     // legal ones when the model is broken (the firmware then refuses it).
-    let (hidden, layers, vocab, pad) = match ModelFile::decode(&bytes) {
+    let (hidden, layers, vocab, (pad, aligned, macs)) = match ModelFile::decode(&bytes) {
         Ok(file) => {
             let a = file.body.arch;
             (a.hidden as usize, a.layers as usize, a.vocab as usize, best_padding(&bytes, &file))
         }
         Err(e) => {
             println!("cargo:warning=CHARLM_MODEL={given} is not a valid model ({e}); the firmware will refuse it at start-up");
-            (1, 1, 3, 0)
+            (1, 1, 3, (0, 0, 0))
         }
     };
     let mut padded = vec![0u8; pad];
@@ -72,6 +72,7 @@ fn model(manifest: &Path, out: &Path) {
     writeln!(rs, "/// Workspace capacities: the embedded model's own sizes.").unwrap();
     writeln!(rs, "pub const HIDDEN: usize = {hidden};\npub const LAYERS: usize = {layers};\npub const VOCAB: usize = {vocab};").unwrap();
     writeln!(rs, "/// Bytes in front of the model that align its largest matrices to 4 bytes.\npub const PAD: usize = {pad};").unwrap();
+    writeln!(rs, "/// Multiply-accumulates per character on word-aligned rows, and in all.\npub const ALIGNED_MACS: usize = {aligned};\npub const DOT_MACS: usize = {macs};").unwrap();
     writeln!(rs, "/// The model, `PAD` bytes into a word-aligned array in flash.").unwrap();
     writeln!(
         rs,
@@ -85,10 +86,11 @@ fn model(manifest: &Path, out: &Path) {
 
 /// The padding (0 to 3 bytes) in front of a word-aligned copy of `bytes`
 /// that puts the most weight rows used in dot products on 4-byte boundaries,
-/// counted in multiply-accumulates.
-fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> usize {
+/// counted in multiply-accumulates per character; with those MACs and all.
+fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> (usize, usize, usize) {
     let base = bytes.as_ptr() as usize;
     let mut aligned_macs = [0usize; 4];
+    let mut total = 0;
     for (name, t) in file.body.tensors() {
         let dot_rows = match name {
             TensorName::WIh(0) | TensorName::BIh(_) | TensorName::BHh(_) | TensorName::OutB => false,
@@ -99,11 +101,16 @@ fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> usize {
         }
         let offset = t.data.as_ptr() as usize - base;
         let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
+        // The output layer skips row 0 (padding is never a prediction).
+        let first = usize::from(name == TensorName::OutW);
+        let rows = first..rows;
+        total += rows.len() * cols;
         for (pad, macs) in aligned_macs.iter_mut().enumerate() {
-            *macs += (0..rows).filter(|r| (pad + offset + r * cols * 2) % 4 == 0).count() * cols;
+            *macs += rows.clone().filter(|r| (pad + offset + r * cols * 2) % 4 == 0).count() * cols;
         }
     }
-    (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0)
+    let pad = (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0);
+    (pad, aligned_macs[pad], total)
 }
 
 /// `cases.tsv`: `prompt<TAB>temperature<TAB>seed<TAB>max_chars` per line;

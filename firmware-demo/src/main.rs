@@ -8,8 +8,10 @@
 //! else goes to standard error.
 #![no_std]
 #![no_main]
+#![deny(unsafe_code)]
 
 mod console;
+mod kernel_m4f;
 mod measure;
 
 use core::fmt::Write as _;
@@ -55,6 +57,15 @@ mod cases {
 
 /// The workspace, sized to the embedded model at build time.
 type Ws = Workspace<{ model::HIDDEN }, { model::LAYERS }, { model::VOCAB }>;
+
+/// The dot-product kernel generation runs on.
+#[cfg(not(feature = "portable-kernel"))]
+const KERNEL: kernel_m4f::CortexM4F = kernel_m4f::CortexM4F;
+/// The dot-product kernel generation runs on.
+#[cfg(feature = "portable-kernel")]
+const KERNEL: charlm_runtime::Portable = charlm_runtime::Portable;
+/// Its name in the report.
+const KERNEL_NAME: &str = if cfg!(feature = "portable-kernel") { "portable" } else { "Cortex-M4F (VCVTB/VCVTT + VMLA)" };
 
 #[entry]
 fn main() -> ! {
@@ -107,8 +118,36 @@ fn run() -> Result<(), ()> {
         arch.macs_per_char()
     );
 
+    match kernel_m4f::self_test() {
+        Ok(t) => {
+            let _ = writeln!(
+                con.err,
+                "  kernel self-test: {} dot products and all {} finite halves bit-identical to the portable kernel",
+                t.dots, t.halves
+            );
+        }
+        Err(kernel_m4f::SelfTestError::Fpscr(bits)) => {
+            let _ = writeln!(con.err, "charlm: FPSCR {bits:#010x}: the numerics need round-to-nearest, no flush-to-zero, IEEE halves");
+            return Err(());
+        }
+        Err(kernel_m4f::SelfTestError::Mismatch { n, offset, want, got }) => {
+            let _ = writeln!(
+                con.err,
+                "charlm: kernel self-test failed: n={n}, offset {offset}: portable {want:#010x}, Cortex-M4F {got:#010x}"
+            );
+            return Err(());
+        }
+    }
+    let _ = writeln!(
+        con.err,
+        "  generating with the {KERNEL_NAME} kernel; {} of {} MACs per character on word-aligned rows",
+        model::ALIGNED_MACS,
+        model::DOT_MACS
+    );
+
     let mut stopwatch = Stopwatch::start();
     let calibration = Calibration::measure(&mut stopwatch);
+    let kernels = measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice());
     let mut totals = Totals::default();
     for (k, case) in cases::CASES.iter().enumerate() {
         let _ = writeln!(
@@ -125,7 +164,8 @@ fn run() -> Result<(), ()> {
             return Err(());
         }
     }
-    report(&mut con, &model, &calibration, &totals);
+    let split = split_step(&model, ws, &stopwatch);
+    report(&mut con, &model, &calibration, &totals, &kernels, &split);
     Ok(())
 }
 
@@ -155,7 +195,7 @@ fn generate(
     totals: &mut Totals,
 ) -> Result<(), CaseError> {
     let sampler = Sampler::from_temperature(case.temperature).map_err(CaseError::Runtime)?;
-    let mut g = Generator::new(model, ws, sampler, SeededRng::new(case.seed))
+    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(case.seed), KERNEL)
         .map_err(CaseError::Runtime)?
         .with_limit(case.max_chars);
     let vocab = model.vocab();
@@ -186,8 +226,47 @@ fn generate(
     Ok(())
 }
 
+/// Where the time of a step goes.
+struct Split {
+    /// Characters generated for the split.
+    steps: u64,
+    /// Ticks of those steps, sampling included.
+    step_ticks: u64,
+    /// Ticks inside dot products.
+    dot_ticks: u64,
+}
+
+/// Generates 40 characters greedily after the first case's prompt with a
+/// [`measure::Timed`] kernel (not printed), to split a step's instructions.
+fn split_step(model: &Model<'_>, ws: &mut Ws, sw: &Stopwatch) -> Split {
+    let timed = measure::Timed::new(KERNEL, sw);
+    let mut split = Split { steps: 0, step_ticks: 0, dot_ticks: 0 };
+    let Ok(g) = Generator::with_kernel(model, ws, Sampler::Greedy, SeededRng::new(0), &timed) else { return split };
+    let mut g = g.with_limit(40);
+    g.feed(cases::CASES.first().map_or("a", |c| c.prompt));
+    let before = timed.ticks();
+    loop {
+        let t = sw.lap();
+        let next = g.next_char();
+        split.step_ticks += sw.lap_since(t);
+        if next.is_none() {
+            break;
+        }
+        split.steps += 1;
+    }
+    split.dot_ticks = timed.ticks() - before;
+    split
+}
+
 /// The speed and memory report (standard error).
-fn report(con: &mut Console, model: &Model<'_>, cal: &Calibration, t: &Totals) {
+fn report(
+    con: &mut Console,
+    model: &Model<'_>,
+    cal: &Calibration,
+    t: &Totals,
+    k: &measure::KernelSpeed,
+    split: &Split,
+) {
     let e = &mut con.err;
     let macs = model.arch().macs_per_char() as u64;
     let unit = measure::UNIT;
@@ -213,6 +292,22 @@ fn report(con: &mut Console, model: &Model<'_>, cal: &Calibration, t: &Totals) {
             e,
             "  {unit}s per prompt char  {per_step} ({} per MAC; one model step)",
             Fixed2((per_step * 100).checked_div(macs).unwrap_or(0))
+        );
+    }
+    let _ = writeln!(
+        e,
+        "  kernel alone                {} {unit}s per MAC Cortex-M4F, {} portable (dot4, rows of {} halves, word-aligned)",
+        Fixed2(k.m4f_x100),
+        Fixed2(k.portable_x100),
+        measure::KERNEL_BENCH_N
+    );
+    if let (Some(dots), Some(all)) = (split.dot_ticks.checked_div(split.steps), split.step_ticks.checked_div(split.steps)) {
+        let (dots, all) = (cal.to_units(dots), cal.to_units(all));
+        let _ = writeln!(
+            e,
+            "  one step, split             {dots} in dot products ({} per MAC) + {} elsewhere (gates' expf/tanhf, sampling, bookkeeping)",
+            Fixed2((dots * 100).checked_div(macs).unwrap_or(0)),
+            all.saturating_sub(dots)
         );
     }
     let mem = measure::Memory::now();
@@ -262,6 +357,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 /// that exists nowhere: if optimisation leaves one, linking fails and names it.
 #[cfg(feature = "no-panic")]
 #[panic_handler]
+#[allow(unsafe_code)]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     unsafe extern "C" {
         fn charlm_firmware_demo_has_a_reachable_panic() -> !;

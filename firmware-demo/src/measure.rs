@@ -117,6 +117,8 @@ impl Calibration {
 /// The word the free stack is painted with.
 const PAINT: u32 = 0xC0FF_EE55;
 
+// Declaring them is all the unsafety: only their addresses are taken.
+#[allow(unsafe_code)]
 unsafe extern "C" {
     /// cortex-m-rt's linker script symbols (addresses only, never read).
     static __vector_table: u32;
@@ -194,5 +196,82 @@ impl Memory {
             stack_used: top - p,
             stack_size: top - bottom,
         }
+    }
+}
+
+/// Row length of the kernel micro-benchmark.
+pub const KERNEL_BENCH_N: usize = 128;
+
+/// Instructions (cycles on hardware) per MAC of the kernels alone, times 100.
+pub struct KernelSpeed {
+    /// The Cortex-M4F kernel.
+    pub m4f_x100: u64,
+    /// The runtime's portable kernel.
+    pub portable_x100: u64,
+}
+
+/// Times `dot4` over four word-aligned rows of [`KERNEL_BENCH_N`] halves
+/// (taken from `weights`, any bytes do) with both kernels, 16 times each.
+pub fn kernel_speed(sw: &Stopwatch, cal: &Calibration, weights: &[u8]) -> KernelSpeed {
+    use charlm_runtime::kernel::{Kernel, Portable};
+    const N: usize = KERNEL_BENCH_N;
+    const REPS: u64 = 16;
+    let x = [0.5f32; N];
+    let rows: [&[u8]; 4] = core::array::from_fn(|r| weights.get(r * 2 * N..(r + 1) * 2 * N).unwrap_or(&[]));
+    let mut sink = 0.0f32;
+    let mut time = |k: &dyn Fn() -> [f32; 4]| {
+        let t = sw.lap();
+        for _ in 0..REPS {
+            sink += core::hint::black_box(k())[0];
+        }
+        sw.lap_since(t)
+    };
+    let m4f = time(&|| crate::kernel_m4f::CortexM4F.dot4(core::hint::black_box(rows), &x));
+    let portable = time(&|| Portable.dot4(core::hint::black_box(rows), &x));
+    core::hint::black_box(sink);
+    let macs = REPS * 4 * N as u64;
+    KernelSpeed { m4f_x100: cal.to_units(m4f) * 100 / macs, portable_x100: cal.to_units(portable) * 100 / macs }
+}
+
+/// A kernel that adds the SysTick ticks spent in each dot product to a
+/// counter, to split a model step into dot products and everything else.
+/// Reading SysTick costs a few instructions per call (about 1% of a step).
+pub struct Timed<'s, K> {
+    inner: K,
+    sw: &'s Stopwatch,
+    ticks: core::cell::Cell<u64>,
+}
+
+impl<'s, K: charlm_runtime::Kernel> Timed<'s, K> {
+    /// Wraps `inner`.
+    pub fn new(inner: K, sw: &'s Stopwatch) -> Self {
+        Timed { inner, sw, ticks: core::cell::Cell::new(0) }
+    }
+
+    /// Ticks spent in dot products so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.get()
+    }
+
+    #[inline(always)]
+    fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = self.sw.lap();
+        let r = f();
+        self.ticks.set(self.ticks.get() + self.sw.lap_since(t));
+        r
+    }
+}
+
+impl<K: charlm_runtime::Kernel> charlm_runtime::Kernel for &Timed<'_, K> {
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        self.time(|| self.inner.dot1(row, x))
+    }
+
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.time(|| self.inner.dot3(rows, x))
+    }
+
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.time(|| self.inner.dot4(rows, x))
     }
 }
