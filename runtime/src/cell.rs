@@ -227,7 +227,10 @@ fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32]
 /// `logits[v] = dot(out_w[v], h) + out_b[v]` for ids 1..; padding gets -inf.
 fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits: &mut [f32]) {
     let row = h.len() * 2;
-    let mut rows = out_w.chunks(row.max(1)).zip(out_b.as_chunks::<2>().0).skip(1);
+    // Pairs rows and biases by hand: `zip` over `chunks` asks for the length
+    // (a division the compiler cannot prove non-zero: a panic path).
+    let mut biases = out_b.as_chunks::<2>().0.iter();
+    let mut rows = out_w.chunks(row.max(1)).map(move |w| (w, biases.next().unwrap_or(&[0, 0]))).skip(1);
     let Some((pad, rest)) = logits.split_first_mut() else { return };
     *pad = f32::NEG_INFINITY;
     let (quads, single) = rest.as_chunks_mut::<4>();

@@ -191,7 +191,10 @@ impl fmt::Display for Error {
                 write!(f, "vocabulary size {vocab} (must be 3 to {})", crate::format::MAX_VOCAB)
             }
             Error::VocabNotUtf8 { offset } => write!(f, "vocabulary is not UTF-8 (byte {offset})"),
-            Error::DuplicateSymbol { symbol } => write!(f, "vocabulary lists {symbol:?} twice"),
+            // Not `{symbol:?}`: char's Debug escaping carries panic paths into firmware.
+            Error::DuplicateSymbol { symbol } => {
+                write!(f, "vocabulary lists '{symbol}' (U+{:04X}) twice", u32::from(*symbol))
+            }
             Error::VocabSizeMismatch { symbols, vocab } => write!(
                 f,
                 "vocabulary has {symbols} symbols but the architecture declares {vocab} ids"

@@ -351,8 +351,10 @@ impl<'a> Body<'a> {
             return Err(Error::BadSpecialIds { pad: v.pad, eos: v.eos });
         }
         // Symbols are distinct: O(n^2) over at most MAX_VOCAB chars, no heap.
+        // (`chars().any` rather than `str::contains`, whose substring
+        // searcher carries panic paths into firmware.)
         for (i, a) in text.char_indices() {
-            if text.get(i + a.len_utf8()..).is_some_and(|rest| rest.contains(a)) {
+            if text.get(i + a.len_utf8()..).is_some_and(|rest| rest.chars().any(|b| b == a)) {
                 return Err(Error::DuplicateSymbol { symbol: a });
             }
         }

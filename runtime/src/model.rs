@@ -70,16 +70,17 @@ impl<'a> Model<'a> {
 
     fn from_body(body: &Body<'a>, file_len: usize) -> Self {
         let data = |t: &Tensor<'a>| t.data;
-        let layers = body
-            .layers
-            .iter()
-            .map(|l| LayerWeights {
+        // A loop of `push`es rather than `collect`: both Vecs hold
+        // MAX_LAYERS, but `collect` into a heapless Vec keeps a panic path.
+        let mut layers = heapless::Vec::new();
+        for l in &body.layers {
+            let _ = layers.push(LayerWeights {
                 w_ih: data(&l.w_ih),
                 w_hh: data(&l.w_hh),
                 b_ih: data(&l.b_ih),
                 b_hh: data(&l.b_hh),
-            })
-            .collect();
+            });
+        }
         // Validated: the symbols are UTF-8, so this never takes the fallback.
         let symbols = core::str::from_utf8(body.vocab.symbols).unwrap_or_default();
         Model {
