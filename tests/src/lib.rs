@@ -236,3 +236,16 @@ pub fn reference_input(vocab: u16) -> Vec<u16> {
     let symbols = vocab - 2;
     (0..40u16).map(|i| if i < symbols { i + 1 } else { (i * 7 + 3) % symbols + 1 }).collect()
 }
+
+/// The firmware benchmark model (docs/BENCHMARKS.md): a 1-layer LSTM,
+/// hidden 128, 84 ids, f16 — the shape the firmware issue measures. Written
+/// by `cargo run -p charlm-tests --bin make-bench-model -- OUT.clm` and by
+/// the QEMU parity test; never committed (about 240 KB, deterministic).
+pub const FIRMWARE_BENCH: Spec = Spec {
+    name: "bench-lstm128",
+    cell: CellKind::Lstm,
+    layers: 1,
+    hidden: 128,
+    symbols: " etaoinsrhldcumfpgwybvkxjqzETAOINSRHLDCUMFPGWYBVKXJQZ0123456789.,;:'\"!?-()&/$%#@*+",
+    seed: 128_084,
+};

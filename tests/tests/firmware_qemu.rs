@@ -1,0 +1,232 @@
+//! The firmware under QEMU says exactly what the host says.
+//!
+//! Builds firmware-demo/ (`cargo build --release` there, its own target
+//! directory), runs it on QEMU's Cortex-M4F board with the runner of
+//! firmware-demo/.cargo/config.toml, and compares its standard output byte
+//! for byte with the host's text for the same model and the cases of
+//! firmware-demo/cases.tsv (through `charlm_trainer::sample::generate`, the
+//! function `charlm generate` prints), and for the default model also with
+//! the committed firmware-demo/golden/lstm2.txt (written by `charlm
+//! generate` itself: firmware-demo/make-golden.sh).
+//!
+//! With CI=true a missing qemu-system-arm fails the test; elsewhere the
+//! tests skip with a loud message. Firmware builds share one target
+//! directory, so the tests take turns.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use charlm_runtime::{Model, Sampler};
+use charlm_trainer::sample::{generate, host_workspace};
+
+/// One firmware build and run at a time.
+static FIRMWARE: Mutex<()> = Mutex::new(());
+
+/// The longest a firmware run may take under QEMU (the benchmark model
+/// needs about 5 s on a developer machine).
+const QEMU_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn firmware_dir() -> PathBuf {
+    root().join("firmware-demo")
+}
+
+/// One line of cases.tsv.
+struct Case {
+    prompt: String,
+    temperature: f32,
+    seed: u64,
+    max_chars: usize,
+}
+
+/// Parses firmware-demo/cases.tsv exactly as firmware-demo/build.rs does.
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(firmware_dir().join("cases.tsv")).expect("firmware-demo/cases.tsv");
+    let cases: Vec<Case> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(f.len(), 4, "cases.tsv line {line:?}");
+            Case {
+                prompt: f[0].to_string(),
+                temperature: f[1].parse().expect("temperature"),
+                seed: f[2].parse().expect("seed"),
+                max_chars: f[3].parse().expect("max_chars"),
+            }
+        })
+        .collect();
+    assert!(cases.len() >= 5, "cases.tsv should exercise greedy and several temperatures");
+    cases
+}
+
+/// What `charlm generate --model M --prompt P --temperature T --seed S
+/// --max-chars N` prints for every case, concatenated.
+fn host_text(model_bytes: &[u8]) -> String {
+    let model = Model::from_bytes(model_bytes).expect("a valid model");
+    let mut ws = host_workspace();
+    let mut out = String::new();
+    for c in cases() {
+        let sampler = Sampler::from_temperature(c.temperature).expect("temperature");
+        let sample = generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars).expect("host generation");
+        out.push_str(&sample.text());
+        out.push('\n');
+    }
+    out
+}
+
+/// qemu-system-arm on PATH, or `None` after a loud message (a failure in CI).
+fn qemu_or_skip(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("qemu-system-arm"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(!ci, "CI=true but qemu-system-arm is not installed: firmware-demo/ci.sh installs it");
+        eprintln!();
+        eprintln!("!!!!!!!! SKIPPED {test}: qemu-system-arm is not installed !!!!!!!!");
+        eprintln!("!!!!!!!! (apt-get install qemu-system-arm, or run firmware-demo/ci.sh) !!!!!!!!");
+        eprintln!();
+    }
+    found
+}
+
+/// The firmware's output.
+struct Run {
+    status: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Builds the firmware with `CHARLM_MODEL` (or its default) and runs it.
+fn build_and_run(model: Option<&Path>) -> Run {
+    let dir = firmware_dir();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(&dir).args(["build", "--release"]);
+    // The firmware has its own target directory and target; none of the
+    // outer build's settings apply.
+    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS"] {
+        build.env_remove(var);
+    }
+    match model {
+        Some(m) => build.env("CHARLM_MODEL", m),
+        None => build.env_remove("CHARLM_MODEL"),
+    };
+    let out = build.output().expect("run cargo build in firmware-demo/");
+    assert!(
+        out.status.success(),
+        "cargo build --release in firmware-demo/ failed (is the thumbv7em-none-eabihf target installed? firmware-demo/ci.sh adds it):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let elf = dir.join("target/thumbv7em-none-eabihf/release/charlm-firmware-demo");
+
+    // The runner line of firmware-demo/.cargo/config.toml, so the test runs
+    // exactly what `cargo run --release` runs.
+    let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).expect("firmware-demo/.cargo/config.toml");
+    let runner = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("runner = \"")?.strip_suffix('"'))
+        .expect("a runner line in firmware-demo/.cargo/config.toml");
+    let mut words = runner.split_whitespace();
+    let mut qemu = Command::new(words.next().expect("runner program"));
+    qemu.args(words).arg(&elf).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = qemu.spawn().expect("start qemu-system-arm");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        stdout.read_to_end(&mut b).map(|_| b)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for qemu") {
+            break status;
+        }
+        if start.elapsed() > QEMU_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the firmware ran longer than {QEMU_TIMEOUT:?} under QEMU");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        status: status.code(),
+        stdout: out_reader.join().expect("stdout reader").expect("read stdout"),
+        stderr: err_reader.join().expect("stderr reader").expect("read stderr"),
+    }
+}
+
+/// Asserts a successful run whose text is `expected`, naming the first difference.
+fn assert_text(run: &Run, expected: &str, what: &str) {
+    assert_eq!(run.status, Some(0), "the firmware failed under QEMU:\n{}", run.stderr);
+    let got = String::from_utf8_lossy(&run.stdout);
+    if run.stdout != expected.as_bytes() {
+        let line = got.lines().zip(expected.lines()).position(|(a, b)| a != b).unwrap_or(got.lines().count().min(expected.lines().count()));
+        panic!(
+            "firmware text differs from {what} (first at line {}):\n--- firmware\n{got}\n--- {what}\n{expected}\n--- firmware stderr\n{}",
+            line + 1,
+            run.stderr
+        );
+    }
+    for needle in ["kernel self-test", "instructions per character", "static RAM", "stack high-water mark"] {
+        assert!(run.stderr.contains(needle), "the report lacks {needle:?}:\n{}", run.stderr);
+    }
+}
+
+#[test]
+fn firmware_matches_host_and_golden_for_the_default_model() {
+    let Some(_) = qemu_or_skip("firmware_matches_host_and_golden_for_the_default_model") else { return };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    let model = std::fs::read(root().join("tests/fixtures/lstm2.clm")).expect("default model");
+    let golden = std::fs::read_to_string(firmware_dir().join("golden/lstm2.txt")).expect("firmware-demo/golden/lstm2.txt");
+    let host = host_text(&model);
+    assert_eq!(host, golden, "the host no longer reproduces firmware-demo/golden/lstm2.txt");
+    let run = build_and_run(None);
+    assert_text(&run, &golden, "charlm generate and firmware-demo/golden/lstm2.txt");
+}
+
+#[test]
+fn firmware_matches_host_for_the_benchmark_model() {
+    // Hidden 128: the kernel's word-aligned four-row path, its unaligned
+    // path (this model's output matrix is not word-aligned), no tail.
+    let Some(_) = qemu_or_skip("firmware_matches_host_for_the_benchmark_model") else { return };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    let bytes = charlm_tests::Weights::synthesize(&charlm_tests::FIRMWARE_BENCH)
+        .encode(charlm_tests::FIRMWARE_BENCH.symbols, "synthetic benchmark (seeded PCG32)");
+    let path = std::env::temp_dir().join(format!("charlm-bench-{}.clm", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write the benchmark model");
+    let run = build_and_run(Some(&path));
+    std::fs::remove_file(&path).ok();
+    assert_text(&run, &host_text(&bytes), "charlm generate");
+}
+
+#[test]
+fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
+    let Some(_) = qemu_or_skip("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status") else {
+        return;
+    };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bytes = std::fs::read(root().join("tests/fixtures/lstm2.clm")).expect("fixture");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    let path = std::env::temp_dir().join(format!("charlm-corrupted-{}.clm", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write the corrupted model");
+    let run = build_and_run(Some(&path));
+    std::fs::remove_file(&path).ok();
+    assert_ne!(run.status, Some(0), "a corrupted model ran:\n{}", run.stderr);
+    assert!(run.stderr.contains("corrupted"), "no error message:\n{}", run.stderr);
+    assert!(run.stdout.is_empty(), "text printed from a corrupted model");
+}
