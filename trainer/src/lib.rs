@@ -12,3 +12,8 @@ pub mod params;
 pub mod rng;
 pub mod vocab;
 pub mod optim;
+pub mod eval;
+pub mod export;
+pub mod checkpoint;
+pub mod metrics;
+pub mod train;

@@ -2,3 +2,6 @@
 
 pub mod generate;
 pub mod info;
+pub mod eval;
+pub mod train;
+pub mod bench;

@@ -47,7 +47,7 @@ unsafe impl<T> Send for Out<T> {}
 unsafe impl<T> Sync for Out<T> {}
 
 /// Work (multiply-adds) below which a product is not split.
-const GRAIN: usize = 1 << 17;
+const GRAIN: usize = 1 << 20;
 
 /// `c = a b` (`accumulate`: `c += a b`), `c` row-major `a.rows x b.cols`.
 pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool) {
@@ -89,21 +89,21 @@ pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool
             )
         }
     };
-    if work < 2 * GRAIN {
+    // At most 4 blocks (each block packs its own copy of the shared
+    // operand, so more blocks cost more packing), each at least GRAIN work.
+    let chunks = (work / GRAIN).clamp(1, 4);
+    if chunks == 1 {
         run(a, b, 0, 0);
     } else if m >= 64 {
-        // Row blocks of a multiple of 16 rows, each about GRAIN work.
-        let rows = (GRAIN / (n * k)).max(1).next_multiple_of(16);
-        let chunks = m.div_ceil(rows);
-        (0..chunks).into_par_iter().for_each(|i| {
+        let rows = m.div_ceil(chunks).next_multiple_of(16);
+        (0..m.div_ceil(rows)).into_par_iter().for_each(|i| {
             let (r0, r1) = (i * rows, ((i + 1) * rows).min(m));
             run(a.rows(r0, r1), b, r0, 0);
         });
     } else {
-        // Few rows (a recurrent step): split the columns instead.
-        let cols = (GRAIN / (m * k)).max(1).next_multiple_of(32);
-        let chunks = n.div_ceil(cols);
-        (0..chunks).into_par_iter().for_each(|i| {
+        // Few rows: split the columns instead.
+        let cols = n.div_ceil(chunks).next_multiple_of(16);
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|i| {
             let (c0, c1) = (i * cols, ((i + 1) * cols).min(n));
             run(a, b.cols(c0, c1), 0, c0);
         });

@@ -18,6 +18,7 @@
 //! taken in a fixed order, so a seed gives the same bits on any core count.
 
 pub mod gemm;
+pub mod kernel;
 pub mod real;
 
 use charlm_runtime::format::CellKind;
@@ -93,6 +94,10 @@ struct LayerCache<T> {
     mask: Vec<T>,
     /// `[T*B, H]` this layer's output after dropout (the next layer's input).
     dropped: Vec<T>,
+    /// `W_hh^T` (`[H, G*H]`) packed for the forward step's product.
+    w_hh_t: kernel::Packed<T>,
+    /// `W_hh` (`[G*H, H]`) packed for the backward step's product.
+    w_hh: kernel::Packed<T>,
 }
 
 /// The CPU backend for one architecture. Holds scratch buffers (grown as
@@ -140,17 +145,14 @@ impl<T> Shared<T> {
     }
 }
 
-/// Rows per recurrent group: groups of about 32 sequences run through time
-/// independently; fewer than 64 sequences stay one group (the per-step
-/// product then splits its columns instead).
+/// Row groups that run through time independently: at least 4 sequences
+/// each (the product kernel's tile height), at most 16 groups. Every element
+/// is computed the same way whatever the grouping.
 fn row_groups(b: usize) -> Vec<(usize, usize)> {
-    let groups = (b / 32).max(1);
+    let groups = (b / 4).clamp(1, 16);
     let per = b.div_ceil(groups);
     (0..groups).map(|g| (g * per, ((g + 1) * per).min(b))).filter(|(a, z)| a < z).collect()
 }
-
-/// Column chunk for reductions over rows (bias gradients, table gradient).
-const COL_CHUNK: usize = 64;
 
 fn grow<T: Real>(v: &mut Vec<T>, len: usize) {
     if v.len() < len {
@@ -270,6 +272,8 @@ impl<T: Real> Cpu<T> {
             }
             // 2. the recurrence, per row group
             let w = &params[w_hh];
+            cache.w_hh_t.pack(h, gh, |k, n| w[n * h + k]);
+            let wt = &cache.w_hh_t;
             let bh = &params[b_hh];
             let (xg_s, gates_s, h_s, aux_s) =
                 (Shared::new(&mut cache.xg), Shared::new(&mut cache.gates), Shared::new(&mut cache.h), Shared::new(&mut cache.aux));
@@ -289,7 +293,7 @@ impl<T: Real> Cpu<T> {
                             aux_s.slice((t * b + r0) * h, rows * h),
                         )
                     };
-                    gemm(Mat::new(hprev, rows, h), Mat::new(w, gh, h).t(), &mut hg, false);
+                    T::small_gemm(rows, hprev, wt, &mut hg, false);
                     match arch.cell {
                         CellKind::Lstm => {
                             // SAFETY: as above.
@@ -408,7 +412,11 @@ impl<T: Real> Cpu<T> {
                     *d *= m;
                 }
             }
-            let w = &params[w_hh.clone()];
+            let wp = &params[w_hh.clone()];
+            let mut packed = std::mem::take(&mut self.cache[l].w_hh);
+            packed.pack(gh, h, |k, n| wp[k * h + n]);
+            let w = &packed;
+            let cache = &self.cache[l];
             let (dh_s, dxg_s, dhg_s) = (Shared::new(&mut self.dh), Shared::new(&mut self.dxg), Shared::new(&mut self.dhg));
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
@@ -428,24 +436,32 @@ impl<T: Real> Cpu<T> {
                     match arch.cell {
                         CellKind::Lstm => {
                             lstm_backward(h, dh, &mut dc_next, gates, at(&cache.c, h, t, b, r0, r1), aux, dxg);
-                            gemm(Mat::new(dxg, rows, gh), Mat::new(w, gh, h), &mut dh_next, false);
+                            T::small_gemm(rows, dxg, w, &mut dh_next, false);
                         }
                         CellKind::Gru => {
                             // SAFETY: as above.
                             let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, rows * gh) };
                             gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, r1), aux, dxg, dhg, &mut dh_next);
-                            gemm(Mat::new(dhg, rows, gh), Mat::new(w, gh, h), &mut dh_next, true);
+                            T::small_gemm(rows, dhg, w, &mut dh_next, true);
                         }
                     }
                 }
             });
+            self.cache[l].w_hh = packed;
+            let cache = &self.cache[l];
             // weight gradients over all rows at once
             let dxg = &self.dxg[..n * gh];
             let dhg = if arch.cell == CellKind::Gru { &self.dhg[..n * gh] } else { dxg };
             let hprev = &cache.h[..n * h];
             gemm(Mat::new(dhg, n, gh).t(), Mat::new(hprev, n, h), &mut grads[w_hh], false);
-            col_sums(dhg, gh, &mut grads[b_hh]);
-            col_sums(dxg, gh, &mut grads[b_ih]);
+            col_sums(dhg, gh, &mut grads[b_hh.clone()]);
+            if arch.cell == CellKind::Lstm {
+                // LSTM: both biases enter the same pre-activation.
+                let (lo, hi) = grads.split_at_mut(b_hh.start);
+                lo[b_ih].copy_from_slice(&hi[..gh]);
+            } else {
+                col_sums(dxg, gh, &mut grads[b_ih]);
+            }
             if l == 0 {
                 table_grad(dxg, &batch.inputs, gh, &mut grads[w_ih]);
             } else {
@@ -465,40 +481,75 @@ impl<T: Real> LayerCache<T> {
     }
 }
 
-/// `out[j] = sum over rows of m[row][j]`, rows in order.
+/// Rows per block of a column sum.
+const SUM_ROWS: usize = 256;
+
+/// `out[j] = sum over rows of m[row][j]`: blocks of 256 rows are summed in
+/// parallel (each block reads contiguous memory), then the block sums are
+/// added in block order. Fixed blocks, so the same bits on any core count.
 fn col_sums<T: Real>(m: &[T], width: usize, out: &mut [T]) {
-    out.par_chunks_mut(COL_CHUNK).enumerate().for_each(|(ci, o)| {
-        let c0 = ci * COL_CHUNK;
-        o.fill(T::ZERO);
-        for row in m.chunks(width) {
-            let len = o.len();
-            for (acc, &x) in o.iter_mut().zip(&row[c0..c0 + len]) {
-                *acc += x;
+    let partial: Vec<Vec<T>> = m
+        .par_chunks(SUM_ROWS * width)
+        .map(|block| {
+            let mut acc = vec![T::ZERO; width];
+            for row in block.chunks_exact(width) {
+                for (a, &x) in acc.iter_mut().zip(row) {
+                    *a += x;
+                }
+            }
+            acc
+        })
+        .collect();
+    out.fill(T::ZERO);
+    for p in &partial {
+        for (o, &x) in out.iter_mut().zip(p) {
+            *o += x;
+        }
+    }
+}
+
+/// Gradient of layer 0's input table: row `id` collects the gate gradients
+/// of every position whose input is `id`, in position order (a scatter-add,
+/// no multiplications). Positions are grouped by id first, so each table
+/// row is summed by one task reading whole rows.
+fn table_grad<T: Real>(dxg: &[T], ids: &[u16], gh: usize, out: &mut [T]) {
+    let vocab = out.len() / gh;
+    let mut by_id: Vec<Vec<u32>> = vec![Vec::new(); vocab];
+    for (pos, &id) in ids.iter().enumerate() {
+        by_id[id as usize].push(pos as u32);
+    }
+    out.par_chunks_mut(gh).zip(by_id.par_iter()).for_each(|(row, positions)| {
+        row.fill(T::ZERO);
+        for &pos in positions {
+            let src = &dxg[pos as usize * gh..(pos as usize + 1) * gh];
+            for (o, &x) in row.iter_mut().zip(src) {
+                *o += x;
             }
         }
     });
 }
 
-/// Gradient of layer 0's input table: row `id` collects the gate gradients
-/// of every position whose input is `id` (a scatter-add, no multiplications).
-fn table_grad<T: Real>(dxg: &[T], ids: &[u16], gh: usize, out: &mut [T]) {
-    out.fill(T::ZERO);
-    let out_s = Shared::new(out);
-    let chunks = gh.div_ceil(COL_CHUNK);
-    (0..chunks).into_par_iter().for_each(|ci| {
-        let (c0, c1) = (ci * COL_CHUNK, ((ci + 1) * COL_CHUNK).min(gh));
-        for (row, &id) in dxg.chunks(gh).zip(ids) {
-            // SAFETY: each task owns columns c0..c1 of every table row.
-            let o = unsafe { out_s.slice(id as usize * gh + c0, c1 - c0) };
-            for (acc, &x) in o.iter_mut().zip(&row[c0..c1]) {
-                *acc += x;
-            }
-        }
-    });
+/// `G` consecutive blocks of exactly `h` elements.
+#[inline(always)]
+fn gates<const G: usize, T>(x: &[T], h: usize) -> [&[T]; G] {
+    std::array::from_fn(|g| &x[g * h..(g + 1) * h])
+}
+
+/// `G` consecutive mutable blocks of exactly `h` elements.
+#[inline(always)]
+fn gates_mut<const G: usize, T>(x: &mut [T], h: usize) -> [&mut [T]; G] {
+    let mut rest = &mut x[..G * h];
+    std::array::from_fn(|_| {
+        let (a, b) = std::mem::take(&mut rest).split_at_mut(h);
+        rest = b;
+        a
+    })
 }
 
 /// One LSTM step for `rows = hout.len() / h` sequences (PyTorch's equations):
 /// `i,f,o = sigmoid(.)`, `g = tanh(.)`, `c = f*c' + i*g`, `h = o*tanh(c)`.
+/// (Slices are cut to exact lengths first so the loops run without bounds
+/// checks and vectorise.)
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn lstm_forward<T: Real>(
@@ -506,30 +557,36 @@ fn lstm_forward<T: Real>(
     xg: &[T],
     hg: &[T],
     b_hh: &[T],
-    gates: &mut [T],
+    gates_out: &mut [T],
     cprev: &[T],
     cout: &mut [T],
     tanh_c: &mut [T],
     hout: &mut [T],
 ) {
     let gh = 4 * h;
+    let [bi, bf, bg, bo] = gates::<4, T>(b_hh, h);
     for r in 0..hout.len() / h {
-        let (x, hh, gt) = (&xg[r * gh..(r + 1) * gh], &hg[r * gh..(r + 1) * gh], &mut gates[r * gh..(r + 1) * gh]);
+        let [xi, xf, xgg, xo] = gates::<4, T>(&xg[r * gh..], h);
+        let [hi, hf, hgg, ho] = gates::<4, T>(&hg[r * gh..], h);
+        let [gi, gf, gg, go] = gates_mut::<4, T>(&mut gates_out[r * gh..], h);
+        let cp = &cprev[r * h..(r + 1) * h];
+        let co = &mut cout[r * h..(r + 1) * h];
+        let tc = &mut tanh_c[r * h..(r + 1) * h];
+        let ho_ = &mut hout[r * h..(r + 1) * h];
         for j in 0..h {
-            let pre = |k: usize| x[k * h + j] + (hh[k * h + j] + b_hh[k * h + j]);
-            let i = pre(0).sigmoid();
-            let f = pre(1).sigmoid();
-            let g = pre(2).tanh();
-            let o = pre(3).sigmoid();
-            let c = f * cprev[r * h + j] + i * g;
-            let tc = c.tanh();
-            gt[j] = i;
-            gt[h + j] = f;
-            gt[2 * h + j] = g;
-            gt[3 * h + j] = o;
-            cout[r * h + j] = c;
-            tanh_c[r * h + j] = tc;
-            hout[r * h + j] = o * tc;
+            let i = (xi[j] + (hi[j] + bi[j])).sigmoid();
+            let f = (xf[j] + (hf[j] + bf[j])).sigmoid();
+            let g = (xgg[j] + (hgg[j] + bg[j])).tanh();
+            let o = (xo[j] + (ho[j] + bo[j])).sigmoid();
+            let c = f * cp[j] + i * g;
+            let t = c.tanh();
+            gi[j] = i;
+            gf[j] = f;
+            gg[j] = g;
+            go[j] = o;
+            co[j] = c;
+            tc[j] = t;
+            ho_[j] = o * t;
         }
     }
 }
@@ -538,21 +595,23 @@ fn lstm_forward<T: Real>(
 /// output) and `dc` (gradient at its cell state from the step after; updated
 /// to the step before) to the gate pre-activation gradients `dg`.
 #[inline]
-fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
+fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
     let gh = 4 * h;
     for r in 0..dh.len() / h {
-        let (gt, d) = (&gates[r * gh..(r + 1) * gh], &mut dg[r * gh..(r + 1) * gh]);
+        let [i_, f_, g_, o_] = gates::<4, T>(&gates_in[r * gh..], h);
+        let [di, df, dgg, do_] = gates_mut::<4, T>(&mut dg[r * gh..], h);
+        let (dhr, dcr) = (&dh[r * h..(r + 1) * h], &mut dc[r * h..(r + 1) * h]);
+        let (cp, tcr) = (&cprev[r * h..(r + 1) * h], &tanh_c[r * h..(r + 1) * h]);
         for j in 0..h {
-            let (i, f, g, o) = (gt[j], gt[h + j], gt[2 * h + j], gt[3 * h + j]);
-            let k = r * h + j;
-            let tc = tanh_c[k];
-            let dhk = dh[k];
-            let dct = dc[k] + dhk * o * (T::ONE - tc * tc);
-            d[j] = dct * g * i * (T::ONE - i);
-            d[h + j] = dct * cprev[k] * f * (T::ONE - f);
-            d[2 * h + j] = dct * i * (T::ONE - g * g);
-            d[3 * h + j] = dhk * tc * o * (T::ONE - o);
-            dc[k] = dct * f;
+            let (i, f, g, o) = (i_[j], f_[j], g_[j], o_[j]);
+            let tc = tcr[j];
+            let d = dhr[j];
+            let dct = dcr[j] + d * o * (T::ONE - tc * tc);
+            di[j] = dct * g * i * (T::ONE - i);
+            df[j] = dct * cp[j] * f * (T::ONE - f);
+            dgg[j] = dct * i * (T::ONE - g * g);
+            do_[j] = d * tc * o * (T::ONE - o);
+            dcr[j] = dct * f;
         }
     }
 }
@@ -562,21 +621,24 @@ fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates: &[T], cprev: 
 /// `hn` keeps `W_hn h + b_hn` for the backward pass.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
+fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates_out: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
     let gh = 3 * h;
+    let [br, bz, bn] = gates::<3, T>(b_hh, h);
     for r in 0..hout.len() / h {
-        let (x, hh, gt) = (&xg[r * gh..(r + 1) * gh], &hg[r * gh..(r + 1) * gh], &mut gates[r * gh..(r + 1) * gh]);
+        let [xr, xz, xn] = gates::<3, T>(&xg[r * gh..], h);
+        let [hr, hz, hnn] = gates::<3, T>(&hg[r * gh..], h);
+        let [gr, gz, gn] = gates_mut::<3, T>(&mut gates_out[r * gh..], h);
+        let (hp, hnr, ho) = (&hprev[r * h..(r + 1) * h], &mut hn[r * h..(r + 1) * h], &mut hout[r * h..(r + 1) * h]);
         for j in 0..h {
-            let rr = (x[j] + (hh[j] + b_hh[j])).sigmoid();
-            let z = (x[h + j] + (hh[h + j] + b_hh[h + j])).sigmoid();
-            let hnj = hh[2 * h + j] + b_hh[2 * h + j];
-            let nn = (x[2 * h + j] + rr * hnj).tanh();
-            let k = r * h + j;
-            gt[j] = rr;
-            gt[h + j] = z;
-            gt[2 * h + j] = nn;
-            hn[k] = hnj;
-            hout[k] = (T::ONE - z) * nn + z * hprev[k];
+            let rr = (xr[j] + (hr[j] + br[j])).sigmoid();
+            let z = (xz[j] + (hz[j] + bz[j])).sigmoid();
+            let hnj = hnn[j] + bn[j];
+            let nn = (xn[j] + rr * hnj).tanh();
+            gr[j] = rr;
+            gz[j] = z;
+            gn[j] = nn;
+            hnr[j] = hnj;
+            ho[j] = (T::ONE - z) * nn + z * hp[j];
         }
     }
 }
@@ -589,7 +651,7 @@ fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates: &mut [T
 fn gru_backward<T: Real>(
     h: usize,
     dh: &[T],
-    gates: &[T],
+    gates_in: &[T],
     hprev: &[T],
     hn: &[T],
     dxg: &mut [T],
@@ -598,21 +660,24 @@ fn gru_backward<T: Real>(
 ) {
     let gh = 3 * h;
     for r in 0..dh.len() / h {
-        let (gt, dx, dhh) = (&gates[r * gh..(r + 1) * gh], &mut dxg[r * gh..(r + 1) * gh], &mut dhg[r * gh..(r + 1) * gh]);
+        let [r_, z_, n_] = gates::<3, T>(&gates_in[r * gh..], h);
+        let [dxr, dxz, dxn] = gates_mut::<3, T>(&mut dxg[r * gh..], h);
+        let [dhr, dhz, dhn] = gates_mut::<3, T>(&mut dhg[r * gh..], h);
+        let (d_, hp, hnr) = (&dh[r * h..(r + 1) * h], &hprev[r * h..(r + 1) * h], &hn[r * h..(r + 1) * h]);
+        let dp = &mut dh_prev[r * h..(r + 1) * h];
         for j in 0..h {
-            let k = r * h + j;
-            let (rr, z, nn) = (gt[j], gt[h + j], gt[2 * h + j]);
-            let d = dh[k];
+            let (rr, z, nn) = (r_[j], z_[j], n_[j]);
+            let d = d_[j];
             let dan = d * (T::ONE - z) * (T::ONE - nn * nn);
-            let dar = dan * hn[k] * rr * (T::ONE - rr);
-            let daz = d * (hprev[k] - nn) * z * (T::ONE - z);
-            dx[j] = dar;
-            dx[h + j] = daz;
-            dx[2 * h + j] = dan;
-            dhh[j] = dar;
-            dhh[h + j] = daz;
-            dhh[2 * h + j] = dan * rr;
-            dh_prev[k] = d * z;
+            let dar = dan * hnr[j] * rr * (T::ONE - rr);
+            let daz = d * (hp[j] - nn) * z * (T::ONE - z);
+            dxr[j] = dar;
+            dxz[j] = daz;
+            dxn[j] = dan;
+            dhr[j] = dar;
+            dhz[j] = daz;
+            dhn[j] = dan * rr;
+            dp[j] = d * z;
         }
     }
 }

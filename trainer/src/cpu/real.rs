@@ -66,6 +66,22 @@ pub trait Real:
     fn sigmoid(self) -> Self {
         Self::ONE / (Self::ONE + (-self).exp())
     }
+
+    /// `c (+)= a b` for a few rows (`a` `m x q` row-major, `b` packed):
+    /// the recurrent step's product. Each element is a sequential sum over `k`.
+    fn small_gemm(m: usize, a: &[Self], b: &super::kernel::Packed<Self>, c: &mut [Self], accumulate: bool) {
+        let (q, p, nr) = (b.q, b.p, super::kernel::NR);
+        for i in 0..m {
+            for n in 0..p {
+                let panel = &b.data[(n / nr) * q * nr..];
+                let mut acc = Self::ZERO;
+                for k in 0..q {
+                    acc += a[i * q + k] * panel[k * nr + n % nr];
+                }
+                if accumulate { c[i * p + n] += acc } else { c[i * p + n] = acc }
+            }
+        }
+    }
 }
 
 impl Real for f32 {
@@ -79,17 +95,26 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    /// A vectorisable approximation (about 2 ulp), see [`super::kernel::exp_f32`].
     #[inline(always)]
     fn exp(self) -> Self {
-        f32::exp(self)
+        super::kernel::exp_f32(self)
     }
     #[inline(always)]
     fn ln(self) -> Self {
         f32::ln(self)
     }
+    /// `(1 - e^-2|x|) / (1 + e^-2|x|)` with the sign of `x`, and an odd
+    /// polynomial below 0.1 where that quotient would cancel; branch-free so
+    /// loops vectorise. Error below 2e-7 absolute.
     #[inline(always)]
     fn tanh(self) -> Self {
-        f32::tanh(self)
+        let a = self.abs();
+        let e = super::kernel::exp_f32(-2.0 * a);
+        let big = ((1.0 - e) / (1.0 + e)).copysign(self);
+        let x2 = self * self;
+        let small = self * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 - x2 * (17.0 / 315.0))));
+        if a < 0.1 { small } else { big }
     }
     #[inline(always)]
     fn max(self, other: Self) -> Self {
@@ -112,6 +137,9 @@ impl Real for f32 {
     ) {
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+    fn small_gemm(m: usize, a: &[Self], b: &super::kernel::Packed<Self>, c: &mut [Self], accumulate: bool) {
+        super::kernel::small_gemm(m, a, b, c, accumulate)
     }
 }
 

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""PyTorch CPU training speed on the configurations of `charlm bench train`,
+optionally interleaved with charlm itself so both are measured in the same
+run on the same machine (these machines drift by tens of percent, so only
+interleaved ratios mean something).
+
+    pip install torch   # CPU build is enough; not needed by charlm itself
+    python3 bench/torch_train_cpu.py --charlm target/release/charlm --rounds 3
+
+Each configuration trains a 1-layer torch.nn.LSTM on one-hot inputs (as the
+lesson's Keras model does) with nn.Linear(H, V), cross-entropy with padding
+ignored and RMSprop lr 1e-3 (alpha 0.9, eps 1e-7), on exactly the batches
+charlm builds:
+  titles8   lines of the bundled Tiny Shakespeare, 8 consecutive lines per
+            batch, post-padded; hidden 128 (the lesson's shape)
+  titles64  the same with 64 lines per batch
+  text256   the text as 64 contiguous streams, windows of 100, hidden 256,
+            state carried from window to window
+Characters per second counts the positions that enter the loss.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "..", "trainer", "corpora", "tinyshakespeare.txt")
+CONFIGS = ["titles8", "titles64", "text256"]
+
+
+def vocab(text):
+    # Keras Tokenizer order: by descending count, ties by first appearance.
+    counts, order = {}, []
+    for c in text:
+        if c not in counts:
+            counts[c] = 0
+            order.append(c)
+        counts[c] += 1
+    order.sort(key=lambda c: -counts[c])
+    ids = {c: i + 1 for i, c in enumerate(order)}
+    return ids, len(order) + 2
+
+
+def title_batches(text, ids, V, rows):
+    lines = [l for l in text.split("\n") if l.strip()]
+    out = []
+    for s in range(0, len(lines) - rows + 1, rows):
+        group = [[ids[c] for c in l] for l in lines[s:s + rows]]
+        T = max(map(len, group))
+        x = torch.zeros(T, rows, dtype=torch.long)
+        y = torch.zeros(T, rows, dtype=torch.long)
+        for b, g in enumerate(group):
+            x[: len(g), b] = torch.tensor(g)
+            y[: len(g), b] = torch.tensor(g[1:] + [V - 1])
+        out.append((x, y, False))
+    return out
+
+
+def stream_batches(text, ids, rows, steps):
+    data = torch.tensor([ids[c] for c in text], dtype=torch.long)
+    stream = (len(data) - 1) // rows
+    windows = stream // steps
+    out = []
+    for k in range(windows):
+        starts = [b * stream + k * steps for b in range(rows)]
+        x = torch.stack([data[s:s + steps] for s in starts], dim=1)
+        y = torch.stack([data[s + 1:s + steps + 1] for s in starts], dim=1)
+        out.append((x, y, k > 0))
+    return out
+
+
+def measure(name, seconds, text, ids, V):
+    hidden, batches = {
+        "titles8": (128, lambda: title_batches(text, ids, V, 8)),
+        "titles64": (128, lambda: title_batches(text, ids, V, 64)),
+        "text256": (256, lambda: stream_batches(text, ids, 64, 100)),
+    }[name]
+    batches = batches()
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(V, hidden)
+    out = torch.nn.Linear(hidden, V)
+    params = list(lstm.parameters()) + list(out.parameters())
+    opt = torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7)
+    state = None
+
+    def step(i):
+        nonlocal state
+        x, y, carry = batches[i % len(batches)]
+        h, new_state = lstm(torch.nn.functional.one_hot(x, V).float(), state if carry else None)
+        state = tuple(s.detach() for s in new_state)
+        loss = torch.nn.functional.cross_entropy(out(h).reshape(-1, V), y.reshape(-1), ignore_index=0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return int((y != 0).sum())
+
+    for i in range(5):
+        step(i)
+    start, chars, i = time.perf_counter(), 0, 5
+    while time.perf_counter() - start < seconds:
+        chars += step(i)
+        i += 1
+    return chars / (time.perf_counter() - start)
+
+
+def charlm_rate(binary, name, seconds, threads):
+    cmd = [binary, "bench", "train", "--config", name, "--seconds", str(seconds), "--threads", str(threads)]
+    text = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(rf"^{name}\s+([0-9.]+) chars/s", text, re.M)
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--charlm", help="path of the charlm binary to interleave with")
+    ap.add_argument("--config", choices=CONFIGS + ["all"], default="all")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    text = open(CORPUS, encoding="utf-8").read()
+    ids, V = vocab(text)
+    names = CONFIGS if args.config == "all" else [args.config]
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.seconds:g} s per measurement, {args.rounds} rounds")
+    rows = []
+    for name in names:
+        t, c = [], []
+        for r in range(args.rounds):
+            t.append(measure(name, args.seconds, text, ids, V))
+            if args.charlm:
+                c.append(charlm_rate(args.charlm, name, args.seconds, args.threads))
+            print(f"  {name} round {r + 1}: torch {t[-1]:.0f}" + (f", charlm {c[-1]:.0f}" if c else "") + " chars/s", flush=True)
+        rows.append((name, statistics.median(t), statistics.median(c) if c else None))
+    print()
+    print("| configuration | PyTorch chars/s | charlm chars/s | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, t, c in rows:
+        if c is None:
+            print(f"| {name} | {t:,.0f} | - | - |")
+        else:
+            print(f"| {name} | {t:,.0f} | {c:,.0f} | {c / t:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+//! Resumable checkpoints, written atomically, and the atomic file write that
+//! every output of a run goes through.
+//!
+//! A checkpoint file is `b"CHLMCKPT"`, postcard of [`Checkpoint`], and the
+//! CRC-32 of everything before it. It holds everything a run needs to
+//! continue as if it had never stopped: configuration, vocabulary,
+//! parameters, optimizer state, position in the data, the recurrent state
+//! carried between windows, running loss sums and the metrics so far.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CliError;
+use crate::metrics::Row;
+use crate::optim::Optimizer;
+use crate::train::Config;
+
+const MAGIC: &[u8; 8] = b"CHLMCKPT";
+/// Version of the checkpoint layout.
+pub const VERSION: u32 = 1;
+/// File name inside a run folder.
+pub const FILE: &str = "checkpoint.bin";
+
+/// Where training stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Current epoch (0-based); equals the configured epochs when done.
+    pub epoch: u64,
+    /// Next batch within the epoch.
+    pub batch: u64,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Loss sum and count of the current epoch.
+    pub epoch_nats: f64,
+    /// Positions in `epoch_nats`.
+    pub epoch_count: u64,
+    /// Training bits per character of the last finished epoch.
+    pub train_bpc: Option<f32>,
+    /// Held-out bits per character after the last finished epoch (f32).
+    pub val_bpc: Option<f32>,
+    /// Seconds spent training (all sessions).
+    pub seconds: f64,
+    /// Characters trained on (all sessions).
+    pub chars: u64,
+    /// Training finished (final export done).
+    pub done: bool,
+}
+
+/// Everything needed to resume a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Layout version.
+    pub version: u32,
+    /// The run's configuration.
+    pub config: Config,
+    /// CRC-32 of the corpus file (to refuse a different corpus on resume).
+    pub corpus_crc: u32,
+    /// Symbols of ids `1..eos`.
+    pub vocab: String,
+    /// Parameters (see [`crate::params::Layout`]).
+    pub params: Vec<f32>,
+    /// Optimizer and its moments.
+    pub optimizer: Optimizer,
+    /// Position.
+    pub progress: Progress,
+    /// Rows and `[layer][h | c]` state carried between windows of running text.
+    pub carry: (usize, Vec<Vec<f32>>),
+    /// Metrics rows so far.
+    pub metrics: Vec<Row>,
+}
+
+impl Checkpoint {
+    /// Encodes with magic and checksum.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend(postcard::to_stdvec(self).expect("checkpoint encodes"));
+        let crc = charlm_runtime::format::crc32(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Decodes and checks a checkpoint file's bytes.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, CliError> {
+        let bad = |why: &str| CliError::invalid(format!("{}: not a usable checkpoint: {why}", path.display()));
+        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(bad("wrong magic"));
+        }
+        let (content, crc) = bytes.split_at(bytes.len() - 4);
+        if charlm_runtime::format::crc32(content) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err(bad("checksum mismatch (damaged file)"));
+        }
+        let ck: Checkpoint = postcard::from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
+        if ck.version != VERSION {
+            return Err(bad(&format!("version {} (this charlm reads {VERSION})", ck.version)));
+        }
+        Ok(ck)
+    }
+
+    /// Reads `dir/checkpoint.bin`.
+    pub fn load(dir: &Path) -> Result<Self, CliError> {
+        let path = dir.join(FILE);
+        let bytes = std::fs::read(&path).map_err(|source| CliError::Read { path: path.clone(), source })?;
+        Self::from_bytes(&path, &bytes)
+    }
+
+    /// Writes `dir/checkpoint.bin` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), CliError> {
+        write_atomic(&dir.join(FILE), &self.to_bytes())
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames
+/// it over `path`: readers see the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
+    let err = |source| CliError::Write { path: path.to_owned(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable (best effort: not every platform
+        // can open a directory).
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}

@@ -1,0 +1,113 @@
+//! `charlm bench train`: training characters per second of the CPU backend
+//! on the configurations the PyTorch script `bench/torch_train_cpu.py` runs
+//! (same data, same batches, same model, same optimizer).
+
+use std::time::Instant;
+
+use charlm_runtime::format::{Arch, CellKind};
+use charlm_trainer::batch::{Batch, StreamBatcher};
+use charlm_trainer::corpus::BUNDLED;
+use charlm_trainer::cpu::Cpu;
+use charlm_trainer::error::CliError;
+use charlm_trainer::optim::{Kind, Optimizer};
+use charlm_trainer::params::Layout;
+use charlm_trainer::vocab::Vocab;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Bench {
+    /// Training speed (forward, backward, RMSprop step) in characters per second.
+    Train(TrainArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Config {
+    /// Titles-like samples (lines of the bundled corpus), LSTM hidden 128, batch 8: the lesson.
+    Titles8,
+    /// The same at batch 64.
+    Titles64,
+    /// Running text, LSTM hidden 256, batch 64, windows of 100.
+    Text256,
+    /// All three.
+    All,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Which configuration.
+    #[arg(long, value_enum, default_value = "all")]
+    config: Config,
+    /// Seconds of timed training per configuration (after warm-up steps).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Batches as the PyTorch script builds them: consecutive non-empty lines
+/// of the bundled corpus, `rows` at a time in file order, post-padded.
+fn title_batches(vocab: &Vocab, text: &str, rows: usize) -> Vec<Batch> {
+    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
+    lines
+        .chunks_exact(rows)
+        .map(|c| {
+            let refs: Vec<&[u16]> = c.iter().map(|s| s.as_slice()).collect();
+            Batch::from_samples(&refs, vocab.eos())
+        })
+        .collect()
+}
+
+fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f64) -> f64 {
+    let layout = Layout::new(Arch { cell: CellKind::Lstm, layers: 1, hidden, vocab: vocab.size() as u16 });
+    let mut params = layout.init(0);
+    let mut grads = vec![0.0; layout.len];
+    let mut opt = Optimizer::new(Kind::Rmsprop, layout.len);
+    let mut cpu = Cpu::<f32>::new(layout);
+    let mut step = |i: usize| {
+        let b = &batches[i % batches.len()];
+        let loss = cpu.loss_and_grad(&params, b, &mut grads, None);
+        opt.step(&mut params, &grads, 1e-3);
+        loss.count
+    };
+    for i in 0..5 {
+        step(i);
+    }
+    let start = Instant::now();
+    let (mut chars, mut i) = (0usize, 5usize);
+    while start.elapsed().as_secs_f64() < seconds {
+        chars += step(i);
+        i += 1;
+    }
+    let rate = chars as f64 / start.elapsed().as_secs_f64();
+    println!("{name:<10} {rate:>10.0} chars/s  ({} steps, {chars} chars)", i - 5);
+    rate
+}
+
+pub fn run(bench: Bench) -> Result<(), CliError> {
+    let Bench::Train(args) = bench;
+    if let Some(n) = args.threads {
+        if n == 0 || n > 1024 {
+            return Err(CliError::invalid(format!("--threads {n}: must be 1 to 1024")));
+        }
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+        return Err(CliError::invalid(format!("--seconds {}: must be above 0 and at most 3600", args.seconds)));
+    }
+    let text = std::str::from_utf8(BUNDLED).map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?;
+    let vocab = Vocab::fit([text])?;
+    println!("charlm bench train: CPU backend, {} threads, RMSprop lr 1e-3, 1-layer LSTM", rayon::current_num_threads());
+    let all = args.config == Config::All;
+    if all || args.config == Config::Titles8 {
+        measure("titles8", 128, &title_batches(&vocab, text, 8), &vocab, args.seconds);
+    }
+    if all || args.config == Config::Titles64 {
+        measure("titles64", 128, &title_batches(&vocab, text, 64), &vocab, args.seconds);
+    }
+    if all || args.config == Config::Text256 {
+        let streams = StreamBatcher::new(vocab.encode(text).0, 64, 100).expect("corpus is long enough");
+        let batches: Vec<Batch> = (0..streams.len()).map(|k| streams.batch(0, k)).collect();
+        measure("text256", 256, &batches, &vocab, args.seconds);
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `charlm eval`: held-out bits per character of a model file, computed by
+//! the runtime (so the number includes the rounding to f16).
+
+use std::path::PathBuf;
+
+use charlm_runtime::Model;
+use charlm_trainer::batch::eval_streams;
+use charlm_trainer::corpus::{Field, Layout, Spec};
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::eval::{EvalData, runtime_loss};
+use charlm_trainer::sample::host_workspace;
+use charlm_trainer::vocab::Vocab;
+
+use super::train::TextLayout;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model file (.clm).
+    #[arg(long, short)]
+    model: PathBuf,
+    /// Text to score (a text file, or AG News CSV with --field). Default: the
+    /// held-out part of the bundled Tiny Shakespeare (as `charlm train` splits it).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Read --corpus as AG News CSV and score this field.
+    #[arg(long, value_enum)]
+    field: Option<Field>,
+    /// How a text corpus is cut: running text (default) or one sample per line.
+    #[arg(long, value_enum)]
+    layout: Option<TextLayout>,
+    /// Score only the part `charlm train --val-frac X` holds out (default:
+    /// the whole --corpus; 0.05 for the bundled corpus).
+    #[arg(long)]
+    val_frac: Option<f64>,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let bytes = read_file(&args.model)?;
+    let model_err = |source| CliError::Model { path: args.model.clone(), source };
+    let model = Model::from_bytes(&bytes).map_err(model_err)?;
+    host_workspace().check(&model).map_err(model_err)?;
+    let layout = match (args.field, args.layout) {
+        (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
+        _ => Layout::Running,
+    };
+    let spec = Spec { path: args.corpus.clone(), field: args.field, layout };
+    let corpus = spec.load()?;
+    let name = corpus.name.clone();
+    let frac = args.val_frac.or(if args.corpus.is_none() { Some(0.05) } else { None });
+    if let Some(f) = frac {
+        if !(0.0..=0.5).contains(&f) || f == 0.0 {
+            return Err(CliError::invalid(format!("--val-frac {f}: must be above 0 and at most 0.5")));
+        }
+    }
+    let texts = match frac {
+        Some(f) => corpus.split(f).val,
+        None => corpus.texts,
+    };
+    let vocab = Vocab::from_symbols(model.vocab().symbols().chars().collect());
+    let mut dropped = 0;
+    let mut ids: Vec<Vec<u16>> = texts
+        .iter()
+        .map(|t| {
+            let (ids, d) = vocab.encode(t);
+            dropped += d;
+            ids
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    let data = match layout {
+        Layout::Samples => EvalData::Samples(ids),
+        Layout::Running => {
+            let text = ids.pop().unwrap_or_default();
+            if text.len() < 2 {
+                return Err(CliError::invalid(format!("{name}: fewer than 2 characters the model knows")));
+            }
+            EvalData::Running(text)
+        }
+    };
+    if data.count() == 0 {
+        return Err(CliError::invalid(format!("{name}: nothing to score (no character the model knows)")));
+    }
+    let loss = runtime_loss(&model, &data);
+    let how = match &data {
+        EvalData::Samples(s) => format!("{} samples", s.len()),
+        EvalData::Running(t) => {
+            let (s, l) = eval_streams(t.len());
+            format!("running text, {s} streams of {l}")
+        }
+    };
+    println!("{:.4} bits per character on {name} ({} characters; {how}; f16 weights through the runtime)", loss.bpc(), loss.count);
+    if dropped > 0 {
+        eprintln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");
+    }
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! `charlm train`: corpus in, run folder with `model.clm` out.
+
+use std::path::PathBuf;
+
+use charlm_runtime::format::CellKind;
+use charlm_trainer::checkpoint::Checkpoint;
+use charlm_trainer::corpus::{Field, Layout, Spec};
+use charlm_trainer::error::CliError;
+use charlm_trainer::optim;
+use charlm_trainer::train::{self, Config, Device, Options};
+
+/// Defaults, tuned so that `charlm train` with no arguments trains the
+/// bundled Shakespeare in a few minutes on a 2-core machine.
+pub mod defaults {
+    /// Cell.
+    pub const CELL: &str = "lstm";
+    /// Layers.
+    pub const LAYERS: u8 = 1;
+    /// Hidden units.
+    pub const HIDDEN: u16 = 256;
+    /// Sequences per batch.
+    pub const BATCH: usize = 32;
+    /// Window of running text.
+    pub const SEQ_LEN: usize = 100;
+    /// Epochs.
+    pub const EPOCHS: u64 = 3;
+    /// Learning rate for Adam.
+    pub const LR_ADAM: f32 = 3e-3;
+    /// Learning rate for RMSprop (Keras' default, the lesson's).
+    pub const LR_RMSPROP: f32 = 1e-3;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextLayout {
+    /// One continuous text, cut into --seq-len windows, state carried across.
+    Running,
+    /// One sample per line, each ending in <eos>.
+    Lines,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Training text: a text file, or AG News CSV with --field. Default: the bundled Tiny Shakespeare.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Read --corpus as AG News CSV (class,title,description) and train on this field.
+    #[arg(long, value_enum)]
+    field: Option<Field>,
+    /// How a text corpus is cut: running text (default) or one sample per line.
+    #[arg(long, value_enum)]
+    layout: Option<TextLayout>,
+    /// Held-out data from another file (same format as --corpus).
+    #[arg(long, conflicts_with = "val_frac")]
+    val: Option<PathBuf>,
+    /// Fraction of the corpus held out (deterministic: the end of running text, every 1/x-th sample).
+    #[arg(long)]
+    val_frac: Option<f64>,
+    /// Run folder (created; must not hold another run). Default: runs/<UTC time>.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passes over the training data.
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Stop after this many optimizer steps in total (before --epochs ends).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Sequences per batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Recurrent cell.
+    #[arg(long, value_parser = ["lstm", "gru"])]
+    cell: Option<String>,
+    /// Stacked recurrent layers (1 to 4).
+    #[arg(long)]
+    layers: Option<u8>,
+    /// Hidden units per layer.
+    #[arg(long)]
+    hidden: Option<u16>,
+    /// Dropout between layers.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Characters per window of running text (the lesson's num_chars).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Update rule: adam, or rmsprop (rho 0.9, eps 1e-7: the lesson's Keras defaults).
+    #[arg(long, value_enum)]
+    optimizer: Option<optim::Kind>,
+    /// Learning rate (default 3e-3 for adam, 1e-3 for rmsprop).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Multiply the learning rate by this after every epoch.
+    #[arg(long)]
+    lr_decay: Option<f32>,
+    /// Clip the gradient's global norm to this (0 = off).
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Seed of everything random: the same seed gives the same model.clm, bit for bit.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to train.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// Continue the run in this folder from its checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Write a checkpoint every this many steps (and after every epoch).
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: u64,
+    /// Prompt for the samples shown after each epoch (repeat for several).
+    #[arg(long)]
+    prompt: Vec<String>,
+    /// Characters per sample.
+    #[arg(long)]
+    sample_chars: Option<usize>,
+    /// Print only errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `runs/YYYYmmdd-HHMMSS` in UTC.
+fn default_out() -> PathBuf {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    PathBuf::from(format!("runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60))
+}
+
+fn config(a: &Args) -> Config {
+    let optimizer = a.optimizer.unwrap_or(optim::Kind::Adam);
+    let field = a.field;
+    let layout = match (field, a.layout) {
+        (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
+        _ => Layout::Running,
+    };
+    Config {
+        corpus: Spec { path: a.corpus.clone(), field, layout },
+        val: a.val.clone(),
+        val_frac: a.val_frac.unwrap_or(0.05),
+        cell: match a.cell.as_deref().unwrap_or(defaults::CELL) {
+            "gru" => CellKind::Gru,
+            _ => CellKind::Lstm,
+        },
+        layers: a.layers.unwrap_or(defaults::LAYERS),
+        hidden: a.hidden.unwrap_or(defaults::HIDDEN),
+        dropout: a.dropout.unwrap_or(0.0),
+        batch: a.batch.unwrap_or(defaults::BATCH),
+        seq_len: a.seq_len.unwrap_or(defaults::SEQ_LEN),
+        epochs: a.epochs.unwrap_or(defaults::EPOCHS),
+        max_steps: a.max_steps,
+        optimizer,
+        lr: a.lr.unwrap_or(match optimizer {
+            optim::Kind::Adam => defaults::LR_ADAM,
+            optim::Kind::Rmsprop => defaults::LR_RMSPROP,
+        }),
+        lr_decay: a.lr_decay.unwrap_or(1.0),
+        clip: a.clip.unwrap_or(5.0),
+        seed: a.seed.unwrap_or(1),
+    }
+}
+
+/// Flags that define the model or its data may not change on --resume.
+fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
+    let given = config(a);
+    let mut diffs = Vec::new();
+    let mut cmp = |flag: &str, set: bool, same: bool| {
+        if set && !same {
+            diffs.push(flag.to_string());
+        }
+    };
+    cmp("--cell", a.cell.is_some(), given.cell == ck.cell);
+    cmp("--layers", a.layers.is_some(), given.layers == ck.layers);
+    cmp("--hidden", a.hidden.is_some(), given.hidden == ck.hidden);
+    cmp("--batch", a.batch.is_some(), given.batch == ck.batch);
+    cmp("--seq-len", a.seq_len.is_some(), given.seq_len == ck.seq_len);
+    cmp("--optimizer", a.optimizer.is_some(), given.optimizer == ck.optimizer);
+    cmp("--lr", a.lr.is_some(), given.lr == ck.lr);
+    cmp("--lr-decay", a.lr_decay.is_some(), given.lr_decay == ck.lr_decay);
+    cmp("--clip", a.clip.is_some(), given.clip == ck.clip);
+    cmp("--dropout", a.dropout.is_some(), given.dropout == ck.dropout);
+    cmp("--seed", a.seed.is_some(), given.seed == ck.seed);
+    cmp("--corpus", a.corpus.is_some(), given.corpus.path == ck.corpus.path);
+    cmp("--field", a.field.is_some(), given.corpus.field == ck.corpus.field);
+    cmp("--layout", a.layout.is_some(), given.corpus.layout == ck.corpus.layout);
+    cmp("--val", a.val.is_some(), given.val == ck.val);
+    cmp("--val-frac", a.val_frac.is_some(), given.val_frac == ck.val_frac);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::invalid(format!(
+            "the checkpoint was trained with another architecture or data ({} differ); \
+             leave them out to resume, or start a new run with another --out",
+            diffs.join(", ")
+        )))
+    }
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    if let Some(n) = args.threads {
+        if n == 0 || n > 1024 {
+            return Err(CliError::invalid(format!("--threads {n}: must be 1 to 1024")));
+        }
+        // Only fails when a pool already exists (never in the binary).
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    if args.prompt.iter().any(|p| p.is_empty()) {
+        return Err(CliError::invalid("--prompt must not be empty"));
+    }
+    let (out, resume) = match (&args.resume, &args.out) {
+        (Some(dir), Some(out)) if dir != out => {
+            return Err(CliError::invalid("--resume DIR continues the run in DIR; leave out --out"));
+        }
+        (Some(dir), _) => {
+            let ck = Checkpoint::load(dir)?;
+            check_resume(&args, &ck.config)?;
+            (dir.clone(), true)
+        }
+        (None, Some(out)) => (out.clone(), false),
+        (None, None) => (default_out(), false),
+    };
+    let cfg = config(&args);
+    let mut cfg_for_run = cfg;
+    if resume {
+        // Only --epochs and --max-steps may change; run() merges them.
+        cfg_for_run.epochs = args.epochs.unwrap_or(0);
+    }
+    let opts = Options {
+        out,
+        resume,
+        device: args.device,
+        checkpoint_every: args.checkpoint_every,
+        prompts: (!args.prompt.is_empty()).then(|| args.prompt.clone()),
+        sample_chars: args.sample_chars,
+        verbose: !args.quiet,
+        stop_after: None,
+    };
+    train::install_ctrlc();
+    train::run(cfg_for_run, &opts).map(|_| ())
+}

@@ -1,0 +1,238 @@
+//! Small dense products for the recurrent step, and fast f32 activations.
+//!
+//! The per-step product `h_{t-1} W_hh^T` has only as many rows as a row
+//! group (4 to 32 sequences). `matrixmultiply` packs both operands on every
+//! call, and packing the whole `[G*H, H]` weight for a handful of rows costs
+//! as much as the product. [`small_gemm`] instead reads `B` in place: it
+//! keeps a 4 x 16 tile of `C` in registers and walks `k`, so each element of
+//! `C` is a plain sequential sum over `k` (the same bits however the rows
+//! are grouped). On x86-64 with AVX2 and FMA (checked at run time) the same
+//! code is compiled with those instructions enabled; elsewhere it is
+//! portable code with separate multiplies and adds.
+
+/// Columns per panel of a packed right-hand operand.
+pub const NR: usize = 16;
+/// Rows of the register tile.
+const MR: usize = 4;
+
+/// A `q x p` right-hand operand stored as panels of [`NR`] columns: panel
+/// `j` holds columns `NR*j..NR*j+NR` as `q` consecutive rows of `NR`
+/// (the last panel zero-padded). Packed once per batch, read every step.
+#[derive(Clone, Debug, Default)]
+pub struct Packed<T> {
+    /// Rows.
+    pub q: usize,
+    /// Columns.
+    pub p: usize,
+    /// `ceil(p / NR) * q * NR` elements.
+    pub data: Vec<T>,
+}
+
+impl<T: Copy + Default> Packed<T> {
+    /// Packs the matrix whose element `(k, n)` is `at(k, n)`.
+    pub fn pack(&mut self, q: usize, p: usize, at: impl Fn(usize, usize) -> T) {
+        let panels = p.div_ceil(NR);
+        self.q = q;
+        self.p = p;
+        self.data.clear();
+        self.data.resize(panels * q * NR, T::default());
+        for j in 0..panels {
+            for k in 0..q {
+                for l in 0..NR.min(p - j * NR) {
+                    self.data[(j * q + k) * NR + l] = at(k, j * NR + l);
+                }
+            }
+        }
+    }
+}
+
+/// `c (+)= a b`: `a` is `m x q` row-major, `b` packed `q x p`, `c` is
+/// `m x p` row-major.
+pub fn small_gemm(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
+    let (q, p) = (b.q, b.p);
+    assert!(a.len() >= m * q && c.len() >= m * p, "small_gemm: operand too short");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { small_gemm_avx2(m, a, b, c, accumulate) };
+        return;
+    }
+    small_gemm_impl(m, a, b, c, accumulate);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn small_gemm_avx2(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
+    let (q, p) = (b.q, b.p);
+    for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
+        let p0 = j * NR;
+        let w = NR.min(p - p0);
+        let mut m0 = 0;
+        while m0 < m {
+            let h = MR.min(m - m0);
+            let rows = &a[m0 * q..(m0 + h) * q];
+            let tile = match h {
+                4 => tile_avx2::<4>(q, rows, panel),
+                3 => tile_avx2::<3>(q, rows, panel),
+                2 => tile_avx2::<2>(q, rows, panel),
+                _ => tile_avx2::<1>(q, rows, panel),
+            };
+            for (r, acc_r) in tile.iter().enumerate().take(h) {
+                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
+                if accumulate {
+                    for (o, &x) in out.iter_mut().zip(acc_r) {
+                        *o += x;
+                    }
+                } else {
+                    out.copy_from_slice(&acc_r[..w]);
+                }
+            }
+            m0 += MR;
+        }
+    }
+}
+
+/// One `R x 16` tile: `rows` holds `R` rows of `q`, `panel` is `q x 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tile_avx2<const R: usize>(q: usize, rows: &[f32], panel: &[f32]) -> [[f32; NR]; MR] {
+    use std::arch::x86_64::*;
+    assert!(rows.len() >= R * q && panel.len() >= q * NR && R <= MR);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (ap, bp) = (rows.as_ptr(), panel.as_ptr());
+    for k in 0..q {
+        // SAFETY: k < q, so k*NR + 16 <= panel.len() and r*q + k < rows.len() (asserted).
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp.add(k * NR));
+            let b1 = _mm256_loadu_ps(bp.add(k * NR + 8));
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*ap.add(r * q + k));
+                acc_r[0] = _mm256_fmadd_ps(av, b0, acc_r[0]);
+                acc_r[1] = _mm256_fmadd_ps(av, b1, acc_r[1]);
+            }
+        }
+    }
+    let mut out = [[0.0f32; NR]; MR];
+    for (o, acc_r) in out.iter_mut().zip(&acc) {
+        // SAFETY: each row of `out` has 16 floats.
+        unsafe {
+            _mm256_storeu_ps(o.as_mut_ptr(), acc_r[0]);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), acc_r[1]);
+        }
+    }
+    out
+}
+
+/// The portable kernel: the same tiles with separate multiplies and adds.
+fn small_gemm_impl(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
+    let (q, p) = (b.q, b.p);
+    for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
+        let p0 = j * NR;
+        let w = NR.min(p - p0);
+        let mut m0 = 0;
+        while m0 < m {
+            let h = MR.min(m - m0);
+            let mut acc = [[0.0f32; NR]; MR];
+            if h == MR {
+                let rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(m0 + r) * q..(m0 + r + 1) * q]);
+                for (k, bk) in panel.chunks_exact(NR).enumerate() {
+                    for r in 0..MR {
+                        let av = rows[r][k];
+                        for l in 0..NR {
+                            acc[r][l] += av * bk[l];
+                        }
+                    }
+                }
+            } else {
+                for (k, bk) in panel.chunks_exact(NR).enumerate() {
+                    for (r, acc_r) in acc.iter_mut().enumerate().take(h) {
+                        let av = a[(m0 + r) * q + k];
+                        for l in 0..NR {
+                            acc_r[l] += av * bk[l];
+                        }
+                    }
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(h) {
+                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
+                if accumulate {
+                    for (o, &x) in out.iter_mut().zip(acc_r) {
+                        *o += x;
+                    }
+                } else {
+                    out.copy_from_slice(&acc_r[..w]);
+                }
+            }
+            m0 += MR;
+        }
+    }
+}
+
+/// `e^x` in f32, accurate to about 2 ulp, written so that loops over it
+/// vectorise (no branches, no table). Inputs are clamped to `[-87, 88]`.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 88.0);
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22).
+    const SHIFTER: f32 = 12_582_912.0;
+    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // e^r on [-ln2/2, ln2/2]: Cephes' degree-5 polynomial.
+    let mut y = 1.987_569_1e-4f32;
+    y = y * r + 1.398_199_9e-3;
+    y = y * r + 8.333_452e-3;
+    y = y * r + 4.166_579_6e-2;
+    y = y * r + 1.666_666_5e-1;
+    y = y * r + 0.5;
+    let e = y * (r * r) + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_gemm_matches_a_sequential_sum() {
+        for &(m, q, p) in &[(1, 1, 1), (4, 16, 16), (5, 7, 33), (8, 128, 512), (3, 20, 5)] {
+            let a: Vec<f32> = (0..m * q).map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5).collect();
+            let b: Vec<f32> = (0..q * p).map(|i| ((i * 5 % 11) as f32) * 0.5 - 2.5).collect();
+            let mut c = vec![1.0f32; m * p];
+            let mut packed = Packed::default();
+            packed.pack(q, p, |k, n| b[k * p + n]);
+            small_gemm(m, &a, &packed, &mut c, true);
+            for i in 0..m {
+                for j in 0..p {
+                    // Small integers and quarters: every order gives exact results.
+                    let want: f32 = 1.0 + (0..q).map(|k| a[i * q + k] * b[k * p + j]).sum::<f32>();
+                    assert_eq!(c[i * p + j], want, "({i},{j}) of {m}x{q}x{p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let want = (x as f64).exp();
+            let rel = ((exp_f32(x) as f64 - want) / want).abs();
+            worst = worst.max(rel);
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) > 0.0 && exp_f32(1000.0).is_finite());
+    }
+}

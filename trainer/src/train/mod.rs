@@ -1,0 +1,662 @@
+//! The training loop: corpus -> vocabulary -> batches -> backend steps ->
+//! checkpoints, metrics, samples -> `model.clm`.
+//!
+//! A run lives in one folder: `checkpoint.bin` (resumable, atomic),
+//! `model.clm`, `metrics.csv`, `loss.svg`, `samples.txt`. Everything random
+//! (initialisation, shuffles, window offsets, dropout masks) is derived from
+//! the seed and the position (epoch, step), so a run that is stopped and
+//! resumed computes exactly what an uninterrupted run computes.
+
+pub mod backend;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use charlm_runtime::format::{Arch, CellKind};
+use charlm_runtime::{Model, Sampler};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{Batch, SampleBatcher, StreamBatcher, eval_sample_batches, eval_stream_batches};
+use crate::checkpoint::{self, Checkpoint, Progress, write_atomic};
+use crate::corpus::{self, Layout as TextLayout, Spec};
+use crate::cpu::{Classes, Dropout, Loss};
+use crate::error::CliError;
+use crate::eval::{EvalData, runtime_loss};
+use crate::export::{Provenance, export};
+use crate::metrics::{self, Row};
+use crate::optim::{self, Optimizer, clip_grad_norm};
+use crate::params::Layout;
+use crate::rng::Rng;
+use crate::sample::{generate, host_workspace};
+use crate::vocab::Vocab;
+pub use backend::{Backend, Device};
+
+/// Largest hidden size the host tools run (the host workspace's capacity).
+pub const MAX_HIDDEN: usize = 1024;
+
+/// Everything that defines a run (saved in its checkpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Training text.
+    pub corpus: Spec,
+    /// Held-out text from another file (same format), instead of `val_frac`.
+    pub val: Option<PathBuf>,
+    /// Fraction of the corpus held out when `val` is `None`.
+    pub val_frac: f64,
+    /// Cell type.
+    pub cell: CellKind,
+    /// Stacked layers.
+    pub layers: u8,
+    /// Hidden units per layer.
+    pub hidden: u16,
+    /// Dropout between layers.
+    pub dropout: f32,
+    /// Sequences per batch.
+    pub batch: usize,
+    /// Window length for running text.
+    pub seq_len: usize,
+    /// Epochs.
+    pub epochs: u64,
+    /// Stop after this many optimizer steps in total.
+    pub max_steps: Option<u64>,
+    /// Update rule.
+    pub optimizer: optim::Kind,
+    /// Learning rate.
+    pub lr: f32,
+    /// Learning rate factor applied after every epoch.
+    pub lr_decay: f32,
+    /// Gradient-norm clipping threshold (0 = off).
+    pub clip: f32,
+    /// Seed of everything random.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Rejects sizes that make no sense, naming the flag.
+    pub fn validate(&self) -> Result<(), CliError> {
+        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(CliError::invalid(msg)) };
+        check((1..=4).contains(&self.layers), format!("--layers {}: must be 1 to 4", self.layers))?;
+        check(
+            (1..=MAX_HIDDEN).contains(&(self.hidden as usize)),
+            format!("--hidden {}: must be 1 to {MAX_HIDDEN}", self.hidden),
+        )?;
+        check((1..=4096).contains(&self.batch), format!("--batch {}: must be 1 to 4096", self.batch))?;
+        check((1..=100_000).contains(&self.seq_len), format!("--seq-len {}: must be 1 to 100000", self.seq_len))?;
+        check((1..=100_000).contains(&self.epochs), format!("--epochs {}: must be 1 to 100000", self.epochs))?;
+        check(self.max_steps != Some(0), "--max-steps 0: must be at least 1".into())?;
+        check(self.lr.is_finite() && self.lr > 0.0 && self.lr < 10.0, format!("--lr {}: must be above 0 and below 10", self.lr))?;
+        check(
+            self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0,
+            format!("--lr-decay {}: must be in (0, 1]", self.lr_decay),
+        )?;
+        check(self.clip.is_finite() && self.clip >= 0.0, format!("--clip {}: must be 0 (off) or positive", self.clip))?;
+        check((0.0..0.95).contains(&self.dropout), format!("--dropout {}: must be in [0, 0.95)", self.dropout))?;
+        check((0.0..=0.5).contains(&self.val_frac), format!("--val-frac {}: must be 0 to 0.5", self.val_frac))?;
+        Ok(())
+    }
+
+    fn arch(&self, vocab: usize) -> Arch {
+        Arch { cell: self.cell, layers: self.layers, hidden: self.hidden, vocab: vocab as u16 }
+    }
+}
+
+/// How a run is carried out (not part of its identity).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its checkpoint.
+    pub resume: bool,
+    /// Device.
+    pub device: Device,
+    /// Write a checkpoint every this many steps (and at every epoch end).
+    pub checkpoint_every: u64,
+    /// Sample prompts (`None`: defaults for the corpus).
+    pub prompts: Option<Vec<String>>,
+    /// Characters per sample.
+    pub sample_chars: Option<usize>,
+    /// Print progress and samples.
+    pub verbose: bool,
+    /// Test hook: behave as if Ctrl-C came after this many steps in total.
+    pub stop_after: Option<u64>,
+}
+
+/// Set by the Ctrl-C handler; the loop saves a checkpoint and returns.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler (once per process).
+pub fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
+    });
+}
+
+/// One generated text of the samples shown after an epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleRecord {
+    /// Prompt as given.
+    pub prompt: String,
+    /// 0 = greedy (as `charlm generate --temperature`).
+    pub temperature: f32,
+    /// Seed (as `charlm generate --seed`).
+    pub seed: u64,
+    /// Length limit (as `charlm generate --max-chars`).
+    pub max_chars: usize,
+    /// Prompt and continuation, as `charlm generate` prints it.
+    pub text: String,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// All epochs (or `max_steps`) done; `model.clm` written.
+    Finished,
+    /// Stopped by Ctrl-C; the checkpoint holds the state.
+    Interrupted,
+}
+
+/// What a run produced.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Steps taken in total.
+    pub steps: u64,
+    /// Provenance recorded in `model.clm` (when finished).
+    pub provenance: Option<Provenance>,
+    /// The samples shown last.
+    pub samples: Vec<SampleRecord>,
+    /// Training characters per second in this session.
+    pub chars_per_s: f64,
+}
+
+/// The temperatures the lesson samples with.
+pub const TEMPERATURES: [f32; 4] = [0.3, 0.8, 1.0, 1.3];
+
+/// Training data ready for the loop.
+enum Train {
+    Samples(SampleBatcher),
+    Stream(StreamBatcher),
+}
+
+impl Train {
+    fn len(&self) -> usize {
+        match self {
+            Train::Samples(b) => b.len(),
+            Train::Stream(b) => b.len(),
+        }
+    }
+}
+
+struct Data {
+    name: String,
+    crc: u32,
+    vocab: Vocab,
+    train: Train,
+    val: Option<EvalData>,
+    val_batches: Vec<Batch>,
+    layout: TextLayout,
+}
+
+fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Data, CliError> {
+    let corpus = cfg.corpus.load()?;
+    let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
+    let split = match &cfg.val {
+        Some(path) => {
+            let val = Spec { path: Some(path.clone()), ..cfg.corpus.clone() }.load()?;
+            corpus::Split { train: corpus.texts, val: val.texts }
+        }
+        None => corpus.split(cfg.val_frac),
+    };
+    let vocab = match vocab {
+        Some(v) => v,
+        None => Vocab::fit(split.train.iter().map(|s| s.as_str()))?,
+    };
+    let encode = |texts: &[String]| -> (Vec<Vec<u16>>, usize) {
+        let mut dropped = 0;
+        let ids = texts
+            .iter()
+            .map(|t| {
+                let (ids, d) = vocab.encode(t);
+                dropped += d;
+                ids
+            })
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        (ids, dropped)
+    };
+    let (train_ids, _) = encode(&split.train);
+    let (val_ids, dropped) = encode(&split.val);
+    if dropped > 0 {
+        say(&format!("note: dropped {dropped} held-out character(s) the vocabulary lacks"));
+    }
+    let train = match layout {
+        TextLayout::Samples => {
+            if train_ids.is_empty() {
+                return Err(CliError::invalid(format!("{name}: no training samples")));
+            }
+            Train::Samples(SampleBatcher::new(train_ids, cfg.batch, vocab.eos()))
+        }
+        TextLayout::Running => {
+            let ids = train_ids.into_iter().next().unwrap_or_default();
+            let n = ids.len();
+            Train::Stream(StreamBatcher::new(ids, cfg.batch, cfg.seq_len).ok_or_else(|| {
+                CliError::invalid(format!(
+                    "{name}: {n} training characters are too few for --batch {} streams of --seq-len {} \
+                     (need at least {}); lower --batch or --seq-len",
+                    cfg.batch,
+                    cfg.seq_len,
+                    cfg.batch * cfg.seq_len + 1
+                ))
+            })?)
+        }
+    };
+    let (val, val_batches) = match layout {
+        TextLayout::Samples if !val_ids.is_empty() => {
+            let b = eval_sample_batches(&val_ids, 64, vocab.eos());
+            (Some(EvalData::Samples(val_ids)), b)
+        }
+        TextLayout::Running => match val_ids.into_iter().next().filter(|ids| ids.len() >= 2) {
+            Some(ids) => {
+                let b = eval_stream_batches(&ids, 256);
+                (Some(EvalData::Running(ids)), b)
+            }
+            None => (None, vec![]),
+        },
+        _ => (None, vec![]),
+    };
+    Ok(Data { name, crc, vocab, train, val, val_batches, layout })
+}
+
+/// Held-out loss with f32 weights on the backend (softmax without padding,
+/// like the runtime), from zero state.
+fn val_loss(backend: &mut dyn Backend, params: &[f32], batches: &[Batch]) -> Option<Loss> {
+    if batches.is_empty() {
+        return None;
+    }
+    let mut total = Loss::default();
+    for b in batches {
+        total.add(backend.loss(params, b, Classes::NoPadding));
+    }
+    Some(total)
+}
+
+/// The prompts samples start from.
+fn default_prompts(data: &Data) -> Vec<String> {
+    let shakespeare = data.name == corpus::BUNDLED_NAME;
+    let list: &[&str] = if shakespeare {
+        &["ROMEO:\n", "KING HENRY:\n", "To be"]
+    } else {
+        &["Today ", "On Sunday ", "Moscow, "]
+    };
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Greedy text from every prompt, then one text per lesson temperature.
+pub fn make_samples(
+    model: &Model<'_>,
+    prompts: &[String],
+    seed: u64,
+    max_chars: usize,
+) -> Vec<SampleRecord> {
+    let mut ws = host_workspace();
+    let usable: Vec<&String> =
+        prompts.iter().filter(|p| p.chars().any(|c| model.vocab().id_of(c).is_some())).collect();
+    let mut out = Vec::new();
+    let mut run = |prompt: &str, temperature: f32| {
+        let Ok(sampler) = Sampler::from_temperature(temperature) else { return };
+        if let Ok(s) = generate(model, &mut ws, prompt, sampler, seed, max_chars) {
+            out.push(SampleRecord { prompt: prompt.to_string(), temperature, seed, max_chars, text: s.text() });
+        }
+    };
+    for p in &usable {
+        run(p, 0.0);
+    }
+    for (i, &t) in TEMPERATURES.iter().enumerate() {
+        if let Some(p) = usable.get(i % usable.len().max(1)) {
+            run(p, t);
+        }
+    }
+    out
+}
+
+fn samples_text(records: &[SampleRecord], epoch: f64, steps: u64) -> String {
+    let mut s = format!(
+        "# samples after epoch {epoch:.2} (step {steps}); each reproduces with\n\
+         #   charlm generate --model model.clm --prompt P --temperature T --seed S --max-chars N\n"
+    );
+    for r in records {
+        s.push_str(&format!(
+            "--- prompt {:?}, temperature {}, seed {}, max-chars {}\n{}\n",
+            r.prompt, r.temperature, r.seed, r.max_chars, r.text
+        ));
+    }
+    s
+}
+
+fn print_samples(records: &[SampleRecord]) {
+    for r in records {
+        let label = if r.temperature == 0.0 { "greedy".to_string() } else { format!("T={}", r.temperature) };
+        let mut lines = r.text.lines();
+        println!("  {label:<7} {}", lines.next().unwrap_or(""));
+        for l in lines {
+            println!("          {l}");
+        }
+    }
+}
+
+fn bpc(x: f64) -> f32 {
+    (x / std::f64::consts::LN_2) as f32
+}
+
+/// Refuses a folder that holds another run.
+fn check_out(out: &Path) -> Result<(), CliError> {
+    for f in [checkpoint::FILE, "model.clm"] {
+        if out.join(f).exists() {
+            return Err(CliError::invalid(format!(
+                "{} already holds a run ({f}); continue it with --resume {} or choose another --out",
+                out.display(),
+                out.display()
+            )));
+        }
+    }
+    if out.exists() && !out.is_dir() {
+        return Err(CliError::invalid(format!("--out {}: exists and is not a folder", out.display())));
+    }
+    Ok(())
+}
+
+/// Trains (or resumes) a run. `cfg` is ignored when resuming (the
+/// checkpoint's configuration is used; the caller merges allowed changes).
+pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
+    let verbose = opts.verbose;
+    let say = |s: &str| {
+        if verbose {
+            println!("{s}");
+        }
+    };
+    let resumed = if opts.resume { Some(Checkpoint::load(&opts.out)?) } else { None };
+    let cfg = match &resumed {
+        Some(ck) => {
+            let mut c = ck.config.clone();
+            c.epochs = cfg.epochs.max(c.epochs);
+            if cfg.max_steps.is_some() {
+                c.max_steps = cfg.max_steps;
+            }
+            c
+        }
+        None => {
+            check_out(&opts.out)?;
+            cfg
+        }
+    };
+    cfg.validate()?;
+    let vocab = match &resumed {
+        Some(ck) => Some(Vocab::from_symbols(ck.vocab.chars().collect())),
+        None => None,
+    };
+    let data = prepare(&cfg, vocab, &say)?;
+    if let Some(ck) = &resumed {
+        if ck.corpus_crc != data.crc {
+            return Err(CliError::invalid(format!(
+                "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
+                data.name, data.crc, ck.corpus_crc
+            )));
+        }
+    }
+    let layout = Layout::new(cfg.arch(data.vocab.size()));
+    let mut backend = backend::select(opts.device, &layout)?;
+    let mut eval_backend = backend::select(opts.device, &layout)?;
+    let (mut params, mut opt, mut progress, mut rows) = match resumed {
+        Some(ck) => {
+            if ck.params.len() != layout.len || ck.optimizer.v.len() != layout.len {
+                return Err(CliError::invalid("the checkpoint's parameters do not match its architecture"));
+            }
+            backend.set_carried_state(ck.carry.0, ck.carry.1);
+            (ck.params, ck.optimizer, ck.progress, ck.metrics)
+        }
+        None => (layout.init(cfg.seed), Optimizer::new(cfg.optimizer, layout.len), Progress::default(), Vec::new()),
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write { path: opts.out.clone(), source })?;
+
+    let steps_per_epoch = data.train.len() as u64;
+    let arch = layout.arch;
+    say(&format!(
+        "charlm train: {} {}x{} on {} ({} ids), {} params, {} {} batches/epoch of {}{}, {} lr {:e}, device {}",
+        arch.cell.name().to_uppercase(),
+        arch.layers,
+        arch.hidden,
+        data.name,
+        arch.vocab,
+        layout.len,
+        steps_per_epoch,
+        match data.layout {
+            TextLayout::Running => "windows",
+            TextLayout::Samples => "sample",
+        },
+        cfg.batch,
+        match data.layout {
+            TextLayout::Running => format!("x{}", cfg.seq_len),
+            TextLayout::Samples => String::new(),
+        },
+        cfg.optimizer.name(),
+        cfg.lr,
+        backend.describe()
+    ));
+    say(&format!("run folder: {}", opts.out.display()));
+    if progress.done && progress.epoch >= cfg.epochs && cfg.max_steps.is_none_or(|m| progress.steps >= m) {
+        say("this run is already finished; raise --epochs to train further");
+    }
+
+    let prompts = opts.prompts.clone().unwrap_or_else(|| default_prompts(&data));
+    let sample_chars = opts.sample_chars.unwrap_or(match data.layout {
+        TextLayout::Running => 200,
+        TextLayout::Samples => 100,
+    });
+    let mut grads = vec![0.0f32; layout.len];
+    let mut last_samples = Vec::new();
+    let session_start = Instant::now();
+    let mut session_chars = 0u64;
+    let mut session_train_s = 0.0f64;
+    let log_every = (steps_per_epoch / 10).clamp(1, 100);
+    let (mut int_nats, mut int_count, mut int_s) = (0.0f64, 0u64, 0.0f64);
+    let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut outcome = Outcome::Finished;
+    let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
+    let save = |params: &Vec<f32>, opt: &Optimizer, progress: &Progress, rows: &Vec<Row>, backend: &dyn Backend| {
+        Checkpoint {
+            version: checkpoint::VERSION,
+            config: cfg.clone(),
+            corpus_crc: data.crc,
+            vocab: data.vocab.symbols_string(),
+            params: params.clone(),
+            optimizer: opt.clone(),
+            progress: progress.clone(),
+            carry: backend.carried_state(),
+            metrics: rows.clone(),
+        }
+        .save(&opts.out)
+    };
+
+    'epochs: while progress.epoch < cfg.epochs && !limit_reached(progress.steps) {
+        let epoch = progress.epoch;
+        let lr = cfg.lr * cfg.lr_decay.powi(epoch as i32);
+        let plan = match &data.train {
+            Train::Samples(b) => Some(b.plan(cfg.seed, epoch)),
+            Train::Stream(_) => None,
+        };
+        let offset = match &data.train {
+            Train::Stream(b) => b.offset(cfg.seed, epoch),
+            Train::Samples(_) => 0,
+        };
+        let bar = if tty {
+            let bar = ProgressBar::new(steps_per_epoch);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
+            bar.set_position(progress.batch);
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        while progress.batch < steps_per_epoch {
+            let k = progress.batch as usize;
+            let batch = match (&data.train, &plan) {
+                (Train::Samples(b), Some(p)) => b.batch(&p[k]),
+                (Train::Stream(b), _) => b.batch(offset, k),
+                _ => unreachable!("samples always have a plan"),
+            };
+            let t0 = Instant::now();
+            let dropout = (cfg.dropout > 0.0)
+                .then(|| Dropout { p: cfg.dropout, seed: Rng::derive(cfg.seed, 0x4452_4f50 ^ progress.steps).next_u64() });
+            let loss = backend.loss_and_grad(&params, &batch, &mut grads, dropout);
+            if !loss.nats.is_finite() {
+                bar.abandon();
+                return Err(CliError::invalid(format!(
+                    "training diverged at step {} (loss is not finite); try a lower --lr or --clip",
+                    progress.steps
+                )));
+            }
+            if cfg.clip > 0.0 {
+                clip_grad_norm(&mut grads, cfg.clip);
+            }
+            opt.step(&mut params, &grads, lr);
+            let dt = t0.elapsed().as_secs_f64();
+            progress.steps += 1;
+            progress.batch += 1;
+            progress.epoch_nats += loss.nats;
+            progress.epoch_count += loss.count as u64;
+            progress.seconds += dt;
+            progress.chars += loss.count as u64;
+            session_chars += loss.count as u64;
+            session_train_s += dt;
+            int_nats += loss.nats;
+            int_count += loss.count as u64;
+            int_s += dt;
+            if progress.steps % log_every == 0 || progress.batch == steps_per_epoch {
+                let row = Row {
+                    step: progress.steps,
+                    epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
+                    lr,
+                    train_bpc: (int_nats / int_count.max(1) as f64) / std::f64::consts::LN_2,
+                    val_bpc: None,
+                    chars_per_s: int_count as f64 / int_s.max(1e-9),
+                    seconds: progress.seconds,
+                };
+                bar.set_message(format!("{:.3} bpc, {:.1}k chars/s", row.train_bpc, row.chars_per_s / 1e3));
+                if verbose && !tty && progress.steps % (log_every * 5) == 0 {
+                    println!(
+                        "  step {} (epoch {:.2}): {:.3} bpc, {:.1}k chars/s",
+                        row.step, row.epoch, row.train_bpc, row.chars_per_s / 1e3
+                    );
+                }
+                rows.push(row);
+                (int_nats, int_count, int_s) = (0.0, 0, 0.0);
+            }
+            bar.set_position(progress.batch);
+            let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| progress.steps >= s);
+            if stop_now {
+                bar.abandon();
+                save(&params, &opt, &progress, &rows, backend.as_ref())?;
+                metrics::write(&opts.out, &rows)?;
+                say(&format!(
+                    "interrupted at step {}: checkpoint saved; continue with: charlm train --resume {}",
+                    progress.steps,
+                    opts.out.display()
+                ));
+                outcome = Outcome::Interrupted;
+                break 'epochs;
+            }
+            if progress.steps % opts.checkpoint_every.max(1) == 0 {
+                save(&params, &opt, &progress, &rows, backend.as_ref())?;
+            }
+            if limit_reached(progress.steps) {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        // End of an epoch (or of the step budget): score, sample, save.
+        let train_mean = progress.epoch_nats / progress.epoch_count.max(1) as f64;
+        progress.train_bpc = Some(bpc(train_mean));
+        let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
+        progress.val_bpc = val.map(|l| l.bpc() as f32);
+        if let Some(last) = rows.last_mut() {
+            last.val_bpc = val.map(|l| l.bpc());
+        }
+        let fraction = progress.batch as f64 / steps_per_epoch as f64;
+        if progress.batch >= steps_per_epoch {
+            progress.epoch += 1;
+            progress.batch = 0;
+            progress.epoch_nats = 0.0;
+            progress.epoch_count = 0;
+        }
+        let bytes = export(&layout, &params, &data.vocab, &Provenance::default())?;
+        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: "model".into(), source })?;
+        last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
+        let epoch_label = epoch as f64 + fraction;
+        say(&format!(
+            "epoch {}/{}: train {:.3} bpc, held-out {}, step {}, {:.0} s, {:.1}k chars/s",
+            epoch + 1,
+            cfg.epochs,
+            bpc(train_mean),
+            val.map_or("-".to_string(), |l| format!("{:.3} bpc", l.bpc())),
+            progress.steps,
+            progress.seconds,
+            session_chars as f64 / session_train_s.max(1e-9) / 1e3
+        ));
+        if verbose {
+            print_samples(&last_samples);
+        }
+        write_atomic(&opts.out.join("samples.txt"), samples_text(&last_samples, epoch_label, progress.steps).as_bytes())?;
+        save(&params, &opt, &progress, &rows, backend.as_ref())?;
+        metrics::write(&opts.out, &rows)?;
+    }
+
+    let mut summary = Summary {
+        outcome: outcome.clone(),
+        steps: progress.steps,
+        provenance: None,
+        samples: last_samples,
+        chars_per_s: session_chars as f64 / session_train_s.max(1e-9),
+    };
+    if outcome == Outcome::Interrupted {
+        return Ok(summary);
+    }
+    // Final export: held-out score of the f16 model through the runtime.
+    let mut prov = Provenance {
+        corpus: data.name.clone(),
+        steps: progress.steps,
+        train_bpc: progress.train_bpc,
+        val_bpc: progress.val_bpc,
+        val_bpc_f16: None,
+    };
+    if let Some(val) = &data.val {
+        let bytes = export(&layout, &params, &data.vocab, &prov)?;
+        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: "model".into(), source })?;
+        prov.val_bpc_f16 = Some(runtime_loss(&model, val).bpc() as f32);
+    }
+    let bytes = export(&layout, &params, &data.vocab, &prov)?;
+    let model_path = opts.out.join("model.clm");
+    write_atomic(&model_path, &bytes)?;
+    progress.done = true;
+    save(&params, &opt, &progress, &rows, backend.as_ref())?;
+    say(&format!(
+        "wrote {} ({} bytes): {} steps, train {} bpc, held-out {} bpc (f32), {} bpc (f16, through the runtime), {:.0} s in all",
+        model_path.display(),
+        bytes.len(),
+        progress.steps,
+        prov.train_bpc.map_or("-".into(), |v| format!("{v:.3}")),
+        prov.val_bpc.map_or("-".into(), |v| format!("{v:.3}")),
+        prov.val_bpc_f16.map_or("-".into(), |v| format!("{v:.3}")),
+        session_start.elapsed().as_secs_f64()
+    ));
+    say(&format!("try: charlm generate --model {} --temperature 0.8", model_path.display()));
+    summary.provenance = Some(prov);
+    Ok(summary)
+}
