@@ -1,0 +1,651 @@
+//! [`Cuda`]: the CPU reference's forward pass, masked cross-entropy,
+//! backpropagation through time and optimizer step, on the device. Names and
+//! order follow `crate::cpu::Cpu` so the two read side by side.
+
+use charlm_runtime::format::CellKind;
+
+use super::CudaError;
+use super::dev::{Buf, Dev, NORM_BLOCKS, P};
+use crate::batch::Batch;
+use crate::cpu::{Classes, Dropout, Loss};
+use crate::optim::{self, Kind, Optimizer};
+use crate::params::Layout;
+
+/// Per-layer activations kept for the backward pass (as `cpu::LayerCache`).
+struct LayerBufs {
+    /// `[T*B, G*H]` input pre-activations `W_ih x + b_ih`.
+    xg: Buf<f32>,
+    /// `[T*B, G*H]` activated gates.
+    gates: Buf<f32>,
+    /// `[(T+1)*B, H]` hidden states, initial state first.
+    h: Buf<f32>,
+    /// `[(T+1)*B, H]` LSTM cell states (GRU: unused).
+    c: Buf<f32>,
+    /// `[T*B, H]` LSTM `tanh(c)`; GRU `W_hn h + b_hn`.
+    aux: Buf<f32>,
+    /// `[T*B, H]` dropout mask of this layer's output (layers below the top).
+    mask: Buf<f32>,
+    /// `[T*B, H]` this layer's output after dropout.
+    dropped: Buf<f32>,
+    /// Whether the last forward pass applied dropout here.
+    dropout_on: bool,
+}
+
+/// Activation buffers for up to `n` rows (`T*B`) and `b` sequences.
+struct Acts {
+    n: usize,
+    b: usize,
+    layers: Vec<LayerBufs>,
+    /// `[T*B, V]` logits, then their gradient.
+    logits: Buf<f32>,
+    /// `[T*B]` nats per position.
+    row_nats: Buf<f32>,
+    /// `[T*B, G*H]` gate pre-activation gradients (GRU: input side).
+    dxg: Buf<f32>,
+    /// `[T*B, G*H]` GRU hidden-side gradients.
+    dhg: Buf<f32>,
+    /// `[T*B, H]` gradient at the current layer's output.
+    dh: Buf<f32>,
+    /// `[T*B, H]` gradient for the layer below.
+    dx: Buf<f32>,
+    /// `[B, G*H]` one step's `h W_hh^T`.
+    hg: Buf<f32>,
+    /// `[B, H]` gradient from the step after through `W_hh`.
+    dh_next: Buf<f32>,
+    /// `[B, H]` LSTM cell-state gradient from the step after.
+    dc: Buf<f32>,
+    /// `[T*B]` ones, for bias gradients as `x^T 1`.
+    ones: Buf<f32>,
+    /// `[T*B]` input ids.
+    ids: Buf<u16>,
+    /// `[T*B]` target ids.
+    targets: Buf<u16>,
+    /// `[V + 1]` where each id's positions start in `tab_rows`.
+    tab_off: Buf<i32>,
+    /// `[T*B]` positions sorted by input id.
+    tab_rows: Buf<i32>,
+}
+
+/// The CUDA backend for one architecture.
+pub struct Cuda {
+    dev: Dev,
+    layout: Layout,
+    /// Parameters, flat, in `layout`'s order.
+    params: Buf<f32>,
+    /// Gradient, same layout.
+    grads: Buf<f32>,
+    /// Optimizer state (allocated by [`Cuda::set_optimizer`]).
+    opt: Option<DeviceOptimizer>,
+    norm_partials: Buf<f64>,
+    /// `[coefficient, norm]` of the last clipping.
+    coef: Buf<f32>,
+    /// Nats accumulated since the last [`Cuda::take_nats`].
+    nats: Buf<f64>,
+    acts: Option<Acts>,
+    /// `[layer]` -> final `(h, c)` of the last batch, `[B, H]` each.
+    carry: Vec<(Buf<f32>, Buf<f32>)>,
+    carry_rows: usize,
+}
+
+struct DeviceOptimizer {
+    kind: Kind,
+    steps: u64,
+    m: Buf<f32>,
+    v: Buf<f32>,
+}
+
+/// Positions of every input id, for the input table's gradient: `offsets`
+/// (`vocab + 1` entries) and the positions themselves, grouped by id and
+/// increasing within each id (a counting sort).
+pub fn positions_by_id(ids: &[u16], vocab: usize) -> (Vec<i32>, Vec<i32>) {
+    let mut offsets = vec![0i32; vocab + 1];
+    for &id in ids {
+        assert!((id as usize) < vocab, "input id {id} outside a vocabulary of {vocab}");
+        offsets[id as usize + 1] += 1;
+    }
+    for i in 0..vocab {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut next: Vec<i32> = offsets[..vocab].to_vec();
+    let mut rows = vec![0i32; ids.len()];
+    for (r, &id) in ids.iter().enumerate() {
+        let slot = &mut next[id as usize];
+        rows[*slot as usize] = r as i32;
+        *slot += 1;
+    }
+    (offsets, rows)
+}
+
+impl Cuda {
+    /// A backend for models with this layout on GPU `ordinal`.
+    pub fn new(layout: Layout, ordinal: usize) -> Result<Self, CudaError> {
+        if !super::driver_present() {
+            return Err(CudaError::NoDriver);
+        }
+        // cudarc panics on a missing library; check both before any call.
+        if !super::nvrtc::available() {
+            return Err(CudaError::NoNvrtc);
+        }
+        // SAFETY: only tries to dlopen the library's candidate names.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(CudaError::NoCublas);
+        }
+        let dev = Dev::open(ordinal)?;
+        let layers = layout.arch.layers as usize;
+        Ok(Cuda {
+            params: dev.alloc(layout.len)?,
+            grads: dev.alloc(layout.len)?,
+            opt: None,
+            norm_partials: dev.alloc(NORM_BLOCKS)?,
+            coef: dev.alloc(2)?,
+            nats: dev.alloc(1)?,
+            acts: None,
+            carry: (0..layers).map(|_| Ok((dev.alloc(0)?, dev.alloc(0)?))).collect::<Result<_, CudaError>>()?,
+            carry_rows: 0,
+            layout,
+            dev,
+        })
+    }
+
+    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90)".
+    pub fn describe(&self) -> String {
+        format!("cuda:{} ({}, {})", self.dev.ordinal, self.dev.name, self.dev.arch)
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> &str {
+        &self.dev.name
+    }
+
+    /// The parameter layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Copies parameters to the device.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), CudaError> {
+        assert_eq!(params.len(), self.layout.len, "parameter count");
+        self.dev.upload(params, self.params.all())
+    }
+
+    /// Copies the device's parameters back.
+    pub fn get_params(&self, params: &mut [f32]) -> Result<(), CudaError> {
+        assert_eq!(params.len(), self.layout.len, "parameter count");
+        self.dev.download(self.params.all(), params)
+    }
+
+    /// Copies the last gradient back.
+    pub fn get_grads(&self, grads: &mut [f32]) -> Result<(), CudaError> {
+        assert_eq!(grads.len(), self.layout.len, "parameter count");
+        self.dev.download(self.grads.all(), grads)
+    }
+
+    /// Puts an optimizer's state (and its step count) on the device.
+    pub fn set_optimizer(&mut self, opt: &Optimizer) -> Result<(), CudaError> {
+        let n = self.layout.len;
+        assert_eq!(opt.v.len(), n, "optimizer state size");
+        let m = self.dev.alloc(if opt.kind == Kind::Adam { n } else { 0 })?;
+        let v = self.dev.alloc(n)?;
+        if opt.kind == Kind::Adam {
+            assert_eq!(opt.m.len(), n, "Adam first moment size");
+            self.dev.upload(&opt.m, m.all())?;
+        }
+        self.dev.upload(&opt.v, v.all())?;
+        self.opt = Some(DeviceOptimizer { kind: opt.kind, steps: opt.steps, m, v });
+        Ok(())
+    }
+
+    /// Copies the device's optimizer state back into `opt` (for checkpoints).
+    pub fn get_optimizer(&self, opt: &mut Optimizer) -> Result<(), CudaError> {
+        let Some(d) = &self.opt else { return Ok(()) };
+        opt.kind = d.kind;
+        opt.steps = d.steps;
+        opt.v.resize(self.layout.len, 0.0);
+        self.dev.download(d.v.all(), &mut opt.v)?;
+        if d.kind == Kind::Adam {
+            opt.m.resize(self.layout.len, 0.0);
+            self.dev.download(d.m.all(), &mut opt.m)?;
+        } else {
+            opt.m.clear();
+        }
+        Ok(())
+    }
+
+    /// Loss of `batch` (forward only), carrying state like training does.
+    pub fn try_loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Result<Loss, CudaError> {
+        self.set_params(params)?;
+        self.dev.zero(self.nats.all())?;
+        self.forward(batch, None, classes, false)?;
+        Ok(Loss { nats: self.take_nats()?, count: batch.chars() })
+    }
+
+    /// Loss of `batch` and the gradient of its mean, written into `grads`.
+    pub fn try_loss_and_grad(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        grads: &mut [f32],
+        dropout: Option<Dropout>,
+    ) -> Result<Loss, CudaError> {
+        self.set_params(params)?;
+        self.dev.zero(self.nats.all())?;
+        self.forward(batch, dropout, Classes::All, true)?;
+        self.backward(batch)?;
+        self.get_grads(grads)?;
+        Ok(Loss { nats: self.take_nats()?, count: batch.chars() })
+    }
+
+    /// One whole training step on the device's own parameters and optimizer
+    /// state ([`Cuda::set_params`], [`Cuda::set_optimizer`] first): forward,
+    /// loss, backward, clipping to `clip` (0 = off), update at `lr`. Only
+    /// queues work: nothing is read back (see [`Cuda::take_nats`]).
+    pub fn train_step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> Result<(), CudaError> {
+        assert!(self.opt.is_some(), "train_step needs set_optimizer first");
+        self.forward(batch, dropout, Classes::All, true)?;
+        self.backward(batch)?;
+        let n = self.layout.len;
+        let coef = if clip > 0.0 {
+            self.dev.clip_coef(n, self.grads.all(), self.norm_partials.all(), clip, self.coef.all())?;
+            Some(self.coef.all())
+        } else {
+            None
+        };
+        let d = self.opt.as_mut().expect("checked above");
+        d.steps += 1;
+        match d.kind {
+            Kind::Adam => {
+                // The scalars exactly as optim::Optimizer::step computes them.
+                let (b1, b2) = optim::ADAM_BETAS;
+                let t = d.steps as i32;
+                let bc1 = 1.0 - (b1 as f64).powi(t);
+                let bc2 = 1.0 - (b2 as f64).powi(t);
+                let step_size = (lr as f64 / bc1) as f32;
+                let bc2_sqrt = bc2.sqrt() as f32;
+                self.dev.adam_step(
+                    n,
+                    self.params.all(),
+                    self.grads.all(),
+                    d.m.all(),
+                    d.v.all(),
+                    coef,
+                    step_size,
+                    bc2_sqrt,
+                    1.0 - b1,
+                    b2,
+                    1.0 - b2,
+                    optim::ADAM_EPS,
+                )?;
+            }
+            Kind::Rmsprop => {
+                self.dev.rmsprop_step(
+                    n,
+                    self.params.all(),
+                    self.grads.all(),
+                    d.v.all(),
+                    coef,
+                    lr,
+                    optim::RMSPROP_RHO,
+                    1.0 - optim::RMSPROP_RHO,
+                    optim::RMSPROP_EPS,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the queued work and returns the nats summed since the last
+    /// call (then starts a new sum).
+    pub fn take_nats(&mut self) -> Result<f64, CudaError> {
+        let mut x = [0.0f64];
+        self.dev.download(self.nats.all(), &mut x)?;
+        self.dev.zero(self.nats.all())?;
+        Ok(x[0])
+    }
+
+    /// The gradient norm before the last clipping in [`Cuda::train_step`].
+    pub fn last_grad_norm(&self) -> Result<f32, CudaError> {
+        let mut x = [0.0f32; 2];
+        self.dev.download(self.coef.all(), &mut x)?;
+        Ok(x[1])
+    }
+
+    /// The carried state, `[layer][h | c]` each `[B, H]` (GRU: `c` empty).
+    pub fn try_carried_state(&self) -> Result<(usize, Vec<Vec<f32>>), CudaError> {
+        let h = self.layout.arch.hidden as usize;
+        let lstm = self.layout.arch.cell == CellKind::Lstm;
+        let mut out = Vec::new();
+        for (hb, cb) in &self.carry {
+            let n = if self.carry_rows > 0 { self.carry_rows * h } else { 0 };
+            let mut hv = vec![0.0; n];
+            self.dev.download(hb.at(0, n), &mut hv)?;
+            let mut cv = vec![0.0; if lstm { n } else { 0 }];
+            self.dev.download(cb.at(0, cv.len()), &mut cv)?;
+            out.push(hv);
+            out.push(cv);
+        }
+        Ok((self.carry_rows, out))
+    }
+
+    /// Restores a state saved by [`Cuda::try_carried_state`] (or the CPU
+    /// backend's); a state of the wrong size is dropped (the next window
+    /// starts from zeros).
+    pub fn try_set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>) -> Result<(), CudaError> {
+        let h = self.layout.arch.hidden as usize;
+        let lstm = self.layout.arch.cell == CellKind::Lstm;
+        let layers = self.carry.len();
+        let fits = state.len() == 2 * layers
+            && state.chunks(2).all(|p| p[0].len() == rows * h && p[1].len() == if lstm { rows * h } else { 0 });
+        if rows == 0 || !fits {
+            self.carry_rows = 0;
+            return Ok(());
+        }
+        for (l, pair) in state.chunks(2).enumerate() {
+            let hb = self.dev.alloc(rows * h)?;
+            let cb = self.dev.alloc(if lstm { rows * h } else { 0 })?;
+            self.dev.upload(&pair[0], hb.all())?;
+            self.dev.upload(&pair[1], cb.all())?;
+            self.carry[l] = (hb, cb);
+        }
+        self.carry_rows = rows;
+        Ok(())
+    }
+
+    /// Buffers for `n` rows of `b` sequences, grown when needed.
+    fn ensure(&mut self, n: usize, b: usize) -> Result<(), CudaError> {
+        if let Some(a) = &self.acts {
+            if a.n >= n && a.b >= b {
+                return Ok(());
+            }
+        }
+        let (old_n, old_b) = self.acts.as_ref().map_or((0, 0), |a| (a.n, a.b));
+        // Grow with headroom so batches of varying length settle quickly.
+        let n = if n > old_n { n.max(old_n + old_n / 2) } else { old_n };
+        let b = b.max(old_b);
+        self.acts = None; // free before allocating the larger set
+        let arch = self.layout.arch;
+        let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
+        let gh = g * h;
+        let layers = arch.layers as usize;
+        let lstm = arch.cell == CellKind::Lstm;
+        let dev = &self.dev;
+        let mut lb = Vec::new();
+        for l in 0..layers {
+            let below_top = l + 1 < layers;
+            lb.push(LayerBufs {
+                xg: dev.alloc(n * gh)?,
+                gates: dev.alloc(n * gh)?,
+                h: dev.alloc((n + b) * h)?,
+                c: dev.alloc(if lstm { (n + b) * h } else { 0 })?,
+                aux: dev.alloc(n * h)?,
+                mask: dev.alloc(if below_top { n * h } else { 0 })?,
+                dropped: dev.alloc(if below_top { n * h } else { 0 })?,
+                dropout_on: false,
+            });
+        }
+        let ones = dev.alloc(n)?;
+        dev.upload(&vec![1.0f32; n], ones.all())?;
+        self.acts = Some(Acts {
+            n,
+            b,
+            layers: lb,
+            logits: dev.alloc(n * v)?,
+            row_nats: dev.alloc(n)?,
+            dxg: dev.alloc(n * gh)?,
+            dhg: dev.alloc(if lstm { 0 } else { n * gh })?,
+            dh: dev.alloc(n * h)?,
+            dx: dev.alloc(n * h)?,
+            hg: dev.alloc(b * gh)?,
+            dh_next: dev.alloc(b * h)?,
+            dc: dev.alloc(b * h)?,
+            ones,
+            ids: dev.alloc(n)?,
+            targets: dev.alloc(n)?,
+            tab_off: dev.alloc(v + 1)?,
+            tab_rows: dev.alloc(n)?,
+        });
+        Ok(())
+    }
+
+    fn forward(&mut self, batch: &Batch, dropout: Option<Dropout>, classes: Classes, grad: bool) -> Result<(), CudaError> {
+        let arch = self.layout.arch;
+        let (tt, b) = (batch.steps, batch.rows);
+        let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
+        let (gh, n) = (g * h, tt * b);
+        let layers = arch.layers as usize;
+        assert_eq!(batch.inputs.len(), n, "batch inputs");
+        assert_eq!(batch.targets.len(), n, "batch targets");
+        self.ensure(n, b)?;
+        let carry = batch.carry && self.carry_rows == b;
+        if self.carry_rows != b {
+            for slot in self.carry.iter_mut() {
+                *slot = (self.dev.alloc(b * h)?, self.dev.alloc(if arch.cell == CellKind::Lstm { b * h } else { 0 })?);
+            }
+        }
+        let dev = &self.dev;
+        let acts = self.acts.as_mut().expect("allocated by ensure");
+        dev.upload(&batch.inputs, acts.ids.all())?;
+        dev.upload(&batch.targets, acts.targets.all())?;
+        let params = self.params.all();
+        for l in 0..layers {
+            let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
+            let w_ih = params.sub(w_ih.start, w_ih.len());
+            let w_hh = params.sub(w_hh.start, w_hh.len());
+            let b_ih = params.sub(b_ih.start, b_ih.len());
+            let b_hh = params.sub(b_hh.start, b_hh.len());
+            let (below, rest) = acts.layers.split_at_mut(l);
+            let c = &mut rest[0];
+            // 1. input pre-activations for all steps
+            if l == 0 {
+                dev.embed_forward(n, gh, v, acts.ids.all(), w_ih, b_ih, c.xg.all())?;
+            } else {
+                let x = below[l - 1].output(n, b, h);
+                // xg[N, GH] = x[N, H] W_ih^T (W_ih stored [GH, H]); see Dev::gemm for the row-major swap.
+                dev.gemm(n, gh, h, x, false, w_ih, true, 0.0, c.xg.all())?;
+                dev.add_bias(n, gh, c.xg.all(), b_ih)?;
+            }
+            // initial state
+            let lstm = arch.cell == CellKind::Lstm;
+            if carry {
+                dev.copy(self.carry[l].0.at(0, b * h), c.h.at(0, b * h))?;
+                if lstm {
+                    dev.copy(self.carry[l].1.at(0, b * h), c.c.at(0, b * h))?;
+                }
+            } else {
+                dev.zero(c.h.at(0, b * h))?;
+                if lstm {
+                    dev.zero(c.c.at(0, b * h))?;
+                }
+            }
+            // 2. the recurrence
+            for t in 0..tt {
+                let hprev = c.h.at(t * b * h, b * h);
+                let hout = c.h.at((t + 1) * b * h, b * h);
+                let xg = c.xg.at(t * b * gh, b * gh);
+                let gates = c.gates.at(t * b * gh, b * gh);
+                let aux = c.aux.at(t * b * h, b * h);
+                let hg = acts.hg.at(0, b * gh);
+                // hg[B, GH] = h_{t-1}[B, H] W_hh^T (W_hh stored [GH, H]); row-major swap in Dev::gemm.
+                dev.gemm(b, gh, h, hprev, false, w_hh, true, 0.0, hg)?;
+                if lstm {
+                    let cprev = c.c.at(t * b * h, b * h);
+                    let cout = c.c.at((t + 1) * b * h, b * h);
+                    dev.lstm_forward(b, h, xg, hg, b_hh, gates, cprev, cout, aux, hout)?;
+                } else {
+                    dev.gru_forward(b, h, xg, hg, b_hh, gates, hprev, aux, hout)?;
+                }
+            }
+            // remember the final state for the next window
+            dev.copy(c.h.at(tt * b * h, b * h), self.carry[l].0.at(0, b * h))?;
+            if lstm {
+                dev.copy(c.c.at(tt * b * h, b * h), self.carry[l].1.at(0, b * h))?;
+            }
+            // dropout on the output of every layer but the last
+            c.dropout_on = false;
+            if let Some(d) = dropout.filter(|d| d.p > 0.0 && l + 1 < layers) {
+                // Rng::derive(d.seed, l): the state before its first draw.
+                let s0 = d.seed ^ (l as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
+                let scale = (1.0 / (1.0 - d.p as f64)) as f32;
+                dev.dropout_forward(n * h, c.h.at(b * h, n * h), c.mask.all(), c.dropped.all(), s0, d.p, scale)?;
+                c.dropout_on = true;
+            }
+        }
+        self.carry_rows = b;
+        // output projection over all rows
+        let top = acts.layers[layers - 1].output(n, b, h);
+        let ow = params.sub(self.layout.out_w.start, self.layout.out_w.len());
+        let ob = params.sub(self.layout.out_b.start, self.layout.out_b.len());
+        // logits[N, V] = top[N, H] out_w^T (out_w stored [V, H]); row-major swap in Dev::gemm.
+        dev.gemm(n, v, h, top, false, ow, true, 0.0, acts.logits.all())?;
+        dev.add_bias(n, v, acts.logits.all(), ob)?;
+        // softmax, masked cross-entropy and (with grad) its gradient
+        let count = batch.chars();
+        let inv = if count == 0 { 0.0 } else { (1.0 / count as f64) as f32 };
+        let first = match classes {
+            Classes::All => 0,
+            Classes::NoPadding => 1,
+        };
+        if n > 0 {
+            dev.softmax_xent(n, v, acts.logits.all(), acts.targets.all(), acts.row_nats.all(), first, inv, grad)?;
+            dev.sum_f64(n, acts.row_nats.all(), self.nats.all())?;
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self, batch: &Batch) -> Result<(), CudaError> {
+        let arch = self.layout.arch;
+        let (tt, b) = (batch.steps, batch.rows);
+        let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
+        let (gh, n) = (g * h, tt * b);
+        let layers = arch.layers as usize;
+        let lstm = arch.cell == CellKind::Lstm;
+        let dev = &self.dev;
+        let acts = self.acts.as_mut().expect("forward ran");
+        let params = self.params.all();
+        let grads = self.grads.all();
+        let slot = |r: &std::ops::Range<usize>, p: P<f32>| p.sub(r.start, r.len());
+        dev.zero(grads)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // output layer
+        let dlogits = acts.logits.at(0, n * v);
+        let top = acts.layers[layers - 1].output(n, b, h);
+        // d out_w[V, H] = dlogits^T top: dlogits stored [N, V] (transposed operand); row-major swap in Dev::gemm.
+        dev.gemm(v, h, n, dlogits, true, top, false, 0.0, slot(&self.layout.out_w, grads))?;
+        dev.col_sums(dlogits, n, v, acts.ones.all(), slot(&self.layout.out_b, grads))?;
+        // dh[N, H] = dlogits[N, V] out_w[V, H]; row-major swap in Dev::gemm.
+        dev.gemm(n, h, v, dlogits, false, slot(&self.layout.out_w, params), false, 0.0, acts.dh.all())?;
+        if arch.layers > 0 && arch.vocab > 0 {
+            let (offsets, rows) = positions_by_id(&batch.inputs, v);
+            dev.upload(&offsets, acts.tab_off.all())?;
+            dev.upload(&rows, acts.tab_rows.all())?;
+        }
+        for l in (0..layers).rev() {
+            let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
+            let c = &acts.layers[l];
+            if c.dropout_on {
+                dev.mul_inplace(n * h, acts.dh.all(), c.mask.all())?;
+            }
+            let w = slot(&w_hh, params);
+            dev.zero(acts.dh_next.at(0, b * h))?;
+            dev.zero(acts.dc.at(0, b * h))?;
+            for t in (0..tt).rev() {
+                let dh = acts.dh.at(t * b * h, b * h);
+                let dxg = acts.dxg.at(t * b * gh, b * gh);
+                let gates = c.gates.at(t * b * gh, b * gh);
+                let aux = c.aux.at(t * b * h, b * h);
+                let dh_next = acts.dh_next.at(0, b * h);
+                if lstm {
+                    dev.lstm_backward(b, h, dh, dh_next, acts.dc.at(0, b * h), gates, c.c.at(t * b * h, b * h), aux, dxg)?;
+                    if t > 0 {
+                        // dh_next[B, H] = dg[B, GH] W_hh[GH, H]; row-major swap in Dev::gemm.
+                        dev.gemm(b, h, gh, dxg, false, w, false, 0.0, dh_next)?;
+                    }
+                } else {
+                    let dhg = acts.dhg.at(t * b * gh, b * gh);
+                    dev.gru_backward(b, h, dh, dh_next, gates, c.h.at(t * b * h, b * h), aux, dxg, dhg)?;
+                    if t > 0 {
+                        // dh_next[B, H] += dhg[B, GH] W_hh[GH, H] (beta 1: the kernel left d*z there); row-major swap in Dev::gemm.
+                        dev.gemm(b, h, gh, dhg, false, w, false, 1.0, dh_next)?;
+                    }
+                }
+            }
+            // weight gradients over all rows at once
+            let dxg = acts.dxg.at(0, n * gh);
+            let dhg = if lstm { dxg } else { acts.dhg.at(0, n * gh) };
+            let hprev = c.h.at(0, n * h);
+            // d W_hh[GH, H] = dhg^T h_prev: dhg stored [N, GH] (transposed operand); row-major swap in Dev::gemm.
+            dev.gemm(gh, h, n, dhg, true, hprev, false, 0.0, slot(&w_hh, grads))?;
+            dev.col_sums(dhg, n, gh, acts.ones.all(), slot(&b_hh, grads))?;
+            dev.col_sums(dxg, n, gh, acts.ones.all(), slot(&b_ih, grads))?;
+            if l == 0 {
+                dev.table_backward(v, gh, n, acts.tab_off.all(), acts.tab_rows.all(), dxg, slot(&w_ih, grads))?;
+            } else {
+                let x = acts.layers[l - 1].output(n, b, h);
+                // d W_ih[GH, H] = dxg^T x: dxg stored [N, GH] (transposed operand); row-major swap in Dev::gemm.
+                dev.gemm(gh, h, n, dxg, true, x, false, 0.0, slot(&w_ih, grads))?;
+                // dx[N, H] = dxg[N, GH] W_ih[GH, H]; row-major swap in Dev::gemm.
+                dev.gemm(n, h, gh, dxg, false, slot(&w_ih, params), false, 0.0, acts.dx.all())?;
+                std::mem::swap(&mut acts.dh, &mut acts.dx);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LayerBufs {
+    /// `[T*B, H]` output of the layer as the next one sees it (after dropout).
+    fn output(&self, n: usize, b: usize, h: usize) -> P<f32> {
+        if self.dropout_on { self.dropped.at(0, n * h) } else { self.h.at(b * h, n * h) }
+    }
+}
+
+/// Device errors inside the `Backend` trait (whose methods return plain
+/// values) end the process with one line: they mean the GPU failed or ran
+/// out of memory mid-run, and there is nothing sensible to continue with.
+fn fatal<T>(r: Result<T, CudaError>) -> T {
+    match r {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("charlm: error: CUDA backend: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+impl crate::train::Backend for Cuda {
+    fn describe(&self) -> String {
+        Cuda::describe(self)
+    }
+    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss {
+        fatal(self.try_loss_and_grad(params, batch, grads, dropout))
+    }
+    fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss {
+        fatal(self.try_loss(params, batch, classes))
+    }
+    fn carried_state(&self) -> (usize, Vec<Vec<f32>>) {
+        fatal(self.try_carried_state())
+    }
+    fn set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>) {
+        fatal(self.try_set_carried_state(rows, state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::positions_by_id;
+
+    #[test]
+    fn positions_are_grouped_by_id_in_row_order() {
+        let ids = [3u16, 1, 3, 0, 1, 3];
+        let (off, rows) = positions_by_id(&ids, 5);
+        assert_eq!(off, vec![0, 1, 3, 3, 6, 6]);
+        assert_eq!(rows, vec![3, 1, 4, 0, 2, 5]);
+        // every position appears once, under its own id
+        for id in 0..5 {
+            for &r in &rows[off[id] as usize..off[id + 1] as usize] {
+                assert_eq!(ids[r as usize] as usize, id);
+            }
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The device: context, stream, cuBLAS handle, loaded kernels; device memory
+//! as bounds-checked ranges; one typed launcher per kernel that checks every
+//! range against the shape before the `unsafe` launch.
+//!
+//! Why ranges rather than cudarc's `CudaView`s: the recurrence reads rows of
+//! step `t` and writes rows of step `t + 1` of the same buffer, which Rust's
+//! one-`&mut`-per-allocation rule cannot express with views. Memory is still
+//! allocated and freed by cudarc's safe `CudaSlice` (RAII); a [`P`] is a
+//! checked window into one, and every launcher asserts that each window is
+//! long enough for the shape it is given. Everything runs on one stream, in
+//! order, so no event tracking is needed (it is switched off: it would cost
+//! two event records per kernel argument).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use cudarc::cublas::{CudaBlas, sys as blas_sys};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
+    ValidAsZeroBits, result as drv,
+};
+use cudarc::nvrtc::Ptx;
+
+use super::CudaError;
+use super::nvrtc::{self, Source};
+
+/// A device allocation of `len` elements of `T`.
+pub struct Buf<T> {
+    _mem: CudaSlice<T>,
+    ptr: u64,
+    len: usize,
+}
+
+/// A window `[ptr, ptr + len)` into a [`Buf`], checked when it was cut.
+#[derive(Debug)]
+pub struct P<T> {
+    ptr: u64,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for P<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for P<T> {}
+
+impl<T> Buf<T> {
+    /// The whole buffer.
+    pub fn all(&self) -> P<T> {
+        P { ptr: self.ptr, len: self.len, _t: PhantomData }
+    }
+
+    /// Elements `off..off + len`.
+    pub fn at(&self, off: usize, len: usize) -> P<T> {
+        self.all().sub(off, len)
+    }
+}
+
+impl<T> P<T> {
+    /// Elements `off..off + len` of this window.
+    pub fn sub(self, off: usize, len: usize) -> P<T> {
+        assert!(off + len <= self.len, "device range {off}..{} outside a window of {}", off + len, self.len);
+        P { ptr: self.ptr + (off * std::mem::size_of::<T>()) as u64, len, _t: PhantomData }
+    }
+
+    /// Asserts room for `n` elements (what a kernel will touch).
+    fn need(self, n: usize, what: &str) -> u64 {
+        assert!(self.len >= n, "{what}: needs {n} elements, the range has {}", self.len);
+        self.ptr
+    }
+}
+
+/// The loaded kernels.
+struct Kernels {
+    lstm_forward: CudaFunction,
+    lstm_backward: CudaFunction,
+    gru_forward: CudaFunction,
+    gru_backward: CudaFunction,
+    embed_forward: CudaFunction,
+    add_bias: CudaFunction,
+    dropout_forward: CudaFunction,
+    mul_inplace: CudaFunction,
+    table_backward: CudaFunction,
+    softmax_xent: CudaFunction,
+    sum_f64: CudaFunction,
+    sumsq_partials: CudaFunction,
+    clip_coef: CudaFunction,
+    adam_step: CudaFunction,
+    rmsprop_step: CudaFunction,
+}
+
+/// Threads per block of the elementwise kernels.
+const THREADS: u32 = 256;
+/// Blocks of the gradient-norm reduction (a fixed number: the same sums on
+/// every run).
+pub const NORM_BLOCKS: usize = 240;
+
+fn elementwise(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(THREADS as usize).max(1);
+    assert!(blocks <= i32::MAX as usize, "launch of {n} threads is too large");
+    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn int(x: usize) -> i32 {
+    i32::try_from(x).expect("size fits the kernels' int")
+}
+
+/// One GPU: context, stream, cuBLAS, kernels.
+pub struct Dev {
+    /// The stream everything runs on (it holds the context).
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    k: Kernels,
+    /// Device name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// `sm_XY`.
+    pub arch: String,
+    /// Ordinal.
+    pub ordinal: usize,
+}
+
+impl Dev {
+    /// Opens GPU `ordinal` and loads the kernels (compiled by NVRTC once per process).
+    pub fn open(ordinal: usize) -> Result<Dev, CudaError> {
+        let count = super::device_count()?;
+        if ordinal >= count {
+            return Err(CudaError::NoSuchDevice { ordinal, count });
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: one stream does all the work, in order (see the module docs).
+        unsafe { ctx.disable_event_tracking() };
+        let (major, minor) = ctx.compute_capability()?;
+        let arch = format!("sm_{major}{minor}");
+        let name = ctx.name()?;
+        let stream = ctx.default_stream();
+        let blas = CudaBlas::new(stream.clone())?;
+        // Plain FP32 products (no TF32): the CPU reference computes in f32.
+        // SAFETY: a live handle.
+        unsafe { blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
+            .result()?;
+        let load = |src: &'static Source| -> Result<_, CudaError> {
+            let image = nvrtc::cached(src, &arch)?;
+            Ok(ctx.load_module(Ptx::from_binary(image.cubin.clone()))?)
+        };
+        let (cells, layers, loss, optim) = (load(&nvrtc::CELLS)?, load(&nvrtc::LAYERS)?, load(&nvrtc::LOSS)?, load(&nvrtc::OPTIM)?);
+        let k = Kernels {
+            lstm_forward: cells.load_function("lstm_forward")?,
+            lstm_backward: cells.load_function("lstm_backward")?,
+            gru_forward: cells.load_function("gru_forward")?,
+            gru_backward: cells.load_function("gru_backward")?,
+            embed_forward: layers.load_function("embed_forward")?,
+            add_bias: layers.load_function("add_bias")?,
+            dropout_forward: layers.load_function("dropout_forward")?,
+            mul_inplace: layers.load_function("mul_inplace")?,
+            table_backward: layers.load_function("table_backward")?,
+            softmax_xent: loss.load_function("softmax_xent")?,
+            sum_f64: loss.load_function("sum_f64")?,
+            sumsq_partials: optim.load_function("sumsq_partials")?,
+            clip_coef: optim.load_function("clip_coef")?,
+            adam_step: optim.load_function("adam_step")?,
+            rmsprop_step: optim.load_function("rmsprop_step")?,
+        };
+        Ok(Dev { stream, blas, k, name, arch, ordinal })
+    }
+
+    /// A zeroed buffer of `len` elements (at least one is allocated).
+    pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<Buf<T>, CudaError> {
+        let mem = self.stream.alloc_zeros::<T>(len.max(1))?;
+        let ptr = {
+            let (ptr, _record) = mem.device_ptr(&self.stream);
+            ptr
+        };
+        Ok(Buf { _mem: mem, ptr, len })
+    }
+
+    /// Host to device (returns once `src` may be reused).
+    pub fn upload<T>(&self, src: &[T], dst: P<T>) -> Result<(), CudaError> {
+        let d = dst.need(src.len(), "upload");
+        // SAFETY: `dst` has room for `src` (checked); a pageable source is
+        // staged by the driver before the call returns.
+        unsafe { drv::memcpy_htod_async(d, src, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    /// Device to host; waits for the stream.
+    pub fn download<T>(&self, src: P<T>, dst: &mut [T]) -> Result<(), CudaError> {
+        let s = src.need(dst.len(), "download");
+        // SAFETY: `src` holds `dst.len()` elements (checked).
+        unsafe { drv::memcpy_dtoh_async(dst, s, self.stream.cu_stream()) }?;
+        self.sync()
+    }
+
+    /// `dst = src` on the device.
+    pub fn copy<T>(&self, src: P<T>, dst: P<T>) -> Result<(), CudaError> {
+        let d = dst.need(src.len, "copy");
+        if src.len > 0 {
+            // SAFETY: both ranges hold src.len elements.
+            unsafe { drv::memcpy_dtod_async(d, src.ptr, src.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes a range.
+    pub fn zero<T>(&self, dst: P<T>) -> Result<(), CudaError> {
+        if dst.len > 0 {
+            // SAFETY: the range is inside its allocation.
+            unsafe { drv::memset_d8_async(dst.ptr, 0, dst.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
+        }
+        Ok(())
+    }
+
+    /// Waits for everything queued.
+    pub fn sync(&self) -> Result<(), CudaError> {
+        self.stream.synchronize()?;
+        Ok(())
+    }
+
+    /// Row-major `c[m, n] = op(a) op(b) + beta c`, `op(a)` `[m, k]` (`a` stored
+    /// `[k, m]` when `ta`), `op(b)` `[k, n]` (`b` stored `[n, k]` when `tb`).
+    ///
+    /// The operand swap: cuBLAS is column-major, and a row-major `[r, c]`
+    /// matrix is the column-major `[c, r]` matrix with the same bytes (its
+    /// transpose). So we ask cuBLAS for `c^T = op(b)^T op(a)^T`: first operand
+    /// `b` with its own transpose flag (leading dimension = its stored row
+    /// length), second operand `a` likewise, result `[n, m]` column-major with
+    /// leading dimension `n`, which is `c` row-major.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: P<f32>,
+        ta: bool,
+        b: P<f32>,
+        tb: bool,
+        beta: f32,
+        c: P<f32>,
+    ) -> Result<(), CudaError> {
+        let cp = c.need(m * n, "gemm c");
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            // cuBLAS would scale c by beta; do the same without relying on it.
+            if beta == 0.0 {
+                self.zero(c.sub(0, m * n))?;
+            }
+            return Ok(());
+        }
+        let ap = a.need(m * k, "gemm a");
+        let bp = b.need(k * n, "gemm b");
+        use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
+        let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
+        let lda_b = if tb { k } else { n };
+        let ld_a = if ta { m } else { k };
+        let alpha = 1.0f32;
+        // SAFETY: the three ranges hold the elements the shapes need
+        // (checked above); alpha and beta are host scalars (default pointer mode).
+        unsafe {
+            cudarc::cublas::result::sgemm(
+                *self.blas.handle(),
+                op(tb),
+                op(ta),
+                int(n),
+                int(m),
+                int(k),
+                &alpha,
+                bp as *const f32,
+                int(lda_b),
+                ap as *const f32,
+                int(ld_a),
+                &beta,
+                cp as *mut f32,
+                int(n),
+            )
+        }?;
+        Ok(())
+    }
+
+    /// `out[j] = sum over rows of x[r, j]` (a bias gradient), as `x^T ones`.
+    ///
+    /// The operand swap: row-major `x[rows, width]` is column-major
+    /// `[width, rows]` with leading dimension `width`, so the untransposed
+    /// cuBLAS gemv of it with a vector of `rows` ones gives the column sums.
+    pub fn col_sums(&self, x: P<f32>, rows: usize, width: usize, ones: P<f32>, out: P<f32>) -> Result<(), CudaError> {
+        let op = out.need(width, "col_sums out");
+        if width == 0 {
+            return Ok(());
+        }
+        if rows == 0 {
+            return self.zero(out.sub(0, width));
+        }
+        let xp = x.need(rows * width, "col_sums x");
+        let onep = ones.need(rows, "col_sums ones");
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        // SAFETY: ranges checked above; host scalars.
+        unsafe {
+            cudarc::cublas::result::sgemv(
+                *self.blas.handle(),
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                int(width),
+                int(rows),
+                &alpha,
+                xp as *const f32,
+                int(width),
+                onep as *const f32,
+                1,
+                &beta,
+                op as *mut f32,
+                1,
+            )
+        }?;
+        Ok(())
+    }
+
+    fn launch(&self, f: &CudaFunction, cfg: LaunchConfig, args: &[&dyn Arg]) -> Result<(), CudaError> {
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            a.push(&mut b);
+        }
+        // SAFETY: every launcher below checks its ranges against its shape
+        // before calling this, and passes the arguments in the order and
+        // types of the kernel's signature in kernels/*.cu.
+        unsafe { b.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// LSTM forward step for `rows` sequences (see kernels/cells.cu).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lstm_forward(
+        &self,
+        rows: usize,
+        h: usize,
+        xg: P<f32>,
+        hg: P<f32>,
+        b_hh: P<f32>,
+        gates: P<f32>,
+        c_prev: P<f32>,
+        c_out: P<f32>,
+        tanh_c: P<f32>,
+        h_out: P<f32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (rows * h, rows * 4 * h);
+        let a = [xg.need(g, "xg"), hg.need(g, "hg"), b_hh.need(4 * h, "b_hh"), gates.need(g, "gates")];
+        let b = [c_prev.need(n, "c_prev"), c_out.need(n, "c_out"), tanh_c.need(n, "tanh_c"), h_out.need(n, "h_out")];
+        let (r, hh) = (int(rows), int(h));
+        self.launch(
+            &self.k.lstm_forward,
+            elementwise(n),
+            &[&a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &b[2], &b[3], &r, &hh],
+        )
+    }
+
+    /// LSTM backward step (see kernels/cells.cu).
+    #[allow(clippy::too_many_arguments)]
+    pub fn lstm_backward(
+        &self,
+        rows: usize,
+        h: usize,
+        dh: P<f32>,
+        dh_next: P<f32>,
+        dc: P<f32>,
+        gates: P<f32>,
+        c_prev: P<f32>,
+        tanh_c: P<f32>,
+        dg: P<f32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (rows * h, rows * 4 * h);
+        let p = [
+            dh.need(n, "dh"),
+            dh_next.need(n, "dh_next"),
+            dc.need(n, "dc"),
+            gates.need(g, "gates"),
+            c_prev.need(n, "c_prev"),
+            tanh_c.need(n, "tanh_c"),
+            dg.need(g, "dg"),
+        ];
+        let (r, hh) = (int(rows), int(h));
+        self.launch(
+            &self.k.lstm_backward,
+            elementwise(n),
+            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+        )
+    }
+
+    /// GRU forward step (see kernels/cells.cu).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gru_forward(
+        &self,
+        rows: usize,
+        h: usize,
+        xg: P<f32>,
+        hg: P<f32>,
+        b_hh: P<f32>,
+        gates: P<f32>,
+        h_prev: P<f32>,
+        hn: P<f32>,
+        h_out: P<f32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (rows * h, rows * 3 * h);
+        let p = [
+            xg.need(g, "xg"),
+            hg.need(g, "hg"),
+            b_hh.need(3 * h, "b_hh"),
+            gates.need(g, "gates"),
+            h_prev.need(n, "h_prev"),
+            hn.need(n, "hn"),
+            h_out.need(n, "h_out"),
+        ];
+        let (r, hh) = (int(rows), int(h));
+        self.launch(
+            &self.k.gru_forward,
+            elementwise(n),
+            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+        )
+    }
+
+    /// GRU backward step (see kernels/cells.cu).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gru_backward(
+        &self,
+        rows: usize,
+        h: usize,
+        dh: P<f32>,
+        dh_prev: P<f32>,
+        gates: P<f32>,
+        h_prev: P<f32>,
+        hn: P<f32>,
+        dxg: P<f32>,
+        dhg: P<f32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (rows * h, rows * 3 * h);
+        let p = [
+            dh.need(n, "dh"),
+            dh_prev.need(n, "dh_prev"),
+            gates.need(g, "gates"),
+            h_prev.need(n, "h_prev"),
+            hn.need(n, "hn"),
+            dxg.need(g, "dxg"),
+            dhg.need(g, "dhg"),
+        ];
+        let (r, hh) = (int(rows), int(h));
+        self.launch(
+            &self.k.gru_backward,
+            elementwise(n),
+            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+        )
+    }
+
+    /// `xg[r] = table[ids[r]] + bias` for `rows` rows of `width`.
+    pub fn embed_forward(
+        &self,
+        rows: usize,
+        width: usize,
+        vocab: usize,
+        ids: P<u16>,
+        table: P<f32>,
+        bias: P<f32>,
+        xg: P<f32>,
+    ) -> Result<(), CudaError> {
+        let p = [ids.need(rows, "ids"), table.need(vocab * width, "table"), bias.need(width, "bias"), xg.need(rows * width, "xg")];
+        let (r, w) = (int(rows), int(width));
+        self.launch(&self.k.embed_forward, elementwise(rows * width), &[&p[0], &p[1], &p[2], &p[3], &r, &w])
+    }
+
+    /// `x[r] += bias`.
+    pub fn add_bias(&self, rows: usize, width: usize, x: P<f32>, bias: P<f32>) -> Result<(), CudaError> {
+        let p = [x.need(rows * width, "x"), bias.need(width, "bias")];
+        let (r, w) = (int(rows), int(width));
+        self.launch(&self.k.add_bias, elementwise(rows * width), &[&p[0], &p[1], &r, &w])
+    }
+
+    /// Dropout masks from the CPU's generator state `s0`, and `out = x * mask`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dropout_forward(&self, n: usize, x: P<f32>, mask: P<f32>, out: P<f32>, s0: u64, p: f32, scale: f32) -> Result<(), CudaError> {
+        let q = [x.need(n, "x"), mask.need(n, "mask"), out.need(n, "out")];
+        let nn = int(n);
+        self.launch(&self.k.dropout_forward, elementwise(n), &[&q[0], &q[1], &q[2], &nn, &s0, &p, &scale])
+    }
+
+    /// `x *= m`.
+    pub fn mul_inplace(&self, n: usize, x: P<f32>, m: P<f32>) -> Result<(), CudaError> {
+        let q = [x.need(n, "x"), m.need(n, "m")];
+        let nn = int(n);
+        self.launch(&self.k.mul_inplace, elementwise(n), &[&q[0], &q[1], &nn])
+    }
+
+    /// Gradient of layer 0's input table from the positions of each id
+    /// (`offsets[vocab + 1]`, `rows[n]`, as [`super::backend::positions_by_id`] builds them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn table_backward(
+        &self,
+        vocab: usize,
+        width: usize,
+        n: usize,
+        offsets: P<i32>,
+        rows: P<i32>,
+        dxg: P<f32>,
+        out: P<f32>,
+    ) -> Result<(), CudaError> {
+        let p = [offsets.need(vocab + 1, "offsets"), rows.need(n, "rows")];
+        let q = [dxg.need(n * width, "dxg"), out.need(vocab * width, "out")];
+        let (v, w) = (int(vocab), int(width));
+        self.launch(&self.k.table_backward, elementwise(vocab * width), &[&p[0], &p[1], &q[0], &q[1], &v, &w])
+    }
+
+    /// Softmax cross-entropy per row (nats into `row_nats`); with `grad`, the
+    /// gradient of the mean over the logits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn softmax_xent(
+        &self,
+        rows: usize,
+        vocab: usize,
+        logits: P<f32>,
+        targets: P<u16>,
+        row_nats: P<f32>,
+        first: usize,
+        inv: f32,
+        grad: bool,
+    ) -> Result<(), CudaError> {
+        let p = [logits.need(rows * vocab, "logits"), row_nats.need(rows, "row_nats")];
+        let t = targets.need(rows, "targets");
+        let (r, v, f, g) = (int(rows), int(vocab), int(first), grad as i32);
+        // 8 warps per block, one row per warp
+        let blocks = rows.div_ceil(8).max(1) as u32;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.k.softmax_xent, cfg, &[&p[0], &t, &p[1], &r, &v, &f, &inv, &g])
+    }
+
+    /// `acc[0] += sum x[..n]` in f64 (one block, fixed order).
+    pub fn sum_f64(&self, n: usize, x: P<f32>, acc: P<f64>) -> Result<(), CudaError> {
+        let p = x.need(n, "x");
+        let a = acc.need(1, "acc");
+        let nn = int(n);
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.k.sum_f64, cfg, &[&p, &nn, &a])
+    }
+
+    /// `coef[0..2] = (clipping coefficient, norm)` of the gradient `g[..n]`.
+    pub fn clip_coef(&self, n: usize, g: P<f32>, partials: P<f64>, max_norm: f32, coef: P<f32>) -> Result<(), CudaError> {
+        let gp = g.need(n, "g");
+        let pp = partials.need(NORM_BLOCKS, "partials");
+        let cp = coef.need(2, "coef");
+        let nn = int(n);
+        let cfg = LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.k.sumsq_partials, cfg, &[&gp, &nn, &pp])?;
+        let parts = NORM_BLOCKS as i32;
+        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.k.clip_coef, one, &[&pp, &parts, &max_norm, &cp])
+    }
+
+    /// One Adam update of `p[..n]` (scalars as in `optim::Optimizer::step`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn adam_step(
+        &self,
+        n: usize,
+        p: P<f32>,
+        g: P<f32>,
+        m: P<f32>,
+        v: P<f32>,
+        coef: Option<P<f32>>,
+        step_size: f32,
+        bc2_sqrt: f32,
+        one_minus_b1: f32,
+        b2: f32,
+        one_minus_b2: f32,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let q = [p.need(n, "p"), g.need(n, "g"), m.need(n, "m"), v.need(n, "v")];
+        let (c, clip) = match coef {
+            Some(c) => (c.need(1, "coef"), 1i32),
+            None => (q[1], 0i32),
+        };
+        let nn = int(n);
+        self.launch(
+            &self.k.adam_step,
+            elementwise(n),
+            &[&q[0], &q[1], &q[2], &q[3], &c, &clip, &nn, &step_size, &bc2_sqrt, &one_minus_b1, &b2, &one_minus_b2, &eps],
+        )
+    }
+
+    /// One RMSprop update of `p[..n]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rmsprop_step(
+        &self,
+        n: usize,
+        p: P<f32>,
+        g: P<f32>,
+        v: P<f32>,
+        coef: Option<P<f32>>,
+        lr: f32,
+        rho: f32,
+        one_minus_rho: f32,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        let q = [p.need(n, "p"), g.need(n, "g"), v.need(n, "v")];
+        let (c, clip) = match coef {
+            Some(c) => (c.need(1, "coef"), 1i32),
+            None => (q[1], 0i32),
+        };
+        let nn = int(n);
+        self.launch(
+            &self.k.rmsprop_step,
+            elementwise(n),
+            &[&q[0], &q[1], &q[2], &c, &clip, &nn, &lr, &rho, &one_minus_rho, &eps],
+        )
+    }
+}
+
+/// A kernel argument (pushed by reference, so it must outlive the launch call).
+trait Arg {
+    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>);
+}
+
+impl<T: DeviceRepr> Arg for T {
+    fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
+        b.arg(self);
+    }
+}

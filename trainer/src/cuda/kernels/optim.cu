@@ -1,0 +1,75 @@
+// Gradient-norm clipping and the optimizers, on the device, with the update
+// rules of trainer/src/optim.rs (PyTorch's Adam; RMSprop with the lesson's
+// Keras rho/eps). Scalars that PyTorch computes in Python floats (Adam's bias
+// corrections) are computed on the host and passed in. Compiled with
+// --fmad=false, so each line rounds as the CPU's does.
+
+// partials[block] = sum of g[i]^2 over a fixed grid-stride set of i, in f64,
+// reduced by a fixed tree. Launch with 256 threads per block.
+extern "C" __global__ void sumsq_partials(const float* __restrict__ g, int n, double* __restrict__ partials) {
+    __shared__ double part[256];
+    double s = 0.0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        double x = (double)g[i];
+        s += x * x;
+    }
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = part[0];
+}
+
+// out[0] = clipping coefficient min(1, max_norm / (norm + 1e-6)) (as
+// torch.nn.utils.clip_grad_norm_), out[1] = the norm. One thread.
+extern "C" __global__ void clip_coef(const double* __restrict__ partials, int parts, float max_norm,
+                                     float* __restrict__ out) {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double s = 0.0;
+    for (int i = 0; i < parts; ++i) s += partials[i];
+    float norm = (float)sqrt(s);
+    float c = max_norm / (norm + 1e-6f);
+    out[0] = c < 1.0f ? c : 1.0f;
+    out[1] = norm;
+}
+
+// Adam: m += (1-b1)(g - m); v = v*b2 + g*g*(1-b2);
+// p -= step_size * m / (sqrt(v)/sqrt(bc2) + eps). With clip != 0 the
+// gradient is first scaled by coef[0] when that is below 1.
+extern "C" __global__ void adam_step(float* __restrict__ p, const float* __restrict__ grad, float* __restrict__ m,
+                                     float* __restrict__ v, const float* __restrict__ coef, int clip, int n,
+                                     float step_size, float bc2_sqrt, float one_minus_b1, float b2,
+                                     float one_minus_b2, float eps) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = grad[i];
+    if (clip) {
+        float c = coef[0];
+        if (c < 1.0f) g = g * c;
+    }
+    float mi = m[i];
+    mi += one_minus_b1 * (g - mi);
+    float vi = v[i] * b2 + g * g * one_minus_b2;
+    float denom = sqrtf(vi) / bc2_sqrt + eps;
+    p[i] -= step_size * (mi / denom);
+    m[i] = mi;
+    v[i] = vi;
+}
+
+// RMSprop: v = v*rho + g*g*(1-rho); p -= lr * g / (sqrt(v) + eps).
+extern "C" __global__ void rmsprop_step(float* __restrict__ p, const float* __restrict__ grad,
+                                        float* __restrict__ v, const float* __restrict__ coef, int clip, int n,
+                                        float lr, float rho, float one_minus_rho, float eps) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = grad[i];
+    if (clip) {
+        float c = coef[0];
+        if (c < 1.0f) g = g * c;
+    }
+    float vi = v[i] * rho + g * g * one_minus_rho;
+    p[i] -= lr * (g / (sqrtf(vi) + eps));
+    v[i] = vi;
+}

@@ -1,0 +1,157 @@
+//! The kernel sources and their compilation with NVRTC.
+//!
+//! Every `.cu` file under `kernels/` is compiled once per process and
+//! architecture (the image is cached for the process), straight to a CUBIN
+//! for the device's own architecture (`sm_XY`), so the driver loads machine
+//! code and never has to JIT PTX newer than itself. Options: `--fmad=false`
+//! (every `a*b+c` rounds twice, as the CPU reference computes it; the
+//! pointwise kernels are memory-bound, so fused multiply-adds would buy
+//! nothing) and precise division and square roots (NVRTC's default).
+//!
+//! This part needs only libnvrtc, no GPU and no driver: the CI test
+//! `tests/cuda_nvrtc.rs` compiles every file for sm_80 and sm_90 and
+//! requires an empty log (no warnings).
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, c_char};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::nvrtc::{result, sys};
+
+use super::CudaError;
+
+/// One kernel source file and the kernels the Rust side launches from it.
+#[derive(Debug)]
+pub struct Source {
+    /// File name under `trainer/src/cuda/kernels/`.
+    pub name: &'static str,
+    /// The CUDA C++ source.
+    pub code: &'static str,
+    /// `extern "C"` kernels it must define.
+    pub kernels: &'static [&'static str],
+}
+
+/// Recurrent cells: pointwise forward and backward steps.
+pub const CELLS: Source = Source {
+    name: "cells.cu",
+    code: include_str!("kernels/cells.cu"),
+    kernels: &["lstm_forward", "lstm_backward", "gru_forward", "gru_backward"],
+};
+
+/// Gather, biases, dropout, table gradient.
+pub const LAYERS: Source = Source {
+    name: "layers.cu",
+    code: include_str!("kernels/layers.cu"),
+    kernels: &["embed_forward", "add_bias", "dropout_forward", "mul_inplace", "table_backward"],
+};
+
+/// Softmax cross-entropy and the loss reduction.
+pub const LOSS: Source =
+    Source { name: "loss.cu", code: include_str!("kernels/loss.cu"), kernels: &["softmax_xent", "sum_f64"] };
+
+/// Gradient norm, Adam, RMSprop.
+pub const OPTIM: Source = Source {
+    name: "optim.cu",
+    code: include_str!("kernels/optim.cu"),
+    kernels: &["sumsq_partials", "clip_coef", "adam_step", "rmsprop_step"],
+};
+
+/// Every kernel source.
+pub const SOURCES: [&Source; 4] = [&CELLS, &LAYERS, &LOSS, &OPTIM];
+
+/// The NVRTC options for a real architecture, e.g. `sm_90`.
+pub fn options(arch: &str) -> Vec<String> {
+    vec![format!("--gpu-architecture={arch}"), "--fmad=false".into(), "--std=c++17".into()]
+}
+
+/// What NVRTC produced for one source.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// Machine code for the architecture (CUBIN).
+    pub cubin: Vec<u8>,
+    /// The PTX it went through.
+    pub ptx: String,
+    /// NVRTC's log (warnings), trimmed; empty when clean.
+    pub log: String,
+}
+
+/// True when libnvrtc can be loaded (never panics, unlike the first NVRTC call without it).
+pub fn available() -> bool {
+    // SAFETY: only tries to dlopen the candidate names.
+    unsafe { sys::is_culib_present() }
+}
+
+/// NVRTC's version (major, minor).
+pub fn version() -> Result<(i32, i32), CudaError> {
+    if !available() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two valid out-pointers.
+    unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| CudaError::Nvrtc { file: "-".into(), log: format!("nvrtcVersion: {e:?}") })?;
+    Ok((major, minor))
+}
+
+/// Compiles `src` for `arch` (`sm_80`, `sm_90`, ...).
+pub fn compile(src: &Source, arch: &str) -> Result<Compiled, CudaError> {
+    if !available() {
+        return Err(CudaError::NoNvrtc);
+    }
+    let fail = |what: &str, log: String| CudaError::Nvrtc { file: src.name.to_string(), log: format!("{what}: {log}") };
+    let code = CString::new(src.code).map_err(|_| fail("source", "contains a NUL byte".into()))?;
+    let name = CString::new(src.name).expect("file names have no NUL");
+    let prog = result::create_program(&code, Some(&name)).map_err(|e| fail("nvrtcCreateProgram", format!("{e:?}")))?;
+    // Destroys the program on every path out.
+    struct Guard(sys::nvrtcProgram);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            // SAFETY: created above, destroyed once.
+            let _ = unsafe { result::destroy_program(self.0) };
+        }
+    }
+    let guard = Guard(prog);
+    let opts = options(arch);
+    // SAFETY: `prog` is live (guard) and the options are valid C strings.
+    let compiled = unsafe { result::compile_program(guard.0, &opts) };
+    // SAFETY: as above.
+    let log = unsafe { result::get_program_log(guard.0) }.map(|raw| c_chars_to_string(&raw)).unwrap_or_default();
+    if let Err(e) = compiled {
+        return Err(fail(&format!("{e:?} with {}", opts.join(" ")), log));
+    }
+    // SAFETY: compiled successfully above.
+    let ptx = unsafe { result::get_ptx(guard.0) }.map_err(|e| fail("nvrtcGetPTX", format!("{e:?}")))?;
+    let mut size = 0usize;
+    // SAFETY: valid program and out-pointer.
+    unsafe { sys::nvrtcGetCUBINSize(guard.0, &mut size) }.result().map_err(|e| fail("nvrtcGetCUBINSize", format!("{e:?}")))?;
+    let mut cubin = vec![0u8; size];
+    // SAFETY: the buffer holds `size` bytes as NVRTC asked.
+    unsafe { sys::nvrtcGetCUBIN(guard.0, cubin.as_mut_ptr() as *mut c_char) }
+        .result()
+        .map_err(|e| fail("nvrtcGetCUBIN", format!("{e:?}")))?;
+    if cubin.is_empty() {
+        return Err(fail("nvrtcGetCUBIN", format!("no machine code for {arch}")));
+    }
+    Ok(Compiled { cubin, ptx: c_chars_to_string(&ptx), log: log.trim().to_string() })
+}
+
+fn c_chars_to_string(raw: &[c_char]) -> String {
+    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+    CStr::from_bytes_until_nul(&[bytes.as_slice(), &[0]].concat()).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+type Cache = Mutex<HashMap<(&'static str, String), Arc<Compiled>>>;
+
+/// [`compile`], once per process for each source and architecture.
+pub fn cached(src: &'static Source, arch: &str) -> Result<Arc<Compiled>, CudaError> {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (src.name, arch.to_string());
+    if let Some(c) = cache.lock().expect("nvrtc cache lock").get(&key) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(compile(src, arch)?);
+    cache.lock().expect("nvrtc cache lock").insert(key, c.clone());
+    Ok(c)
+}
