@@ -1,7 +1,9 @@
 //! Build script of the firmware demo:
 //!
-//! * puts the memory map (`memory.x`, or the board's with `board-stm32f4`)
-//!   where cortex-m-rt's `link.x` finds it;
+//! * puts the memory map (QEMU's mps2-an386, or with `board-stm32f4` the
+//!   STM32F407VG's, both in `boards/`) where cortex-m-rt's `link.x` finds it
+//!   as `memory.x` (deliberately not in this folder, which the linker
+//!   searches first);
 //! * embeds the model: `CHARLM_MODEL` (absolute, or relative to this folder;
 //!   default `../tests/fixtures/lstm2.clm`), sizes the workspace to it and
 //!   places its bytes in flash so that the big weight matrices start on a
@@ -35,7 +37,7 @@ fn memory_map(manifest: &Path, out: &Path) {
     let file = if env::var_os("CARGO_FEATURE_BOARD_STM32F4").is_some() {
         "boards/stm32f407vg-memory.x"
     } else {
-        "memory.x"
+        "boards/mps2-an386-memory.x"
     };
     let src = manifest.join(file);
     fs::copy(&src, out.join("memory.x")).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));

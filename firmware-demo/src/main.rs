@@ -11,6 +11,8 @@
 #![deny(unsafe_code)]
 
 mod console;
+// VCVTB/VCVTT and VMLA need an FPU: hard-float ARM targets only.
+#[cfg(target_abi = "eabihf")]
 mod kernel_m4f;
 mod measure;
 
@@ -55,17 +57,25 @@ mod cases {
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
 
+/// Whether to run the kernel self-test and the kernel and step
+/// measurements (feature `diagnostics`, on by default).
+const DIAGNOSTICS: bool = cfg!(feature = "diagnostics");
+
 /// The workspace, sized to the embedded model at build time.
 type Ws = Workspace<{ model::HIDDEN }, { model::LAYERS }, { model::VOCAB }>;
 
 /// The dot-product kernel generation runs on.
-#[cfg(not(feature = "portable-kernel"))]
+#[cfg(all(target_abi = "eabihf", not(feature = "portable-kernel")))]
 const KERNEL: kernel_m4f::CortexM4F = kernel_m4f::CortexM4F;
 /// The dot-product kernel generation runs on.
-#[cfg(feature = "portable-kernel")]
+#[cfg(not(all(target_abi = "eabihf", not(feature = "portable-kernel"))))]
 const KERNEL: charlm_runtime::Portable = charlm_runtime::Portable;
 /// Its name in the report.
-const KERNEL_NAME: &str = if cfg!(feature = "portable-kernel") { "portable" } else { "Cortex-M4F (VCVTB/VCVTT + VMLA)" };
+const KERNEL_NAME: &str = if cfg!(all(target_abi = "eabihf", not(feature = "portable-kernel"))) {
+    "Cortex-M4F (VCVTB/VCVTT + VMLA)"
+} else {
+    "portable"
+};
 
 #[entry]
 fn main() -> ! {
@@ -118,25 +128,8 @@ fn run() -> Result<(), ()> {
         arch.macs_per_char()
     );
 
-    match kernel_m4f::self_test() {
-        Ok(t) => {
-            let _ = writeln!(
-                con.err,
-                "  kernel self-test: {} dot products and all {} finite halves bit-identical to the portable kernel",
-                t.dots, t.halves
-            );
-        }
-        Err(kernel_m4f::SelfTestError::Fpscr(bits)) => {
-            let _ = writeln!(con.err, "charlm: FPSCR {bits:#010x}: the numerics need round-to-nearest, no flush-to-zero, IEEE halves");
-            return Err(());
-        }
-        Err(kernel_m4f::SelfTestError::Mismatch { n, offset, want, got }) => {
-            let _ = writeln!(
-                con.err,
-                "charlm: kernel self-test failed: n={n}, offset {offset}: portable {want:#010x}, Cortex-M4F {got:#010x}"
-            );
-            return Err(());
-        }
+    if DIAGNOSTICS && self_test(&mut con).is_err() {
+        return Err(());
     }
     let _ = writeln!(
         con.err,
@@ -147,7 +140,7 @@ fn run() -> Result<(), ()> {
 
     let mut stopwatch = Stopwatch::start();
     let calibration = Calibration::measure(&mut stopwatch);
-    let kernels = measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice());
+    let kernels = DIAGNOSTICS.then(|| measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice()));
     let mut totals = Totals::default();
     for (k, case) in cases::CASES.iter().enumerate() {
         let _ = writeln!(
@@ -164,8 +157,41 @@ fn run() -> Result<(), ()> {
             return Err(());
         }
     }
-    let split = split_step(&model, ws, &stopwatch);
-    report(&mut con, &model, &calibration, &totals, &kernels, &split);
+    let split = DIAGNOSTICS.then(|| split_step(&model, ws, &stopwatch));
+    report(&mut con, &model, &calibration, &totals, kernels.as_ref(), split.as_ref());
+    Ok(())
+}
+
+/// Runs the Cortex-M4F kernel's on-target comparison with the portable one.
+#[cfg(target_abi = "eabihf")]
+fn self_test(con: &mut Console) -> Result<(), ()> {
+    match kernel_m4f::self_test() {
+        Ok(t) => {
+            let _ = writeln!(
+                con.err,
+                "  kernel self-test: {} dot products and all {} finite halves bit-identical to the portable kernel",
+                t.dots, t.halves
+            );
+            Ok(())
+        }
+        Err(kernel_m4f::SelfTestError::Fpscr(bits)) => {
+            let _ = writeln!(con.err, "charlm: FPSCR {bits:#010x}: the numerics need round-to-nearest, no flush-to-zero, IEEE halves");
+            Err(())
+        }
+        Err(kernel_m4f::SelfTestError::Mismatch { n, offset, want, got }) => {
+            let _ = writeln!(
+                con.err,
+                "charlm: kernel self-test failed: n={n}, offset {offset}: portable {want:#010x}, Cortex-M4F {got:#010x}"
+            );
+            Err(())
+        }
+    }
+}
+
+/// Without an FPU there is only the portable kernel: nothing to compare.
+#[cfg(not(target_abi = "eabihf"))]
+fn self_test(con: &mut Console) -> Result<(), ()> {
+    let _ = writeln!(con.err, "  kernel self-test: none (portable kernel only on this target)");
     Ok(())
 }
 
@@ -264,8 +290,8 @@ fn report(
     model: &Model<'_>,
     cal: &Calibration,
     t: &Totals,
-    k: &measure::KernelSpeed,
-    split: &Split,
+    kernels: Option<&measure::KernelSpeed>,
+    split: Option<&Split>,
 ) {
     let e = &mut con.err;
     let macs = model.arch().macs_per_char() as u64;
@@ -294,14 +320,19 @@ fn report(
             Fixed2((per_step * 100).checked_div(macs).unwrap_or(0))
         );
     }
-    let _ = writeln!(
-        e,
-        "  kernel alone                {} {unit}s per MAC Cortex-M4F, {} portable (dot4, rows of {} halves, word-aligned)",
-        Fixed2(k.m4f_x100),
-        Fixed2(k.portable_x100),
-        measure::KERNEL_BENCH_N
-    );
-    if let (Some(dots), Some(all)) = (split.dot_ticks.checked_div(split.steps), split.step_ticks.checked_div(split.steps)) {
+    if let Some(k) = kernels {
+        let _ = writeln!(
+            e,
+            "  kernel alone                {} {unit}s per MAC {KERNEL_NAME}, {} portable (dot4, rows of {} halves, word-aligned)",
+            Fixed2(k.m4f_x100),
+            Fixed2(k.portable_x100),
+            measure::KERNEL_BENCH_N
+        );
+    }
+    if let Some(split) = split
+        && let (Some(dots), Some(all)) =
+            (split.dot_ticks.checked_div(split.steps), split.step_ticks.checked_div(split.steps))
+    {
         let (dots, all) = (cal.to_units(dots), cal.to_units(all));
         let _ = writeln!(
             e,

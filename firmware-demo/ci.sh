@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Everything firmware-related that CI needs, in one script. Run it before the
+# workspace's `cargo test` (tests/tests/firmware_qemu.rs needs QEMU and the
+# thumbv7em target that this script installs):
+#
+#   1. installs qemu-system-arm (Debian package) when missing;
+#   2. adds the rustup targets: thumbv7em-none-eabihf (Cortex-M4F),
+#      thumbv6m-none-eabi (Cortex-M0+), riscv32imc-unknown-none-elf;
+#   3. builds the firmware: default, no-panic (links only if no panic path
+#      survives), the STM32F4-Discovery profile (no-panic too) and the
+#      Cortex-M0+ build (portable kernel, no-panic);
+#   4. builds the runtime alone for thumbv6m-none-eabi and riscv32imc;
+#   5. runs the demo under QEMU (`cargo run --release`) and checks its status.
+#
+# Exits non-zero at the first failure.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+step() { printf '\n==> firmware-demo/ci.sh: %s\n' "$*"; }
+
+step "qemu-system-arm"
+if ! command -v qemu-system-arm >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null
+fi
+qemu-system-arm --version | head -1
+
+step "rustup targets"
+if command -v rustup >/dev/null; then
+    rustup target add thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf
+fi
+
+# The firmware has its own target directory and configuration: build it
+# from its folder, without an outer CARGO_TARGET_DIR.
+unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
+cd "$here"
+
+step "firmware (thumbv7em-none-eabihf, QEMU mps2-an386)"
+cargo build --release --locked
+
+step "no-panic build: the panic handler calls an undefined function"
+cargo build --release --locked --features no-panic
+
+step "real board: STM32F4-Discovery memory map (build only)"
+cargo build --release --locked --features board-stm32f4,no-panic
+
+step "Cortex-M0+ (thumbv6m-none-eabi): the whole firmware, portable kernel, no panic"
+cargo build --release --locked --target thumbv6m-none-eabi --features no-panic
+
+step "runtime portability builds"
+cd "$root"
+for target in thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
+    cargo build --release -p charlm-runtime --target "$target"
+done
+
+step "the demo under QEMU"
+cd "$here"
+# The build above left the default firmware in place; run it as a user would.
+timeout 300 cargo run --release --locked >/dev/null
+echo "firmware-demo/ci.sh: all firmware checks passed"
