@@ -539,7 +539,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             int_nats += loss.nats;
             int_count += loss.count as u64;
             int_s += dt;
-            if progress.steps % log_every == 0 || progress.batch == steps_per_epoch {
+            if progress.steps % log_every == 0 || progress.batch == steps_per_epoch || limit_reached(progress.steps) {
                 let row = Row {
                     step: progress.steps,
                     epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
