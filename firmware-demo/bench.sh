@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The figures of docs/BENCHMARKS.md ("Firmware"): the benchmark model (1-layer
+# LSTM, hidden 128, 84 ids, f16) under QEMU -icount shift=0, with the
+# Cortex-M4F kernel, with the portable kernel, and without diagnostics (the
+# flash a product build needs). Prints the three reports.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+model=${BENCH_MODEL:-/tmp/charlm-bench-lstm128.clm}
+(cd "$root" && cargo run -q --release -p charlm-tests --bin make-bench-model -- "$model")
+unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
+cd "$here"
+for features in "" "--features portable-kernel" "--no-default-features"; do
+    printf '\n### CHARLM_MODEL=%s cargo run --release %s\n' "$model" "$features"
+    CHARLM_MODEL=$model cargo run -q --release $features 2>&1 >/dev/null | grep -v '^case '
+done
