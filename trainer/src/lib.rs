@@ -8,6 +8,7 @@ pub mod sample;
 pub mod batch;
 pub mod corpus;
 pub mod cpu;
+pub mod cuda;
 pub mod params;
 pub mod rng;
 pub mod vocab;

@@ -17,6 +17,10 @@ use charlm_trainer::vocab::Vocab;
 pub enum Bench {
     /// Training speed (forward, backward, RMSprop step) in characters per second.
     Train(TrainArgs),
+    /// A device against the CPU reference: one step's loss and gradients, 200-step loss curves (scripts/gpu-check.sh).
+    Parity(charlm_trainer::cuda::check::ParityArgs),
+    /// Training speed on a GPU (parameters and optimizer on the device) for the CUDA issue's configurations.
+    Gpu(charlm_trainer::cuda::check::SpeedArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -84,7 +88,11 @@ fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f
 }
 
 pub fn run(bench: Bench) -> Result<(), CliError> {
-    let Bench::Train(args) = bench;
+    let args = match bench {
+        Bench::Train(args) => args,
+        Bench::Parity(args) => return charlm_trainer::cuda::check::parity(args),
+        Bench::Gpu(args) => return charlm_trainer::cuda::check::speed(args),
+    };
     if let Some(n) = args.threads {
         if n == 0 || n > 1024 {
             return Err(CliError::invalid(format!("--threads {n}: must be 1 to 1024")));

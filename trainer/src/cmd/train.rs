@@ -97,8 +97,8 @@ pub struct Args {
     /// Seed of everything random: the same seed gives the same model.clm, bit for bit.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where to train.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// Where to train: auto (a GPU when a driver is present, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
     device: Device,
     /// Continue the run in this folder from its checkpoint.
     #[arg(long)]

@@ -35,6 +35,7 @@ mod backend;
 mod dev;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
+pub mod check;
 pub mod parity;
 
 #[cfg(feature = "cuda")]

@@ -38,21 +38,85 @@ impl Backend for Cpu<f32> {
     }
 }
 
-/// Where to train.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+/// Where to train: `auto`, `cpu`, `cuda` or `cuda:N` (GPU number N).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Device {
-    /// CUDA when this build has it and a driver is present, else the CPU.
+    /// CUDA (GPU 0) when this build has it and a driver is present, else the CPU.
     Auto,
     /// The CPU backend.
     Cpu,
-    /// An NVIDIA GPU.
-    Cuda,
+    /// An NVIDIA GPU, by number.
+    Cuda(usize),
 }
 
-/// A backend for `layout` on `device`.
+impl std::str::FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("'{s}' is not a device: use auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The CPU backend chosen by `--device auto`, with the reason in its description.
+struct AutoCpu(Cpu<f32>, String);
+
+impl Backend for AutoCpu {
+    fn describe(&self) -> String {
+        format!("{} (--device auto: {})", self.0.describe(), self.1)
+    }
+    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss {
+        self.0.loss_and_grad(params, batch, grads, dropout)
+    }
+    fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss {
+        self.0.loss(params, batch, classes)
+    }
+    fn carried_state(&self) -> (usize, Vec<Vec<f32>>) {
+        self.0.carried_state()
+    }
+    fn set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>) {
+        self.0.set_carried_state(rows, state)
+    }
+}
+
+/// A backend for `layout` on `device`. `cuda` without a usable GPU is an
+/// error (one line); `auto` falls back to the CPU and says why in
+/// [`Backend::describe`].
 pub fn select(device: Device, layout: &Layout) -> Result<Box<dyn Backend>, CliError> {
+    use crate::cuda;
     match device {
-        Device::Auto | Device::Cpu => Ok(Box::new(Cpu::<f32>::new(layout.clone()))),
-        Device::Cuda => Err(CliError::invalid("--device cuda: this build of charlm has no CUDA backend; use --device cpu")),
+        Device::Cpu => Ok(Box::new(Cpu::<f32>::new(layout.clone()))),
+        Device::Cuda(n) => cuda::open_backend(layout, n)
+            .map_err(|e| CliError::invalid(format!("--device cuda:{n}: {e}; use --device cpu or auto"))),
+        Device::Auto => {
+            let why = if !cuda::BUILT {
+                "this build has no CUDA backend".to_string()
+            } else if !cuda::driver_present() {
+                "no NVIDIA driver found".to_string()
+            } else {
+                match cuda::open_backend(layout, 0) {
+                    Ok(b) => return Ok(b),
+                    Err(e) => format!("CUDA unusable: {e}"),
+                }
+            };
+            Ok(Box::new(AutoCpu(Cpu::<f32>::new(layout.clone()), why)))
+        }
     }
 }

@@ -1,0 +1,335 @@
+//! `charlm bench parity` and `charlm bench gpu`: the checks
+//! `scripts/gpu-check.sh` runs on a GPU machine (which has no Rust
+//! toolchain, so they live in the binary).
+//!
+//! * parity: the tested device against the CPU reference, one step from the
+//!   same weights and batch (loss and every gradient tensor, see
+//!   [`super::parity`] for the tolerances), for LSTM and GRU, 1 and 2
+//!   layers, with padding, with carried state and with dropout; then loss
+//!   curves of 200 optimizer steps within 1%. `--device cpu` tests the CPU
+//!   against itself (what CI can run).
+//! * gpu: training characters per second on the configurations of the
+//!   issue, on exactly the batches `scripts/torch_train_gpu.py` builds.
+
+use std::time::Instant;
+
+use charlm_runtime::format::{Arch, CellKind};
+
+use super::parity::{self, CURVE_REL, HostStepper, LOSS_TOL, Stepper, curve, curve_gap, one_step};
+use crate::batch::{Batch, StreamBatcher};
+use crate::corpus::BUNDLED;
+use crate::cpu::{Classes, Cpu, Dropout};
+use crate::error::CliError;
+use crate::optim::{Kind, Optimizer};
+use crate::params::Layout;
+use crate::train::{Device, backend::select};
+use crate::vocab::Vocab;
+
+/// Arguments of `charlm bench parity`.
+#[derive(clap::Args, Debug)]
+pub struct ParityArgs {
+    /// Device under test (compared with the CPU reference): cuda, cuda:N or cpu.
+    #[arg(long, default_value = "cuda")]
+    pub device: Device,
+    /// Optimizer steps of each loss-curve comparison.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Hidden units of the test models.
+    #[arg(long, default_value_t = 64)]
+    pub hidden: u16,
+}
+
+/// Arguments of `charlm bench gpu`.
+#[derive(clap::Args, Debug)]
+pub struct SpeedArgs {
+    /// Device: cuda, cuda:N (parameters and optimizer stay on the GPU) or cpu.
+    #[arg(long, default_value = "cuda")]
+    pub device: Device,
+    /// Configurations (comma-separated): titles8, titles64, text256, big, or all.
+    #[arg(long, default_value = "all")]
+    pub config: String,
+    /// Seconds of timed training per configuration (after 5 warm-up steps).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+/// A speed configuration of the issue: `(name, layers, hidden, data)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpeedConfig {
+    /// Name on the command line and in the table.
+    pub name: &'static str,
+    /// Layers.
+    pub layers: u8,
+    /// Hidden units.
+    pub hidden: u16,
+    /// Sequences per batch.
+    pub batch: usize,
+    /// `None`: lines of the corpus (titles-like); `Some(T)`: running text in windows of T.
+    pub window: Option<usize>,
+}
+
+/// The issue's configurations (LSTM, RMSprop lr 1e-3, as the CPU bench).
+pub const SPEED_CONFIGS: [SpeedConfig; 4] = [
+    SpeedConfig { name: "titles8", layers: 1, hidden: 128, batch: 8, window: None },
+    SpeedConfig { name: "titles64", layers: 1, hidden: 128, batch: 64, window: None },
+    SpeedConfig { name: "text256", layers: 1, hidden: 256, batch: 64, window: Some(100) },
+    SpeedConfig { name: "big", layers: 2, hidden: 512, batch: 128, window: Some(128) },
+];
+
+/// Parses `--config`.
+pub fn speed_configs(list: &str) -> Result<Vec<SpeedConfig>, CliError> {
+    if list == "all" {
+        return Ok(SPEED_CONFIGS.to_vec());
+    }
+    list.split(',')
+        .map(|name| {
+            SPEED_CONFIGS.iter().find(|c| c.name == name.trim()).copied().ok_or_else(|| {
+                CliError::invalid(format!("--config {name}: not one of titles8, titles64, text256, big, all"))
+            })
+        })
+        .collect()
+}
+
+/// Consecutive non-empty lines of `text`, `rows` at a time in file order,
+/// post-padded (as `charlm bench train` and the PyTorch scripts build them).
+pub fn title_batches(vocab: &Vocab, text: &str, rows: usize) -> Vec<Batch> {
+    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
+    lines
+        .chunks_exact(rows)
+        .map(|c| {
+            let refs: Vec<&[u16]> = c.iter().map(|s| s.as_slice()).collect();
+            Batch::from_samples(&refs, vocab.eos())
+        })
+        .collect()
+}
+
+/// Every window of running text, in order (state carries from one to the next).
+pub fn stream_batches(vocab: &Vocab, text: &str, rows: usize, steps: usize) -> Vec<Batch> {
+    let s = StreamBatcher::new(vocab.encode(text).0, rows, steps).expect("the bundled corpus is long enough");
+    (0..s.len()).map(|k| s.batch(0, k)).collect()
+}
+
+fn bundled() -> Result<(String, Vocab), CliError> {
+    let text = std::str::from_utf8(BUNDLED).map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?.to_string();
+    let vocab = Vocab::fit([text.as_str()])?;
+    Ok((text, vocab))
+}
+
+/// A whole-step runner on `device` for `layout`, starting from `params` with a
+/// fresh `kind` optimizer: on CUDA parameters and optimizer stay on the
+/// device ([`super::Cuda::train_step`]); on the CPU it is the train loop's path.
+pub fn stepper(device: Device, layout: &Layout, params: Vec<f32>, kind: Kind) -> Result<Box<dyn Stepper>, CliError> {
+    let opt = Optimizer::new(kind, layout.len);
+    match device {
+        Device::Cpu => Ok(Box::new(HostStepper::new(Box::new(Cpu::<f32>::new(layout.clone())), params, opt))),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => {
+            let err = |e: super::CudaError| CliError::invalid(format!("--device cuda:{n}: {e}"));
+            let mut c = super::Cuda::new(layout.clone(), n).map_err(err)?;
+            c.set_params(&params).map_err(err)?;
+            c.set_optimizer(&opt).map_err(err)?;
+            Ok(Box::new(Resident(c)))
+        }
+        other => {
+            let b = select(other, layout)?;
+            Ok(Box::new(HostStepper::new(b, params, opt)))
+        }
+    }
+}
+
+/// The CUDA backend driving whole steps on the device.
+#[cfg(feature = "cuda")]
+struct Resident(super::Cuda);
+
+#[cfg(feature = "cuda")]
+impl Stepper for Resident {
+    fn step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> f64 {
+        let r = self.0.train_step(batch, dropout, clip, lr).and_then(|_| self.0.take_nats());
+        match r {
+            Ok(nats) => nats / batch.chars().max(1) as f64,
+            Err(e) => {
+                eprintln!("charlm: error: CUDA backend: {e}");
+                f64::NAN
+            }
+        }
+    }
+}
+
+/// `charlm bench parity`.
+pub fn parity(args: ParityArgs) -> Result<(), CliError> {
+    if !(1..=1024).contains(&args.hidden) || args.steps == 0 || args.steps > 100_000 {
+        return Err(CliError::invalid("--hidden must be 1 to 1024 and --steps 1 to 100000"));
+    }
+    let (text, vocab) = bundled()?;
+    let v = vocab.size() as u16;
+    let titles = title_batches(&vocab, &text, 8);
+    let windows = stream_batches(&vocab, &text, 8, 32);
+    let probe = select(args.device, &Layout::new(Arch { cell: CellKind::Lstm, layers: 1, hidden: 4, vocab: v }))?;
+    println!("charlm bench parity: {} against the CPU reference", probe.describe());
+    println!(
+        "tolerances: loss {:e} + {:e}*|ref|; gradients {:e}*max|ref| of the tensor + {:e}*|ref|; curves: {}-step means within {}%",
+        LOSS_TOL.abs,
+        LOSS_TOL.rel,
+        parity::GRAD_ABS_OF_MAX,
+        parity::GRAD_REL,
+        parity::CURVE_WINDOW,
+        CURVE_REL * 100.0
+    );
+    drop(probe);
+    let mut failed = Vec::new();
+    let mut checks = 0;
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        for layers in [1u8, 2] {
+            let layout = Layout::new(Arch { cell, layers, hidden: args.hidden, vocab: v });
+            let params = layout.init(11);
+            let label = format!("{} {layers}x{}", cell.name(), args.hidden);
+            let mut reference = Cpu::<f32>::new(layout.clone());
+            let mut tested = select(args.device, &layout)?;
+            // padded samples of different lengths (a batch of titles with padding)
+            let padded = titles.iter().find(|b| b.chars() < b.steps * b.rows).expect("a batch with padding").clone();
+            let mut run = |what: &str, r: parity::StepReport| {
+                checks += 1;
+                let worst = r.slots.iter().max_by(|a, b| a.worst.total_cmp(&b.worst)).expect("slots");
+                let ok = r.passed();
+                println!(
+                    "{} {label:<10} {what:<22} loss {:.6} vs {:.6}  worst gradient {:.3} of tolerance ({}[{}])",
+                    if ok { "PASS" } else { "FAIL" },
+                    r.got,
+                    r.want,
+                    worst.worst,
+                    worst.name,
+                    worst.worst_at
+                );
+                for s in r.slots.iter().filter(|s| s.failures > 0) {
+                    println!("       {}: {} elements off, max error {:e} (scale {:e})", s.name, s.failures, s.max_err, s.max_ref);
+                }
+                if !ok {
+                    failed.push(format!("{label} {what}"));
+                }
+            };
+            run("padded batch", one_step(&mut reference, tested.as_mut(), &layout, &params, &padded, None));
+            // running text: the second window starts from the carried state
+            one_step(&mut reference, tested.as_mut(), &layout, &params, &windows[0], None);
+            run("carried state", one_step(&mut reference, tested.as_mut(), &layout, &params, &windows[1], None));
+            if layers > 1 {
+                let d = Some(Dropout { p: 0.25, seed: 77 });
+                run("dropout 0.25", one_step(&mut reference, tested.as_mut(), &layout, &params, &padded, d));
+            }
+            // held-out scoring (softmax without the padding class)
+            checks += 1;
+            let want = Cpu::<f32>::new(layout.clone()).loss(&params, &padded, Classes::NoPadding).mean();
+            let got = select(args.device, &layout)?.loss(&params, &padded, Classes::NoPadding).mean();
+            let ok = LOSS_TOL.allows(got, want);
+            println!("{} {label:<10} {:<22} loss {got:.6} vs {want:.6}", if ok { "PASS" } else { "FAIL" }, "held-out loss");
+            if !ok {
+                failed.push(format!("{label} held-out loss"));
+            }
+        }
+    }
+    // loss curves: whole optimizer steps (on CUDA: on the device)
+    for (cell, layers, kind, dropout) in [
+        (CellKind::Lstm, 2u8, Kind::Adam, Some(0.1f32)),
+        (CellKind::Gru, 1, Kind::Rmsprop, None),
+        (CellKind::Lstm, 1, Kind::Rmsprop, None),
+        (CellKind::Gru, 2, Kind::Adam, None),
+    ] {
+        checks += 1;
+        let layout = Layout::new(Arch { cell, layers, hidden: args.hidden, vocab: v });
+        let params = layout.init(5);
+        let lr = if kind == Kind::Adam { 3e-3 } else { 1e-3 };
+        let t0 = Instant::now();
+        let want = curve(stepper(Device::Cpu, &layout, params.clone(), kind)?.as_mut(), &titles, args.steps, dropout, 5.0, lr);
+        let t_cpu = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let got = curve(stepper(args.device, &layout, params, kind)?.as_mut(), &titles, args.steps, dropout, 5.0, lr);
+        let t_dev = t0.elapsed().as_secs_f64();
+        let gap = curve_gap(&want, &got);
+        let ok = gap <= CURVE_REL;
+        let label = format!("{} {layers}x{}", cell.name(), args.hidden);
+        println!(
+            "{} {label:<10} {:<22} {} steps {}: loss {:.4} -> {:.4} (ref {:.4} -> {:.4}), largest gap {:.3}%  [{t_cpu:.1} s cpu, {t_dev:.1} s tested]",
+            if ok { "PASS" } else { "FAIL" },
+            "loss curve",
+            args.steps,
+            kind.name(),
+            got[0],
+            got[got.len() - 1],
+            want[0],
+            want[want.len() - 1],
+            gap * 100.0
+        );
+        if !ok {
+            failed.push(format!("{label} loss curve"));
+        }
+    }
+    if failed.is_empty() {
+        println!("parity: all {checks} checks passed");
+        Ok(())
+    } else {
+        Err(CliError::invalid(format!("parity failed in {} of {checks} checks: {}", failed.len(), failed.join(", "))))
+    }
+}
+
+/// `charlm bench gpu`: prints `RESULT <config> <chars/s>` lines.
+pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
+    if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
+        return Err(CliError::invalid(format!("--seconds {}: must be above 0 and at most 3600", args.seconds)));
+    }
+    let configs = speed_configs(&args.config)?;
+    let (text, vocab) = bundled()?;
+    let v = vocab.size() as u16;
+    let mut described = false;
+    for c in configs {
+        let layout = Layout::new(Arch { cell: CellKind::Lstm, layers: c.layers, hidden: c.hidden, vocab: v });
+        let batches = match c.window {
+            None => title_batches(&vocab, &text, c.batch),
+            Some(t) => stream_batches(&vocab, &text, c.batch, t),
+        };
+        if !described {
+            println!("charlm bench gpu: {}", select(args.device, &layout)?.describe());
+            described = true;
+        }
+        let mut s = stepper(args.device, &layout, layout.init(0), Kind::Rmsprop)?;
+        for (i, b) in batches.iter().cycle().take(5).enumerate() {
+            let loss = s.step(b, None, 0.0, 1e-3);
+            if !loss.is_finite() {
+                return Err(CliError::invalid(format!("{}: warm-up step {i} gave loss {loss}", c.name)));
+            }
+        }
+        // Each step reads its loss back (a sync per step), as the train loop does.
+        let start = Instant::now();
+        let (mut chars, mut i) = (0usize, 5usize);
+        while start.elapsed().as_secs_f64() < args.seconds {
+            let b = &batches[i % batches.len()];
+            s.step(b, None, 0.0, 1e-3);
+            chars += b.chars();
+            i += 1;
+        }
+        let rate = chars as f64 / start.elapsed().as_secs_f64();
+        println!("RESULT {} {rate:.0} chars/s ({} steps, {} layers x {}, batch {})", c.name, i - 5, c.layers, c.hidden, c.batch);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_config_lists_parse_and_reject_unknown_names() {
+        assert_eq!(speed_configs("all").unwrap().len(), 4);
+        let two = speed_configs("titles8, big").unwrap();
+        assert_eq!(two.iter().map(|c| c.name).collect::<Vec<_>>(), ["titles8", "big"]);
+        assert!(speed_configs("titles9").is_err());
+    }
+
+    #[test]
+    fn title_batches_are_padded_and_running_text_carries() {
+        let (text, vocab) = bundled().unwrap();
+        let t = title_batches(&vocab, &text, 8);
+        assert!(t.iter().all(|b| b.rows == 8 && !b.carry));
+        assert!(t.iter().any(|b| b.chars() < b.steps * b.rows), "some batch has padding");
+        let w = stream_batches(&vocab, &text, 8, 32);
+        assert!(!w[0].carry && w[1].carry && w[1].steps == 32);
+    }
+}
