@@ -108,7 +108,7 @@ fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> (usize, usize, usize) {
         let rows = first..rows;
         total += rows.len() * cols;
         for (pad, macs) in aligned_macs.iter_mut().enumerate() {
-            *macs += rows.clone().filter(|r| (pad + offset + r * cols * 2) % 4 == 0).count() * cols;
+            *macs += rows.clone().filter(|r| (pad + offset + r * cols * 2).is_multiple_of(4)).count() * cols;
         }
     }
     let pad = (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0);
