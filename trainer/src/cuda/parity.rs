@@ -133,6 +133,16 @@ pub fn one_step(
 pub trait Stepper {
     /// One step; the batch's mean loss before the update.
     fn step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> f64;
+    /// One step whose loss is only added to a running sum (a device need not
+    /// wait for it).
+    fn queue(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) {
+        let mean = self.step(batch, dropout, clip, lr);
+        self.add_pending(mean * batch.chars() as f64);
+    }
+    /// Nats of the steps queued since the last call, once they have finished.
+    fn finish(&mut self) -> f64;
+    /// Adds to the running sum of [`Stepper::queue`] (host steppers).
+    fn add_pending(&mut self, _nats: f64) {}
 }
 
 /// A [`Backend`] with host parameters and a host optimizer (the train loop's path).
@@ -144,13 +154,14 @@ pub struct HostStepper {
     /// Optimizer.
     pub opt: Optimizer,
     grads: Vec<f32>,
+    pending: f64,
 }
 
 impl HostStepper {
     /// From initial parameters and a fresh optimizer.
     pub fn new(backend: Box<dyn Backend>, params: Vec<f32>, opt: Optimizer) -> Self {
         let grads = vec![0.0; params.len()];
-        HostStepper { backend, params, opt, grads }
+        HostStepper { backend, params, opt, grads, pending: 0.0 }
     }
 }
 
@@ -162,6 +173,12 @@ impl Stepper for HostStepper {
         }
         self.opt.step(&mut self.params, &self.grads, lr);
         loss.mean()
+    }
+    fn add_pending(&mut self, nats: f64) {
+        self.pending += nats;
+    }
+    fn finish(&mut self) -> f64 {
+        std::mem::take(&mut self.pending)
     }
 }
 
