@@ -60,8 +60,9 @@ pub fn small_gemm(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulat
     small_gemm_impl(m, a, b, c, accumulate);
 }
 
+/// True when the CPU has AVX2 and FMA (checked once).
 #[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
+pub fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
@@ -182,10 +183,16 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.clamp(-87.0, 88.0);
-    // n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |n| < 2^22).
+    // Clamp by selects (NaN-free inputs; f32::clamp adds NaN handling that
+    // keeps loops from vectorising).
+    let x = if x < -87.0 { -87.0 } else { x };
+    let x = if x > 88.0 { 88.0 } else { x };
+    // n = round(x / ln 2) by the 1.5 * 2^23 trick: the sum's low mantissa
+    // bits then hold n itself, which gives 2^n without a float-to-int
+    // conversion.
     const SHIFTER: f32 = 12_582_912.0;
-    let n = (x * LOG2E + SHIFTER) - SHIFTER;
+    let t = x * LOG2E + SHIFTER;
+    let n = t - SHIFTER;
     let r = x - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2]: Cephes' degree-5 polynomial.
     let mut y = 1.987_569_1e-4f32;
@@ -195,7 +202,8 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 1.666_666_5e-1;
     y = y * r + 0.5;
     let e = y * (r * r) + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4b40_0000).wrapping_add(127) << 23);
+    e * scale
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //!    products over all `T*B` rows.
 //! The output projection, softmax and loss also run over all rows at once.
 //!
-//! Reproducibility: every split (row groups, GEMM blocks, reduction chunks)
-//! depends only on the shapes, never on the number of threads, and sums are
-//! taken in a fixed order, so a seed gives the same bits on any core count.
+//! Reproducibility: every split that changes an order of summation (GEMM
+//! blocks, reduction chunks) depends only on the shapes, never on the number
+//! of threads; row groups follow the thread count but do not change any
+//! row's arithmetic. So a seed gives the same bits on any core count.
 
 pub mod gemm;
 pub mod kernel;
@@ -145,11 +146,13 @@ impl<T> Shared<T> {
     }
 }
 
-/// Row groups that run through time independently: at least 4 sequences
-/// each (the product kernel's tile height), at most 16 groups. Every element
-/// is computed the same way whatever the grouping.
+/// Row groups that run through time independently: one per worker thread,
+/// at least 4 sequences each (the product kernel's tile height). Bigger
+/// groups let the kernel reuse each block of `W_hh` across more rows. The
+/// grouping never changes a result: every row's arithmetic is the same in
+/// any group (the step product sums each element over `k` in order).
 fn row_groups(b: usize) -> Vec<(usize, usize)> {
-    let groups = (b / 4).clamp(1, 16);
+    let groups = (b / 4).clamp(1, rayon::current_num_threads().max(1));
     let per = b.div_ceil(groups);
     (0..groups).map(|g| (g * per, ((g + 1) * per).min(b))).filter(|(a, z)| a < z).collect()
 }
@@ -299,9 +302,9 @@ impl<T: Real> Cpu<T> {
                             // SAFETY: as above.
                             let (cprev, cout) =
                                 unsafe { (&*c_s.slice((t * b + r0) * h, rows * h), c_s.slice(((t + 1) * b + r0) * h, rows * h)) };
-                            lstm_forward(h, xg, &hg, bh, gates, cprev, cout, aux, hout);
+                            T::lstm_forward(h, xg, &hg, bh, gates, cprev, cout, aux, hout);
                         }
-                        CellKind::Gru => gru_forward(h, xg, &hg, bh, gates, hprev, aux, hout),
+                        CellKind::Gru => T::gru_forward(h, xg, &hg, bh, gates, hprev, aux, hout),
                     }
                 }
             });
@@ -435,13 +438,13 @@ impl<T: Real> Cpu<T> {
                     let aux = at(&cache.aux, h, t, b, r0, r1);
                     match arch.cell {
                         CellKind::Lstm => {
-                            lstm_backward(h, dh, &mut dc_next, gates, at(&cache.c, h, t, b, r0, r1), aux, dxg);
+                            T::lstm_backward(h, dh, &mut dc_next, gates, at(&cache.c, h, t, b, r0, r1), aux, dxg);
                             T::small_gemm(rows, dxg, w, &mut dh_next, false);
                         }
                         CellKind::Gru => {
                             // SAFETY: as above.
                             let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, rows * gh) };
-                            gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, r1), aux, dxg, dhg, &mut dh_next);
+                            T::gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, r1), aux, dxg, dhg, &mut dh_next);
                             T::small_gemm(rows, dhg, w, &mut dh_next, true);
                         }
                     }
@@ -551,8 +554,8 @@ fn gates_mut<const G: usize, T>(x: &mut [T], h: usize) -> [&mut [T]; G] {
 /// (Slices are cut to exact lengths first so the loops run without bounds
 /// checks and vectorise.)
 #[allow(clippy::too_many_arguments)]
-#[inline]
-fn lstm_forward<T: Real>(
+#[inline(always)]
+pub(crate) fn lstm_forward<T: Real>(
     h: usize,
     xg: &[T],
     hg: &[T],
@@ -594,8 +597,8 @@ fn lstm_forward<T: Real>(
 /// Backward of one LSTM step: from `dh` (total gradient at this step's
 /// output) and `dc` (gradient at its cell state from the step after; updated
 /// to the step before) to the gate pre-activation gradients `dg`.
-#[inline]
-fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
+#[inline(always)]
+pub(crate) fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
     let gh = 4 * h;
     for r in 0..dh.len() / h {
         let [i_, f_, g_, o_] = gates::<4, T>(&gates_in[r * gh..], h);
@@ -620,8 +623,8 @@ fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in: &[T], cpre
 /// `n = tanh(x_n + b_in + r*(W_hn h + b_hn))`, `h = (1-z)*n + z*h'`.
 /// `hn` keeps `W_hn h + b_hn` for the backward pass.
 #[allow(clippy::too_many_arguments)]
-#[inline]
-fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates_out: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
+#[inline(always)]
+pub(crate) fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates_out: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
     let gh = 3 * h;
     let [br, bz, bn] = gates::<3, T>(b_hh, h);
     for r in 0..hout.len() / h {
@@ -647,8 +650,8 @@ fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates_out: &mu
 /// hidden-side `dhg = [dr, dz, dn*r]`, and `dh_prev = dh*z` (the caller
 /// adds `dhg W_hh`).
 #[allow(clippy::too_many_arguments)]
-#[inline]
-fn gru_backward<T: Real>(
+#[inline(always)]
+pub(crate) fn gru_backward<T: Real>(
     h: usize,
     dh: &[T],
     gates_in: &[T],
