@@ -352,10 +352,8 @@ impl Cuda {
 
     /// Buffers for `n` rows of `b` sequences, grown when needed.
     fn ensure(&mut self, n: usize, b: usize) -> Result<(), CudaError> {
-        if let Some(a) = &self.acts {
-            if a.n >= n && a.b >= b {
-                return Ok(());
-            }
+        if self.acts.as_ref().is_some_and(|a| a.n >= n && a.b >= b) {
+            return Ok(());
         }
         let (old_n, old_b) = self.acts.as_ref().map_or((0, 0), |a| (a.n, a.b));
         // Grow with headroom so batches of varying length settle quickly.

@@ -107,6 +107,41 @@ fn int(x: usize) -> i32 {
     i32::try_from(x).expect("size fits the kernels' int")
 }
 
+/// The column-major cuBLAS arguments of a row-major product (see [`Dev::gemm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct GemmArgs {
+    /// Transpose flag of cuBLAS's first operand (our `b`).
+    trans_first: bool,
+    /// Transpose flag of cuBLAS's second operand (our `a`).
+    trans_second: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    ld_first: usize,
+    ld_second: usize,
+    ldc: usize,
+}
+
+impl GemmArgs {
+    /// Row-major `c[m, n] = op(a)[m, k] op(b)[k, n]` as the column-major
+    /// `c^T[n, m] = op(b)^T op(a)^T`: cuBLAS's first operand is `b` (stored
+    /// `[k, n]`, or `[n, k]` when `tb`; its leading dimension is that row
+    /// length), its second is `a` (stored `[m, k]`, or `[k, m]` when `ta`),
+    /// and `c` has leading dimension `n`.
+    fn row_major(m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Self {
+        GemmArgs {
+            trans_first: tb,
+            trans_second: ta,
+            m: n,
+            n: m,
+            k,
+            ld_first: if tb { k } else { n },
+            ld_second: if ta { m } else { k },
+            ldc: n,
+        }
+    }
+}
+
 /// One GPU: context, stream, cuBLAS, kernels.
 pub struct Dev {
     /// The stream everything runs on (it holds the context).
@@ -165,6 +200,12 @@ impl Dev {
         Ok(Dev { stream, blas, k, name, arch, ordinal })
     }
 
+    /// Makes the context current on this thread (raw driver and cuBLAS calls need it).
+    fn bind(&self) -> Result<(), CudaError> {
+        self.stream.context().bind_to_thread()?;
+        Ok(())
+    }
+
     /// A zeroed buffer of `len` elements (at least one is allocated).
     pub fn alloc<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<Buf<T>, CudaError> {
         let mem = self.stream.alloc_zeros::<T>(len.max(1))?;
@@ -178,6 +219,10 @@ impl Dev {
     /// Host to device (returns once `src` may be reused).
     pub fn upload<T>(&self, src: &[T], dst: P<T>) -> Result<(), CudaError> {
         let d = dst.need(src.len(), "upload");
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
         // SAFETY: `dst` has room for `src` (checked); a pageable source is
         // staged by the driver before the call returns.
         unsafe { drv::memcpy_htod_async(d, src, self.stream.cu_stream()) }?;
@@ -187,6 +232,10 @@ impl Dev {
     /// Device to host; waits for the stream.
     pub fn download<T>(&self, src: P<T>, dst: &mut [T]) -> Result<(), CudaError> {
         let s = src.need(dst.len(), "download");
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.bind()?;
         // SAFETY: `src` holds `dst.len()` elements (checked).
         unsafe { drv::memcpy_dtoh_async(dst, s, self.stream.cu_stream()) }?;
         self.sync()
@@ -196,6 +245,7 @@ impl Dev {
     pub fn copy<T>(&self, src: P<T>, dst: P<T>) -> Result<(), CudaError> {
         let d = dst.need(src.len, "copy");
         if src.len > 0 {
+            self.bind()?;
             // SAFETY: both ranges hold src.len elements.
             unsafe { drv::memcpy_dtod_async(d, src.ptr, src.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
         }
@@ -205,6 +255,7 @@ impl Dev {
     /// Zeroes a range.
     pub fn zero<T>(&self, dst: P<T>) -> Result<(), CudaError> {
         if dst.len > 0 {
+            self.bind()?;
             // SAFETY: the range is inside its allocation.
             unsafe { drv::memset_d8_async(dst.ptr, 0, dst.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
         }
@@ -252,29 +303,29 @@ impl Dev {
         }
         let ap = a.need(m * k, "gemm a");
         let bp = b.need(k * n, "gemm b");
+        let g = GemmArgs::row_major(m, n, k, ta, tb);
         use blas_sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
         let op = |t: bool| if t { CUBLAS_OP_T } else { CUBLAS_OP_N };
-        let lda_b = if tb { k } else { n };
-        let ld_a = if ta { m } else { k };
         let alpha = 1.0f32;
+        self.bind()?;
         // SAFETY: the three ranges hold the elements the shapes need
         // (checked above); alpha and beta are host scalars (default pointer mode).
         unsafe {
             cudarc::cublas::result::sgemm(
                 *self.blas.handle(),
-                op(tb),
-                op(ta),
-                int(n),
-                int(m),
-                int(k),
+                op(g.trans_first),
+                op(g.trans_second),
+                int(g.m),
+                int(g.n),
+                int(g.k),
                 &alpha,
                 bp as *const f32,
-                int(lda_b),
+                int(g.ld_first),
                 ap as *const f32,
-                int(ld_a),
+                int(g.ld_second),
                 &beta,
                 cp as *mut f32,
-                int(n),
+                int(g.ldc),
             )
         }?;
         Ok(())
@@ -296,6 +347,7 @@ impl Dev {
         let xp = x.need(rows * width, "col_sums x");
         let onep = ones.need(rows, "col_sums ones");
         let (alpha, beta) = (1.0f32, 0.0f32);
+        self.bind()?;
         // SAFETY: ranges checked above; host scalars.
         unsafe {
             cudarc::cublas::result::sgemv(
@@ -451,6 +503,7 @@ impl Dev {
     }
 
     /// `xg[r] = table[ids[r]] + bias` for `rows` rows of `width`.
+    #[allow(clippy::too_many_arguments)]
     pub fn embed_forward(
         &self,
         rows: usize,
@@ -618,5 +671,53 @@ trait Arg {
 impl<T: DeviceRepr> Arg for T {
     fn push<'a>(&'a self, b: &mut cudarc::driver::LaunchArgs<'a>) {
         b.arg(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GemmArgs;
+
+    /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.
+    #[allow(clippy::too_many_arguments)]
+    fn col_major_sgemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f64], lda: usize, b: &[f64], ldb: usize, c: &mut [f64], ldc: usize) {
+        assert!(lda >= if ta { k } else { m } && ldb >= if tb { n } else { k } && ldc >= m);
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0;
+                for p in 0..k {
+                    let x = if ta { a[p + i * lda] } else { a[i + p * lda] };
+                    let y = if tb { b[j + p * ldb] } else { b[p + j * ldb] };
+                    s += x * y;
+                }
+                c[i + j * ldc] = s;
+            }
+        }
+    }
+
+    #[test]
+    fn the_row_major_swap_computes_the_row_major_product() {
+        let (m, n, k) = (3, 5, 4);
+        // op(a)[i][p] and op(b)[p][j] as plain row-major matrices
+        let opa: Vec<f64> = (0..m * k).map(|x| (x * 7 % 11) as f64 - 5.0).collect();
+        let opb: Vec<f64> = (0..k * n).map(|x| (x * 5 % 13) as f64 - 6.0).collect();
+        let mut want = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                want[i * n + j] = (0..k).map(|p| opa[i * k + p] * opb[p * n + j]).sum();
+            }
+        }
+        let transpose = |x: &[f64], r: usize, c: usize| -> Vec<f64> { (0..r * c).map(|q| x[(q % r) * c + q / r]).collect() };
+        for ta in [false, true] {
+            for tb in [false, true] {
+                // how the operands are stored
+                let a = if ta { transpose(&opa, m, k) } else { opa.clone() };
+                let b = if tb { transpose(&opb, k, n) } else { opb.clone() };
+                let g = GemmArgs::row_major(m, n, k, ta, tb);
+                let mut c = vec![f64::NAN; m * n];
+                col_major_sgemm(g.trans_first, g.trans_second, g.m, g.n, g.k, &b, g.ld_first, &a, g.ld_second, &mut c, g.ldc);
+                assert_eq!(c, want, "ta {ta} tb {tb}");
+            }
+        }
     }
 }
