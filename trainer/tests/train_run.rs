@@ -176,6 +176,24 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(model_bytes(&full), model_bytes(&killed));
+    // Ctrl-C (SIGINT) saves a checkpoint and exits cleanly; the run resumes.
+    let interrupted = tmp.path().join("interrupted");
+    let child = Command::new(BIN)
+        .args(args(interrupted.to_str().unwrap()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !interrupted.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let pid = child.id().to_string();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "Ctrl-C must exit cleanly: {:?}", o.status);
+    let o = charlm(&["train", "--resume", interrupted.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     // Resuming with another architecture is refused.
     let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--hidden", "32"]);
     assert_eq!(o.status.code(), Some(2));

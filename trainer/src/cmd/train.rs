@@ -18,12 +18,16 @@ pub mod defaults {
     pub const LAYERS: u8 = 1;
     /// Hidden units.
     pub const HIDDEN: u16 = 256;
-    /// Sequences per batch.
-    pub const BATCH: usize = 32;
+    /// Sequences per batch (small batches: more steps in a short run).
+    pub const BATCH: usize = 16;
     /// Window of running text.
     pub const SEQ_LEN: usize = 100;
     /// Epochs.
-    pub const EPOCHS: u64 = 3;
+    pub const EPOCHS: u64 = 5;
+    /// Learning-rate factor per epoch.
+    pub const LR_DECAY: f32 = 0.9;
+    /// Gradient-norm clipping threshold.
+    pub const CLIP: f32 = 5.0;
     /// Learning rate for Adam.
     pub const LR_ADAM: f32 = 3e-3;
     /// Learning rate for RMSprop (Keras' default, the lesson's).
@@ -58,28 +62,28 @@ pub struct Args {
     /// Run folder (created; must not hold another run). Default: runs/<UTC time>.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Passes over the training data.
+    /// Passes over the training data (default 5).
     #[arg(long)]
     epochs: Option<u64>,
     /// Stop after this many optimizer steps in total (before --epochs ends).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Sequences per batch.
+    /// Sequences per batch (default 16).
     #[arg(long)]
     batch: Option<usize>,
-    /// Recurrent cell.
+    /// Recurrent cell (default lstm).
     #[arg(long, value_parser = ["lstm", "gru"])]
     cell: Option<String>,
-    /// Stacked recurrent layers (1 to 4).
+    /// Stacked recurrent layers, 1 to 4 (default 1).
     #[arg(long)]
     layers: Option<u8>,
-    /// Hidden units per layer.
+    /// Hidden units per layer (default 256).
     #[arg(long)]
     hidden: Option<u16>,
-    /// Dropout between layers.
+    /// Dropout between layers (default 0).
     #[arg(long)]
     dropout: Option<f32>,
-    /// Characters per window of running text (the lesson's num_chars).
+    /// Characters per window of running text, the lesson's num_chars (default 100).
     #[arg(long)]
     seq_len: Option<usize>,
     /// Update rule: adam, or rmsprop (rho 0.9, eps 1e-7: the lesson's Keras defaults).
@@ -88,13 +92,13 @@ pub struct Args {
     /// Learning rate (default 3e-3 for adam, 1e-3 for rmsprop).
     #[arg(long)]
     lr: Option<f32>,
-    /// Multiply the learning rate by this after every epoch.
+    /// Multiply the learning rate by this after every epoch (default 0.9).
     #[arg(long)]
     lr_decay: Option<f32>,
-    /// Clip the gradient's global norm to this (0 = off).
+    /// Clip the gradient's global norm to this (0 = off; default 5).
     #[arg(long)]
     clip: Option<f32>,
-    /// Seed of everything random: the same seed gives the same model.clm, bit for bit.
+    /// Seed of everything random: the same seed gives the same model.clm, bit for bit (default 1).
     #[arg(long)]
     seed: Option<u64>,
     /// Where to train: auto (a GPU when a driver is present, else the CPU), cpu, cuda or cuda:N.
@@ -164,8 +168,8 @@ fn config(a: &Args) -> Config {
             optim::Kind::Adam => defaults::LR_ADAM,
             optim::Kind::Rmsprop => defaults::LR_RMSPROP,
         }),
-        lr_decay: a.lr_decay.unwrap_or(1.0),
-        clip: a.clip.unwrap_or(5.0),
+        lr_decay: a.lr_decay.unwrap_or(defaults::LR_DECAY),
+        clip: a.clip.unwrap_or(defaults::CLIP),
         seed: a.seed.unwrap_or(1),
     }
 }
