@@ -23,7 +23,7 @@ enum Command {
     /// Describe a model file: architecture, size, vocabulary, provenance, checksum.
     Info(cmd::info::Args),
     /// Train a model on a corpus (default: the bundled Tiny Shakespeare); writes a run folder with model.clm.
-    Train(cmd::train::Args),
+    Train(Box<cmd::train::Args>),
     /// Held-out bits per character of a model, through the runtime (f16 weights).
     Eval(cmd::eval::Args),
     /// Benchmarks (training speed on CPU).
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     let result: Result<(), CliError> = match cli.command {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Info(args) => cmd::info::run(args),
-        Command::Train(args) => cmd::train::run(args),
+        Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Bench(b) => cmd::bench::run(b),
     };

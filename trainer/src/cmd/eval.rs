@@ -47,10 +47,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let corpus = spec.load()?;
     let name = corpus.name.clone();
     let frac = args.val_frac.or(if args.corpus.is_none() { Some(0.05) } else { None });
-    if let Some(f) = frac {
-        if !(0.0..=0.5).contains(&f) || f == 0.0 {
-            return Err(CliError::invalid(format!("--val-frac {f}: must be above 0 and at most 0.5")));
-        }
+    if let Some(f) = frac.filter(|f| !(0.0..=0.5).contains(f) || *f == 0.0) {
+        return Err(CliError::invalid(format!("--val-frac {f}: must be above 0 and at most 0.5")));
     }
     let texts = match frac {
         Some(f) => corpus.split(f).val,

@@ -67,6 +67,8 @@ pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool
     let work = m * n * k;
     let out = Out(c.as_mut_ptr());
     let run = |a: Mat<'_, T>, b: Mat<'_, T>, r0: usize, c0: usize| {
+        // Capture the whole `Out` (which is Sync), not its raw pointer field.
+        #[allow(clippy::redundant_locals)]
         let out = out;
         // SAFETY: a and b are in bounds (checked by `Mat::new` and the
         // slicing above), the block (r0.., c0..) of c is in bounds and no

@@ -11,6 +11,7 @@
 //!    synchronisation per step) on rayon;
 //! 3. backwards, the mirror image, and then the weight gradients as single
 //!    products over all `T*B` rows.
+//!
 //! The output projection, softmax and loss also run over all rows at once.
 //!
 //! Reproducibility: every split that changes an order of summation (GEMM

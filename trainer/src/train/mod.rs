@@ -394,18 +394,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     };
     cfg.validate()?;
-    let vocab = match &resumed {
-        Some(ck) => Some(Vocab::from_symbols(ck.vocab.chars().collect())),
-        None => None,
-    };
+    let vocab = resumed.as_ref().map(|ck| Vocab::from_symbols(ck.vocab.chars().collect()));
     let data = prepare(&cfg, vocab, &say)?;
-    if let Some(ck) = &resumed {
-        if ck.corpus_crc != data.crc {
-            return Err(CliError::invalid(format!(
-                "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
-                data.name, data.crc, ck.corpus_crc
-            )));
-        }
+    if let Some(ck) = resumed.as_ref().filter(|ck| ck.corpus_crc != data.crc) {
+        return Err(CliError::invalid(format!(
+            "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
+            data.name, data.crc, ck.corpus_crc
+        )));
     }
     let layout = Layout::new(cfg.arch(data.vocab.size()));
     let mut backend = backend::select(opts.device, &layout)?;
