@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the fuzzers' seed corpora from the committed fixture models.
+# Builds the fuzzers' seed corpora from the committed models: the test
+# fixtures and the small models in fuzz/seeds/ (made by
+# `cargo run -p charlm-tests --bin make-fuzz-seeds`).
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/load corpus/generate
-for m in ../tests/fixtures/*.clm; do
+for m in ../tests/fixtures/*.clm seeds/*.clm; do
     name=$(basename "$m" .clm)
     cp "$m" "corpus/load/$name"
-    # temperature 0.8, seed 7, 40 characters, prompt "the "
-    { printf '\xcd\xcc\x4c\x3f\x07\x00\x00\x00\x00\x00\x00\x00\x28\x04the '; cat "$m"; } > "corpus/generate/$name"
+    # temperature 0.8, seed 7, 40 characters, a 4-byte prompt
+    { printf '\xcd\xcc\x4c\x3f\x07\x00\x00\x00\x00\x00\x00\x00\x28\x04ab x'; cat "$m"; } > "corpus/generate/$name"
 done
