@@ -34,8 +34,13 @@ impl Batch {
         self.targets.iter().filter(|&&t| t != 0).count()
     }
 
-    /// A batch of independent samples (each non-empty), post-padded.
+    /// A batch of independent samples (each non-empty), post-padded, longest
+    /// first (so the rows still running at any step are a prefix, which the
+    /// backends use to skip ended rows; row order does not change the loss).
     pub fn from_samples(samples: &[&[u16]], eos: u16) -> Batch {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let samples = &sorted[..];
         let rows = samples.len();
         let steps = samples.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut inputs = vec![0u16; steps * rows];

@@ -230,6 +230,7 @@ impl<T: Real> Cpu<T> {
         let (gh, n) = (g * h, tt * b);
         let layers = arch.layers as usize;
         let carry = batch.carry && self.carry_rows == b;
+        let active = active_rows(batch);
         for l in 0..layers {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let (below, rest) = self.cache.split_at_mut(l);
@@ -282,30 +283,45 @@ impl<T: Real> Cpu<T> {
             let (xg_s, gates_s, h_s, aux_s) =
                 (Shared::new(&mut cache.xg), Shared::new(&mut cache.gates), Shared::new(&mut cache.h), Shared::new(&mut cache.aux));
             let c_s = Shared::new(&mut cache.c);
+            let active = &active;
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut hg = vec![T::ZERO; rows * gh];
                 for t in 0..tt {
+                    // Rows whose sequence has ended (post-padding, rows sorted
+                    // by length) are skipped: their state is zeroed and never read.
+                    let live = active[t].saturating_sub(r0).min(rows);
                     // SAFETY: this task only touches rows r0..r1 of step t
                     // (and reads rows r0..r1 of step t-1, written by itself).
                     let (hprev, hout, xg, gates, aux) = unsafe {
                         (
-                            &*h_s.slice((t * b + r0) * h, rows * h),
+                            &*h_s.slice((t * b + r0) * h, live * h),
                             h_s.slice(((t + 1) * b + r0) * h, rows * h),
-                            &*xg_s.slice((t * b + r0) * gh, rows * gh),
-                            gates_s.slice((t * b + r0) * gh, rows * gh),
-                            aux_s.slice((t * b + r0) * h, rows * h),
+                            &*xg_s.slice((t * b + r0) * gh, live * gh),
+                            gates_s.slice((t * b + r0) * gh, live * gh),
+                            aux_s.slice((t * b + r0) * h, live * h),
                         )
                     };
-                    T::small_gemm(rows, hprev, wt, &mut hg, false);
+                    let (hout, hdead) = hout.split_at_mut(live * h);
+                    hdead.fill(T::ZERO);
+                    if live == 0 {
+                        if arch.cell == CellKind::Lstm {
+                            // SAFETY: as above.
+                            unsafe { c_s.slice(((t + 1) * b + r0) * h, rows * h) }.fill(T::ZERO);
+                        }
+                        continue;
+                    }
+                    T::small_gemm(live, hprev, wt, &mut hg, false);
                     match arch.cell {
                         CellKind::Lstm => {
                             // SAFETY: as above.
                             let (cprev, cout) =
-                                unsafe { (&*c_s.slice((t * b + r0) * h, rows * h), c_s.slice(((t + 1) * b + r0) * h, rows * h)) };
-                            T::lstm_forward(h, xg, &hg, bh, gates, cprev, cout, aux, hout);
+                                unsafe { (&*c_s.slice((t * b + r0) * h, live * h), c_s.slice(((t + 1) * b + r0) * h, rows * h)) };
+                            let (cout, cdead) = cout.split_at_mut(live * h);
+                            cdead.fill(T::ZERO);
+                            T::lstm_forward(h, xg, &hg[..live * gh], bh, gates, cprev, cout, aux, hout);
                         }
-                        CellKind::Gru => T::gru_forward(h, xg, &hg, bh, gates, hprev, aux, hout),
+                        CellKind::Gru => T::gru_forward(h, xg, &hg[..live * gh], bh, gates, hprev, aux, hout),
                     }
                 }
             });
@@ -422,31 +438,45 @@ impl<T: Real> Cpu<T> {
             let w = &packed;
             let cache = &self.cache[l];
             let (dh_s, dxg_s, dhg_s) = (Shared::new(&mut self.dh), Shared::new(&mut self.dxg), Shared::new(&mut self.dhg));
+            let active = active_rows(batch);
+            let active = &active;
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut dh_next = vec![T::ZERO; rows * h];
                 let mut dc_next = vec![T::ZERO; rows * h];
                 for t in (0..tt).rev() {
-                    fn at<T>(buf: &[T], width: usize, step: usize, b: usize, r0: usize, r1: usize) -> &[T] {
-                        &buf[(step * b + r0) * width..(step * b + r1) * width]
+                    fn at<T>(buf: &[T], width: usize, step: usize, b: usize, r0: usize, live: usize) -> &[T] {
+                        &buf[(step * b + r0) * width..(step * b + r0 + live) * width]
                     }
+                    let live = active[t].saturating_sub(r0).min(rows);
                     // SAFETY: this task only touches rows r0..r1 of each buffer.
-                    let (dh, dxg) = unsafe { (dh_s.slice((t * b + r0) * h, rows * h), dxg_s.slice((t * b + r0) * gh, rows * gh)) };
-                    for (d, &x) in dh.iter_mut().zip(&dh_next) {
+                    let (dh, dxg) = unsafe { (dh_s.slice((t * b + r0) * h, live * h), dxg_s.slice((t * b + r0) * gh, rows * gh)) };
+                    // Ended rows: no gradient (their positions are padding).
+                    let (dxg, dead) = dxg.split_at_mut(live * gh);
+                    dead.fill(T::ZERO);
+                    if arch.cell == CellKind::Gru {
+                        // SAFETY: as above.
+                        unsafe { dhg_s.slice((t * b + r0 + live) * gh, (rows - live) * gh) }.fill(T::ZERO);
+                    }
+                    if live == 0 {
+                        continue;
+                    }
+                    let (dh_next, dc_next) = (&mut dh_next[..live * h], &mut dc_next[..live * h]);
+                    for (d, &x) in dh.iter_mut().zip(dh_next.iter()) {
                         *d += x;
                     }
-                    let gates = at(&cache.gates, gh, t, b, r0, r1);
-                    let aux = at(&cache.aux, h, t, b, r0, r1);
+                    let gates = at(&cache.gates, gh, t, b, r0, live);
+                    let aux = at(&cache.aux, h, t, b, r0, live);
                     match arch.cell {
                         CellKind::Lstm => {
-                            T::lstm_backward(h, dh, &mut dc_next, gates, at(&cache.c, h, t, b, r0, r1), aux, dxg);
-                            T::small_gemm(rows, dxg, w, &mut dh_next, false);
+                            T::lstm_backward(h, dh, dc_next, gates, at(&cache.c, h, t, b, r0, live), aux, dxg);
+                            T::small_gemm(live, dxg, w, dh_next, false);
                         }
                         CellKind::Gru => {
                             // SAFETY: as above.
-                            let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, rows * gh) };
-                            T::gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, r1), aux, dxg, dhg, &mut dh_next);
-                            T::small_gemm(rows, dhg, w, &mut dh_next, true);
+                            let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, live * gh) };
+                            T::gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, live), aux, dxg, dhg, dh_next);
+                            T::small_gemm(live, dhg, w, dh_next, true);
                         }
                     }
                 }
@@ -483,6 +513,19 @@ impl<T: Real> LayerCache<T> {
     fn layer_output(&self, n: usize, b: usize, h: usize) -> &[T] {
         if self.dropped.is_empty() { &self.h[b * h..(n + b) * h] } else { &self.dropped[..n * h] }
     }
+}
+
+/// Per time step, how many leading rows are still running: one past the
+/// last row whose input is not padding. Samples are post-padded and
+/// [`Batch::from_samples`] puts longer samples first, so the rows that have
+/// ended are a suffix and the recurrence skips them (their positions carry no
+/// loss, so this changes no result).
+fn active_rows(batch: &Batch) -> Vec<usize> {
+    batch
+        .inputs
+        .chunks(batch.rows.max(1))
+        .map(|step| step.iter().rposition(|&id| id != 0).map_or(0, |i| i + 1))
+        .collect()
 }
 
 /// Rows per block of a column sum.
