@@ -52,6 +52,16 @@ pub const SPECS: [Spec; 2] = [
     },
 ];
 
+/// Models trained by `charlm train` and committed as they came out (see
+/// tests/fixtures/README.md for the exact command). Their golden outputs
+/// are rewritten by make-fixtures; the models themselves never are.
+pub const TRAINED: [&str; 1] = ["shakespeare-lstm128"];
+
+/// Every model with golden outputs: the synthetic ones, then the trained ones.
+pub fn golden_models() -> Vec<&'static str> {
+    SPECS.iter().map(|s| s.name).chain(TRAINED).collect()
+}
+
 /// Prompts of the golden cases (unknown characters are dropped).
 pub const PROMPTS: [&str; 3] = ["the ", "Über die Straße ", "a"];
 /// Temperatures of the golden cases; 0 is greedy.

@@ -36,7 +36,7 @@ fn binary_reproduces_every_golden_file() {
         assert!(out.stdout == expected, "charlm {} differs from tests/golden/{file}", args.join(" "));
         n += 1;
     }
-    assert_eq!(n, 8, "expected 8 golden cases");
+    assert_eq!(n, 12, "expected 12 golden cases");
 }
 
 #[test]

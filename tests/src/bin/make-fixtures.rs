@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use charlm_tests::{SPECS, TEMPERATURES, Weights, generate_args, golden_path, golden_text, model_path, tests_dir};
+use charlm_tests::{SPECS, TEMPERATURES, Weights, generate_args, golden_models, golden_path, golden_text, model_path, tests_dir};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(tests_dir().join("fixtures"))?;
@@ -21,16 +21,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let json = weights.torch_json(spec.symbols);
         let json_path = tests_dir().join("fixtures").join(format!("{}.torch_in.json", spec.name));
         fs::write(&json_path, serde_json::to_string(&json)?)?;
+        println!("wrote {} ({} bytes)", model_path(spec.name).display(), bytes.len());
+    }
+    let root = tests_dir().join("..").canonicalize()?;
+    let relative = |a: String| a.replace(&format!("{}/", root.display()), "");
+    for name in golden_models() {
+        let bytes = fs::read(model_path(name))?;
         for t in TEMPERATURES {
-            let path = golden_path(spec.name, t);
+            let path = golden_path(name, t);
             fs::write(&path, golden_text(&bytes, t)?)?;
-            let root = tests_dir().join("..").canonicalize()?;
-            let relative = |a: String| a.replace(&format!("{}/", root.display()), "");
             let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let args: Vec<String> = generate_args(spec.name, t).into_iter().map(relative).collect();
+            let args: Vec<String> = generate_args(name, t).into_iter().map(relative).collect();
             cases.push_str(&format!("{file}\t{}\n", args.join("\t")));
         }
-        println!("wrote {} ({} bytes) and its golden outputs", model_path(spec.name).display(), bytes.len());
+        println!("wrote the golden outputs of {name}");
     }
     fs::write(tests_dir().join("golden").join("cases.tsv"), cases)?;
     Ok(())
