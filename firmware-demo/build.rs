@@ -5,7 +5,7 @@
 //!   as `memory.x` (deliberately not in this folder, which the linker
 //!   searches first);
 //! * embeds the model: `CHARLM_MODEL` (absolute, or relative to this folder;
-//!   default `../tests/fixtures/lstm2.clm`), sizes the workspace to it and
+//!   default `../tests/fixtures/shakespeare-lstm128.clm`), sizes the workspace to it and
 //!   places its bytes in flash so that the big weight matrices start on a
 //!   4-byte boundary (the Cortex-M4F kernel loads them a word at a time);
 //! * turns `cases.tsv` into Rust constants.
@@ -22,7 +22,7 @@ use charlm_runtime::TensorName;
 use charlm_runtime::format::ModelFile;
 
 /// The model embedded when `CHARLM_MODEL` is not set.
-const DEFAULT_MODEL: &str = "../tests/fixtures/lstm2.clm";
+const DEFAULT_MODEL: &str = "../tests/fixtures/shakespeare-lstm128.clm";
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

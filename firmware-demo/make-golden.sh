@@ -5,10 +5,10 @@
 # cases.tsv changes on purpose, then review the diff; the QEMU parity test
 # (tests/tests/firmware_qemu.rs) checks firmware and host against it.
 #
-#   firmware-demo/make-golden.sh [MODEL.clm]   (default: tests/fixtures/lstm2.clm)
+#   firmware-demo/make-golden.sh [MODEL.clm]   (default: tests/fixtures/shakespeare-lstm128.clm)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-model=${1:-tests/fixtures/lstm2.clm}
+model=${1:-tests/fixtures/shakespeare-lstm128.clm}
 cd "$root"
 cargo build -q --release -p charlm-trainer --bin charlm
 charlm=${CARGO_TARGET_DIR:-$root/target}/release/charlm

@@ -6,7 +6,7 @@
 //! for byte with the host's text for the same model and the cases of
 //! firmware-demo/cases.tsv (through `charlm_trainer::sample::generate`, the
 //! function `charlm generate` prints), and for the default model also with
-//! the committed firmware-demo/golden/lstm2.txt (written by `charlm
+//! the committed firmware-demo/golden/shakespeare-lstm128.txt (written by `charlm
 //! generate` itself: firmware-demo/make-golden.sh).
 //!
 //! With CI=true a missing qemu-system-arm fails the test; elsewhere the
@@ -190,12 +190,13 @@ fn assert_text(run: &Run, expected: &str, what: &str) {
 fn firmware_matches_host_and_golden_for_the_default_model() {
     let Some(_) = qemu_or_skip("firmware_matches_host_and_golden_for_the_default_model") else { return };
     let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
-    let model = std::fs::read(root().join("tests/fixtures/lstm2.clm")).expect("default model");
-    let golden = std::fs::read_to_string(firmware_dir().join("golden/lstm2.txt")).expect("firmware-demo/golden/lstm2.txt");
+    let model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128.clm")).expect("default model");
+    let golden_file = "golden/shakespeare-lstm128.txt";
+    let golden = std::fs::read_to_string(firmware_dir().join(golden_file)).expect("firmware-demo/golden/shakespeare-lstm128.txt");
     let host = host_text(&model);
-    assert_eq!(host, golden, "the host no longer reproduces firmware-demo/golden/lstm2.txt");
+    assert_eq!(host, golden, "the host no longer reproduces firmware-demo/{golden_file}");
     let run = build_and_run(None);
-    assert_text(&run, &golden, "charlm generate and firmware-demo/golden/lstm2.txt");
+    assert_text(&run, &golden, "charlm generate and firmware-demo/golden/shakespeare-lstm128.txt");
 }
 
 #[test]
