@@ -89,6 +89,22 @@ fn same_seed_same_model_and_the_runtime_accepts_it() {
 }
 
 #[test]
+fn the_thread_count_does_not_change_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let mut models = Vec::new();
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let out = tmp.path().join(format!("t{threads}"));
+        let mut cfg = config(&corpus, CellKind::Lstm);
+        cfg.batch = 12; // 3 row groups with 3 threads
+        pool.install(|| train::run(cfg, &options(&out))).unwrap();
+        models.push(model_bytes(&out));
+    }
+    assert_eq!(models[0], models[1]);
+}
+
+#[test]
 fn a_run_stopped_anywhere_resumes_to_the_same_model() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 3000);
