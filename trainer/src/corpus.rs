@@ -116,6 +116,16 @@ pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, CliError> {
 /// AG News rows `class,title,description` (RFC 4180 quoting, no header;
 /// backslash sequences such as `\$` or `#39;` are kept as they are).
 fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, CliError> {
+    // Quotes come in pairs in RFC 4180 (a quote inside a quoted field is
+    // doubled); an odd count means a quoted field never ends, which the CSV
+    // reader would silently run to the end of the file.
+    if text.bytes().filter(|&b| b == b'"').count() % 2 == 1 {
+        let line = text.rfind('"').map_or(0, |i| text[..i].lines().count().max(1));
+        return Err(CliError::invalid(format!(
+            "{}: CSV error: a quoted field is never closed (unbalanced quotes; the last quote is on line {line})",
+            path.display()
+        )));
+    }
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
     let mut out = Vec::new();
     for (row, rec) in reader.records().enumerate() {
@@ -207,6 +217,14 @@ mod tests {
         let spec = Spec { path: Some(f.path().into()), field: Some(Field::Description), layout: Layout::Samples };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("no description"), "{err}");
+    }
+
+    #[test]
+    fn unterminated_quotes_are_an_error() {
+        let f = file(b"1,\"unterminated quote,desc\n2,a,b\n");
+        let spec = Spec { path: Some(f.path().into()), field: Some(Field::Title), layout: Layout::Samples };
+        let err = spec.load().unwrap_err().to_string();
+        assert!(err.contains("never closed"), "{err}");
     }
 
     #[test]

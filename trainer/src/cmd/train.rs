@@ -43,6 +43,7 @@ pub enum TextLayout {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct Args {
     /// Training text: a text file, or AG News CSV with --field. Default: the bundled Tiny Shakespeare.
     #[arg(long)]

@@ -287,6 +287,7 @@ impl<T: Real> Cpu<T> {
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut hg = vec![T::ZERO; rows * gh];
+                #[allow(clippy::needless_range_loop)]
                 for t in 0..tt {
                     // Rows whose sequence has ended (post-padding, rows sorted
                     // by length) are skipped: their state is zeroed and never read.

@@ -35,6 +35,9 @@ pub use backend::{Backend, Device};
 
 /// Largest hidden size the host tools run (the host workspace's capacity).
 pub const MAX_HIDDEN: usize = 1024;
+/// Longest sample (characters) of a samples corpus: a batch holds every
+/// step of its longest sample, so longer text belongs in running-text mode.
+pub const MAX_SAMPLE: usize = 10_000;
 
 /// Everything that defines a run (saved in its checkpoint).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +240,14 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
         TextLayout::Samples => {
             if train_ids.is_empty() {
                 return Err(CliError::invalid(format!("{name}: no training samples")));
+            }
+            if let Some((i, s)) = train_ids.iter().enumerate().find(|(_, s)| s.len() > MAX_SAMPLE) {
+                return Err(CliError::invalid(format!(
+                    "{name}: training sample {} has {} characters; samples are limited to {MAX_SAMPLE} \
+                     (train long text as running text: leave out --layout lines)",
+                    i + 1,
+                    s.len()
+                )));
             }
             Train::Samples(SampleBatcher::new(train_ids, cfg.batch, vocab.eos()))
         }
