@@ -96,6 +96,11 @@ impl Checkpoint {
         if ck.version != VERSION {
             return Err(bad(&format!("version {} (this charlm reads {VERSION})", ck.version)));
         }
+        // A checkpoint is only written from finite values; anything else is damage.
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if !finite(&ck.params) || !finite(&ck.optimizer.m) || !finite(&ck.optimizer.v) || !ck.carry.1.iter().all(|s| finite(s)) {
+            return Err(bad("it holds non-finite values (inf or NaN)"));
+        }
         Ok(ck)
     }
 

@@ -93,10 +93,15 @@ impl Optimizer {
     }
 }
 
+/// The L2 norm of all gradients together (inf or NaN if any gradient is).
+pub fn grad_norm(grads: &[f32]) -> f32 {
+    grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32
+}
+
 /// Scales `grads` so their global 2-norm is at most `max_norm` (as
 /// `clip_grad_norm_`); returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
-    let norm = grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32;
+    let norm = grad_norm(grads);
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {

@@ -96,3 +96,23 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
     let model = std::fs::read(dir.join("model.clm")).unwrap();
     assert!(model == reference, "after {kills} SIGKILLs and resumes the model differs from the uninterrupted run");
 }
+
+#[test]
+fn a_checkpoint_with_non_finite_values_is_refused() {
+    use charlm_trainer::checkpoint::Checkpoint;
+    let tmp = tempfile::tempdir().unwrap();
+    let text: String = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[..6_000]).unwrap().into();
+    let corpus = tmp.path().join("corpus.txt");
+    std::fs::write(&corpus, text).unwrap();
+    let dir = tmp.path().join("run");
+    let o = Command::new(BIN).args(args(&corpus, &dir)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut ck = Checkpoint::load(&dir).unwrap();
+    ck.params[3] = f32::NAN;
+    std::fs::write(dir.join("checkpoint.bin"), ck.to_bytes()).unwrap();
+    let err = Checkpoint::load(&dir).err().expect("a NaN parameter must be refused").to_string();
+    assert!(err.contains("non-finite"), "{err}");
+    let o = Command::new(BIN).args(["train", "--resume", dir.to_str().unwrap(), "--quiet"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-finite"));
+}

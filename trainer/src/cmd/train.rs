@@ -96,8 +96,9 @@ pub struct Args {
     /// Multiply the learning rate by this after every epoch (default 0.9).
     #[arg(long)]
     lr_decay: Option<f32>,
-    /// Clip the gradient's global norm to this (0 = off; default 5).
-    #[arg(long)]
+    /// Clip the gradient's global norm to this (0 = off; default 5). A
+    /// non-finite loss or gradient stops the run either way, keeping the last checkpoint.
+    #[arg(long, visible_alias = "max-grad-norm")]
     clip: Option<f32>,
     /// Seed of everything random: the same seed gives the same model.clm, bit for bit (default 1).
     #[arg(long)]

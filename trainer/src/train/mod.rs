@@ -26,7 +26,7 @@ use crate::error::CliError;
 use crate::eval::{EvalData, runtime_loss};
 use crate::export::{Provenance, export};
 use crate::metrics::{self, Row};
-use crate::optim::{self, Optimizer, clip_grad_norm};
+use crate::optim::{self, Optimizer, clip_grad_norm, grad_norm};
 use crate::params::Layout;
 use crate::rng::Rng;
 use crate::sample::{generate, host_workspace};
@@ -522,15 +522,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             let dropout = (cfg.dropout > 0.0)
                 .then(|| Dropout { p: cfg.dropout, seed: Rng::derive(cfg.seed, 0x4452_4f50 ^ progress.steps).next_u64() });
             let loss = backend.loss_and_grad(&params, &batch, &mut grads, dropout);
-            if !loss.nats.is_finite() {
+            // A non-finite loss or gradient stops the run before it reaches the
+            // parameters: the last checkpoint (written atomically, from finite
+            // values) stays the last good state to resume from.
+            let norm = if cfg.clip > 0.0 { clip_grad_norm(&mut grads, cfg.clip) } else { grad_norm(&grads) };
+            if !loss.nats.is_finite() || !norm.is_finite() {
                 bar.abandon();
+                let what = if loss.nats.is_finite() { "gradient" } else { "loss" };
                 return Err(CliError::invalid(format!(
-                    "training diverged at step {} (loss is not finite); try a lower --lr or --clip",
-                    progress.steps
+                    "training diverged at step {} ({what} is not finite); the last checkpoint in {} is kept; \
+                     try a lower --lr or --clip",
+                    progress.steps,
+                    opts.out.display()
                 )));
-            }
-            if cfg.clip > 0.0 {
-                clip_grad_norm(&mut grads, cfg.clip);
             }
             opt.step(&mut params, &grads, lr);
             let dt = t0.elapsed().as_secs_f64();
