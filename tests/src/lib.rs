@@ -259,3 +259,39 @@ pub const FIRMWARE_BENCH: Spec = Spec {
     symbols: " etaoinsrhldcumfpgwybvkxjqzETAOINSRHLDCUMFPGWYBVKXJQZ0123456789.,;:'\"!?-()&/$%#@*+",
     seed: 128_084,
 };
+
+/// The ids the logits digest runs: every symbol once (so every row of the
+/// input table is used), then 40 pseudo-random symbols.
+pub fn digest_input(vocab: u16) -> Vec<u16> {
+    let symbols = vocab - 2;
+    (1..=symbols).chain((0..40u16).map(|i| (i * 7 + 3) % symbols + 1)).collect()
+}
+
+/// Path of a model's logits digest: one line per step of [`digest_input`],
+/// the CRC-32 of that step's logits as little-endian f32 bits.
+pub fn digest_path(name: &str) -> PathBuf {
+    tests_dir().join("golden").join(format!("{name}.logits.txt"))
+}
+
+/// The logits digest of a model (see [`digest_path`]). Every weight takes
+/// part in some step, so changing any one weight bit almost surely changes
+/// a line: a far finer check than the texts, which a small change may leave alone.
+pub fn logits_digest(model_bytes: &[u8]) -> Result<String, charlm_runtime::Error> {
+    let model = charlm_runtime::Model::from_bytes(model_bytes)?;
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let kernel = charlm_trainer::host_kernel::HostKernel::detect();
+    let mut g = charlm_runtime::Generator::with_kernel(
+        &model,
+        &mut ws,
+        charlm_runtime::Sampler::Greedy,
+        SeededRng::new(0),
+        kernel,
+    )?;
+    let mut out = String::new();
+    for (step, id) in digest_input(model.arch().vocab).into_iter().enumerate() {
+        g.feed_id(id);
+        let bytes: Vec<u8> = g.logits().iter().skip(1).flat_map(|x| x.to_bits().to_le_bytes()).collect();
+        out.push_str(&format!("{step:3} id {id:3} crc {:08x}\n", charlm_runtime::format::crc32(&bytes)));
+    }
+    Ok(out)
+}

@@ -3,7 +3,7 @@
 //! `charlm generate` binary in trainer/tests/golden_cli.rs, and under QEMU
 //! by the firmware test.)
 
-use charlm_tests::{SPECS, TEMPERATURES, golden_models, golden_path, golden_text, model_path};
+use charlm_tests::{SPECS, TEMPERATURES, digest_path, golden_models, golden_path, golden_text, logits_digest, model_path};
 
 #[test]
 fn library_reproduces_every_golden_file() {
@@ -46,5 +46,18 @@ fn sampled_golden_texts_differ_between_seeds_and_temperatures() {
         let a = charlm_trainer::sample::generate(&model, &mut ws, "a", t1, 7, 80).unwrap();
         let b = charlm_trainer::sample::generate(&model, &mut ws, "a", t1, 8, 80).unwrap();
         assert_ne!(a, b, "{name}: seeds 7 and 8 gave the same text at T=1");
+    }
+}
+
+#[test]
+fn logits_are_bit_for_bit_the_committed_digest() {
+    for name in golden_models() {
+        let bytes = std::fs::read(model_path(name)).unwrap();
+        let expected = std::fs::read_to_string(digest_path(name)).expect("digest file");
+        let actual = logits_digest(&bytes).unwrap();
+        if actual != expected {
+            let first = actual.lines().zip(expected.lines()).find(|(a, b)| a != b);
+            panic!("{name}: logits differ from {} first at {first:?}", digest_path(name).display());
+        }
     }
 }

@@ -5,7 +5,10 @@
 
 use std::fs;
 
-use charlm_tests::{SPECS, TEMPERATURES, Weights, generate_args, golden_models, golden_path, golden_text, model_path, tests_dir};
+use charlm_tests::{
+    SPECS, TEMPERATURES, Weights, digest_path, generate_args, golden_models, golden_path, golden_text, logits_digest,
+    model_path, tests_dir,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(tests_dir().join("fixtures"))?;
@@ -34,6 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let args: Vec<String> = generate_args(name, t).into_iter().map(relative).collect();
             cases.push_str(&format!("{file}\t{}\n", args.join("\t")));
         }
+        fs::write(digest_path(name), logits_digest(&bytes)?)?;
         println!("wrote the golden outputs of {name}");
     }
     fs::write(tests_dir().join("golden").join("cases.tsv"), cases)?;
