@@ -39,9 +39,9 @@ pub use rand_pcg::Pcg32;
 pub struct SeededRng;
 
 impl SeededRng {
-    /// The generator for `seed`, on PCG's default stream.
+    /// The generator for `seed`, on one fixed stream.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(seed: u64) -> Pcg32 {
-        Pcg32::new(seed, 0xa02b_dbf7_bb3c_0a7)
+        Pcg32::new(seed, 0x0a02_bdbf_7bb3_c0a7)
     }
 }
