@@ -210,6 +210,26 @@ pub fn eval_sample_batches(samples: &[Vec<u16>], rows: usize, eos: u16) -> Vec<B
     sorted.chunks(rows).map(|c| Batch::from_samples(c, eos)).collect()
 }
 
+/// Benchmark batches: consecutive non-empty lines of `text`, `rows` at a time
+/// in file order, post-padded (as `charlm bench` and the PyTorch scripts build them).
+pub fn line_batches(vocab: &crate::vocab::Vocab, text: &str, rows: usize) -> Vec<Batch> {
+    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
+    lines
+        .chunks_exact(rows)
+        .map(|c| {
+            let refs: Vec<&[u16]> = c.iter().map(|s| s.as_slice()).collect();
+            Batch::from_samples(&refs, vocab.eos())
+        })
+        .collect()
+}
+
+/// Benchmark batches: every window of running text, in order (state carries
+/// from one to the next). `None` if the text is too short for `rows` streams.
+pub fn stream_batches(vocab: &crate::vocab::Vocab, text: &str, rows: usize, steps: usize) -> Option<Vec<Batch>> {
+    let s = StreamBatcher::new(vocab.encode(text).0, rows, steps)?;
+    Some((0..s.len()).map(|k| s.batch(0, k)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,7 +110,8 @@ fn a_checkpoint_with_non_finite_values_is_refused() {
     let mut ck = Checkpoint::load(&dir).unwrap();
     ck.params[3] = f32::NAN;
     std::fs::write(dir.join("checkpoint.bin"), ck.to_bytes()).unwrap();
-    let err = Checkpoint::load(&dir).err().expect("a NaN parameter must be refused").to_string();
+    let Err(err) = Checkpoint::load(&dir) else { panic!("a NaN parameter must be refused") };
+    let err = err.to_string();
     assert!(err.contains("non-finite"), "{err}");
     let o = Command::new(BIN).args(["train", "--resume", dir.to_str().unwrap(), "--quiet"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use charlm_runtime::format::{Arch, CellKind};
-use charlm_trainer::batch::{Batch, StreamBatcher};
+use charlm_trainer::batch::{Batch, line_batches as title_batches, stream_batches};
 use charlm_trainer::corpus::BUNDLED;
 use charlm_trainer::cpu::Cpu;
 use charlm_trainer::error::CliError;
@@ -48,18 +48,6 @@ pub struct TrainArgs {
     threads: Option<usize>,
 }
 
-/// Batches as the PyTorch script builds them: consecutive non-empty lines
-/// of the bundled corpus, `rows` at a time in file order, post-padded.
-fn title_batches(vocab: &Vocab, text: &str, rows: usize) -> Vec<Batch> {
-    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
-    lines
-        .chunks_exact(rows)
-        .map(|c| {
-            let refs: Vec<&[u16]> = c.iter().map(|s| s.as_slice()).collect();
-            Batch::from_samples(&refs, vocab.eos())
-        })
-        .collect()
-}
 
 fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f64) -> f64 {
     let layout = Layout::new(Arch { cell: CellKind::Lstm, layers: 1, hidden, vocab: vocab.size() as u16 });
@@ -113,8 +101,7 @@ pub fn run(bench: Bench) -> Result<(), CliError> {
         measure("titles64", 128, &title_batches(&vocab, text, 64), &vocab, args.seconds);
     }
     if all || args.config == Config::Text256 {
-        let streams = StreamBatcher::new(vocab.encode(text).0, 64, 100).expect("corpus is long enough");
-        let batches: Vec<Batch> = (0..streams.len()).map(|k| streams.batch(0, k)).collect();
+        let batches = stream_batches(&vocab, text, 64, 100).expect("corpus is long enough");
         measure("text256", 256, &batches, &vocab, args.seconds);
     }
     Ok(())

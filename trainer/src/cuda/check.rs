@@ -16,7 +16,7 @@ use std::time::Instant;
 use charlm_runtime::format::{Arch, CellKind};
 
 use super::parity::{self, CURVE_REL, HostStepper, LOSS_TOL, Stepper, curve, curve_gap, one_step};
-use crate::batch::{Batch, StreamBatcher};
+use crate::batch::{Batch, line_batches as title_batches};
 use crate::corpus::BUNDLED;
 use crate::cpu::{Classes, Cpu, Dropout};
 use crate::error::CliError;
@@ -90,23 +90,9 @@ pub fn speed_configs(list: &str) -> Result<Vec<SpeedConfig>, CliError> {
         .collect()
 }
 
-/// Consecutive non-empty lines of `text`, `rows` at a time in file order,
-/// post-padded (as `charlm bench train` and the PyTorch scripts build them).
-pub fn title_batches(vocab: &Vocab, text: &str, rows: usize) -> Vec<Batch> {
-    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
-    lines
-        .chunks_exact(rows)
-        .map(|c| {
-            let refs: Vec<&[u16]> = c.iter().map(|s| s.as_slice()).collect();
-            Batch::from_samples(&refs, vocab.eos())
-        })
-        .collect()
-}
-
-/// Every window of running text, in order (state carries from one to the next).
+/// Every window of running text of the bundled corpus, in order.
 pub fn stream_batches(vocab: &Vocab, text: &str, rows: usize, steps: usize) -> Vec<Batch> {
-    let s = StreamBatcher::new(vocab.encode(text).0, rows, steps).expect("the bundled corpus is long enough");
-    (0..s.len()).map(|k| s.batch(0, k)).collect()
+    crate::batch::stream_batches(vocab, text, rows, steps).expect("the bundled corpus is long enough")
 }
 
 fn bundled() -> Result<(String, Vocab), CliError> {
