@@ -9,23 +9,10 @@
 use charlm_trainer::cuda::CudaError;
 use charlm_trainer::cuda::nvrtc::{self, SOURCES, Source};
 
-const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+mod common;
+use common::have_nvrtc;
 
-fn have_nvrtc() -> bool {
-    if nvrtc::available() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(
-        !ci,
-        "CI=true but libnvrtc cannot be loaded: run scripts/install-nvrtc.sh and put the folder it prints on LD_LIBRARY_PATH"
-    );
-    eprintln!(
-        "\n*** SKIPPED: libnvrtc not found; the CUDA kernels were NOT compiled.\n\
-         *** export LD_LIBRARY_PATH=\"$(bash scripts/install-nvrtc.sh):$LD_LIBRARY_PATH\" to run this test.\n"
-    );
-    false
-}
+const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 
 /// Names of the `extern "C" __global__` functions in a source.
 fn declared(code: &str) -> Vec<String> {

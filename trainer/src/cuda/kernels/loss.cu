@@ -63,7 +63,7 @@ extern "C" __global__ void sum_f64(const float* __restrict__ x, int n, double* _
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += (double)x[i];
     part[threadIdx.x] = s;
     __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    for (unsigned w = blockDim.x / 2; w > 0; w /= 2) {
         if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
         __syncthreads();
     }

@@ -15,7 +15,7 @@ extern "C" __global__ void sumsq_partials(const float* __restrict__ g, int n, do
     }
     part[threadIdx.x] = s;
     __syncthreads();
-    for (int w = blockDim.x / 2; w > 0; w /= 2) {
+    for (unsigned w = blockDim.x / 2; w > 0; w /= 2) {
         if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
         __syncthreads();
     }

@@ -1,0 +1,613 @@
+// charlm's CUDA simulator: the subset of the CUDA driver API and of cuBLAS
+// that cudarc calls for charlm's CUDA backend, implemented on the CPU, with
+// the backend's own kernel sources compiled in as C++.
+//
+// Device memory is host memory (a "device pointer" is a host address), every
+// call completes before it returns, and a launch runs the kernel once per
+// simulated thread. Kernels that synchronise (__syncthreads, __syncwarp,
+// warp shuffles) run each thread of a block on its own fiber and switch at
+// every barrier; the others run as a plain loop, and a barrier reached in a
+// plain kernel aborts with the kernel's name (add it to COOPERATIVE below).
+//
+// Checks a real GPU would not make, so that a bug fails loudly here:
+// * fresh allocations are filled with 0xFF bytes (NaN as f32), so a read of
+//   memory nobody wrote poisons the result;
+// * memcpy, memset and cuBLAS operands must lie inside one live allocation;
+// * a barrier that not every live thread of its warp or block reaches is a
+//   deadlock and aborts; a shuffle from a lane that has exited aborts.
+//
+// CHARLM_CUDA_SIM_TRACE=1 prints every call to stderr.
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <setjmp.h>
+#include <ucontext.h>
+
+#include <map>
+#include <utility>
+#include <vector>
+
+// ---- what a kernel source sees --------------------------------------------
+
+struct sim_dim3 {
+    unsigned x, y, z;
+};
+sim_dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+void sim_barrier(int warp_only);
+void sim_shuffle_store(uint64_t bits);
+uint64_t sim_shuffle_load(int lane_mask);
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+
+static inline void __syncthreads() { sim_barrier(0); }
+static inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    sim_barrier(1);
+}
+template <typename T>
+static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    (void)mask;
+    static_assert(sizeof(T) <= 8, "shuffle of a value wider than 64 bits");
+    uint64_t b = 0;
+    memcpy(&b, &v, sizeof v);
+    sim_shuffle_store(b);
+    uint64_t r = sim_shuffle_load(lane_mask);
+    T out;
+    memcpy(&out, &r, sizeof out);
+    return out;
+}
+static inline float __int_as_float(int i) {
+    float f;
+    memcpy(&f, &i, sizeof f);
+    return f;
+}
+
+#include "cells.cu"
+#include "layers.cu"
+#include "loss.cu"
+#include "optim.cu"
+
+#undef __global__
+#undef __device__
+#undef __forceinline__
+#undef __restrict__
+#undef __shared__
+
+// ---- kernel registry ------------------------------------------------------
+
+template <typename... A, size_t... I>
+static void call_with(void (*f)(A...), void** p, std::index_sequence<I...>) {
+    f(*static_cast<A*>(p[I])...);
+}
+template <typename... A>
+static void call(void (*f)(A...), void** p) {
+    call_with(f, p, std::index_sequence_for<A...>{});
+}
+
+struct Kernel {
+    const char* name;
+    void (*thread)(void** params);
+    bool cooperative;  // uses barriers or shuffles: runs on fibers
+};
+
+#define PLAIN(k) {#k, [](void** p) { call(k, p); }, false}
+#define COOPERATIVE(k) {#k, [](void** p) { call(k, p); }, true}
+
+static const Kernel KERNELS[] = {
+    PLAIN(lstm_forward),     PLAIN(lstm_backward),  PLAIN(gru_forward),          PLAIN(gru_backward),
+    PLAIN(embed_forward),    PLAIN(add_bias),       PLAIN(dropout_forward),      PLAIN(mul_inplace),
+    PLAIN(table_backward),   COOPERATIVE(softmax_xent), COOPERATIVE(sum_f64),    COOPERATIVE(sumsq_partials),
+    PLAIN(clip_coef),        PLAIN(adam_step),      PLAIN(rmsprop_step),
+};
+
+// ---- diagnostics -----------------------------------------------------------
+
+static bool trace_on() {
+    static int on = -1;
+    if (on < 0) {
+        const char* v = getenv("CHARLM_CUDA_SIM_TRACE");
+        on = v && *v && strcmp(v, "0") != 0;
+    }
+    return on;
+}
+#define TRACE(...)                                   \
+    do {                                             \
+        if (trace_on()) {                            \
+            fprintf(stderr, "cuda-sim: " __VA_ARGS__); \
+            fputc('\n', stderr);                     \
+        }                                            \
+    } while (0)
+
+[[noreturn]] static void die(const char* what, const char* detail) {
+    fprintf(stderr, "cuda-sim: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    abort();
+}
+
+// ---- fibers for cooperative kernels ----------------------------------------
+//
+// One fiber per thread of a block, kept for the whole process: a fiber parks
+// after each thread it runs and is resumed for the next. A fiber starts once
+// through makecontext; after that every switch is _setjmp/_longjmp between
+// stacks, which, unlike swapcontext, makes no system call.
+
+enum FiberState { RUNNABLE, AT_WARP_BARRIER, AT_BLOCK_BARRIER, DONE };
+
+struct Fiber {
+    jmp_buf at;  // where the fiber continues
+    char* stack;
+    FiberState state;
+};
+
+static const size_t FIBER_STACK = 64 * 1024;
+static std::vector<Fiber> g_fibers;
+static jmp_buf g_scheduler;
+static unsigned g_current;        // fiber running now
+static unsigned g_block_threads;  // threads of the block being run
+static bool g_in_fibers = false;
+static const Kernel* g_kernel;
+static void** g_params;
+static std::vector<uint64_t> g_slots;  // one shuffle slot per thread
+
+static void set_thread_index(unsigned t) {
+    threadIdx.x = t % blockDim.x;
+    threadIdx.y = (t / blockDim.x) % blockDim.y;
+    threadIdx.z = t / (blockDim.x * blockDim.y);
+}
+
+static void park(Fiber& f) {
+    if (!_setjmp(f.at)) _longjmp(g_scheduler, 1);
+}
+
+static void fiber_entry(int me) {
+    Fiber& f = g_fibers[(unsigned)me];
+    for (;;) {
+        park(f);  // resumed with a thread to run
+        g_kernel->thread(g_params);
+        f.state = DONE;
+    }
+}
+
+void sim_barrier(int warp_only) {
+    if (!g_in_fibers) die("a barrier or shuffle in a kernel registered as PLAIN", g_kernel->name);
+    Fiber& f = g_fibers[g_current];
+    f.state = warp_only ? AT_WARP_BARRIER : AT_BLOCK_BARRIER;
+    park(f);
+}
+
+void sim_shuffle_store(uint64_t bits) {
+    if (!g_in_fibers) die("a shuffle in a kernel registered as PLAIN", g_kernel->name);
+    g_slots[g_current] = bits;
+    sim_barrier(1);
+}
+
+uint64_t sim_shuffle_load(int lane_mask) {
+    unsigned src = (g_current & ~31u) | ((g_current ^ (unsigned)lane_mask) & 31u);
+    if (src >= g_block_threads || g_fibers[src].state == DONE) die("shuffle from a lane that has exited", g_kernel->name);
+    uint64_t v = g_slots[src];
+    sim_barrier(1);  // nobody overwrites a slot before every lane has read
+    return v;
+}
+
+static void resume(unsigned i) {
+    g_current = i;
+    set_thread_index(i);
+    if (!_setjmp(g_scheduler)) _longjmp(g_fibers[i].at, 1);
+}
+
+static void grow_fibers(unsigned n) {
+    size_t old = g_fibers.size();
+    if (old >= n) return;
+    g_fibers.resize(n);
+    g_slots.resize(n);
+    for (size_t i = old; i < n; ++i) {
+        Fiber& f = g_fibers[i];
+        f.stack = static_cast<char*>(malloc(FIBER_STACK));
+        if (!f.stack) die("out of memory for fiber stacks", nullptr);
+        ucontext_t start, here;
+        getcontext(&start);
+        start.uc_stack.ss_sp = f.stack;
+        start.uc_stack.ss_size = FIBER_STACK;
+        start.uc_link = nullptr;  // fiber_entry never returns
+        makecontext(&start, (void (*)())fiber_entry, 1, (int)i);
+        // runs the fiber up to its first park, which jumps back here
+        if (!_setjmp(g_scheduler)) swapcontext(&here, &start);
+    }
+}
+
+static void run_block_on_fibers(unsigned n) {
+    grow_fibers(n);
+    g_block_threads = n;
+    for (unsigned i = 0; i < n; ++i) g_fibers[i].state = RUNNABLE;
+    g_in_fibers = true;
+    for (;;) {
+        for (unsigned i = 0; i < n; ++i)
+            if (g_fibers[i].state == RUNNABLE) resume(i);
+        // every fiber now waits at a barrier or is done
+        bool any_live = false, all_at_block = true;
+        for (unsigned i = 0; i < n; ++i) {
+            if (g_fibers[i].state == DONE) continue;
+            any_live = true;
+            if (g_fibers[i].state != AT_BLOCK_BARRIER) all_at_block = false;
+        }
+        if (!any_live) break;
+        bool released = false;
+        if (all_at_block) {
+            for (unsigned i = 0; i < n; ++i)
+                if (g_fibers[i].state == AT_BLOCK_BARRIER) g_fibers[i].state = RUNNABLE;
+            released = true;
+        } else {
+            for (unsigned w = 0; w < n; w += 32) {
+                unsigned end = w + 32 < n ? w + 32 : n;
+                bool all_at_warp = true, live = false;
+                for (unsigned i = w; i < end; ++i) {
+                    if (g_fibers[i].state == DONE) continue;
+                    live = true;
+                    if (g_fibers[i].state != AT_WARP_BARRIER) all_at_warp = false;
+                }
+                if (!live || !all_at_warp) continue;
+                for (unsigned i = w; i < end; ++i)
+                    if (g_fibers[i].state == AT_WARP_BARRIER) g_fibers[i].state = RUNNABLE;
+                released = true;
+            }
+        }
+        if (!released) die("deadlock: threads wait at barriers that not every live thread reaches", g_kernel->name);
+    }
+    g_in_fibers = false;
+}
+
+// ---- driver types ------------------------------------------------------------
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef void* CUcontext;
+typedef void* CUmodule;
+typedef const Kernel* CUfunction;
+typedef void* CUstream;
+typedef void* CUevent;
+
+enum {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_NOT_SUPPORTED = 801,
+};
+
+static int g_context_token;  // the one context's handle points here
+static int g_module_token;   // every module's handle points here
+
+// live allocations: start -> size
+static std::map<uintptr_t, size_t> g_allocs;
+
+static void check_range(const void* p, size_t bytes, const char* what) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = g_allocs.upper_bound(a);
+    if (it == g_allocs.begin()) goto bad;
+    --it;
+    if (a >= it->first && a + bytes <= it->first + it->second) return;
+bad:
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s: %zu bytes at %#lx are not inside one live allocation", what, bytes,
+             (unsigned long)a);
+    die("out of bounds", msg);
+}
+
+static void* dptr(CUdeviceptr p) { return reinterpret_cast<void*>(static_cast<uintptr_t>(p)); }
+
+extern "C" {
+
+CUresult cuInit(unsigned flags) {
+    TRACE("cuInit(%u)", flags);
+    return CUDA_SUCCESS;
+}
+
+// NVRTC itself opens libcuda.so.1 and asks for the driver's private export
+// tables; the simulator has none, which NVRTC accepts.
+CUresult cuGetExportTable(const void** table, const void* id) {
+    (void)id;
+    *table = nullptr;
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+CUresult cuDriverGetVersion(int* v) {
+    *v = 12080;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetCount(int* n) {
+    *n = 1;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    snprintf(name, (size_t)len, "charlm CUDA simulator (CPU)");
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
+    switch (attribute) {
+        case 75: *v = 8; break;    // compute capability major: kernels are compiled for sm_80
+        case 76: *v = 0; break;    // minor
+        case 16: *v = 1; break;    // multiprocessors
+        case 115: *v = 0; break;   // memory pools: no, so cudarc uses cuMemAlloc
+        case 1: *v = 1024; break;  // max threads per block
+        default: *v = 0; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice) {
+    *bytes = (size_t)16 << 30;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
+    *free_bytes = (size_t)16 << 30;
+    *total = (size_t)16 << 30;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice) {
+    *ctx = &g_context_token;
+    return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+CUresult cuDevicePrimaryCtxRelease(CUdevice) { return CUDA_SUCCESS; }
+CUresult cuCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+CUresult cuCtxGetCurrent(CUcontext* ctx) {
+    *ctx = &g_context_token;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxPushCurrent_v2(CUcontext) { return CUDA_SUCCESS; }
+CUresult cuCtxPopCurrent_v2(CUcontext* ctx) {
+    if (ctx) *ctx = &g_context_token;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxGetDevice(CUdevice* d) {
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+
+CUresult cuGetErrorString(CUresult e, const char** s) {
+    switch (e) {
+        case CUDA_SUCCESS: *s = "no error"; break;
+        case CUDA_ERROR_INVALID_VALUE: *s = "invalid argument"; break;
+        case CUDA_ERROR_OUT_OF_MEMORY: *s = "out of memory"; break;
+        case CUDA_ERROR_INVALID_DEVICE: *s = "invalid device ordinal"; break;
+        case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; break;
+        default: *s = "unknown error"; break;
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuGetErrorName(CUresult e, const char** s) {
+    switch (e) {
+        case CUDA_SUCCESS: *s = "CUDA_SUCCESS"; break;
+        case CUDA_ERROR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
+        case CUDA_ERROR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+        case CUDA_ERROR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
+        case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
+        default: *s = "CUDA_ERROR_UNKNOWN"; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+// ---- memory ----------------------------------------------------------------
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    void* m = aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    memset(m, 0xff, bytes);  // NaN as f32: reading unwritten memory shows
+    g_allocs[reinterpret_cast<uintptr_t>(m)] = bytes;
+    *p = reinterpret_cast<uintptr_t>(m);
+    TRACE("cuMemAlloc(%zu) = %#llx", bytes, *p);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return cuMemAlloc_v2(p, bytes); }
+
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    auto it = g_allocs.find(static_cast<uintptr_t>(p));
+    if (it == g_allocs.end()) die("cuMemFree of a pointer that is not a live allocation", nullptr);
+    g_allocs.erase(it);
+    free(dptr(p));
+    return CUDA_SUCCESS;
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return cuMemFree_v2(p); }
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
+    check_range(dptr(dst), bytes, "copy to device");
+    memcpy(dptr(dst), src, bytes);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream) {
+    return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
+    check_range(dptr(src), bytes, "copy from device");
+    memcpy(dst, dptr(src), bytes);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream) {
+    return cuMemcpyDtoH_v2(dst, src, bytes);
+}
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    check_range(dptr(src), bytes, "device copy source");
+    check_range(dptr(dst), bytes, "device copy destination");
+    memmove(dptr(dst), dptr(src), bytes);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream) {
+    return cuMemcpyDtoD_v2(dst, src, bytes);
+}
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    check_range(dptr(dst), n, "memset");
+    memset(dptr(dst), v, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) { return cuMemsetD8_v2(dst, v, n); }
+CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned v, size_t n) {
+    check_range(dptr(dst), n * 4, "memset");
+    unsigned* d = static_cast<unsigned*>(dptr(dst));
+    for (size_t i = 0; i < n; ++i) d[i] = v;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, CUstream) { return cuMemsetD32_v2(dst, v, n); }
+
+// ---- streams and events: everything is already complete ---------------------
+
+CUresult cuStreamCreate(CUstream* s, unsigned) {
+    *s = &g_context_token;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
+CUresult cuEventCreate(CUevent* e, unsigned) {
+    *e = &g_context_token;
+    return CUDA_SUCCESS;
+}
+CUresult cuEventDestroy_v2(CUevent) { return CUDA_SUCCESS; }
+CUresult cuEventRecord(CUevent, CUstream) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
+
+// ---- modules and launches ------------------------------------------------------
+
+CUresult cuModuleLoadData(CUmodule* m, const void* image) {
+    if (!image) return CUDA_ERROR_INVALID_VALUE;
+    *m = &g_module_token;  // the image (NVRTC's cubin) is not run: the kernels are compiled in
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleUnload(CUmodule) { return CUDA_SUCCESS; }
+
+CUresult cuModuleGetFunction(CUfunction* f, CUmodule, const char* name) {
+    for (const Kernel& k : KERNELS) {
+        if (strcmp(k.name, name) == 0) {
+            *f = &k;
+            return CUDA_SUCCESS;
+        }
+    }
+    TRACE("cuModuleGetFunction: no kernel %s", name);
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared_bytes, CUstream, void** params, void** extra) {
+    if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
+    if (shared_bytes != 0) return CUDA_ERROR_INVALID_VALUE;  // no kernel uses dynamic shared memory
+    TRACE("launch %s <<<(%u,%u,%u), (%u,%u,%u)>>>", f->name, gx, gy, gz, bx, by, bz);
+    g_kernel = f;
+    g_params = params;
+    gridDim = {gx, gy, gz};
+    blockDim = {bx, by, bz};
+    unsigned threads = bx * by * bz;
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                blockIdx = {x, y, z};
+                if (f->cooperative) {
+                    run_block_on_fibers(threads);
+                } else {
+                    for (unsigned t = 0; t < threads; ++t) {
+                        set_thread_index(t);
+                        f->thread(params);
+                    }
+                }
+            }
+    return CUDA_SUCCESS;
+}
+
+// ---- cuBLAS ------------------------------------------------------------------------
+
+typedef int cublasStatus_t;
+typedef void* cublasHandle_t;
+enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 };
+enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
+
+static int g_blas_token;
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
+    *h = &g_blas_token;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(cublasHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t, CUstream) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t, int) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
+
+// Column-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C, f32
+// accumulation; with beta == 0, C is not read (as cuBLAS).
+cublasStatus_t cublasSgemm_v2(cublasHandle_t, int ta, int tb, int m, int n, int k, const float* alpha, const float* a,
+                              int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+    if (m < 0 || n < 0 || k < 0 || (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+    int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+    if (lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) || ldc < (m > 1 ? m : 1))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    TRACE("sgemm %c%c m=%d n=%d k=%d lda=%d ldb=%d ldc=%d beta=%g", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, lda, ldb,
+          ldc, (double)*beta);
+    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    if (k > 0) {
+        check_range(a, ((size_t)(a_cols - 1) * lda + a_rows) * 4, "sgemm A");
+        check_range(b, ((size_t)(b_cols - 1) * ldb + b_rows) * 4, "sgemm B");
+    }
+    check_range(c, ((size_t)(n - 1) * ldc + m) * 4, "sgemm C");
+    for (int j = 0; j < n; ++j) {
+        for (int i = 0; i < m; ++i) {
+            float acc = 0.0f;
+            for (int l = 0; l < k; ++l) {
+                float x = ta == CUBLAS_OP_N ? a[i + (size_t)l * lda] : a[l + (size_t)i * lda];
+                float y = tb == CUBLAS_OP_N ? b[l + (size_t)j * ldb] : b[j + (size_t)l * ldb];
+                acc += x * y;
+            }
+            float* out = &c[i + (size_t)j * ldc];
+            *out = *beta == 0.0f ? *alpha * acc : *alpha * acc + *beta * *out;
+        }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+// y = alpha op(A) x + beta y, A column-major [m, n].
+cublasStatus_t cublasSgemv_v2(cublasHandle_t, int trans, int m, int n, const float* alpha, const float* a, int lda,
+                              const float* x, int incx, const float* beta, float* y, int incy) {
+    if (m < 0 || n < 0 || lda < (m > 1 ? m : 1) || incx <= 0 || incy <= 0 ||
+        (trans != CUBLAS_OP_N && trans != CUBLAS_OP_T))
+        return CUBLAS_STATUS_INVALID_VALUE;
+    TRACE("sgemv %c m=%d n=%d lda=%d", trans ? 'T' : 'N', m, n, lda);
+    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    int out_len = trans == CUBLAS_OP_N ? m : n, in_len = trans == CUBLAS_OP_N ? n : m;
+    check_range(a, ((size_t)(n - 1) * lda + m) * 4, "sgemv A");
+    check_range(x, ((size_t)(in_len - 1) * incx + 1) * 4, "sgemv x");
+    check_range(y, ((size_t)(out_len - 1) * incy + 1) * 4, "sgemv y");
+    for (int o = 0; o < out_len; ++o) {
+        float acc = 0.0f;
+        for (int i = 0; i < in_len; ++i) {
+            float av = trans == CUBLAS_OP_N ? a[o + (size_t)i * lda] : a[i + (size_t)o * lda];
+            acc += av * x[(size_t)i * incx];
+        }
+        float* out = &y[(size_t)o * incy];
+        *out = *beta == 0.0f ? *alpha * acc : *alpha * acc + *beta * *out;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
