@@ -17,8 +17,22 @@ fn main() {
     let compiler = cc::Build::new().cpp(true).get_compiler();
     let so = out.join("libcharlm_cuda_sim.so");
     let status = Command::new(compiler.path())
-        .args(["-std=c++17", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror", "-U_FORTIFY_SOURCE"])
-        .args(["-Wno-unused-parameter", "-fno-fast-math", "-ffp-contract=off"])
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-g",
+            "-fPIC",
+            "-shared",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-U_FORTIFY_SOURCE",
+        ])
+        .args([
+            "-Wno-unused-parameter",
+            "-fno-fast-math",
+            "-ffp-contract=off",
+        ])
         .arg("-I")
         .arg(&kernels)
         .arg(root.join("sim/sim.cpp"))
@@ -27,7 +41,12 @@ fn main() {
         .status()
         .expect("running the C++ compiler");
     assert!(status.success(), "compiling the CUDA simulator failed");
-    for name in ["libcuda.so", "libcuda.so.1", "libcublas.so", "libcublas.so.12"] {
+    for name in [
+        "libcuda.so",
+        "libcuda.so.1",
+        "libcublas.so",
+        "libcublas.so.12",
+    ] {
         let link = out.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("libcharlm_cuda_sim.so", &link).unwrap();

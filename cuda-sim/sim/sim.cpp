@@ -105,7 +105,7 @@ static const Kernel KERNELS[] = {
     PLAIN(lstm_forward),     PLAIN(lstm_backward),  PLAIN(gru_forward),          PLAIN(gru_backward),
     PLAIN(embed_forward),    PLAIN(add_bias),       PLAIN(dropout_forward),      PLAIN(mul_inplace),
     PLAIN(table_backward),   COOPERATIVE(softmax_xent), COOPERATIVE(sum_f64),    COOPERATIVE(sumsq_partials),
-    PLAIN(clip_coef),        PLAIN(adam_step),      PLAIN(rmsprop_step),
+    PLAIN(clip_coef),        PLAIN(guard),          PLAIN(adam_step),            PLAIN(rmsprop_step),
 };
 
 // ---- diagnostics -----------------------------------------------------------

@@ -51,7 +51,12 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
             assert!(L > 0 && L <= MAX_LAYERS, "layer capacity must be 1 to 4");
             assert!(V >= 3, "vocabulary capacity must be at least 3");
         }
-        Workspace { h: [[0.0; H]; L], c: [[0.0; H]; L], hn: [0.0; H], logits: [0.0; V] }
+        Workspace {
+            h: [[0.0; H]; L],
+            c: [[0.0; H]; L],
+            hn: [0.0; H],
+            logits: [0.0; V],
+        }
     }
 
     /// Checks that `model` fits these buffers.
@@ -64,7 +69,11 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
         ];
         for (what, needed, capacity) in fits {
             if needed > capacity {
-                return Err(Error::TooLarge { what, needed, capacity });
+                return Err(Error::TooLarge {
+                    what,
+                    needed,
+                    capacity,
+                });
             }
         }
         Ok(())
@@ -93,9 +102,14 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
         let n = model.hidden();
         let cell = model.cell();
         for (l, w) in model.layers.iter().enumerate() {
-            let Some((below, this)) = self.h.split_at_mut_checked(l) else { return };
-            let (Some(h), Some(c)) = (this.first_mut(), self.c.get_mut(l)) else { return };
-            let (Some(h), Some(c), Some(hn)) = (h.get_mut(..n), c.get_mut(..n), self.hn.get_mut(..n))
+            let Some((below, this)) = self.h.split_at_mut_checked(l) else {
+                return;
+            };
+            let (Some(h), Some(c)) = (this.first_mut(), self.c.get_mut(l)) else {
+                return;
+            };
+            let (Some(h), Some(c), Some(hn)) =
+                (h.get_mut(..n), c.get_mut(..n), self.hn.get_mut(..n))
             else {
                 return;
             };
@@ -109,7 +123,10 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
             }
             h.copy_from_slice(hn);
         }
-        let top = self.h.get(model.layers.len().wrapping_sub(1)).map_or(&[][..], |h| h.get(..n).unwrap_or(&[]));
+        let top = self
+            .h
+            .get(model.layers.len().wrapping_sub(1))
+            .map_or(&[][..], |h| h.get(..n).unwrap_or(&[]));
         let vocab = model.vocab().size();
         let logits = self.logits.get_mut(..vocab).unwrap_or(&mut []);
         output_layer(k, model.out_w, model.out_b, top, logits);
@@ -117,7 +134,10 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
 
     /// Hidden state of layer `layer`, first `hidden` units, for tests and inspection.
     pub fn hidden_state(&self, layer: usize, hidden: usize) -> &[f32] {
-        self.h.get(layer).and_then(|h| h.get(..hidden)).unwrap_or(&[])
+        self.h
+            .get(layer)
+            .and_then(|h| h.get(..hidden))
+            .unwrap_or(&[])
     }
 }
 
@@ -152,7 +172,10 @@ fn gate_rows<const G: usize>(w: &[u8], h: usize, cols: usize) -> impl Iterator<I
 /// Iterates `G` stacked blocks of `h` halves, one `[value; G]` per unit.
 fn gate_values<const G: usize>(v: &[u8], h: usize) -> impl Iterator<Item = [f32; G]> {
     let mut its = blocks::<G>(v, h * 2).map(|b| b.as_chunks::<2>().0.iter());
-    (0..h).map(move |_| its.each_mut().map(|it| it.next().map_or(0.0, |b| f16_to_f32(*b))))
+    (0..h).map(move |_| {
+        its.each_mut()
+            .map(|it| it.next().map_or(0.0, |b| f16_to_f32(*b)))
+    })
 }
 
 /// Dispatches a layer's gate rows to [`Kernel::dot3`] (GRU) or [`Kernel::dot4`] (LSTM).
@@ -186,17 +209,21 @@ fn gate_inputs<'w, K: GateDot<G>, const G: usize>(
         Input::Table(row) => (Some(gate_values::<G>(row, n)), None),
         Input::Hidden(x) => (None, Some((gate_rows::<G>(w.w_ih, n, x.len()), x))),
     };
-    gate_rows::<G>(w.w_hh, n, n).zip(gate_values::<G>(w.b_ih, n)).zip(gate_values::<G>(w.b_hh, n)).map(
-        move |((rows_hh, b_ih), b_hh)| {
+    gate_rows::<G>(w.w_hh, n, n)
+        .zip(gate_values::<G>(w.b_ih, n))
+        .zip(gate_values::<G>(w.b_hh, n))
+        .map(move |((rows_hh, b_ih), b_hh)| {
             let a = match (&mut table, &mut x) {
                 (Some(t), _) => t.next().unwrap_or([0.0; G]),
                 (None, Some((rows, x))) => rows.next().map_or([0.0; G], |r| k.dot_gates(r, x)),
                 (None, None) => [0.0; G],
             };
             let hh = k.dot_gates(rows_hh, h);
-            (core::array::from_fn(|g| a[g] + b_ih[g]), core::array::from_fn(|g| hh[g] + b_hh[g]))
-        },
-    )
+            (
+                core::array::from_fn(|g| a[g] + b_ih[g]),
+                core::array::from_fn(|g| hh[g] + b_hh[g]),
+            )
+        })
 }
 
 #[inline(always)]
@@ -204,8 +231,18 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + libm::expf(-x))
 }
 
-fn lstm_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], c: &mut [f32], hn: &mut [f32]) {
-    for (((a, b), c), hn) in gate_inputs::<K, 4>(k, w, input, h).zip(c.iter_mut()).zip(hn.iter_mut()) {
+fn lstm_layer<K: Kernel>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    c: &mut [f32],
+    hn: &mut [f32],
+) {
+    for (((a, b), c), hn) in gate_inputs::<K, 4>(k, w, input, h)
+        .zip(c.iter_mut())
+        .zip(hn.iter_mut())
+    {
         let i = sigmoid(a[0] + b[0]);
         let f = sigmoid(a[1] + b[1]);
         let g = libm::tanhf(a[2] + b[2]);
@@ -216,7 +253,10 @@ fn lstm_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32
 }
 
 fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
-    for (((a, b), hp), hn) in gate_inputs::<K, 3>(k, w, input, h).zip(h.iter()).zip(hn.iter_mut()) {
+    for (((a, b), hp), hn) in gate_inputs::<K, 3>(k, w, input, h)
+        .zip(h.iter())
+        .zip(hn.iter_mut())
+    {
         let r = sigmoid(a[0] + b[0]);
         let z = sigmoid(a[1] + b[1]);
         let n = libm::tanhf(a[2] + r * b[2]);
@@ -230,8 +270,13 @@ fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits:
     // Pairs rows and biases by hand: `zip` over `chunks` asks for the length
     // (a division the compiler cannot prove non-zero: a panic path).
     let mut biases = out_b.as_chunks::<2>().0.iter();
-    let mut rows = out_w.chunks(row.max(1)).map(move |w| (w, biases.next().unwrap_or(&[0, 0]))).skip(1);
-    let Some((pad, rest)) = logits.split_first_mut() else { return };
+    let mut rows = out_w
+        .chunks(row.max(1))
+        .map(move |w| (w, biases.next().unwrap_or(&[0, 0])))
+        .skip(1);
+    let Some((pad, rest)) = logits.split_first_mut() else {
+        return;
+    };
     *pad = f32::NEG_INFINITY;
     let (quads, single) = rest.as_chunks_mut::<4>();
     for quad in quads.iter_mut() {

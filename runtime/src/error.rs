@@ -172,7 +172,11 @@ impl fmt::Display for Error {
             Error::Truncated { len } => write!(f, "file too short to be a model ({len} bytes)"),
             Error::BadMagic => f.write_str("not a charlm model (missing CHLM magic)"),
             Error::UnsupportedVersion { found } => {
-                write!(f, "unsupported format version {found} (this build reads version {})", crate::VERSION)
+                write!(
+                    f,
+                    "unsupported format version {found} (this build reads version {})",
+                    crate::VERSION
+                )
             }
             Error::ChecksumMismatch { stored, computed } => write!(
                 f,
@@ -182,18 +186,33 @@ impl fmt::Display for Error {
             Error::TrailingBytes { count } => write!(f, "{count} unexpected bytes after the model"),
             Error::LayersOutOfRange { layers } => write!(f, "{layers} layers (must be 1 to 4)"),
             Error::LayerCountMismatch { arch, found } => {
-                write!(f, "architecture declares {arch} layers but the file stores {found}")
+                write!(
+                    f,
+                    "architecture declares {arch} layers but the file stores {found}"
+                )
             }
             Error::HiddenOutOfRange { hidden } => {
-                write!(f, "hidden size {hidden} (must be 1 to {})", crate::format::MAX_HIDDEN)
+                write!(
+                    f,
+                    "hidden size {hidden} (must be 1 to {})",
+                    crate::format::MAX_HIDDEN
+                )
             }
             Error::VocabOutOfRange { vocab } => {
-                write!(f, "vocabulary size {vocab} (must be 3 to {})", crate::format::MAX_VOCAB)
+                write!(
+                    f,
+                    "vocabulary size {vocab} (must be 3 to {})",
+                    crate::format::MAX_VOCAB
+                )
             }
             Error::VocabNotUtf8 { offset } => write!(f, "vocabulary is not UTF-8 (byte {offset})"),
             // Not `{symbol:?}`: char's Debug escaping carries panic paths into firmware.
             Error::DuplicateSymbol { symbol } => {
-                write!(f, "vocabulary lists '{symbol}' (U+{:04X}) twice", u32::from(*symbol))
+                write!(
+                    f,
+                    "vocabulary lists '{symbol}' (U+{:04X}) twice",
+                    u32::from(*symbol)
+                )
             }
             Error::VocabSizeMismatch { symbols, vocab } => write!(
                 f,
@@ -202,16 +221,31 @@ impl fmt::Display for Error {
             Error::BadSpecialIds { pad, eos } => {
                 write!(f, "padding id {pad} / <eos> id {eos} are not 0 / last")
             }
-            Error::ShapeMismatch { tensor, expected, found } => write!(
+            Error::ShapeMismatch {
+                tensor,
+                expected,
+                found,
+            } => write!(
                 f,
                 "tensor {tensor} has shape {}x{}, expected {}x{}",
                 found[0], found[1], expected[0], expected[1]
             ),
-            Error::DataLength { tensor, expected, found } => {
-                write!(f, "tensor {tensor} holds {found} bytes, expected {expected}")
+            Error::DataLength {
+                tensor,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor {tensor} holds {found} bytes, expected {expected}"
+                )
             }
             Error::NonFinite { tensor } => write!(f, "tensor {tensor} contains inf or NaN"),
-            Error::TooLarge { what, needed, capacity } => write!(
+            Error::TooLarge {
+                what,
+                needed,
+                capacity,
+            } => write!(
                 f,
                 "model too large for this runtime: {what} {needed} exceeds capacity {capacity}"
             ),

@@ -87,7 +87,11 @@ pub struct Arch {
 impl Arch {
     /// Expected shape of every tensor, in file order.
     pub fn shape_of(&self, name: TensorName) -> [u32; 2] {
-        let (g, h, v) = (self.cell.gates() as u32, self.hidden as u32, self.vocab as u32);
+        let (g, h, v) = (
+            self.cell.gates() as u32,
+            self.hidden as u32,
+            self.vocab as u32,
+        );
         match name {
             TensorName::WIh(0) => [v, g * h],
             TensorName::WIh(_) | TensorName::WHh(_) => [g * h, h],
@@ -101,7 +105,12 @@ impl Arch {
     pub fn param_count(&self) -> usize {
         let mut n = 0;
         for l in 0..self.layers {
-            for name in [TensorName::WIh(l), TensorName::WHh(l), TensorName::BIh(l), TensorName::BHh(l)] {
+            for name in [
+                TensorName::WIh(l),
+                TensorName::WHh(l),
+                TensorName::BIh(l),
+                TensorName::BHh(l),
+            ] {
                 let [r, c] = self.shape_of(name);
                 n += r as usize * c as usize;
             }
@@ -112,8 +121,12 @@ impl Arch {
     /// Weight multiply-accumulates per generated character (the dot products;
     /// layer 0's input is a table lookup and costs none).
     pub fn macs_per_char(&self) -> usize {
-        let (g, h, v, l) =
-            (self.cell.gates(), self.hidden as usize, self.vocab as usize, self.layers as usize);
+        let (g, h, v, l) = (
+            self.cell.gates(),
+            self.hidden as usize,
+            self.vocab as usize,
+            self.layers as usize,
+        );
         g * h * h * (2 * l - 1) + (v - 1) * h
     }
 }
@@ -193,7 +206,10 @@ pub struct Header {
 
 impl Header {
     /// The header of files this crate writes.
-    pub const CURRENT: Header = Header { magic: MAGIC, version: VERSION };
+    pub const CURRENT: Header = Header {
+        magic: MAGIC,
+        version: VERSION,
+    };
 }
 
 /// Everything after the header.
@@ -259,10 +275,13 @@ impl<'a> ModelFile<'a> {
         }
         let (header, _) = postcard::take_from_bytes::<Header>(bytes).map_err(Error::Malformed)?;
         if header.version != VERSION {
-            return Err(Error::UnsupportedVersion { found: header.version });
+            return Err(Error::UnsupportedVersion {
+                found: header.version,
+            });
         }
-        let (content, stored) =
-            bytes.split_last_chunk::<4>().ok_or(Error::Truncated { len: bytes.len() })?;
+        let (content, stored) = bytes
+            .split_last_chunk::<4>()
+            .ok_or(Error::Truncated { len: bytes.len() })?;
         let stored = u32::from_le_bytes(*stored);
         if verify {
             let computed = crc32(content);
@@ -300,20 +319,30 @@ impl<'a> Body<'a> {
                 (TensorName::BHh(i), &l.b_hh),
             ]
         });
-        layers.chain([(TensorName::OutW, &self.out_w), (TensorName::OutB, &self.out_b)])
+        layers.chain([
+            (TensorName::OutW, &self.out_w),
+            (TensorName::OutB, &self.out_b),
+        ])
     }
 
     /// Checks the architecture, the vocabulary and every tensor against each other.
     pub fn validate(&self) -> Result<(), Error> {
         let arch = &self.arch;
         if arch.layers == 0 || arch.layers as usize > MAX_LAYERS {
-            return Err(Error::LayersOutOfRange { layers: arch.layers });
+            return Err(Error::LayersOutOfRange {
+                layers: arch.layers,
+            });
         }
         if arch.layers as usize != self.layers.len() {
-            return Err(Error::LayerCountMismatch { arch: arch.layers, found: self.layers.len() });
+            return Err(Error::LayerCountMismatch {
+                arch: arch.layers,
+                found: self.layers.len(),
+            });
         }
         if arch.hidden == 0 || arch.hidden as usize > MAX_HIDDEN {
-            return Err(Error::HiddenOutOfRange { hidden: arch.hidden });
+            return Err(Error::HiddenOutOfRange {
+                hidden: arch.hidden,
+            });
         }
         // At least one symbol besides padding and <eos>.
         if arch.vocab < 3 || arch.vocab as usize > MAX_VOCAB {
@@ -323,16 +352,29 @@ impl<'a> Body<'a> {
         for (name, t) in self.tensors() {
             let expected = arch.shape_of(name);
             if t.shape != expected {
-                return Err(Error::ShapeMismatch { tensor: name, expected, found: t.shape });
+                return Err(Error::ShapeMismatch {
+                    tensor: name,
+                    expected,
+                    found: t.shape,
+                });
             }
             let DType::F16 = t.dtype;
             let len = expected[0] as usize * expected[1] as usize * 2;
             if t.data.len() != len {
-                return Err(Error::DataLength { tensor: name, expected: len, found: t.data.len() });
+                return Err(Error::DataLength {
+                    tensor: name,
+                    expected: len,
+                    found: t.data.len(),
+                });
             }
             // Inf and NaN halves (exponent all ones) are rejected: they mean a
             // broken export, and the runtime's exact f16 decoding relies on it.
-            if t.data.as_chunks::<2>().0.iter().any(|&[_, hi]| hi & 0x7c == 0x7c) {
+            if t.data
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .any(|&[_, hi]| hi & 0x7c == 0x7c)
+            {
                 return Err(Error::NonFinite { tensor: name });
             }
         }
@@ -341,20 +383,30 @@ impl<'a> Body<'a> {
 
     fn validate_vocab(&self) -> Result<(), Error> {
         let v = &self.vocab;
-        let text = core::str::from_utf8(v.symbols)
-            .map_err(|e| Error::VocabNotUtf8 { offset: e.valid_up_to() })?;
+        let text = core::str::from_utf8(v.symbols).map_err(|e| Error::VocabNotUtf8 {
+            offset: e.valid_up_to(),
+        })?;
         let count = text.chars().count();
         if count + 2 != self.arch.vocab as usize {
-            return Err(Error::VocabSizeMismatch { symbols: count, vocab: self.arch.vocab });
+            return Err(Error::VocabSizeMismatch {
+                symbols: count,
+                vocab: self.arch.vocab,
+            });
         }
         if v.pad != 0 || v.eos != self.arch.vocab - 1 {
-            return Err(Error::BadSpecialIds { pad: v.pad, eos: v.eos });
+            return Err(Error::BadSpecialIds {
+                pad: v.pad,
+                eos: v.eos,
+            });
         }
         // Symbols are distinct: O(n^2) over at most MAX_VOCAB chars, no heap.
         // (`chars().any` rather than `str::contains`, whose substring
         // searcher carries panic paths into firmware.)
         for (i, a) in text.char_indices() {
-            if text.get(i + a.len_utf8()..).is_some_and(|rest| rest.chars().any(|b| b == a)) {
+            if text
+                .get(i + a.len_utf8()..)
+                .is_some_and(|rest| rest.chars().any(|b| b == a))
+            {
                 return Err(Error::DuplicateSymbol { symbol: a });
             }
         }

@@ -52,7 +52,9 @@ pub struct Generator<'g, 'a, R, const H: usize, const L: usize, const V: usize, 
     stop: Option<Stop>,
 }
 
-impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generator<'g, 'a, R, H, L, V> {
+impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize>
+    Generator<'g, 'a, R, H, L, V>
+{
     /// Binds `model` to `ws` (an error if it does not fit) and resets the
     /// state; dot products run on the [`Portable`] kernel.
     pub fn new(
@@ -65,7 +67,9 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize> Generat
     }
 }
 
-impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel> Generator<'g, 'a, R, H, L, V, K> {
+impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel>
+    Generator<'g, 'a, R, H, L, V, K>
+{
     /// Like [`Generator::new`], with a platform [`Kernel`] for the dot
     /// products (same bits as [`Portable`], faster).
     pub fn with_kernel(
@@ -77,7 +81,17 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
     ) -> Result<Self, Error> {
         ws.check(model)?;
         ws.reset();
-        Ok(Generator { model, kernel, ws, sampler, rng, limit: usize::MAX, produced: 0, primed: false, stop: None })
+        Ok(Generator {
+            model,
+            kernel,
+            ws,
+            sampler,
+            rng,
+            limit: usize::MAX,
+            produced: 0,
+            primed: false,
+            stop: None,
+        })
     }
 
     /// Stops after `max_chars` generated characters (the prompt does not count).
@@ -152,7 +166,9 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
             return None;
         }
         let vocab = self.model.vocab();
-        let id = self.sampler.sample(self.ws.logits_mut(vocab.size()), &mut self.rng);
+        let id = self
+            .sampler
+            .sample(self.ws.logits_mut(vocab.size()), &mut self.rng);
         let Some(c) = vocab.symbol(id) else {
             self.stop = Some(Stop::Eos);
             return None;
@@ -183,7 +199,9 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
     }
 }
 
-impl<R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel> Iterator for Generator<'_, '_, R, H, L, V, K> {
+impl<R: RngCore, const H: usize, const L: usize, const V: usize, K: Kernel> Iterator
+    for Generator<'_, '_, R, H, L, V, K>
+{
     type Item = char;
 
     fn next(&mut self) -> Option<char> {

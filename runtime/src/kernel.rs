@@ -144,11 +144,13 @@ mod tests {
 
     fn random_row(rng: &mut crate::Pcg32, n: usize) -> Vec<u8> {
         (0..n)
-            .flat_map(|_| loop {
-                // Every finite bit pattern, subnormals and zeros included.
-                let h = half::f16::from_bits(rng.next_u32() as u16);
-                if h.is_finite() {
-                    break h.to_le_bytes();
+            .flat_map(|_| {
+                loop {
+                    // Every finite bit pattern, subnormals and zeros included.
+                    let h = half::f16::from_bits(rng.next_u32() as u16);
+                    if h.is_finite() {
+                        break h.to_le_bytes();
+                    }
                 }
             })
             .collect()
@@ -158,14 +160,23 @@ mod tests {
     fn portable_kernel_follows_the_documented_order_bit_for_bit() {
         let mut rng = crate::SeededRng::new(11);
         for n in 1..=70 {
-            let x: Vec<f32> = (0..n).map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0)
+                .collect();
             let rows: Vec<Vec<u8>> = (0..4).map(|_| random_row(&mut rng, n)).collect();
-            let want: Vec<u32> = rows.iter().map(|r| reference_dot(r, &x).to_bits()).collect();
+            let want: Vec<u32> = rows
+                .iter()
+                .map(|r| reference_dot(r, &x).to_bits())
+                .collect();
             let four = Portable.dot4([&rows[0], &rows[1], &rows[2], &rows[3]], &x);
             assert_eq!(four.map(f32::to_bits).to_vec(), want, "dot4, n={n}");
             let three = Portable.dot3([&rows[1], &rows[2], &rows[3]], &x);
             assert_eq!(three.map(f32::to_bits).to_vec(), want[1..], "dot3, n={n}");
-            assert_eq!(Portable.dot1(&rows[0], &x).to_bits(), want[0], "dot1, n={n}");
+            assert_eq!(
+                Portable.dot1(&rows[0], &x).to_bits(),
+                want[0],
+                "dot1, n={n}"
+            );
         }
     }
 
@@ -174,7 +185,11 @@ mod tests {
         for bits in 0..=u16::MAX {
             let h = half::f16::from_bits(bits);
             if h.is_finite() {
-                assert_eq!(f16_to_f32(bits.to_le_bytes()).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
+                assert_eq!(
+                    f16_to_f32(bits.to_le_bytes()).to_bits(),
+                    h.to_f32().to_bits(),
+                    "{bits:#06x}"
+                );
             }
         }
     }

@@ -29,7 +29,10 @@ impl<'a> Vocab<'a> {
 
     /// Id of a character, if it is in the vocabulary.
     pub fn id_of(&self, c: char) -> Option<u16> {
-        self.symbols.chars().position(|s| s == c).map(|i| i as u16 + 1)
+        self.symbols
+            .chars()
+            .position(|s| s == c)
+            .map(|i| i as u16 + 1)
     }
 
     /// Character of an id; `None` for padding, `<eos>` and ids out of range.
@@ -85,7 +88,10 @@ impl<'a> Model<'a> {
         let symbols = core::str::from_utf8(body.vocab.symbols).unwrap_or_default();
         Model {
             arch: body.arch,
-            vocab: Vocab { symbols, size: body.arch.vocab },
+            vocab: Vocab {
+                symbols,
+                size: body.arch.vocab,
+            },
             meta: body.meta,
             layers,
             out_w: body.out_w.data,

@@ -18,7 +18,11 @@ pub struct Temperature(f32);
 impl Temperature {
     /// Checks `t` (finite, above zero).
     pub fn new(t: f32) -> Result<Self, Error> {
-        if t.is_finite() && t > 0.0 { Ok(Temperature(t)) } else { Err(Error::BadTemperature) }
+        if t.is_finite() && t > 0.0 {
+            Ok(Temperature(t))
+        } else {
+            Err(Error::BadTemperature)
+        }
     }
 
     /// The value.
@@ -39,7 +43,11 @@ pub enum Sampler {
 impl Sampler {
     /// The command line's convention: `0` is greedy, anything else a temperature.
     pub fn from_temperature(t: f32) -> Result<Self, Error> {
-        if t == 0.0 { Ok(Sampler::Greedy) } else { Temperature::new(t).map(Sampler::Temperature) }
+        if t == 0.0 {
+            Ok(Sampler::Greedy)
+        } else {
+            Temperature::new(t).map(Sampler::Temperature)
+        }
     }
 
     /// Picks an id from `logits` (index = id; id 0 is padding and skipped).

@@ -85,7 +85,9 @@ pub fn model_path(name: &str) -> PathBuf {
 
 /// Path of a golden output: `charlm generate` stdout for one model and temperature.
 pub fn golden_path(name: &str, temperature: f32) -> PathBuf {
-    tests_dir().join("golden").join(format!("{name}_t{temperature:.1}.txt"))
+    tests_dir()
+        .join("golden")
+        .join(format!("{name}_t{temperature:.1}.txt"))
 }
 
 /// The `charlm generate` arguments that reproduce a golden file.
@@ -144,7 +146,12 @@ impl Weights {
     /// tensor so that gates saturate sometimes and logits spread over a few nats.
     pub fn synthesize(spec: &Spec) -> Weights {
         let vocab = spec.symbols.chars().count() as u16 + 2;
-        let arch = Arch { cell: spec.cell, layers: spec.layers, hidden: spec.hidden, vocab };
+        let arch = Arch {
+            cell: spec.cell,
+            layers: spec.layers,
+            hidden: spec.hidden,
+            vocab,
+        };
         let mut rng = SeededRng::new(spec.seed);
         let mut uniform = |scale: f32| {
             let u = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
@@ -154,7 +161,12 @@ impl Weights {
         let mut tensors = Vec::new();
         let mut names = Vec::new();
         for l in 0..spec.layers {
-            names.extend([TensorName::WIh(l), TensorName::WHh(l), TensorName::BIh(l), TensorName::BHh(l)]);
+            names.extend([
+                TensorName::WIh(l),
+                TensorName::WHh(l),
+                TensorName::BIh(l),
+                TensorName::BHh(l),
+            ]);
         }
         names.extend([TensorName::OutW, TensorName::OutB]);
         for name in names {
@@ -174,26 +186,46 @@ impl Weights {
 
     /// Little-endian bytes of every tensor, in file order.
     pub fn bytes(&self) -> Vec<Vec<u8>> {
-        self.tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect()
+        self.tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect()
     }
 
     /// The `.clm` file of these weights.
     pub fn encode(&self, symbols: &str, corpus: &str) -> Vec<u8> {
         let data = self.bytes();
-        let t = |i: usize| Tensor { dtype: DType::F16, shape: self.tensors[i].1, data: &data[i] };
+        let t = |i: usize| Tensor {
+            dtype: DType::F16,
+            shape: self.tensors[i].1,
+            data: &data[i],
+        };
         let layers = (0..self.arch.layers as usize)
-            .map(|l| LayerRecord { w_ih: t(4 * l), w_hh: t(4 * l + 1), b_ih: t(4 * l + 2), b_hh: t(4 * l + 3) })
+            .map(|l| LayerRecord {
+                w_ih: t(4 * l),
+                w_hh: t(4 * l + 1),
+                b_ih: t(4 * l + 2),
+                b_hh: t(4 * l + 3),
+            })
             .collect::<heapless::Vec<_, 4>>();
         let n = data.len();
         let file = ModelFile {
             header: Header::CURRENT,
             body: Body {
                 arch: self.arch,
-                vocab: VocabRecord { symbols: symbols.as_bytes(), pad: 0, eos: self.arch.vocab - 1 },
+                vocab: VocabRecord {
+                    symbols: symbols.as_bytes(),
+                    pad: 0,
+                    eos: self.arch.vocab - 1,
+                },
                 layers,
                 out_w: t(n - 2),
                 out_b: t(n - 1),
-                meta: Meta { corpus, steps: 0, ..Meta::default() },
+                meta: Meta {
+                    corpus,
+                    steps: 0,
+                    ..Meta::default()
+                },
             },
         };
         file.encode().expect("encoding a valid model")
@@ -210,14 +242,32 @@ impl Weights {
                 TensorName::WIh(0) => {
                     // [V, G*H] table -> [G*H, V]
                     let (v, gh) = (shape[0] as usize, shape[1] as usize);
-                    let t: Vec<f32> = (0..gh).flat_map(|r| (0..v).map(move |c| (r, c))).map(|(r, c)| f[c * gh + r]).collect();
+                    let t: Vec<f32> = (0..gh)
+                        .flat_map(|r| (0..v).map(move |c| (r, c)))
+                        .map(|(r, c)| f[c * gh + r])
+                        .collect();
                     ("weight_ih_l0".to_string(), gh, v, t)
                 }
-                TensorName::WIh(l) => (format!("weight_ih_l{l}"), shape[0] as usize, shape[1] as usize, f),
-                TensorName::WHh(l) => (format!("weight_hh_l{l}"), shape[0] as usize, shape[1] as usize, f),
+                TensorName::WIh(l) => (
+                    format!("weight_ih_l{l}"),
+                    shape[0] as usize,
+                    shape[1] as usize,
+                    f,
+                ),
+                TensorName::WHh(l) => (
+                    format!("weight_hh_l{l}"),
+                    shape[0] as usize,
+                    shape[1] as usize,
+                    f,
+                ),
                 TensorName::BIh(l) => (format!("bias_ih_l{l}"), shape[0] as usize, 0, f),
                 TensorName::BHh(l) => (format!("bias_hh_l{l}"), shape[0] as usize, 0, f),
-                TensorName::OutW => ("out.weight".to_string(), shape[0] as usize, shape[1] as usize, f),
+                TensorName::OutW => (
+                    "out.weight".to_string(),
+                    shape[0] as usize,
+                    shape[1] as usize,
+                    f,
+                ),
                 TensorName::OutB => ("out.bias".to_string(), shape[0] as usize, 0, f),
             };
             let value = if cols == 0 {
@@ -244,7 +294,15 @@ impl Weights {
 /// pseudo-random walk, 40 steps in all (never padding or `<eos>`).
 pub fn reference_input(vocab: u16) -> Vec<u16> {
     let symbols = vocab - 2;
-    (0..40u16).map(|i| if i < symbols { i + 1 } else { (i * 7 + 3) % symbols + 1 }).collect()
+    (0..40u16)
+        .map(|i| {
+            if i < symbols {
+                i + 1
+            } else {
+                (i * 7 + 3) % symbols + 1
+            }
+        })
+        .collect()
 }
 
 /// The firmware benchmark model (docs/BENCHMARKS.md): a 1-layer LSTM,
@@ -264,13 +322,17 @@ pub const FIRMWARE_BENCH: Spec = Spec {
 /// input table is used), then 40 pseudo-random symbols.
 pub fn digest_input(vocab: u16) -> Vec<u16> {
     let symbols = vocab - 2;
-    (1..=symbols).chain((0..40u16).map(|i| (i * 7 + 3) % symbols + 1)).collect()
+    (1..=symbols)
+        .chain((0..40u16).map(|i| (i * 7 + 3) % symbols + 1))
+        .collect()
 }
 
 /// Path of a model's logits digest: one line per step of [`digest_input`],
 /// the CRC-32 of that step's logits as little-endian f32 bits.
 pub fn digest_path(name: &str) -> PathBuf {
-    tests_dir().join("golden").join(format!("{name}.logits.txt"))
+    tests_dir()
+        .join("golden")
+        .join(format!("{name}.logits.txt"))
 }
 
 /// The logits digest of a model (see [`digest_path`]). Every weight takes
@@ -290,8 +352,16 @@ pub fn logits_digest(model_bytes: &[u8]) -> Result<String, charlm_runtime::Error
     let mut out = String::new();
     for (step, id) in digest_input(model.arch().vocab).into_iter().enumerate() {
         g.feed_id(id);
-        let bytes: Vec<u8> = g.logits().iter().skip(1).flat_map(|x| x.to_bits().to_le_bytes()).collect();
-        out.push_str(&format!("{step:3} id {id:3} crc {:08x}\n", charlm_runtime::format::crc32(&bytes)));
+        let bytes: Vec<u8> = g
+            .logits()
+            .iter()
+            .skip(1)
+            .flat_map(|x| x.to_bits().to_le_bytes())
+            .collect();
+        out.push_str(&format!(
+            "{step:3} id {id:3} crc {:08x}\n",
+            charlm_runtime::format::crc32(&bytes)
+        ));
     }
     Ok(out)
 }

@@ -47,7 +47,8 @@ struct Case {
 
 /// Parses firmware-demo/cases.tsv exactly as firmware-demo/build.rs does.
 fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(firmware_dir().join("cases.tsv")).expect("firmware-demo/cases.tsv");
+    let text =
+        std::fs::read_to_string(firmware_dir().join("cases.tsv")).expect("firmware-demo/cases.tsv");
     let cases: Vec<Case> = text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -62,7 +63,10 @@ fn cases() -> Vec<Case> {
             }
         })
         .collect();
-    assert!(cases.len() >= 5, "cases.tsv should exercise greedy and several temperatures");
+    assert!(
+        cases.len() >= 5,
+        "cases.tsv should exercise greedy and several temperatures"
+    );
     cases
 }
 
@@ -74,7 +78,8 @@ fn host_text(model_bytes: &[u8]) -> String {
     let mut out = String::new();
     for c in cases() {
         let sampler = Sampler::from_temperature(c.temperature).expect("temperature");
-        let sample = generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars).expect("host generation");
+        let sample = generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars)
+            .expect("host generation");
         out.push_str(&sample.text());
         out.push('\n');
     }
@@ -90,10 +95,15 @@ fn qemu_or_skip(test: &str) -> Option<PathBuf> {
         .find(|p| p.is_file());
     if found.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(!ci, "CI=true but qemu-system-arm is not installed: firmware-demo/ci.sh installs it");
+        assert!(
+            !ci,
+            "CI=true but qemu-system-arm is not installed: firmware-demo/ci.sh installs it"
+        );
         eprintln!();
         eprintln!("!!!!!!!! SKIPPED {test}: qemu-system-arm is not installed !!!!!!!!");
-        eprintln!("!!!!!!!! (apt-get install qemu-system-arm, or run firmware-demo/ci.sh) !!!!!!!!");
+        eprintln!(
+            "!!!!!!!! (apt-get install qemu-system-arm, or run firmware-demo/ci.sh) !!!!!!!!"
+        );
         eprintln!();
     }
     found
@@ -114,7 +124,14 @@ fn build_and_run(model: Option<&Path>) -> Run {
     build.current_dir(&dir).args(["build", "--release"]);
     // The firmware has its own target directory and target; none of the
     // outer build's settings apply.
-    for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
         build.env_remove(var);
     }
     match model {
@@ -131,14 +148,19 @@ fn build_and_run(model: Option<&Path>) -> Run {
 
     // The runner line of firmware-demo/.cargo/config.toml, so the test runs
     // exactly what `cargo run --release` runs.
-    let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).expect("firmware-demo/.cargo/config.toml");
+    let config = std::fs::read_to_string(dir.join(".cargo/config.toml"))
+        .expect("firmware-demo/.cargo/config.toml");
     let runner = config
         .lines()
         .find_map(|l| l.trim().strip_prefix("runner = \"")?.strip_suffix('"'))
         .expect("a runner line in firmware-demo/.cargo/config.toml");
     let mut words = runner.split_whitespace();
     let mut qemu = Command::new(words.next().expect("runner program"));
-    qemu.args(words).arg(&elf).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    qemu.args(words)
+        .arg(&elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = qemu.spawn().expect("start qemu-system-arm");
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -164,49 +186,88 @@ fn build_and_run(model: Option<&Path>) -> Run {
     };
     Run {
         status: status.code(),
-        stdout: out_reader.join().expect("stdout reader").expect("read stdout"),
-        stderr: err_reader.join().expect("stderr reader").expect("read stderr"),
+        stdout: out_reader
+            .join()
+            .expect("stdout reader")
+            .expect("read stdout"),
+        stderr: err_reader
+            .join()
+            .expect("stderr reader")
+            .expect("read stderr"),
     }
 }
 
 /// Asserts a successful run whose text is `expected`, naming the first difference.
 fn assert_text(run: &Run, expected: &str, what: &str) {
-    assert_eq!(run.status, Some(0), "the firmware failed under QEMU:\n{}", run.stderr);
+    assert_eq!(
+        run.status,
+        Some(0),
+        "the firmware failed under QEMU:\n{}",
+        run.stderr
+    );
     let got = String::from_utf8_lossy(&run.stdout);
     if run.stdout != expected.as_bytes() {
-        let line = got.lines().zip(expected.lines()).position(|(a, b)| a != b).unwrap_or(got.lines().count().min(expected.lines().count()));
+        let line = got
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.lines().count().min(expected.lines().count()));
         panic!(
             "firmware text differs from {what} (first at line {}):\n--- firmware\n{got}\n--- {what}\n{expected}\n--- firmware stderr\n{}",
             line + 1,
             run.stderr
         );
     }
-    for needle in ["kernel self-test", "instructions per character", "static RAM", "stack high-water mark"] {
-        assert!(run.stderr.contains(needle), "the report lacks {needle:?}:\n{}", run.stderr);
+    for needle in [
+        "kernel self-test",
+        "instructions per character",
+        "static RAM",
+        "stack high-water mark",
+    ] {
+        assert!(
+            run.stderr.contains(needle),
+            "the report lacks {needle:?}:\n{}",
+            run.stderr
+        );
     }
 }
 
 #[test]
 fn firmware_matches_host_and_golden_for_the_default_model() {
-    let Some(_) = qemu_or_skip("firmware_matches_host_and_golden_for_the_default_model") else { return };
+    let Some(_) = qemu_or_skip("firmware_matches_host_and_golden_for_the_default_model") else {
+        return;
+    };
     let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
-    let model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128.clm")).expect("default model");
+    let model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128.clm"))
+        .expect("default model");
     let golden_file = "golden/shakespeare-lstm128.txt";
-    let golden = std::fs::read_to_string(firmware_dir().join(golden_file)).expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let golden = std::fs::read_to_string(firmware_dir().join(golden_file))
+        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
     let host = host_text(&model);
-    assert_eq!(host, golden, "the host no longer reproduces firmware-demo/{golden_file}");
+    assert_eq!(
+        host, golden,
+        "the host no longer reproduces firmware-demo/{golden_file}"
+    );
     let run = build_and_run(None);
-    assert_text(&run, &golden, "charlm generate and firmware-demo/golden/shakespeare-lstm128.txt");
+    assert_text(
+        &run,
+        &golden,
+        "charlm generate and firmware-demo/golden/shakespeare-lstm128.txt",
+    );
 }
 
 #[test]
 fn firmware_matches_host_for_the_benchmark_model() {
     // Hidden 128: the kernel's word-aligned four-row path, its unaligned
     // path (this model's output matrix is not word-aligned), no tail.
-    let Some(_) = qemu_or_skip("firmware_matches_host_for_the_benchmark_model") else { return };
+    let Some(_) = qemu_or_skip("firmware_matches_host_for_the_benchmark_model") else {
+        return;
+    };
     let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
-    let bytes = charlm_tests::Weights::synthesize(&charlm_tests::FIRMWARE_BENCH)
-        .encode(charlm_tests::FIRMWARE_BENCH.symbols, "synthetic benchmark (seeded PCG32)");
+    let bytes = charlm_tests::Weights::synthesize(&charlm_tests::FIRMWARE_BENCH).encode(
+        charlm_tests::FIRMWARE_BENCH.symbols,
+        "synthetic benchmark (seeded PCG32)",
+    );
     let path = std::env::temp_dir().join(format!("charlm-bench-{}.clm", std::process::id()));
     std::fs::write(&path, &bytes).expect("write the benchmark model");
     let run = build_and_run(Some(&path));
@@ -216,7 +277,9 @@ fn firmware_matches_host_for_the_benchmark_model() {
 
 #[test]
 fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
-    let Some(_) = qemu_or_skip("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status") else {
+    let Some(_) =
+        qemu_or_skip("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status")
+    else {
         return;
     };
     let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
@@ -227,7 +290,16 @@ fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
     std::fs::write(&path, &bytes).expect("write the corrupted model");
     let run = build_and_run(Some(&path));
     std::fs::remove_file(&path).ok();
-    assert_ne!(run.status, Some(0), "a corrupted model ran:\n{}", run.stderr);
-    assert!(run.stderr.contains("corrupted"), "no error message:\n{}", run.stderr);
+    assert_ne!(
+        run.status,
+        Some(0),
+        "a corrupted model ran:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("corrupted"),
+        "no error message:\n{}",
+        run.stderr
+    );
     assert!(run.stdout.is_empty(), "text printed from a corrupted model");
 }

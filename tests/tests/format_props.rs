@@ -15,7 +15,10 @@ fn every_single_byte_change_is_rejected() {
     for i in 0..good.len() {
         for flip in [0x01u8, 0x80, 0xff, 0x5a] {
             bad[i] = good[i] ^ flip;
-            assert!(Model::from_bytes(&bad).is_err(), "byte {i} ^ {flip:#04x} accepted");
+            assert!(
+                Model::from_bytes(&bad).is_err(),
+                "byte {i} ^ {flip:#04x} accepted"
+            );
         }
         bad[i] = good[i];
     }
@@ -25,11 +28,17 @@ fn every_single_byte_change_is_rejected() {
 fn every_truncation_and_extension_is_rejected() {
     let good = std::fs::read(model_path("gru1")).unwrap();
     for len in 0..good.len() {
-        assert!(Model::from_bytes(&good[..len]).is_err(), "truncation to {len} bytes accepted");
+        assert!(
+            Model::from_bytes(&good[..len]).is_err(),
+            "truncation to {len} bytes accepted"
+        );
     }
     let mut longer = good.clone();
     longer.push(0);
-    assert!(Model::from_bytes(&longer).is_err(), "a trailing byte was accepted");
+    assert!(
+        Model::from_bytes(&longer).is_err(),
+        "a trailing byte was accepted"
+    );
 }
 
 fn arb_symbols() -> impl Strategy<Value = String> {
@@ -37,7 +46,9 @@ fn arb_symbols() -> impl Strategy<Value = String> {
     let pool: Vec<char> = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?'\"-\näöüßéÄÖÜ€漢字🙂"
         .chars()
         .collect();
-    proptest::sample::subsequence(pool.clone(), 1..pool.len()).prop_shuffle().prop_map(|v| v.into_iter().collect())
+    proptest::sample::subsequence(pool.clone(), 1..pool.len())
+        .prop_shuffle()
+        .prop_map(|v| v.into_iter().collect())
 }
 
 proptest! {

@@ -3,7 +3,10 @@
 //! `charlm generate` binary in trainer/tests/golden_cli.rs, and under QEMU
 //! by the firmware test.)
 
-use charlm_tests::{SPECS, TEMPERATURES, digest_path, golden_models, golden_path, golden_text, logits_digest, model_path};
+use charlm_tests::{
+    SPECS, TEMPERATURES, digest_path, golden_models, golden_path, golden_text, logits_digest,
+    model_path,
+};
 
 #[test]
 fn library_reproduces_every_golden_file() {
@@ -13,7 +16,12 @@ fn library_reproduces_every_golden_file() {
             let path = golden_path(name, t);
             let expected = std::fs::read_to_string(&path).expect("golden file");
             let actual = golden_text(&bytes, t).expect("generation");
-            assert_eq!(actual, expected, "{} differs from the runtime's output", path.display());
+            assert_eq!(
+                actual,
+                expected,
+                "{} differs from the runtime's output",
+                path.display()
+            );
         }
     }
 }
@@ -24,8 +32,13 @@ fn golden_fixtures_are_what_the_fixture_tool_builds() {
     // deterministic output of `make-fixtures`.
     for spec in &SPECS {
         let committed = std::fs::read(model_path(spec.name)).expect("fixture model");
-        let built = charlm_tests::Weights::synthesize(spec).encode(spec.symbols, "synthetic (seeded PCG32)");
-        assert!(committed == built, "{} is not what make-fixtures builds", spec.name);
+        let built = charlm_tests::Weights::synthesize(spec)
+            .encode(spec.symbols, "synthetic (seeded PCG32)");
+        assert!(
+            committed == built,
+            "{} is not what make-fixtures builds",
+            spec.name
+        );
     }
 }
 
@@ -34,7 +47,10 @@ fn sampled_golden_texts_differ_between_seeds_and_temperatures() {
     // The golden cases must exercise the sampler, not repeat one text.
     for name in golden_models() {
         let bytes = std::fs::read(model_path(name)).unwrap();
-        let texts: Vec<String> = TEMPERATURES.iter().map(|&t| golden_text(&bytes, t).unwrap()).collect();
+        let texts: Vec<String> = TEMPERATURES
+            .iter()
+            .map(|&t| golden_text(&bytes, t).unwrap())
+            .collect();
         for (i, a) in texts.iter().enumerate() {
             for b in &texts[i + 1..] {
                 assert_ne!(a, b, "{name}: two temperatures gave the same text");
@@ -57,7 +73,10 @@ fn logits_are_bit_for_bit_the_committed_digest() {
         let actual = logits_digest(&bytes).unwrap();
         if actual != expected {
             let first = actual.lines().zip(expected.lines()).find(|(a, b)| a != b);
-            panic!("{name}: logits differ from {} first at {first:?}", digest_path(name).display());
+            panic!(
+                "{name}: logits differ from {} first at {first:?}",
+                digest_path(name).display()
+            );
         }
     }
 }

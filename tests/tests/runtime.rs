@@ -3,7 +3,7 @@
 
 use charlm_runtime::format::{Body, ModelFile};
 use charlm_runtime::{
-    Capacity, Error, Generator, Model, Sampler, SeededRng, Stop, TensorName, Temperature, Workspace,
+    Capacity, Error, Generator, Model, Sampler, SeededRng, Stop, Temperature, TensorName, Workspace,
 };
 use charlm_tests::{SPECS, Weights, model_path};
 use rand_core::RngCore;
@@ -26,8 +26,22 @@ fn fixtures_load_and_describe_themselves() {
     assert_eq!(model.hidden(), 20);
     assert_eq!(model.vocab().size(), SPECS[1].symbols.chars().count() + 2);
     assert_eq!(model.vocab().id_of(' '), Some(1));
-    assert_eq!(model.vocab().id_of('€'), Some(model.vocab().symbols().chars().position(|c| c == '€').unwrap() as u16 + 1));
-    assert_eq!(model.vocab().symbol(model.vocab().id_of('ß').unwrap()), Some('ß'));
+    assert_eq!(
+        model.vocab().id_of('€'),
+        Some(
+            model
+                .vocab()
+                .symbols()
+                .chars()
+                .position(|c| c == '€')
+                .unwrap() as u16
+                + 1
+        )
+    );
+    assert_eq!(
+        model.vocab().symbol(model.vocab().id_of('ß').unwrap()),
+        Some('ß')
+    );
     assert_eq!(model.vocab().symbol(0), None);
     assert_eq!(model.vocab().symbol(model.vocab().eos()), None);
     assert_eq!(model.vocab().id_of('#'), None);
@@ -36,21 +50,36 @@ fn fixtures_load_and_describe_themselves() {
 #[test]
 fn structural_damage_is_a_typed_error() {
     let good = fixture("lstm2");
-    assert!(matches!(Model::from_bytes(&[]), Err(Error::Truncated { len: 0 })));
-    assert!(matches!(Model::from_bytes(&good[..6]), Err(Error::Truncated { .. }) | Err(Error::ChecksumMismatch { .. })));
+    assert!(matches!(
+        Model::from_bytes(&[]),
+        Err(Error::Truncated { len: 0 })
+    ));
+    assert!(matches!(
+        Model::from_bytes(&good[..6]),
+        Err(Error::Truncated { .. }) | Err(Error::ChecksumMismatch { .. })
+    ));
     let mut bad = good.clone();
     bad[0] = b'X';
     assert_eq!(Model::from_bytes(&bad).unwrap_err(), Error::BadMagic);
     let mut bad = good.clone();
     bad[4] = 9;
-    assert_eq!(Model::from_bytes(&bad).unwrap_err(), Error::UnsupportedVersion { found: 9 });
+    assert_eq!(
+        Model::from_bytes(&bad).unwrap_err(),
+        Error::UnsupportedVersion { found: 9 }
+    );
     let mut bad = good.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x10;
-    assert!(matches!(Model::from_bytes(&bad), Err(Error::ChecksumMismatch { .. })));
+    assert!(matches!(
+        Model::from_bytes(&bad),
+        Err(Error::ChecksumMismatch { .. })
+    ));
     // Truncation anywhere past the header is caught (checksum or decoding).
     for cut in [9, 100, good.len() - 1] {
-        assert!(Model::from_bytes(&good[..cut]).is_err(), "cut at {cut} accepted");
+        assert!(
+            Model::from_bytes(&good[..cut]).is_err(),
+            "cut at {cut} accepted"
+        );
     }
 }
 
@@ -58,37 +87,97 @@ fn structural_damage_is_a_typed_error() {
 fn inconsistent_contents_are_rejected_even_with_a_valid_checksum() {
     let good = fixture("lstm2");
     let cases: Vec<(Vec<u8>, Error)> = vec![
-        (edited(&good, |b| b.arch.layers = 3), Error::LayerCountMismatch { arch: 3, found: 2 }),
-        (edited(&good, |b| b.arch.layers = 0), Error::LayersOutOfRange { layers: 0 }),
-        (edited(&good, |b| b.arch.hidden = 0), Error::HiddenOutOfRange { hidden: 0 }),
+        (
+            edited(&good, |b| b.arch.layers = 3),
+            Error::LayerCountMismatch { arch: 3, found: 2 },
+        ),
+        (
+            edited(&good, |b| b.arch.layers = 0),
+            Error::LayersOutOfRange { layers: 0 },
+        ),
+        (
+            edited(&good, |b| b.arch.hidden = 0),
+            Error::HiddenOutOfRange { hidden: 0 },
+        ),
         (
             edited(&good, |b| b.layers[1].w_hh.shape = [108, 26]),
-            Error::ShapeMismatch { tensor: TensorName::WHh(1), expected: [108, 27], found: [108, 26] },
+            Error::ShapeMismatch {
+                tensor: TensorName::WHh(1),
+                expected: [108, 27],
+                found: [108, 26],
+            },
         ),
         (
             edited(&good, |b| b.out_b.data = &b.out_b.data[2..]),
-            Error::DataLength { tensor: TensorName::OutB, expected: 78, found: 76 },
+            Error::DataLength {
+                tensor: TensorName::OutB,
+                expected: 78,
+                found: 76,
+            },
         ),
-        (edited(&good, |b| b.vocab.eos = 5), Error::BadSpecialIds { pad: 0, eos: 5 }),
-        (edited(&good, |b| b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!!"), Error::DuplicateSymbol { symbol: '!' }),
-        (edited(&good, |b| b.vocab.symbols = b"etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!?"), Error::VocabSizeMismatch { symbols: 36, vocab: 39 }),
-        (edited(&good, |b| b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!\xff"), Error::VocabNotUtf8 { offset: 36 }),
+        (
+            edited(&good, |b| b.vocab.eos = 5),
+            Error::BadSpecialIds { pad: 0, eos: 5 },
+        ),
+        (
+            edited(&good, |b| {
+                b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!!"
+            }),
+            Error::DuplicateSymbol { symbol: '!' },
+        ),
+        (
+            edited(&good, |b| {
+                b.vocab.symbols = b"etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!?"
+            }),
+            Error::VocabSizeMismatch {
+                symbols: 36,
+                vocab: 39,
+            },
+        ),
+        (
+            edited(&good, |b| {
+                b.vocab.symbols = b" etaoinshrdlucmfwypvbgkqjxzTOAS.,'-!\xff"
+            }),
+            Error::VocabNotUtf8 { offset: 36 },
+        ),
     ];
     for (bytes, expected) in cases {
         assert_eq!(Model::from_bytes(&bytes).unwrap_err(), expected);
     }
     // An f16 infinity in a weight.
-    let mut data = ModelFile::decode(&good).unwrap().body.layers[0].w_hh.data.to_vec();
+    let mut data = ModelFile::decode(&good).unwrap().body.layers[0]
+        .w_hh
+        .data
+        .to_vec();
     data[1] = 0x7c;
     let inf = edited(&good, |b| b.layers[0].w_hh.data = &data);
-    assert_eq!(Model::from_bytes(&inf).unwrap_err(), Error::NonFinite { tensor: TensorName::WHh(0) });
+    assert_eq!(
+        Model::from_bytes(&inf).unwrap_err(),
+        Error::NonFinite {
+            tensor: TensorName::WHh(0)
+        }
+    );
 }
 
 #[test]
 fn errors_read_as_one_line() {
-    let e = Error::ShapeMismatch { tensor: TensorName::WIh(0), expected: [39, 108], found: [1, 2] };
-    assert_eq!(e.to_string(), "tensor layer 0 w_ih has shape 1x2, expected 39x108");
-    assert!(!Error::ChecksumMismatch { stored: 1, computed: 2 }.to_string().contains('\n'));
+    let e = Error::ShapeMismatch {
+        tensor: TensorName::WIh(0),
+        expected: [39, 108],
+        found: [1, 2],
+    };
+    assert_eq!(
+        e.to_string(),
+        "tensor layer 0 w_ih has shape 1x2, expected 39x108"
+    );
+    assert!(
+        !Error::ChecksumMismatch {
+            stored: 1,
+            computed: 2
+        }
+        .to_string()
+        .contains('\n')
+    );
 }
 
 #[test]
@@ -96,22 +185,57 @@ fn a_model_larger_than_the_workspace_is_refused_at_bind_time() {
     let bytes = fixture("lstm2");
     let model = Model::from_bytes(&bytes).unwrap();
     let mut small = Workspace::<16, 2, 64>::new();
-    let err = Generator::new(&model, &mut small, Sampler::Greedy, SeededRng::new(1)).err().unwrap();
-    assert_eq!(err, Error::TooLarge { what: Capacity::Hidden, needed: 27, capacity: 16 });
+    let err = Generator::new(&model, &mut small, Sampler::Greedy, SeededRng::new(1))
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        Error::TooLarge {
+            what: Capacity::Hidden,
+            needed: 27,
+            capacity: 16
+        }
+    );
     let mut shallow = Workspace::<32, 1, 64>::new();
-    assert_eq!(shallow.check(&model), Err(Error::TooLarge { what: Capacity::Layers, needed: 2, capacity: 1 }));
+    assert_eq!(
+        shallow.check(&model),
+        Err(Error::TooLarge {
+            what: Capacity::Layers,
+            needed: 2,
+            capacity: 1
+        })
+    );
     let mut narrow = Workspace::<32, 2, 16>::new();
-    assert_eq!(narrow.check(&model), Err(Error::TooLarge { what: Capacity::Vocab, needed: 39, capacity: 16 }));
+    assert_eq!(
+        narrow.check(&model),
+        Err(Error::TooLarge {
+            what: Capacity::Vocab,
+            needed: 39,
+            capacity: 16
+        })
+    );
     // Exactly fitting works and gives the same text as the big host workspace.
     let mut exact = Workspace::<27, 2, 39>::new();
     let a: String = {
-        let mut g = Generator::new(&model, &mut exact, Sampler::from_temperature(1.0).unwrap(), SeededRng::new(3)).unwrap();
+        let mut g = Generator::new(
+            &model,
+            &mut exact,
+            Sampler::from_temperature(1.0).unwrap(),
+            SeededRng::new(3),
+        )
+        .unwrap();
         g.feed("the ");
         g.by_ref().take(50).collect()
     };
     let mut big = charlm_trainer::sample::host_workspace();
     let b: String = {
-        let mut g = Generator::new(&model, &mut *big, Sampler::from_temperature(1.0).unwrap(), SeededRng::new(3)).unwrap();
+        let mut g = Generator::new(
+            &model,
+            &mut *big,
+            Sampler::from_temperature(1.0).unwrap(),
+            SeededRng::new(3),
+        )
+        .unwrap();
         g.feed("the ");
         g.by_ref().take(50).collect()
     };
@@ -123,7 +247,11 @@ fn a_model_larger_than_the_workspace_is_refused_at_bind_time() {
 fn temperatures_are_validated() {
     assert_eq!(Sampler::from_temperature(0.0), Ok(Sampler::Greedy));
     for bad in [-0.5, f32::NAN, f32::INFINITY, -1e-30] {
-        assert_eq!(Sampler::from_temperature(bad), Err(Error::BadTemperature), "{bad}");
+        assert_eq!(
+            Sampler::from_temperature(bad),
+            Err(Error::BadTemperature),
+            "{bad}"
+        );
     }
     assert!(Temperature::new(1e-30).is_ok());
 }
@@ -164,7 +292,13 @@ fn one_draw_per_sampled_character_and_none_for_greedy() {
     let bytes = fixture("gru1");
     let model = Model::from_bytes(&bytes).unwrap();
     let mut ws = charlm_trainer::sample::host_workspace();
-    let mut g = Generator::new(&model, &mut *ws, Sampler::from_temperature(0.8).unwrap(), SeededRng::new(5)).unwrap();
+    let mut g = Generator::new(
+        &model,
+        &mut *ws,
+        Sampler::from_temperature(0.8).unwrap(),
+        SeededRng::new(5),
+    )
+    .unwrap();
     g.feed("die ");
     let n = g.by_ref().take(30).count();
     let mut reference = SeededRng::new(5);
@@ -204,7 +338,9 @@ fn generation_stops_at_the_limit_at_eos_and_before_any_prompt() {
     let bytes = fixture("lstm2");
     let model = Model::from_bytes(&bytes).unwrap();
     let mut ws = charlm_trainer::sample::host_workspace();
-    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap().with_limit(5);
+    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0))
+        .unwrap()
+        .with_limit(5);
     assert_eq!(g.next_char(), None);
     assert_eq!(g.stop(), Some(Stop::NothingFed));
     g.feed("a");
@@ -245,7 +381,10 @@ fn every_weight_bit_matters() {
     let spec = &SPECS[0];
     let weights = Weights::synthesize(spec);
     let good = weights.encode(spec.symbols, "x");
-    let mut data = ModelFile::decode(&good).unwrap().body.layers[1].w_hh.data.to_vec();
+    let mut data = ModelFile::decode(&good).unwrap().body.layers[1]
+        .w_hh
+        .data
+        .to_vec();
     data[10] ^= 1;
     let flipped = edited(&good, |b| b.layers[1].w_hh.data = &data);
     let logits = |bytes: &[u8]| -> Vec<u32> {

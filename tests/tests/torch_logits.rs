@@ -19,11 +19,18 @@ use charlm_tests::{SPECS, model_path, tests_dir};
 fn runtime_logits_match_pytorch() {
     for spec in &SPECS {
         let bytes = std::fs::read(model_path(spec.name)).unwrap();
-        let path = tests_dir().join("fixtures").join(format!("{}.torch_logits.json", spec.name));
+        let path = tests_dir()
+            .join("fixtures")
+            .join(format!("{}.torch_logits.json", spec.name));
         let reference: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("reference logits")).unwrap();
-        let ids: Vec<u16> =
-            reference["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect();
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("reference logits"))
+                .unwrap();
+        let ids: Vec<u16> = reference["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u16)
+            .collect();
         let steps = reference["logits"].as_array().unwrap();
         assert_eq!(ids.len(), steps.len());
 
@@ -33,7 +40,12 @@ fn runtime_logits_match_pytorch() {
         let mut worst = 0.0f64;
         for (t, (&id, expected)) in ids.iter().zip(steps).enumerate() {
             assert!(g.feed_id(id));
-            let expected: Vec<f64> = expected.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let expected: Vec<f64> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             assert_eq!(expected.len(), g.logits().len());
             // Id 0 (padding) is never produced; the runtime does not compute its logit.
             for (v, (&ours, &theirs)) in g.logits().iter().zip(&expected).enumerate().skip(1) {

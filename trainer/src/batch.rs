@@ -51,7 +51,13 @@ impl Batch {
                 targets[t * rows + b] = s.get(t + 1).copied().unwrap_or(eos);
             }
         }
-        Batch { steps, rows, inputs, targets, carry: false }
+        Batch {
+            steps,
+            rows,
+            inputs,
+            targets,
+            carry: false,
+        }
     }
 }
 
@@ -90,7 +96,10 @@ impl SampleBatcher {
 
     /// The batch made of these samples.
     pub fn batch(&self, indices: &[u32]) -> Batch {
-        let s: Vec<&[u16]> = indices.iter().map(|&i| self.samples[i as usize].as_slice()).collect();
+        let s: Vec<&[u16]> = indices
+            .iter()
+            .map(|&i| self.samples[i as usize].as_slice())
+            .collect();
         Batch::from_samples(&s, self.eos)
     }
 
@@ -139,7 +148,11 @@ impl StreamBatcher {
             return 0;
         }
         let o = Rng::derive(seed, 0x5354_524d ^ epoch).below(self.steps as u64) as usize;
-        if self.geometry(o).1 == self.len() { o } else { 0 }
+        if self.geometry(o).1 == self.len() {
+            o
+        } else {
+            0
+        }
     }
 
     /// Windows per epoch.
@@ -165,7 +178,13 @@ impl StreamBatcher {
                 targets[t * rows + b] = self.ids[start + t + 1];
             }
         }
-        Batch { steps, rows, inputs, targets, carry: k > 0 }
+        Batch {
+            steps,
+            rows,
+            inputs,
+            targets,
+            carry: k > 0,
+        }
     }
 }
 
@@ -197,7 +216,13 @@ pub fn eval_stream_batches(ids: &[u16], steps: usize) -> Vec<Batch> {
                 targets[t * rows + b] = ids[at + 1];
             }
         }
-        out.push(Batch { steps: t_len, rows, inputs, targets, carry: k > 0 });
+        out.push(Batch {
+            steps: t_len,
+            rows,
+            inputs,
+            targets,
+            carry: k > 0,
+        });
         k += t_len;
     }
     out
@@ -205,15 +230,26 @@ pub fn eval_stream_batches(ids: &[u16], steps: usize) -> Vec<Batch> {
 
 /// Held-out samples as evaluation batches (sorted by length, `rows` each).
 pub fn eval_sample_batches(samples: &[Vec<u16>], rows: usize, eos: u16) -> Vec<Batch> {
-    let mut sorted: Vec<&[u16]> = samples.iter().filter(|s| !s.is_empty()).map(|s| s.as_slice()).collect();
+    let mut sorted: Vec<&[u16]> = samples
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.as_slice())
+        .collect();
     sorted.sort_by_key(|s| s.len());
-    sorted.chunks(rows).map(|c| Batch::from_samples(c, eos)).collect()
+    sorted
+        .chunks(rows)
+        .map(|c| Batch::from_samples(c, eos))
+        .collect()
 }
 
 /// Benchmark batches: consecutive non-empty lines of `text`, `rows` at a time
 /// in file order, post-padded (as `charlm bench` and the PyTorch scripts build them).
 pub fn line_batches(vocab: &crate::vocab::Vocab, text: &str, rows: usize) -> Vec<Batch> {
-    let lines: Vec<Vec<u16>> = text.split('\n').filter(|l| !l.trim().is_empty()).map(|l| vocab.encode(l).0).collect();
+    let lines: Vec<Vec<u16>> = text
+        .split('\n')
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| vocab.encode(l).0)
+        .collect();
     lines
         .chunks_exact(rows)
         .map(|c| {
@@ -225,7 +261,12 @@ pub fn line_batches(vocab: &crate::vocab::Vocab, text: &str, rows: usize) -> Vec
 
 /// Benchmark batches: every window of running text, in order (state carries
 /// from one to the next). `None` if the text is too short for `rows` streams.
-pub fn stream_batches(vocab: &crate::vocab::Vocab, text: &str, rows: usize, steps: usize) -> Option<Vec<Batch>> {
+pub fn stream_batches(
+    vocab: &crate::vocab::Vocab,
+    text: &str,
+    rows: usize,
+    steps: usize,
+) -> Option<Vec<Batch>> {
     let s = StreamBatcher::new(vocab.encode(text).0, rows, steps)?;
     Some((0..s.len()).map(|k| s.batch(0, k)).collect())
 }
@@ -261,7 +302,12 @@ mod tests {
             total += b.steps * b.rows;
         }
         assert_eq!(real, batcher.chars());
-        assert!((total - real) * 10 < real, "padding {} of {}", total - real, total);
+        assert!(
+            (total - real) * 10 < real,
+            "padding {} of {}",
+            total - real,
+            total
+        );
     }
 
     #[test]
@@ -285,7 +331,10 @@ mod tests {
         let ids: Vec<u16> = (0..5001).map(|i| (i % 7 + 1) as u16).collect();
         assert_eq!(eval_streams(5001), (5, 1000));
         let batches = eval_stream_batches(&ids, 300);
-        assert_eq!(batches.iter().map(|b| b.steps).collect::<Vec<_>>(), [300, 300, 300, 100]);
+        assert_eq!(
+            batches.iter().map(|b| b.steps).collect::<Vec<_>>(),
+            [300, 300, 300, 100]
+        );
         assert_eq!(batches.iter().map(|b| b.chars()).sum::<usize>(), 5000);
         assert_eq!(batches[3].targets[99 * 5 + 4], ids[5000]);
     }

@@ -84,21 +84,36 @@ impl Checkpoint {
 
     /// Decodes and checks a checkpoint file's bytes.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, CliError> {
-        let bad = |why: &str| CliError::invalid(format!("{}: not a usable checkpoint: {why}", path.display()));
+        let bad = |why: &str| {
+            CliError::invalid(format!(
+                "{}: not a usable checkpoint: {why}",
+                path.display()
+            ))
+        };
         if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
             return Err(bad("wrong magic"));
         }
         let (content, crc) = bytes.split_at(bytes.len() - 4);
-        if charlm_runtime::format::crc32(content) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if charlm_runtime::format::crc32(content)
+            != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+        {
             return Err(bad("checksum mismatch (damaged file)"));
         }
-        let ck: Checkpoint = postcard::from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
+        let ck: Checkpoint =
+            postcard::from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
         if ck.version != VERSION {
-            return Err(bad(&format!("version {} (this charlm reads {VERSION})", ck.version)));
+            return Err(bad(&format!(
+                "version {} (this charlm reads {VERSION})",
+                ck.version
+            )));
         }
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
-        if !finite(&ck.params) || !finite(&ck.optimizer.m) || !finite(&ck.optimizer.v) || !ck.carry.1.iter().all(|s| finite(s)) {
+        if !finite(&ck.params)
+            || !finite(&ck.optimizer.m)
+            || !finite(&ck.optimizer.v)
+            || !ck.carry.1.iter().all(|s| finite(s))
+        {
             return Err(bad("it holds non-finite values (inf or NaN)"));
         }
         Ok(ck)
@@ -107,7 +122,10 @@ impl Checkpoint {
     /// Reads `dir/checkpoint.bin`.
     pub fn load(dir: &Path) -> Result<Self, CliError> {
         let path = dir.join(FILE);
-        let bytes = std::fs::read(&path).map_err(|source| CliError::Read { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| CliError::Read {
+            path: path.clone(),
+            source,
+        })?;
         Self::from_bytes(&path, &bytes)
     }
 
@@ -120,9 +138,18 @@ impl Checkpoint {
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames
 /// it over `path`: readers see the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let err = |source| CliError::Write { path: path.to_owned(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let err = |source| CliError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;

@@ -11,7 +11,9 @@ pub const BUNDLED: &[u8] = include_bytes!("../corpora/tinyshakespeare.txt");
 pub const BUNDLED_NAME: &str = "tinyshakespeare.txt (bundled)";
 
 /// Which column(s) of an AG News CSV (`class,title,description`) make a sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 pub enum Field {
     /// The headline (the lesson's choice).
     Title,
@@ -78,9 +80,15 @@ impl Spec {
     /// Reads and parses the corpus.
     pub fn load(&self) -> Result<Corpus, CliError> {
         let (bytes, name, path) = match &self.path {
-            None => (BUNDLED.to_vec(), BUNDLED_NAME.to_string(), PathBuf::from(BUNDLED_NAME)),
+            None => (
+                BUNDLED.to_vec(),
+                BUNDLED_NAME.to_string(),
+                PathBuf::from(BUNDLED_NAME),
+            ),
             Some(p) => {
-                let file_name = p.file_name().map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into());
+                let file_name = p
+                    .file_name()
+                    .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into());
                 let name = match self.field {
                     Some(f) => format!("{file_name}:{}", f.name()),
                     None => file_name,
@@ -92,24 +100,47 @@ impl Spec {
         let text = utf8(&path, bytes)?;
         let texts = match (self.field, self.layout) {
             (Some(field), _) => csv_samples(&path, &text, field)?,
-            (None, Layout::Samples) => {
-                text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.is_empty()).map(String::from).collect()
-            }
+            (None, Layout::Samples) => text
+                .split('\n')
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect(),
             (None, Layout::Running) => {
-                if text.is_empty() { vec![] } else { vec![text] }
+                if text.is_empty() {
+                    vec![]
+                } else {
+                    vec![text]
+                }
             }
         };
         if texts.is_empty() {
-            return Err(CliError::invalid(format!("{}: the corpus is empty", path.display())));
+            return Err(CliError::invalid(format!(
+                "{}: the corpus is empty",
+                path.display()
+            )));
         }
-        Ok(Corpus { name, crc, texts, layout: if self.field.is_some() { Layout::Samples } else { self.layout } })
+        Ok(Corpus {
+            name,
+            crc,
+            texts,
+            layout: if self.field.is_some() {
+                Layout::Samples
+            } else {
+                self.layout
+            },
+        })
     }
 }
 
 /// Checks UTF-8, naming the file and the first bad byte.
 pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, CliError> {
     String::from_utf8(bytes).map_err(|e| {
-        CliError::invalid(format!("{}: invalid UTF-8 at byte offset {}", path.display(), e.utf8_error().valid_up_to()))
+        CliError::invalid(format!(
+            "{}: invalid UTF-8 at byte offset {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
     })
 }
 
@@ -120,16 +151,22 @@ fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, Cli
     // doubled); an odd count means a quoted field never ends, which the CSV
     // reader would silently run to the end of the file.
     if text.bytes().filter(|&b| b == b'"').count() % 2 == 1 {
-        let line = text.rfind('"').map_or(0, |i| text[..i].lines().count().max(1));
+        let line = text
+            .rfind('"')
+            .map_or(0, |i| text[..i].lines().count().max(1));
         return Err(CliError::invalid(format!(
             "{}: CSV error: a quoted field is never closed (unbalanced quotes; the last quote is on line {line})",
             path.display()
         )));
     }
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut out = Vec::new();
     for (row, rec) in reader.records().enumerate() {
-        let rec = rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
+        let rec =
+            rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
         let mut parts = Vec::with_capacity(2);
         for &col in field.columns() {
             let value = rec.get(col).ok_or_else(|| {
@@ -173,7 +210,10 @@ impl Corpus {
                 let val = text[cut..].to_string();
                 let mut train = text;
                 train.truncate(cut);
-                Split { train: vec![train], val: if val.is_empty() { vec![] } else { vec![val] } }
+                Split {
+                    train: vec![train],
+                    val: if val.is_empty() { vec![] } else { vec![val] },
+                }
             }
             Layout::Samples => {
                 let (mut train, mut val) = (Vec::new(), Vec::new());
@@ -203,18 +243,32 @@ mod tests {
     #[test]
     fn ag_news_csv_fields() {
         let f = file(b"\"3\",\"Wall St. Bears Claw Back\",\"Reuters - Short-sellers, \\$5 #39;s\"\n\"4\",\"Title, with \"\"quotes\"\"\",\"d\"\n");
-        let spec = |field| Spec { path: Some(f.path().into()), field: Some(field), layout: Layout::Samples };
+        let spec = |field| Spec {
+            path: Some(f.path().into()),
+            field: Some(field),
+            layout: Layout::Samples,
+        };
         let c = spec(Field::Title).load().unwrap();
-        assert_eq!(c.texts, ["Wall St. Bears Claw Back", "Title, with \"quotes\""]);
+        assert_eq!(
+            c.texts,
+            ["Wall St. Bears Claw Back", "Title, with \"quotes\""]
+        );
         assert_eq!(c.layout, Layout::Samples);
         let c = spec(Field::TitleDescription).load().unwrap();
-        assert_eq!(c.texts[0], "Wall St. Bears Claw Back Reuters - Short-sellers, \\$5 #39;s");
+        assert_eq!(
+            c.texts[0],
+            "Wall St. Bears Claw Back Reuters - Short-sellers, \\$5 #39;s"
+        );
     }
 
     #[test]
     fn csv_without_the_field_is_an_error() {
         let f = file(b"1,only a title\n");
-        let spec = Spec { path: Some(f.path().into()), field: Some(Field::Description), layout: Layout::Samples };
+        let spec = Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Description),
+            layout: Layout::Samples,
+        };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("no description"), "{err}");
     }
@@ -222,7 +276,11 @@ mod tests {
     #[test]
     fn unterminated_quotes_are_an_error() {
         let f = file(b"1,\"unterminated quote,desc\n2,a,b\n");
-        let spec = Spec { path: Some(f.path().into()), field: Some(Field::Title), layout: Layout::Samples };
+        let spec = Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Title),
+            layout: Layout::Samples,
+        };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("never closed"), "{err}");
     }
@@ -230,7 +288,11 @@ mod tests {
     #[test]
     fn invalid_utf8_names_the_offset() {
         let f = file(b"abc\xffdef");
-        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Running };
+        let spec = Spec {
+            path: Some(f.path().into()),
+            field: None,
+            layout: Layout::Running,
+        };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("invalid UTF-8 at byte offset 3"), "{err}");
     }
@@ -238,27 +300,51 @@ mod tests {
     #[test]
     fn empty_corpus_is_an_error() {
         let f = file(b"\n\r\n");
-        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Samples };
+        let spec = Spec {
+            path: Some(f.path().into()),
+            field: None,
+            layout: Layout::Samples,
+        };
         assert!(spec.load().unwrap_err().to_string().contains("empty"));
         let f = file(b"");
-        let spec = Spec { path: Some(f.path().into()), field: None, layout: Layout::Running };
+        let spec = Spec {
+            path: Some(f.path().into()),
+            field: None,
+            layout: Layout::Running,
+        };
         assert!(spec.load().unwrap_err().to_string().contains("empty"));
     }
 
     #[test]
     fn splits_are_deterministic() {
-        let c = Corpus { name: "x".into(), crc: 0, texts: (0..100).map(|i| i.to_string()).collect(), layout: Layout::Samples };
+        let c = Corpus {
+            name: "x".into(),
+            crc: 0,
+            texts: (0..100).map(|i| i.to_string()).collect(),
+            layout: Layout::Samples,
+        };
         let s = c.split(0.05);
         assert_eq!(s.val, ["19", "39", "59", "79", "99"]);
         assert_eq!(s.train.len(), 95);
-        let c = Corpus { name: "x".into(), crc: 0, texts: vec!["abcdéfghij".into()], layout: Layout::Running };
+        let c = Corpus {
+            name: "x".into(),
+            crc: 0,
+            texts: vec!["abcdéfghij".into()],
+            layout: Layout::Running,
+        };
         let s = c.split(0.2);
         assert_eq!((s.train[0].as_str(), s.val[0].as_str()), ("abcdéfgh", "ij"));
     }
 
     #[test]
     fn bundled_corpus_loads() {
-        let c = Spec { path: None, field: None, layout: Layout::Running }.load().unwrap();
+        let c = Spec {
+            path: None,
+            field: None,
+            layout: Layout::Running,
+        }
+        .load()
+        .unwrap();
         assert_eq!(c.texts.len(), 1);
         assert!(c.texts[0].starts_with("First Citizen:"));
     }

@@ -7,13 +7,22 @@ use std::path::PathBuf;
 pub enum CliError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A file could not be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A model file the runtime rejects.
     #[error("{path}: {source}")]
-    Model { path: PathBuf, source: charlm_runtime::Error },
+    Model {
+        path: PathBuf,
+        source: charlm_runtime::Error,
+    },
     /// Any other invalid input, already phrased for the user.
     #[error("{0}")]
     Invalid(String),
@@ -28,5 +37,8 @@ impl CliError {
 
 /// Reads a whole file, naming it on failure.
 pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
-    std::fs::read(path).map_err(|source| CliError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| CliError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -40,8 +40,15 @@ fn nats(logits: &[f32], target: u16) -> f64 {
 }
 
 /// Scores one sequence: feeds `ids[i]` and scores `targets(i)`.
-fn score(model: &Model<'_>, ws: &mut HostWorkspace, ids: &[u16], target: impl Fn(usize) -> u16) -> f64 {
-    let Ok(mut g) = Generator::new(model, ws, Sampler::Greedy, SeededRng::new(0)) else { return f64::NAN };
+fn score(
+    model: &Model<'_>,
+    ws: &mut HostWorkspace,
+    ids: &[u16],
+    target: impl Fn(usize) -> u16,
+) -> f64 {
+    let Ok(mut g) = Generator::new(model, ws, Sampler::Greedy, SeededRng::new(0)) else {
+        return f64::NAN;
+    };
     let mut total = 0.0;
     for (i, &id) in ids.iter().enumerate() {
         g.feed_id(id);
@@ -59,7 +66,10 @@ pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
             .par_chunks(64)
             .map(|chunk| {
                 let mut ws = host_workspace();
-                chunk.iter().map(|s| score(model, &mut ws, s, |i| s.get(i + 1).copied().unwrap_or(eos))).sum()
+                chunk
+                    .iter()
+                    .map(|s| score(model, &mut ws, s, |i| s.get(i + 1).copied().unwrap_or(eos)))
+                    .sum()
             })
             .collect(),
         EvalData::Running(ids) => {
@@ -74,5 +84,8 @@ pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
                 .collect()
         }
     };
-    Loss { nats: parts.iter().sum(), count: data.count() }
+    Loss {
+        nats: parts.iter().sum(),
+        count: data.count(),
+    }
 }

@@ -5,7 +5,9 @@
 //! `[V, G*H]` table, so every tensor is written as it is; vectors become
 //! `[n, 1]`.
 
-use charlm_runtime::format::{Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord};
+use charlm_runtime::format::{
+    Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord,
+};
 
 use crate::error::CliError;
 use crate::params::Layout;
@@ -40,7 +42,12 @@ pub fn to_f16_bytes(x: &[f32]) -> Result<Vec<u8>, usize> {
 }
 
 /// Encodes a model file (with checksum).
-pub fn export(layout: &Layout, params: &[f32], vocab: &Vocab, prov: &Provenance) -> Result<Vec<u8>, CliError> {
+pub fn export(
+    layout: &Layout,
+    params: &[f32],
+    vocab: &Vocab,
+    prov: &Provenance,
+) -> Result<Vec<u8>, CliError> {
     assert_eq!(params.len(), layout.len);
     assert_eq!(vocab.size(), layout.arch.vocab as usize);
     let mut data = Vec::with_capacity(layout.slots.len());
@@ -56,10 +63,19 @@ pub fn export(layout: &Layout, params: &[f32], vocab: &Vocab, prov: &Provenance)
     }
     let tensor = |i: usize| {
         let [r, c] = layout.slots[i].shape;
-        Tensor { dtype: DType::F16, shape: [r as u32, c as u32], data: &data[i] }
+        Tensor {
+            dtype: DType::F16,
+            shape: [r as u32, c as u32],
+            data: &data[i],
+        }
     };
     let layers = (0..layout.arch.layers as usize)
-        .map(|l| LayerRecord { w_ih: tensor(4 * l), w_hh: tensor(4 * l + 1), b_ih: tensor(4 * l + 2), b_hh: tensor(4 * l + 3) })
+        .map(|l| LayerRecord {
+            w_ih: tensor(4 * l),
+            w_hh: tensor(4 * l + 1),
+            b_ih: tensor(4 * l + 2),
+            b_hh: tensor(4 * l + 3),
+        })
         .collect();
     let n = layout.slots.len();
     let symbols = vocab.symbols_string();
@@ -67,7 +83,11 @@ pub fn export(layout: &Layout, params: &[f32], vocab: &Vocab, prov: &Provenance)
         header: Header::CURRENT,
         body: Body {
             arch: layout.arch,
-            vocab: VocabRecord { symbols: symbols.as_bytes(), pad: 0, eos: vocab.eos() },
+            vocab: VocabRecord {
+                symbols: symbols.as_bytes(),
+                pad: 0,
+                eos: vocab.eos(),
+            },
             layers,
             out_w: tensor(n - 2),
             out_b: tensor(n - 1),
@@ -80,7 +100,8 @@ pub fn export(layout: &Layout, params: &[f32], vocab: &Vocab, prov: &Provenance)
             },
         },
     };
-    file.encode().map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))
+    file.encode()
+        .map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))
 }
 
 #[cfg(test)]
@@ -92,10 +113,20 @@ mod tests {
     #[test]
     fn the_runtime_accepts_an_export_and_sees_the_same_weights() {
         let vocab = Vocab::fit(["hello, wörld"]).unwrap();
-        let arch = Arch { cell: CellKind::Gru, layers: 2, hidden: 8, vocab: vocab.size() as u16 };
+        let arch = Arch {
+            cell: CellKind::Gru,
+            layers: 2,
+            hidden: 8,
+            vocab: vocab.size() as u16,
+        };
         let layout = Layout::new(arch);
         let params = layout.init(1);
-        let prov = Provenance { corpus: "x".into(), steps: 7, val_bpc: Some(2.5), ..Default::default() };
+        let prov = Provenance {
+            corpus: "x".into(),
+            steps: 7,
+            val_bpc: Some(2.5),
+            ..Default::default()
+        };
         let bytes = export(&layout, &params, &vocab, &prov).unwrap();
         let model = Model::from_bytes(&bytes).unwrap();
         assert_eq!(*model.arch(), arch);

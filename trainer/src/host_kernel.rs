@@ -76,7 +76,8 @@ pub struct Avx2 {
 impl Avx2 {
     /// `Some` when the CPU supports AVX2 and F16C.
     pub fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c")).then_some(Avx2 { _checked: () })
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
+            .then_some(Avx2 { _checked: () })
     }
 
     #[inline]
@@ -165,13 +166,27 @@ mod tests {
             }
         };
         for n in 1..=70usize {
-            let rows: Vec<Vec<u8>> = (0..4).map(|_| (0..n).flat_map(|_| half().to_le_bytes()).collect()).collect();
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|_| (0..n).flat_map(|_| half().to_le_bytes()).collect())
+                .collect();
             let x: Vec<f32> = (0..n).map(|_| half().to_f32().clamp(-1.0, 1.0)).collect();
             let r4 = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
-            assert_eq!(k.dot4(r4, &x).map(f32::to_bits), Portable.dot4(r4, &x).map(f32::to_bits), "n={n}");
+            assert_eq!(
+                k.dot4(r4, &x).map(f32::to_bits),
+                Portable.dot4(r4, &x).map(f32::to_bits),
+                "n={n}"
+            );
             let r3 = [&rows[0][..], &rows[1], &rows[2]];
-            assert_eq!(k.dot3(r3, &x).map(f32::to_bits), Portable.dot3(r3, &x).map(f32::to_bits), "n={n}");
-            assert_eq!(k.dot1(&rows[3], &x).to_bits(), Portable.dot1(&rows[3], &x).to_bits(), "n={n}");
+            assert_eq!(
+                k.dot3(r3, &x).map(f32::to_bits),
+                Portable.dot3(r3, &x).map(f32::to_bits),
+                "n={n}"
+            );
+            assert_eq!(
+                k.dot1(&rows[3], &x).to_bits(),
+                Portable.dot1(&rows[3], &x).to_bits(),
+                "n={n}"
+            );
         }
     }
 }

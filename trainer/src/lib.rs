@@ -2,19 +2,19 @@
 //! thin command line over these modules; inference always goes through
 //! `charlm-runtime`, never a second implementation.
 
-pub mod error;
-pub mod host_kernel;
-pub mod sample;
 pub mod batch;
+pub mod checkpoint;
 pub mod corpus;
 pub mod cpu;
 pub mod cuda;
-pub mod params;
-pub mod rng;
-pub mod vocab;
-pub mod optim;
+pub mod error;
 pub mod eval;
 pub mod export;
-pub mod checkpoint;
+pub mod host_kernel;
 pub mod metrics;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod sample;
 pub mod train;
+pub mod vocab;

@@ -45,7 +45,8 @@ pub fn csv(rows: &[Row]) -> String {
 /// Writes `metrics.csv` and `loss.svg` into `dir`.
 pub fn write(dir: &Path, rows: &[Row]) -> Result<(), CliError> {
     write_atomic(&dir.join("metrics.csv"), csv(rows).as_bytes())?;
-    let svg = plot(rows).map_err(|e| CliError::invalid(format!("cannot draw the loss curve: {e}")))?;
+    let svg =
+        plot(rows).map_err(|e| CliError::invalid(format!("cannot draw the loss curve: {e}")))?;
     write_atomic(&dir.join("loss.svg"), svg.as_bytes())
 }
 
@@ -57,27 +58,49 @@ pub fn plot(rows: &[Row]) -> Result<String, Box<dyn std::error::Error>> {
         let root = SVGBackend::with_string(&mut svg, (800, 480)).into_drawing_area();
         root.fill(&WHITE)?;
         let max_step = rows.iter().map(|r| r.step).max().unwrap_or(1).max(1) as f64;
-        let values = rows.iter().flat_map(|r| std::iter::once(r.train_bpc).chain(r.val_bpc));
-        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if lo.is_finite() { (lo * 0.95, hi * 1.05) } else { (0.0, 1.0) };
+        let values = rows
+            .iter()
+            .flat_map(|r| std::iter::once(r.train_bpc).chain(r.val_bpc));
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            (lo * 0.95, hi * 1.05)
+        } else {
+            (0.0, 1.0)
+        };
         let mut chart = ChartBuilder::on(&root)
             .caption("charlm: bits per character", ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(50)
             .build_cartesian_2d(0.0..max_step, lo..hi.max(lo + 1e-3))?;
-        chart.configure_mesh().x_desc("step").y_desc("bits per character").draw()?;
         chart
-            .draw_series(LineSeries::new(rows.iter().map(|r| (r.step as f64, r.train_bpc)), &BLUE))?
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("bits per character")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                rows.iter().map(|r| (r.step as f64, r.train_bpc)),
+                &BLUE,
+            ))?
             .label("training")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-        let val: Vec<(f64, f64)> = rows.iter().filter_map(|r| Some((r.step as f64, r.val_bpc?))).collect();
+        let val: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.step as f64, r.val_bpc?)))
+            .collect();
         chart
             .draw_series(LineSeries::new(val.clone(), &RED))?
             .label("held-out")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         chart.draw_series(val.iter().map(|&p| Circle::new(p, 4, RED.filled())))?;
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
     }
     Ok(svg)
@@ -90,12 +113,33 @@ mod tests {
     #[test]
     fn csv_and_plot() {
         let rows = vec![
-            Row { step: 10, epoch: 0.5, lr: 1e-3, train_bpc: 3.0, val_bpc: None, chars_per_s: 1e5, seconds: 1.0 },
-            Row { step: 20, epoch: 1.0, lr: 1e-3, train_bpc: 2.5, val_bpc: Some(2.6), chars_per_s: 1e5, seconds: 2.0 },
+            Row {
+                step: 10,
+                epoch: 0.5,
+                lr: 1e-3,
+                train_bpc: 3.0,
+                val_bpc: None,
+                chars_per_s: 1e5,
+                seconds: 1.0,
+            },
+            Row {
+                step: 20,
+                epoch: 1.0,
+                lr: 1e-3,
+                train_bpc: 2.5,
+                val_bpc: Some(2.6),
+                chars_per_s: 1e5,
+                seconds: 2.0,
+            },
         ];
         let text = csv(&rows);
         assert_eq!(text.lines().count(), 3);
-        assert!(text.lines().nth(2).unwrap().starts_with("20,1.0000,1e-3,2.50000,2.60000,"));
+        assert!(
+            text.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("20,1.0000,1e-3,2.50000,2.60000,")
+        );
         let svg = plot(&rows).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("held-out"));
     }

@@ -57,8 +57,17 @@ pub struct Optimizer {
 impl Optimizer {
     /// A fresh optimizer for `n` parameters.
     pub fn new(kind: Kind, n: usize) -> Self {
-        let m = if kind == Kind::Adam { vec![0.0; n] } else { Vec::new() };
-        Optimizer { kind, steps: 0, m, v: vec![0.0; n] }
+        let m = if kind == Kind::Adam {
+            vec![0.0; n]
+        } else {
+            Vec::new()
+        };
+        Optimizer {
+            kind,
+            steps: 0,
+            m,
+            v: vec![0.0; n],
+        }
     }
 
     /// One update of `params` with `grads` at learning rate `lr`.
@@ -76,7 +85,12 @@ impl Optimizer {
                 let step_size = (lr as f64 / bc1) as f32;
                 let bc2_sqrt = bc2.sqrt() as f32;
                 let w = 1.0 - b1;
-                for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+                for (((p, &g), m), v) in params
+                    .iter_mut()
+                    .zip(grads)
+                    .zip(&mut self.m)
+                    .zip(&mut self.v)
+                {
                     *m += w * (g - *m);
                     *v = *v * b2 + g * g * (1.0 - b2);
                     let denom = v.sqrt() / bc2_sqrt + ADAM_EPS;
@@ -95,7 +109,11 @@ impl Optimizer {
 
 /// The L2 norm of all gradients together (inf or NaN if any gradient is).
 pub fn grad_norm(grads: &[f32]) -> f32 {
-    grads.iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt() as f32
+    grads
+        .iter()
+        .map(|&g| g as f64 * g as f64)
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// Scales `grads` so their global 2-norm is at most `max_norm` (as
@@ -121,7 +139,10 @@ mod tests {
         let mut o = Optimizer::new(Kind::Adam, 2);
         let mut p = [1.0f32, 1.0];
         o.step(&mut p, &[0.5, -2.0], 0.01);
-        assert!((p[0] - 0.99).abs() < 1e-6 && (p[1] - 1.01).abs() < 1e-6, "{p:?}");
+        assert!(
+            (p[0] - 0.99).abs() < 1e-6 && (p[1] - 1.01).abs() < 1e-6,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -61,12 +61,20 @@ impl Layout {
         let mut push = |name: String, shape: [usize; 2]| {
             let r = at..at + shape[0] * shape[1];
             at = r.end;
-            slots.push(Slot { name, shape, range: r.clone() });
+            slots.push(Slot {
+                name,
+                shape,
+                range: r.clone(),
+            });
             r
         };
         let mut layers = Vec::new();
         for l in 0..arch.layers as usize {
-            let w_ih = if l == 0 { push("weight_ih_l0".into(), [v, g * h]) } else { push(format!("weight_ih_l{l}"), [g * h, h]) };
+            let w_ih = if l == 0 {
+                push("weight_ih_l0".into(), [v, g * h])
+            } else {
+                push(format!("weight_ih_l{l}"), [g * h, h])
+            };
             let w_hh = push(format!("weight_hh_l{l}"), [g * h, h]);
             let b_ih = push(format!("bias_ih_l{l}"), [g * h, 1]);
             let b_hh = push(format!("bias_hh_l{l}"), [g * h, 1]);
@@ -74,7 +82,14 @@ impl Layout {
         }
         let out_w = push("out.weight".into(), [v, h]);
         let out_b = push("out.bias".into(), [v, 1]);
-        Layout { arch, layers, out_w, out_b, slots, len: at }
+        Layout {
+            arch,
+            layers,
+            out_w,
+            out_b,
+            slots,
+            len: at,
+        }
     }
 
     /// Gates per cell.
@@ -111,12 +126,23 @@ mod tests {
     #[test]
     fn layout_matches_the_runtime_parameter_count() {
         for cell in [CellKind::Lstm, CellKind::Gru] {
-            let arch = Arch { cell, layers: 3, hidden: 16, vocab: 11 };
+            let arch = Arch {
+                cell,
+                layers: 3,
+                hidden: 16,
+                vocab: 11,
+            };
             let l = Layout::new(arch);
             assert_eq!(l.len, arch.param_count());
             assert_eq!(l.slots.len(), 3 * 4 + 2);
-            assert_eq!(l.slot("weight_ih_l0").unwrap().shape, [11, cell.gates() * 16]);
-            assert_eq!(l.slot("weight_ih_l2").unwrap().shape, [cell.gates() * 16, 16]);
+            assert_eq!(
+                l.slot("weight_ih_l0").unwrap().shape,
+                [11, cell.gates() * 16]
+            );
+            assert_eq!(
+                l.slot("weight_ih_l2").unwrap().shape,
+                [cell.gates() * 16, 16]
+            );
             let p = l.init(3);
             let k = 0.25;
             assert!(p.iter().all(|&x| (-k..k).contains(&x)));

@@ -55,15 +55,23 @@ pub fn generate(
     max_chars: usize,
 ) -> Result<Sample, SampleError> {
     let kernel = HostKernel::detect();
-    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(seed), kernel)?.with_limit(max_chars);
+    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(seed), kernel)?
+        .with_limit(max_chars);
     let fed = g.feed(prompt);
     if fed.fed == 0 {
         return Err(SampleError::EmptyPrompt(prompt.to_owned()));
     }
     let vocab = model.vocab();
-    let known: String = prompt.chars().filter(|&c| vocab.id_of(c).is_some()).collect();
+    let known: String = prompt
+        .chars()
+        .filter(|&c| vocab.id_of(c).is_some())
+        .collect();
     let generated: String = g.by_ref().collect();
-    Ok(Sample { prompt: known, generated, dropped: fed.dropped })
+    Ok(Sample {
+        prompt: known,
+        generated,
+        dropped: fed.dropped,
+    })
 }
 
 /// A batch of texts as `charlm generate` produces them: every prompt `count`
@@ -105,9 +113,9 @@ impl From<SampleError> for CliError {
     fn from(e: SampleError) -> Self {
         match e {
             SampleError::Runtime(e) => CliError::invalid(e.to_string()),
-            SampleError::EmptyPrompt(p) => {
-                CliError::invalid(format!("prompt {p:?} has no character in the model's vocabulary"))
-            }
+            SampleError::EmptyPrompt(p) => CliError::invalid(format!(
+                "prompt {p:?} has no character in the model's vocabulary"
+            )),
         }
     }
 }

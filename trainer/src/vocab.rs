@@ -67,7 +67,11 @@ impl Vocab {
                 other.insert(c, id);
             }
         }
-        Vocab { symbols, ascii, other }
+        Vocab {
+            symbols,
+            ascii,
+            other,
+        }
     }
 
     /// Number of ids: padding, symbols, `<eos>`.
@@ -116,7 +120,9 @@ impl Vocab {
 
     /// Text of symbol ids (padding and `<eos>` are skipped).
     pub fn decode(&self, ids: &[u16]) -> String {
-        ids.iter().filter_map(|&id| self.symbols.get((id as usize).checked_sub(1)?)).collect()
+        ids.iter()
+            .filter_map(|&id| self.symbols.get((id as usize).checked_sub(1)?))
+            .collect()
     }
 }
 
@@ -158,7 +164,9 @@ mod tests {
 
     #[test]
     fn too_many_symbols_is_an_error() {
-        let text: String = (0..MAX_VOCAB as u32).filter_map(|i| char::from_u32(0x4e00 + i)).collect();
+        let text: String = (0..MAX_VOCAB as u32)
+            .filter_map(|i| char::from_u32(0x4e00 + i))
+            .collect();
         let err = Vocab::fit([text.as_str()]).unwrap_err().to_string();
         assert!(err.contains("distinct characters"), "{err}");
         assert!(Vocab::fit([""]).is_err());

@@ -38,10 +38,21 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     let model_bytes = std::fs::read(root.join("tests/fixtures/gru1.clm")).unwrap();
     let model = write("model.clm", &model_bytes);
     let empty = write("empty.txt", b"");
-    let binary = write("binary.bin", &[0xff, 0xfe, 0x00, 0x9c, 0x80, 0x81, b'C', b'H', 0xc3, 0x28]);
-    let text = write("text.txt", "To be, or not to be: that is the question.\n".repeat(200).as_bytes());
+    let binary = write(
+        "binary.bin",
+        &[0xff, 0xfe, 0x00, 0x9c, 0x80, 0x81, b'C', b'H', 0xc3, 0x28],
+    );
+    let text = write(
+        "text.txt",
+        "To be, or not to be: that is the question.\n"
+            .repeat(200)
+            .as_bytes(),
+    );
     let huge_line = write("huge.txt", "a".repeat(300_000).as_bytes());
-    let csv_no_desc = write("titles.csv", b"3,\"Wall St. Bears Claw Back\"\n3,\"Carlyle Looks Toward\"\n");
+    let csv_no_desc = write(
+        "titles.csv",
+        b"3,\"Wall St. Bears Claw Back\"\n3,\"Carlyle Looks Toward\"\n",
+    );
     let bad_csv = write("bad.csv", b"1,\"unterminated quote,desc\n2,a,b\n");
     let mut truncated = model_bytes.clone();
     truncated.truncate(model_bytes.len() / 2);
@@ -54,8 +65,26 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     // and that resuming it with another architecture is refused.
     let run = d.join("run");
     let o = Command::new(BIN)
-        .args(["train", "--corpus", &text, "--out", run.to_str().unwrap(), "--hidden", "8", "--batch", "2"])
-        .args(["--seq-len", "16", "--epochs", "1", "--max-steps", "3", "--quiet"])
+        .args([
+            "train",
+            "--corpus",
+            &text,
+            "--out",
+            run.to_str().unwrap(),
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+        ])
+        .args([
+            "--seq-len",
+            "16",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "3",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -70,43 +99,183 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["generate", "--model", &text], "not a charlm model"),
         (vec!["generate", "--model", &truncated], "truncated.clm"),
         (vec!["generate", "--model", &corrupted], "corrupted"),
-        (vec!["generate", "--model", &model, "--temperature", "-0.5"], "temperature"),
-        (vec!["generate", "--model", &model, "--temperature", "inf"], "temperature"),
-        (vec!["generate", "--model", &model, "--prompt", "@@@"], "no character"),
-        (vec!["generate", "--model", &model, "--count", "0"], "--count"),
+        (
+            vec!["generate", "--model", &model, "--temperature", "-0.5"],
+            "temperature",
+        ),
+        (
+            vec!["generate", "--model", &model, "--temperature", "inf"],
+            "temperature",
+        ),
+        (
+            vec!["generate", "--model", &model, "--prompt", "@@@"],
+            "no character",
+        ),
+        (
+            vec!["generate", "--model", &model, "--count", "0"],
+            "--count",
+        ),
         // info
         (vec!["info", "missing.clm"], "missing.clm"),
         (vec!["info", &empty], "too short"),
         (vec!["info", &binary], "not a charlm model"),
         (vec!["info", &corrupted], "checksum"),
         // eval
-        (vec!["eval", "--model", "missing.clm", "--corpus", &text], "missing.clm"),
-        (vec!["eval", "--model", &binary, "--corpus", &text], "not a charlm model"),
-        (vec!["eval", "--model", &model, "--corpus", "missing.txt"], "missing.txt"),
+        (
+            vec!["eval", "--model", "missing.clm", "--corpus", &text],
+            "missing.clm",
+        ),
+        (
+            vec!["eval", "--model", &binary, "--corpus", &text],
+            "not a charlm model",
+        ),
+        (
+            vec!["eval", "--model", &model, "--corpus", "missing.txt"],
+            "missing.txt",
+        ),
         (vec!["eval", "--model", &model, "--corpus", &empty], "empty"),
-        (vec!["eval", "--model", &model, "--corpus", &binary], "UTF-8"),
-        (vec!["eval", "--model", &model, "--corpus", &csv_no_desc, "--field", "description"], "description"),
+        (
+            vec!["eval", "--model", &model, "--corpus", &binary],
+            "UTF-8",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                &model,
+                "--corpus",
+                &csv_no_desc,
+                "--field",
+                "description",
+            ],
+            "description",
+        ),
         // train: inputs
-        (vec!["train", "--corpus", "missing.txt", "--out", &new_out], "missing.txt"),
-        (vec!["train", "--corpus", &empty, "--out", &new_out], "empty"),
-        (vec!["train", "--corpus", &binary, "--out", &new_out], "UTF-8"),
-        (vec!["train", "--corpus", &huge_line, "--layout", "lines", "--out", &new_out], "characters"),
-        (vec!["train", "--corpus", &csv_no_desc, "--field", "description", "--out", &new_out], "description"),
-        (vec!["train", "--corpus", &bad_csv, "--field", "title", "--out", &new_out], "bad.csv"),
-        (vec!["train", "--corpus", &text, "--val", "missing.txt", "--out", &new_out], "missing.txt"),
+        (
+            vec!["train", "--corpus", "missing.txt", "--out", &new_out],
+            "missing.txt",
+        ),
+        (
+            vec!["train", "--corpus", &empty, "--out", &new_out],
+            "empty",
+        ),
+        (
+            vec!["train", "--corpus", &binary, "--out", &new_out],
+            "UTF-8",
+        ),
+        (
+            vec![
+                "train", "--corpus", &huge_line, "--layout", "lines", "--out", &new_out,
+            ],
+            "characters",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &csv_no_desc,
+                "--field",
+                "description",
+                "--out",
+                &new_out,
+            ],
+            "description",
+        ),
+        (
+            vec![
+                "train", "--corpus", &bad_csv, "--field", "title", "--out", &new_out,
+            ],
+            "bad.csv",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--val",
+                "missing.txt",
+                "--out",
+                &new_out,
+            ],
+            "missing.txt",
+        ),
         // train: out-of-range options
-        (vec!["train", "--corpus", &text, "--hidden", "0", "--out", &new_out], "--hidden"),
-        (vec!["train", "--corpus", &text, "--hidden", "70000", "--out", &new_out], "--hidden"),
-        (vec!["train", "--corpus", &text, "--layers", "5", "--out", &new_out], "--layers"),
-        (vec!["train", "--corpus", &text, "--batch", "0", "--out", &new_out], "--batch"),
-        (vec!["train", "--corpus", &text, "--seq-len", "0", "--out", &new_out], "--seq-len"),
-        (vec!["train", "--corpus", &text, "--val-frac", "2", "--out", &new_out], "--val-frac"),
-        (vec!["train", "--corpus", &text, "--lr", "-1", "--out", &new_out], "--lr"),
-        (vec!["train", "--corpus", &text, "--cell", "rnn", "--out", &new_out], "rnn"),
-        (vec!["train", "--corpus", &text, "--optimizer", "sgd", "--out", &new_out], "sgd"),
+        (
+            vec![
+                "train", "--corpus", &text, "--hidden", "0", "--out", &new_out,
+            ],
+            "--hidden",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--hidden", "70000", "--out", &new_out,
+            ],
+            "--hidden",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--layers", "5", "--out", &new_out,
+            ],
+            "--layers",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--batch", "0", "--out", &new_out,
+            ],
+            "--batch",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--seq-len",
+                "0",
+                "--out",
+                &new_out,
+            ],
+            "--seq-len",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--val-frac",
+                "2",
+                "--out",
+                &new_out,
+            ],
+            "--val-frac",
+        ),
+        (
+            vec!["train", "--corpus", &text, "--lr", "-1", "--out", &new_out],
+            "--lr",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--cell", "rnn", "--out", &new_out,
+            ],
+            "rnn",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--optimizer",
+                "sgd",
+                "--out",
+                &new_out,
+            ],
+            "sgd",
+        ),
         // train: run folders
         (vec!["train", "--corpus", &text, "--out", &run_s], "run"),
-        (vec!["train", "--resume", &run_s, "--hidden", "16"], "architecture"),
+        (
+            vec!["train", "--resume", &run_s, "--hidden", "16"],
+            "architecture",
+        ),
         (vec!["train", "--resume", "missing-run"], "missing-run"),
         // bench
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
@@ -116,12 +285,35 @@ fn every_subcommand_refuses_bad_input_cleanly() {
 
     let before = snapshot(d);
     for (args, needle) in &cases {
-        let o = Command::new(BIN).args(args).current_dir(d).output().unwrap();
+        let o = Command::new(BIN)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "charlm {args:?}: status {:?}, stderr {stderr}", o.status);
-        assert_eq!(stderr.lines().count(), 1, "charlm {args:?}: not one line:\n{stderr}");
-        assert!(stderr.contains(needle), "charlm {args:?}: {stderr:?} does not name {needle:?}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
-        assert_eq!(snapshot(d), before, "charlm {args:?} created or changed a file");
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "charlm {args:?}: status {:?}, stderr {stderr}",
+            o.status
+        );
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "charlm {args:?}: not one line:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "charlm {args:?}: {stderr:?} does not name {needle:?}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+            "{stderr}"
+        );
+        assert_eq!(
+            snapshot(d),
+            before,
+            "charlm {args:?} created or changed a file"
+        );
     }
 }

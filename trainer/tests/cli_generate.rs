@@ -9,31 +9,55 @@ fn root() -> PathBuf {
 }
 
 fn charlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_charlm")).args(args).current_dir(root()).output().expect("run charlm")
+    Command::new(env!("CARGO_BIN_EXE_charlm"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run charlm")
 }
 
 /// Asserts a clean refusal: status 2, exactly one stderr line containing
 /// `needle`, no panic, nothing on stdout.
 fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "status for {needle:?}; stderr: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "expected one line, got: {stderr}");
-    assert!(stderr.contains(needle), "stderr {stderr:?} does not mention {needle:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "status for {needle:?}; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line, got: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "stderr {stderr:?} does not mention {needle:?}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]
 fn binary_reproduces_every_golden_file() {
-    let cases = std::fs::read_to_string(root().join("tests/golden/cases.tsv")).expect("tests/golden/cases.tsv");
+    let cases = std::fs::read_to_string(root().join("tests/golden/cases.tsv"))
+        .expect("tests/golden/cases.tsv");
     let mut n = 0;
     for line in cases.lines() {
         let mut fields = line.split('\t');
         let file = fields.next().unwrap();
         let args: Vec<&str> = fields.collect();
         let out = charlm(&args);
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let expected = std::fs::read(root().join("tests/golden").join(file)).unwrap();
-        assert!(out.stdout == expected, "charlm {} differs from tests/golden/{file}", args.join(" "));
+        assert!(
+            out.stdout == expected,
+            "charlm {} differs from tests/golden/{file}",
+            args.join(" ")
+        );
         n += 1;
     }
     assert_eq!(n, 12, "expected 12 golden cases");
@@ -58,17 +82,35 @@ fn generate_refuses_bad_input_with_one_line() {
     let model = "tests/fixtures/lstm2.clm";
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["generate", "--model", "no/such/file.clm"], "no/such/file.clm"),
+        (
+            vec!["generate", "--model", "no/such/file.clm"],
+            "no/such/file.clm",
+        ),
         (vec!["generate", "--model", &truncated], "truncated.clm"),
         (vec!["generate", "--model", &corrupted], "corrupted"),
         (vec!["generate", "--model", &text], "not a charlm model"),
         (vec!["generate", "--model", &empty], "too short"),
-        (vec!["generate", "--model", model, "--temperature", "-1"], "temperature"),
-        (vec!["generate", "--model", model, "--temperature", "NaN"], "temperature"),
-        (vec!["generate", "--model", model, "--temperature", "warm"], "temperature"),
-        (vec!["generate", "--model", model, "--prompt", "###"], "no character"),
+        (
+            vec!["generate", "--model", model, "--temperature", "-1"],
+            "temperature",
+        ),
+        (
+            vec!["generate", "--model", model, "--temperature", "NaN"],
+            "temperature",
+        ),
+        (
+            vec!["generate", "--model", model, "--temperature", "warm"],
+            "temperature",
+        ),
+        (
+            vec!["generate", "--model", model, "--prompt", "###"],
+            "no character",
+        ),
         (vec!["generate", "--model", model, "--count", "0"], "count"),
-        (vec!["generate", "--model", model, "--max-chars", "-3"], "max-chars"),
+        (
+            vec!["generate", "--model", model, "--max-chars", "-3"],
+            "max-chars",
+        ),
         (vec!["generate"], "--model"),
         (vec!["info", &corrupted], "checksum"),
         (vec!["info", "no/such/file.clm"], "no/such/file.clm"),
@@ -79,7 +121,10 @@ fn generate_refuses_bad_input_with_one_line() {
         let out = charlm(&args);
         assert_refused(&out, needle);
         if args[0] == "generate" {
-            assert!(out.stdout.is_empty(), "charlm {args:?} printed text before failing");
+            assert!(
+                out.stdout.is_empty(),
+                "charlm {args:?} printed text before failing"
+            );
         }
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -105,7 +150,12 @@ fn a_model_too_large_for_the_host_workspace_is_refused() {
     body.layers[0].b_hh = body.layers[0].b_ih;
     body.out_w.shape = [v, h];
     body.out_w.data = &zeros[..(v * h * 2) as usize];
-    let big = ModelFile { header: file.header, body }.encode().unwrap();
+    let big = ModelFile {
+        header: file.header,
+        body,
+    }
+    .encode()
+    .unwrap();
     let path = std::env::temp_dir().join(format!("charlm-big-{}.clm", std::process::id()));
     std::fs::write(&path, big).unwrap();
     let out = charlm(&["generate", "--model", path.to_str().unwrap()]);
@@ -118,14 +168,31 @@ fn info_describes_a_model() {
     let out = charlm(&["info", "tests/fixtures/gru1.clm"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in ["GRU, 1 layer, hidden 20", "checksum    ok", "36 ids", "€", "parameters"] {
-        assert!(text.contains(needle), "info output lacks {needle:?}:\n{text}");
+    for needle in [
+        "GRU, 1 layer, hidden 20",
+        "checksum    ok",
+        "36 ids",
+        "€",
+        "parameters",
+    ] {
+        assert!(
+            text.contains(needle),
+            "info output lacks {needle:?}:\n{text}"
+        );
     }
 }
 
 #[test]
 fn generate_warns_about_dropped_characters_but_succeeds() {
-    let out = charlm(&["generate", "--model", "tests/fixtures/lstm2.clm", "--prompt", "Ünder", "--max-chars", "5"]);
+    let out = charlm(&[
+        "generate",
+        "--model",
+        "tests/fixtures/lstm2.clm",
+        "--prompt",
+        "Ünder",
+        "--max-chars",
+        "5",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dropped 1"));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("nder"));

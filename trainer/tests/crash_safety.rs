@@ -14,13 +14,34 @@ const BIN: &str = env!("CARGO_BIN_EXE_charlm");
 
 fn args(corpus: &Path, out: &Path) -> Vec<String> {
     let mut a: Vec<String> = [
-        "train", "--hidden", "20", "--layers", "2", "--cell", "lstm", "--batch", "4", "--seq-len", "24", "--epochs", "3",
-        "--checkpoint-every", "2", "--quiet", "--seed", "11",
+        "train",
+        "--hidden",
+        "20",
+        "--layers",
+        "2",
+        "--cell",
+        "lstm",
+        "--batch",
+        "4",
+        "--seq-len",
+        "24",
+        "--epochs",
+        "3",
+        "--checkpoint-every",
+        "2",
+        "--quiet",
+        "--seed",
+        "11",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.extend(["--corpus".into(), corpus.display().to_string(), "--out".into(), out.display().to_string()]);
+    a.extend([
+        "--corpus".into(),
+        corpus.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
     a
 }
 
@@ -35,13 +56,18 @@ fn assert_whole(dir: &Path) {
 #[test]
 fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let text: String = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[..12_000]).unwrap().into();
+    let text: String = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[..12_000])
+        .unwrap()
+        .into();
     let corpus = tmp.path().join("corpus.txt");
     std::fs::write(&corpus, text).unwrap();
 
     let full = tmp.path().join("full");
     let started = Instant::now();
-    let o = Command::new(BIN).args(args(&corpus, &full)).output().unwrap();
+    let o = Command::new(BIN)
+        .args(args(&corpus, &full))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = std::fs::read(full.join("model.clm")).unwrap();
     let duration = started.elapsed();
@@ -60,7 +86,11 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
         } else {
             cmd.args(args(&corpus, &dir));
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0 * 0.6);
         std::thread::sleep(wait.max(Duration::from_millis(20)));
         let finished = child.try_wait().unwrap().is_some();
@@ -83,37 +113,59 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
             break;
         }
     }
-    assert!(kills > 0, "no kill landed: the run finished before every kill point");
+    assert!(
+        kills > 0,
+        "no kill landed: the run finished before every kill point"
+    );
     if !done {
         // Finish the run.
         let o = if resume {
-            Command::new(BIN).args(["train", "--resume", dir.to_str().unwrap(), "--quiet"]).output().unwrap()
+            Command::new(BIN)
+                .args(["train", "--resume", dir.to_str().unwrap(), "--quiet"])
+                .output()
+                .unwrap()
         } else {
-            Command::new(BIN).args(args(&corpus, &dir)).output().unwrap()
+            Command::new(BIN)
+                .args(args(&corpus, &dir))
+                .output()
+                .unwrap()
         };
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let model = std::fs::read(dir.join("model.clm")).unwrap();
-    assert!(model == reference, "after {kills} SIGKILLs and resumes the model differs from the uninterrupted run");
+    assert!(
+        model == reference,
+        "after {kills} SIGKILLs and resumes the model differs from the uninterrupted run"
+    );
 }
 
 #[test]
 fn a_checkpoint_with_non_finite_values_is_refused() {
     use charlm_trainer::checkpoint::Checkpoint;
     let tmp = tempfile::tempdir().unwrap();
-    let text: String = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[..6_000]).unwrap().into();
+    let text: String = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[..6_000])
+        .unwrap()
+        .into();
     let corpus = tmp.path().join("corpus.txt");
     std::fs::write(&corpus, text).unwrap();
     let dir = tmp.path().join("run");
-    let o = Command::new(BIN).args(args(&corpus, &dir)).output().unwrap();
+    let o = Command::new(BIN)
+        .args(args(&corpus, &dir))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut ck = Checkpoint::load(&dir).unwrap();
     ck.params[3] = f32::NAN;
     std::fs::write(dir.join("checkpoint.bin"), ck.to_bytes()).unwrap();
-    let Err(err) = Checkpoint::load(&dir) else { panic!("a NaN parameter must be refused") };
+    let Err(err) = Checkpoint::load(&dir) else {
+        panic!("a NaN parameter must be refused")
+    };
     let err = err.to_string();
     assert!(err.contains("non-finite"), "{err}");
-    let o = Command::new(BIN).args(["train", "--resume", dir.to_str().unwrap(), "--quiet"]).output().unwrap();
+    let o = Command::new(BIN)
+        .args(["train", "--resume", dir.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("non-finite"));
 }

@@ -11,29 +11,53 @@ use charlm_trainer::cuda;
 use charlm_trainer::train::Device;
 
 fn charlm(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_charlm")).args(args).current_dir(dir).output().expect("runs charlm")
+    Command::new(env!("CARGO_BIN_EXE_charlm"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("runs charlm")
 }
 
 fn corpus(dir: &Path) {
-    let text: String = (0..40).map(|i| format!("line {i} of a small corpus, with some words.\n")).collect();
+    let text: String = (0..40)
+        .map(|i| format!("line {i} of a small corpus, with some words.\n"))
+        .collect();
     std::fs::write(dir.join("small.txt"), text).unwrap();
 }
 
 /// Why CUDA is unusable here, as the messages say it.
 fn reason() -> &'static str {
-    if cuda::BUILT { "no NVIDIA driver" } else { "no CUDA backend" }
+    if cuda::BUILT {
+        "no NVIDIA driver"
+    } else {
+        "no CUDA backend"
+    }
 }
 
 fn no_driver() -> bool {
     if cuda::driver_present() {
-        eprintln!("*** SKIPPED: this machine has an NVIDIA driver; the no-GPU behaviour cannot be checked here");
+        eprintln!(
+            "*** SKIPPED: this machine has an NVIDIA driver; the no-GPU behaviour cannot be checked here"
+        );
         return false;
     }
     true
 }
 
-const SMALL: [&str; 12] =
-    ["--corpus", "small.txt", "--hidden", "8", "--batch", "2", "--seq-len", "16", "--max-steps", "2", "--sample-chars", "5"];
+const SMALL: [&str; 12] = [
+    "--corpus",
+    "small.txt",
+    "--hidden",
+    "8",
+    "--batch",
+    "2",
+    "--seq-len",
+    "16",
+    "--max-steps",
+    "2",
+    "--sample-chars",
+    "5",
+];
 
 /// Exit status 2, exactly one line on stderr starting with `prefix`, nothing on stdout, no panic.
 fn one_line_error(out: &Output, prefix: &str) -> String {
@@ -42,7 +66,11 @@ fn one_line_error(out: &Output, prefix: &str) -> String {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.lines().count(), 1, "one line: {err:?}");
     assert!(err.starts_with(prefix), "{err:?}");
-    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     err
 }
 
@@ -80,7 +108,10 @@ fn cuda_without_a_gpu_is_one_line_and_status_2() {
         let out = charlm(&args, dir.path());
         let err = one_line_error(&out, &format!("charlm: error: --device {shown}: "));
         assert!(err.contains(reason()), "{err}");
-        assert!(!dir.path().join("run").exists(), "nothing written for a run that could not start");
+        assert!(
+            !dir.path().join("run").exists(),
+            "nothing written for a run that could not start"
+        );
     }
     for sub in ["parity", "gpu"] {
         let out = charlm(&["bench", sub, "--device", "cuda"], dir.path());
@@ -100,8 +131,16 @@ fn auto_without_a_driver_says_so_and_trains_on_the_cpu() {
     args.extend(SMALL);
     let out = charlm(&args, dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let header = stdout.lines().next().unwrap_or("");
-    assert!(header.contains("device cpu (") && header.contains(&format!("--device auto: {}", reason())), "{header}");
+    assert!(
+        header.contains("device cpu (") && header.contains(&format!("--device auto: {}", reason())),
+        "{header}"
+    );
     assert!(dir.path().join("run/model.clm").exists());
 }

@@ -20,7 +20,10 @@ fn declared(code: &str) -> Vec<String> {
     let mut rest = code;
     while let Some(at) = rest.find("extern \"C\" __global__ void ") {
         rest = &rest[at + "extern \"C\" __global__ void ".len()..];
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         out.push(name);
     }
     out
@@ -38,17 +41,44 @@ fn every_kernel_compiles_cleanly_for_sm80_and_sm90() {
         names.sort();
         let mut wanted: Vec<String> = src.kernels.iter().map(|s| s.to_string()).collect();
         wanted.sort();
-        assert_eq!(names, wanted, "{}: kernels in the file vs. kernels the Rust side launches", src.name);
+        assert_eq!(
+            names, wanted,
+            "{}: kernels in the file vs. kernels the Rust side launches",
+            src.name
+        );
         for arch in ARCHS {
-            let c = nvrtc::compile(src, arch).unwrap_or_else(|e| panic!("{} for {arch}: {e}", src.name));
-            assert!(c.log.is_empty(), "{} for {arch}: NVRTC warned:\n{}", src.name, c.log);
-            assert!(!c.cubin.is_empty(), "{} for {arch}: no machine code", src.name);
+            let c = nvrtc::compile(src, arch)
+                .unwrap_or_else(|e| panic!("{} for {arch}: {e}", src.name));
+            assert!(
+                c.log.is_empty(),
+                "{} for {arch}: NVRTC warned:\n{}",
+                src.name,
+                c.log
+            );
+            assert!(
+                !c.cubin.is_empty(),
+                "{} for {arch}: no machine code",
+                src.name
+            );
             // an ELF image for the asked architecture
-            assert_eq!(&c.cubin[..4], b"\x7fELF", "{} for {arch}: not an ELF cubin", src.name);
+            assert_eq!(
+                &c.cubin[..4],
+                b"\x7fELF",
+                "{} for {arch}: not an ELF cubin",
+                src.name
+            );
             let target = format!(".target {arch}");
-            assert!(c.ptx.contains(&target), "{} for {arch}: PTX lacks {target}", src.name);
+            assert!(
+                c.ptx.contains(&target),
+                "{} for {arch}: PTX lacks {target}",
+                src.name
+            );
             for k in src.kernels {
-                assert!(c.ptx.contains(&format!(".entry {k}(")), "{} for {arch}: no entry {k}", src.name);
+                assert!(
+                    c.ptx.contains(&format!(".entry {k}(")),
+                    "{} for {arch}: no entry {k}",
+                    src.name
+                );
             }
         }
     }
@@ -88,5 +118,9 @@ fn a_warning_shows_up_in_the_log() {
         kernels: &["k"],
     };
     let c = nvrtc::compile(&WARNS, "sm_80").expect("compiles");
-    assert!(c.log.contains("unused"), "expected a warning, log: {:?}", c.log);
+    assert!(
+        c.log.contains("unused"),
+        "expected a warning, log: {:?}",
+        c.log
+    );
 }

@@ -24,7 +24,11 @@ fn charlm(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -34,10 +38,219 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     }
     // 16: every warp and block partly idle; 37: no size a multiple of 8 or 32.
     for hidden in ["16", "37"] {
-        let o = charlm(&["bench", "parity", "--device", "cuda", "--steps", "30", "--hidden", hidden]);
+        let o = charlm(&[
+            "bench", "parity", "--device", "cuda", "--steps", "30", "--hidden", hidden,
+        ]);
         let out = text(&o);
         assert!(o.status.success(), "hidden {hidden}:\n{out}");
-        assert!(out.contains("charlm CUDA simulator"), "not the simulator:\n{out}");
-        assert!(out.contains("parity: all 18 checks passed"), "hidden {hidden}:\n{out}");
+        assert!(
+            out.contains("charlm CUDA simulator"),
+            "not the simulator:\n{out}"
+        );
+        assert!(
+            out.contains("parity: all 18 checks passed"),
+            "hidden {hidden}:\n{out}"
+        );
+    }
+}
+
+/// `train_bpc` and `val_bpc` of every row of a run's metrics.csv.
+fn metrics(run: &std::path::Path) -> Vec<(f64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
+    let mut lines = text.lines();
+    let head: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).expect("column");
+    let (t, v) = (col("train_bpc"), col("val_bpc"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[t].parse().expect("train_bpc"),
+                f[v].parse().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn train_on_cuda_follows_the_cpu_and_resumes_exactly() {
+    if !have_nvrtc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let args = |device: &str, steps: &str, out: &std::path::Path| -> Vec<String> {
+        [
+            "train",
+            "--device",
+            device,
+            "--cell",
+            "gru",
+            "--layers",
+            "2",
+            "--hidden",
+            "20",
+            "--batch",
+            "6",
+            "--seq-len",
+            "24",
+            "--dropout",
+            "0.1",
+            "--clip",
+            "1",
+            "--max-steps",
+            steps,
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string()])
+        .collect()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let o = charlm(&a);
+        assert!(o.status.success(), "charlm {}:\n{}", a.join(" "), text(&o));
+        text(&o)
+    };
+    let (cpu, cuda, split) = (
+        dir.path().join("cpu"),
+        dir.path().join("cuda"),
+        dir.path().join("split"),
+    );
+    run(args("cpu", "120", &cpu));
+    let out = run(args("auto", "120", &cuda));
+    assert!(
+        out.contains("device cuda:0 (charlm CUDA simulator"),
+        "--device auto did not pick the GPU:\n{out}"
+    );
+
+    // The same run on both devices: every logged loss within 1%.
+    let (a, b) = (metrics(&cpu), metrics(&cuda));
+    assert_eq!(a.len(), b.len());
+    assert!(!a.is_empty());
+    for ((ta, va), (tb, vb)) in a.iter().zip(&b) {
+        assert!(
+            (ta - tb).abs() <= 0.01 * ta,
+            "train bpc {tb} on CUDA, {ta} on the CPU"
+        );
+        assert!(
+            (va - vb).abs() <= 0.01 * va || (va.is_nan() && vb.is_nan()),
+            "held-out bpc {vb} on CUDA, {va} on the CPU"
+        );
+    }
+
+    // Stopped at step 50 and resumed: the same model, byte for byte, as
+    // without the stop (parameters, optimizer state and carried state all
+    // went through the checkpoint and back to the device).
+    run(args("cuda", "50", &split));
+    run(vec![
+        "train".into(),
+        "--resume".into(),
+        split.display().to_string(),
+        "--max-steps".into(),
+        "120".into(),
+    ]);
+    let whole = std::fs::read(cuda.join("model.clm")).unwrap();
+    assert!(
+        whole == std::fs::read(split.join("model.clm")).unwrap(),
+        "resumed model differs"
+    );
+
+    // The GPU-trained model runs on the runtime.
+    let g = charlm(&[
+        "generate",
+        "--model",
+        &cuda.join("model.clm").display().to_string(),
+        "--max-chars",
+        "40",
+    ]);
+    assert!(g.status.success() && !g.stdout.is_empty(), "{}", text(&g));
+}
+
+/// Runs the test `name` of this file again in a child process whose
+/// library path starts with the simulator (the dynamic loader reads
+/// LD_LIBRARY_PATH only at start-up). True in the child.
+fn inside_the_simulator(name: &str) -> bool {
+    if std::env::var_os("CHARLM_TEST_IN_CUDA_SIM").is_some() {
+        return true;
+    }
+    let path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", charlm_cuda_sim::LIB_DIR),
+        _ => charlm_cuda_sim::LIB_DIR.to_string(),
+    };
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env("CHARLM_TEST_IN_CUDA_SIM", "1")
+        .env("LD_LIBRARY_PATH", path)
+        .output()
+        .expect("running this test binary again");
+    let out = text(&o);
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "{name} in the simulator:\n{out}"
+    );
+    false
+}
+
+#[test]
+fn a_non_finite_step_leaves_the_parameters_alone() {
+    if !have_nvrtc() || !inside_the_simulator("a_non_finite_step_leaves_the_parameters_alone") {
+        return;
+    }
+    use charlm_runtime::format::{Arch, CellKind};
+    use charlm_trainer::cuda::Cuda;
+    use charlm_trainer::optim::{Kind, Optimizer};
+    use charlm_trainer::params::Layout;
+    use charlm_trainer::train::{Resident, Settled};
+
+    let text = "to be or not to be, that is the question; ".repeat(8);
+    let vocab = charlm_trainer::vocab::Vocab::fit([text.as_str()]).unwrap();
+    let batches = charlm_trainer::batch::stream_batches(&vocab, &text, 2, 16).unwrap();
+    let layout = Layout::new(Arch {
+        cell: CellKind::Lstm,
+        layers: 1,
+        hidden: 8,
+        vocab: vocab.size() as u16,
+    });
+    let good = layout.init(3);
+    for (kind, clip) in [(Kind::Adam, 0.0), (Kind::Rmsprop, 1.0)] {
+        let mut cuda = Cuda::new(layout.clone(), 0).unwrap();
+        let mut opt = Optimizer::new(kind, layout.len);
+
+        // Finite steps move the parameters and report their loss.
+        cuda.load(&good, &opt).unwrap();
+        cuda.step(&batches[0], None, clip, 1e-2).unwrap();
+        cuda.step(&batches[1], None, clip, 1e-2).unwrap();
+        let Settled::Nats(nats) = cuda.settle().unwrap() else {
+            panic!("finite steps reported as diverged")
+        };
+        assert!(nats.is_finite() && nats > 0.0);
+        let mut moved = vec![0.0; layout.len];
+        cuda.store(&mut moved, &mut opt).unwrap();
+        assert_ne!(moved, good);
+        assert_eq!(opt.steps, 2);
+
+        // A NaN weight: the loss of the next step is not finite; neither it
+        // nor any later step touches the parameters.
+        let mut poisoned = moved.clone();
+        poisoned[layout.len / 2] = f32::NAN;
+        cuda.load(&poisoned, &opt).unwrap();
+        for b in &batches[2..5] {
+            cuda.step(b, None, clip, 1e-2).unwrap();
+        }
+        assert_eq!(
+            cuda.settle().unwrap(),
+            Settled::Diverged {
+                what: "loss",
+                step: 2
+            }
+        );
+        let mut after = vec![0.0; layout.len];
+        cuda.store(&mut after, &mut opt).unwrap();
+        let same = after
+            .iter()
+            .zip(&poisoned)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{kind:?}: a diverged step changed the parameters");
     }
 }

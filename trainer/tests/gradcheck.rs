@@ -22,12 +22,29 @@ fn running_batch(carry: bool) -> Batch {
     let (steps, rows) = (4, 2);
     let inputs: Vec<u16> = (0..steps * rows).map(|i| (i * 3 % 5 + 1) as u16).collect();
     let targets: Vec<u16> = (0..steps * rows).map(|i| (i * 2 % 5 + 1) as u16).collect();
-    Batch { steps, rows, inputs, targets, carry }
+    Batch {
+        steps,
+        rows,
+        inputs,
+        targets,
+        carry,
+    }
 }
 
 /// Central differences for every parameter, compared with the analytic gradient.
-fn check(cell: CellKind, layers: u8, batch: &Batch, dropout: Option<Dropout>, warmup: Option<&Batch>) {
-    let layout = Layout::new(Arch { cell, layers, hidden: 5, vocab: V });
+fn check(
+    cell: CellKind,
+    layers: u8,
+    batch: &Batch,
+    dropout: Option<Dropout>,
+    warmup: Option<&Batch>,
+) {
+    let layout = Layout::new(Arch {
+        cell,
+        layers,
+        hidden: 5,
+        vocab: V,
+    });
     let params: Vec<f64> = layout.init(11).iter().map(|&x| x as f64 * 3.0).collect();
     let mut cpu = Cpu::<f64>::new(layout.clone());
     if let Some(w) = warmup {
@@ -71,7 +88,11 @@ fn check(cell: CellKind, layers: u8, batch: &Batch, dropout: Option<Dropout>, wa
             largest = largest.max(numeric.abs());
         }
         // The check means something only if the gradient is not all zero.
-        assert!(largest > 1e-4, "{cell:?} {}: gradient is ~0 ({largest:e})", slot.name);
+        assert!(
+            largest > 1e-4,
+            "{cell:?} {}: gradient is ~0 ({largest:e})",
+            slot.name
+        );
         let _ = worst;
     }
 }
@@ -96,6 +117,12 @@ fn lstm_and_gru_with_dropout_between_layers() {
 #[test]
 fn lstm_and_gru_from_a_carried_state() {
     for cell in [CellKind::Lstm, CellKind::Gru] {
-        check(cell, 2, &running_batch(true), None, Some(&running_batch(false)));
+        check(
+            cell,
+            2,
+            &running_batch(true),
+            None,
+            Some(&running_batch(false)),
+        );
     }
 }

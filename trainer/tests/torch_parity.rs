@@ -28,18 +28,28 @@ struct Case {
 }
 
 fn nums(v: &Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 /// PyTorch's `[G*H, V]` input weight to our `[V, G*H]` table (and back: it is
 /// its own inverse given the shape).
 fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..rows * cols).map(|i| data[(i % rows) * cols + i / rows]).collect()
+    (0..rows * cols)
+        .map(|i| data[(i % rows) * cols + i / rows])
+        .collect()
 }
 
 fn load(name: &str) -> Case {
-    let path = format!("{}/../tests/fixtures/torch_train/{name}.json", env!("CARGO_MANIFEST_DIR"));
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
+    let path = format!(
+        "{}/../tests/fixtures/torch_train/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json");
     let cell = match json["cell"].as_str() {
         Some("lstm") => CellKind::Lstm,
         Some("gru") => CellKind::Gru,
@@ -57,7 +67,12 @@ fn load(name: &str) -> Case {
         let p = &json["params"][&slot.name];
         let mut data = nums(&p["data"]);
         if slot.name == "weight_ih_l0" {
-            let shape: Vec<usize> = p["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+            let shape: Vec<usize> = p["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect();
             data = transpose(&data, shape[0], shape[1]);
         }
         params[slot.range.clone()].copy_from_slice(&data);
@@ -66,16 +81,30 @@ fn load(name: &str) -> Case {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u16).collect())
+        .map(|s| {
+            s.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u16)
+                .collect()
+        })
         .collect();
     let refs: Vec<&[u16]> = samples.iter().map(|s| s.as_slice()).collect();
     let batch = Batch::from_samples(&refs, arch.vocab - 1);
-    Case { layout, batch, params, json }
+    Case {
+        layout,
+        batch,
+        params,
+        json,
+    }
 }
 
 fn close(what: &str, ours: f64, reference: f64, tol: f64, eps: f64) {
     let err = (ours - reference).abs();
-    assert!(err <= tol + reference.abs() * eps, "{what}: ours {ours:e}, PyTorch {reference:e}, error {err:e}");
+    assert!(
+        err <= tol + reference.abs() * eps,
+        "{what}: ours {ours:e}, PyTorch {reference:e}, error {err:e}"
+    );
 }
 
 fn loss_and_gradients(name: &str) {
@@ -83,7 +112,13 @@ fn loss_and_gradients(name: &str) {
     let mut cpu = Cpu::<f32>::new(c.layout.clone());
     let mut grads = vec![0.0; c.layout.len];
     let loss = cpu.loss_and_grad(&c.params, &c.batch, &mut grads, None);
-    close("loss", loss.mean(), c.json["loss"].as_f64().unwrap(), 1e-6, 1e-6);
+    close(
+        "loss",
+        loss.mean(),
+        c.json["loss"].as_f64().unwrap(),
+        1e-6,
+        1e-6,
+    );
     for slot in &c.layout.slots {
         let mut reference = nums(&c.json["grads"][&slot.name]);
         if slot.name == "weight_ih_l0" {
@@ -91,11 +126,28 @@ fn loss_and_gradients(name: &str) {
         }
         let ours = &grads[slot.range.clone()];
         assert_eq!(ours.len(), reference.len(), "{}", slot.name);
-        assert!(reference.iter().any(|&g| g.abs() > 1e-4), "{}: reference gradient is ~0", slot.name);
-        let worst = ours.iter().zip(&reference).map(|(&o, &r)| ((o - r).abs() / (1e-6 + r.abs())) as f64).fold(0.0, f64::max);
-        eprintln!("{name} {}: worst |ours - ref| / (1e-6 + |ref|) = {worst:.2e}", slot.name);
+        assert!(
+            reference.iter().any(|&g| g.abs() > 1e-4),
+            "{}: reference gradient is ~0",
+            slot.name
+        );
+        let worst = ours
+            .iter()
+            .zip(&reference)
+            .map(|(&o, &r)| ((o - r).abs() / (1e-6 + r.abs())) as f64)
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{name} {}: worst |ours - ref| / (1e-6 + |ref|) = {worst:.2e}",
+            slot.name
+        );
         for (i, (&o, &r)) in ours.iter().zip(&reference).enumerate() {
-            close(&format!("{name} grad {}[{i}]", slot.name), o as f64, r as f64, 1e-6, 1e-4);
+            close(
+                &format!("{name} grad {}[{i}]", slot.name),
+                o as f64,
+                r as f64,
+                1e-6,
+                1e-4,
+            );
         }
     }
 }
@@ -114,7 +166,13 @@ fn optimizer_steps(name: &str, kind: Kind) {
     let mut opt = Optimizer::new(kind, c.layout.len);
     for (k, &w) in want.iter().enumerate() {
         let loss = cpu.loss_and_grad(&params, &c.batch, &mut grads, None);
-        close(&format!("{name} {key} loss after {k} steps"), loss.mean(), w as f64, 1e-5, 1e-5);
+        close(
+            &format!("{name} {key} loss after {k} steps"),
+            loss.mean(),
+            w as f64,
+            1e-5,
+            1e-5,
+        );
         if let Some(max) = clip {
             clip_grad_norm(&mut grads, max);
         }

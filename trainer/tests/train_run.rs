@@ -24,7 +24,11 @@ fn small_corpus(dir: &Path, n: usize) -> PathBuf {
 
 fn config(corpus: &Path, cell: CellKind) -> Config {
     Config {
-        corpus: Spec { path: Some(corpus.to_owned()), field: None, layout: Layout::Running },
+        corpus: Spec {
+            path: Some(corpus.to_owned()),
+            field: None,
+            layout: Layout::Running,
+        },
         val: None,
         val_frac: 0.1,
         cell,
@@ -65,18 +69,28 @@ fn same_seed_same_model_and_the_runtime_accepts_it() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 4000);
     for cell in [CellKind::Lstm, CellKind::Gru] {
-        let (a, b) = (tmp.path().join(format!("a{cell:?}")), tmp.path().join(format!("b{cell:?}")));
+        let (a, b) = (
+            tmp.path().join(format!("a{cell:?}")),
+            tmp.path().join(format!("b{cell:?}")),
+        );
         let sa = train::run(config(&corpus, cell), &options(&a)).unwrap();
         train::run(config(&corpus, cell), &options(&b)).unwrap();
         assert_eq!(sa.outcome, Outcome::Finished);
-        assert_eq!(model_bytes(&a), model_bytes(&b), "{cell:?}: same seed, different model.clm");
+        assert_eq!(
+            model_bytes(&a),
+            model_bytes(&b),
+            "{cell:?}: same seed, different model.clm"
+        );
         let bytes = model_bytes(&a);
         let model = Model::from_bytes(&bytes).unwrap();
         let meta = model.meta();
         assert_eq!(meta.corpus, "small.txt");
         assert_eq!(meta.steps, sa.steps);
         let (val, val16) = (meta.val_bpc.unwrap(), meta.val_bpc_f16.unwrap());
-        assert!(val > 0.5 && val < 6.0 && (val - val16).abs() < 0.05, "{val} {val16}");
+        assert!(
+            val > 0.5 && val < 6.0 && (val - val16).abs() < 0.05,
+            "{val} {val16}"
+        );
         for f in ["checkpoint.bin", "metrics.csv", "loss.svg", "samples.txt"] {
             assert!(a.join(f).exists(), "{f} missing");
         }
@@ -94,7 +108,10 @@ fn the_thread_count_does_not_change_the_model() {
     let corpus = small_corpus(tmp.path(), 3000);
     let mut models = Vec::new();
     for threads in [1, 3] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let out = tmp.path().join(format!("t{threads}"));
         let mut cfg = config(&corpus, CellKind::Lstm);
         cfg.batch = 12; // 3 row groups with 3 threads
@@ -126,7 +143,11 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
         cfg.epochs = 0; // keep the checkpoint's
         let second = train::run(cfg, &o).unwrap();
         assert_eq!(second.outcome, Outcome::Finished);
-        assert_eq!(model_bytes(&full), model_bytes(&dir), "resumed after step {stop}: different model");
+        assert_eq!(
+            model_bytes(&full),
+            model_bytes(&dir),
+            "resumed after step {stop}: different model"
+        );
     }
 }
 
@@ -140,7 +161,11 @@ fn generate_prints_the_samples_shown_during_training() {
     let corpus = small_corpus(tmp.path(), 4000);
     let out = tmp.path().join("run");
     let s = train::run(config(&corpus, CellKind::Gru), &options(&out)).unwrap();
-    assert_eq!(s.samples.len(), 2 + 4, "greedy per prompt, then one per temperature");
+    assert_eq!(
+        s.samples.len(),
+        2 + 4,
+        "greedy per prompt, then one per temperature"
+    );
     let model = out.join("model.clm");
     for r in &s.samples {
         let o = charlm(&[
@@ -157,7 +182,12 @@ fn generate_prints_the_samples_shown_during_training() {
             &r.max_chars.to_string(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(String::from_utf8(o.stdout).unwrap(), format!("{}\n", r.text), "T={}", r.temperature);
+        assert_eq!(
+            String::from_utf8(o.stdout).unwrap(),
+            format!("{}\n", r.text),
+            "T={}",
+            r.temperature
+        );
     }
     let written = std::fs::read_to_string(out.join("samples.txt")).unwrap();
     assert!(written.contains(&s.samples[3].text));
@@ -170,19 +200,45 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let corpus_s = corpus.to_str().unwrap();
     let args = |out: &str| -> Vec<String> {
         [
-            "train", "--corpus", corpus_s, "--out", out, "--hidden", "24", "--batch", "4", "--seq-len", "20", "--epochs",
-            "3", "--layers", "1", "--cell", "gru", "--checkpoint-every", "3", "--quiet", "--seed", "3",
+            "train",
+            "--corpus",
+            corpus_s,
+            "--out",
+            out,
+            "--hidden",
+            "24",
+            "--batch",
+            "4",
+            "--seq-len",
+            "20",
+            "--epochs",
+            "3",
+            "--layers",
+            "1",
+            "--cell",
+            "gru",
+            "--checkpoint-every",
+            "3",
+            "--quiet",
+            "--seed",
+            "3",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect()
     };
     let full = tmp.path().join("full");
-    let o = Command::new(BIN).args(args(full.to_str().unwrap())).output().unwrap();
+    let o = Command::new(BIN)
+        .args(args(full.to_str().unwrap()))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Kill a second run as soon as its first checkpoint exists, then resume it.
     let killed = tmp.path().join("killed");
-    let mut child = Command::new(BIN).args(args(killed.to_str().unwrap())).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(args(killed.to_str().unwrap()))
+        .spawn()
+        .unwrap();
     let start = std::time::Instant::now();
     while !killed.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -206,22 +262,52 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "Ctrl-C must exit cleanly: {:?}", o.status);
-    let o = charlm(&["train", "--resume", interrupted.to_str().unwrap(), "--quiet"]);
+    assert!(
+        o.status.success(),
+        "Ctrl-C must exit cleanly: {:?}",
+        o.status
+    );
+    let o = charlm(&[
+        "train",
+        "--resume",
+        interrupted.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     // Resuming with another architecture is refused.
-    let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--hidden", "32"]);
+    let o = charlm(&[
+        "train",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--hidden",
+        "32",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("another architecture"));
     // eval through the runtime reproduces the f16 held-out score in the file.
     let model = full.join("model.clm");
     let bytes = std::fs::read(&model).unwrap();
-    let want = Model::from_bytes(&bytes).unwrap().meta().val_bpc_f16.unwrap();
-    let o = charlm(&["eval", "--model", model.to_str().unwrap(), "--corpus", corpus_s, "--val-frac", "0.05"]);
+    let want = Model::from_bytes(&bytes)
+        .unwrap()
+        .meta()
+        .val_bpc_f16
+        .unwrap();
+    let o = charlm(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus_s,
+        "--val-frac",
+        "0.05",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8(o.stdout).unwrap();
-    assert!(text.starts_with(&format!("{want:.4} bits per character")), "{text} vs {want}");
+    assert!(
+        text.starts_with(&format!("{want:.4} bits per character")),
+        "{text} vs {want}"
+    );
 }
 
 #[test]
@@ -239,7 +325,11 @@ fn titles_from_an_ag_news_csv() {
     }
     std::fs::write(&csv, rows).unwrap();
     let mut cfg = config(&csv, CellKind::Lstm);
-    cfg.corpus = Spec { path: Some(csv.clone()), field: Some(Field::Title), layout: Layout::Samples };
+    cfg.corpus = Spec {
+        path: Some(csv.clone()),
+        field: Some(Field::Title),
+        layout: Layout::Samples,
+    };
     cfg.optimizer = Kind::Rmsprop;
     cfg.lr = 1e-2;
     cfg.epochs = 3;
@@ -251,7 +341,10 @@ fn titles_from_an_ag_news_csv() {
     assert!(prov.val_bpc.unwrap() < 2.5, "{prov:?}");
     let bytes = model_bytes(&out);
     let model = Model::from_bytes(&bytes).unwrap();
-    assert!(!model.vocab().symbols().contains('"'), "quotes are CSV syntax here, not text");
+    assert!(
+        !model.vocab().symbols().contains('"'),
+        "quotes are CSV syntax here, not text"
+    );
     assert!(model.vocab().symbols().contains('S'));
 }
 
@@ -260,7 +353,10 @@ fn fails(args: &[&str], needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "{args:?}: not one line: {err}");
-    assert!(err.starts_with("charlm: error: ") && err.contains(needle), "{args:?}: {err}");
+    assert!(
+        err.starts_with("charlm: error: ") && err.contains(needle),
+        "{args:?}: {err}"
+    );
 }
 
 #[test]
@@ -270,28 +366,73 @@ fn bad_input_is_one_line_and_exit_status_2() {
     std::fs::write(d("empty.txt"), "").unwrap();
     std::fs::write(d("bad.txt"), b"ok\xc3\x28 text").unwrap();
     std::fs::write(d("one.csv"), "1,only a title\n").unwrap();
-    let many: String = (0..1100u32).filter_map(|i| char::from_u32(0x4e00 + i)).collect();
+    let many: String = (0..1100u32)
+        .filter_map(|i| char::from_u32(0x4e00 + i))
+        .collect();
     std::fs::write(d("many.txt"), many).unwrap();
     let out = d("out");
-    fails(&["train", "--corpus", &d("missing.txt"), "--out", &out], "cannot read");
-    fails(&["train", "--corpus", &d("empty.txt"), "--out", &out], "empty");
-    fails(&["train", "--corpus", &d("bad.txt"), "--out", &out], "invalid UTF-8 at byte offset 2");
-    fails(&["train", "--corpus", &d("one.csv"), "--field", "description", "--out", &out], "no description");
-    fails(&["train", "--corpus", &d("many.txt"), "--out", &out], "distinct characters");
+    fails(
+        &["train", "--corpus", &d("missing.txt"), "--out", &out],
+        "cannot read",
+    );
+    fails(
+        &["train", "--corpus", &d("empty.txt"), "--out", &out],
+        "empty",
+    );
+    fails(
+        &["train", "--corpus", &d("bad.txt"), "--out", &out],
+        "invalid UTF-8 at byte offset 2",
+    );
+    fails(
+        &[
+            "train",
+            "--corpus",
+            &d("one.csv"),
+            "--field",
+            "description",
+            "--out",
+            &out,
+        ],
+        "no description",
+    );
+    fails(
+        &["train", "--corpus", &d("many.txt"), "--out", &out],
+        "distinct characters",
+    );
     fails(&["train", "--hidden", "0", "--out", &out], "--hidden 0");
     fails(&["train", "--batch", "0", "--out", &out], "--batch 0");
     fails(&["train", "--layers", "9", "--out", &out], "--layers 9");
     fails(&["train", "--lr=0", "--out", &out], "--lr 0");
-    fails(&["train", "--hidden", "5000", "--out", &out], "--hidden 5000");
-    fails(&["train", "--seq-len", "100000", "--batch", "64", "--out", &out], "too few");
+    fails(
+        &["train", "--hidden", "5000", "--out", &out],
+        "--hidden 5000",
+    );
+    fails(
+        &[
+            "train",
+            "--seq-len",
+            "100000",
+            "--batch",
+            "64",
+            "--out",
+            &out,
+        ],
+        "too few",
+    );
     fails(&["train", "--device", "cuda", "--out", &out], "cuda");
     fails(&["train", "--resume", &d("nowhere")], "cannot read");
     fails(&["eval", "--model", &d("missing.clm")], "cannot read");
-    assert!(!Path::new(&out).exists(), "a failed run left a folder behind");
+    assert!(
+        !Path::new(&out).exists(),
+        "a failed run left a folder behind"
+    );
     // A folder holding a run is refused.
     std::fs::create_dir(&out).unwrap();
     std::fs::write(Path::new(&out).join("model.clm"), b"x").unwrap();
     fails(&["train", "--out", &out], "already holds a run");
-    let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }

@@ -10,23 +10,42 @@
 use std::time::{Duration, Instant};
 
 use charlm_runtime::{CellKind, Generator, Kernel, Model, Portable, Sampler, SeededRng};
-use charlm_trainer::host_kernel::HostKernel;
 use charlm_tests::{Spec, Weights};
+use charlm_trainer::host_kernel::HostKernel;
 
 /// 82 printable symbols, like an AG News title vocabulary.
-const SYMBOLS: &str = " etaoinsrhldcumfpgwybvkTSACMIxBPRNDEFHjLGOWUqz0K12-:J;,.V35&'(Y)49678#Q$Z/X%!?\"@+";
+const SYMBOLS: &str =
+    " etaoinsrhldcumfpgwybvkTSACMIxBPRNDEFHjLGOWUqz0K12-:J;,.V35&'(Y)49678#Q$Z/X%!?\"@+";
 
 fn main() {
-    let seconds: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
     println!("kernel     config                       chars/s   ns/char   MAC/char   GMAC/s");
     let host = HostKernel::detect();
-    for (cell, hidden) in [(CellKind::Lstm, 128u16), (CellKind::Lstm, 256), (CellKind::Gru, 128)] {
-        let spec = Spec { name: "bench", cell, layers: 1, hidden, symbols: SYMBOLS, seed: 1 };
+    for (cell, hidden) in [
+        (CellKind::Lstm, 128u16),
+        (CellKind::Lstm, 256),
+        (CellKind::Gru, 128),
+    ] {
+        let spec = Spec {
+            name: "bench",
+            cell,
+            layers: 1,
+            hidden,
+            symbols: SYMBOLS,
+            seed: 1,
+        };
         let bytes = Weights::synthesize(&spec).encode(SYMBOLS, "synthetic");
         let model = Model::from_bytes(&bytes).expect("valid model");
         // Alternate the kernels so that machine drift hits both alike.
         for round in 0..2 {
-            let portable = if std::env::var_os("CHARLM_BENCH_HOST_ONLY").is_some() { 0.0 } else { run(&model, Portable, seconds / 4.0) };
+            let portable = if std::env::var_os("CHARLM_BENCH_HOST_ONLY").is_some() {
+                0.0
+            } else {
+                run(&model, Portable, seconds / 4.0)
+            };
             let rates = [run(&model, host, seconds / 4.0), portable];
             if round == 1 {
                 for (name, rate) in [(host.name(), rates[0]), ("portable", rates[1])] {
@@ -51,7 +70,8 @@ fn main() {
 /// <eos> or every 1000 characters (a prompt character costs what a generated one does).
 fn run<K: Kernel>(model: &Model<'_>, kernel: K, seconds: f64) -> f64 {
     let mut ws = charlm_trainer::sample::host_workspace();
-    let mut g = Generator::with_kernel(model, &mut ws, Sampler::Greedy, SeededRng::new(0), kernel).expect("fits");
+    let mut g = Generator::with_kernel(model, &mut ws, Sampler::Greedy, SeededRng::new(0), kernel)
+        .expect("fits");
     let mut chars = 0u64;
     let budget = Duration::from_secs_f64(seconds);
     let start = Instant::now();

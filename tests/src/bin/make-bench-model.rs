@@ -12,9 +12,14 @@ use charlm_tests::{FIRMWARE_BENCH, Weights};
 pub const CORPUS: &str = "synthetic benchmark (seeded PCG32)";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).ok_or("usage: make-bench-model OUT.clm")?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: make-bench-model OUT.clm")?;
     let bytes = Weights::synthesize(&FIRMWARE_BENCH).encode(FIRMWARE_BENCH.symbols, CORPUS);
     std::fs::write(&out, &bytes)?;
-    println!("wrote {out} ({} bytes): LSTM, 1 layer, hidden 128, 84 ids", bytes.len());
+    println!(
+        "wrote {out} ({} bytes): LSTM, 1 layer, hidden 128, 84 ids",
+        bytes.len()
+    );
     Ok(())
 }

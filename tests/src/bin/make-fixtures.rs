@@ -6,8 +6,8 @@
 use std::fs;
 
 use charlm_tests::{
-    SPECS, TEMPERATURES, Weights, digest_path, generate_args, golden_models, golden_path, golden_text, logits_digest,
-    model_path, tests_dir,
+    SPECS, TEMPERATURES, Weights, digest_path, generate_args, golden_models, golden_path,
+    golden_text, logits_digest, model_path, tests_dir,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,9 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bytes = weights.encode(spec.symbols, "synthetic (seeded PCG32)");
         fs::write(model_path(spec.name), &bytes)?;
         let json = weights.torch_json(spec.symbols);
-        let json_path = tests_dir().join("fixtures").join(format!("{}.torch_in.json", spec.name));
+        let json_path = tests_dir()
+            .join("fixtures")
+            .join(format!("{}.torch_in.json", spec.name));
         fs::write(&json_path, serde_json::to_string(&json)?)?;
-        println!("wrote {} ({} bytes)", model_path(spec.name).display(), bytes.len());
+        println!(
+            "wrote {} ({} bytes)",
+            model_path(spec.name).display(),
+            bytes.len()
+        );
     }
     let root = tests_dir().join("..").canonicalize()?;
     let relative = |a: String| a.replace(&format!("{}/", root.display()), "");
@@ -33,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for t in TEMPERATURES {
             let path = golden_path(name, t);
             fs::write(&path, golden_text(&bytes, t)?)?;
-            let file = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let file = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let args: Vec<String> = generate_args(name, t).into_iter().map(relative).collect();
             cases.push_str(&format!("{file}\t{}\n", args.join("\t")));
         }

@@ -9,10 +9,38 @@ fn main() -> std::io::Result<()> {
     let dir = tests_dir().join("../fuzz/seeds");
     std::fs::create_dir_all(&dir)?;
     let specs = [
-        Spec { name: "tiny-lstm1", cell: CellKind::Lstm, layers: 1, hidden: 3, symbols: "ab ", seed: 1 },
-        Spec { name: "tiny-lstm2", cell: CellKind::Lstm, layers: 2, hidden: 9, symbols: "xyz.ä€", seed: 2 },
-        Spec { name: "tiny-gru1", cell: CellKind::Gru, layers: 1, hidden: 5, symbols: "hallo ", seed: 3 },
-        Spec { name: "tiny-gru3", cell: CellKind::Gru, layers: 3, hidden: 4, symbols: "ßü ", seed: 4 },
+        Spec {
+            name: "tiny-lstm1",
+            cell: CellKind::Lstm,
+            layers: 1,
+            hidden: 3,
+            symbols: "ab ",
+            seed: 1,
+        },
+        Spec {
+            name: "tiny-lstm2",
+            cell: CellKind::Lstm,
+            layers: 2,
+            hidden: 9,
+            symbols: "xyz.ä€",
+            seed: 2,
+        },
+        Spec {
+            name: "tiny-gru1",
+            cell: CellKind::Gru,
+            layers: 1,
+            hidden: 5,
+            symbols: "hallo ",
+            seed: 3,
+        },
+        Spec {
+            name: "tiny-gru3",
+            cell: CellKind::Gru,
+            layers: 3,
+            hidden: 4,
+            symbols: "ßü ",
+            seed: 4,
+        },
     ];
     for spec in &specs {
         let bytes = Weights::synthesize(spec).encode(spec.symbols, "fuzz seed");

@@ -48,9 +48,13 @@ pub struct TrainArgs {
     threads: Option<usize>,
 }
 
-
 fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f64) -> f64 {
-    let layout = Layout::new(Arch { cell: CellKind::Lstm, layers: 1, hidden, vocab: vocab.size() as u16 });
+    let layout = Layout::new(Arch {
+        cell: CellKind::Lstm,
+        layers: 1,
+        hidden,
+        vocab: vocab.size() as u16,
+    });
     let mut params = layout.init(0);
     let mut grads = vec![0.0; layout.len];
     let mut opt = Optimizer::new(Kind::Rmsprop, layout.len);
@@ -71,7 +75,10 @@ fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f
         i += 1;
     }
     let rate = chars as f64 / start.elapsed().as_secs_f64();
-    println!("{name:<10} {rate:>10.0} chars/s  ({} steps, {chars} chars)", i - 5);
+    println!(
+        "{name:<10} {rate:>10.0} chars/s  ({} steps, {chars} chars)",
+        i - 5
+    );
     rate
 }
 
@@ -83,22 +90,45 @@ pub fn run(bench: Bench) -> Result<(), CliError> {
     };
     if let Some(n) = args.threads {
         if n == 0 || n > 1024 {
-            return Err(CliError::invalid(format!("--threads {n}: must be 1 to 1024")));
+            return Err(CliError::invalid(format!(
+                "--threads {n}: must be 1 to 1024"
+            )));
         }
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
-        return Err(CliError::invalid(format!("--seconds {}: must be above 0 and at most 3600", args.seconds)));
+        return Err(CliError::invalid(format!(
+            "--seconds {}: must be above 0 and at most 3600",
+            args.seconds
+        )));
     }
-    let text = std::str::from_utf8(BUNDLED).map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?;
+    let text = std::str::from_utf8(BUNDLED)
+        .map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?;
     let vocab = Vocab::fit([text])?;
-    println!("charlm bench train: CPU backend, {} threads, RMSprop lr 1e-3, 1-layer LSTM", rayon::current_num_threads());
+    println!(
+        "charlm bench train: CPU backend, {} threads, RMSprop lr 1e-3, 1-layer LSTM",
+        rayon::current_num_threads()
+    );
     let all = args.config == Config::All;
     if all || args.config == Config::Titles8 {
-        measure("titles8", 128, &title_batches(&vocab, text, 8), &vocab, args.seconds);
+        measure(
+            "titles8",
+            128,
+            &title_batches(&vocab, text, 8),
+            &vocab,
+            args.seconds,
+        );
     }
     if all || args.config == Config::Titles64 {
-        measure("titles64", 128, &title_batches(&vocab, text, 64), &vocab, args.seconds);
+        measure(
+            "titles64",
+            128,
+            &title_batches(&vocab, text, 64),
+            &vocab,
+            args.seconds,
+        );
     }
     if all || args.config == Config::Text256 {
         let batches = stream_batches(&vocab, text, 64, 100).expect("corpus is long enough");

@@ -36,19 +36,32 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let bytes = read_file(&args.model)?;
-    let model_err = |source| CliError::Model { path: args.model.clone(), source };
+    let model_err = |source| CliError::Model {
+        path: args.model.clone(),
+        source,
+    };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;
     host_workspace().check(&model).map_err(model_err)?;
     let layout = match (args.field, args.layout) {
         (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
         _ => Layout::Running,
     };
-    let spec = Spec { path: args.corpus.clone(), field: args.field, layout };
+    let spec = Spec {
+        path: args.corpus.clone(),
+        field: args.field,
+        layout,
+    };
     let corpus = spec.load()?;
     let name = corpus.name.clone();
-    let frac = args.val_frac.or(if args.corpus.is_none() { Some(0.05) } else { None });
+    let frac = args.val_frac.or(if args.corpus.is_none() {
+        Some(0.05)
+    } else {
+        None
+    });
     if let Some(f) = frac.filter(|f| !(0.0..=0.5).contains(f) || *f == 0.0) {
-        return Err(CliError::invalid(format!("--val-frac {f}: must be above 0 and at most 0.5")));
+        return Err(CliError::invalid(format!(
+            "--val-frac {f}: must be above 0 and at most 0.5"
+        )));
     }
     let texts = match frac {
         Some(f) => corpus.split(f).val,
@@ -70,13 +83,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Layout::Running => {
             let text = ids.pop().unwrap_or_default();
             if text.len() < 2 {
-                return Err(CliError::invalid(format!("{name}: fewer than 2 characters the model knows")));
+                return Err(CliError::invalid(format!(
+                    "{name}: fewer than 2 characters the model knows"
+                )));
             }
             EvalData::Running(text)
         }
     };
     if data.count() == 0 {
-        return Err(CliError::invalid(format!("{name}: nothing to score (no character the model knows)")));
+        return Err(CliError::invalid(format!(
+            "{name}: nothing to score (no character the model knows)"
+        )));
     }
     let loss = runtime_loss(&model, &data);
     let how = match &data {
@@ -86,7 +103,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
             format!("running text, {s} streams of {l}")
         }
     };
-    println!("{:.4} bits per character on {name} ({} characters; {how}; f16 weights through the runtime)", loss.bpc(), loss.count);
+    println!(
+        "{:.4} bits per character on {name} ({} characters; {how}; f16 weights through the runtime)",
+        loss.bpc(),
+        loss.count
+    );
     if dropped > 0 {
         eprintln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");
     }

@@ -8,7 +8,13 @@ use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::sample::{Batch, generate_batch, host_workspace};
 
 /// The lesson's prompts, used when none is given.
-pub const DEFAULT_PROMPTS: [&str; 5] = ["Today ", "On Sunday ", "Moscow, ", "President ", "Little red riding hood "];
+pub const DEFAULT_PROMPTS: [&str; 5] = [
+    "Today ",
+    "On Sunday ",
+    "Moscow, ",
+    "President ",
+    "Little red riding hood ",
+];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,10 +43,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let sampler = Sampler::from_temperature(args.temperature)
         .map_err(|e| CliError::invalid(format!("--temperature {}: {e}", args.temperature)))?;
     let bytes = read_file(&args.model)?;
-    let model =
-        Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: args.model.clone(), source })?;
+    let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
+        path: args.model.clone(),
+        source,
+    })?;
     let mut ws = host_workspace();
-    ws.check(&model).map_err(|source| CliError::Model { path: args.model.clone(), source })?;
+    ws.check(&model).map_err(|source| CliError::Model {
+        path: args.model.clone(),
+        source,
+    })?;
     let prompts: Vec<String> = if args.prompt.is_empty() {
         DEFAULT_PROMPTS.iter().map(|p| p.to_string()).collect()
     } else {
@@ -55,7 +66,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let write_err = |source| CliError::Write { path: "standard output".into(), source };
+    let write_err = |source| CliError::Write {
+        path: "standard output".into(),
+        source,
+    };
     generate_batch(&model, &mut ws, &batch, |sample| {
         if sample.dropped > 0 {
             eprintln!(

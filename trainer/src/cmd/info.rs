@@ -15,7 +15,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let bytes = read_file(&args.file)?;
-    let model_err = |source| CliError::Model { path: args.file.clone(), source };
+    let model_err = |source| CliError::Model {
+        path: args.file.clone(),
+        source,
+    };
     // Describe even a file whose checksum fails, then report the failure.
     let file = ModelFile::decode_ignoring_checksum(&bytes).map_err(model_err)?;
     let (stored, computed) = ModelFile::checksums(&bytes).unwrap_or_default();
@@ -23,7 +26,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let arch = body.arch;
     let symbols = std::str::from_utf8(body.vocab.symbols).unwrap_or("");
     let weight_bytes: usize = body.tensors().map(|(_, t)| t.data.len()).sum();
-    println!("file        {} ({} bytes, format version {})", args.file.display(), bytes.len(), file.header.version);
+    println!(
+        "file        {} ({} bytes, format version {})",
+        args.file.display(),
+        bytes.len(),
+        file.header.version
+    );
     println!(
         "network     {}, {} layer{}, hidden {}",
         arch.cell.name().to_uppercase(),
@@ -31,8 +39,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         if arch.layers == 1 { "" } else { "s" },
         arch.hidden
     );
-    println!("parameters  {} (f16, {:.1} KiB of weights)", arch.param_count(), weight_bytes as f64 / 1024.0);
-    println!("compute     {} multiply-accumulates per character", arch.macs_per_char());
+    println!(
+        "parameters  {} (f16, {:.1} KiB of weights)",
+        arch.param_count(),
+        weight_bytes as f64 / 1024.0
+    );
+    println!(
+        "compute     {} multiply-accumulates per character",
+        arch.macs_per_char()
+    );
     println!(
         "vocabulary  {} ids: padding, {} symbols, <eos>",
         arch.vocab,
@@ -41,7 +56,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     println!("symbols     {:?}", symbols);
     let m = &body.meta;
     let bpc = |x: Option<f32>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-    println!("corpus      {}", if m.corpus.is_empty() { "-" } else { m.corpus });
+    println!(
+        "corpus      {}",
+        if m.corpus.is_empty() { "-" } else { m.corpus }
+    );
     println!("steps       {}", m.steps);
     println!(
         "bits/char   train {}, held-out {} (f32), {} (f16)",

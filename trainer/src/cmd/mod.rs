@@ -1,7 +1,7 @@
 //! One module per subcommand: its arguments and what it does.
 
+pub mod bench;
+pub mod eval;
 pub mod generate;
 pub mod info;
-pub mod eval;
 pub mod train;
-pub mod bench;

@@ -128,7 +128,9 @@ pub struct Args {
 
 /// `runs/YYYYmmdd-HHMMSS` in UTC.
 fn default_out() -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -140,7 +142,12 @@ fn default_out() -> PathBuf {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    PathBuf::from(format!("runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60))
+    PathBuf::from(format!(
+        "runs/{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    ))
 }
 
 fn config(a: &Args) -> Config {
@@ -151,7 +158,11 @@ fn config(a: &Args) -> Config {
         _ => Layout::Running,
     };
     Config {
-        corpus: Spec { path: a.corpus.clone(), field, layout },
+        corpus: Spec {
+            path: a.corpus.clone(),
+            field,
+            layout,
+        },
         val: a.val.clone(),
         val_frac: a.val_frac.unwrap_or(0.05),
         cell: match a.cell.as_deref().unwrap_or(defaults::CELL) {
@@ -189,18 +200,50 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
     cmp("--layers", a.layers.is_some(), given.layers == ck.layers);
     cmp("--hidden", a.hidden.is_some(), given.hidden == ck.hidden);
     cmp("--batch", a.batch.is_some(), given.batch == ck.batch);
-    cmp("--seq-len", a.seq_len.is_some(), given.seq_len == ck.seq_len);
-    cmp("--optimizer", a.optimizer.is_some(), given.optimizer == ck.optimizer);
+    cmp(
+        "--seq-len",
+        a.seq_len.is_some(),
+        given.seq_len == ck.seq_len,
+    );
+    cmp(
+        "--optimizer",
+        a.optimizer.is_some(),
+        given.optimizer == ck.optimizer,
+    );
     cmp("--lr", a.lr.is_some(), given.lr == ck.lr);
-    cmp("--lr-decay", a.lr_decay.is_some(), given.lr_decay == ck.lr_decay);
+    cmp(
+        "--lr-decay",
+        a.lr_decay.is_some(),
+        given.lr_decay == ck.lr_decay,
+    );
     cmp("--clip", a.clip.is_some(), given.clip == ck.clip);
-    cmp("--dropout", a.dropout.is_some(), given.dropout == ck.dropout);
+    cmp(
+        "--dropout",
+        a.dropout.is_some(),
+        given.dropout == ck.dropout,
+    );
     cmp("--seed", a.seed.is_some(), given.seed == ck.seed);
-    cmp("--corpus", a.corpus.is_some(), given.corpus.path == ck.corpus.path);
-    cmp("--field", a.field.is_some(), given.corpus.field == ck.corpus.field);
-    cmp("--layout", a.layout.is_some(), given.corpus.layout == ck.corpus.layout);
+    cmp(
+        "--corpus",
+        a.corpus.is_some(),
+        given.corpus.path == ck.corpus.path,
+    );
+    cmp(
+        "--field",
+        a.field.is_some(),
+        given.corpus.field == ck.corpus.field,
+    );
+    cmp(
+        "--layout",
+        a.layout.is_some(),
+        given.corpus.layout == ck.corpus.layout,
+    );
     cmp("--val", a.val.is_some(), given.val == ck.val);
-    cmp("--val-frac", a.val_frac.is_some(), given.val_frac == ck.val_frac);
+    cmp(
+        "--val-frac",
+        a.val_frac.is_some(),
+        given.val_frac == ck.val_frac,
+    );
     if diffs.is_empty() {
         Ok(())
     } else {
@@ -215,17 +258,23 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
 pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(n) = args.threads {
         if n == 0 || n > 1024 {
-            return Err(CliError::invalid(format!("--threads {n}: must be 1 to 1024")));
+            return Err(CliError::invalid(format!(
+                "--threads {n}: must be 1 to 1024"
+            )));
         }
         // Only fails when a pool already exists (never in the binary).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
     }
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(CliError::invalid("--prompt must not be empty"));
     }
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), Some(out)) if dir != out => {
-            return Err(CliError::invalid("--resume DIR continues the run in DIR; leave out --out"));
+            return Err(CliError::invalid(
+                "--resume DIR continues the run in DIR; leave out --out",
+            ));
         }
         (Some(dir), _) => {
             let ck = Checkpoint::load(dir)?;

@@ -19,23 +19,48 @@ pub struct Mat<'a, T> {
 impl<'a, T: Real> Mat<'a, T> {
     /// Row-major `rows x cols` at the start of `data`.
     pub fn new(data: &'a [T], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "matrix {rows}x{cols} needs {} elements, has {}", rows * cols, data.len());
-        Mat { data, rows, cols, rs: cols, cs: 1 }
+        assert!(
+            data.len() >= rows * cols,
+            "matrix {rows}x{cols} needs {} elements, has {}",
+            rows * cols,
+            data.len()
+        );
+        Mat {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
 
     /// The transpose (a view; nothing moves).
     pub fn t(self) -> Self {
-        Mat { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
 
     /// Rows `r0..r1`.
     fn rows(self, r0: usize, r1: usize) -> Self {
-        Mat { data: &self.data[(r0 * self.rs).min(self.data.len())..], rows: r1 - r0, ..self }
+        Mat {
+            data: &self.data[(r0 * self.rs).min(self.data.len())..],
+            rows: r1 - r0,
+            ..self
+        }
     }
 
     /// Columns `c0..c1`.
     fn cols(self, c0: usize, c1: usize) -> Self {
-        Mat { data: &self.data[(c0 * self.cs).min(self.data.len())..], cols: c1 - c0, ..self }
+        Mat {
+            data: &self.data[(c0 * self.cs).min(self.data.len())..],
+            cols: c1 - c0,
+            ..self
+        }
     }
 }
 

@@ -50,7 +50,10 @@ impl<T: Copy + Default> Packed<T> {
 /// `m x p` row-major.
 pub fn small_gemm(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
     let (q, p) = (b.q, b.p);
-    assert!(a.len() >= m * q && c.len() >= m * p, "small_gemm: operand too short");
+    assert!(
+        a.len() >= m * q && c.len() >= m * p,
+        "small_gemm: operand too short"
+    );
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -142,7 +145,8 @@ fn small_gemm_impl(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumula
             let h = MR.min(m - m0);
             let mut acc = [[0.0f32; NR]; MR];
             if h == MR {
-                let rows: [&[f32]; MR] = std::array::from_fn(|r| &a[(m0 + r) * q..(m0 + r + 1) * q]);
+                let rows: [&[f32]; MR] =
+                    std::array::from_fn(|r| &a[(m0 + r) * q..(m0 + r + 1) * q]);
                 for (k, bk) in panel.chunks_exact(NR).enumerate() {
                     for r in 0..MR {
                         let av = rows[r][k];
@@ -212,9 +216,19 @@ mod tests {
 
     #[test]
     fn small_gemm_matches_a_sequential_sum() {
-        for &(m, q, p) in &[(1, 1, 1), (4, 16, 16), (5, 7, 33), (8, 128, 512), (3, 20, 5)] {
-            let a: Vec<f32> = (0..m * q).map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5).collect();
-            let b: Vec<f32> = (0..q * p).map(|i| ((i * 5 % 11) as f32) * 0.5 - 2.5).collect();
+        for &(m, q, p) in &[
+            (1, 1, 1),
+            (4, 16, 16),
+            (5, 7, 33),
+            (8, 128, 512),
+            (3, 20, 5),
+        ] {
+            let a: Vec<f32> = (0..m * q)
+                .map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5)
+                .collect();
+            let b: Vec<f32> = (0..q * p)
+                .map(|i| ((i * 5 % 11) as f32) * 0.5 - 2.5)
+                .collect();
             let mut c = vec![1.0f32; m * p];
             let mut packed = Packed::default();
             packed.pack(q, p, |k, n| b[k * p + n]);

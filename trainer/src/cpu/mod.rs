@@ -44,7 +44,11 @@ pub struct Loss {
 impl Loss {
     /// Mean nats per character.
     pub fn mean(&self) -> f64 {
-        if self.count == 0 { 0.0 } else { self.nats / self.count as f64 }
+        if self.count == 0 {
+            0.0
+        } else {
+            self.nats / self.count as f64
+        }
     }
 
     /// Bits per character.
@@ -155,7 +159,10 @@ impl<T> Shared<T> {
 fn row_groups(b: usize) -> Vec<(usize, usize)> {
     let groups = (b / 4).clamp(1, rayon::current_num_threads().max(1));
     let per = b.div_ceil(groups);
-    (0..groups).map(|g| (g * per, ((g + 1) * per).min(b))).filter(|(a, z)| a < z).collect()
+    (0..groups)
+        .map(|g| (g * per, ((g + 1) * per).min(b)))
+        .filter(|(a, z)| a < z)
+        .collect()
 }
 
 fn grow<T: Real>(v: &mut Vec<T>, len: usize) {
@@ -214,7 +221,13 @@ impl<T: Real> Cpu<T> {
 
     /// Loss of `batch` and the gradient of its mean with respect to every
     /// parameter, written into `grads` (same layout as `params`).
-    pub fn loss_and_grad(&mut self, params: &[T], batch: &Batch, grads: &mut [T], dropout: Option<Dropout>) -> Loss {
+    pub fn loss_and_grad(
+        &mut self,
+        params: &[T],
+        batch: &Batch,
+        grads: &mut [T],
+        dropout: Option<Dropout>,
+    ) -> Loss {
         assert_eq!(params.len(), self.layout.len);
         assert_eq!(grads.len(), self.layout.len);
         self.forward(params, batch, dropout);
@@ -247,15 +260,22 @@ impl<T: Real> Cpu<T> {
             let bias = &params[b_ih];
             if l == 0 {
                 let table = &params[w_ih];
-                xg.par_chunks_mut(gh).zip(batch.inputs.par_iter()).for_each(|(row, &id)| {
-                    let t = &table[id as usize * gh..(id as usize + 1) * gh];
-                    for ((o, &w), &bb) in row.iter_mut().zip(t).zip(bias) {
-                        *o = w + bb;
-                    }
-                });
+                xg.par_chunks_mut(gh)
+                    .zip(batch.inputs.par_iter())
+                    .for_each(|(row, &id)| {
+                        let t = &table[id as usize * gh..(id as usize + 1) * gh];
+                        for ((o, &w), &bb) in row.iter_mut().zip(t).zip(bias) {
+                            *o = w + bb;
+                        }
+                    });
             } else {
                 let x = &below[l - 1].layer_output(n, b, h);
-                gemm(Mat::new(x, n, h), Mat::new(&params[w_ih], gh, h).t(), xg, false);
+                gemm(
+                    Mat::new(x, n, h),
+                    Mat::new(&params[w_ih], gh, h).t(),
+                    xg,
+                    false,
+                );
                 xg.par_chunks_mut(gh).for_each(|row| {
                     for (o, &bb) in row.iter_mut().zip(bias) {
                         *o += bb;
@@ -280,8 +300,12 @@ impl<T: Real> Cpu<T> {
             cache.w_hh_t.pack(h, gh, |k, n| w[n * h + k]);
             let wt = &cache.w_hh_t;
             let bh = &params[b_hh];
-            let (xg_s, gates_s, h_s, aux_s) =
-                (Shared::new(&mut cache.xg), Shared::new(&mut cache.gates), Shared::new(&mut cache.h), Shared::new(&mut cache.aux));
+            let (xg_s, gates_s, h_s, aux_s) = (
+                Shared::new(&mut cache.xg),
+                Shared::new(&mut cache.gates),
+                Shared::new(&mut cache.h),
+                Shared::new(&mut cache.aux),
+            );
             let c_s = Shared::new(&mut cache.c);
             let active = &active;
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
@@ -316,23 +340,43 @@ impl<T: Real> Cpu<T> {
                     match arch.cell {
                         CellKind::Lstm => {
                             // SAFETY: as above.
-                            let (cprev, cout) =
-                                unsafe { (&*c_s.slice((t * b + r0) * h, live * h), c_s.slice(((t + 1) * b + r0) * h, rows * h)) };
+                            let (cprev, cout) = unsafe {
+                                (
+                                    &*c_s.slice((t * b + r0) * h, live * h),
+                                    c_s.slice(((t + 1) * b + r0) * h, rows * h),
+                                )
+                            };
                             let (cout, cdead) = cout.split_at_mut(live * h);
                             cdead.fill(T::ZERO);
-                            T::lstm_forward(h, xg, &hg[..live * gh], bh, gates, cprev, cout, aux, hout);
+                            T::lstm_forward(
+                                h,
+                                xg,
+                                &hg[..live * gh],
+                                bh,
+                                gates,
+                                cprev,
+                                cout,
+                                aux,
+                                hout,
+                            );
                         }
-                        CellKind::Gru => T::gru_forward(h, xg, &hg[..live * gh], bh, gates, hprev, aux, hout),
+                        CellKind::Gru => {
+                            T::gru_forward(h, xg, &hg[..live * gh], bh, gates, hprev, aux, hout)
+                        }
                     }
                 }
             });
             // remember the final state for the next window
             let last = &cache.h[tt * b * h..(tt + 1) * b * h];
             self.carry[l].0.clear();
-            self.carry[l].0.extend_from_slice(if tt > 0 { last } else { &cache.h[..b * h] });
+            self.carry[l]
+                .0
+                .extend_from_slice(if tt > 0 { last } else { &cache.h[..b * h] });
             if arch.cell == CellKind::Lstm {
                 self.carry[l].1.clear();
-                self.carry[l].1.extend_from_slice(&cache.c[tt * b * h..(tt + 1) * b * h]);
+                self.carry[l]
+                    .1
+                    .extend_from_slice(&cache.c[tt * b * h..(tt + 1) * b * h]);
             }
             // dropout on the output of every layer but the last
             cache.mask.clear();
@@ -340,9 +384,13 @@ impl<T: Real> Cpu<T> {
             if let Some(d) = dropout.filter(|d| d.p > 0.0 && l + 1 < layers) {
                 let mut rng = Rng::derive(d.seed, l as u64);
                 let scale = T::from_f64(1.0 / (1.0 - d.p as f64));
-                cache.mask.extend((0..n * h).map(|_| if rng.next_f32() < d.p { T::ZERO } else { scale }));
+                cache
+                    .mask
+                    .extend((0..n * h).map(|_| if rng.next_f32() < d.p { T::ZERO } else { scale }));
                 let out = &cache.h[b * h..(n + b) * h];
-                cache.dropped.extend(out.iter().zip(&cache.mask).map(|(&x, &m)| x * m));
+                cache
+                    .dropped
+                    .extend(out.iter().zip(&cache.mask).map(|(&x, &m)| x * m));
             }
         }
         self.carry_rows = b;
@@ -350,7 +398,12 @@ impl<T: Real> Cpu<T> {
         let top = self.cache[layers - 1].layer_output(n, b, h);
         grow(&mut self.logits, n * v);
         let logits = &mut self.logits[..n * v];
-        gemm(Mat::new(top, n, h), Mat::new(&params[self.layout.out_w.clone()], v, h).t(), logits, false);
+        gemm(
+            Mat::new(top, n, h),
+            Mat::new(&params[self.layout.out_w.clone()], v, h).t(),
+            logits,
+            false,
+        );
         let ob = &params[self.layout.out_b.clone()];
         logits.par_chunks_mut(v).for_each(|row| {
             for (o, &bb) in row.iter_mut().zip(ob) {
@@ -365,7 +418,11 @@ impl<T: Real> Cpu<T> {
         let v = self.layout.arch.vocab as usize;
         let n = batch.steps * batch.rows;
         let count = batch.chars();
-        let inv = if count == 0 { T::ZERO } else { T::from_f64(1.0 / count as f64) };
+        let inv = if count == 0 {
+            T::ZERO
+        } else {
+            T::from_f64(1.0 / count as f64)
+        };
         let first = match classes {
             Classes::All => 0,
             Classes::NoPadding => 1,
@@ -403,7 +460,10 @@ impl<T: Real> Cpu<T> {
                 nats
             })
             .collect();
-        Loss { nats: partial.iter().sum(), count }
+        Loss {
+            nats: partial.iter().sum(),
+            count,
+        }
     }
 
     fn backward(&mut self, params: &[T], batch: &Batch, grads: &mut [T]) {
@@ -416,7 +476,12 @@ impl<T: Real> Cpu<T> {
         let dlogits = &self.logits[..n * v];
         let top = self.cache[layers - 1].layer_output(n, b, h);
         let (ow, ob) = (self.layout.out_w.clone(), self.layout.out_b.clone());
-        gemm(Mat::new(dlogits, n, v).t(), Mat::new(top, n, h), &mut grads[ow.clone()], false);
+        gemm(
+            Mat::new(dlogits, n, v).t(),
+            Mat::new(top, n, h),
+            &mut grads[ow.clone()],
+            false,
+        );
         col_sums(dlogits, v, &mut grads[ob]);
         grow(&mut self.dh, n * h);
         grow(&mut self.dx, n * h);
@@ -424,7 +489,12 @@ impl<T: Real> Cpu<T> {
         if arch.cell == CellKind::Gru {
             grow(&mut self.dhg, n * gh);
         }
-        gemm(Mat::new(dlogits, n, v), Mat::new(&params[ow], v, h), &mut self.dh[..n * h], false);
+        gemm(
+            Mat::new(dlogits, n, v),
+            Mat::new(&params[ow], v, h),
+            &mut self.dh[..n * h],
+            false,
+        );
         for l in (0..layers).rev() {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let cache = &self.cache[l];
@@ -438,7 +508,11 @@ impl<T: Real> Cpu<T> {
             packed.pack(gh, h, |k, n| wp[k * h + n]);
             let w = &packed;
             let cache = &self.cache[l];
-            let (dh_s, dxg_s, dhg_s) = (Shared::new(&mut self.dh), Shared::new(&mut self.dxg), Shared::new(&mut self.dhg));
+            let (dh_s, dxg_s, dhg_s) = (
+                Shared::new(&mut self.dh),
+                Shared::new(&mut self.dxg),
+                Shared::new(&mut self.dhg),
+            );
             let active = active_rows(batch);
             let active = &active;
             row_groups(b).into_par_iter().for_each(|(r0, r1)| {
@@ -446,18 +520,31 @@ impl<T: Real> Cpu<T> {
                 let mut dh_next = vec![T::ZERO; rows * h];
                 let mut dc_next = vec![T::ZERO; rows * h];
                 for t in (0..tt).rev() {
-                    fn at<T>(buf: &[T], width: usize, step: usize, b: usize, r0: usize, live: usize) -> &[T] {
+                    fn at<T>(
+                        buf: &[T],
+                        width: usize,
+                        step: usize,
+                        b: usize,
+                        r0: usize,
+                        live: usize,
+                    ) -> &[T] {
                         &buf[(step * b + r0) * width..(step * b + r0 + live) * width]
                     }
                     let live = active[t].saturating_sub(r0).min(rows);
                     // SAFETY: this task only touches rows r0..r1 of each buffer.
-                    let (dh, dxg) = unsafe { (dh_s.slice((t * b + r0) * h, live * h), dxg_s.slice((t * b + r0) * gh, rows * gh)) };
+                    let (dh, dxg) = unsafe {
+                        (
+                            dh_s.slice((t * b + r0) * h, live * h),
+                            dxg_s.slice((t * b + r0) * gh, rows * gh),
+                        )
+                    };
                     // Ended rows: no gradient (their positions are padding).
                     let (dxg, dead) = dxg.split_at_mut(live * gh);
                     dead.fill(T::ZERO);
                     if arch.cell == CellKind::Gru {
                         // SAFETY: as above.
-                        unsafe { dhg_s.slice((t * b + r0 + live) * gh, (rows - live) * gh) }.fill(T::ZERO);
+                        unsafe { dhg_s.slice((t * b + r0 + live) * gh, (rows - live) * gh) }
+                            .fill(T::ZERO);
                     }
                     if live == 0 {
                         continue;
@@ -470,13 +557,30 @@ impl<T: Real> Cpu<T> {
                     let aux = at(&cache.aux, h, t, b, r0, live);
                     match arch.cell {
                         CellKind::Lstm => {
-                            T::lstm_backward(h, dh, dc_next, gates, at(&cache.c, h, t, b, r0, live), aux, dxg);
+                            T::lstm_backward(
+                                h,
+                                dh,
+                                dc_next,
+                                gates,
+                                at(&cache.c, h, t, b, r0, live),
+                                aux,
+                                dxg,
+                            );
                             T::small_gemm(live, dxg, w, dh_next, false);
                         }
                         CellKind::Gru => {
                             // SAFETY: as above.
                             let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, live * gh) };
-                            T::gru_backward(h, dh, gates, at(&cache.h, h, t, b, r0, live), aux, dxg, dhg, dh_next);
+                            T::gru_backward(
+                                h,
+                                dh,
+                                gates,
+                                at(&cache.h, h, t, b, r0, live),
+                                aux,
+                                dxg,
+                                dhg,
+                                dh_next,
+                            );
                             T::small_gemm(live, dhg, w, dh_next, true);
                         }
                     }
@@ -486,9 +590,18 @@ impl<T: Real> Cpu<T> {
             let cache = &self.cache[l];
             // weight gradients over all rows at once
             let dxg = &self.dxg[..n * gh];
-            let dhg = if arch.cell == CellKind::Gru { &self.dhg[..n * gh] } else { dxg };
+            let dhg = if arch.cell == CellKind::Gru {
+                &self.dhg[..n * gh]
+            } else {
+                dxg
+            };
             let hprev = &cache.h[..n * h];
-            gemm(Mat::new(dhg, n, gh).t(), Mat::new(hprev, n, h), &mut grads[w_hh], false);
+            gemm(
+                Mat::new(dhg, n, gh).t(),
+                Mat::new(hprev, n, h),
+                &mut grads[w_hh],
+                false,
+            );
             col_sums(dhg, gh, &mut grads[b_hh.clone()]);
             if arch.cell == CellKind::Lstm {
                 // LSTM: both biases enter the same pre-activation.
@@ -501,8 +614,18 @@ impl<T: Real> Cpu<T> {
                 table_grad(dxg, &batch.inputs, gh, &mut grads[w_ih]);
             } else {
                 let x = self.cache[l - 1].layer_output(n, b, h);
-                gemm(Mat::new(dxg, n, gh).t(), Mat::new(x, n, h), &mut grads[w_ih.clone()], false);
-                gemm(Mat::new(dxg, n, gh), Mat::new(&params[w_ih], gh, h), &mut self.dx[..n * h], false);
+                gemm(
+                    Mat::new(dxg, n, gh).t(),
+                    Mat::new(x, n, h),
+                    &mut grads[w_ih.clone()],
+                    false,
+                );
+                gemm(
+                    Mat::new(dxg, n, gh),
+                    Mat::new(&params[w_ih], gh, h),
+                    &mut self.dx[..n * h],
+                    false,
+                );
                 std::mem::swap(&mut self.dh, &mut self.dx);
             }
         }
@@ -512,7 +635,11 @@ impl<T: Real> Cpu<T> {
 impl<T: Real> LayerCache<T> {
     /// `[T*B, H]` output of the layer as the next one sees it (after dropout).
     fn layer_output(&self, n: usize, b: usize, h: usize) -> &[T] {
-        if self.dropped.is_empty() { &self.h[b * h..(n + b) * h] } else { &self.dropped[..n * h] }
+        if self.dropped.is_empty() {
+            &self.h[b * h..(n + b) * h]
+        } else {
+            &self.dropped[..n * h]
+        }
     }
 }
 
@@ -566,15 +693,17 @@ fn table_grad<T: Real>(dxg: &[T], ids: &[u16], gh: usize, out: &mut [T]) {
     for (pos, &id) in ids.iter().enumerate() {
         by_id[id as usize].push(pos as u32);
     }
-    out.par_chunks_mut(gh).zip(by_id.par_iter()).for_each(|(row, positions)| {
-        row.fill(T::ZERO);
-        for &pos in positions {
-            let src = &dxg[pos as usize * gh..(pos as usize + 1) * gh];
-            for (o, &x) in row.iter_mut().zip(src) {
-                *o += x;
+    out.par_chunks_mut(gh)
+        .zip(by_id.par_iter())
+        .for_each(|(row, positions)| {
+            row.fill(T::ZERO);
+            for &pos in positions {
+                let src = &dxg[pos as usize * gh..(pos as usize + 1) * gh];
+                for (o, &x) in row.iter_mut().zip(src) {
+                    *o += x;
+                }
             }
-        }
-    });
+        });
 }
 
 /// `G` consecutive blocks of exactly `h` elements.
@@ -643,7 +772,15 @@ pub(crate) fn lstm_forward<T: Real>(
 /// output) and `dc` (gradient at its cell state from the step after; updated
 /// to the step before) to the gate pre-activation gradients `dg`.
 #[inline(always)]
-pub(crate) fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in: &[T], cprev: &[T], tanh_c: &[T], dg: &mut [T]) {
+pub(crate) fn lstm_backward<T: Real>(
+    h: usize,
+    dh: &[T],
+    dc: &mut [T],
+    gates_in: &[T],
+    cprev: &[T],
+    tanh_c: &[T],
+    dg: &mut [T],
+) {
     let gh = 4 * h;
     for r in 0..dh.len() / h {
         let [i_, f_, g_, o_] = gates::<4, T>(&gates_in[r * gh..], h);
@@ -669,14 +806,27 @@ pub(crate) fn lstm_backward<T: Real>(h: usize, dh: &[T], dc: &mut [T], gates_in:
 /// `hn` keeps `W_hn h + b_hn` for the backward pass.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn gru_forward<T: Real>(h: usize, xg: &[T], hg: &[T], b_hh: &[T], gates_out: &mut [T], hprev: &[T], hn: &mut [T], hout: &mut [T]) {
+pub(crate) fn gru_forward<T: Real>(
+    h: usize,
+    xg: &[T],
+    hg: &[T],
+    b_hh: &[T],
+    gates_out: &mut [T],
+    hprev: &[T],
+    hn: &mut [T],
+    hout: &mut [T],
+) {
     let gh = 3 * h;
     let [br, bz, bn] = gates::<3, T>(b_hh, h);
     for r in 0..hout.len() / h {
         let [xr, xz, xn] = gates::<3, T>(&xg[r * gh..], h);
         let [hr, hz, hnn] = gates::<3, T>(&hg[r * gh..], h);
         let [gr, gz, gn] = gates_mut::<3, T>(&mut gates_out[r * gh..], h);
-        let (hp, hnr, ho) = (&hprev[r * h..(r + 1) * h], &mut hn[r * h..(r + 1) * h], &mut hout[r * h..(r + 1) * h]);
+        let (hp, hnr, ho) = (
+            &hprev[r * h..(r + 1) * h],
+            &mut hn[r * h..(r + 1) * h],
+            &mut hout[r * h..(r + 1) * h],
+        );
         for j in 0..h {
             let rr = (xr[j] + (hr[j] + br[j])).sigmoid();
             let z = (xz[j] + (hz[j] + bz[j])).sigmoid();
@@ -711,7 +861,11 @@ pub(crate) fn gru_backward<T: Real>(
         let [r_, z_, n_] = gates::<3, T>(&gates_in[r * gh..], h);
         let [dxr, dxz, dxn] = gates_mut::<3, T>(&mut dxg[r * gh..], h);
         let [dhr, dhz, dhn] = gates_mut::<3, T>(&mut dhg[r * gh..], h);
-        let (d_, hp, hnr) = (&dh[r * h..(r + 1) * h], &hprev[r * h..(r + 1) * h], &hn[r * h..(r + 1) * h]);
+        let (d_, hp, hnr) = (
+            &dh[r * h..(r + 1) * h],
+            &hprev[r * h..(r + 1) * h],
+            &hn[r * h..(r + 1) * h],
+        );
         let dp = &mut dh_prev[r * h..(r + 1) * h];
         for j in 0..h {
             let (rr, z, nn) = (r_[j], z_[j], n_[j]);

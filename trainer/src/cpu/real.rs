@@ -69,7 +69,13 @@ pub trait Real:
 
     /// `c (+)= a b` for a few rows (`a` `m x q` row-major, `b` packed):
     /// the recurrent step's product. Each element is a sequential sum over `k`.
-    fn small_gemm(m: usize, a: &[Self], b: &super::kernel::Packed<Self>, c: &mut [Self], accumulate: bool) {
+    fn small_gemm(
+        m: usize,
+        a: &[Self],
+        b: &super::kernel::Packed<Self>,
+        c: &mut [Self],
+        accumulate: bool,
+    ) {
         let (q, p, nr) = (b.q, b.p, super::kernel::NR);
         for i in 0..m {
             for n in 0..p {
@@ -78,32 +84,71 @@ pub trait Real:
                 for k in 0..q {
                     acc += a[i * q + k] * panel[k * nr + n % nr];
                 }
-                if accumulate { c[i * p + n] += acc } else { c[i * p + n] = acc }
+                if accumulate {
+                    c[i * p + n] += acc
+                } else {
+                    c[i * p + n] = acc
+                }
             }
         }
     }
 
     /// One LSTM step (see [`super::lstm_forward`]).
     #[allow(clippy::too_many_arguments)]
-    fn lstm_forward(h: usize, xg: &[Self], hg: &[Self], b_hh: &[Self], gates: &mut [Self], cprev: &[Self], cout: &mut [Self], tanh_c: &mut [Self], hout: &mut [Self]) {
+    fn lstm_forward(
+        h: usize,
+        xg: &[Self],
+        hg: &[Self],
+        b_hh: &[Self],
+        gates: &mut [Self],
+        cprev: &[Self],
+        cout: &mut [Self],
+        tanh_c: &mut [Self],
+        hout: &mut [Self],
+    ) {
         super::lstm_forward(h, xg, hg, b_hh, gates, cprev, cout, tanh_c, hout)
     }
     /// Backward of one LSTM step (see [`super::lstm_backward`]).
-    fn lstm_backward(h: usize, dh: &[Self], dc: &mut [Self], gates: &[Self], cprev: &[Self], tanh_c: &[Self], dg: &mut [Self]) {
+    fn lstm_backward(
+        h: usize,
+        dh: &[Self],
+        dc: &mut [Self],
+        gates: &[Self],
+        cprev: &[Self],
+        tanh_c: &[Self],
+        dg: &mut [Self],
+    ) {
         super::lstm_backward(h, dh, dc, gates, cprev, tanh_c, dg)
     }
     /// One GRU step (see [`super::gru_forward`]).
     #[allow(clippy::too_many_arguments)]
-    fn gru_forward(h: usize, xg: &[Self], hg: &[Self], b_hh: &[Self], gates: &mut [Self], hprev: &[Self], hn: &mut [Self], hout: &mut [Self]) {
+    fn gru_forward(
+        h: usize,
+        xg: &[Self],
+        hg: &[Self],
+        b_hh: &[Self],
+        gates: &mut [Self],
+        hprev: &[Self],
+        hn: &mut [Self],
+        hout: &mut [Self],
+    ) {
         super::gru_forward(h, xg, hg, b_hh, gates, hprev, hn, hout)
     }
     /// Backward of one GRU step (see [`super::gru_backward`]).
     #[allow(clippy::too_many_arguments)]
-    fn gru_backward(h: usize, dh: &[Self], gates: &[Self], hprev: &[Self], hn: &[Self], dxg: &mut [Self], dhg: &mut [Self], dh_prev: &mut [Self]) {
+    fn gru_backward(
+        h: usize,
+        dh: &[Self],
+        gates: &[Self],
+        hprev: &[Self],
+        hn: &[Self],
+        dxg: &mut [Self],
+        dhg: &mut [Self],
+        dh_prev: &mut [Self],
+    ) {
         super::gru_backward(h, dh, gates, hprev, hn, dxg, dhg, dh_prev)
     }
 }
-
 
 impl Real for f32 {
     const ZERO: Self = 0.0;
@@ -159,7 +204,13 @@ impl Real for f32 {
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }
-    fn small_gemm(m: usize, a: &[Self], b: &super::kernel::Packed<Self>, c: &mut [Self], accumulate: bool) {
+    fn small_gemm(
+        m: usize,
+        a: &[Self],
+        b: &super::kernel::Packed<Self>,
+        c: &mut [Self],
+        accumulate: bool,
+    ) {
         super::kernel::small_gemm(m, a, b, c, accumulate)
     }
 
@@ -167,15 +218,35 @@ impl Real for f32 {
     // same IEEE operations in the same order (Rust never fuses a multiply
     // and an add on its own), only eight lanes wide instead of four.
     #[allow(clippy::too_many_arguments)]
-    fn lstm_forward(h: usize, xg: &[Self], hg: &[Self], b_hh: &[Self], gates: &mut [Self], cprev: &[Self], cout: &mut [Self], tanh_c: &mut [Self], hout: &mut [Self]) {
+    fn lstm_forward(
+        h: usize,
+        xg: &[Self],
+        hg: &[Self],
+        b_hh: &[Self],
+        gates: &mut [Self],
+        cprev: &[Self],
+        cout: &mut [Self],
+        tanh_c: &mut [Self],
+        hout: &mut [Self],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if super::kernel::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { wide::lstm_forward(h, xg, hg, b_hh, gates, cprev, cout, tanh_c, hout) };
+            return unsafe {
+                wide::lstm_forward(h, xg, hg, b_hh, gates, cprev, cout, tanh_c, hout)
+            };
         }
         super::lstm_forward(h, xg, hg, b_hh, gates, cprev, cout, tanh_c, hout)
     }
-    fn lstm_backward(h: usize, dh: &[Self], dc: &mut [Self], gates: &[Self], cprev: &[Self], tanh_c: &[Self], dg: &mut [Self]) {
+    fn lstm_backward(
+        h: usize,
+        dh: &[Self],
+        dc: &mut [Self],
+        gates: &[Self],
+        cprev: &[Self],
+        tanh_c: &[Self],
+        dg: &mut [Self],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if super::kernel::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
@@ -184,7 +255,16 @@ impl Real for f32 {
         super::lstm_backward(h, dh, dc, gates, cprev, tanh_c, dg)
     }
     #[allow(clippy::too_many_arguments)]
-    fn gru_forward(h: usize, xg: &[Self], hg: &[Self], b_hh: &[Self], gates: &mut [Self], hprev: &[Self], hn: &mut [Self], hout: &mut [Self]) {
+    fn gru_forward(
+        h: usize,
+        xg: &[Self],
+        hg: &[Self],
+        b_hh: &[Self],
+        gates: &mut [Self],
+        hprev: &[Self],
+        hn: &mut [Self],
+        hout: &mut [Self],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if super::kernel::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
@@ -193,7 +273,16 @@ impl Real for f32 {
         super::gru_forward(h, xg, hg, b_hh, gates, hprev, hn, hout)
     }
     #[allow(clippy::too_many_arguments)]
-    fn gru_backward(h: usize, dh: &[Self], gates: &[Self], hprev: &[Self], hn: &[Self], dxg: &mut [Self], dhg: &mut [Self], dh_prev: &mut [Self]) {
+    fn gru_backward(
+        h: usize,
+        dh: &[Self],
+        gates: &[Self],
+        hprev: &[Self],
+        hn: &[Self],
+        dxg: &mut [Self],
+        dhg: &mut [Self],
+        dh_prev: &mut [Self],
+    ) {
         #[cfg(target_arch = "x86_64")]
         if super::kernel::has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA.
@@ -202,7 +291,6 @@ impl Real for f32 {
         super::gru_backward(h, dh, gates, hprev, hn, dxg, dhg, dh_prev)
     }
 }
-
 
 impl Real for f64 {
     const ZERO: Self = 0.0;
@@ -256,21 +344,57 @@ impl Real for f64 {
 mod wide {
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn lstm_forward(h: usize, xg: &[f32], hg: &[f32], b_hh: &[f32], gates: &mut [f32], cprev: &[f32], cout: &mut [f32], tanh_c: &mut [f32], hout: &mut [f32]) {
+    pub(super) fn lstm_forward(
+        h: usize,
+        xg: &[f32],
+        hg: &[f32],
+        b_hh: &[f32],
+        gates: &mut [f32],
+        cprev: &[f32],
+        cout: &mut [f32],
+        tanh_c: &mut [f32],
+        hout: &mut [f32],
+    ) {
         super::super::lstm_forward(h, xg, hg, b_hh, gates, cprev, cout, tanh_c, hout)
     }
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn lstm_backward(h: usize, dh: &[f32], dc: &mut [f32], gates: &[f32], cprev: &[f32], tanh_c: &[f32], dg: &mut [f32]) {
+    pub(super) fn lstm_backward(
+        h: usize,
+        dh: &[f32],
+        dc: &mut [f32],
+        gates: &[f32],
+        cprev: &[f32],
+        tanh_c: &[f32],
+        dg: &mut [f32],
+    ) {
         super::super::lstm_backward(h, dh, dc, gates, cprev, tanh_c, dg)
     }
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gru_forward(h: usize, xg: &[f32], hg: &[f32], b_hh: &[f32], gates: &mut [f32], hprev: &[f32], hn: &mut [f32], hout: &mut [f32]) {
+    pub(super) fn gru_forward(
+        h: usize,
+        xg: &[f32],
+        hg: &[f32],
+        b_hh: &[f32],
+        gates: &mut [f32],
+        hprev: &[f32],
+        hn: &mut [f32],
+        hout: &mut [f32],
+    ) {
         super::super::gru_forward(h, xg, hg, b_hh, gates, hprev, hn, hout)
     }
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gru_backward(h: usize, dh: &[f32], gates: &[f32], hprev: &[f32], hn: &[f32], dxg: &mut [f32], dhg: &mut [f32], dh_prev: &mut [f32]) {
+    pub(super) fn gru_backward(
+        h: usize,
+        dh: &[f32],
+        gates: &[f32],
+        hprev: &[f32],
+        hn: &[f32],
+        dxg: &mut [f32],
+        dhg: &mut [f32],
+        dh_prev: &mut [f32],
+    ) {
         super::super::gru_backward(h, dh, gates, hprev, hn, dxg, dhg, dh_prev)
     }
 }

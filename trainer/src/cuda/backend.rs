@@ -81,6 +81,8 @@ pub struct Cuda {
     coef: Buf<f32>,
     /// Nats accumulated since the last [`Cuda::take_nats`].
     nats: Buf<f64>,
+    /// The divergence guard's `[what, step]` (see `Dev::guard`).
+    status: Buf<i32>,
     acts: Option<Acts>,
     /// `[layer]` -> final `(h, c)` of the last batch, `[B, H]` each.
     carry: Vec<(Buf<f32>, Buf<f32>)>,
@@ -100,7 +102,10 @@ struct DeviceOptimizer {
 pub fn positions_by_id(ids: &[u16], vocab: usize) -> (Vec<i32>, Vec<i32>) {
     let mut offsets = vec![0i32; vocab + 1];
     for &id in ids {
-        assert!((id as usize) < vocab, "input id {id} outside a vocabulary of {vocab}");
+        assert!(
+            (id as usize) < vocab,
+            "input id {id} outside a vocabulary of {vocab}"
+        );
         offsets[id as usize + 1] += 1;
     }
     for i in 0..vocab {
@@ -139,8 +144,11 @@ impl Cuda {
             norm_partials: dev.alloc(NORM_BLOCKS)?,
             coef: dev.alloc(2)?,
             nats: dev.alloc(1)?,
+            status: dev.alloc(2)?,
             acts: None,
-            carry: (0..layers).map(|_| Ok((dev.alloc(0)?, dev.alloc(0)?))).collect::<Result<_, CudaError>>()?,
+            carry: (0..layers)
+                .map(|_| Ok((dev.alloc(0)?, dev.alloc(0)?)))
+                .collect::<Result<_, CudaError>>()?,
             carry_rows: 0,
             layout,
             dev,
@@ -149,7 +157,10 @@ impl Cuda {
 
     /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90)".
     pub fn describe(&self) -> String {
-        format!("cuda:{} ({}, {})", self.dev.ordinal, self.dev.name, self.dev.arch)
+        format!(
+            "cuda:{} ({}, {})",
+            self.dev.ordinal, self.dev.name, self.dev.arch
+        )
     }
 
     /// The device's name.
@@ -191,8 +202,13 @@ impl Cuda {
             self.dev.upload(&opt.m, m.all())?;
         }
         self.dev.upload(&opt.v, v.all())?;
-        self.opt = Some(DeviceOptimizer { kind: opt.kind, steps: opt.steps, m, v });
-        Ok(())
+        self.opt = Some(DeviceOptimizer {
+            kind: opt.kind,
+            steps: opt.steps,
+            m,
+            v,
+        });
+        self.dev.zero(self.status.all())
     }
 
     /// Copies the device's optimizer state back into `opt` (for checkpoints).
@@ -212,11 +228,19 @@ impl Cuda {
     }
 
     /// Loss of `batch` (forward only), carrying state like training does.
-    pub fn try_loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Result<Loss, CudaError> {
+    pub fn try_loss(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        classes: Classes,
+    ) -> Result<Loss, CudaError> {
         self.set_params(params)?;
         self.dev.zero(self.nats.all())?;
         self.forward(batch, None, classes, false)?;
-        Ok(Loss { nats: self.take_nats()?, count: batch.chars() })
+        Ok(Loss {
+            nats: self.take_nats()?,
+            count: batch.chars(),
+        })
     }
 
     /// Loss of `batch` and the gradient of its mean, written into `grads`.
@@ -232,25 +256,43 @@ impl Cuda {
         self.forward(batch, dropout, Classes::All, true)?;
         self.backward(batch)?;
         self.get_grads(grads)?;
-        Ok(Loss { nats: self.take_nats()?, count: batch.chars() })
+        Ok(Loss {
+            nats: self.take_nats()?,
+            count: batch.chars(),
+        })
     }
 
     /// One whole training step on the device's own parameters and optimizer
     /// state ([`Cuda::set_params`], [`Cuda::set_optimizer`] first): forward,
     /// loss, backward, clipping to `clip` (0 = off), update at `lr`. Only
-    /// queues work: nothing is read back (see [`Cuda::take_nats`]).
-    pub fn train_step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> Result<(), CudaError> {
+    /// queues work: nothing is read back (see [`Cuda::take_nats`]). The
+    /// first step whose loss or gradient norm is not finite leaves the
+    /// parameters alone, as do all after it ([`Cuda::diverged`] says which).
+    pub fn train_step(
+        &mut self,
+        batch: &Batch,
+        dropout: Option<Dropout>,
+        clip: f32,
+        lr: f32,
+    ) -> Result<(), CudaError> {
         assert!(self.opt.is_some(), "train_step needs set_optimizer first");
         self.forward(batch, dropout, Classes::All, true)?;
         self.backward(batch)?;
         let n = self.layout.len;
-        let coef = if clip > 0.0 {
-            self.dev.clip_coef(n, self.grads.all(), self.norm_partials.all(), clip, self.coef.all())?;
-            Some(self.coef.all())
-        } else {
-            None
-        };
+        // The norm is needed for the guard even without clipping.
+        let max_norm = if clip > 0.0 { clip } else { f32::INFINITY };
+        self.dev.clip_coef(
+            n,
+            self.grads.all(),
+            self.norm_partials.all(),
+            max_norm,
+            self.coef.all(),
+        )?;
+        let coef = (clip > 0.0).then(|| self.coef.all());
         let d = self.opt.as_mut().expect("checked above");
+        self.dev
+            .guard(self.nats.all(), self.coef.all(), self.status.all(), d.steps)?;
+        let status = self.status.all();
         d.steps += 1;
         match d.kind {
             Kind::Adam => {
@@ -268,6 +310,7 @@ impl Cuda {
                     d.m.all(),
                     d.v.all(),
                     coef,
+                    status,
                     step_size,
                     bc2_sqrt,
                     1.0 - b1,
@@ -283,6 +326,7 @@ impl Cuda {
                     self.grads.all(),
                     d.v.all(),
                     coef,
+                    status,
                     lr,
                     optim::RMSPROP_RHO,
                     1.0 - optim::RMSPROP_RHO,
@@ -302,6 +346,19 @@ impl Cuda {
         Ok(x[0])
     }
 
+    /// Waits for the queued work; `Some((what, step))` when a step of
+    /// [`Cuda::train_step`] was not finite: `what` is "loss" or "gradient",
+    /// `step` the optimizer's step count before it.
+    pub fn diverged(&self) -> Result<Option<(&'static str, u64)>, CudaError> {
+        let mut s = [0i32; 2];
+        self.dev.download(self.status.all(), &mut s)?;
+        Ok(match s[0] {
+            0 => None,
+            1 => Some(("loss", s[1] as u64)),
+            _ => Some(("gradient", s[1] as u64)),
+        })
+    }
+
     /// The gradient norm before the last clipping in [`Cuda::train_step`].
     pub fn last_grad_norm(&self) -> Result<f32, CudaError> {
         let mut x = [0.0f32; 2];
@@ -315,7 +372,11 @@ impl Cuda {
         let lstm = self.layout.arch.cell == CellKind::Lstm;
         let mut out = Vec::new();
         for (hb, cb) in &self.carry {
-            let n = if self.carry_rows > 0 { self.carry_rows * h } else { 0 };
+            let n = if self.carry_rows > 0 {
+                self.carry_rows * h
+            } else {
+                0
+            };
             let mut hv = vec![0.0; n];
             self.dev.download(hb.at(0, n), &mut hv)?;
             let mut cv = vec![0.0; if lstm { n } else { 0 }];
@@ -329,12 +390,18 @@ impl Cuda {
     /// Restores a state saved by [`Cuda::try_carried_state`] (or the CPU
     /// backend's); a state of the wrong size is dropped (the next window
     /// starts from zeros).
-    pub fn try_set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>) -> Result<(), CudaError> {
+    pub fn try_set_carried_state(
+        &mut self,
+        rows: usize,
+        state: Vec<Vec<f32>>,
+    ) -> Result<(), CudaError> {
         let h = self.layout.arch.hidden as usize;
         let lstm = self.layout.arch.cell == CellKind::Lstm;
         let layers = self.carry.len();
         let fits = state.len() == 2 * layers
-            && state.chunks(2).all(|p| p[0].len() == rows * h && p[1].len() == if lstm { rows * h } else { 0 });
+            && state
+                .chunks(2)
+                .all(|p| p[0].len() == rows * h && p[1].len() == if lstm { rows * h } else { 0 });
         if rows == 0 || !fits {
             self.carry_rows = 0;
             return Ok(());
@@ -357,7 +424,11 @@ impl Cuda {
         }
         let (old_n, old_b) = self.acts.as_ref().map_or((0, 0), |a| (a.n, a.b));
         // Grow with headroom so batches of varying length settle quickly.
-        let n = if n > old_n { n.max(old_n + old_n / 2) } else { old_n };
+        let n = if n > old_n {
+            n.max(old_n + old_n / 2)
+        } else {
+            old_n
+        };
         let b = b.max(old_b);
         self.acts = None; // free before allocating the larger set
         let arch = self.layout.arch;
@@ -404,7 +475,13 @@ impl Cuda {
         Ok(())
     }
 
-    fn forward(&mut self, batch: &Batch, dropout: Option<Dropout>, classes: Classes, grad: bool) -> Result<(), CudaError> {
+    fn forward(
+        &mut self,
+        batch: &Batch,
+        dropout: Option<Dropout>,
+        classes: Classes,
+        grad: bool,
+    ) -> Result<(), CudaError> {
         let arch = self.layout.arch;
         let (tt, b) = (batch.steps, batch.rows);
         let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
@@ -416,7 +493,14 @@ impl Cuda {
         let carry = batch.carry && self.carry_rows == b;
         if self.carry_rows != b {
             for slot in self.carry.iter_mut() {
-                *slot = (self.dev.alloc(b * h)?, self.dev.alloc(if arch.cell == CellKind::Lstm { b * h } else { 0 })?);
+                *slot = (
+                    self.dev.alloc(b * h)?,
+                    self.dev.alloc(if arch.cell == CellKind::Lstm {
+                        b * h
+                    } else {
+                        0
+                    })?,
+                );
             }
         }
         let dev = &self.dev;
@@ -483,7 +567,15 @@ impl Cuda {
                 // Rng::derive(d.seed, l): the state before its first draw.
                 let s0 = d.seed ^ (l as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
                 let scale = (1.0 / (1.0 - d.p as f64)) as f32;
-                dev.dropout_forward(n * h, c.h.at(b * h, n * h), c.mask.all(), c.dropped.all(), s0, d.p, scale)?;
+                dev.dropout_forward(
+                    n * h,
+                    c.h.at(b * h, n * h),
+                    c.mask.all(),
+                    c.dropped.all(),
+                    s0,
+                    d.p,
+                    scale,
+                )?;
                 c.dropout_on = true;
             }
         }
@@ -497,13 +589,26 @@ impl Cuda {
         dev.add_bias(n, v, acts.logits.all(), ob)?;
         // softmax, masked cross-entropy and (with grad) its gradient
         let count = batch.chars();
-        let inv = if count == 0 { 0.0 } else { (1.0 / count as f64) as f32 };
+        let inv = if count == 0 {
+            0.0
+        } else {
+            (1.0 / count as f64) as f32
+        };
         let first = match classes {
             Classes::All => 0,
             Classes::NoPadding => 1,
         };
         if n > 0 {
-            dev.softmax_xent(n, v, acts.logits.all(), acts.targets.all(), acts.row_nats.all(), first, inv, grad)?;
+            dev.softmax_xent(
+                n,
+                v,
+                acts.logits.all(),
+                acts.targets.all(),
+                acts.row_nats.all(),
+                first,
+                inv,
+                grad,
+            )?;
             dev.sum_f64(n, acts.row_nats.all(), self.nats.all())?;
         }
         Ok(())
@@ -529,10 +634,36 @@ impl Cuda {
         let dlogits = acts.logits.at(0, n * v);
         let top = acts.layers[layers - 1].output(n, b, h);
         // d out_w[V, H] = dlogits^T top: dlogits stored [N, V] (transposed operand); row-major swap in Dev::gemm.
-        dev.gemm(v, h, n, dlogits, true, top, false, 0.0, slot(&self.layout.out_w, grads))?;
-        dev.col_sums(dlogits, n, v, acts.ones.all(), slot(&self.layout.out_b, grads))?;
+        dev.gemm(
+            v,
+            h,
+            n,
+            dlogits,
+            true,
+            top,
+            false,
+            0.0,
+            slot(&self.layout.out_w, grads),
+        )?;
+        dev.col_sums(
+            dlogits,
+            n,
+            v,
+            acts.ones.all(),
+            slot(&self.layout.out_b, grads),
+        )?;
         // dh[N, H] = dlogits[N, V] out_w[V, H]; row-major swap in Dev::gemm.
-        dev.gemm(n, h, v, dlogits, false, slot(&self.layout.out_w, params), false, 0.0, acts.dh.all())?;
+        dev.gemm(
+            n,
+            h,
+            v,
+            dlogits,
+            false,
+            slot(&self.layout.out_w, params),
+            false,
+            0.0,
+            acts.dh.all(),
+        )?;
         if arch.layers > 0 && arch.vocab > 0 {
             let (offsets, rows) = positions_by_id(&batch.inputs, v);
             dev.upload(&offsets, acts.tab_off.all())?;
@@ -554,14 +685,34 @@ impl Cuda {
                 let aux = c.aux.at(t * b * h, b * h);
                 let dh_next = acts.dh_next.at(0, b * h);
                 if lstm {
-                    dev.lstm_backward(b, h, dh, dh_next, acts.dc.at(0, b * h), gates, c.c.at(t * b * h, b * h), aux, dxg)?;
+                    dev.lstm_backward(
+                        b,
+                        h,
+                        dh,
+                        dh_next,
+                        acts.dc.at(0, b * h),
+                        gates,
+                        c.c.at(t * b * h, b * h),
+                        aux,
+                        dxg,
+                    )?;
                     if t > 0 {
                         // dh_next[B, H] = dg[B, GH] W_hh[GH, H]; row-major swap in Dev::gemm.
                         dev.gemm(b, h, gh, dxg, false, w, false, 0.0, dh_next)?;
                     }
                 } else {
                     let dhg = acts.dhg.at(t * b * gh, b * gh);
-                    dev.gru_backward(b, h, dh, dh_next, gates, c.h.at(t * b * h, b * h), aux, dxg, dhg)?;
+                    dev.gru_backward(
+                        b,
+                        h,
+                        dh,
+                        dh_next,
+                        gates,
+                        c.h.at(t * b * h, b * h),
+                        aux,
+                        dxg,
+                        dhg,
+                    )?;
                     if t > 0 {
                         // dh_next[B, H] += dhg[B, GH] W_hh[GH, H] (beta 1: the kernel left d*z there); row-major swap in Dev::gemm.
                         dev.gemm(b, h, gh, dhg, false, w, false, 1.0, dh_next)?;
@@ -577,13 +728,31 @@ impl Cuda {
             dev.col_sums(dhg, n, gh, acts.ones.all(), slot(&b_hh, grads))?;
             dev.col_sums(dxg, n, gh, acts.ones.all(), slot(&b_ih, grads))?;
             if l == 0 {
-                dev.table_backward(v, gh, n, acts.tab_off.all(), acts.tab_rows.all(), dxg, slot(&w_ih, grads))?;
+                dev.table_backward(
+                    v,
+                    gh,
+                    n,
+                    acts.tab_off.all(),
+                    acts.tab_rows.all(),
+                    dxg,
+                    slot(&w_ih, grads),
+                )?;
             } else {
                 let x = acts.layers[l - 1].output(n, b, h);
                 // d W_ih[GH, H] = dxg^T x: dxg stored [N, GH] (transposed operand); row-major swap in Dev::gemm.
                 dev.gemm(gh, h, n, dxg, true, x, false, 0.0, slot(&w_ih, grads))?;
                 // dx[N, H] = dxg[N, GH] W_ih[GH, H]; row-major swap in Dev::gemm.
-                dev.gemm(n, h, gh, dxg, false, slot(&w_ih, params), false, 0.0, acts.dx.all())?;
+                dev.gemm(
+                    n,
+                    h,
+                    gh,
+                    dxg,
+                    false,
+                    slot(&w_ih, params),
+                    false,
+                    0.0,
+                    acts.dx.all(),
+                )?;
                 std::mem::swap(&mut acts.dh, &mut acts.dx);
             }
         }
@@ -594,7 +763,11 @@ impl Cuda {
 impl LayerBufs {
     /// `[T*B, H]` output of the layer as the next one sees it (after dropout).
     fn output(&self, n: usize, b: usize, h: usize) -> P<f32> {
-        if self.dropout_on { self.dropped.at(0, n * h) } else { self.h.at(b * h, n * h) }
+        if self.dropout_on {
+            self.dropped.at(0, n * h)
+        } else {
+            self.h.at(b * h, n * h)
+        }
     }
 }
 
@@ -615,7 +788,13 @@ impl crate::train::Backend for Cuda {
     fn describe(&self) -> String {
         Cuda::describe(self)
     }
-    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss {
+    fn loss_and_grad(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        grads: &mut [f32],
+        dropout: Option<Dropout>,
+    ) -> Loss {
         fatal(self.try_loss_and_grad(params, batch, grads, dropout))
     }
     fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss {
@@ -626,6 +805,45 @@ impl crate::train::Backend for Cuda {
     }
     fn set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>) {
         fatal(self.try_set_carried_state(rows, state))
+    }
+    fn resident(&mut self) -> Option<&mut dyn crate::train::Resident> {
+        Some(self)
+    }
+}
+
+fn cli(e: CudaError) -> crate::error::CliError {
+    crate::error::CliError::invalid(format!("CUDA backend: {e}"))
+}
+
+impl crate::train::Resident for Cuda {
+    fn load(&mut self, params: &[f32], opt: &Optimizer) -> Result<(), crate::error::CliError> {
+        self.set_params(params).map_err(cli)?;
+        self.set_optimizer(opt).map_err(cli)?;
+        self.dev.zero(self.nats.all()).map_err(cli)
+    }
+    fn step(
+        &mut self,
+        batch: &Batch,
+        dropout: Option<Dropout>,
+        clip: f32,
+        lr: f32,
+    ) -> Result<(), crate::error::CliError> {
+        self.train_step(batch, dropout, clip, lr).map_err(cli)
+    }
+    fn settle(&mut self) -> Result<crate::train::Settled, crate::error::CliError> {
+        let nats = self.take_nats().map_err(cli)?;
+        Ok(match self.diverged().map_err(cli)? {
+            Some((what, step)) => crate::train::Settled::Diverged { what, step },
+            None => crate::train::Settled::Nats(nats),
+        })
+    }
+    fn store(
+        &mut self,
+        params: &mut [f32],
+        opt: &mut Optimizer,
+    ) -> Result<(), crate::error::CliError> {
+        self.get_params(params).map_err(cli)?;
+        self.get_optimizer(opt).map_err(cli)
     }
 }
 

@@ -70,10 +70,34 @@ pub struct SpeedConfig {
 
 /// The configurations (LSTM, RMSprop lr 1e-3, as the CPU bench).
 pub const SPEED_CONFIGS: [SpeedConfig; 4] = [
-    SpeedConfig { name: "titles8", layers: 1, hidden: 128, batch: 8, window: None },
-    SpeedConfig { name: "titles64", layers: 1, hidden: 128, batch: 64, window: None },
-    SpeedConfig { name: "text256", layers: 1, hidden: 256, batch: 64, window: Some(100) },
-    SpeedConfig { name: "big", layers: 2, hidden: 512, batch: 128, window: Some(128) },
+    SpeedConfig {
+        name: "titles8",
+        layers: 1,
+        hidden: 128,
+        batch: 8,
+        window: None,
+    },
+    SpeedConfig {
+        name: "titles64",
+        layers: 1,
+        hidden: 128,
+        batch: 64,
+        window: None,
+    },
+    SpeedConfig {
+        name: "text256",
+        layers: 1,
+        hidden: 256,
+        batch: 64,
+        window: Some(100),
+    },
+    SpeedConfig {
+        name: "big",
+        layers: 2,
+        hidden: 512,
+        batch: 128,
+        window: Some(128),
+    },
 ];
 
 /// Parses `--config`.
@@ -83,20 +107,29 @@ pub fn speed_configs(list: &str) -> Result<Vec<SpeedConfig>, CliError> {
     }
     list.split(',')
         .map(|name| {
-            SPEED_CONFIGS.iter().find(|c| c.name == name.trim()).copied().ok_or_else(|| {
-                CliError::invalid(format!("--config {name}: not one of titles8, titles64, text256, big, all"))
-            })
+            SPEED_CONFIGS
+                .iter()
+                .find(|c| c.name == name.trim())
+                .copied()
+                .ok_or_else(|| {
+                    CliError::invalid(format!(
+                        "--config {name}: not one of titles8, titles64, text256, big, all"
+                    ))
+                })
         })
         .collect()
 }
 
 /// Every window of running text of the bundled corpus, in order.
 pub fn stream_batches(vocab: &Vocab, text: &str, rows: usize, steps: usize) -> Vec<Batch> {
-    crate::batch::stream_batches(vocab, text, rows, steps).expect("the bundled corpus is long enough")
+    crate::batch::stream_batches(vocab, text, rows, steps)
+        .expect("the bundled corpus is long enough")
 }
 
 fn bundled() -> Result<(String, Vocab), CliError> {
-    let text = std::str::from_utf8(BUNDLED).map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?.to_string();
+    let text = std::str::from_utf8(BUNDLED)
+        .map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?
+        .to_string();
     let vocab = Vocab::fit([text.as_str()])?;
     Ok((text, vocab))
 }
@@ -104,10 +137,19 @@ fn bundled() -> Result<(String, Vocab), CliError> {
 /// A whole-step runner on `device` for `layout`, starting from `params` with a
 /// fresh `kind` optimizer: on CUDA parameters and optimizer stay on the
 /// device ([`super::Cuda::train_step`]); on the CPU it is the train loop's path.
-pub fn stepper(device: Device, layout: &Layout, params: Vec<f32>, kind: Kind) -> Result<Box<dyn Stepper>, CliError> {
+pub fn stepper(
+    device: Device,
+    layout: &Layout,
+    params: Vec<f32>,
+    kind: Kind,
+) -> Result<Box<dyn Stepper>, CliError> {
     let opt = Optimizer::new(kind, layout.len);
     match device {
-        Device::Cpu => Ok(Box::new(HostStepper::new(Box::new(Cpu::<f32>::new(layout.clone())), params, opt))),
+        Device::Cpu => Ok(Box::new(HostStepper::new(
+            Box::new(Cpu::<f32>::new(layout.clone())),
+            params,
+            opt,
+        ))),
         #[cfg(feature = "cuda")]
         Device::Cuda(n) => {
             let err = |e: super::CudaError| CliError::invalid(format!("--device cuda:{n}: {e}"));
@@ -130,7 +172,10 @@ struct Resident(super::Cuda, bool);
 #[cfg(feature = "cuda")]
 impl Stepper for Resident {
     fn step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> f64 {
-        let r = self.0.train_step(batch, dropout, clip, lr).and_then(|_| self.0.take_nats());
+        let r = self
+            .0
+            .train_step(batch, dropout, clip, lr)
+            .and_then(|_| self.0.take_nats());
         match r {
             Ok(nats) => nats / batch.chars().max(1) as f64,
             Err(e) => {
@@ -160,14 +205,27 @@ impl Stepper for Resident {
 /// `charlm bench parity`.
 pub fn parity(args: ParityArgs) -> Result<(), CliError> {
     if !(1..=1024).contains(&args.hidden) || args.steps == 0 || args.steps > 100_000 {
-        return Err(CliError::invalid("--hidden must be 1 to 1024 and --steps 1 to 100000"));
+        return Err(CliError::invalid(
+            "--hidden must be 1 to 1024 and --steps 1 to 100000",
+        ));
     }
     let (text, vocab) = bundled()?;
     let v = vocab.size() as u16;
     let titles = title_batches(&vocab, &text, 8);
     let windows = stream_batches(&vocab, &text, 8, 32);
-    let probe = select(args.device, &Layout::new(Arch { cell: CellKind::Lstm, layers: 1, hidden: 4, vocab: v }))?;
-    println!("charlm bench parity: {} against the CPU reference", probe.describe());
+    let probe = select(
+        args.device,
+        &Layout::new(Arch {
+            cell: CellKind::Lstm,
+            layers: 1,
+            hidden: 4,
+            vocab: v,
+        }),
+    )?;
+    println!(
+        "charlm bench parity: {} against the CPU reference",
+        probe.describe()
+    );
     println!(
         "tolerances: loss {:e} + {:e}*|ref|; gradients {:e}*max|ref| of the tensor + {:e}*|ref|; curves: {}-step means within {}%",
         LOSS_TOL.abs,
@@ -182,16 +240,29 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
     let mut checks = 0;
     for cell in [CellKind::Lstm, CellKind::Gru] {
         for layers in [1u8, 2] {
-            let layout = Layout::new(Arch { cell, layers, hidden: args.hidden, vocab: v });
+            let layout = Layout::new(Arch {
+                cell,
+                layers,
+                hidden: args.hidden,
+                vocab: v,
+            });
             let params = layout.init(11);
             let label = format!("{} {layers}x{}", cell.name(), args.hidden);
             let mut reference = Cpu::<f32>::new(layout.clone());
             let mut tested = select(args.device, &layout)?;
             // padded samples of different lengths (a batch of titles with padding)
-            let padded = titles.iter().find(|b| b.chars() < b.steps * b.rows).expect("a batch with padding").clone();
+            let padded = titles
+                .iter()
+                .find(|b| b.chars() < b.steps * b.rows)
+                .expect("a batch with padding")
+                .clone();
             let mut run = |what: &str, r: parity::StepReport| {
                 checks += 1;
-                let worst = r.slots.iter().max_by(|a, b| a.worst.total_cmp(&b.worst)).expect("slots");
+                let worst = r
+                    .slots
+                    .iter()
+                    .max_by(|a, b| a.worst.total_cmp(&b.worst))
+                    .expect("slots");
                 let ok = r.passed();
                 println!(
                     "{} {label:<10} {what:<22} loss {:.6} vs {:.6}  worst gradient {:.3} of tolerance ({}[{}])",
@@ -203,26 +274,74 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
                     worst.worst_at
                 );
                 for s in r.slots.iter().filter(|s| s.failures > 0) {
-                    println!("       {}: {} elements off, max error {:e} (scale {:e})", s.name, s.failures, s.max_err, s.max_ref);
+                    println!(
+                        "       {}: {} elements off, max error {:e} (scale {:e})",
+                        s.name, s.failures, s.max_err, s.max_ref
+                    );
                 }
                 if !ok {
                     failed.push(format!("{label} {what}"));
                 }
             };
-            run("padded batch", one_step(&mut reference, tested.as_mut(), &layout, &params, &padded, None));
+            run(
+                "padded batch",
+                one_step(
+                    &mut reference,
+                    tested.as_mut(),
+                    &layout,
+                    &params,
+                    &padded,
+                    None,
+                ),
+            );
             // running text: the second window starts from the carried state
-            one_step(&mut reference, tested.as_mut(), &layout, &params, &windows[0], None);
-            run("carried state", one_step(&mut reference, tested.as_mut(), &layout, &params, &windows[1], None));
+            one_step(
+                &mut reference,
+                tested.as_mut(),
+                &layout,
+                &params,
+                &windows[0],
+                None,
+            );
+            run(
+                "carried state",
+                one_step(
+                    &mut reference,
+                    tested.as_mut(),
+                    &layout,
+                    &params,
+                    &windows[1],
+                    None,
+                ),
+            );
             if layers > 1 {
                 let d = Some(Dropout { p: 0.25, seed: 77 });
-                run("dropout 0.25", one_step(&mut reference, tested.as_mut(), &layout, &params, &padded, d));
+                run(
+                    "dropout 0.25",
+                    one_step(
+                        &mut reference,
+                        tested.as_mut(),
+                        &layout,
+                        &params,
+                        &padded,
+                        d,
+                    ),
+                );
             }
             // held-out scoring (softmax without the padding class)
             checks += 1;
-            let want = Cpu::<f32>::new(layout.clone()).loss(&params, &padded, Classes::NoPadding).mean();
-            let got = select(args.device, &layout)?.loss(&params, &padded, Classes::NoPadding).mean();
+            let want = Cpu::<f32>::new(layout.clone())
+                .loss(&params, &padded, Classes::NoPadding)
+                .mean();
+            let got = select(args.device, &layout)?
+                .loss(&params, &padded, Classes::NoPadding)
+                .mean();
             let ok = LOSS_TOL.allows(got, want);
-            println!("{} {label:<10} {:<22} loss {got:.6} vs {want:.6}", if ok { "PASS" } else { "FAIL" }, "held-out loss");
+            println!(
+                "{} {label:<10} {:<22} loss {got:.6} vs {want:.6}",
+                if ok { "PASS" } else { "FAIL" },
+                "held-out loss"
+            );
             if !ok {
                 failed.push(format!("{label} held-out loss"));
             }
@@ -236,14 +355,33 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         (CellKind::Gru, 2, Kind::Adam, None),
     ] {
         checks += 1;
-        let layout = Layout::new(Arch { cell, layers, hidden: args.hidden, vocab: v });
+        let layout = Layout::new(Arch {
+            cell,
+            layers,
+            hidden: args.hidden,
+            vocab: v,
+        });
         let params = layout.init(5);
         let lr = if kind == Kind::Adam { 3e-3 } else { 1e-3 };
         let t0 = Instant::now();
-        let want = curve(stepper(Device::Cpu, &layout, params.clone(), kind)?.as_mut(), &titles, args.steps, dropout, 5.0, lr);
+        let want = curve(
+            stepper(Device::Cpu, &layout, params.clone(), kind)?.as_mut(),
+            &titles,
+            args.steps,
+            dropout,
+            5.0,
+            lr,
+        );
         let t_cpu = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let got = curve(stepper(args.device, &layout, params, kind)?.as_mut(), &titles, args.steps, dropout, 5.0, lr);
+        let got = curve(
+            stepper(args.device, &layout, params, kind)?.as_mut(),
+            &titles,
+            args.steps,
+            dropout,
+            5.0,
+            lr,
+        );
         let t_dev = t0.elapsed().as_secs_f64();
         let gap = curve_gap(&want, &got);
         let ok = gap <= CURVE_REL;
@@ -268,34 +406,52 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         println!("parity: all {checks} checks passed");
         Ok(())
     } else {
-        Err(CliError::invalid(format!("parity failed in {} of {checks} checks: {}", failed.len(), failed.join(", "))))
+        Err(CliError::invalid(format!(
+            "parity failed in {} of {checks} checks: {}",
+            failed.len(),
+            failed.join(", ")
+        )))
     }
 }
 
 /// `charlm bench gpu`: prints `RESULT <config> <chars/s>` lines.
 pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
-        return Err(CliError::invalid(format!("--seconds {}: must be above 0 and at most 3600", args.seconds)));
+        return Err(CliError::invalid(format!(
+            "--seconds {}: must be above 0 and at most 3600",
+            args.seconds
+        )));
     }
     let configs = speed_configs(&args.config)?;
     let (text, vocab) = bundled()?;
     let v = vocab.size() as u16;
     let mut described = false;
     for c in configs {
-        let layout = Layout::new(Arch { cell: CellKind::Lstm, layers: c.layers, hidden: c.hidden, vocab: v });
+        let layout = Layout::new(Arch {
+            cell: CellKind::Lstm,
+            layers: c.layers,
+            hidden: c.hidden,
+            vocab: v,
+        });
         let batches = match c.window {
             None => title_batches(&vocab, &text, c.batch),
             Some(t) => stream_batches(&vocab, &text, c.batch, t),
         };
         if !described {
-            println!("charlm bench gpu: {}", select(args.device, &layout)?.describe());
+            println!(
+                "charlm bench gpu: {}",
+                select(args.device, &layout)?.describe()
+            );
             described = true;
         }
         let mut s = stepper(args.device, &layout, layout.init(0), Kind::Rmsprop)?;
         for (i, b) in batches.iter().cycle().take(5).enumerate() {
             let loss = s.step(b, None, 0.0, 1e-3);
             if !loss.is_finite() {
-                return Err(CliError::invalid(format!("{}: warm-up step {i} gave loss {loss}", c.name)));
+                return Err(CliError::invalid(format!(
+                    "{}: warm-up step {i} gave loss {loss}",
+                    c.name
+                )));
             }
         }
         // Steps are queued without reading the loss back (on CUDA); the
@@ -311,7 +467,10 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
         let nats = s.finish();
         let rate = chars as f64 / start.elapsed().as_secs_f64();
         if !nats.is_finite() {
-            return Err(CliError::invalid(format!("{}: the timed steps gave loss {nats}", c.name)));
+            return Err(CliError::invalid(format!(
+                "{}: the timed steps gave loss {nats}",
+                c.name
+            )));
         }
         println!(
             "RESULT {} {rate:.0} chars/s ({} steps, {} layers x {}, batch {}, mean loss {:.3})",
@@ -334,7 +493,10 @@ mod tests {
     fn speed_config_lists_parse_and_reject_unknown_names() {
         assert_eq!(speed_configs("all").unwrap().len(), 4);
         let two = speed_configs("titles8, big").unwrap();
-        assert_eq!(two.iter().map(|c| c.name).collect::<Vec<_>>(), ["titles8", "big"]);
+        assert_eq!(
+            two.iter().map(|c| c.name).collect::<Vec<_>>(),
+            ["titles8", "big"]
+        );
         assert!(speed_configs("titles9").is_err());
     }
 
@@ -343,7 +505,10 @@ mod tests {
         let (text, vocab) = bundled().unwrap();
         let t = title_batches(&vocab, &text, 8);
         assert!(t.iter().all(|b| b.rows == 8 && !b.carry));
-        assert!(t.iter().any(|b| b.chars() < b.steps * b.rows), "some batch has padding");
+        assert!(
+            t.iter().any(|b| b.chars() < b.steps * b.rows),
+            "some batch has padding"
+        );
         let w = stream_batches(&vocab, &text, 8, 32);
         assert!(!w[0].carry && w[1].carry && w[1].steps == 32);
     }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use cudarc::cublas::{CudaBlas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
-    ValidAsZeroBits, result as drv,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits, result as drv,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -49,7 +49,11 @@ impl<T> Copy for P<T> {}
 impl<T> Buf<T> {
     /// The whole buffer.
     pub fn all(&self) -> P<T> {
-        P { ptr: self.ptr, len: self.len, _t: PhantomData }
+        P {
+            ptr: self.ptr,
+            len: self.len,
+            _t: PhantomData,
+        }
     }
 
     /// Elements `off..off + len`.
@@ -61,13 +65,26 @@ impl<T> Buf<T> {
 impl<T> P<T> {
     /// Elements `off..off + len` of this window.
     pub fn sub(self, off: usize, len: usize) -> P<T> {
-        assert!(off + len <= self.len, "device range {off}..{} outside a window of {}", off + len, self.len);
-        P { ptr: self.ptr + (off * std::mem::size_of::<T>()) as u64, len, _t: PhantomData }
+        assert!(
+            off + len <= self.len,
+            "device range {off}..{} outside a window of {}",
+            off + len,
+            self.len
+        );
+        P {
+            ptr: self.ptr + (off * std::mem::size_of::<T>()) as u64,
+            len,
+            _t: PhantomData,
+        }
     }
 
     /// Asserts room for `n` elements (what a kernel will touch).
     fn need(self, n: usize, what: &str) -> u64 {
-        assert!(self.len >= n, "{what}: needs {n} elements, the range has {}", self.len);
+        assert!(
+            self.len >= n,
+            "{what}: needs {n} elements, the range has {}",
+            self.len
+        );
         self.ptr
     }
 }
@@ -87,6 +104,7 @@ struct Kernels {
     sum_f64: CudaFunction,
     sumsq_partials: CudaFunction,
     clip_coef: CudaFunction,
+    guard: CudaFunction,
     adam_step: CudaFunction,
     rmsprop_step: CudaFunction,
 }
@@ -99,8 +117,15 @@ pub const NORM_BLOCKS: usize = 240;
 
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).max(1);
-    assert!(blocks <= i32::MAX as usize, "launch of {n} threads is too large");
-    LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 }
+    assert!(
+        blocks <= i32::MAX as usize,
+        "launch of {n} threads is too large"
+    );
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 fn int(x: usize) -> i32 {
@@ -173,13 +198,20 @@ impl Dev {
         let blas = CudaBlas::new(stream.clone())?;
         // Plain FP32 products (no TF32): the CPU reference computes in f32.
         // SAFETY: a live handle.
-        unsafe { blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
-            .result()?;
+        unsafe {
+            blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH)
+        }
+        .result()?;
         let load = |src: &'static Source| -> Result<_, CudaError> {
             let image = nvrtc::cached(src, &arch)?;
             Ok(ctx.load_module(Ptx::from_binary(image.cubin.clone()))?)
         };
-        let (cells, layers, loss, optim) = (load(&nvrtc::CELLS)?, load(&nvrtc::LAYERS)?, load(&nvrtc::LOSS)?, load(&nvrtc::OPTIM)?);
+        let (cells, layers, loss, optim) = (
+            load(&nvrtc::CELLS)?,
+            load(&nvrtc::LAYERS)?,
+            load(&nvrtc::LOSS)?,
+            load(&nvrtc::OPTIM)?,
+        );
         let k = Kernels {
             lstm_forward: cells.load_function("lstm_forward")?,
             lstm_backward: cells.load_function("lstm_backward")?,
@@ -194,10 +226,18 @@ impl Dev {
             sum_f64: loss.load_function("sum_f64")?,
             sumsq_partials: optim.load_function("sumsq_partials")?,
             clip_coef: optim.load_function("clip_coef")?,
+            guard: optim.load_function("guard")?,
             adam_step: optim.load_function("adam_step")?,
             rmsprop_step: optim.load_function("rmsprop_step")?,
         };
-        Ok(Dev { stream, blas, k, name, arch, ordinal })
+        Ok(Dev {
+            stream,
+            blas,
+            k,
+            name,
+            arch,
+            ordinal,
+        })
     }
 
     /// Makes the context current on this thread (raw driver and cuBLAS calls need it).
@@ -213,7 +253,11 @@ impl Dev {
             let (ptr, _record) = mem.device_ptr(&self.stream);
             ptr
         };
-        Ok(Buf { _mem: mem, ptr, len })
+        Ok(Buf {
+            _mem: mem,
+            ptr,
+            len,
+        })
     }
 
     /// Host to device (returns once `src` may be reused).
@@ -247,7 +291,14 @@ impl Dev {
         if src.len > 0 {
             self.bind()?;
             // SAFETY: both ranges hold src.len elements.
-            unsafe { drv::memcpy_dtod_async(d, src.ptr, src.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
+            unsafe {
+                drv::memcpy_dtod_async(
+                    d,
+                    src.ptr,
+                    src.len * std::mem::size_of::<T>(),
+                    self.stream.cu_stream(),
+                )
+            }?;
         }
         Ok(())
     }
@@ -257,7 +308,14 @@ impl Dev {
         if dst.len > 0 {
             self.bind()?;
             // SAFETY: the range is inside its allocation.
-            unsafe { drv::memset_d8_async(dst.ptr, 0, dst.len * std::mem::size_of::<T>(), self.stream.cu_stream()) }?;
+            unsafe {
+                drv::memset_d8_async(
+                    dst.ptr,
+                    0,
+                    dst.len * std::mem::size_of::<T>(),
+                    self.stream.cu_stream(),
+                )
+            }?;
         }
         Ok(())
     }
@@ -336,7 +394,14 @@ impl Dev {
     /// The operand swap: row-major `x[rows, width]` is column-major
     /// `[width, rows]` with leading dimension `width`, so the untransposed
     /// cuBLAS gemv of it with a vector of `rows` ones gives the column sums.
-    pub fn col_sums(&self, x: P<f32>, rows: usize, width: usize, ones: P<f32>, out: P<f32>) -> Result<(), CudaError> {
+    pub fn col_sums(
+        &self,
+        x: P<f32>,
+        rows: usize,
+        width: usize,
+        ones: P<f32>,
+        out: P<f32>,
+    ) -> Result<(), CudaError> {
         let op = out.need(width, "col_sums out");
         if width == 0 {
             return Ok(());
@@ -368,7 +433,12 @@ impl Dev {
         Ok(())
     }
 
-    fn launch(&self, f: &CudaFunction, cfg: LaunchConfig, args: &[&dyn Arg]) -> Result<(), CudaError> {
+    fn launch(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        args: &[&dyn Arg],
+    ) -> Result<(), CudaError> {
         let mut b = self.stream.launch_builder(f);
         for a in args {
             a.push(&mut b);
@@ -396,13 +466,25 @@ impl Dev {
         h_out: P<f32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (rows * h, rows * 4 * h);
-        let a = [xg.need(g, "xg"), hg.need(g, "hg"), b_hh.need(4 * h, "b_hh"), gates.need(g, "gates")];
-        let b = [c_prev.need(n, "c_prev"), c_out.need(n, "c_out"), tanh_c.need(n, "tanh_c"), h_out.need(n, "h_out")];
+        let a = [
+            xg.need(g, "xg"),
+            hg.need(g, "hg"),
+            b_hh.need(4 * h, "b_hh"),
+            gates.need(g, "gates"),
+        ];
+        let b = [
+            c_prev.need(n, "c_prev"),
+            c_out.need(n, "c_out"),
+            tanh_c.need(n, "tanh_c"),
+            h_out.need(n, "h_out"),
+        ];
         let (r, hh) = (int(rows), int(h));
         self.launch(
             &self.k.lstm_forward,
             elementwise(n),
-            &[&a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &b[2], &b[3], &r, &hh],
+            &[
+                &a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &b[2], &b[3], &r, &hh,
+            ],
         )
     }
 
@@ -514,24 +596,56 @@ impl Dev {
         bias: P<f32>,
         xg: P<f32>,
     ) -> Result<(), CudaError> {
-        let p = [ids.need(rows, "ids"), table.need(vocab * width, "table"), bias.need(width, "bias"), xg.need(rows * width, "xg")];
+        let p = [
+            ids.need(rows, "ids"),
+            table.need(vocab * width, "table"),
+            bias.need(width, "bias"),
+            xg.need(rows * width, "xg"),
+        ];
         let (r, w) = (int(rows), int(width));
-        self.launch(&self.k.embed_forward, elementwise(rows * width), &[&p[0], &p[1], &p[2], &p[3], &r, &w])
+        self.launch(
+            &self.k.embed_forward,
+            elementwise(rows * width),
+            &[&p[0], &p[1], &p[2], &p[3], &r, &w],
+        )
     }
 
     /// `x[r] += bias`.
-    pub fn add_bias(&self, rows: usize, width: usize, x: P<f32>, bias: P<f32>) -> Result<(), CudaError> {
+    pub fn add_bias(
+        &self,
+        rows: usize,
+        width: usize,
+        x: P<f32>,
+        bias: P<f32>,
+    ) -> Result<(), CudaError> {
         let p = [x.need(rows * width, "x"), bias.need(width, "bias")];
         let (r, w) = (int(rows), int(width));
-        self.launch(&self.k.add_bias, elementwise(rows * width), &[&p[0], &p[1], &r, &w])
+        self.launch(
+            &self.k.add_bias,
+            elementwise(rows * width),
+            &[&p[0], &p[1], &r, &w],
+        )
     }
 
     /// Dropout masks from the CPU's generator state `s0`, and `out = x * mask`.
     #[allow(clippy::too_many_arguments)]
-    pub fn dropout_forward(&self, n: usize, x: P<f32>, mask: P<f32>, out: P<f32>, s0: u64, p: f32, scale: f32) -> Result<(), CudaError> {
+    pub fn dropout_forward(
+        &self,
+        n: usize,
+        x: P<f32>,
+        mask: P<f32>,
+        out: P<f32>,
+        s0: u64,
+        p: f32,
+        scale: f32,
+    ) -> Result<(), CudaError> {
         let q = [x.need(n, "x"), mask.need(n, "mask"), out.need(n, "out")];
         let nn = int(n);
-        self.launch(&self.k.dropout_forward, elementwise(n), &[&q[0], &q[1], &q[2], &nn, &s0, &p, &scale])
+        self.launch(
+            &self.k.dropout_forward,
+            elementwise(n),
+            &[&q[0], &q[1], &q[2], &nn, &s0, &p, &scale],
+        )
     }
 
     /// `x *= m`.
@@ -557,7 +671,11 @@ impl Dev {
         let p = [offsets.need(vocab + 1, "offsets"), rows.need(n, "rows")];
         let q = [dxg.need(n * width, "dxg"), out.need(vocab * width, "out")];
         let (v, w) = (int(vocab), int(width));
-        self.launch(&self.k.table_backward, elementwise(vocab * width), &[&p[0], &p[1], &q[0], &q[1], &v, &w])
+        self.launch(
+            &self.k.table_backward,
+            elementwise(vocab * width),
+            &[&p[0], &p[1], &q[0], &q[1], &v, &w],
+        )
     }
 
     /// Softmax cross-entropy per row (nats into `row_nats`); with `grad`, the
@@ -574,13 +692,24 @@ impl Dev {
         inv: f32,
         grad: bool,
     ) -> Result<(), CudaError> {
-        let p = [logits.need(rows * vocab, "logits"), row_nats.need(rows, "row_nats")];
+        let p = [
+            logits.need(rows * vocab, "logits"),
+            row_nats.need(rows, "row_nats"),
+        ];
         let t = targets.need(rows, "targets");
         let (r, v, f, g) = (int(rows), int(vocab), int(first), grad as i32);
         // 8 warps per block, one row per warp
         let blocks = rows.div_ceil(8).max(1) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        self.launch(&self.k.softmax_xent, cfg, &[&p[0], &t, &p[1], &r, &v, &f, &inv, &g])
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(
+            &self.k.softmax_xent,
+            cfg,
+            &[&p[0], &t, &p[1], &r, &v, &f, &inv, &g],
+        )
     }
 
     /// `acc[0] += sum x[..n]` in f64 (one block, fixed order).
@@ -588,24 +717,68 @@ impl Dev {
         let p = x.need(n, "x");
         let a = acc.need(1, "acc");
         let nn = int(n);
-        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         self.launch(&self.k.sum_f64, cfg, &[&p, &nn, &a])
     }
 
     /// `coef[0..2] = (clipping coefficient, norm)` of the gradient `g[..n]`.
-    pub fn clip_coef(&self, n: usize, g: P<f32>, partials: P<f64>, max_norm: f32, coef: P<f32>) -> Result<(), CudaError> {
+    pub fn clip_coef(
+        &self,
+        n: usize,
+        g: P<f32>,
+        partials: P<f64>,
+        max_norm: f32,
+        coef: P<f32>,
+    ) -> Result<(), CudaError> {
         let gp = g.need(n, "g");
         let pp = partials.need(NORM_BLOCKS, "partials");
         let cp = coef.need(2, "coef");
         let nn = int(n);
-        let cfg = LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (NORM_BLOCKS as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         self.launch(&self.k.sumsq_partials, cfg, &[&gp, &nn, &pp])?;
         let parts = NORM_BLOCKS as i32;
-        let one = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        let one = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
         self.launch(&self.k.clip_coef, one, &[&pp, &parts, &max_norm, &cp])
     }
 
-    /// One Adam update of `p[..n]` (scalars as in `optim::Optimizer::step`).
+    /// The divergence guard: `status = [0, _]` becomes `[1 | 2, step]` at the
+    /// first step whose summed `nats[0]` (1) or gradient norm `coef[1]` (2)
+    /// is not finite.
+    pub fn guard(
+        &self,
+        nats: P<f64>,
+        coef: P<f32>,
+        status: P<i32>,
+        step: u64,
+    ) -> Result<(), CudaError> {
+        let (n, c, s) = (
+            nats.need(1, "nats"),
+            coef.need(2, "coef"),
+            status.need(2, "status"),
+        );
+        let step = i32::try_from(step).unwrap_or(i32::MAX);
+        let one = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch(&self.k.guard, one, &[&n, &c, &s, &step])
+    }
+
+    /// One Adam update of `p[..n]` (scalars as in `optim::Optimizer::step`);
+    /// none once `status[0]` is set (see [`Dev::guard`]).
     #[allow(clippy::too_many_arguments)]
     pub fn adam_step(
         &self,
@@ -615,6 +788,7 @@ impl Dev {
         m: P<f32>,
         v: P<f32>,
         coef: Option<P<f32>>,
+        status: P<i32>,
         step_size: f32,
         bc2_sqrt: f32,
         one_minus_b1: f32,
@@ -622,20 +796,41 @@ impl Dev {
         one_minus_b2: f32,
         eps: f32,
     ) -> Result<(), CudaError> {
-        let q = [p.need(n, "p"), g.need(n, "g"), m.need(n, "m"), v.need(n, "v")];
+        let q = [
+            p.need(n, "p"),
+            g.need(n, "g"),
+            m.need(n, "m"),
+            v.need(n, "v"),
+        ];
         let (c, clip) = match coef {
             Some(c) => (c.need(1, "coef"), 1i32),
             None => (q[1], 0i32),
         };
+        let st = status.need(1, "status");
         let nn = int(n);
         self.launch(
             &self.k.adam_step,
             elementwise(n),
-            &[&q[0], &q[1], &q[2], &q[3], &c, &clip, &nn, &step_size, &bc2_sqrt, &one_minus_b1, &b2, &one_minus_b2, &eps],
+            &[
+                &q[0],
+                &q[1],
+                &q[2],
+                &q[3],
+                &c,
+                &clip,
+                &st,
+                &nn,
+                &step_size,
+                &bc2_sqrt,
+                &one_minus_b1,
+                &b2,
+                &one_minus_b2,
+                &eps,
+            ],
         )
     }
 
-    /// One RMSprop update of `p[..n]`.
+    /// One RMSprop update of `p[..n]`; none once `status[0]` is set.
     #[allow(clippy::too_many_arguments)]
     pub fn rmsprop_step(
         &self,
@@ -644,6 +839,7 @@ impl Dev {
         g: P<f32>,
         v: P<f32>,
         coef: Option<P<f32>>,
+        status: P<i32>,
         lr: f32,
         rho: f32,
         one_minus_rho: f32,
@@ -654,11 +850,24 @@ impl Dev {
             Some(c) => (c.need(1, "coef"), 1i32),
             None => (q[1], 0i32),
         };
+        let st = status.need(1, "status");
         let nn = int(n);
         self.launch(
             &self.k.rmsprop_step,
             elementwise(n),
-            &[&q[0], &q[1], &q[2], &c, &clip, &nn, &lr, &rho, &one_minus_rho, &eps],
+            &[
+                &q[0],
+                &q[1],
+                &q[2],
+                &c,
+                &clip,
+                &st,
+                &nn,
+                &lr,
+                &rho,
+                &one_minus_rho,
+                &eps,
+            ],
         )
     }
 }
@@ -680,7 +889,19 @@ mod tests {
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.
     #[allow(clippy::too_many_arguments)]
-    fn col_major_sgemm(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f64], lda: usize, b: &[f64], ldb: usize, c: &mut [f64], ldc: usize) {
+    fn col_major_sgemm(
+        ta: bool,
+        tb: bool,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        lda: usize,
+        b: &[f64],
+        ldb: usize,
+        c: &mut [f64],
+        ldc: usize,
+    ) {
         assert!(lda >= if ta { k } else { m } && ldb >= if tb { n } else { k } && ldc >= m);
         for i in 0..m {
             for j in 0..n {
@@ -707,15 +928,37 @@ mod tests {
                 want[i * n + j] = (0..k).map(|p| opa[i * k + p] * opb[p * n + j]).sum();
             }
         }
-        let transpose = |x: &[f64], r: usize, c: usize| -> Vec<f64> { (0..r * c).map(|q| x[(q % r) * c + q / r]).collect() };
+        let transpose = |x: &[f64], r: usize, c: usize| -> Vec<f64> {
+            (0..r * c).map(|q| x[(q % r) * c + q / r]).collect()
+        };
         for ta in [false, true] {
             for tb in [false, true] {
                 // how the operands are stored
-                let a = if ta { transpose(&opa, m, k) } else { opa.clone() };
-                let b = if tb { transpose(&opb, k, n) } else { opb.clone() };
+                let a = if ta {
+                    transpose(&opa, m, k)
+                } else {
+                    opa.clone()
+                };
+                let b = if tb {
+                    transpose(&opb, k, n)
+                } else {
+                    opb.clone()
+                };
                 let g = GemmArgs::row_major(m, n, k, ta, tb);
                 let mut c = vec![f64::NAN; m * n];
-                col_major_sgemm(g.trans_first, g.trans_second, g.m, g.n, g.k, &b, g.ld_first, &a, g.ld_second, &mut c, g.ldc);
+                col_major_sgemm(
+                    g.trans_first,
+                    g.trans_second,
+                    g.m,
+                    g.n,
+                    g.k,
+                    &b,
+                    g.ld_first,
+                    &a,
+                    g.ld_second,
+                    &mut c,
+                    g.ldc,
+                );
                 assert_eq!(c, want, "ta {ta} tb {tb}");
             }
         }

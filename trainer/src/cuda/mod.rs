@@ -31,11 +31,11 @@
 
 #[cfg(feature = "cuda")]
 mod backend;
+pub mod check;
 #[cfg(feature = "cuda")]
 mod dev;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
-pub mod check;
 pub mod parity;
 
 #[cfg(feature = "cuda")]
@@ -68,7 +68,9 @@ pub enum CudaError {
     )]
     NoNvrtc,
     /// libcublas cannot be loaded.
-    #[error("cuBLAS (libcublas.so.12) cannot be loaded; add the folder holding it to LD_LIBRARY_PATH")]
+    #[error(
+        "cuBLAS (libcublas.so.12) cannot be loaded; add the folder holding it to LD_LIBRARY_PATH"
+    )]
     NoCublas,
     /// A kernel source failed to compile.
     #[error("NVRTC failed on {file}: {log}")]
@@ -89,8 +91,15 @@ pub enum CudaError {
 #[cfg(feature = "cuda")]
 impl From<cudarc::driver::DriverError> for CudaError {
     fn from(e: cudarc::driver::DriverError) -> Self {
-        let name = e.error_string().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        CudaError::Driver(if name.is_empty() { format!("{:?}", e.0) } else { format!("{:?} ({name})", e.0) })
+        let name = e
+            .error_string()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        CudaError::Driver(if name.is_empty() {
+            format!("{:?}", e.0)
+        } else {
+            format!("{:?} ({name})", e.0)
+        })
     }
 }
 
@@ -126,7 +135,11 @@ pub fn device_count() -> Result<usize, CudaError> {
             return Err(CudaError::NoDriver);
         }
         let n = cudarc::driver::CudaContext::device_count()?;
-        if n <= 0 { Err(CudaError::NoDevice) } else { Ok(n as usize) }
+        if n <= 0 {
+            Err(CudaError::NoDevice)
+        } else {
+            Ok(n as usize)
+        }
     }
     #[cfg(not(feature = "cuda"))]
     {

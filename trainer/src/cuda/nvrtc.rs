@@ -35,19 +35,33 @@ pub struct Source {
 pub const CELLS: Source = Source {
     name: "cells.cu",
     code: include_str!("kernels/cells.cu"),
-    kernels: &["lstm_forward", "lstm_backward", "gru_forward", "gru_backward"],
+    kernels: &[
+        "lstm_forward",
+        "lstm_backward",
+        "gru_forward",
+        "gru_backward",
+    ],
 };
 
 /// Gather, biases, dropout, table gradient.
 pub const LAYERS: Source = Source {
     name: "layers.cu",
     code: include_str!("kernels/layers.cu"),
-    kernels: &["embed_forward", "add_bias", "dropout_forward", "mul_inplace", "table_backward"],
+    kernels: &[
+        "embed_forward",
+        "add_bias",
+        "dropout_forward",
+        "mul_inplace",
+        "table_backward",
+    ],
 };
 
 /// Softmax cross-entropy and the loss reduction.
-pub const LOSS: Source =
-    Source { name: "loss.cu", code: include_str!("kernels/loss.cu"), kernels: &["softmax_xent", "sum_f64"] };
+pub const LOSS: Source = Source {
+    name: "loss.cu",
+    code: include_str!("kernels/loss.cu"),
+    kernels: &["softmax_xent", "sum_f64"],
+};
 
 /// Gradient norm, Adam, RMSprop.
 pub const OPTIM: Source = Source {
@@ -61,7 +75,11 @@ pub const SOURCES: [&Source; 4] = [&CELLS, &LAYERS, &LOSS, &OPTIM];
 
 /// The NVRTC options for a real architecture, e.g. `sm_90`.
 pub fn options(arch: &str) -> Vec<String> {
-    vec![format!("--gpu-architecture={arch}"), "--fmad=false".into(), "--std=c++17".into()]
+    vec![
+        format!("--gpu-architecture={arch}"),
+        "--fmad=false".into(),
+        "--std=c++17".into(),
+    ]
 }
 
 /// What NVRTC produced for one source.
@@ -90,7 +108,10 @@ pub fn version() -> Result<(i32, i32), CudaError> {
     // SAFETY: two valid out-pointers.
     unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
         .result()
-        .map_err(|e| CudaError::Nvrtc { file: "-".into(), log: format!("nvrtcVersion: {e:?}") })?;
+        .map_err(|e| CudaError::Nvrtc {
+            file: "-".into(),
+            log: format!("nvrtcVersion: {e:?}"),
+        })?;
     Ok((major, minor))
 }
 
@@ -99,10 +120,14 @@ pub fn compile(src: &Source, arch: &str) -> Result<Compiled, CudaError> {
     if !available() {
         return Err(CudaError::NoNvrtc);
     }
-    let fail = |what: &str, log: String| CudaError::Nvrtc { file: src.name.to_string(), log: format!("{what}: {log}") };
+    let fail = |what: &str, log: String| CudaError::Nvrtc {
+        file: src.name.to_string(),
+        log: format!("{what}: {log}"),
+    };
     let code = CString::new(src.code).map_err(|_| fail("source", "contains a NUL byte".into()))?;
     let name = CString::new(src.name).expect("file names have no NUL");
-    let prog = result::create_program(&code, Some(&name)).map_err(|e| fail("nvrtcCreateProgram", format!("{e:?}")))?;
+    let prog = result::create_program(&code, Some(&name))
+        .map_err(|e| fail("nvrtcCreateProgram", format!("{e:?}")))?;
     // Destroys the program on every path out.
     struct Guard(sys::nvrtcProgram);
     impl Drop for Guard {
@@ -116,15 +141,20 @@ pub fn compile(src: &Source, arch: &str) -> Result<Compiled, CudaError> {
     // SAFETY: `prog` is live (guard) and the options are valid C strings.
     let compiled = unsafe { result::compile_program(guard.0, &opts) };
     // SAFETY: as above.
-    let log = unsafe { result::get_program_log(guard.0) }.map(|raw| c_chars_to_string(&raw)).unwrap_or_default();
+    let log = unsafe { result::get_program_log(guard.0) }
+        .map(|raw| c_chars_to_string(&raw))
+        .unwrap_or_default();
     if let Err(e) = compiled {
         return Err(fail(&format!("{e:?} with {}", opts.join(" ")), log));
     }
     // SAFETY: compiled successfully above.
-    let ptx = unsafe { result::get_ptx(guard.0) }.map_err(|e| fail("nvrtcGetPTX", format!("{e:?}")))?;
+    let ptx =
+        unsafe { result::get_ptx(guard.0) }.map_err(|e| fail("nvrtcGetPTX", format!("{e:?}")))?;
     let mut size = 0usize;
     // SAFETY: valid program and out-pointer.
-    unsafe { sys::nvrtcGetCUBINSize(guard.0, &mut size) }.result().map_err(|e| fail("nvrtcGetCUBINSize", format!("{e:?}")))?;
+    unsafe { sys::nvrtcGetCUBINSize(guard.0, &mut size) }
+        .result()
+        .map_err(|e| fail("nvrtcGetCUBINSize", format!("{e:?}")))?;
     let mut cubin = vec![0u8; size];
     // SAFETY: the buffer holds `size` bytes as NVRTC asked.
     unsafe { sys::nvrtcGetCUBIN(guard.0, cubin.as_mut_ptr() as *mut c_char) }
@@ -133,12 +163,22 @@ pub fn compile(src: &Source, arch: &str) -> Result<Compiled, CudaError> {
     if cubin.is_empty() {
         return Err(fail("nvrtcGetCUBIN", format!("no machine code for {arch}")));
     }
-    Ok(Compiled { cubin, ptx: c_chars_to_string(&ptx), log: log.trim().to_string() })
+    Ok(Compiled {
+        cubin,
+        ptx: c_chars_to_string(&ptx),
+        log: log.trim().to_string(),
+    })
 }
 
 fn c_chars_to_string(raw: &[c_char]) -> String {
-    let bytes: Vec<u8> = raw.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
-    CStr::from_bytes_until_nul(&[bytes.as_slice(), &[0]].concat()).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    CStr::from_bytes_until_nul(&[bytes.as_slice(), &[0]].concat())
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 type Cache = Mutex<HashMap<(&'static str, String), Arc<Compiled>>>;
@@ -152,6 +192,9 @@ pub fn cached(src: &'static Source, arch: &str) -> Result<Arc<Compiled>, CudaErr
         return Ok(c.clone());
     }
     let c = Arc::new(compile(src, arch)?);
-    cache.lock().expect("nvrtc cache lock").insert(key, c.clone());
+    cache
+        .lock()
+        .expect("nvrtc cache lock")
+        .insert(key, c.clone());
     Ok(c)
 }

@@ -31,7 +31,10 @@ impl Tolerance {
 /// per-position losses in f64; they differ by the exp/log/tanh
 /// implementations (a few ulp in f32) and by product summation order, which
 /// moves a mean of about 4 nats by far less than 1e-5 relative.
-pub const LOSS_TOL: Tolerance = Tolerance { abs: 1e-6, rel: 1e-5 };
+pub const LOSS_TOL: Tolerance = Tolerance {
+    abs: 1e-6,
+    rel: 1e-5,
+};
 
 /// Relative part of the gradient tolerance: a few ulp of difference in
 /// exp/tanh (CUDA's against the CPU's approximations) grow through the
@@ -72,17 +75,32 @@ pub fn compare_grads(layout: &Layout, want: &[f32], got: &[f32]) -> Vec<SlotRepo
         .map(|s| {
             let (w, g) = (&want[s.range.clone()], &got[s.range.clone()]);
             let max_ref = w.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
-            let tol = Tolerance { abs: GRAD_ABS_OF_MAX * max_ref + 1e-12, rel: GRAD_REL };
-            let mut r =
-                SlotReport { name: s.name.clone(), max_err: 0.0, max_ref, worst: 0.0, worst_at: 0, failures: 0 };
+            let tol = Tolerance {
+                abs: GRAD_ABS_OF_MAX * max_ref + 1e-12,
+                rel: GRAD_REL,
+            };
+            let mut r = SlotReport {
+                name: s.name.clone(),
+                max_err: 0.0,
+                max_ref,
+                worst: 0.0,
+                worst_at: 0,
+                failures: 0,
+            };
             for (i, (&a, &b)) in w.iter().zip(g).enumerate() {
                 let (a, b) = (a as f64, b as f64);
                 let err = (b - a).abs();
-                let ratio = if err.is_nan() { f64::INFINITY } else { err / (tol.abs + tol.rel * a.abs()) };
+                let ratio = if err.is_nan() {
+                    f64::INFINITY
+                } else {
+                    err / (tol.abs + tol.rel * a.abs())
+                };
                 if !tol.allows(b, a) {
                     r.failures += 1;
                 }
-                r.max_err = r.max_err.max(if err.is_nan() { f64::INFINITY } else { err });
+                r.max_err = r
+                    .max_err
+                    .max(if err.is_nan() { f64::INFINITY } else { err });
                 if ratio > r.worst {
                     r.worst = ratio;
                     r.worst_at = i;
@@ -124,7 +142,11 @@ pub fn one_step(
     let mut gg = vec![0.0f32; layout.len];
     let lw = reference.loss_and_grad(params, batch, &mut gw, dropout);
     let lg = tested.loss_and_grad(params, batch, &mut gg, dropout);
-    StepReport { want: lw.mean(), got: lg.mean(), slots: compare_grads(layout, &gw, &gg) }
+    StepReport {
+        want: lw.mean(),
+        got: lg.mean(),
+        slots: compare_grads(layout, &gw, &gg),
+    }
 }
 
 /// Something that takes whole optimizer steps and reports each step's mean
@@ -161,13 +183,21 @@ impl HostStepper {
     /// From initial parameters and a fresh optimizer.
     pub fn new(backend: Box<dyn Backend>, params: Vec<f32>, opt: Optimizer) -> Self {
         let grads = vec![0.0; params.len()];
-        HostStepper { backend, params, opt, grads, pending: 0.0 }
+        HostStepper {
+            backend,
+            params,
+            opt,
+            grads,
+            pending: 0.0,
+        }
     }
 }
 
 impl Stepper for HostStepper {
     fn step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> f64 {
-        let loss: Loss = self.backend.loss_and_grad(&self.params, batch, &mut self.grads, dropout);
+        let loss: Loss = self
+            .backend
+            .loss_and_grad(&self.params, batch, &mut self.grads, dropout);
         if clip > 0.0 {
             clip_grad_norm(&mut self.grads, clip);
         }
@@ -183,10 +213,20 @@ impl Stepper for HostStepper {
 }
 
 /// Mean losses of `steps` optimizer steps over `batches` (cycled).
-pub fn curve(s: &mut dyn Stepper, batches: &[Batch], steps: usize, dropout: Option<f32>, clip: f32, lr: f32) -> Vec<f64> {
+pub fn curve(
+    s: &mut dyn Stepper,
+    batches: &[Batch],
+    steps: usize,
+    dropout: Option<f32>,
+    clip: f32,
+    lr: f32,
+) -> Vec<f64> {
     (0..steps)
         .map(|i| {
-            let d = dropout.map(|p| Dropout { p, seed: 0x5eed ^ i as u64 });
+            let d = dropout.map(|p| Dropout {
+                p,
+                seed: 0x5eed ^ i as u64,
+            });
             s.step(&batches[i % batches.len()], d, clip, lr)
         })
         .collect()
@@ -205,7 +245,10 @@ pub fn curve_gap(want: &[f64], got: &[f64]) -> f64 {
     want.chunks(CURVE_WINDOW)
         .zip(got.chunks(CURVE_WINDOW))
         .map(|(w, g)| {
-            let (mw, mg) = (w.iter().sum::<f64>() / w.len() as f64, g.iter().sum::<f64>() / g.len() as f64);
+            let (mw, mg) = (
+                w.iter().sum::<f64>() / w.len() as f64,
+                g.iter().sum::<f64>() / g.len() as f64,
+            );
             let gap = (mg - mw).abs() / mw.abs().max(1e-12);
             if gap.is_nan() { f64::INFINITY } else { gap }
         })
@@ -230,7 +273,13 @@ mod tests {
         fn describe(&self) -> String {
             "broken".into()
         }
-        fn loss_and_grad(&mut self, p: &[f32], b: &Batch, g: &mut [f32], d: Option<Dropout>) -> Loss {
+        fn loss_and_grad(
+            &mut self,
+            p: &[f32],
+            b: &Batch,
+            g: &mut [f32],
+            d: Option<Dropout>,
+        ) -> Loss {
             let l = self.0.loss_and_grad(p, b, g, d);
             g[self.1] += 1e-2;
             l
@@ -249,7 +298,12 @@ mod tests {
     #[test]
     fn identical_backends_pass_and_a_wrong_gradient_fails_in_its_tensor() {
         for cell in [CellKind::Lstm, CellKind::Gru] {
-            let layout = Layout::new(Arch { cell, layers: 2, hidden: 8, vocab: 6 });
+            let layout = Layout::new(Arch {
+                cell,
+                layers: 2,
+                hidden: 8,
+                vocab: 6,
+            });
             let params = layout.init(4);
             let d = Some(Dropout { p: 0.3, seed: 9 });
             let r = one_step(
@@ -272,9 +326,21 @@ mod tests {
                 d,
             );
             assert!(!r.passed());
-            let bad: Vec<&str> = r.slots.iter().filter(|s| s.failures > 0).map(|s| s.name.as_str()).collect();
+            let bad: Vec<&str> = r
+                .slots
+                .iter()
+                .filter(|s| s.failures > 0)
+                .map(|s| s.name.as_str())
+                .collect();
             assert_eq!(bad, ["weight_hh_l1"]);
-            assert_eq!(r.slots.iter().find(|s| s.name == "weight_hh_l1").unwrap().worst_at, 3);
+            assert_eq!(
+                r.slots
+                    .iter()
+                    .find(|s| s.name == "weight_hh_l1")
+                    .unwrap()
+                    .worst_at,
+                3
+            );
         }
     }
 
@@ -288,9 +354,18 @@ mod tests {
 
     #[test]
     fn curves_of_the_same_training_agree_and_a_slower_one_does_not() {
-        let layout = Layout::new(Arch { cell: CellKind::Gru, layers: 1, hidden: 8, vocab: 6 });
+        let layout = Layout::new(Arch {
+            cell: CellKind::Gru,
+            layers: 1,
+            hidden: 8,
+            vocab: 6,
+        });
         let mk = |lr_scale: f32| {
-            let s = HostStepper::new(Box::new(Cpu::<f32>::new(layout.clone())), layout.init(1), Optimizer::new(Kind::Adam, layout.len));
+            let s = HostStepper::new(
+                Box::new(Cpu::<f32>::new(layout.clone())),
+                layout.init(1),
+                Optimizer::new(Kind::Adam, layout.len),
+            );
             (s, lr_scale)
         };
         let batches = [batch()];
@@ -299,7 +374,12 @@ mod tests {
         let ca = curve(&mut a, &batches, 40, None, 1.0, 1e-2);
         let cb = curve(&mut b, &batches, 40, None, 1.0, 1e-2);
         assert_eq!(curve_gap(&ca, &cb), 0.0);
-        assert!(ca[39] < ca[0], "training lowers the loss: {} -> {}", ca[0], ca[39]);
+        assert!(
+            ca[39] < ca[0],
+            "training lowers the loss: {} -> {}",
+            ca[0],
+            ca[39]
+        );
         let (mut c, _) = mk(1.0);
         let cc = curve(&mut c, &batches, 40, None, 1.0, 1e-3);
         assert!(curve_gap(&ca, &cc) > CURVE_REL, "{}", curve_gap(&ca, &cc));

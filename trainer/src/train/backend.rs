@@ -4,6 +4,7 @@
 use crate::batch::Batch;
 use crate::cpu::{Classes, Cpu, Dropout, Loss};
 use crate::error::CliError;
+use crate::optim::Optimizer;
 use crate::params::Layout;
 
 /// Something that computes losses and gradients for one architecture.
@@ -11,20 +12,78 @@ pub trait Backend: Send {
     /// For messages: which device, how many threads.
     fn describe(&self) -> String;
     /// Loss of `batch` and the gradient of its mean, written into `grads`.
-    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss;
+    fn loss_and_grad(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        grads: &mut [f32],
+        dropout: Option<Dropout>,
+    ) -> Loss;
     /// Loss only (held-out data).
     fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss;
     /// The state carried between windows of running text (for checkpoints).
     fn carried_state(&self) -> (usize, Vec<Vec<f32>>);
     /// Restores a carried state.
     fn set_carried_state(&mut self, rows: usize, state: Vec<Vec<f32>>);
+    /// Whole optimizer steps with parameters and optimizer state kept on the
+    /// device, when this backend has them (CUDA); `None` (the CPU): the loop
+    /// drives [`Backend::loss_and_grad`] and the host's optimizer.
+    fn resident(&mut self) -> Option<&mut dyn Resident> {
+        None
+    }
+}
+
+/// Training with the parameters and optimizer state on the device: the host
+/// queues steps and reads back only at its own sync points (log lines,
+/// checkpoints, the end of an epoch).
+pub trait Resident {
+    /// Puts parameters and optimizer state on the device (and clears the
+    /// divergence guard).
+    fn load(&mut self, params: &[f32], opt: &Optimizer) -> Result<(), CliError>;
+    /// Queues one step: forward, loss, backward, clipping (0 = off), update
+    /// at `lr`. A step whose loss or gradient is not finite does not update,
+    /// nor does any after it; [`Resident::settle`] reports it.
+    fn step(
+        &mut self,
+        batch: &Batch,
+        dropout: Option<Dropout>,
+        clip: f32,
+        lr: f32,
+    ) -> Result<(), CliError>;
+    /// Waits for the queued steps: the nats they summed, or which step
+    /// diverged.
+    fn settle(&mut self) -> Result<Settled, CliError>;
+    /// Copies parameters and optimizer state back (for checkpoints, held-out
+    /// scores and samples).
+    fn store(&mut self, params: &mut [f32], opt: &mut Optimizer) -> Result<(), CliError>;
+}
+
+/// What [`Resident::settle`] found.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Settled {
+    /// Every step was finite; their summed nats.
+    Nats(f64),
+    /// The first step (the optimizer's count before it) whose loss or
+    /// gradient was not finite; the parameters are those from before it.
+    Diverged {
+        /// "loss" or "gradient".
+        what: &'static str,
+        /// Steps taken before it.
+        step: u64,
+    },
 }
 
 impl Backend for Cpu<f32> {
     fn describe(&self) -> String {
         format!("cpu ({} threads)", rayon::current_num_threads())
     }
-    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss {
+    fn loss_and_grad(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        grads: &mut [f32],
+        dropout: Option<Dropout>,
+    ) -> Loss {
         Cpu::loss_and_grad(self, params, batch, grads, dropout)
     }
     fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss {
@@ -82,7 +141,13 @@ impl Backend for AutoCpu {
     fn describe(&self) -> String {
         format!("{} (--device auto: {})", self.0.describe(), self.1)
     }
-    fn loss_and_grad(&mut self, params: &[f32], batch: &Batch, grads: &mut [f32], dropout: Option<Dropout>) -> Loss {
+    fn loss_and_grad(
+        &mut self,
+        params: &[f32],
+        batch: &Batch,
+        grads: &mut [f32],
+        dropout: Option<Dropout>,
+    ) -> Loss {
         self.0.loss_and_grad(params, batch, grads, dropout)
     }
     fn loss(&mut self, params: &[f32], batch: &Batch, classes: Classes) -> Loss {
@@ -103,8 +168,9 @@ pub fn select(device: Device, layout: &Layout) -> Result<Box<dyn Backend>, CliEr
     use crate::cuda;
     match device {
         Device::Cpu => Ok(Box::new(Cpu::<f32>::new(layout.clone()))),
-        Device::Cuda(n) => cuda::open_backend(layout, n)
-            .map_err(|e| CliError::invalid(format!("--device cuda:{n}: {e}; use --device cpu or auto"))),
+        Device::Cuda(n) => cuda::open_backend(layout, n).map_err(|e| {
+            CliError::invalid(format!("--device cuda:{n}: {e}; use --device cpu or auto"))
+        }),
         Device::Auto => {
             let why = if !cuda::BUILT {
                 "this build has no CUDA backend".to_string()

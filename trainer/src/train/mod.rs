@@ -31,7 +31,7 @@ use crate::params::Layout;
 use crate::rng::Rng;
 use crate::sample::{generate, host_workspace};
 use crate::vocab::Vocab;
-pub use backend::{Backend, Device};
+pub use backend::{Backend, Device, Resident, Settled};
 
 /// Largest hidden size the host tools run (the host workspace's capacity).
 pub const MAX_HIDDEN: usize = 1024;
@@ -79,29 +79,67 @@ pub struct Config {
 impl Config {
     /// Rejects sizes that make no sense, naming the flag.
     pub fn validate(&self) -> Result<(), CliError> {
-        let check = |ok: bool, msg: String| if ok { Ok(()) } else { Err(CliError::invalid(msg)) };
-        check((1..=4).contains(&self.layers), format!("--layers {}: must be 1 to 4", self.layers))?;
+        let check = |ok: bool, msg: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(CliError::invalid(msg))
+            }
+        };
+        check(
+            (1..=4).contains(&self.layers),
+            format!("--layers {}: must be 1 to 4", self.layers),
+        )?;
         check(
             (1..=MAX_HIDDEN).contains(&(self.hidden as usize)),
             format!("--hidden {}: must be 1 to {MAX_HIDDEN}", self.hidden),
         )?;
-        check((1..=4096).contains(&self.batch), format!("--batch {}: must be 1 to 4096", self.batch))?;
-        check((1..=100_000).contains(&self.seq_len), format!("--seq-len {}: must be 1 to 100000", self.seq_len))?;
-        check((1..=100_000).contains(&self.epochs), format!("--epochs {}: must be 1 to 100000", self.epochs))?;
-        check(self.max_steps != Some(0), "--max-steps 0: must be at least 1".into())?;
-        check(self.lr.is_finite() && self.lr > 0.0 && self.lr < 10.0, format!("--lr {}: must be above 0 and below 10", self.lr))?;
+        check(
+            (1..=4096).contains(&self.batch),
+            format!("--batch {}: must be 1 to 4096", self.batch),
+        )?;
+        check(
+            (1..=100_000).contains(&self.seq_len),
+            format!("--seq-len {}: must be 1 to 100000", self.seq_len),
+        )?;
+        check(
+            (1..=100_000).contains(&self.epochs),
+            format!("--epochs {}: must be 1 to 100000", self.epochs),
+        )?;
+        check(
+            self.max_steps != Some(0),
+            "--max-steps 0: must be at least 1".into(),
+        )?;
+        check(
+            self.lr.is_finite() && self.lr > 0.0 && self.lr < 10.0,
+            format!("--lr {}: must be above 0 and below 10", self.lr),
+        )?;
         check(
             self.lr_decay.is_finite() && self.lr_decay > 0.0 && self.lr_decay <= 1.0,
             format!("--lr-decay {}: must be in (0, 1]", self.lr_decay),
         )?;
-        check(self.clip.is_finite() && self.clip >= 0.0, format!("--clip {}: must be 0 (off) or positive", self.clip))?;
-        check((0.0..0.95).contains(&self.dropout), format!("--dropout {}: must be in [0, 0.95)", self.dropout))?;
-        check((0.0..=0.5).contains(&self.val_frac), format!("--val-frac {}: must be 0 to 0.5", self.val_frac))?;
+        check(
+            self.clip.is_finite() && self.clip >= 0.0,
+            format!("--clip {}: must be 0 (off) or positive", self.clip),
+        )?;
+        check(
+            (0.0..0.95).contains(&self.dropout),
+            format!("--dropout {}: must be in [0, 0.95)", self.dropout),
+        )?;
+        check(
+            (0.0..=0.5).contains(&self.val_frac),
+            format!("--val-frac {}: must be 0 to 0.5", self.val_frac),
+        )?;
         Ok(())
     }
 
     fn arch(&self, vocab: usize) -> Arch {
-        Arch { cell: self.cell, layers: self.layers, hidden: self.hidden, vocab: vocab as u16 }
+        Arch {
+            cell: self.cell,
+            layers: self.layers,
+            hidden: self.hidden,
+            vocab: vocab as u16,
+        }
     }
 }
 
@@ -209,8 +247,15 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
     let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
     let split = match &cfg.val {
         Some(path) => {
-            let val = Spec { path: Some(path.clone()), ..cfg.corpus.clone() }.load()?;
-            corpus::Split { train: corpus.texts, val: val.texts }
+            let val = Spec {
+                path: Some(path.clone()),
+                ..cfg.corpus.clone()
+            }
+            .load()?;
+            corpus::Split {
+                train: corpus.texts,
+                val: val.texts,
+            }
         }
         None => corpus.split(cfg.val_frac),
     };
@@ -234,14 +279,20 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
     let (train_ids, _) = encode(&split.train);
     let (val_ids, dropped) = encode(&split.val);
     if dropped > 0 {
-        say(&format!("note: dropped {dropped} held-out character(s) the vocabulary lacks"));
+        say(&format!(
+            "note: dropped {dropped} held-out character(s) the vocabulary lacks"
+        ));
     }
     let train = match layout {
         TextLayout::Samples => {
             if train_ids.is_empty() {
                 return Err(CliError::invalid(format!("{name}: no training samples")));
             }
-            if let Some((i, s)) = train_ids.iter().enumerate().find(|(_, s)| s.len() > MAX_SAMPLE) {
+            if let Some((i, s)) = train_ids
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.len() > MAX_SAMPLE)
+            {
                 return Err(CliError::invalid(format!(
                     "{name}: training sample {} has {} characters; samples are limited to {MAX_SAMPLE} \
                      (train long text as running text: leave out --layout lines)",
@@ -279,7 +330,66 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
         },
         _ => (None, vec![]),
     };
-    Ok(Data { name, crc, vocab, train, val, val_batches, layout })
+    Ok(Data {
+        name,
+        crc,
+        vocab,
+        train,
+        val,
+        val_batches,
+        layout,
+    })
+}
+
+/// The error that ends a run whose step `step` had a non-finite `what`
+/// ("loss" or "gradient"); nothing from that step reached the parameters.
+fn diverged(step: u64, what: &str, out: &Path) -> CliError {
+    CliError::invalid(format!(
+        "training diverged at step {step} ({what} is not finite); the last checkpoint in {} is kept; \
+         try a lower --lr or --clip",
+        out.display()
+    ))
+}
+
+/// With device-resident training, waits for the queued steps and books
+/// their nats (into the epoch's sum and `tally[0]`) and the time waited
+/// (into the run's seconds and `tally[1..]`). Does nothing on the CPU.
+fn settle(
+    backend: &mut dyn Backend,
+    progress: &mut Progress,
+    tally: &mut [&mut f64; 3],
+    out: &Path,
+) -> Result<(), CliError> {
+    let Some(r) = backend.resident() else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let settled = r.settle()?;
+    let waited = t.elapsed().as_secs_f64();
+    match settled {
+        Settled::Nats(nats) => {
+            progress.epoch_nats += nats;
+            *tally[0] += nats;
+            progress.seconds += waited;
+            *tally[1] += waited;
+            *tally[2] += waited;
+            Ok(())
+        }
+        Settled::Diverged { what, step } => Err(diverged(step, what, out)),
+    }
+}
+
+/// With device-resident training, refreshes the host's parameters and
+/// optimizer state from the device. Does nothing on the CPU.
+fn store(
+    backend: &mut dyn Backend,
+    params: &mut [f32],
+    opt: &mut Optimizer,
+) -> Result<(), CliError> {
+    match backend.resident() {
+        Some(r) => r.store(params, opt),
+        None => Ok(()),
+    }
 }
 
 /// Held-out loss with f32 weights on the backend (softmax without padding,
@@ -314,13 +424,23 @@ pub fn make_samples(
     max_chars: usize,
 ) -> Vec<SampleRecord> {
     let mut ws = host_workspace();
-    let usable: Vec<&String> =
-        prompts.iter().filter(|p| p.chars().any(|c| model.vocab().id_of(c).is_some())).collect();
+    let usable: Vec<&String> = prompts
+        .iter()
+        .filter(|p| p.chars().any(|c| model.vocab().id_of(c).is_some()))
+        .collect();
     let mut out = Vec::new();
     let mut run = |prompt: &str, temperature: f32| {
-        let Ok(sampler) = Sampler::from_temperature(temperature) else { return };
+        let Ok(sampler) = Sampler::from_temperature(temperature) else {
+            return;
+        };
         if let Ok(s) = generate(model, &mut ws, prompt, sampler, seed, max_chars) {
-            out.push(SampleRecord { prompt: prompt.to_string(), temperature, seed, max_chars, text: s.text() });
+            out.push(SampleRecord {
+                prompt: prompt.to_string(),
+                temperature,
+                seed,
+                max_chars,
+                text: s.text(),
+            });
         }
     };
     for p in &usable {
@@ -350,7 +470,11 @@ fn samples_text(records: &[SampleRecord], epoch: f64, steps: u64) -> String {
 
 fn print_samples(records: &[SampleRecord]) {
     for r in records {
-        let label = if r.temperature == 0.0 { "greedy".to_string() } else { format!("T={}", r.temperature) };
+        let label = if r.temperature == 0.0 {
+            "greedy".to_string()
+        } else {
+            format!("T={}", r.temperature)
+        };
         let mut lines = r.text.lines();
         println!("  {label:<7} {}", lines.next().unwrap_or(""));
         for l in lines {
@@ -375,7 +499,10 @@ fn check_out(out: &Path) -> Result<(), CliError> {
         }
     }
     if out.exists() && !out.is_dir() {
-        return Err(CliError::invalid(format!("--out {}: exists and is not a folder", out.display())));
+        return Err(CliError::invalid(format!(
+            "--out {}: exists and is not a folder",
+            out.display()
+        )));
     }
     Ok(())
 }
@@ -389,7 +516,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             println!("{s}");
         }
     };
-    let resumed = if opts.resume { Some(Checkpoint::load(&opts.out)?) } else { None };
+    let resumed = if opts.resume {
+        Some(Checkpoint::load(&opts.out)?)
+    } else {
+        None
+    };
     let cfg = match &resumed {
         Some(ck) => {
             let mut c = ck.config.clone();
@@ -405,7 +536,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     };
     cfg.validate()?;
-    let vocab = resumed.as_ref().map(|ck| Vocab::from_symbols(ck.vocab.chars().collect()));
+    let vocab = resumed
+        .as_ref()
+        .map(|ck| Vocab::from_symbols(ck.vocab.chars().collect()));
     let data = prepare(&cfg, vocab, &say)?;
     if let Some(ck) = resumed.as_ref().filter(|ck| ck.corpus_crc != data.crc) {
         return Err(CliError::invalid(format!(
@@ -419,14 +552,30 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let (mut params, mut opt, mut progress, mut rows) = match resumed {
         Some(ck) => {
             if ck.params.len() != layout.len || ck.optimizer.v.len() != layout.len {
-                return Err(CliError::invalid("the checkpoint's parameters do not match its architecture"));
+                return Err(CliError::invalid(
+                    "the checkpoint's parameters do not match its architecture",
+                ));
             }
             backend.set_carried_state(ck.carry.0, ck.carry.1);
             (ck.params, ck.optimizer, ck.progress, ck.metrics)
         }
-        None => (layout.init(cfg.seed), Optimizer::new(cfg.optimizer, layout.len), Progress::default(), Vec::new()),
+        None => (
+            layout.init(cfg.seed),
+            Optimizer::new(cfg.optimizer, layout.len),
+            Progress::default(),
+            Vec::new(),
+        ),
     };
-    std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write { path: opts.out.clone(), source })?;
+    std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write {
+        path: opts.out.clone(),
+        source,
+    })?;
+    // On CUDA the parameters and optimizer state live on the device; the host
+    // copies are refreshed at checkpoints and at the end of each epoch.
+    let resident = backend.resident().is_some();
+    if let Some(r) = backend.resident() {
+        r.load(&params, &opt)?;
+    }
 
     let steps_per_epoch = data.train.len() as u64;
     let arch = layout.arch;
@@ -453,11 +602,17 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         backend.describe()
     ));
     say(&format!("run folder: {}", opts.out.display()));
-    if progress.done && progress.epoch >= cfg.epochs && cfg.max_steps.is_none_or(|m| progress.steps >= m) {
+    if progress.done
+        && progress.epoch >= cfg.epochs
+        && cfg.max_steps.is_none_or(|m| progress.steps >= m)
+    {
         say("this run is already finished; raise --epochs to train further");
     }
 
-    let prompts = opts.prompts.clone().unwrap_or_else(|| default_prompts(&data));
+    let prompts = opts
+        .prompts
+        .clone()
+        .unwrap_or_else(|| default_prompts(&data));
     let sample_chars = opts.sample_chars.unwrap_or(match data.layout {
         TextLayout::Running => 200,
         TextLayout::Samples => 100,
@@ -472,7 +627,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
-    let save = |params: &Vec<f32>, opt: &Optimizer, progress: &Progress, rows: &Vec<Row>, backend: &dyn Backend| {
+    let save = |params: &Vec<f32>,
+                opt: &Optimizer,
+                progress: &Progress,
+                rows: &Vec<Row>,
+                backend: &dyn Backend| {
         Checkpoint {
             version: checkpoint::VERSION,
             config: cfg.clone(),
@@ -519,24 +678,41 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 _ => unreachable!("samples always have a plan"),
             };
             let t0 = Instant::now();
-            let dropout = (cfg.dropout > 0.0)
-                .then(|| Dropout { p: cfg.dropout, seed: Rng::derive(cfg.seed, 0x4452_4f50 ^ progress.steps).next_u64() });
-            let loss = backend.loss_and_grad(&params, &batch, &mut grads, dropout);
-            // A non-finite loss or gradient stops the run before it reaches the
-            // parameters: the last checkpoint (written atomically, from finite
-            // values) stays the last good state to resume from.
-            let norm = if cfg.clip > 0.0 { clip_grad_norm(&mut grads, cfg.clip) } else { grad_norm(&grads) };
-            if !loss.nats.is_finite() || !norm.is_finite() {
-                bar.abandon();
-                let what = if loss.nats.is_finite() { "gradient" } else { "loss" };
-                return Err(CliError::invalid(format!(
-                    "training diverged at step {} ({what} is not finite); the last checkpoint in {} is kept; \
-                     try a lower --lr or --clip",
-                    progress.steps,
-                    opts.out.display()
-                )));
-            }
-            opt.step(&mut params, &grads, lr);
+            let dropout = (cfg.dropout > 0.0).then(|| Dropout {
+                p: cfg.dropout,
+                seed: Rng::derive(cfg.seed, 0x4452_4f50 ^ progress.steps).next_u64(),
+            });
+            let loss = if resident {
+                let r = backend.resident().expect("checked at the start");
+                r.step(&batch, dropout, cfg.clip, lr)
+                    .inspect_err(|_| bar.abandon())?;
+                // its nats arrive with the next settle()
+                Loss {
+                    nats: 0.0,
+                    count: batch.chars(),
+                }
+            } else {
+                let loss = backend.loss_and_grad(&params, &batch, &mut grads, dropout);
+                // A non-finite loss or gradient stops the run before it reaches the
+                // parameters: the last checkpoint (written atomically, from finite
+                // values) stays the last good state to resume from.
+                let norm = if cfg.clip > 0.0 {
+                    clip_grad_norm(&mut grads, cfg.clip)
+                } else {
+                    grad_norm(&grads)
+                };
+                if !loss.nats.is_finite() || !norm.is_finite() {
+                    bar.abandon();
+                    let what = if loss.nats.is_finite() {
+                        "gradient"
+                    } else {
+                        "loss"
+                    };
+                    return Err(diverged(progress.steps, what, &opts.out));
+                }
+                opt.step(&mut params, &grads, lr);
+                loss
+            };
             let dt = t0.elapsed().as_secs_f64();
             progress.steps += 1;
             progress.batch += 1;
@@ -549,7 +725,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             int_nats += loss.nats;
             int_count += loss.count as u64;
             int_s += dt;
-            if progress.steps % log_every == 0 || progress.batch == steps_per_epoch || limit_reached(progress.steps) {
+            if progress.steps % log_every == 0
+                || progress.batch == steps_per_epoch
+                || limit_reached(progress.steps)
+            {
+                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
+                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
+                    .inspect_err(|_| bar.abandon())?;
                 let row = Row {
                     step: progress.steps,
                     epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
@@ -559,20 +741,31 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     chars_per_s: int_count as f64 / int_s.max(1e-9),
                     seconds: progress.seconds,
                 };
-                bar.set_message(format!("{:.3} bpc, {:.1}k chars/s", row.train_bpc, row.chars_per_s / 1e3));
+                bar.set_message(format!(
+                    "{:.3} bpc, {:.1}k chars/s",
+                    row.train_bpc,
+                    row.chars_per_s / 1e3
+                ));
                 if verbose && !tty && progress.steps % (log_every * 5) == 0 {
                     println!(
                         "  step {} (epoch {:.2}): {:.3} bpc, {:.1}k chars/s",
-                        row.step, row.epoch, row.train_bpc, row.chars_per_s / 1e3
+                        row.step,
+                        row.epoch,
+                        row.train_bpc,
+                        row.chars_per_s / 1e3
                     );
                 }
                 rows.push(row);
                 (int_nats, int_count, int_s) = (0.0, 0, 0.0);
             }
             bar.set_position(progress.batch);
-            let stop_now = STOP.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| progress.steps >= s);
+            let stop_now =
+                STOP.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| progress.steps >= s);
             if stop_now {
                 bar.abandon();
+                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
+                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
+                store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref())?;
                 metrics::write(&opts.out, &rows)?;
                 say(&format!(
@@ -584,6 +777,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 break 'epochs;
             }
             if progress.steps % opts.checkpoint_every.max(1) == 0 {
+                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
+                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
+                    .inspect_err(|_| bar.abandon())?;
+                store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref())?;
             }
             if limit_reached(progress.steps) {
@@ -592,6 +789,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
         bar.finish_and_clear();
         // End of an epoch (or of the step budget): score, sample, save.
+        let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
+        settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
+        store(backend.as_mut(), &mut params, &mut opt)?;
         let train_mean = progress.epoch_nats / progress.epoch_count.max(1) as f64;
         progress.train_bpc = Some(bpc(train_mean));
         let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
@@ -607,7 +807,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             progress.epoch_count = 0;
         }
         let bytes = export(&layout, &params, &data.vocab, &Provenance::default())?;
-        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: "model".into(), source })?;
+        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
+            path: "model".into(),
+            source,
+        })?;
         last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
         let epoch_label = epoch as f64 + fraction;
         say(&format!(
@@ -623,7 +826,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         if verbose {
             print_samples(&last_samples);
         }
-        write_atomic(&opts.out.join("samples.txt"), samples_text(&last_samples, epoch_label, progress.steps).as_bytes())?;
+        write_atomic(
+            &opts.out.join("samples.txt"),
+            samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
+        )?;
         save(&params, &opt, &progress, &rows, backend.as_ref())?;
         metrics::write(&opts.out, &rows)?;
     }
@@ -648,7 +854,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     };
     if let Some(val) = &data.val {
         let bytes = export(&layout, &params, &data.vocab, &prov)?;
-        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model { path: "model".into(), source })?;
+        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
+            path: "model".into(),
+            source,
+        })?;
         prov.val_bpc_f16 = Some(runtime_loss(&model, val).bpc() as f32);
     }
     let bytes = export(&layout, &params, &data.vocab, &prov)?;
@@ -666,7 +875,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         prov.val_bpc_f16.map_or("-".into(), |v| format!("{v:.3}")),
         session_start.elapsed().as_secs_f64()
     ));
-    say(&format!("try: charlm generate --model {} --temperature 0.8", model_path.display()));
+    say(&format!(
+        "try: charlm generate --model {} --temperature 0.8",
+        model_path.display()
+    ));
     summary.provenance = Some(prov);
     Ok(summary)
 }

@@ -35,15 +35,36 @@ extern "C" __global__ void clip_coef(const double* __restrict__ partials, int pa
     out[1] = norm;
 }
 
+// The divergence guard of a step (status[0] = 0 while every step was
+// finite): nats is the loss summed since it was last read, coef[1] this
+// step's gradient norm. The first non-finite one sets status = {1 (loss) or
+// 2 (gradient), step}; the optimizer kernels then leave the parameters as
+// they were before that step. x - x == 0 exactly when x is finite. One thread.
+extern "C" __global__ void guard(const double* __restrict__ nats, const float* __restrict__ coef,
+                                 int* __restrict__ status, int step) {
+    if (blockIdx.x != 0 || threadIdx.x != 0 || status[0] != 0) return;
+    double l = nats[0];
+    float g = coef[1];
+    if (!(l - l == 0.0)) {
+        status[0] = 1;
+        status[1] = step;
+    } else if (!(g - g == 0.0f)) {
+        status[0] = 2;
+        status[1] = step;
+    }
+}
+
 // Adam: m += (1-b1)(g - m); v = v*b2 + g*g*(1-b2);
 // p -= step_size * m / (sqrt(v)/sqrt(bc2) + eps). With clip != 0 the
-// gradient is first scaled by coef[0] when that is below 1.
+// gradient is first scaled by coef[0] when that is below 1. Nothing changes
+// once the guard has seen a non-finite step.
 extern "C" __global__ void adam_step(float* __restrict__ p, const float* __restrict__ grad, float* __restrict__ m,
-                                     float* __restrict__ v, const float* __restrict__ coef, int clip, int n,
+                                     float* __restrict__ v, const float* __restrict__ coef, int clip,
+                                     const int* __restrict__ status, int n,
                                      float step_size, float bc2_sqrt, float one_minus_b1, float b2,
                                      float one_minus_b2, float eps) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || status[0] != 0) return;
     float g = grad[i];
     if (clip) {
         float c = coef[0];
@@ -60,10 +81,11 @@ extern "C" __global__ void adam_step(float* __restrict__ p, const float* __restr
 
 // RMSprop: v = v*rho + g*g*(1-rho); p -= lr * g / (sqrt(v) + eps).
 extern "C" __global__ void rmsprop_step(float* __restrict__ p, const float* __restrict__ grad,
-                                        float* __restrict__ v, const float* __restrict__ coef, int clip, int n,
+                                        float* __restrict__ v, const float* __restrict__ coef, int clip,
+                                        const int* __restrict__ status, int n,
                                         float lr, float rho, float one_minus_rho, float eps) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || status[0] != 0) return;
     float g = grad[i];
     if (clip) {
         float c = coef[0];
