@@ -37,7 +37,13 @@ struct sim_dim3 {
 };
 sim_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-void sim_barrier(int warp_only);
+// The kernels' own hooks for the simulator (see cells.cu).
+#define CHARLM_CUDA_SIM 1
+void sim_grid_barrier();
+float* sim_dynamic_smem();
+
+enum Scope { SCOPE_WARP, SCOPE_BLOCK, SCOPE_GRID };
+void sim_barrier(Scope scope);
 void sim_shuffle_store(uint64_t bits);
 uint64_t sim_shuffle_load(int lane_mask);
 
@@ -47,10 +53,10 @@ uint64_t sim_shuffle_load(int lane_mask);
 #define __restrict__ __restrict
 #define __shared__ static
 
-static inline void __syncthreads() { sim_barrier(0); }
+static inline void __syncthreads() { sim_barrier(SCOPE_BLOCK); }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
     (void)mask;
-    sim_barrier(1);
+    sim_barrier(SCOPE_WARP);
 }
 template <typename T>
 static inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
@@ -92,20 +98,29 @@ static void call(void (*f)(A...), void** p) {
     call_with(f, p, std::index_sequence_for<A...>{});
 }
 
+// How a kernel's threads must run.
+enum Mode {
+    PLAIN_LOOP,  // no barriers: one thread after another
+    BLOCKWISE,   // block barriers or warp shuffles: a block's threads on fibers, one block after another
+    WHOLE_GRID,  // grid barriers: every thread of the grid on fibers at once (a cooperative launch)
+};
+
 struct Kernel {
     const char* name;
     void (*thread)(void** params);
-    bool cooperative;  // uses barriers or shuffles: runs on fibers
+    Mode mode;
 };
 
-#define PLAIN(k) {#k, [](void** p) { call(k, p); }, false}
-#define COOPERATIVE(k) {#k, [](void** p) { call(k, p); }, true}
+#define PLAIN(k) {#k, [](void** p) { call(k, p); }, PLAIN_LOOP}
+#define COOPERATIVE(k) {#k, [](void** p) { call(k, p); }, BLOCKWISE}
+#define GRID(k) {#k, [](void** p) { call(k, p); }, WHOLE_GRID}
 
 static const Kernel KERNELS[] = {
     PLAIN(lstm_forward),     PLAIN(lstm_backward),  PLAIN(gru_forward),          PLAIN(gru_backward),
     PLAIN(embed_forward),    PLAIN(add_bias),       PLAIN(dropout_forward),      PLAIN(mul_inplace),
     PLAIN(table_backward),   COOPERATIVE(softmax_xent), COOPERATIVE(sum_f64),    COOPERATIVE(sumsq_partials),
     PLAIN(clip_coef),        PLAIN(guard),          PLAIN(adam_step),            PLAIN(rmsprop_step),
+    GRID(lstm_forward_seq),  GRID(lstm_backward_seq), GRID(gru_forward_seq),     GRID(gru_backward_seq),
 };
 
 // ---- diagnostics -----------------------------------------------------------
@@ -133,72 +148,89 @@ static bool trace_on() {
 
 // ---- fibers for cooperative kernels ----------------------------------------
 //
-// One fiber per thread of a block, kept for the whole process: a fiber parks
+// One fiber per simulated thread, kept for the whole process: a fiber parks
 // after each thread it runs and is resumed for the next. A fiber starts once
 // through makecontext; after that every switch is _setjmp/_longjmp between
 // stacks, which, unlike swapcontext, makes no system call.
 
-enum FiberState { RUNNABLE, AT_WARP_BARRIER, AT_BLOCK_BARRIER, DONE };
+enum FiberState { RUNNABLE, AT_WARP_BARRIER, AT_BLOCK_BARRIER, AT_GRID_BARRIER, DONE };
 
 struct Fiber {
     jmp_buf at;  // where the fiber continues
     char* stack;
     FiberState state;
+    sim_dim3 block, thread;  // its indices in the current launch
 };
 
-static const size_t FIBER_STACK = 64 * 1024;
+static const size_t FIBER_STACK = 16 * 1024;
 static std::vector<Fiber> g_fibers;
 static jmp_buf g_scheduler;
-static unsigned g_current;        // fiber running now
-static unsigned g_block_threads;  // threads of the block being run
+static unsigned g_current;     // fiber running now
+static unsigned g_fiber_count;  // fibers of the launch being run
+static unsigned g_block_size;   // threads per block
+static unsigned g_first_block;  // linear index of the block of fiber 0
 static bool g_in_fibers = false;
 static const Kernel* g_kernel;
 static void** g_params;
-static std::vector<uint64_t> g_slots;  // one shuffle slot per thread
+static std::vector<uint64_t> g_slots;           // one shuffle slot per fiber
+static std::vector<std::vector<float>> g_smem;  // dynamic shared memory per block of the launch
+static unsigned g_smem_bytes;
 
-static void set_thread_index(unsigned t) {
+static void set_thread_index(unsigned linear_block, unsigned t) {
+    blockIdx.x = linear_block % gridDim.x;
+    blockIdx.y = (linear_block / gridDim.x) % gridDim.y;
+    blockIdx.z = linear_block / (gridDim.x * gridDim.y);
     threadIdx.x = t % blockDim.x;
     threadIdx.y = (t / blockDim.x) % blockDim.y;
     threadIdx.z = t / (blockDim.x * blockDim.y);
 }
 
-static void park(Fiber& f) {
-    if (!_setjmp(f.at)) _longjmp(g_scheduler, 1);
+static void park(unsigned me) {
+    if (!_setjmp(g_fibers[me].at)) _longjmp(g_scheduler, 1);
 }
 
 static void fiber_entry(int me) {
-    Fiber& f = g_fibers[(unsigned)me];
     for (;;) {
-        park(f);  // resumed with a thread to run
+        park((unsigned)me);  // resumed with a thread to run
         g_kernel->thread(g_params);
-        f.state = DONE;
+        g_fibers[(unsigned)me].state = DONE;
     }
 }
 
-void sim_barrier(int warp_only) {
+void sim_barrier(Scope scope) {
     if (!g_in_fibers) die("a barrier or shuffle in a kernel registered as PLAIN", g_kernel->name);
-    Fiber& f = g_fibers[g_current];
-    f.state = warp_only ? AT_WARP_BARRIER : AT_BLOCK_BARRIER;
-    park(f);
+    if (scope == SCOPE_GRID && g_kernel->mode != WHOLE_GRID) die("a grid barrier in a kernel not registered as GRID", g_kernel->name);
+    g_fibers[g_current].state = scope == SCOPE_WARP ? AT_WARP_BARRIER : scope == SCOPE_BLOCK ? AT_BLOCK_BARRIER : AT_GRID_BARRIER;
+    park(g_current);
+}
+
+void sim_grid_barrier() { sim_barrier(SCOPE_GRID); }
+
+float* sim_dynamic_smem() {
+    if (!g_in_fibers || g_smem_bytes == 0) die("dynamic shared memory that the launch did not ask for", g_kernel->name);
+    return g_smem[g_current / g_block_size].data();
 }
 
 void sim_shuffle_store(uint64_t bits) {
     if (!g_in_fibers) die("a shuffle in a kernel registered as PLAIN", g_kernel->name);
     g_slots[g_current] = bits;
-    sim_barrier(1);
+    sim_barrier(SCOPE_WARP);
 }
 
 uint64_t sim_shuffle_load(int lane_mask) {
-    unsigned src = (g_current & ~31u) | ((g_current ^ (unsigned)lane_mask) & 31u);
-    if (src >= g_block_threads || g_fibers[src].state == DONE) die("shuffle from a lane that has exited", g_kernel->name);
+    unsigned t = g_current % g_block_size, block_start = g_current - t;
+    unsigned src_t = (t & ~31u) | ((t ^ (unsigned)lane_mask) & 31u);
+    unsigned src = block_start + src_t;
+    if (src_t >= g_block_size || g_fibers[src].state == DONE) die("shuffle from a lane that has exited", g_kernel->name);
     uint64_t v = g_slots[src];
-    sim_barrier(1);  // nobody overwrites a slot before every lane has read
+    sim_barrier(SCOPE_WARP);  // nobody overwrites a slot before every lane has read
     return v;
 }
 
 static void resume(unsigned i) {
     g_current = i;
-    set_thread_index(i);
+    blockIdx = g_fibers[i].block;
+    threadIdx = g_fibers[i].thread;
     if (!_setjmp(g_scheduler)) _longjmp(g_fibers[i].at, 1);
 }
 
@@ -222,42 +254,66 @@ static void grow_fibers(unsigned n) {
     }
 }
 
-static void run_block_on_fibers(unsigned n) {
-    grow_fibers(n);
-    g_block_threads = n;
-    for (unsigned i = 0; i < n; ++i) g_fibers[i].state = RUNNABLE;
-    g_in_fibers = true;
-    for (;;) {
-        for (unsigned i = 0; i < n; ++i)
-            if (g_fibers[i].state == RUNNABLE) resume(i);
-        // every fiber now waits at a barrier or is done
-        bool any_live = false, all_at_block = true;
-        for (unsigned i = 0; i < n; ++i) {
+// Releases every group [start, start + size) whose live fibers all wait at
+// `at`; true if any did.
+static bool release(unsigned size, FiberState at) {
+    bool released = false;
+    for (unsigned start = 0; start < g_fiber_count; start += size) {
+        unsigned end = start + size < g_fiber_count ? start + size : g_fiber_count;
+        bool live = false, all = true;
+        for (unsigned i = start; i < end; ++i) {
             if (g_fibers[i].state == DONE) continue;
-            any_live = true;
-            if (g_fibers[i].state != AT_BLOCK_BARRIER) all_at_block = false;
+            live = true;
+            if (g_fibers[i].state != at) all = false;
         }
-        if (!any_live) break;
-        bool released = false;
-        if (all_at_block) {
-            for (unsigned i = 0; i < n; ++i)
-                if (g_fibers[i].state == AT_BLOCK_BARRIER) g_fibers[i].state = RUNNABLE;
-            released = true;
-        } else {
-            for (unsigned w = 0; w < n; w += 32) {
-                unsigned end = w + 32 < n ? w + 32 : n;
-                bool all_at_warp = true, live = false;
-                for (unsigned i = w; i < end; ++i) {
-                    if (g_fibers[i].state == DONE) continue;
-                    live = true;
-                    if (g_fibers[i].state != AT_WARP_BARRIER) all_at_warp = false;
+        if (!live || !all) continue;
+        for (unsigned i = start; i < end; ++i)
+            if (g_fibers[i].state == at) g_fibers[i].state = RUNNABLE;
+        released = true;
+    }
+    return released;
+}
+
+// Runs `blocks` blocks (linear indices from first_block) of the current
+// kernel together, one fiber per thread.
+static void run_on_fibers(unsigned first_block, unsigned blocks, unsigned block_size) {
+    unsigned n = blocks * block_size;
+    grow_fibers(n);
+    g_fiber_count = n;
+    g_block_size = block_size;
+    g_first_block = first_block;
+    for (unsigned i = 0; i < n; ++i) {
+        set_thread_index(first_block + i / block_size, i % block_size);
+        g_fibers[i].block = blockIdx;
+        g_fibers[i].thread = threadIdx;
+        g_fibers[i].state = RUNNABLE;
+    }
+    g_in_fibers = true;
+    // a warp's lanes within one block: block_size is a multiple of 32 or the block is one partial warp
+    unsigned warp = block_size % 32 == 0 ? 32 : block_size;
+    for (;;) {
+        // Warp by warp, and each warp through its warp barriers (shuffles)
+        // at once while its 32 stacks are in cache, until it reaches a block
+        // or grid barrier or ends.
+        for (unsigned w = 0; w < n; w += warp) {
+            for (;;) {
+                bool at_warp = false, other = false;
+                for (unsigned i = w; i < w + warp; ++i) {
+                    if (g_fibers[i].state == RUNNABLE) resume(i);
+                    FiberState st = g_fibers[i].state;
+                    at_warp |= st == AT_WARP_BARRIER;
+                    other |= st == AT_BLOCK_BARRIER || st == AT_GRID_BARRIER;
                 }
-                if (!live || !all_at_warp) continue;
-                for (unsigned i = w; i < end; ++i)
+                if (!at_warp || other) break;
+                for (unsigned i = w; i < w + warp; ++i)
                     if (g_fibers[i].state == AT_WARP_BARRIER) g_fibers[i].state = RUNNABLE;
-                released = true;
             }
         }
+        // every fiber now waits at a barrier or is done
+        bool any_live = false;
+        for (unsigned i = 0; i < n && !any_live; ++i) any_live = g_fibers[i].state != DONE;
+        if (!any_live) break;
+        bool released = release(n, AT_GRID_BARRIER) | release(block_size, AT_BLOCK_BARRIER) | release(warp, AT_WARP_BARRIER);
         if (!released) die("deadlock: threads wait at barriers that not every live thread reaches", g_kernel->name);
     }
     g_in_fibers = false;
@@ -344,7 +400,9 @@ CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
     switch (attribute) {
         case 75: *v = 8; break;    // compute capability major: kernels are compiled for sm_80
         case 76: *v = 0; break;    // minor
-        case 16: *v = 1; break;    // multiprocessors
+        case 16: *v = 132; break;  // multiprocessors (as an H100 SXM)
+        case 95: *v = 1; break;    // cooperative launch
+        case 8: *v = 49152; break; // shared memory per block
         case 115: *v = 0; break;   // memory pools: no, so cudarc uses cuMemAlloc
         case 1: *v = 1024; break;  // max threads per block
         default: *v = 0; break;
@@ -509,30 +567,49 @@ CUresult cuModuleGetFunction(CUfunction* f, CUmodule, const char* name) {
     return CUDA_ERROR_NOT_FOUND;
 }
 
-CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                        unsigned shared_bytes, CUstream, void** params, void** extra) {
-    if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
-    if (shared_bytes != 0) return CUDA_ERROR_INVALID_VALUE;  // no kernel uses dynamic shared memory
-    TRACE("launch %s <<<(%u,%u,%u), (%u,%u,%u)>>>", f->name, gx, gy, gz, bx, by, bz);
+static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shared_bytes, void** params, void** extra, bool cooperative) {
+    if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024 || shared_bytes > 49152)
+        return CUDA_ERROR_INVALID_VALUE;
+    TRACE("%s %s <<<(%u,%u,%u), (%u,%u,%u), %u>>>", cooperative ? "cooperative launch" : "launch", f->name, gx, gy,
+          gz, bx, by, bz, shared_bytes);
+    if (f->mode == WHOLE_GRID && !cooperative) die("a kernel with grid barriers launched without cuLaunchCooperativeKernel", f->name);
     g_kernel = f;
     g_params = params;
     gridDim = {gx, gy, gz};
     blockDim = {bx, by, bz};
-    unsigned threads = bx * by * bz;
-    for (unsigned z = 0; z < gz; ++z)
-        for (unsigned y = 0; y < gy; ++y)
-            for (unsigned x = 0; x < gx; ++x) {
-                blockIdx = {x, y, z};
-                if (f->cooperative) {
-                    run_block_on_fibers(threads);
-                } else {
-                    for (unsigned t = 0; t < threads; ++t) {
-                        set_thread_index(t);
-                        f->thread(params);
-                    }
-                }
+    unsigned threads = bx * by * bz, blocks = gx * gy * gz;
+    g_smem_bytes = shared_bytes;
+    // fresh shared memory is NaN, as fresh device memory
+    unsigned held = f->mode == WHOLE_GRID ? blocks : 1;
+    g_smem.assign(held, std::vector<float>((shared_bytes + 3) / 4, __int_as_float(-1)));
+    if (f->mode == WHOLE_GRID) {
+        if (blocks > 132) return 720;  // CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: more blocks than the GPU holds
+        run_on_fibers(0, blocks, threads);
+        return CUDA_SUCCESS;
+    }
+    for (unsigned b = 0; b < blocks; ++b) {
+        if (f->mode == BLOCKWISE) {
+            for (auto& w : g_smem[0]) w = __int_as_float(-1);
+            run_on_fibers(b, 1, threads);
+        } else {
+            for (unsigned t = 0; t < threads; ++t) {
+                set_thread_index(b, t);
+                f->thread(params);
             }
+        }
+    }
     return CUDA_SUCCESS;
+}
+
+CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared_bytes, CUstream, void** params, void** extra) {
+    return launch(f, gx, gy, gz, bx, by, bz, shared_bytes, params, extra, false);
+}
+
+CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                                  unsigned bz, unsigned shared_bytes, CUstream, void** params) {
+    return launch(f, gx, gy, gz, bx, by, bz, shared_bytes, params, nullptr, true);
 }
 
 // ---- cuBLAS ------------------------------------------------------------------------

@@ -10,17 +10,30 @@ use std::process::{Command, Output};
 mod common;
 use common::have_nvrtc;
 
-/// `charlm` with the simulator first on the library path.
-fn charlm(args: &[&str]) -> Output {
-    let path = match std::env::var("LD_LIBRARY_PATH") {
+/// The library path with the simulator first.
+fn sim_path() -> String {
+    match std::env::var("LD_LIBRARY_PATH") {
         Ok(p) if !p.is_empty() => format!("{}:{p}", charlm_cuda_sim::LIB_DIR),
         _ => charlm_cuda_sim::LIB_DIR.to_string(),
-    };
+    }
+}
+
+/// `charlm` on the simulator, with the recurrence `auto`, `persistent`
+/// (one cooperative launch per layer and pass) or `stepwise`.
+fn charlm_with(recurrence: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_charlm"))
         .args(args)
-        .env("LD_LIBRARY_PATH", path)
+        .env("LD_LIBRARY_PATH", sim_path())
+        .env("CHARLM_CUDA_RECURRENCE", recurrence)
         .output()
         .expect("running charlm")
+}
+
+/// `charlm` on the simulator with the stepwise recurrence, the quicker one
+/// to simulate (the sequence kernels run every thread of the grid as a
+/// fiber); the parity test covers both.
+fn charlm(args: &[&str]) -> Output {
+    charlm_with("stepwise", args)
 }
 
 fn text(o: &Output) -> String {
@@ -36,20 +49,26 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     if !have_nvrtc() {
         return;
     }
-    // 16: every warp and block partly idle; 37: no size a multiple of 8 or 32.
-    for hidden in ["16", "37"] {
-        let o = charlm(&[
-            "bench", "parity", "--device", "cuda", "--steps", "30", "--hidden", hidden,
-        ]);
+    // stepwise, 16: every warp and block partly idle; persistent, 37: 19
+    // blocks of 2 units, the last with 1, and no size a multiple of 8 or 32
+    // (fewer steps: the sequence kernels are slow to simulate).
+    for (recurrence, hidden, steps) in [("stepwise", "16", "30"), ("persistent", "37", "5")] {
+        let o = charlm_with(
+            recurrence,
+            &[
+                "bench", "parity", "--device", "cuda", "--steps", steps, "--hidden", hidden,
+            ],
+        );
         let out = text(&o);
-        assert!(o.status.success(), "hidden {hidden}:\n{out}");
+        assert!(o.status.success(), "{recurrence}, hidden {hidden}:\n{out}");
+        let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
         assert!(
-            out.contains("charlm CUDA simulator"),
-            "not the simulator:\n{out}"
+            out.contains(&device),
+            "not the simulator with the {recurrence} recurrence:\n{out}"
         );
         assert!(
             out.contains("parity: all 18 checks passed"),
-            "hidden {hidden}:\n{out}"
+            "{recurrence}, hidden {hidden}:\n{out}"
         );
     }
 }
@@ -174,14 +193,10 @@ fn inside_the_simulator(name: &str) -> bool {
     if std::env::var_os("CHARLM_TEST_IN_CUDA_SIM").is_some() {
         return true;
     }
-    let path = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(p) if !p.is_empty() => format!("{}:{p}", charlm_cuda_sim::LIB_DIR),
-        _ => charlm_cuda_sim::LIB_DIR.to_string(),
-    };
     let o = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env("CHARLM_TEST_IN_CUDA_SIM", "1")
-        .env("LD_LIBRARY_PATH", path)
+        .env("LD_LIBRARY_PATH", sim_path())
         .output()
         .expect("running this test binary again");
     let out = text(&o);

@@ -5,7 +5,7 @@
 use charlm_runtime::format::CellKind;
 
 use super::CudaError;
-use super::dev::{Buf, Dev, NORM_BLOCKS, P};
+use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
@@ -66,9 +66,51 @@ struct Acts {
     tab_rows: Buf<i32>,
 }
 
+/// How the recurrence runs: `CHARLM_CUDA_RECURRENCE` = `auto` (the default),
+/// `persistent` or `stepwise`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recurrence {
+    /// Sequence kernels where they are expected to win: a plan fits and the
+    /// step is small (`rows * hidden <= AUTO_PERSISTENT_MAX`), where launch
+    /// latency, not arithmetic, bounds the stepwise form.
+    Auto,
+    /// Sequence kernels whenever a plan fits the GPU.
+    Persistent,
+    /// Per step one cuBLAS product and one cell kernel.
+    Stepwise,
+}
+
+/// `rows * hidden` up to which [`Recurrence::Auto`] takes the sequence kernels.
+pub const AUTO_PERSISTENT_MAX: usize = 64 * 256;
+
+impl Recurrence {
+    /// From `CHARLM_CUDA_RECURRENCE` (unset: auto).
+    pub fn from_env() -> Result<Self, CudaError> {
+        match std::env::var("CHARLM_CUDA_RECURRENCE").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => Ok(Recurrence::Auto),
+            Ok("persistent") => Ok(Recurrence::Persistent),
+            Ok("stepwise") => Ok(Recurrence::Stepwise),
+            Ok(other) => Err(CudaError::Config(format!(
+                "CHARLM_CUDA_RECURRENCE={other}: use auto, persistent or stepwise"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Recurrence::Auto => "auto",
+            Recurrence::Persistent => "persistent",
+            Recurrence::Stepwise => "stepwise",
+        }
+    }
+}
+
 /// The CUDA backend for one architecture.
 pub struct Cuda {
     dev: Dev,
+    recurrence: Recurrence,
+    /// The sequence kernels' grid barrier (two words).
+    bar: Buf<u32>,
     layout: Layout,
     /// Parameters, flat, in `layout`'s order.
     params: Buf<f32>,
@@ -135,9 +177,12 @@ impl Cuda {
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(CudaError::NoCublas);
         }
+        let recurrence = Recurrence::from_env()?;
         let dev = Dev::open(ordinal)?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
+            recurrence,
+            bar: dev.alloc(2)?,
             params: dev.alloc(layout.len)?,
             grads: dev.alloc(layout.len)?,
             opt: None,
@@ -158,8 +203,11 @@ impl Cuda {
     /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90)".
     pub fn describe(&self) -> String {
         format!(
-            "cuda:{} ({}, {})",
-            self.dev.ordinal, self.dev.name, self.dev.arch
+            "cuda:{} ({}, {}, recurrence {})",
+            self.dev.ordinal,
+            self.dev.name,
+            self.dev.arch,
+            self.recurrence.name()
         )
     }
 
@@ -417,6 +465,22 @@ impl Cuda {
         Ok(())
     }
 
+    /// The sequence kernels' plan for batches of `rows` sequences, when they
+    /// are to be used.
+    fn seq_plan(&self, rows: usize) -> Option<SeqPlan> {
+        let arch = self.layout.arch;
+        let h = arch.hidden as usize;
+        let wanted = match self.recurrence {
+            Recurrence::Stepwise => false,
+            Recurrence::Persistent => true,
+            Recurrence::Auto => rows * h <= AUTO_PERSISTENT_MAX,
+        };
+        if !wanted || !self.dev.cooperative {
+            return None;
+        }
+        SeqPlan::new(arch.cell.gates(), h, rows, self.dev.sms)
+    }
+
     /// Buffers for `n` rows of `b` sequences, grown when needed.
     fn ensure(&mut self, n: usize, b: usize) -> Result<(), CudaError> {
         if self.acts.as_ref().is_some_and(|a| a.n >= n && a.b >= b) {
@@ -490,6 +554,7 @@ impl Cuda {
         assert_eq!(batch.inputs.len(), n, "batch inputs");
         assert_eq!(batch.targets.len(), n, "batch targets");
         self.ensure(n, b)?;
+        let plan = self.seq_plan(b);
         let carry = batch.carry && self.carry_rows == b;
         if self.carry_rows != b {
             for slot in self.carry.iter_mut() {
@@ -538,8 +603,41 @@ impl Cuda {
                     dev.zero(c.c.at(0, b * h))?;
                 }
             }
-            // 2. the recurrence
-            for t in 0..tt {
+            // 2. the recurrence: one cooperative launch, or two launches per step
+            if let (Some(p), true) = (plan, tt > 0) {
+                let bar = self.bar.all();
+                if lstm {
+                    dev.lstm_forward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w_hh,
+                        b_hh,
+                        c.xg.all(),
+                        c.gates.all(),
+                        c.h.all(),
+                        c.c.all(),
+                        c.aux.all(),
+                        bar,
+                    )?;
+                } else {
+                    dev.gru_forward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w_hh,
+                        b_hh,
+                        c.xg.all(),
+                        c.gates.all(),
+                        c.h.all(),
+                        c.aux.all(),
+                        bar,
+                    )?;
+                }
+            }
+            for t in 0..if plan.is_some() { 0 } else { tt } {
                 let hprev = c.h.at(t * b * h, b * h);
                 let hout = c.h.at((t + 1) * b * h, b * h);
                 let xg = c.xg.at(t * b * gh, b * gh);
@@ -621,6 +719,7 @@ impl Cuda {
         let (gh, n) = (g * h, tt * b);
         let layers = arch.layers as usize;
         let lstm = arch.cell == CellKind::Lstm;
+        let plan = self.seq_plan(b);
         let dev = &self.dev;
         let acts = self.acts.as_mut().expect("forward ran");
         let params = self.params.all();
@@ -676,9 +775,45 @@ impl Cuda {
                 dev.mul_inplace(n * h, acts.dh.all(), c.mask.all())?;
             }
             let w = slot(&w_hh, params);
-            dev.zero(acts.dh_next.at(0, b * h))?;
-            dev.zero(acts.dc.at(0, b * h))?;
-            for t in (0..tt).rev() {
+            if let Some(p) = plan {
+                let bar = self.bar.all();
+                let dh = acts.dh.at(0, n * h);
+                if lstm {
+                    dev.lstm_backward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w,
+                        dh,
+                        c.gates.all(),
+                        c.c.all(),
+                        c.aux.all(),
+                        acts.dxg.all(),
+                        bar,
+                    )?;
+                } else {
+                    let (dxg, dhg) = (acts.dxg.all(), acts.dhg.all());
+                    dev.gru_backward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w,
+                        dh,
+                        c.gates.all(),
+                        c.h.all(),
+                        c.aux.all(),
+                        dxg,
+                        dhg,
+                        bar,
+                    )?;
+                }
+            } else {
+                dev.zero(acts.dh_next.at(0, b * h))?;
+                dev.zero(acts.dc.at(0, b * h))?;
+            }
+            for t in (0..if plan.is_some() { 0 } else { tt }).rev() {
                 let dh = acts.dh.at(t * b * h, b * h);
                 let dxg = acts.dxg.at(t * b * gh, b * gh);
                 let gates = c.gates.at(t * b * gh, b * gh);

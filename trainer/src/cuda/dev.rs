@@ -95,6 +95,10 @@ struct Kernels {
     lstm_backward: CudaFunction,
     gru_forward: CudaFunction,
     gru_backward: CudaFunction,
+    lstm_forward_seq: CudaFunction,
+    lstm_backward_seq: CudaFunction,
+    gru_forward_seq: CudaFunction,
+    gru_backward_seq: CudaFunction,
     embed_forward: CudaFunction,
     add_bias: CudaFunction,
     dropout_forward: CudaFunction,
@@ -114,6 +118,68 @@ const THREADS: u32 = 256;
 /// Blocks of the gradient-norm reduction (a fixed number: the same sums on
 /// every run).
 pub const NORM_BLOCKS: usize = 240;
+
+/// Threads per block of the sequence kernels (a multiple of 32).
+const SEQ_THREADS: u32 = 256;
+/// Dynamic shared memory a block may use without opting in to more.
+const SEQ_SMEM_MAX: usize = 48 * 1024;
+/// About this many blocks share a layer's units: fewer make each step's
+/// grid barrier cheaper, more spread the products over more multiprocessors.
+const SEQ_BLOCKS: usize = 32;
+
+/// How the sequence kernels (`*_seq` in kernels/cells.cu) split one layer:
+/// `units` hidden units per block, `blocks` blocks, and the shared memory
+/// each block needs forward and backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqPlan {
+    /// Hidden units per block (the last block may have fewer).
+    pub units: usize,
+    /// Blocks: `ceil(h / units)`.
+    pub blocks: usize,
+    fwd_smem: usize,
+    bwd_smem: usize,
+}
+
+impl SeqPlan {
+    /// A plan for `g` gates, `h` hidden units and `rows` sequences on a GPU
+    /// with `sms` multiprocessors: about [`SEQ_BLOCKS`] blocks, more when a
+    /// block's slice of `W_hh` would not fit its shared memory, and never
+    /// more blocks than multiprocessors, so that a cooperative launch always
+    /// fits. `None` when no split fits.
+    pub fn new(g: usize, h: usize, rows: usize, sms: usize) -> Option<SeqPlan> {
+        if h == 0 || rows == 0 {
+            return None;
+        }
+        for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
+            let blocks = h.div_ceil(units);
+            if blocks > sms {
+                return None;
+            }
+            // floats, as kernels/cells.cu lays them out: forward the W_hh rows
+            // (odd stride) and one step's products; backward the W_hh columns
+            // (odd stride) and two [rows, units] carries
+            let fwd = 4 * (g * units * (h | 1) + rows * g * units);
+            let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units);
+            if fwd <= SEQ_SMEM_MAX && bwd <= SEQ_SMEM_MAX {
+                return Some(SeqPlan {
+                    units,
+                    blocks,
+                    fwd_smem: fwd,
+                    bwd_smem: bwd,
+                });
+            }
+        }
+        None
+    }
+
+    fn config(&self, smem: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.blocks as u32, 1, 1),
+            block_dim: (SEQ_THREADS, 1, 1),
+            shared_mem_bytes: smem as u32,
+        }
+    }
+}
 
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).max(1);
@@ -179,6 +245,10 @@ pub struct Dev {
     pub arch: String,
     /// Ordinal.
     pub ordinal: usize,
+    /// Multiprocessors.
+    pub sms: usize,
+    /// Whether the device takes cooperative launches.
+    pub cooperative: bool,
 }
 
 impl Dev {
@@ -194,6 +264,11 @@ impl Dev {
         let (major, minor) = ctx.compute_capability()?;
         let arch = format!("sm_{major}{minor}");
         let name = ctx.name()?;
+        use cudarc::driver::sys::CUdevice_attribute as A;
+        let sms = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            .max(0) as usize;
+        let cooperative = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? == 1;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
         // Plain FP32 products (no TF32): the CPU reference computes in f32.
@@ -217,6 +292,10 @@ impl Dev {
             lstm_backward: cells.load_function("lstm_backward")?,
             gru_forward: cells.load_function("gru_forward")?,
             gru_backward: cells.load_function("gru_backward")?,
+            lstm_forward_seq: cells.load_function("lstm_forward_seq")?,
+            lstm_backward_seq: cells.load_function("lstm_backward_seq")?,
+            gru_forward_seq: cells.load_function("gru_forward_seq")?,
+            gru_backward_seq: cells.load_function("gru_backward_seq")?,
             embed_forward: layers.load_function("embed_forward")?,
             add_bias: layers.load_function("add_bias")?,
             dropout_forward: layers.load_function("dropout_forward")?,
@@ -231,6 +310,8 @@ impl Dev {
             rmsprop_step: optim.load_function("rmsprop_step")?,
         };
         Ok(Dev {
+            sms,
+            cooperative,
             stream,
             blas,
             k,
@@ -448,6 +529,189 @@ impl Dev {
         // types of the kernel's signature in kernels/*.cu.
         unsafe { b.launch(cfg) }?;
         Ok(())
+    }
+
+    fn launch_cooperative(
+        &self,
+        f: &CudaFunction,
+        cfg: LaunchConfig,
+        args: &[&dyn Arg],
+    ) -> Result<(), CudaError> {
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            a.push(&mut b);
+        }
+        // SAFETY: as `launch`; the sequence launchers also size the grid
+        // and shared memory from a SeqPlan, which is what the kernels index.
+        unsafe { b.launch_cooperative(cfg) }?;
+        Ok(())
+    }
+
+    /// All `steps` forward steps of an LSTM layer over `rows` sequences in
+    /// one cooperative launch: `h` and `c` hold `steps + 1` blocks of rows,
+    /// the initial state first; `bar` is the grid barrier's two words.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lstm_forward_seq(
+        &self,
+        plan: SeqPlan,
+        steps: usize,
+        rows: usize,
+        h: usize,
+        w_hh: P<f32>,
+        b_hh: P<f32>,
+        xg: P<f32>,
+        gates: P<f32>,
+        hs: P<f32>,
+        cs: P<f32>,
+        tanh_c: P<f32>,
+        bar: P<u32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (steps * rows * h, steps * rows * 4 * h);
+        let w = [
+            w_hh.need(4 * h * h, "w_hh"),
+            b_hh.need(4 * h, "b_hh"),
+            xg.need(g, "xg"),
+            gates.need(g, "gates"),
+        ];
+        let st = [
+            hs.need(n + rows * h, "h"),
+            cs.need(n + rows * h, "c"),
+            tanh_c.need(n, "tanh_c"),
+        ];
+        let br = self.reset_barrier(bar)?;
+        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let cfg = plan.config(plan.fwd_smem);
+        self.launch_cooperative(
+            &self.k.lstm_forward_seq,
+            cfg,
+            &[
+                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &st[2], &br, &t, &r, &hh, &u,
+            ],
+        )
+    }
+
+    /// All forward steps of a GRU layer (as [`Dev::lstm_forward_seq`]; `hn`
+    /// as [`Dev::gru_forward`]'s).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gru_forward_seq(
+        &self,
+        plan: SeqPlan,
+        steps: usize,
+        rows: usize,
+        h: usize,
+        w_hh: P<f32>,
+        b_hh: P<f32>,
+        xg: P<f32>,
+        gates: P<f32>,
+        hs: P<f32>,
+        hn: P<f32>,
+        bar: P<u32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (steps * rows * h, steps * rows * 3 * h);
+        let w = [
+            w_hh.need(3 * h * h, "w_hh"),
+            b_hh.need(3 * h, "b_hh"),
+            xg.need(g, "xg"),
+            gates.need(g, "gates"),
+        ];
+        let st = [hs.need(n + rows * h, "h"), hn.need(n, "hn")];
+        let br = self.reset_barrier(bar)?;
+        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let cfg = plan.config(plan.fwd_smem);
+        self.launch_cooperative(
+            &self.k.gru_forward_seq,
+            cfg,
+            &[
+                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &br, &t, &r, &hh, &u,
+            ],
+        )
+    }
+
+    /// All backward steps of an LSTM layer in one cooperative launch: `dh`
+    /// the gradient from above at every step, `cs` the cell states (initial
+    /// first); writes the gate gradients `dg` of every step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lstm_backward_seq(
+        &self,
+        plan: SeqPlan,
+        steps: usize,
+        rows: usize,
+        h: usize,
+        w_hh: P<f32>,
+        dh: P<f32>,
+        gates: P<f32>,
+        cs: P<f32>,
+        tanh_c: P<f32>,
+        dg: P<f32>,
+        bar: P<u32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (steps * rows * h, steps * rows * 4 * h);
+        let p = [
+            w_hh.need(4 * h * h, "w_hh"),
+            dh.need(n, "dh"),
+            gates.need(g, "gates"),
+            cs.need(n + rows * h, "c"),
+            tanh_c.need(n, "tanh_c"),
+            dg.need(g, "dg"),
+        ];
+        let br = self.reset_barrier(bar)?;
+        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let cfg = plan.config(plan.bwd_smem);
+        self.launch_cooperative(
+            &self.k.lstm_backward_seq,
+            cfg,
+            &[
+                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &br, &t, &r, &hh, &u,
+            ],
+        )
+    }
+
+    /// All backward steps of a GRU layer: `hs` the hidden states (initial
+    /// first), `hn` as saved forward; writes `dxg` and `dhg` of every step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gru_backward_seq(
+        &self,
+        plan: SeqPlan,
+        steps: usize,
+        rows: usize,
+        h: usize,
+        w_hh: P<f32>,
+        dh: P<f32>,
+        gates: P<f32>,
+        hs: P<f32>,
+        hn: P<f32>,
+        dxg: P<f32>,
+        dhg: P<f32>,
+        bar: P<u32>,
+    ) -> Result<(), CudaError> {
+        let (n, g) = (steps * rows * h, steps * rows * 3 * h);
+        let p = [
+            w_hh.need(3 * h * h, "w_hh"),
+            dh.need(n, "dh"),
+            gates.need(g, "gates"),
+            hs.need(n + rows * h, "h"),
+            hn.need(n, "hn"),
+            dxg.need(g, "dxg"),
+            dhg.need(g, "dhg"),
+        ];
+        let br = self.reset_barrier(bar)?;
+        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let cfg = plan.config(plan.bwd_smem);
+        self.launch_cooperative(
+            &self.k.gru_backward_seq,
+            cfg,
+            &[
+                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &br, &t, &r, &hh, &u,
+            ],
+        )
+    }
+
+    /// Zeroes the grid barrier's words before a sequence launch (a launch
+    /// leaves them zeroed, but one cut short by an error would not).
+    fn reset_barrier(&self, bar: P<u32>) -> Result<u64, CudaError> {
+        let p = bar.need(2, "barrier");
+        self.zero(bar.sub(0, 2))?;
+        Ok(p)
     }
 
     /// LSTM forward step for `rows` sequences (see kernels/cells.cu).
@@ -885,7 +1149,35 @@ impl<T: DeviceRepr> Arg for T {
 
 #[cfg(test)]
 mod tests {
-    use super::GemmArgs;
+    use super::{GemmArgs, SEQ_SMEM_MAX, SeqPlan};
+
+    #[test]
+    fn sequence_plans_cover_every_unit_and_fit_shared_memory() {
+        for g in [3, 4] {
+            for h in [1, 7, 16, 37, 64, 128, 200, 256, 512, 1024] {
+                for rows in [1, 8, 64, 128] {
+                    let Some(p) = SeqPlan::new(g, h, rows, 132) else {
+                        // up to the largest layer (512 units, 128 sequences) there is a plan
+                        assert!(h > 512, "no plan for g {g} h {h} rows {rows}");
+                        continue;
+                    };
+                    assert!(p.units >= 1 && p.blocks <= 132);
+                    assert!(
+                        p.blocks * p.units >= h && (p.blocks - 1) * p.units < h,
+                        "{p:?} for h {h}"
+                    );
+                    assert!(p.fwd_smem <= SEQ_SMEM_MAX && p.bwd_smem <= SEQ_SMEM_MAX);
+                }
+            }
+        }
+        // the lesson's size: 32 blocks of 4 units
+        assert_eq!(
+            SeqPlan::new(4, 128, 8, 132).map(|p| (p.units, p.blocks)),
+            Some((4, 32))
+        );
+        // a GPU too small for the split
+        assert_eq!(SeqPlan::new(4, 128, 8, 16), None);
+    }
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.
     #[allow(clippy::too_many_arguments)]

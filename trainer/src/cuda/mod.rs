@@ -83,6 +83,9 @@ pub enum CudaError {
     /// A driver call failed.
     #[error("CUDA driver: {0}")]
     Driver(String),
+    /// A setting of the CUDA backend is invalid.
+    #[error("{0}")]
+    Config(String),
     /// A cuBLAS call failed.
     #[error("cuBLAS: {0}")]
     Blas(String),

@@ -31,7 +31,7 @@ pub struct Source {
     pub kernels: &'static [&'static str],
 }
 
-/// Recurrent cells: pointwise forward and backward steps.
+/// Recurrent cells: pointwise steps, and whole sequences in one cooperative launch.
 pub const CELLS: Source = Source {
     name: "cells.cu",
     code: include_str!("kernels/cells.cu"),
@@ -40,6 +40,10 @@ pub const CELLS: Source = Source {
         "lstm_backward",
         "gru_forward",
         "gru_backward",
+        "lstm_forward_seq",
+        "lstm_backward_seq",
+        "gru_forward_seq",
+        "gru_backward_seq",
     ],
 };
 
@@ -67,7 +71,13 @@ pub const LOSS: Source = Source {
 pub const OPTIM: Source = Source {
     name: "optim.cu",
     code: include_str!("kernels/optim.cu"),
-    kernels: &["sumsq_partials", "clip_coef", "adam_step", "rmsprop_step"],
+    kernels: &[
+        "sumsq_partials",
+        "clip_coef",
+        "guard",
+        "adam_step",
+        "rmsprop_step",
+    ],
 };
 
 /// Every kernel source.

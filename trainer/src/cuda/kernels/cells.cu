@@ -1,21 +1,97 @@
-// Pointwise kernels of the recurrent cells: one launch per time step, one
-// thread per (sequence, unit). The product h_{t-1} W_hh^T (forward) and
-// dg W_hh (backward) run in cuBLAS between these launches.
+// The recurrent cells, in two forms that share their arithmetic:
+//
+// * step kernels (lstm_forward, ...): one launch per time step, one thread
+//   per (sequence, unit); the product h_{t-1} W_hh^T (forward) and dg W_hh
+//   (backward) run in cuBLAS between these launches;
+// * sequence kernels (lstm_forward_seq, ...): one cooperative launch for all
+//   time steps. Block k owns units [k*U, k*U + U) and keeps the part of W_hh
+//   those units need in shared memory for the whole sequence; after each
+//   step the blocks meet at a grid-wide barrier, so the recurrence costs one
+//   barrier per step instead of two launches and a cuBLAS call.
 //
 // Layouts, row-major, one row per sequence of the batch (B rows):
 //   xg, hg, gates, dg, dhg: [B, G*H], gate k of unit j at column k*H + j
 //   c, h, tanh_c, hn, dh:   [B, H]
-// Equations, gate orders and the order of every floating-point operation are
-// those of the CPU reference (trainer/src/cpu/mod.rs: lstm_forward,
-// lstm_backward, gru_forward, gru_backward), which follows PyTorch:
-// LSTM gates i,f,g,o; GRU gates r,z,n. The module is compiled with
+//   w_hh:                   [G*H, H] (PyTorch's weight_hh)
+// Equations, gate orders and the order of every floating-point operation of
+// the pointwise part are those of the CPU reference (trainer/src/cpu/mod.rs:
+// lstm_forward, lstm_backward, gru_forward, gru_backward), which follows
+// PyTorch: LSTM gates i,f,g,o; GRU gates r,z,n. The module is compiled with
 // --fmad=false so that a*b+c is rounded twice here as it is on the CPU; only
-// expf/tanhf differ from the CPU's own approximations (a few ulp).
+// expf/tanhf and the summation order of the products differ from the CPU.
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// LSTM forward step: i,f,o = sigmoid(.), g = tanh(.), c = f*c' + i*g,
-// h = o*tanh(c). Pre-activations are xg + (hg + b_hh).
+// ---- the pointwise cells, shared by both forms ---------------------------------
+
+// LSTM forward: i,f,o = sigmoid(.), g = tanh(.), c = f*c' + i*g,
+// h = o*tanh(c), from the four pre-activations. gt points at gate i of this
+// unit in its gates row (gate k at gt[k*h]).
+__device__ __forceinline__ void lstm_point(float pi, float pf, float pg, float po, float c_prev, float* gt, int h,
+                                           float* c_out, float* tanh_c, float* h_out) {
+    float i = sigmoid_f(pi);
+    float f = sigmoid_f(pf);
+    float g = tanhf(pg);
+    float o = sigmoid_f(po);
+    float c = f * c_prev + i * g;
+    float tc = tanhf(c);
+    gt[0] = i;
+    gt[h] = f;
+    gt[2 * h] = g;
+    gt[3 * h] = o;
+    *c_out = c;
+    *tanh_c = tc;
+    *h_out = o * tc;
+}
+
+// LSTM backward: d is the gradient at this step's output (from above plus
+// from the step after), dc_in the cell-state gradient from the step after.
+// Writes the four gate gradients at dg[k*h]; returns the cell-state gradient
+// for the step before.
+__device__ __forceinline__ float lstm_back_point(float d, float dc_in, const float* gt, int h, float c_prev, float tc,
+                                                 float* dg) {
+    float i = gt[0], f = gt[h], g = gt[2 * h], o = gt[3 * h];
+    float dct = dc_in + d * o * (1.0f - tc * tc);
+    dg[0] = dct * g * i * (1.0f - i);
+    dg[h] = dct * c_prev * f * (1.0f - f);
+    dg[2 * h] = dct * i * (1.0f - g * g);
+    dg[3 * h] = d * tc * o * (1.0f - o);
+    return dct * f;
+}
+
+// GRU forward: r,z = sigmoid(.), n = tanh(x_n + r*hn) with hn = W_hn h + b_hn,
+// h = (1-z)*n + z*h'. Returns h.
+__device__ __forceinline__ float gru_point(float pr, float pz, float xn, float hn, float h_prev, float* gt, int h) {
+    float rr = sigmoid_f(pr);
+    float z = sigmoid_f(pz);
+    float n = tanhf(xn + rr * hn);
+    gt[0] = rr;
+    gt[h] = z;
+    gt[2 * h] = n;
+    return (1.0f - z) * n + z * h_prev;
+}
+
+// GRU backward: d as for the LSTM. Input-side gradients dx = [dr, dz, dn],
+// hidden-side dhh = [dr, dz, dn*r]; returns d*z, the direct part of the
+// gradient for the step before (the caller adds dhg W_hh).
+__device__ __forceinline__ float gru_back_point(float d, const float* gt, int h, float h_prev, float hn, float* dx,
+                                                float* dhh) {
+    float rr = gt[0], z = gt[h], n = gt[2 * h];
+    float dan = d * (1.0f - z) * (1.0f - n * n);
+    float dar = dan * hn * rr * (1.0f - rr);
+    float daz = d * (h_prev - n) * z * (1.0f - z);
+    dx[0] = dar;
+    dx[h] = daz;
+    dx[2 * h] = dan;
+    dhh[0] = dar;
+    dhh[h] = daz;
+    dhh[2 * h] = dan * rr;
+    return d * z;
+}
+
+// ---- step kernels ------------------------------------------------------------------
+
+// LSTM forward step. Pre-activations are xg + (hg + b_hh).
 extern "C" __global__ void lstm_forward(const float* __restrict__ xg, const float* __restrict__ hg,
                                         const float* __restrict__ b_hh, float* __restrict__ gates,
                                         const float* __restrict__ c_prev, float* __restrict__ c_out,
@@ -27,20 +103,9 @@ extern "C" __global__ void lstm_forward(const float* __restrict__ xg, const floa
     size_t row = (size_t)r * 4 * h;
     const float* x = xg + row;
     const float* hh = hg + row;
-    float i = sigmoid_f(x[j] + (hh[j] + b_hh[j]));
-    float f = sigmoid_f(x[h + j] + (hh[h + j] + b_hh[h + j]));
-    float g = tanhf(x[2 * h + j] + (hh[2 * h + j] + b_hh[2 * h + j]));
-    float o = sigmoid_f(x[3 * h + j] + (hh[3 * h + j] + b_hh[3 * h + j]));
-    float c = f * c_prev[k] + i * g;
-    float tc = tanhf(c);
-    float* gt = gates + row;
-    gt[j] = i;
-    gt[h + j] = f;
-    gt[2 * h + j] = g;
-    gt[3 * h + j] = o;
-    c_out[k] = c;
-    tanh_c[k] = tc;
-    h_out[k] = o * tc;
+    lstm_point(x[j] + (hh[j] + b_hh[j]), x[h + j] + (hh[h + j] + b_hh[h + j]),
+               x[2 * h + j] + (hh[2 * h + j] + b_hh[2 * h + j]), x[3 * h + j] + (hh[3 * h + j] + b_hh[3 * h + j]),
+               c_prev[k], gates + row + j, h, c_out + k, tanh_c + k, h_out + k);
 }
 
 // LSTM backward step. dh is the gradient arriving at this step's output from
@@ -56,21 +121,10 @@ extern "C" __global__ void lstm_backward(const float* __restrict__ dh, const flo
     int r = k / h;
     int j = k - r * h;
     size_t row = (size_t)r * 4 * h;
-    const float* gt = gates + row;
-    float i = gt[j], f = gt[h + j], g = gt[2 * h + j], o = gt[3 * h + j];
-    float tc = tanh_c[k];
-    float d = dh[k] + dh_next[k];
-    float dct = dc[k] + d * o * (1.0f - tc * tc);
-    float* out = dg + row;
-    out[j] = dct * g * i * (1.0f - i);
-    out[h + j] = dct * c_prev[k] * f * (1.0f - f);
-    out[2 * h + j] = dct * i * (1.0f - g * g);
-    out[3 * h + j] = d * tc * o * (1.0f - o);
-    dc[k] = dct * f;
+    dc[k] = lstm_back_point(dh[k] + dh_next[k], dc[k], gates + row + j, h, c_prev[k], tanh_c[k], dg + row + j);
 }
 
-// GRU forward step: r,z = sigmoid(.), n = tanh(x_n + r*(W_hn h + b_hn)),
-// h = (1-z)*n + z*h'. hn keeps W_hn h + b_hn for the backward pass.
+// GRU forward step. hn keeps W_hn h + b_hn for the backward pass.
 extern "C" __global__ void gru_forward(const float* __restrict__ xg, const float* __restrict__ hg,
                                        const float* __restrict__ b_hh, float* __restrict__ gates,
                                        const float* __restrict__ h_prev, float* __restrict__ hn,
@@ -82,21 +136,14 @@ extern "C" __global__ void gru_forward(const float* __restrict__ xg, const float
     size_t row = (size_t)r * 3 * h;
     const float* x = xg + row;
     const float* hh = hg + row;
-    float rr = sigmoid_f(x[j] + (hh[j] + b_hh[j]));
-    float z = sigmoid_f(x[h + j] + (hh[h + j] + b_hh[h + j]));
     float hnj = hh[2 * h + j] + b_hh[2 * h + j];
-    float n = tanhf(x[2 * h + j] + rr * hnj);
-    float* gt = gates + row;
-    gt[j] = rr;
-    gt[h + j] = z;
-    gt[2 * h + j] = n;
     hn[k] = hnj;
-    h_out[k] = (1.0f - z) * n + z * h_prev[k];
+    h_out[k] = gru_point(x[j] + (hh[j] + b_hh[j]), x[h + j] + (hh[h + j] + b_hh[h + j]), x[2 * h + j], hnj, h_prev[k],
+                         gates + row + j, h);
 }
 
 // GRU backward step. On entry dh_prev holds the gradient from the step after
 // (dh_next); it leaves holding d*z, to which the caller adds dhg W_hh.
-// Input-side gradients dxg = [dr, dz, dn], hidden-side dhg = [dr, dz, dn*r].
 extern "C" __global__ void gru_backward(const float* __restrict__ dh, float* __restrict__ dh_prev,
                                         const float* __restrict__ gates, const float* __restrict__ h_prev,
                                         const float* __restrict__ hn, float* __restrict__ dxg,
@@ -106,19 +153,226 @@ extern "C" __global__ void gru_backward(const float* __restrict__ dh, float* __r
     int r = k / h;
     int j = k - r * h;
     size_t row = (size_t)r * 3 * h;
-    const float* gt = gates + row;
-    float rr = gt[j], z = gt[h + j], n = gt[2 * h + j];
-    float d = dh[k] + dh_prev[k];
-    float dan = d * (1.0f - z) * (1.0f - n * n);
-    float dar = dan * hn[k] * rr * (1.0f - rr);
-    float daz = d * (h_prev[k] - n) * z * (1.0f - z);
-    float* dx = dxg + row;
-    float* dhh = dhg + row;
-    dx[j] = dar;
-    dx[h + j] = daz;
-    dx[2 * h + j] = dan;
-    dhh[j] = dar;
-    dhh[h + j] = daz;
-    dhh[2 * h + j] = dan * rr;
-    dh_prev[k] = d * z;
+    dh_prev[k] = gru_back_point(dh[k] + dh_prev[k], gates + row + j, h, h_prev[k], hn[k], dxg + row + j, dhg + row + j);
+}
+
+// ---- sequence kernels ----------------------------------------------------------------
+//
+// Launched cooperatively (every block resident at once) with blockDim.x a
+// multiple of 32, ceil(H / U) blocks, and the dynamic shared memory that
+// trainer/src/cuda/dev.rs (SeqPlan) computes. `bar` is two zeroed words that
+// the grid barrier leaves zeroed-count behind it, ready for the next launch.
+// Values that other blocks wrote during this launch are read with ld.cg
+// (L2, never a stale L1 line).
+//
+// The CPU simulator (cuda-sim/) supplies its own barrier, shared memory and
+// loads under CHARLM_CUDA_SIM; everything else it runs as written.
+
+#ifdef CHARLM_CUDA_SIM
+void sim_grid_barrier();
+float* sim_dynamic_smem();
+#define grid_barrier(bar) sim_grid_barrier()
+#define dynamic_smem() sim_dynamic_smem()
+#define load_cg(p) (*(p))
+#else
+__device__ __forceinline__ float* dynamic_smem() {
+    extern __shared__ float charlm_smem[];
+    return charlm_smem;
+}
+
+__device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
+
+// Every thread of the grid waits here until all have arrived; what any of
+// them wrote before is visible to all after. bar[0] counts arrivals, bar[1]
+// is the generation, which the last block to arrive advances.
+__device__ void grid_barrier(unsigned* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned* gen = bar + 1;
+        unsigned seen = *gen;
+        __threadfence();
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+            atomicExch(bar, 0u);
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == seen) {
+            }
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+#endif
+
+// Row stride of a weight slice in shared memory: odd, so that the threads
+// of a warp, reading consecutive rows at the same column, hit 32 different
+// banks.
+__device__ __forceinline__ int odd_stride(int len) { return len | 1; }
+
+// out[o] = sum_k a(o)[k] * b(o)[k] for o < total, with `lanes` consecutive
+// threads (a power of two dividing 32) per output and a shuffle tree to
+// combine them. Every thread of the block runs the same number of rounds,
+// so the shuffles always have the whole warp.
+template <typename Dot, typename Put>
+__device__ __forceinline__ void dots(int total, int len, Dot dot, Put put) {
+    int groups_wanted = total > 0 ? total : 1;
+    int lanes = blockDim.x / groups_wanted;
+    lanes = lanes >= 32 ? 32 : lanes >= 16 ? 16 : lanes >= 8 ? 8 : lanes >= 4 ? 4 : lanes >= 2 ? 2 : 1;
+    int lane = threadIdx.x % lanes, group = threadIdx.x / lanes, groups = blockDim.x / lanes;
+    int rounds = (total + groups - 1) / groups;
+    for (int round = 0; round < rounds; ++round) {
+        int o = round * groups + group;
+        float acc = 0.0f;
+        if (o < total) {
+            for (int k = lane; k < len; k += lanes) acc += dot(o, k);
+        }
+        for (int m = lanes / 2; m > 0; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
+        if (o < total && lane == 0) put(o, acc);
+    }
+}
+
+// Forward, G gates: per step, hgs[r][q*un + jj] = h_{t-1}[r] . W_hh[q*H + u0 + jj]
+// for this block's un units, then the cell.
+template <int G>
+__device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
+                                            const float* __restrict__ xg, float* __restrict__ gates,
+                                            float* __restrict__ h, float* __restrict__ c, float* __restrict__ aux,
+                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
+    float* sm = dynamic_smem();
+    int u0 = blockIdx.x * units;
+    int un = hd - u0 < units ? hd - u0 : units;
+    int gu = G * un;
+    int s = odd_stride(hd);
+    float* w = sm;                   // [G*units][s]: row q*un + jj is W_hh row q*H + u0 + jj
+    float* hgs = sm + G * units * s;  // [rows][G*units]
+    for (int i = threadIdx.x; i < gu * hd; i += blockDim.x) {
+        int lr = i / hd, k = i - lr * hd;
+        int q = lr / un, jj = lr - q * un;
+        w[lr * s + k] = w_hh[(size_t)(q * hd + u0 + jj) * hd + k];
+    }
+    __syncthreads();
+    size_t bh = (size_t)rows * hd;
+    for (int t = 0; t < steps; ++t) {
+        const float* hp = h + t * bh;
+        dots(
+            rows * gu, hd, [&](int o, int k) { return w[(o % gu) * s + k] * load_cg(hp + (size_t)(o / gu) * hd + k); },
+            [&](int o, float v) { hgs[o] = v; });
+        __syncthreads();
+        for (int o = threadIdx.x; o < rows * un; o += blockDim.x) {
+            int r = o / un, jj = o - r * un, j = u0 + jj;
+            size_t k = (size_t)r * hd + j;
+            size_t row = ((size_t)t * rows + r) * G * hd;
+            const float* x = xg + row;
+            const float* hh = hgs + r * gu;
+            if (G == 4) {
+                lstm_point(x[j] + (hh[jj] + b_hh[j]), x[hd + j] + (hh[un + jj] + b_hh[hd + j]),
+                           x[2 * hd + j] + (hh[2 * un + jj] + b_hh[2 * hd + j]),
+                           x[3 * hd + j] + (hh[3 * un + jj] + b_hh[3 * hd + j]), c[t * bh + k], gates + row + j, hd,
+                           c + (t + 1) * bh + k, aux + t * bh + k, h + (t + 1) * bh + k);
+            } else {
+                float hnj = hh[2 * un + jj] + b_hh[2 * hd + j];
+                aux[t * bh + k] = hnj;
+                h[(t + 1) * bh + k] = gru_point(x[j] + (hh[jj] + b_hh[j]), x[hd + j] + (hh[un + jj] + b_hh[hd + j]),
+                                                x[2 * hd + j], hnj, h[t * bh + k], gates + row + j, hd);
+            }
+        }
+        if (t + 1 < steps) grid_barrier(bar);
+    }
+}
+
+// All steps of an LSTM layer's forward pass: h and c hold the initial state
+// in their first B rows; writes gates, c, tanh_c and h for steps 1..T.
+extern "C" __global__ void lstm_forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
+                                            const float* __restrict__ xg, float* __restrict__ gates,
+                                            float* __restrict__ h, float* __restrict__ c, float* __restrict__ tanh_c,
+                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
+    forward_seq<4>(w_hh, b_hh, xg, gates, h, c, tanh_c, bar, steps, rows, hd, units);
+}
+
+// All steps of a GRU layer's forward pass (hn as gru_forward's).
+extern "C" __global__ void gru_forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
+                                           const float* __restrict__ xg, float* __restrict__ gates,
+                                           float* __restrict__ h, float* __restrict__ hn, unsigned* __restrict__ bar,
+                                           int steps, int rows, int hd, int units) {
+    forward_seq<3>(w_hh, b_hh, xg, gates, h, nullptr, hn, bar, steps, rows, hd, units);
+}
+
+// Backward, G gates, steps T-1 down to 0: the cell for this block's units
+// (their gradient from the step after is kept in shared memory), a grid
+// barrier, then that gradient for the next step down, dhh_t . W_hh[:, u0 + jj]
+// over all G*H gate rows (plus d*z for the GRU).
+template <int G>
+__device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, const float* __restrict__ dh,
+                                             const float* __restrict__ gates, const float* __restrict__ state,
+                                             const float* __restrict__ aux, float* __restrict__ dxg,
+                                             float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
+                                             int hd, int units) {
+    float* sm = dynamic_smem();
+    int u0 = blockIdx.x * units;
+    int un = hd - u0 < units ? hd - u0 : units;
+    int gh = G * hd;
+    int s = odd_stride(gh);
+    float* wt = sm;                     // [units][s]: wt[jj*s + gr] = W_hh[gr][u0 + jj]
+    float* dnext = wt + units * s;      // [rows][units]: gradient from the step after
+    float* carry = dnext + rows * units;  // [rows][units]: LSTM dc; GRU d*z
+    for (int i = threadIdx.x; i < gh * un; i += blockDim.x) {
+        int gr = i / un, jj = i - gr * un;
+        wt[jj * s + gr] = w_hh[(size_t)gr * hd + u0 + jj];
+    }
+    for (int i = threadIdx.x; i < rows * units; i += blockDim.x) {
+        dnext[i] = 0.0f;
+        carry[i] = 0.0f;
+    }
+    __syncthreads();
+    size_t bh = (size_t)rows * hd;
+    for (int t = steps - 1; t >= 0; --t) {
+        for (int o = threadIdx.x; o < rows * un; o += blockDim.x) {
+            int r = o / un, jj = o - r * un, j = u0 + jj;
+            size_t k = (size_t)r * hd + j;
+            size_t row = ((size_t)t * rows + r) * gh;
+            int m = r * units + jj;
+            float d = dh[t * bh + k] + dnext[m];
+            if (G == 4) {
+                // state = c: c_prev of step t is row t; aux = tanh(c)
+                carry[m] = lstm_back_point(d, carry[m], gates + row + j, hd, state[t * bh + k], aux[t * bh + k],
+                                           dxg + row + j);
+            } else {
+                // state = h: h_prev of step t is row t; aux = hn
+                carry[m] = gru_back_point(d, gates + row + j, hd, state[t * bh + k], aux[t * bh + k], dxg + row + j,
+                                          dhg + row + j);
+            }
+        }
+        if (t == 0) break;  // every block stops at the same step
+        grid_barrier(bar);
+        const float* src = (G == 4 ? dxg : dhg) + (size_t)t * rows * gh;
+        dots(
+            rows * un, gh,
+            [&](int o, int gr) { return load_cg(src + (size_t)(o / un) * gh + gr) * wt[(o % un) * s + gr]; },
+            [&](int o, float v) {
+                int m = (o / un) * units + o % un;
+                dnext[m] = G == 4 ? v : v + carry[m];
+            });
+        __syncthreads();
+    }
+}
+
+// All steps of an LSTM layer's backward pass: dh is the gradient from above
+// at every step, c the cell states (initial first), tanh_c as saved
+// forward; writes the gate gradients dg of every step.
+extern "C" __global__ void lstm_backward_seq(const float* __restrict__ w_hh, const float* __restrict__ dh,
+                                             const float* __restrict__ gates, const float* __restrict__ c,
+                                             const float* __restrict__ tanh_c, float* __restrict__ dg,
+                                             unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
+    backward_seq<4>(w_hh, dh, gates, c, tanh_c, dg, nullptr, bar, steps, rows, hd, units);
+}
+
+// All steps of a GRU layer's backward pass: h the hidden states (initial
+// first), hn as saved forward; writes dxg and dhg of every step.
+extern "C" __global__ void gru_backward_seq(const float* __restrict__ w_hh, const float* __restrict__ dh,
+                                            const float* __restrict__ gates, const float* __restrict__ h,
+                                            const float* __restrict__ hn, float* __restrict__ dxg,
+                                            float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
+                                            int hd, int units) {
+    backward_seq<3>(w_hh, dh, gates, h, hn, dxg, dhg, bar, steps, rows, hd, units);
 }
