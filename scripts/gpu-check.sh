@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The CUDA backend's checks on a real GPU, in one call (about 3 minutes,
-# under 5): parity with the CPU reference, then training speed against
-# PyTorch + cuDNN. For a machine with a GPU, python3 + torch, and neither
+# The CUDA backend's checks on a real GPU, in one call (about 3 to 4
+# minutes, under 5): parity with the CPU reference for both forms of the
+# recurrence, a short `charlm train --device cuda` and `generate`, then
+# training speed of both forms against PyTorch + cuDNN. For a machine with a GPU, python3 + torch, and neither
 # a Rust toolchain nor a network. Build here, carry, run there:
 #
 #   cargo build --release -p charlm-trainer       # here: target/release/charlm
@@ -14,15 +15,25 @@
 # $OUT/gpu-check.txt as well.
 #
 # Options (environment): CHARLM=path of the binary; SECONDS_PER_CONFIG
-# (default 8); SKIP_TORCH=1 to time charlm only.
+# (default 6); CONFIGS (default all: titles8,titles64,text256,big);
+# SKIP_TORCH=1 to time charlm only; NVRTC_LIB, CUBLAS_LIB: paths of the
+# libraries to use instead of searching; QUICK=1: tiny sizes, for a dry run
+# of this script on the CPU simulator (scripts/gpu-check-on-sim.sh).
 #
-# Exit status: 0 when parity passed (speed is reported, not judged), 1 when
-# parity failed, 2 when something needed is missing.
+# Exit status: 0 when parity and the end-to-end run passed (speed is
+# reported, not judged), 1 when either failed, 2 when something needed is
+# missing.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BIN="${CHARLM:-target/release/charlm}"
-SECS="${SECONDS_PER_CONFIG:-8}"
+SECS="${SECONDS_PER_CONFIG:-6}"
+CONFIGS="${CONFIGS:-all}"
+if [ "${QUICK:-0}" = 1 ]; then
+    PARITY_ARGS=(--steps 3 --hidden 16); BIG_ARGS=(--steps 2 --hidden 40); E2E_ARGS=(--hidden 16 --seq-len 20 --max-steps 10)
+else
+    PARITY_ARGS=(--steps 200); BIG_ARGS=(--steps 50 --hidden 200); E2E_ARGS=(--hidden 128 --seq-len 100 --max-steps 300)
+fi
 LOG="${OUT:-}"
 [ -n "$LOG" ] && LOG="$LOG/gpu-check.txt" && : > "$LOG"
 
@@ -68,7 +79,11 @@ LINKS="$(mktemp -d "${TMPDIR:-/tmp}/charlm-cudalibs.XXXXXX")"
 trap 'rm -rf "$LINKS"' EXIT
 EXTRA=""
 for lib in libnvrtc libcublas; do
-    f="$(find_lib "$lib")"
+    case "$lib" in
+        libnvrtc) f="${NVRTC_LIB:-}" ;;
+        libcublas) f="${CUBLAS_LIB:-}" ;;
+    esac
+    [ -n "$f" ] || f="$(find_lib "$lib")"
     if [ -z "$f" ]; then
         echo "gpu-check: $lib.so not found (system, torch's nvidia wheels, .cache/nvrtc)" >&2
         exit 2
@@ -86,25 +101,45 @@ fi
 say "charlm: $("$BIN" --version)"
 
 # --- parity ---------------------------------------------------------------
-say "== parity: CUDA against the CPU reference"
-run_logged timeout 150 "$BIN" bench parity --device cuda --steps 200
-PARITY=$?  # pipefail: the command's status, not tee's
+# Both forms of the recurrence (CHARLM_CUDA_RECURRENCE): the sequence kernels
+# (one cooperative launch per layer and pass) and the stepwise one (cuBLAS
+# and a cell kernel per step); then the sequence kernels at a size where each
+# block holds several units (200 = 29 blocks of 7, the last with 4).
+PARITY=0
+for mode in persistent stepwise; do
+    say "== parity: CUDA ($mode recurrence) against the CPU reference"
+    CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 120 "$BIN" bench parity --device cuda "${PARITY_ARGS[@]}" || PARITY=1
+done
+say "== parity: persistent recurrence, hidden 200"
+CHARLM_CUDA_RECURRENCE=persistent run_logged timeout 90 "$BIN" bench parity --device cuda "${BIG_ARGS[@]}" || PARITY=1
+
+# --- end to end -------------------------------------------------------------
+say "== charlm train --device cuda --batch 8 ${E2E_ARGS[*]}, then generate from its model"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/charlm-gpucheck.XXXXXX")"
+trap 'rm -rf "$LINKS" "$WORK"' EXIT
+if run_logged timeout 90 "$BIN" train --device cuda --batch 8 "${E2E_ARGS[@]}" --out "$WORK/run" \
+    && run_logged timeout 30 "$BIN" generate --model "$WORK/run/model.clm" --prompt "ROMEO:" --max-chars 120; then
+    say "end to end: passed"
+else
+    say "end to end: FAILED"
+    PARITY=1
+fi
 
 # --- speed ----------------------------------------------------------------
 say "== speed: training characters per second, $SECS s per configuration"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/charlm-gpucheck.XXXXXX")"
-trap 'rm -rf "$LINKS" "$WORK"' EXIT
-run_logged timeout 120 "$BIN" bench gpu --device cuda --config all --seconds "$SECS" > "$WORK/charlm.txt"
-cat "$WORK/charlm.txt"
+for mode in persistent stepwise; do
+    CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" > "$WORK/charlm-$mode.txt"
+    cat "$WORK/charlm-$mode.txt"
+done
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ -n "$PY" ]; then
-    run_logged timeout 150 "$PY" scripts/torch_train_gpu.py --config all --seconds "$SECS" > "$WORK/torch.txt"
+    run_logged timeout 120 "$PY" scripts/torch_train_gpu.py --config "$CONFIGS" --seconds "$SECS" > "$WORK/torch.txt"
     cat "$WORK/torch.txt"
 else
     : > "$WORK/torch.txt"
 fi
 say ""
 if [ -n "$PY" ]; then
-    run_logged "$PY" scripts/gpu_table.py "$WORK/charlm.txt" "$WORK/torch.txt" "$SECS"
+    run_logged "$PY" scripts/gpu_table.py "$WORK/charlm-persistent.txt" "$WORK/charlm-stepwise.txt" "$WORK/torch.txt" "$SECS"
 fi
-if [ "$PARITY" = 0 ]; then say "gpu-check: parity passed"; else say "gpu-check: PARITY FAILED (status $PARITY)"; fi
+if [ "$PARITY" = 0 ]; then say "gpu-check: parity passed"; else say "gpu-check: PARITY FAILED"; fi
 exit $(( PARITY == 0 ? 0 : 1 ))

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Joins the RESULT lines of `charlm bench gpu` and scripts/torch_train_gpu.py
-into the Markdown table docs/BENCHMARKS.md keeps (scripts/gpu-check.sh).
+"""Joins the RESULT lines of `charlm bench gpu` (once with the sequence
+kernels, once stepwise) and scripts/torch_train_gpu.py into the Markdown
+table docs/BENCHMARKS.md keeps (scripts/gpu-check.sh).
 
-    python3 scripts/gpu_table.py charlm.txt torch.txt SECONDS
+    python3 scripts/gpu_table.py persistent.txt stepwise.txt torch.txt SECONDS
+
+The ratio is the better of the two forms against PyTorch; `auto` (the
+default) picks the sequence kernels up to batch * hidden = 64 * 256.
 """
 import datetime
 import re
@@ -29,20 +33,22 @@ def results(path):
 
 def main():
     c, ch = results(sys.argv[1])
-    t, th = results(sys.argv[2])
-    secs = sys.argv[3] if len(sys.argv) > 3 else "?"
+    w, _ = results(sys.argv[2])
+    t, th = results(sys.argv[3])
+    secs = sys.argv[4] if len(sys.argv) > 4 else "?"
     gpu = next((h[4:] for h in th if h.startswith("GPU ")), None)
     dev = next((h for h in ch if h.startswith("charlm bench gpu:")), "charlm: ?")
     print(f"{datetime.date.today().isoformat()}, {gpu or dev}; {dev}; {' '.join(h for h in th if h.startswith('torch '))}")
     print(f"fp32 (TF32 off), RMSprop lr 1e-3, {secs} s per configuration, command: bash scripts/gpu-check.sh")
     print()
-    print("| configuration | PyTorch + cuDNN chars/s | charlm chars/s | ratio | target |")
-    print("|---|---:|---:|---:|---:|")
+    print("| configuration | PyTorch + cuDNN chars/s | charlm, sequence kernels | charlm, stepwise | best ratio | target |")
+    print("|---|---:|---:|---:|---:|---:|")
+    fmt = lambda x: f"{x:,.0f}" if x else "-"
     for name, what, target in ROWS:
-        cv, tv = c.get(name), t.get(name)
-        ratio = f"{cv / tv:.2f}x" if cv and tv else "-"
-        fmt = lambda x: f"{x:,.0f}" if x else "-"
-        print(f"| {what} | {fmt(tv)} | {fmt(cv)} | {ratio} | {target:g}x |")
+        cv, wv, tv = c.get(name), w.get(name), t.get(name)
+        best = max(cv or 0, wv or 0)
+        ratio = f"{best / tv:.2f}x" if best and tv else "-"
+        print(f"| {what} | {fmt(tv)} | {fmt(cv)} | {fmt(wv)} | {ratio} | {target:g}x |")
 
 
 if __name__ == "__main__":
