@@ -33,11 +33,11 @@ def results(path):
 
 def main():
     c, ch = results(sys.argv[1])
-    w, _ = results(sys.argv[2])
+    w, wh = results(sys.argv[2])
     t, th = results(sys.argv[3])
     secs = sys.argv[4] if len(sys.argv) > 4 else "?"
     gpu = next((h[4:] for h in th if h.startswith("GPU ")), None)
-    dev = next((h for h in ch if h.startswith("charlm bench gpu:")), "charlm: ?")
+    dev = next((h for h in ch + wh if h.startswith("charlm bench gpu:")), "charlm: ?")
     print(f"{datetime.date.today().isoformat()}, {gpu or dev}; {dev}; {' '.join(h for h in th if h.startswith('torch '))}")
     print(f"fp32 (TF32 off), RMSprop lr 1e-3, {secs} s per configuration, command: bash scripts/gpu-check.sh")
     print()

@@ -184,7 +184,10 @@ __device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
 
 // Every thread of the grid waits here until all have arrived; what any of
 // them wrote before is visible to all after. bar[0] counts arrivals, bar[1]
-// is the generation, which the last block to arrive advances.
+// is the generation, which the last block to arrive advances. A wait of
+// more than 2^26 polls (seconds; a step takes microseconds) means a block
+// is not running at all: the kernel traps, and the host gets an error
+// instead of a hung GPU.
 __device__ void grid_barrier(unsigned* bar) {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -196,7 +199,9 @@ __device__ void grid_barrier(unsigned* bar) {
             __threadfence();
             atomicAdd(bar + 1, 1u);
         } else {
+            unsigned polls = 0;
             while (*gen == seen) {
+                if (++polls == (1u << 26)) __trap();
             }
         }
         __threadfence();
