@@ -402,7 +402,11 @@ CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
         case 76: *v = 0; break;    // minor
         case 16: *v = 132; break;  // multiprocessors (as an H100 SXM)
         case 95: *v = 1; break;    // cooperative launch
-        case 8: *v = 49152; break; // shared memory per block
+        case 8: {  // shared memory per block; CHARLM_CUDA_SIM_SMEM_PER_BLOCK narrows it (tests of other plans)
+            const char* e = getenv("CHARLM_CUDA_SIM_SMEM_PER_BLOCK");
+            *v = e && *e ? atoi(e) : 49152;
+            break;
+        }
         case 115: *v = 0; break;   // memory pools: no, so cudarc uses cuMemAlloc
         case 1: *v = 1024; break;  // max threads per block
         default: *v = 0; break;

@@ -19,12 +19,14 @@ fn sim_path() -> String {
 }
 
 /// `charlm` on the simulator, with the recurrence `auto`, `persistent`
-/// (one cooperative launch per layer and pass) or `stepwise`.
-fn charlm_with(recurrence: &str, args: &[&str]) -> Output {
+/// (one cooperative launch per layer and pass) or `stepwise`, and more
+/// environment.
+fn charlm_env(recurrence: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_charlm"))
         .args(args)
         .env("LD_LIBRARY_PATH", sim_path())
         .env("CHARLM_CUDA_RECURRENCE", recurrence)
+        .envs(env.iter().copied())
         .output()
         .expect("running charlm")
 }
@@ -33,7 +35,7 @@ fn charlm_with(recurrence: &str, args: &[&str]) -> Output {
 /// to simulate (the sequence kernels run every thread of the grid as a
 /// fiber); the parity test covers both.
 fn charlm(args: &[&str]) -> Output {
-    charlm_with("stepwise", args)
+    charlm_env("stepwise", &[], args)
 }
 
 fn text(o: &Output) -> String {
@@ -50,17 +52,27 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
         return;
     }
     // stepwise, 16: every warp and block partly idle; persistent, 37: 19
-    // blocks of 2 units, the last with 1, and no size a multiple of 8 or 32
-    // (fewer steps: the sequence kernels are slow to simulate).
-    for (recurrence, hidden, steps) in [("stepwise", "16", "30"), ("persistent", "37", "5")] {
-        let o = charlm_with(
+    // blocks of 2 units, the last with 1, and no size a multiple of 8 or 32,
+    // with each step's inputs staged in shared memory and, with 4 KiB of
+    // shared memory per block, read from L2 (fewer steps: the sequence
+    // kernels are slow to simulate).
+    let cases = [
+        ("stepwise", "16", "30", "49152"),
+        ("persistent", "37", "4", "49152"),
+        ("persistent", "37", "2", "4096"),
+    ];
+    for (recurrence, hidden, steps, smem) in cases {
+        let env = [("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem)];
+        let o = charlm_env(
             recurrence,
+            &env,
             &[
                 "bench", "parity", "--device", "cuda", "--steps", steps, "--hidden", hidden,
             ],
         );
         let out = text(&o);
-        assert!(o.status.success(), "{recurrence}, hidden {hidden}:\n{out}");
+        let case = format!("{recurrence}, hidden {hidden}, {smem} bytes of shared memory");
+        assert!(o.status.success(), "{case}:\n{out}");
         let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
         assert!(
             out.contains(&device),
@@ -68,7 +80,7 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
         );
         assert!(
             out.contains("parity: all 18 checks passed"),
-            "{recurrence}, hidden {hidden}:\n{out}"
+            "{case}:\n{out}"
         );
     }
 }

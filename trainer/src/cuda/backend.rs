@@ -70,18 +70,16 @@ struct Acts {
 /// `persistent` or `stepwise`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recurrence {
-    /// Sequence kernels where they are expected to win: a plan fits and the
-    /// step is small (`rows * hidden <= AUTO_PERSISTENT_MAX`), where launch
-    /// latency, not arithmetic, bounds the stepwise form.
+    /// Sequence kernels where they are expected to win: when a staged plan
+    /// fits (each step's inputs from other blocks copied into shared
+    /// memory, which needs a small batch), as at the lesson's sizes, where
+    /// launch latency rather than arithmetic bounds the stepwise form.
     Auto,
     /// Sequence kernels whenever a plan fits the GPU.
     Persistent,
     /// Per step one cuBLAS product and one cell kernel.
     Stepwise,
 }
-
-/// `rows * hidden` up to which [`Recurrence::Auto`] takes the sequence kernels.
-pub const AUTO_PERSISTENT_MAX: usize = 64 * 256;
 
 impl Recurrence {
     /// From `CHARLM_CUDA_RECURRENCE` (unset: auto).
@@ -470,15 +468,17 @@ impl Cuda {
     fn seq_plan(&self, rows: usize) -> Option<SeqPlan> {
         let arch = self.layout.arch;
         let h = arch.hidden as usize;
-        let wanted = match self.recurrence {
-            Recurrence::Stepwise => false,
-            Recurrence::Persistent => true,
-            Recurrence::Auto => rows * h <= AUTO_PERSISTENT_MAX,
-        };
-        if !wanted || !self.dev.cooperative {
+        if self.recurrence == Recurrence::Stepwise || !self.dev.cooperative {
             return None;
         }
-        SeqPlan::new(arch.cell.gates(), h, rows, self.dev.sms)
+        let plan = SeqPlan::new(
+            arch.cell.gates(),
+            h,
+            rows,
+            self.dev.sms,
+            self.dev.smem_per_block,
+        )?;
+        (plan.staged || self.recurrence == Recurrence::Persistent).then_some(plan)
     }
 
     /// Buffers for `n` rows of `b` sequences, grown when needed.

@@ -121,52 +121,66 @@ pub const NORM_BLOCKS: usize = 240;
 
 /// Threads per block of the sequence kernels (a multiple of 32).
 const SEQ_THREADS: u32 = 256;
-/// Dynamic shared memory a block may use without opting in to more.
+/// Dynamic shared memory a block may use without opting in to more (the
+/// device may report less).
 const SEQ_SMEM_MAX: usize = 48 * 1024;
 /// About this many blocks share a layer's units: fewer make each step's
 /// grid barrier cheaper, more spread the products over more multiprocessors.
 const SEQ_BLOCKS: usize = 32;
 
 /// How the sequence kernels (`*_seq` in kernels/cells.cu) split one layer:
-/// `units` hidden units per block, `blocks` blocks, and the shared memory
-/// each block needs forward and backward.
+/// `units` hidden units per block, `blocks` blocks, whether each step's
+/// inputs from other blocks are staged in shared memory, and the shared
+/// memory each block needs forward and backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqPlan {
     /// Hidden units per block (the last block may have fewer).
     pub units: usize,
     /// Blocks: `ceil(h / units)`.
     pub blocks: usize,
+    /// Whether `h_{t-1}` (forward) and the step's gate gradients (backward)
+    /// are copied into shared memory before the products read them: one
+    /// round trip to L2 per step instead of one per product term.
+    pub staged: bool,
     fwd_smem: usize,
     bwd_smem: usize,
 }
 
 impl SeqPlan {
     /// A plan for `g` gates, `h` hidden units and `rows` sequences on a GPU
-    /// with `sms` multiprocessors: about [`SEQ_BLOCKS`] blocks, more when a
-    /// block's slice of `W_hh` would not fit its shared memory, and never
+    /// with `sms` multiprocessors and `smem` bytes of shared memory per block
+    /// (at most [`SEQ_SMEM_MAX`] is used): about [`SEQ_BLOCKS`] blocks, more
+    /// when a block's slice of `W_hh` would not fit its shared memory, and never
     /// more blocks than multiprocessors, so that a cooperative launch always
-    /// fits. `None` when no split fits.
-    pub fn new(g: usize, h: usize, rows: usize, sms: usize) -> Option<SeqPlan> {
+    /// fits. A staged plan if one fits, else an unstaged one; `None` when
+    /// no split fits.
+    pub fn new(g: usize, h: usize, rows: usize, sms: usize, smem: usize) -> Option<SeqPlan> {
         if h == 0 || rows == 0 {
             return None;
         }
-        for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
-            let blocks = h.div_ceil(units);
-            if blocks > sms {
-                return None;
-            }
-            // floats, as kernels/cells.cu lays them out: forward the W_hh rows
-            // (odd stride) and one step's products; backward the W_hh columns
-            // (odd stride) and two [rows, units] carries
-            let fwd = 4 * (g * units * (h | 1) + rows * g * units);
-            let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units);
-            if fwd <= SEQ_SMEM_MAX && bwd <= SEQ_SMEM_MAX {
-                return Some(SeqPlan {
-                    units,
-                    blocks,
-                    fwd_smem: fwd,
-                    bwd_smem: bwd,
-                });
+        let smem = smem.min(SEQ_SMEM_MAX);
+        for staged in [true, false] {
+            for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
+                let blocks = h.div_ceil(units);
+                if blocks > sms {
+                    break;
+                }
+                // floats, as kernels/cells.cu lays them out: forward the W_hh
+                // rows (odd stride), one step's products and, staged, h_{t-1};
+                // backward the W_hh columns (odd stride), two [rows, units]
+                // carries and, staged, one step's [rows, g*h] gate gradients
+                let stage = |n: usize| if staged { n } else { 0 };
+                let fwd = 4 * (g * units * (h | 1) + rows * g * units + stage(rows * h));
+                let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units + stage(rows * g * h));
+                if fwd <= smem && bwd <= smem {
+                    return Some(SeqPlan {
+                        units,
+                        blocks,
+                        staged,
+                        fwd_smem: fwd,
+                        bwd_smem: bwd,
+                    });
+                }
             }
         }
         None
@@ -249,6 +263,8 @@ pub struct Dev {
     pub sms: usize,
     /// Whether the device takes cooperative launches.
     pub cooperative: bool,
+    /// Shared memory per block, bytes.
+    pub smem_per_block: usize,
 }
 
 impl Dev {
@@ -269,6 +285,9 @@ impl Dev {
             .attribute(A::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
             .max(0) as usize;
         let cooperative = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? == 1;
+        let smem_per_block = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?
+            .max(0) as usize;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
         // Plain FP32 products (no TF32): the CPU reference computes in f32.
@@ -312,6 +331,7 @@ impl Dev {
         Ok(Dev {
             sms,
             cooperative,
+            smem_per_block,
             stream,
             blas,
             k,
@@ -579,13 +599,19 @@ impl Dev {
             tanh_c.need(n, "tanh_c"),
         ];
         let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let (t, r, hh, u, sg) = (
+            int(steps),
+            int(rows),
+            int(h),
+            int(plan.units),
+            plan.staged as i32,
+        );
         let cfg = plan.config(plan.fwd_smem);
         self.launch_cooperative(
             &self.k.lstm_forward_seq,
             cfg,
             &[
-                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &st[2], &br, &t, &r, &hh, &u,
+                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &st[2], &br, &t, &r, &hh, &u, &sg,
             ],
         )
     }
@@ -616,13 +642,19 @@ impl Dev {
         ];
         let st = [hs.need(n + rows * h, "h"), hn.need(n, "hn")];
         let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let (t, r, hh, u, sg) = (
+            int(steps),
+            int(rows),
+            int(h),
+            int(plan.units),
+            plan.staged as i32,
+        );
         let cfg = plan.config(plan.fwd_smem);
         self.launch_cooperative(
             &self.k.gru_forward_seq,
             cfg,
             &[
-                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &br, &t, &r, &hh, &u,
+                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &br, &t, &r, &hh, &u, &sg,
             ],
         )
     }
@@ -655,13 +687,19 @@ impl Dev {
             dg.need(g, "dg"),
         ];
         let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let (t, r, hh, u, sg) = (
+            int(steps),
+            int(rows),
+            int(h),
+            int(plan.units),
+            plan.staged as i32,
+        );
         let cfg = plan.config(plan.bwd_smem);
         self.launch_cooperative(
             &self.k.lstm_backward_seq,
             cfg,
             &[
-                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &br, &t, &r, &hh, &u,
+                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &br, &t, &r, &hh, &u, &sg,
             ],
         )
     }
@@ -695,13 +733,19 @@ impl Dev {
             dhg.need(g, "dhg"),
         ];
         let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u) = (int(steps), int(rows), int(h), int(plan.units));
+        let (t, r, hh, u, sg) = (
+            int(steps),
+            int(rows),
+            int(h),
+            int(plan.units),
+            plan.staged as i32,
+        );
         let cfg = plan.config(plan.bwd_smem);
         self.launch_cooperative(
             &self.k.gru_backward_seq,
             cfg,
             &[
-                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &br, &t, &r, &hh, &u,
+                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &br, &t, &r, &hh, &u, &sg,
             ],
         )
     }
@@ -1156,7 +1200,7 @@ mod tests {
         for g in [3, 4] {
             for h in [1, 7, 16, 37, 64, 128, 200, 256, 512, 1024] {
                 for rows in [1, 8, 64, 128] {
-                    let Some(p) = SeqPlan::new(g, h, rows, 132) else {
+                    let Some(p) = SeqPlan::new(g, h, rows, 132, 48 * 1024) else {
                         // up to the largest layer (512 units, 128 sequences) there is a plan
                         assert!(h > 512, "no plan for g {g} h {h} rows {rows}");
                         continue;
@@ -1170,13 +1214,17 @@ mod tests {
                 }
             }
         }
-        // the lesson's size: 32 blocks of 4 units
-        assert_eq!(
-            SeqPlan::new(4, 128, 8, 132).map(|p| (p.units, p.blocks)),
-            Some((4, 32))
-        );
+        let plan = |g, h, rows, sms, smem| {
+            SeqPlan::new(g, h, rows, sms, smem).map(|p| (p.units, p.blocks, p.staged))
+        };
+        // the lesson's size: 32 blocks of 4 units, staged
+        assert_eq!(plan(4, 128, 8, 132, 48 * 1024), Some((4, 32, true)));
+        // batch 64: a step's gate gradients (128 KiB) cannot be staged
+        assert_eq!(plan(4, 128, 64, 132, 48 * 1024), Some((4, 32, false)));
+        // less shared memory: more blocks, then unstaged
+        assert_eq!(plan(4, 37, 8, 132, 4096), Some((2, 19, false)));
         // a GPU too small for the split
-        assert_eq!(SeqPlan::new(4, 128, 8, 16), None);
+        assert_eq!(plan(4, 128, 8, 16, 48 * 1024), None);
     }
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.

@@ -237,20 +237,31 @@ __device__ __forceinline__ void dots(int total, int len, Dot dot, Put put) {
     }
 }
 
+// Copies n floats that other blocks wrote (through L2) into shared memory,
+// so that the products read each one from there instead of from L2, once
+// per use.
+__device__ __forceinline__ void stage(float* __restrict__ dst, const float* src, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = load_cg(src + i);
+    __syncthreads();
+}
+
 // Forward, G gates: per step, hgs[r][q*un + jj] = h_{t-1}[r] . W_hh[q*H + u0 + jj]
-// for this block's un units, then the cell.
+// for this block's un units, then the cell. With `staged`, h_{t-1} is first
+// copied into shared memory (when the plan had room for it).
 template <int G>
 __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
                                             const float* __restrict__ xg, float* __restrict__ gates,
                                             float* __restrict__ h, float* __restrict__ c, float* __restrict__ aux,
-                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
+                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
+                                            int staged) {
     float* sm = dynamic_smem();
     int u0 = blockIdx.x * units;
     int un = hd - u0 < units ? hd - u0 : units;
     int gu = G * un;
     int s = odd_stride(hd);
-    float* w = sm;                   // [G*units][s]: row q*un + jj is W_hh row q*H + u0 + jj
-    float* hgs = sm + G * units * s;  // [rows][G*units]
+    float* w = sm;                        // [G*units][s]: row q*un + jj is W_hh row q*H + u0 + jj
+    float* hgs = sm + G * units * s;      // [rows][G*units]
+    float* hst = hgs + rows * G * units;  // [rows][H]: h_{t-1}, when staged
     for (int i = threadIdx.x; i < gu * hd; i += blockDim.x) {
         int lr = i / hd, k = i - lr * hd;
         int q = lr / un, jj = lr - q * un;
@@ -260,9 +271,17 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
     size_t bh = (size_t)rows * hd;
     for (int t = 0; t < steps; ++t) {
         const float* hp = h + t * bh;
-        dots(
-            rows * gu, hd, [&](int o, int k) { return w[(o % gu) * s + k] * load_cg(hp + (size_t)(o / gu) * hd + k); },
-            [&](int o, float v) { hgs[o] = v; });
+        if (staged) {
+            stage(hst, hp, rows * hd);
+            dots(
+                rows * gu, hd, [&](int o, int k) { return w[(o % gu) * s + k] * hst[(o / gu) * hd + k]; },
+                [&](int o, float v) { hgs[o] = v; });
+        } else {
+            dots(
+                rows * gu, hd,
+                [&](int o, int k) { return w[(o % gu) * s + k] * load_cg(hp + (size_t)(o / gu) * hd + k); },
+                [&](int o, float v) { hgs[o] = v; });
+        }
         __syncthreads();
         for (int o = threadIdx.x; o < rows * un; o += blockDim.x) {
             int r = o / un, jj = o - r * un, j = u0 + jj;
@@ -291,28 +310,30 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
 extern "C" __global__ void lstm_forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
                                             const float* __restrict__ xg, float* __restrict__ gates,
                                             float* __restrict__ h, float* __restrict__ c, float* __restrict__ tanh_c,
-                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
-    forward_seq<4>(w_hh, b_hh, xg, gates, h, c, tanh_c, bar, steps, rows, hd, units);
+                                            unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
+                                            int staged) {
+    forward_seq<4>(w_hh, b_hh, xg, gates, h, c, tanh_c, bar, steps, rows, hd, units, staged);
 }
 
 // All steps of a GRU layer's forward pass (hn as gru_forward's).
 extern "C" __global__ void gru_forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
                                            const float* __restrict__ xg, float* __restrict__ gates,
                                            float* __restrict__ h, float* __restrict__ hn, unsigned* __restrict__ bar,
-                                           int steps, int rows, int hd, int units) {
-    forward_seq<3>(w_hh, b_hh, xg, gates, h, nullptr, hn, bar, steps, rows, hd, units);
+                                           int steps, int rows, int hd, int units, int staged) {
+    forward_seq<3>(w_hh, b_hh, xg, gates, h, nullptr, hn, bar, steps, rows, hd, units, staged);
 }
 
 // Backward, G gates, steps T-1 down to 0: the cell for this block's units
 // (their gradient from the step after is kept in shared memory), a grid
 // barrier, then that gradient for the next step down, dhh_t . W_hh[:, u0 + jj]
-// over all G*H gate rows (plus d*z for the GRU).
+// over all G*H gate rows (plus d*z for the GRU). With `staged`, that step's
+// gate gradients are first copied into shared memory.
 template <int G>
 __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, const float* __restrict__ dh,
                                              const float* __restrict__ gates, const float* __restrict__ state,
                                              const float* __restrict__ aux, float* __restrict__ dxg,
                                              float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
-                                             int hd, int units) {
+                                             int hd, int units, int staged) {
     float* sm = dynamic_smem();
     int u0 = blockIdx.x * units;
     int un = hd - u0 < units ? hd - u0 : units;
@@ -321,6 +342,7 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
     float* wt = sm;                     // [units][s]: wt[jj*s + gr] = W_hh[gr][u0 + jj]
     float* dnext = wt + units * s;      // [rows][units]: gradient from the step after
     float* carry = dnext + rows * units;  // [rows][units]: LSTM dc; GRU d*z
+    float* dst = carry + rows * units;    // [rows][G*H]: the step's gate gradients, when staged
     for (int i = threadIdx.x; i < gh * un; i += blockDim.x) {
         int gr = i / un, jj = i - gr * un;
         wt[jj * s + gr] = w_hh[(size_t)gr * hd + u0 + jj];
@@ -351,13 +373,18 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
         if (t == 0) break;  // every block stops at the same step
         grid_barrier(bar);
         const float* src = (G == 4 ? dxg : dhg) + (size_t)t * rows * gh;
-        dots(
-            rows * un, gh,
-            [&](int o, int gr) { return load_cg(src + (size_t)(o / un) * gh + gr) * wt[(o % un) * s + gr]; },
-            [&](int o, float v) {
-                int m = (o / un) * units + o % un;
-                dnext[m] = G == 4 ? v : v + carry[m];
-            });
+        auto put = [&](int o, float v) {
+            int m = (o / un) * units + o % un;
+            dnext[m] = G == 4 ? v : v + carry[m];
+        };
+        if (staged) {
+            stage(dst, src, rows * gh);
+            dots(rows * un, gh, [&](int o, int gr) { return dst[(o / un) * gh + gr] * wt[(o % un) * s + gr]; }, put);
+        } else {
+            dots(
+                rows * un, gh,
+                [&](int o, int gr) { return load_cg(src + (size_t)(o / un) * gh + gr) * wt[(o % un) * s + gr]; }, put);
+        }
         __syncthreads();
     }
 }
@@ -368,8 +395,9 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
 extern "C" __global__ void lstm_backward_seq(const float* __restrict__ w_hh, const float* __restrict__ dh,
                                              const float* __restrict__ gates, const float* __restrict__ c,
                                              const float* __restrict__ tanh_c, float* __restrict__ dg,
-                                             unsigned* __restrict__ bar, int steps, int rows, int hd, int units) {
-    backward_seq<4>(w_hh, dh, gates, c, tanh_c, dg, nullptr, bar, steps, rows, hd, units);
+                                             unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
+                                             int staged) {
+    backward_seq<4>(w_hh, dh, gates, c, tanh_c, dg, nullptr, bar, steps, rows, hd, units, staged);
 }
 
 // All steps of a GRU layer's backward pass: h the hidden states (initial
@@ -378,6 +406,6 @@ extern "C" __global__ void gru_backward_seq(const float* __restrict__ w_hh, cons
                                             const float* __restrict__ gates, const float* __restrict__ h,
                                             const float* __restrict__ hn, float* __restrict__ dxg,
                                             float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
-                                            int hd, int units) {
-    backward_seq<3>(w_hh, dh, gates, h, hn, dxg, dhg, bar, steps, rows, hd, units);
+                                            int hd, int units, int staged) {
+    backward_seq<3>(w_hh, dh, gates, h, hn, dxg, dhg, bar, steps, rows, hd, units, staged);
 }
