@@ -79,7 +79,7 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
             "not the simulator with the {recurrence} recurrence:\n{out}"
         );
         assert!(
-            out.contains("parity: all 18 checks passed"),
+            out.contains("parity: all 22 checks passed"),
             "{case}:\n{out}"
         );
     }

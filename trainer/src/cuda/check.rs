@@ -4,7 +4,7 @@
 //!
 //! * parity: the tested device against the CPU reference, one step from the
 //!   same weights and batch (loss and every gradient tensor, see
-//!   [`super::parity`] for the tolerances), for LSTM and GRU, 1 and 2
+//!   [`super::parity`] for the tolerances), for LSTM and GRU, 1 and 2 (and LSTM 4)
 //!   layers, with padding, with carried state and with dropout; then loss
 //!   curves of 200 optimizer steps within 1%. `--device cpu` tests the CPU
 //!   against itself (what CI can run).
@@ -238,8 +238,16 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
     drop(probe);
     let mut failed = Vec::new();
     let mut checks = 0;
-    for cell in [CellKind::Lstm, CellKind::Gru] {
-        for layers in [1u8, 2] {
+    // 1 and 2 layers of both cells, and the LSTM at the most layers there are (4)
+    let stacks = [
+        (CellKind::Lstm, 1u8),
+        (CellKind::Lstm, 2),
+        (CellKind::Lstm, 4),
+        (CellKind::Gru, 1),
+        (CellKind::Gru, 2),
+    ];
+    for (cell, layers) in stacks {
+        {
             let layout = Layout::new(Arch {
                 cell,
                 layers,
