@@ -226,12 +226,131 @@ fn gate_inputs<'w, K: GateDot<G>, const G: usize>(
         })
 }
 
+/// With [`Kernel::LANE_ACTIVATIONS`], units go through the nonlinearities 8
+/// at a time ([`Kernel::expf8`], [`Kernel::tanhf8`]); a last, partial group
+/// fills its spare lanes with zeros and drops their results. Each lane
+/// computes what the one-unit path does, operation for operation.
+const LANES: usize = 8;
+
+/// `sigmoid(x) = 1 / (1 + expf(-x))`, lane by lane.
+#[inline(always)]
+fn sigmoid8<K: Kernel>(k: &K, x: [f32; LANES]) -> [f32; LANES] {
+    k.expf8(x.map(|x| -x)).map(|e| 1.0 / (1.0 + e))
+}
+
+/// Lane-major values (`[lane][gate]`) as gate-major (`[gate][lane]`).
+#[inline(always)]
+fn by_gate<const G: usize>(lanes: &[[f32; G]; LANES]) -> [[f32; LANES]; G] {
+    core::array::from_fn(|g| core::array::from_fn(|l| lanes[l][g]))
+}
+
+fn lstm_lanes<K: Kernel>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    c: &mut [f32],
+    hn: &mut [f32],
+) {
+    let mut units = gate_inputs::<K, 4>(k, w, input, h)
+        .zip(c.iter_mut())
+        .zip(hn.iter_mut());
+    loop {
+        let mut pre = [[0.0f32; 4]; LANES];
+        let mut c_old = [0.0f32; LANES];
+        let mut out: [Option<(&mut f32, &mut f32)>; LANES] = Default::default();
+        let mut filled = false;
+        for (((p, co), o), (((a, b), c), hn)) in pre
+            .iter_mut()
+            .zip(c_old.iter_mut())
+            .zip(out.iter_mut())
+            .zip(&mut units)
+        {
+            *p = core::array::from_fn(|g| a[g] + b[g]);
+            *co = *c;
+            *o = Some((c, hn));
+            filled = true;
+        }
+        if !filled {
+            return;
+        }
+        let [pi, pf, pg, po] = by_gate(&pre);
+        let (i, f, g, o) = (
+            sigmoid8(k, pi),
+            sigmoid8(k, pf),
+            k.tanhf8(pg),
+            sigmoid8(k, po),
+        );
+        let c_new: [f32; LANES] = core::array::from_fn(|l| f[l] * c_old[l] + i[l] * g[l]);
+        let tc = k.tanhf8(c_new);
+        for (((slot, cn), tc), o) in out.iter_mut().zip(c_new).zip(tc).zip(o) {
+            if let Some((c, hn)) = slot.take() {
+                *c = cn;
+                *hn = o * tc;
+            }
+        }
+    }
+}
+
+fn gru_lanes<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+    let mut units = gate_inputs::<K, 3>(k, w, input, h)
+        .zip(h.iter())
+        .zip(hn.iter_mut());
+    loop {
+        // per lane: r and z pre-activations, a_n + b_in, dot_n + b_hn, h
+        let mut pre = [[0.0f32; 5]; LANES];
+        let mut out: [Option<&mut f32>; LANES] = Default::default();
+        let mut filled = false;
+        for ((p, o), (((a, b), hp), hn)) in pre.iter_mut().zip(out.iter_mut()).zip(&mut units) {
+            *p = [a[0] + b[0], a[1] + b[1], a[2], b[2], *hp];
+            *o = Some(hn);
+            filled = true;
+        }
+        if !filled {
+            return;
+        }
+        let [pr, pz, an, bn, hp] = by_gate(&pre);
+        let (r, z) = (sigmoid8(k, pr), sigmoid8(k, pz));
+        let n = k.tanhf8(core::array::from_fn(|l| an[l] + r[l] * bn[l]));
+        for (((slot, z), n), hp) in out.iter_mut().zip(z).zip(n).zip(hp) {
+            if let Some(hn) = slot.take() {
+                *hn = (1.0 - z) * n + z * hp;
+            }
+        }
+    }
+}
+
+fn lstm_layer<K: Kernel>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    c: &mut [f32],
+    hn: &mut [f32],
+) {
+    if K::LANE_ACTIVATIONS {
+        lstm_lanes(k, w, input, h, c, hn)
+    } else {
+        lstm_units(k, w, input, h, c, hn)
+    }
+}
+
+fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+    if K::LANE_ACTIVATIONS {
+        gru_lanes(k, w, input, h, hn)
+    } else {
+        gru_units(k, w, input, h, hn)
+    }
+}
+
+/// One unit at a time with libm (kernels without [`Kernel::LANE_ACTIVATIONS`]:
+/// the smallest code, for microcontrollers).
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + libm::expf(-x))
 }
 
-fn lstm_layer<K: Kernel>(
+fn lstm_units<K: Kernel>(
     k: &K,
     w: &LayerWeights<'_>,
     input: Input<'_>,
@@ -252,7 +371,7 @@ fn lstm_layer<K: Kernel>(
     }
 }
 
-fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+fn gru_units<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
     for (((a, b), hp), hn) in gate_inputs::<K, 3>(k, w, input, h)
         .zip(h.iter())
         .zip(hn.iter_mut())

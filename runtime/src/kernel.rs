@@ -12,8 +12,9 @@
 //! Rows are little-endian f16 bytes, `2 * x.len()` long (guaranteed for a
 //! validated model; a shorter row contributes only the elements it has).
 
-/// Dot products in the documented order. Implementations must give the
-/// same bits as [`Portable`] for every input.
+/// Dot products in the documented order, and the activations' `expf` and
+/// `tanhf`. Implementations must give the same bits as [`Portable`] (and
+/// libm) for every input.
 ///
 /// The multi-row methods let a kernel run independent accumulator chains
 /// (an LSTM unit needs 4 gate rows, a GRU unit 3, the output layer many);
@@ -32,6 +33,24 @@ pub trait Kernel {
     /// Four dot products with one vector.
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
         Portable.dot4(rows, x)
+    }
+
+    /// Whether the cells should run their nonlinearities 8 units at a time
+    /// through [`Kernel::expf8`] and [`Kernel::tanhf8`] (a kernel that
+    /// vectorizes them), or one unit at a time with libm (the default: the
+    /// smallest code).
+    const LANE_ACTIVATIONS: bool = false;
+
+    /// `libm::expf` of each lane (the cells call it for 8 units at a time
+    /// when [`Kernel::LANE_ACTIVATIONS`] is set). A kernel may compute it
+    /// another way only if every input gives libm's bits.
+    fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
+        x.map(libm::expf)
+    }
+
+    /// `libm::tanhf` of each lane; the same rule as [`Kernel::expf8`].
+    fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
+        x.map(libm::tanhf)
     }
 }
 

@@ -1,8 +1,9 @@
-//! The host's dot-product kernel: AVX2 with hardware f16 conversion (F16C)
-//! when the CPU has them, checked at run time, else the runtime's portable
-//! kernel. Both follow the runtime's one documented order (element i in lane
-//! i % 8, multiply then add, each rounded; the fixed reduction tree), so the
-//! text never depends on which one ran — tests below compare them bit for bit.
+//! The host's kernel: AVX2 with hardware f16 conversion (F16C) when the CPU
+//! has them, checked at run time, else the runtime's portable kernel. Both
+//! follow the runtime's one documented order (element i in lane i % 8,
+//! multiply then add, each rounded; the fixed reduction tree), and the AVX2
+//! `expf`/`tanhf` are libm's bit for bit (`crate::host_math`), so the text
+//! never depends on which one ran — tests compare them bit for bit.
 
 use charlm_runtime::kernel::{Kernel, Portable};
 
@@ -37,6 +38,8 @@ impl HostKernel {
 }
 
 impl Kernel for HostKernel {
+    const LANE_ACTIVATIONS: bool = true;
+
     #[inline]
     fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
         match self {
@@ -61,6 +64,24 @@ impl Kernel for HostKernel {
             HostKernel::Portable => Portable.dot4(rows, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot4(rows, x),
+        }
+    }
+
+    #[inline]
+    fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.expf8(x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.expf8(x),
+        }
+    }
+
+    #[inline]
+    fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.tanhf8(x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.tanhf8(x),
         }
     }
 }
@@ -98,6 +119,8 @@ impl Avx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Avx2 {
+    const LANE_ACTIVATIONS: bool = true;
+
     #[inline]
     fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
         self.rows([row], x)[0]
@@ -111,6 +134,18 @@ impl Kernel for Avx2 {
     #[inline]
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
         self.rows(rows, x)
+    }
+
+    #[inline]
+    fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
+        // SAFETY: `Avx2` exists only where the CPU has AVX2 (see `detect`).
+        unsafe { crate::host_math::expf8(x) }
+    }
+
+    #[inline]
+    fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
+        // SAFETY: as `expf8`.
+        unsafe { crate::host_math::tanhf8(x) }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod host_kernel;
+pub mod host_math;
 pub mod metrics;
 pub mod optim;
 pub mod params;
