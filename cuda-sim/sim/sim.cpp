@@ -17,6 +17,10 @@
 //   deadlock and aborts; a shuffle from a lane that has exited aborts.
 //
 // CHARLM_CUDA_SIM_TRACE=1 prints every call to stderr.
+// CHARLM_CUDA_SIM_ORDER=reverse runs blocks, warps and threads last to first
+// (default: first to last). Threads never overlap here, so a missing barrier
+// can go unnoticed in one order; a kernel whose result depends on the order
+// has a race, and the CUDA tests run both.
 
 #include <math.h>
 #include <stdint.h>
@@ -140,6 +144,16 @@ static bool trace_on() {
             fputc('\n', stderr);                     \
         }                                            \
     } while (0)
+
+// Position `i` of `n` in the run order.
+static unsigned order(unsigned i, unsigned n) {
+    static int reverse = -1;
+    if (reverse < 0) {
+        const char* v = getenv("CHARLM_CUDA_SIM_ORDER");
+        reverse = v && strcmp(v, "reverse") == 0;
+    }
+    return reverse ? n - 1 - i : i;
+}
 
 [[noreturn]] static void die(const char* what, const char* detail) {
     fprintf(stderr, "cuda-sim: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
@@ -295,10 +309,12 @@ static void run_on_fibers(unsigned first_block, unsigned blocks, unsigned block_
         // Warp by warp, and each warp through its warp barriers (shuffles)
         // at once while its 32 stacks are in cache, until it reaches a block
         // or grid barrier or ends.
-        for (unsigned w = 0; w < n; w += warp) {
+        for (unsigned wi = 0; wi < n / warp; ++wi) {
+            unsigned w = order(wi, n / warp) * warp;
             for (;;) {
                 bool at_warp = false, other = false;
-                for (unsigned i = w; i < w + warp; ++i) {
+                for (unsigned li = 0; li < warp; ++li) {
+                    unsigned i = w + order(li, warp);
                     if (g_fibers[i].state == RUNNABLE) resume(i);
                     FiberState st = g_fibers[i].state;
                     at_warp |= st == AT_WARP_BARRIER;
@@ -592,13 +608,14 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
         run_on_fibers(0, blocks, threads);
         return CUDA_SUCCESS;
     }
-    for (unsigned b = 0; b < blocks; ++b) {
+    for (unsigned bi = 0; bi < blocks; ++bi) {
+        unsigned b = order(bi, blocks);
         if (f->mode == BLOCKWISE) {
             for (auto& w : g_smem[0]) w = __int_as_float(-1);
             run_on_fibers(b, 1, threads);
         } else {
-            for (unsigned t = 0; t < threads; ++t) {
-                set_thread_index(b, t);
+            for (unsigned ti = 0; ti < threads; ++ti) {
+                set_thread_index(b, order(ti, threads));
                 f->thread(params);
             }
         }

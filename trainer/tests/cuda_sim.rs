@@ -55,14 +55,21 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     // blocks of 2 units, the last with 1, and no size a multiple of 8 or 32,
     // with each step's inputs staged in shared memory and, with 4 KiB of
     // shared memory per block, read from L2 (fewer steps: the sequence
-    // kernels are slow to simulate).
+    // kernels are slow to simulate). Threads run first to last, and again
+    // last to first: a kernel with a race (a missing barrier) gives
+    // different results in one of the two orders.
     let cases = [
-        ("stepwise", "16", "30", "49152"),
-        ("persistent", "37", "4", "49152"),
-        ("persistent", "37", "2", "4096"),
+        ("stepwise", "16", "30", "49152", "forward"),
+        ("persistent", "37", "4", "49152", "forward"),
+        ("persistent", "37", "2", "4096", "forward"),
+        ("stepwise", "16", "5", "49152", "reverse"),
+        ("persistent", "37", "2", "49152", "reverse"),
     ];
-    for (recurrence, hidden, steps, smem) in cases {
-        let env = [("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem)];
+    for (recurrence, hidden, steps, smem, order) in cases {
+        let env = [
+            ("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem),
+            ("CHARLM_CUDA_SIM_ORDER", order),
+        ];
         let o = charlm_env(
             recurrence,
             &env,
@@ -71,7 +78,8 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
             ],
         );
         let out = text(&o);
-        let case = format!("{recurrence}, hidden {hidden}, {smem} bytes of shared memory");
+        let case =
+            format!("{recurrence}, hidden {hidden}, {smem} bytes of shared memory, {order} order");
         assert!(o.status.success(), "{case}:\n{out}");
         let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
         assert!(
