@@ -238,10 +238,56 @@ fn sigmoid8<K: Kernel>(k: &K, x: [f32; LANES]) -> [f32; LANES] {
     k.expf8(x.map(|x| -x)).map(|e| 1.0 / (1.0 + e))
 }
 
-/// Lane-major values (`[lane][gate]`) as gate-major (`[gate][lane]`).
+/// Row `r` (`cols` halves) of a row-major matrix (empty if out of range).
 #[inline(always)]
-fn by_gate<const G: usize>(lanes: &[[f32; G]; LANES]) -> [[f32; LANES]; G] {
-    core::array::from_fn(|g| core::array::from_fn(|l| lanes[l][g]))
+fn row(w: &[u8], r: usize, cols: usize) -> &[u8] {
+    w.get(r * cols * 2..(r + 1) * cols * 2).unwrap_or(&[])
+}
+
+/// Halves `start..start + LANES` of `v` as f32 (0 past the end).
+#[inline(always)]
+fn halves8(v: &[u8], start: usize) -> [f32; LANES] {
+    let mut out = [0.0f32; LANES];
+    let src = v.get(start * 2..).unwrap_or(&[]);
+    for (o, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
+        *o = f16_to_f32(*b);
+    }
+    out
+}
+
+/// Rows `first + j0 ..= first + j0 + LANES - 1` of a gate block of `n` rows
+/// (lanes past `n` repeat row `first + j0`).
+#[inline(always)]
+fn rows8(m: &[u8], first: usize, n: usize, j0: usize, cols: usize) -> [&[u8]; LANES] {
+    core::array::from_fn(|l| row(m, first + if j0 + l < n { j0 + l } else { j0 }, cols))
+}
+
+/// The gate pre-activations of units `j0..j0 + LANES` (of `n`), gate-major:
+/// `(a + b_ih) + (dot_hh + b_hh)`, as the one-unit path adds them. Lanes
+/// past `n` repeat unit `j0` and are to be dropped.
+#[inline(always)]
+fn gate_block<K: Kernel, const G: usize>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: &Input<'_>,
+    h: &[f32],
+    j0: usize,
+) -> ([[f32; LANES]; G], [[f32; LANES]; G]) {
+    let n = h.len();
+    let rows = |m, g, cols| rows8(m, g * n, n, j0, cols);
+    let mut a_part = [[0.0f32; LANES]; G];
+    let mut h_part = [[0.0f32; LANES]; G];
+    for (g, (ap, hp)) in a_part.iter_mut().zip(h_part.iter_mut()).enumerate() {
+        let a = match input {
+            Input::Table(t) => halves8(t, g * n + j0),
+            Input::Hidden(x) => k.dot8(rows(w.w_ih, g, x.len()), x),
+        };
+        let hh = k.dot8(rows(w.w_hh, g, n), h);
+        let (b_ih, b_hh) = (halves8(w.b_ih, g * n + j0), halves8(w.b_hh, g * n + j0));
+        *ap = core::array::from_fn(|l| a[l] + b_ih[l]);
+        *hp = core::array::from_fn(|l| hh[l] + b_hh[l]);
+    }
+    (a_part, h_part)
 }
 
 fn lstm_lanes<K: Kernel>(
@@ -252,70 +298,38 @@ fn lstm_lanes<K: Kernel>(
     c: &mut [f32],
     hn: &mut [f32],
 ) {
-    let mut units = gate_inputs::<K, 4>(k, w, input, h)
-        .zip(c.iter_mut())
-        .zip(hn.iter_mut());
-    loop {
-        let mut pre = [[0.0f32; 4]; LANES];
-        let mut c_old = [0.0f32; LANES];
-        let mut out: [Option<(&mut f32, &mut f32)>; LANES] = Default::default();
-        let mut filled = false;
-        for (((p, co), o), (((a, b), c), hn)) in pre
-            .iter_mut()
-            .zip(c_old.iter_mut())
-            .zip(out.iter_mut())
-            .zip(&mut units)
-        {
-            *p = core::array::from_fn(|g| a[g] + b[g]);
-            *co = *c;
-            *o = Some((c, hn));
-            filled = true;
-        }
-        if !filled {
-            return;
-        }
-        let [pi, pf, pg, po] = by_gate(&pre);
+    for (j, (c, hn)) in c.chunks_mut(LANES).zip(hn.chunks_mut(LANES)).enumerate() {
+        let (a, b) = gate_block::<K, 4>(k, w, &input, h, j * LANES);
+        let pre: [[f32; LANES]; 4] =
+            core::array::from_fn(|g| core::array::from_fn(|l| a[g][l] + b[g][l]));
+        let [pi, pf, pg, po] = pre;
         let (i, f, g, o) = (
             sigmoid8(k, pi),
             sigmoid8(k, pf),
             k.tanhf8(pg),
             sigmoid8(k, po),
         );
+        let mut c_old = [0.0f32; LANES];
+        for (co, c) in c_old.iter_mut().zip(c.iter()) {
+            *co = *c;
+        }
         let c_new: [f32; LANES] = core::array::from_fn(|l| f[l] * c_old[l] + i[l] * g[l]);
         let tc = k.tanhf8(c_new);
-        for (((slot, cn), tc), o) in out.iter_mut().zip(c_new).zip(tc).zip(o) {
-            if let Some((c, hn)) = slot.take() {
-                *c = cn;
-                *hn = o * tc;
-            }
+        for ((((c, hn), cn), tc), o) in c.iter_mut().zip(hn.iter_mut()).zip(c_new).zip(tc).zip(o) {
+            *c = cn;
+            *hn = o * tc;
         }
     }
 }
 
 fn gru_lanes<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
-    let mut units = gate_inputs::<K, 3>(k, w, input, h)
-        .zip(h.iter())
-        .zip(hn.iter_mut());
-    loop {
-        // per lane: r and z pre-activations, a_n + b_in, dot_n + b_hn, h
-        let mut pre = [[0.0f32; 5]; LANES];
-        let mut out: [Option<&mut f32>; LANES] = Default::default();
-        let mut filled = false;
-        for ((p, o), (((a, b), hp), hn)) in pre.iter_mut().zip(out.iter_mut()).zip(&mut units) {
-            *p = [a[0] + b[0], a[1] + b[1], a[2], b[2], *hp];
-            *o = Some(hn);
-            filled = true;
-        }
-        if !filled {
-            return;
-        }
-        let [pr, pz, an, bn, hp] = by_gate(&pre);
-        let (r, z) = (sigmoid8(k, pr), sigmoid8(k, pz));
-        let n = k.tanhf8(core::array::from_fn(|l| an[l] + r[l] * bn[l]));
-        for (((slot, z), n), hp) in out.iter_mut().zip(z).zip(n).zip(hp) {
-            if let Some(hn) = slot.take() {
-                *hn = (1.0 - z) * n + z * hp;
-            }
+    for (j, (hp, hn)) in h.chunks(LANES).zip(hn.chunks_mut(LANES)).enumerate() {
+        let (a, b) = gate_block::<K, 3>(k, w, &input, h, j * LANES);
+        let r = sigmoid8(k, core::array::from_fn(|l| a[0][l] + b[0][l]));
+        let z = sigmoid8(k, core::array::from_fn(|l| a[1][l] + b[1][l]));
+        let n = k.tanhf8(core::array::from_fn(|l| a[2][l] + r[l] * b[2][l]));
+        for (((hn, z), n), hp) in hn.iter_mut().zip(z).zip(n).zip(hp) {
+            *hn = (1.0 - z) * n + z * *hp;
         }
     }
 }

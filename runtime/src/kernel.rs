@@ -35,6 +35,14 @@ pub trait Kernel {
         Portable.dot4(rows, x)
     }
 
+    /// Eight dot products with one vector (the cells use it with
+    /// [`Kernel::LANE_ACTIVATIONS`]: one gate's rows of 8 units).
+    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        let [a, b, c, d, e, f, g, h] = rows;
+        let (lo, hi) = (self.dot4([a, b, c, d], x), self.dot4([e, f, g, h], x));
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+    }
+
     /// Whether the cells should run their nonlinearities 8 units at a time
     /// through [`Kernel::expf8`] and [`Kernel::tanhf8`] (a kernel that
     /// vectorizes them), or one unit at a time with libm (the default: the

@@ -68,6 +68,15 @@ impl Kernel for HostKernel {
     }
 
     #[inline]
+    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.dot8(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot8(rows, x),
+        }
+    }
+
+    #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         match self {
             HostKernel::Portable => Portable.expf8(x),
@@ -137,6 +146,11 @@ impl Kernel for Avx2 {
     }
 
     #[inline]
+    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        self.rows(rows, x)
+    }
+
+    #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         // SAFETY: `Avx2` exists only where the CPU has AVX2 (see `detect`).
         unsafe { crate::host_math::expf8(x) }
@@ -201,7 +215,7 @@ mod tests {
             }
         };
         for n in 1..=70usize {
-            let rows: Vec<Vec<u8>> = (0..4)
+            let rows: Vec<Vec<u8>> = (0..8)
                 .map(|_| (0..n).flat_map(|_| half().to_le_bytes()).collect())
                 .collect();
             let x: Vec<f32> = (0..n).map(|_| half().to_f32().clamp(-1.0, 1.0)).collect();
@@ -209,6 +223,12 @@ mod tests {
             assert_eq!(
                 k.dot4(r4, &x).map(f32::to_bits),
                 Portable.dot4(r4, &x).map(f32::to_bits),
+                "n={n}"
+            );
+            let r8: [&[u8]; 8] = std::array::from_fn(|i| &rows[i][..]);
+            assert_eq!(
+                k.dot8(r8, &x).map(f32::to_bits),
+                Portable.dot8(r8, &x).map(f32::to_bits),
                 "n={n}"
             );
             let r3 = [&rows[0][..], &rows[1], &rows[2]];
