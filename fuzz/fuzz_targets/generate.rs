@@ -3,13 +3,40 @@
 //! first, so mutations reach the structural checks and the forward pass
 //! instead of stopping at the CRC.
 //!
+//! The same text is generated a second time through the cells' 8-lane path
+//! (a kernel with `LANE_ACTIVATIONS`, as the host's), which must give the
+//! same characters: the two paths are required to compute the same bits.
+//!
 //! Input layout (so that seeds can be made from the fixtures, see seeds.sh):
 //! `[temperature: f32 LE][seed: u64 LE][max_chars: u8][prompt_len: u8][prompt][model]`.
 #![no_main]
 
 use charlm_runtime::format::crc32;
-use charlm_runtime::{Generator, Model, Sampler, SeededRng, Workspace};
+use charlm_runtime::{Generator, Kernel, Model, Sampler, SeededRng, Workspace};
 use libfuzzer_sys::fuzz_target;
+
+/// The portable kernel with the 8-lane activation path switched on.
+struct Lanes;
+
+impl Kernel for Lanes {
+    const LANE_ACTIVATIONS: bool = true;
+}
+
+/// The text `Generator` makes with kernel `k` (prompt included).
+fn text<K: Kernel>(model: &Model<'_>, sampler: Sampler, seed: u64, prompt: &str, max_chars: usize, k: K) -> Option<String> {
+    let mut ws = Workspace::<48, 4, 128>::new();
+    let g = Generator::with_kernel(model, &mut ws, sampler, SeededRng::new(seed), k).ok()?;
+    let mut g = g.with_limit(max_chars);
+    let fed = g.feed(prompt);
+    assert_eq!(fed.fed + fed.dropped, prompt.chars().count());
+    let mut out = String::new();
+    while let Some(c) = g.next_char() {
+        assert!(model.vocab().id_of(c).is_some());
+        out.push(c);
+    }
+    assert!(out.chars().count() <= max_chars);
+    Some(out)
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((head, rest)) = data.split_first_chunk::<14>() else { return };
@@ -28,15 +55,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(model) = Model::from_bytes(&bytes) else { return };
     let Ok(sampler) = Sampler::from_temperature(temperature) else { return };
-    let mut ws = Workspace::<48, 4, 128>::new();
-    let Ok(g) = Generator::new(&model, &mut ws, sampler, SeededRng::new(seed)) else { return };
-    let mut g = g.with_limit(max_chars);
-    let fed = g.feed(&prompt);
-    assert_eq!(fed.fed + fed.dropped, prompt.chars().count());
-    let mut n = 0;
-    while let Some(c) = g.next_char() {
-        assert!(model.vocab().id_of(c).is_some());
-        n += 1;
-    }
-    assert!(n <= max_chars);
+    let Some(one) = text(&model, sampler, seed, &prompt, max_chars, charlm_runtime::Portable) else { return };
+    let lanes = text(&model, sampler, seed, &prompt, max_chars, Lanes);
+    assert_eq!(lanes.as_deref(), Some(one.as_str()), "the 8-lane path generated other text");
 });
