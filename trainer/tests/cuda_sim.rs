@@ -289,3 +289,35 @@ fn a_non_finite_step_leaves_the_parameters_alone() {
         assert!(same, "{kind:?}: a diverged step changed the parameters");
     }
 }
+
+#[test]
+fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
+    if !have_nvrtc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.display().to_string();
+    let cases: [(&str, &[&str], &str); 2] = [
+        (
+            "auto",
+            &["--device", "cuda:1"],
+            "cuda:1: no such GPU (1 found, numbered from 0)",
+        ),
+        (
+            "bogus",
+            &["--device", "cuda"],
+            "CHARLM_CUDA_RECURRENCE=bogus: use auto, persistent or stepwise",
+        ),
+    ];
+    for (recurrence, device, wanted) in cases {
+        let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
+        args.extend_from_slice(device);
+        let o = charlm_env(recurrence, &[], &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{device:?}: {}", text(&o));
+        assert_eq!(err.lines().count(), 1, "{device:?}: {err}");
+        assert!(err.contains(wanted), "{device:?}: {err}");
+        assert!(!out.exists(), "{device:?}: a run folder was created");
+    }
+}
