@@ -6,7 +6,8 @@ table docs/BENCHMARKS.md keeps (scripts/gpu-check.sh).
     python3 scripts/gpu_table.py persistent.txt stepwise.txt torch.txt SECONDS
 
 The ratio is the better of the two forms against PyTorch; `auto` (the
-default) picks the sequence kernels up to batch * hidden = 64 * 256.
+default) picks the sequence kernels when their step inputs can be staged in
+shared memory (small batches, as the lesson's).
 """
 import datetime
 import re
