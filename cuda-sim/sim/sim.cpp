@@ -182,7 +182,6 @@ static jmp_buf g_scheduler;
 static unsigned g_current;     // fiber running now
 static unsigned g_fiber_count;  // fibers of the launch being run
 static unsigned g_block_size;   // threads per block
-static unsigned g_first_block;  // linear index of the block of fiber 0
 static bool g_in_fibers = false;
 static const Kernel* g_kernel;
 static void** g_params;
@@ -295,7 +294,6 @@ static void run_on_fibers(unsigned first_block, unsigned blocks, unsigned block_
     grow_fibers(n);
     g_fiber_count = n;
     g_block_size = block_size;
-    g_first_block = first_block;
     for (unsigned i = 0; i < n; ++i) {
         set_thread_index(first_block + i / block_size, i % block_size);
         g_fibers[i].block = blockIdx;

@@ -209,16 +209,6 @@ impl Cuda {
         )
     }
 
-    /// The device's name.
-    pub fn device_name(&self) -> &str {
-        &self.dev.name
-    }
-
-    /// The parameter layout.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     /// Copies parameters to the device.
     pub fn set_params(&mut self, params: &[f32]) -> Result<(), CudaError> {
         assert_eq!(params.len(), self.layout.len, "parameter count");
@@ -403,13 +393,6 @@ impl Cuda {
             1 => Some(("loss", s[1] as u64)),
             _ => Some(("gradient", s[1] as u64)),
         })
-    }
-
-    /// The gradient norm before the last clipping in [`Cuda::train_step`].
-    pub fn last_grad_norm(&self) -> Result<f32, CudaError> {
-        let mut x = [0.0f32; 2];
-        self.dev.download(self.coef.all(), &mut x)?;
-        Ok(x[1])
     }
 
     /// The carried state, `[layer][h | c]` each `[B, H]` (GRU: `c` empty).
@@ -604,7 +587,7 @@ impl Cuda {
                 }
             }
             // 2. the recurrence: one cooperative launch, or two launches per step
-            if let (Some(p), true) = (plan, tt > 0) {
+            if let Some(p) = plan.filter(|_| tt > 0) {
                 let bar = self.bar.all();
                 if lstm {
                     dev.lstm_forward_seq(
@@ -636,22 +619,23 @@ impl Cuda {
                         bar,
                     )?;
                 }
-            }
-            for t in 0..if plan.is_some() { 0 } else { tt } {
-                let hprev = c.h.at(t * b * h, b * h);
-                let hout = c.h.at((t + 1) * b * h, b * h);
-                let xg = c.xg.at(t * b * gh, b * gh);
-                let gates = c.gates.at(t * b * gh, b * gh);
-                let aux = c.aux.at(t * b * h, b * h);
-                let hg = acts.hg.at(0, b * gh);
-                // hg[B, GH] = h_{t-1}[B, H] W_hh^T (W_hh stored [GH, H]); row-major swap in Dev::gemm.
-                dev.gemm(b, gh, h, hprev, false, w_hh, true, 0.0, hg)?;
-                if lstm {
-                    let cprev = c.c.at(t * b * h, b * h);
-                    let cout = c.c.at((t + 1) * b * h, b * h);
-                    dev.lstm_forward(b, h, xg, hg, b_hh, gates, cprev, cout, aux, hout)?;
-                } else {
-                    dev.gru_forward(b, h, xg, hg, b_hh, gates, hprev, aux, hout)?;
+            } else {
+                for t in 0..tt {
+                    let hprev = c.h.at(t * b * h, b * h);
+                    let hout = c.h.at((t + 1) * b * h, b * h);
+                    let xg = c.xg.at(t * b * gh, b * gh);
+                    let gates = c.gates.at(t * b * gh, b * gh);
+                    let aux = c.aux.at(t * b * h, b * h);
+                    let hg = acts.hg.at(0, b * gh);
+                    // hg[B, GH] = h_{t-1}[B, H] W_hh^T (W_hh stored [GH, H]); row-major swap in Dev::gemm.
+                    dev.gemm(b, gh, h, hprev, false, w_hh, true, 0.0, hg)?;
+                    if lstm {
+                        let cprev = c.c.at(t * b * h, b * h);
+                        let cout = c.c.at((t + 1) * b * h, b * h);
+                        dev.lstm_forward(b, h, xg, hg, b_hh, gates, cprev, cout, aux, hout)?;
+                    } else {
+                        dev.gru_forward(b, h, xg, hg, b_hh, gates, hprev, aux, hout)?;
+                    }
                 }
             }
             // remember the final state for the next window
@@ -812,45 +796,45 @@ impl Cuda {
             } else {
                 dev.zero(acts.dh_next.at(0, b * h))?;
                 dev.zero(acts.dc.at(0, b * h))?;
-            }
-            for t in (0..if plan.is_some() { 0 } else { tt }).rev() {
-                let dh = acts.dh.at(t * b * h, b * h);
-                let dxg = acts.dxg.at(t * b * gh, b * gh);
-                let gates = c.gates.at(t * b * gh, b * gh);
-                let aux = c.aux.at(t * b * h, b * h);
-                let dh_next = acts.dh_next.at(0, b * h);
-                if lstm {
-                    dev.lstm_backward(
-                        b,
-                        h,
-                        dh,
-                        dh_next,
-                        acts.dc.at(0, b * h),
-                        gates,
-                        c.c.at(t * b * h, b * h),
-                        aux,
-                        dxg,
-                    )?;
-                    if t > 0 {
-                        // dh_next[B, H] = dg[B, GH] W_hh[GH, H]; row-major swap in Dev::gemm.
-                        dev.gemm(b, h, gh, dxg, false, w, false, 0.0, dh_next)?;
-                    }
-                } else {
-                    let dhg = acts.dhg.at(t * b * gh, b * gh);
-                    dev.gru_backward(
-                        b,
-                        h,
-                        dh,
-                        dh_next,
-                        gates,
-                        c.h.at(t * b * h, b * h),
-                        aux,
-                        dxg,
-                        dhg,
-                    )?;
-                    if t > 0 {
-                        // dh_next[B, H] += dhg[B, GH] W_hh[GH, H] (beta 1: the kernel left d*z there); row-major swap in Dev::gemm.
-                        dev.gemm(b, h, gh, dhg, false, w, false, 1.0, dh_next)?;
+                for t in (0..tt).rev() {
+                    let dh = acts.dh.at(t * b * h, b * h);
+                    let dxg = acts.dxg.at(t * b * gh, b * gh);
+                    let gates = c.gates.at(t * b * gh, b * gh);
+                    let aux = c.aux.at(t * b * h, b * h);
+                    let dh_next = acts.dh_next.at(0, b * h);
+                    if lstm {
+                        dev.lstm_backward(
+                            b,
+                            h,
+                            dh,
+                            dh_next,
+                            acts.dc.at(0, b * h),
+                            gates,
+                            c.c.at(t * b * h, b * h),
+                            aux,
+                            dxg,
+                        )?;
+                        if t > 0 {
+                            // dh_next[B, H] = dg[B, GH] W_hh[GH, H]; row-major swap in Dev::gemm.
+                            dev.gemm(b, h, gh, dxg, false, w, false, 0.0, dh_next)?;
+                        }
+                    } else {
+                        let dhg = acts.dhg.at(t * b * gh, b * gh);
+                        dev.gru_backward(
+                            b,
+                            h,
+                            dh,
+                            dh_next,
+                            gates,
+                            c.h.at(t * b * h, b * h),
+                            aux,
+                            dxg,
+                            dhg,
+                        )?;
+                        if t > 0 {
+                            // dh_next[B, H] += dhg[B, GH] W_hh[GH, H] (beta 1: the kernel left d*z there); row-major swap in Dev::gemm.
+                            dev.gemm(b, h, gh, dhg, false, w, false, 1.0, dh_next)?;
+                        }
                     }
                 }
             }

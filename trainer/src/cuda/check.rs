@@ -154,9 +154,8 @@ pub fn stepper(
         Device::Cuda(n) => {
             let err = |e: super::CudaError| CliError::invalid(format!("--device cuda:{n}: {e}"));
             let mut c = super::Cuda::new(layout.clone(), n).map_err(err)?;
-            c.set_params(&params).map_err(err)?;
-            c.set_optimizer(&opt).map_err(err)?;
-            Ok(Box::new(Resident(c, false)))
+            crate::train::Resident::load(&mut c, &params, &opt)?;
+            Ok(Box::new(OnDevice(c, false)))
         }
         other => {
             let b = select(other, layout)?;
@@ -165,37 +164,31 @@ pub fn stepper(
     }
 }
 
-/// The CUDA backend driving whole steps on the device.
+/// The CUDA backend driving whole steps on the device, through the
+/// `train::Resident` interface `charlm train` uses (the flag: a queued step
+/// failed).
 #[cfg(feature = "cuda")]
-struct Resident(super::Cuda, bool);
+struct OnDevice(super::Cuda, bool);
 
 #[cfg(feature = "cuda")]
-impl Stepper for Resident {
+impl Stepper for OnDevice {
     fn step(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) -> f64 {
-        let r = self
-            .0
-            .train_step(batch, dropout, clip, lr)
-            .and_then(|_| self.0.take_nats());
-        match r {
-            Ok(nats) => nats / batch.chars().max(1) as f64,
-            Err(e) => {
-                eprintln!("charlm: error: CUDA backend: {e}");
-                f64::NAN
-            }
-        }
+        self.queue(batch, dropout, clip, lr);
+        self.finish() / batch.chars().max(1) as f64
     }
     fn queue(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) {
-        if let Err(e) = self.0.train_step(batch, dropout, clip, lr) {
-            eprintln!("charlm: error: CUDA backend: {e}");
+        if let Err(e) = crate::train::Resident::step(&mut self.0, batch, dropout, clip, lr) {
+            eprintln!("charlm: error: {e}");
             self.1 = true;
         }
     }
     fn finish(&mut self) -> f64 {
-        match self.0.take_nats() {
-            Ok(n) if !self.1 => n,
+        let failed = std::mem::take(&mut self.1);
+        match crate::train::Resident::settle(&mut self.0) {
+            Ok(crate::train::Settled::Nats(n)) if !failed => n,
             Ok(_) => f64::NAN,
             Err(e) => {
-                eprintln!("charlm: error: CUDA backend: {e}");
+                eprintln!("charlm: error: {e}");
                 f64::NAN
             }
         }
@@ -247,112 +240,110 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         (CellKind::Gru, 2),
     ];
     for (cell, layers) in stacks {
-        {
-            let layout = Layout::new(Arch {
-                cell,
-                layers,
-                hidden: args.hidden,
-                vocab: v,
-            });
-            let params = layout.init(11);
-            let label = format!("{} {layers}x{}", cell.name(), args.hidden);
-            let mut reference = Cpu::<f32>::new(layout.clone());
-            let mut tested = select(args.device, &layout)?;
-            // padded samples of different lengths (a batch of titles with padding)
-            let padded = titles
+        let layout = Layout::new(Arch {
+            cell,
+            layers,
+            hidden: args.hidden,
+            vocab: v,
+        });
+        let params = layout.init(11);
+        let label = format!("{} {layers}x{}", cell.name(), args.hidden);
+        let mut reference = Cpu::<f32>::new(layout.clone());
+        let mut tested = select(args.device, &layout)?;
+        // padded samples of different lengths (a batch of titles with padding)
+        let padded = titles
+            .iter()
+            .find(|b| b.chars() < b.steps * b.rows)
+            .expect("a batch with padding")
+            .clone();
+        let mut run = |what: &str, r: parity::StepReport| {
+            checks += 1;
+            let worst = r
+                .slots
                 .iter()
-                .find(|b| b.chars() < b.steps * b.rows)
-                .expect("a batch with padding")
-                .clone();
-            let mut run = |what: &str, r: parity::StepReport| {
-                checks += 1;
-                let worst = r
-                    .slots
-                    .iter()
-                    .max_by(|a, b| a.worst.total_cmp(&b.worst))
-                    .expect("slots");
-                let ok = r.passed();
+                .max_by(|a, b| a.worst.total_cmp(&b.worst))
+                .expect("slots");
+            let ok = r.passed();
+            println!(
+                "{} {label:<10} {what:<22} loss {:.6} vs {:.6}  worst gradient {:.3} of tolerance ({}[{}])",
+                if ok { "PASS" } else { "FAIL" },
+                r.got,
+                r.want,
+                worst.worst,
+                worst.name,
+                worst.worst_at
+            );
+            for s in r.slots.iter().filter(|s| s.failures > 0) {
                 println!(
-                    "{} {label:<10} {what:<22} loss {:.6} vs {:.6}  worst gradient {:.3} of tolerance ({}[{}])",
-                    if ok { "PASS" } else { "FAIL" },
-                    r.got,
-                    r.want,
-                    worst.worst,
-                    worst.name,
-                    worst.worst_at
+                    "       {}: {} elements off, max error {:e} (scale {:e})",
+                    s.name, s.failures, s.max_err, s.max_ref
                 );
-                for s in r.slots.iter().filter(|s| s.failures > 0) {
-                    println!(
-                        "       {}: {} elements off, max error {:e} (scale {:e})",
-                        s.name, s.failures, s.max_err, s.max_ref
-                    );
-                }
-                if !ok {
-                    failed.push(format!("{label} {what}"));
-                }
-            };
+            }
+            if !ok {
+                failed.push(format!("{label} {what}"));
+            }
+        };
+        run(
+            "padded batch",
+            one_step(
+                &mut reference,
+                tested.as_mut(),
+                &layout,
+                &params,
+                &padded,
+                None,
+            ),
+        );
+        // running text: the second window starts from the carried state
+        one_step(
+            &mut reference,
+            tested.as_mut(),
+            &layout,
+            &params,
+            &windows[0],
+            None,
+        );
+        run(
+            "carried state",
+            one_step(
+                &mut reference,
+                tested.as_mut(),
+                &layout,
+                &params,
+                &windows[1],
+                None,
+            ),
+        );
+        if layers > 1 {
+            let d = Some(Dropout { p: 0.25, seed: 77 });
             run(
-                "padded batch",
+                "dropout 0.25",
                 one_step(
                     &mut reference,
                     tested.as_mut(),
                     &layout,
                     &params,
                     &padded,
-                    None,
+                    d,
                 ),
             );
-            // running text: the second window starts from the carried state
-            one_step(
-                &mut reference,
-                tested.as_mut(),
-                &layout,
-                &params,
-                &windows[0],
-                None,
-            );
-            run(
-                "carried state",
-                one_step(
-                    &mut reference,
-                    tested.as_mut(),
-                    &layout,
-                    &params,
-                    &windows[1],
-                    None,
-                ),
-            );
-            if layers > 1 {
-                let d = Some(Dropout { p: 0.25, seed: 77 });
-                run(
-                    "dropout 0.25",
-                    one_step(
-                        &mut reference,
-                        tested.as_mut(),
-                        &layout,
-                        &params,
-                        &padded,
-                        d,
-                    ),
-                );
-            }
-            // held-out scoring (softmax without the padding class)
-            checks += 1;
-            let want = Cpu::<f32>::new(layout.clone())
-                .loss(&params, &padded, Classes::NoPadding)
-                .mean();
-            let got = select(args.device, &layout)?
-                .loss(&params, &padded, Classes::NoPadding)
-                .mean();
-            let ok = LOSS_TOL.allows(got, want);
-            println!(
-                "{} {label:<10} {:<22} loss {got:.6} vs {want:.6}",
-                if ok { "PASS" } else { "FAIL" },
-                "held-out loss"
-            );
-            if !ok {
-                failed.push(format!("{label} held-out loss"));
-            }
+        }
+        // held-out scoring (softmax without the padding class)
+        checks += 1;
+        let want = Cpu::<f32>::new(layout.clone())
+            .loss(&params, &padded, Classes::NoPadding)
+            .mean();
+        let got = select(args.device, &layout)?
+            .loss(&params, &padded, Classes::NoPadding)
+            .mean();
+        let ok = LOSS_TOL.allows(got, want);
+        println!(
+            "{} {label:<10} {:<22} loss {got:.6} vs {want:.6}",
+            if ok { "PASS" } else { "FAIL" },
+            "held-out loss"
+        );
+        if !ok {
+            failed.push(format!("{label} held-out loss"));
         }
     }
     // loss curves: whole optimizer steps (on CUDA: on the device)

@@ -551,19 +551,38 @@ impl Dev {
         Ok(())
     }
 
-    fn launch_cooperative(
+    /// Launches a sequence kernel cooperatively: the pointer arguments, then
+    /// the barrier (zeroed first), steps, rows, hidden size, units per block
+    /// and whether inputs are staged, as every `*_seq` kernel takes them.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_seq(
         &self,
         f: &CudaFunction,
-        cfg: LaunchConfig,
-        args: &[&dyn Arg],
+        plan: SeqPlan,
+        smem: usize,
+        ptrs: &[u64],
+        steps: usize,
+        rows: usize,
+        h: usize,
+        bar: P<u32>,
     ) -> Result<(), CudaError> {
+        let br = self.reset_barrier(bar)?;
+        let (t, r, hh, u, sg) = (
+            int(steps),
+            int(rows),
+            int(h),
+            int(plan.units),
+            plan.staged as i32,
+        );
         let mut b = self.stream.launch_builder(f);
-        for a in args {
-            a.push(&mut b);
+        for p in ptrs {
+            b.arg(p);
         }
-        // SAFETY: as `launch`; the sequence launchers also size the grid
-        // and shared memory from a SeqPlan, which is what the kernels index.
-        unsafe { b.launch_cooperative(cfg) }?;
+        b.arg(&br).arg(&t).arg(&r).arg(&hh).arg(&u).arg(&sg);
+        // SAFETY: as `launch`; the launchers check every range against the
+        // shape, and the grid and shared memory come from the SeqPlan the
+        // kernels index by.
+        unsafe { b.launch_cooperative(plan.config(smem)) }?;
         Ok(())
     }
 
@@ -587,32 +606,24 @@ impl Dev {
         bar: P<u32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (steps * rows * h, steps * rows * 4 * h);
-        let w = [
+        let ptrs = [
             w_hh.need(4 * h * h, "w_hh"),
             b_hh.need(4 * h, "b_hh"),
             xg.need(g, "xg"),
             gates.need(g, "gates"),
-        ];
-        let st = [
             hs.need(n + rows * h, "h"),
             cs.need(n + rows * h, "c"),
             tanh_c.need(n, "tanh_c"),
         ];
-        let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u, sg) = (
-            int(steps),
-            int(rows),
-            int(h),
-            int(plan.units),
-            plan.staged as i32,
-        );
-        let cfg = plan.config(plan.fwd_smem);
-        self.launch_cooperative(
+        self.launch_seq(
             &self.k.lstm_forward_seq,
-            cfg,
-            &[
-                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &st[2], &br, &t, &r, &hh, &u, &sg,
-            ],
+            plan,
+            plan.fwd_smem,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
         )
     }
 
@@ -634,28 +645,23 @@ impl Dev {
         bar: P<u32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (steps * rows * h, steps * rows * 3 * h);
-        let w = [
+        let ptrs = [
             w_hh.need(3 * h * h, "w_hh"),
             b_hh.need(3 * h, "b_hh"),
             xg.need(g, "xg"),
             gates.need(g, "gates"),
+            hs.need(n + rows * h, "h"),
+            hn.need(n, "hn"),
         ];
-        let st = [hs.need(n + rows * h, "h"), hn.need(n, "hn")];
-        let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u, sg) = (
-            int(steps),
-            int(rows),
-            int(h),
-            int(plan.units),
-            plan.staged as i32,
-        );
-        let cfg = plan.config(plan.fwd_smem);
-        self.launch_cooperative(
+        self.launch_seq(
             &self.k.gru_forward_seq,
-            cfg,
-            &[
-                &w[0], &w[1], &w[2], &w[3], &st[0], &st[1], &br, &t, &r, &hh, &u, &sg,
-            ],
+            plan,
+            plan.fwd_smem,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
         )
     }
 
@@ -686,21 +692,16 @@ impl Dev {
             tanh_c.need(n, "tanh_c"),
             dg.need(g, "dg"),
         ];
-        let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u, sg) = (
-            int(steps),
-            int(rows),
-            int(h),
-            int(plan.units),
-            plan.staged as i32,
-        );
-        let cfg = plan.config(plan.bwd_smem);
-        self.launch_cooperative(
+        let ptrs = [p[0], p[1], p[2], p[3], p[4], p[5]];
+        self.launch_seq(
             &self.k.lstm_backward_seq,
-            cfg,
-            &[
-                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &br, &t, &r, &hh, &u, &sg,
-            ],
+            plan,
+            plan.bwd_smem,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
         )
     }
 
@@ -732,21 +733,16 @@ impl Dev {
             dxg.need(g, "dxg"),
             dhg.need(g, "dhg"),
         ];
-        let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u, sg) = (
-            int(steps),
-            int(rows),
-            int(h),
-            int(plan.units),
-            plan.staged as i32,
-        );
-        let cfg = plan.config(plan.bwd_smem);
-        self.launch_cooperative(
+        let ptrs = [p[0], p[1], p[2], p[3], p[4], p[5], p[6]];
+        self.launch_seq(
             &self.k.gru_backward_seq,
-            cfg,
-            &[
-                &p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &br, &t, &r, &hh, &u, &sg,
-            ],
+            plan,
+            plan.bwd_smem,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
         )
     }
 
