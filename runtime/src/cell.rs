@@ -411,6 +411,20 @@ fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits:
         return;
     };
     *pad = f32::NEG_INFINITY;
+    // Kernels that work 8 units at a time take the rows 8 at a time too.
+    let (octs, rest) = if K::LANE_ACTIVATIONS {
+        rest.as_chunks_mut::<8>()
+    } else {
+        (&mut [][..], rest)
+    };
+    for oct in octs.iter_mut() {
+        let pairs: [(&[u8], &[u8; 2]); 8] =
+            core::array::from_fn(|_| rows.next().unwrap_or((&[], &[0, 0])));
+        let d = k.dot8(pairs.map(|p| p.0), h);
+        for ((l, d), (_, b)) in oct.iter_mut().zip(d).zip(pairs) {
+            *l = d + f16_to_f32(*b);
+        }
+    }
     let (quads, single) = rest.as_chunks_mut::<4>();
     for quad in quads.iter_mut() {
         let mut next = || rows.next().unwrap_or((&[], &[0, 0]));

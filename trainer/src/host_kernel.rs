@@ -147,7 +147,11 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows(rows, x)
+        if x.len() % 8 != 0 || rows.iter().any(|r| r.len() < 2 * x.len()) {
+            return self.rows(rows, x);
+        }
+        // SAFETY: as in `rows`; x.len() is a multiple of 8.
+        unsafe { avx2_rows8(rows, x) }
     }
 
     #[inline]
@@ -195,6 +199,57 @@ unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
         }
         *o = charlm_runtime::kernel::reduce(lanes);
     }
+    out
+}
+
+/// Eight dot products over whole 8-element chunks, reduced together: the
+/// documented tree `((l0+l4) + (l2+l6)) + ((l1+l5) + (l3+l7))` for all eight
+/// rows at once, as three rounds of vector adds (halves, then pairs, then
+/// neighbours) instead of eight trips through memory and scalar adds.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C, `x.len()` must be a multiple of 8,
+/// and every row must hold at least `2 * x.len()` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn avx2_rows8(rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let mut a = [_mm256_setzero_ps(); 8];
+    let ptrs = rows.map(|r| r.as_ptr());
+    for (k, xk) in x.as_chunks::<8>().0.iter().enumerate() {
+        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16k
+        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
+        let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
+        for (a, p) in a.iter_mut().zip(ptrs) {
+            let w = unsafe { _mm_loadu_si128(p.add(16 * k).cast()) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(w), xv));
+        }
+    }
+    // s_r = [l0+l4, l1+l5, l2+l6, l3+l7]; v[i] = [s_i | s_{i+4}]
+    let v: [__m256; 4] = std::array::from_fn(|i| {
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(a[i], a[i + 4]),
+            _mm256_permute2f128_ps::<0x31>(a[i], a[i + 4]),
+        )
+    });
+    // y_r = [(l0+l4)+(l2+l6), (l1+l5)+(l3+l7)], two rows per 128-bit half:
+    // w01 = [y0 y1 | y4 y5], w23 = [y2 y3 | y6 y7]
+    let pairs = |p: __m256, q: __m256| {
+        let (p, q) = (_mm256_castps_pd(p), _mm256_castps_pd(q));
+        _mm256_add_ps(
+            _mm256_castpd_ps(_mm256_unpacklo_pd(p, q)),
+            _mm256_castpd_ps(_mm256_unpackhi_pd(p, q)),
+        )
+    };
+    let (w01, w23) = (pairs(v[0], v[1]), pairs(v[2], v[3]));
+    // out_r = y_r[0] + y_r[1], in row order 0..8
+    let sum = _mm256_add_ps(
+        _mm256_shuffle_ps::<0b10_00_10_00>(w01, w23),
+        _mm256_shuffle_ps::<0b11_01_11_01>(w01, w23),
+    );
+    let mut out = [0.0f32; 8];
+    // SAFETY: out is 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
     out
 }
 
