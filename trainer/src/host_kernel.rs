@@ -147,7 +147,7 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        if x.len() % 8 != 0 || rows.iter().any(|r| r.len() < 2 * x.len()) {
+        if !x.len().is_multiple_of(8) || rows.iter().any(|r| r.len() < 2 * x.len()) {
             return self.rows(rows, x);
         }
         // SAFETY: as in `rows`; x.len() is a multiple of 8.
