@@ -27,50 +27,11 @@ import time
 
 import torch
 
+from torch_common import stream_batches, title_batches, trainer, vocab
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "trainer", "corpora", "tinyshakespeare.txt")
 CONFIGS = ["titles8", "titles64", "text256"]
-
-
-def vocab(text):
-    # Keras Tokenizer order: by descending count, ties by first appearance.
-    counts, order = {}, []
-    for c in text:
-        if c not in counts:
-            counts[c] = 0
-            order.append(c)
-        counts[c] += 1
-    order.sort(key=lambda c: -counts[c])
-    ids = {c: i + 1 for i, c in enumerate(order)}
-    return ids, len(order) + 2
-
-
-def title_batches(text, ids, V, rows):
-    lines = [l for l in text.split("\n") if l.strip()]
-    out = []
-    for s in range(0, len(lines) - rows + 1, rows):
-        group = [[ids[c] for c in l] for l in lines[s:s + rows]]
-        T = max(map(len, group))
-        x = torch.zeros(T, rows, dtype=torch.long)
-        y = torch.zeros(T, rows, dtype=torch.long)
-        for b, g in enumerate(group):
-            x[: len(g), b] = torch.tensor(g)
-            y[: len(g), b] = torch.tensor(g[1:] + [V - 1])
-        out.append((x, y, False))
-    return out
-
-
-def stream_batches(text, ids, rows, steps):
-    data = torch.tensor([ids[c] for c in text], dtype=torch.long)
-    stream = (len(data) - 1) // rows
-    windows = stream // steps
-    out = []
-    for k in range(windows):
-        starts = [b * stream + k * steps for b in range(rows)]
-        x = torch.stack([data[s:s + steps] for s in starts], dim=1)
-        y = torch.stack([data[s + 1:s + steps + 1] for s in starts], dim=1)
-        out.append((x, y, k > 0))
-    return out
 
 
 def measure(name, seconds, text, ids, V):
@@ -79,25 +40,7 @@ def measure(name, seconds, text, ids, V):
         "titles64": (128, lambda: title_batches(text, ids, V, 64)),
         "text256": (256, lambda: stream_batches(text, ids, 64, 100)),
     }[name]
-    batches = batches()
-    torch.manual_seed(0)
-    lstm = torch.nn.LSTM(V, hidden)
-    out = torch.nn.Linear(hidden, V)
-    params = list(lstm.parameters()) + list(out.parameters())
-    opt = torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7)
-    state = None
-
-    def step(i):
-        nonlocal state
-        x, y, carry = batches[i % len(batches)]
-        h, new_state = lstm(torch.nn.functional.one_hot(x, V).float(), state if carry else None)
-        state = tuple(s.detach() for s in new_state)
-        loss = torch.nn.functional.cross_entropy(out(h).reshape(-1, V), y.reshape(-1), ignore_index=0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return int((y != 0).sum())
-
+    step = trainer(V, 1, hidden, batches())
     for i in range(5):
         step(i)
     start, chars, i = time.perf_counter(), 0, 5

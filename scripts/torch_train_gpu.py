@@ -21,9 +21,13 @@ Prints `GPU <name>` and one `RESULT <config> <chars/s>` line per config.
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from torch_common import stream_batches, title_batches, trainer, vocab  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "..", "trainer", "corpora", "tinyshakespeare.txt")
@@ -36,72 +40,13 @@ CONFIGS = {
 }
 
 
-def vocab(text):
-    # Keras Tokenizer order: by descending count, ties by first appearance;
-    # id 0 is padding, the last id <eos>.
-    counts, order = {}, []
-    for c in text:
-        if c not in counts:
-            counts[c] = 0
-            order.append(c)
-        counts[c] += 1
-    order.sort(key=lambda c: -counts[c])
-    ids = {c: i + 1 for i, c in enumerate(order)}
-    return ids, len(order) + 2
-
-
-def title_batches(text, ids, V, rows, dev):
-    lines = [l for l in text.split("\n") if l.strip()]
-    out = []
-    for s in range(0, len(lines) - rows + 1, rows):
-        group = [[ids[c] for c in l] for l in lines[s:s + rows]]
-        T = max(map(len, group))
-        x = torch.zeros(T, rows, dtype=torch.long)
-        y = torch.zeros(T, rows, dtype=torch.long)
-        for b, g in enumerate(group):
-            x[: len(g), b] = torch.tensor(g)
-            y[: len(g), b] = torch.tensor(g[1:] + [V - 1])
-        out.append((x.to(dev), y.to(dev), False, int((y != 0).sum())))
-    return out
-
-
-def stream_batches(text, ids, rows, steps, dev):
-    data = torch.tensor([ids[c] for c in text], dtype=torch.long)
-    stream = (len(data) - 1) // rows
-    windows = stream // steps
-    out = []
-    for k in range(windows):
-        starts = [b * stream + k * steps for b in range(rows)]
-        x = torch.stack([data[s:s + steps] for s in starts], dim=1)
-        y = torch.stack([data[s + 1:s + steps + 1] for s in starts], dim=1)
-        out.append((x.to(dev), y.to(dev), k > 0, steps * rows))
-    return out
-
-
 def measure(name, seconds, text, ids, V, dev):
     layers, hidden, rows, window = CONFIGS[name]
     if window is None:
         batches = title_batches(text, ids, V, rows, dev)
     else:
         batches = stream_batches(text, ids, rows, window, dev)
-    torch.manual_seed(0)
-    lstm = torch.nn.LSTM(V, hidden, num_layers=layers).to(dev)
-    out = torch.nn.Linear(hidden, V).to(dev)
-    params = list(lstm.parameters()) + list(out.parameters())
-    opt = torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7)
-    state = None
-
-    def step(i):
-        nonlocal state
-        x, y, carry, chars = batches[i % len(batches)]
-        h, new_state = lstm(torch.nn.functional.one_hot(x, V).float(), state if carry else None)
-        state = tuple(s.detach() for s in new_state)
-        loss = torch.nn.functional.cross_entropy(out(h).reshape(-1, V), y.reshape(-1), ignore_index=0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return chars
-
+    step = trainer(V, layers, hidden, batches, dev)
     for i in range(5):
         step(i)
     torch.cuda.synchronize()
