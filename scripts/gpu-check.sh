@@ -15,7 +15,9 @@
 # $OUT/gpu-check.txt as well.
 #
 # Options (environment): CHARLM=path of the binary; SECONDS_PER_CONFIG
-# (default 6); CONFIGS (default all: titles8,titles64,text256,big);
+# (default 6); PROFILE_STEPS (default 20: after each timed run, that many
+# steps with the GPU time of every phase of a step recorded and printed,
+# `bench gpu --profile`); CONFIGS (default all: titles8,titles64,text256,big);
 # SKIP_TORCH=1 to time charlm only; NVRTC_LIB, CUBLAS_LIB: paths of the
 # libraries to use instead of searching; QUICK=1: tiny sizes, for a dry run
 # of this script on the CPU simulator (scripts/gpu-check-on-sim.sh).
@@ -28,9 +30,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BIN="${CHARLM:-target/release/charlm}"
 SECS="${SECONDS_PER_CONFIG:-6}"
+PROFILE_STEPS="${PROFILE_STEPS:-20}"
 CONFIGS="${CONFIGS:-all}"
 if [ "${QUICK:-0}" = 1 ]; then
     PARITY_ARGS=(--steps 3 --hidden 16); BIG_ARGS=(--steps 2 --hidden 40); E2E_ARGS=(--hidden 16 --seq-len 20 --max-steps 10)
+    PROFILE_STEPS=2
 else
     PARITY_ARGS=(--steps 200); BIG_ARGS=(--steps 50 --hidden 200); E2E_ARGS=(--hidden 128 --seq-len 100 --max-steps 300)
 fi
@@ -139,10 +143,10 @@ else
 fi
 
 # --- speed ----------------------------------------------------------------
-say "== speed: training characters per second, $SECS s per configuration"
+say "== speed: training characters per second, $SECS s per configuration, then $PROFILE_STEPS steps profiled"
 : > "$WORK/charlm-persistent.txt"
 for mode in $FORMS; do
-    CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" > "$WORK/charlm-$mode.txt"
+    CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" --profile "$PROFILE_STEPS" > "$WORK/charlm-$mode.txt"
     cat "$WORK/charlm-$mode.txt"
 done
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ -n "$PY" ]; then

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <setjmp.h>
 #include <ucontext.h>
 
@@ -349,6 +350,7 @@ enum {
     CUDA_ERROR_INVALID_VALUE = 1,
     CUDA_ERROR_OUT_OF_MEMORY = 2,
     CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_HANDLE = 400,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_NOT_SUPPORTED = 801,
 };
@@ -467,6 +469,7 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
         case CUDA_ERROR_INVALID_VALUE: *s = "invalid argument"; break;
         case CUDA_ERROR_OUT_OF_MEMORY: *s = "out of memory"; break;
         case CUDA_ERROR_INVALID_DEVICE: *s = "invalid device ordinal"; break;
+        case CUDA_ERROR_INVALID_HANDLE: *s = "invalid resource handle"; break;
         case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; break;
         default: *s = "unknown error"; break;
     }
@@ -478,6 +481,7 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
         case CUDA_ERROR_INVALID_VALUE: *s = "CUDA_ERROR_INVALID_VALUE"; break;
         case CUDA_ERROR_OUT_OF_MEMORY: *s = "CUDA_ERROR_OUT_OF_MEMORY"; break;
         case CUDA_ERROR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
+        case CUDA_ERROR_INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
         case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
         default: *s = "CUDA_ERROR_UNKNOWN"; break;
     }
@@ -556,12 +560,36 @@ CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
 CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
 CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
 CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
-CUresult cuEventCreate(CUevent* e, unsigned) {
-    *e = &g_context_token;
+// Events: work is complete when the call that queues it returns, so a
+// recorded event's time is the host clock at cuEventRecord. As on a GPU,
+// cuEventElapsedTime refuses events created with CU_EVENT_DISABLE_TIMING
+// (cudarc's default) and events never recorded.
+struct SimEvent {
+    bool timing;
+    bool recorded;
+    struct timespec at;
+};
+CUresult cuEventCreate(CUevent* e, unsigned flags) {
+    *e = new SimEvent{(flags & 0x2) == 0, false, {}};
     return CUDA_SUCCESS;
 }
-CUresult cuEventDestroy_v2(CUevent) { return CUDA_SUCCESS; }
-CUresult cuEventRecord(CUevent, CUstream) { return CUDA_SUCCESS; }
+CUresult cuEventDestroy_v2(CUevent e) {
+    delete static_cast<SimEvent*>(e);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(CUevent e, CUstream) {
+    SimEvent* ev = static_cast<SimEvent*>(e);
+    ev->recorded = true;
+    clock_gettime(CLOCK_MONOTONIC, &ev->at);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
+    const SimEvent* a = static_cast<const SimEvent*>(start);
+    const SimEvent* b = static_cast<const SimEvent*>(end);
+    if (!a || !b || !a->timing || !b->timing || !a->recorded || !b->recorded) return CUDA_ERROR_INVALID_HANDLE;
+    *ms = (float)((double)(b->at.tv_sec - a->at.tv_sec) * 1e3 + (double)(b->at.tv_nsec - a->at.tv_nsec) * 1e-6);
+    return CUDA_SUCCESS;
+}
 CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
 CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
 

@@ -26,7 +26,7 @@ enum Command {
     Train(Box<cmd::train::Args>),
     /// Held-out bits per character of a model, through the runtime (f16 weights).
     Eval(cmd::eval::Args),
-    /// Benchmarks (training speed on CPU).
+    /// Benchmarks: training speed on CPU (train) and GPU (gpu), a device against the CPU reference (parity).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
 }

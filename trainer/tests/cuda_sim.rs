@@ -321,3 +321,57 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
         assert!(!out.exists(), "{device:?}: a run folder was created");
     }
 }
+
+#[test]
+fn bench_gpu_profile_times_every_phase_of_a_step() {
+    if !have_nvrtc() {
+        return;
+    }
+    let o = charlm(&[
+        "bench",
+        "gpu",
+        "--config",
+        "titles8",
+        "--seconds",
+        "0.01",
+        "--profile",
+        "2",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let table: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.starts_with("PROFILE titles8: 2 steps"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    // every phase of a 1-layer LSTM step, once, in step order
+    let phases = [
+        "host: between steps",
+        "forward: batch upload, input projection",
+        "forward: recurrence",
+        "forward: state copies, dropout",
+        "forward: output layer, softmax, loss",
+        "backward: output layer",
+        "backward: recurrence",
+        "backward: weight gradients, input gradient",
+        "gradient norm, clip, guard",
+        "optimizer",
+    ];
+    let names: Vec<&str> = table
+        .iter()
+        .map(|l| l.split("  ").find(|s| !s.is_empty()).unwrap_or("").trim())
+        .collect();
+    assert_eq!(names, phases, "{t}");
+    let share: f64 = table
+        .iter()
+        .map(|l| {
+            let pct = l.split_whitespace().last().unwrap_or("");
+            pct.trim_end_matches('%').parse::<f64>().expect("a share")
+        })
+        .sum();
+    assert!(
+        (share - 100.0).abs() < 0.6,
+        "shares add up to {share}%: {t}"
+    );
+}

@@ -1,6 +1,7 @@
-//! `charlm bench train`: training characters per second of the CPU backend
-//! on the configurations the PyTorch script `bench/torch_train_cpu.py` runs
-//! (same data, same batches, same model, same optimizer).
+//! `charlm bench`: `train` times the CPU backend on the configurations the
+//! PyTorch script `bench/torch_train_cpu.py` runs (same data, same batches,
+//! same model, same optimizer); `parity` and `gpu` are the CUDA backend's
+//! checks (trainer/src/cuda/check.rs, run by scripts/gpu-check.sh).
 
 use std::time::Instant;
 

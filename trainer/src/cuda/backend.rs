@@ -11,6 +11,10 @@ use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
 use crate::params::Layout;
 
+/// The profile's name for the gap before a step's first work: the GPU
+/// waiting for the host (see `profile.rs`).
+const PHASE_IDLE: &str = "host: between steps";
+
 /// Per-layer activations kept for the backward pass (as `cpu::LayerCache`).
 struct LayerBufs {
     /// `[T*B, G*H]` input pre-activations `W_ih x + b_ih`.
@@ -312,6 +316,7 @@ impl Cuda {
         lr: f32,
     ) -> Result<(), CudaError> {
         assert!(self.opt.is_some(), "train_step needs set_optimizer first");
+        self.dev.mark(PHASE_IDLE)?;
         self.forward(batch, dropout, Classes::All, true)?;
         self.backward(batch)?;
         let n = self.layout.len;
@@ -329,6 +334,7 @@ impl Cuda {
         self.dev
             .guard(self.nats.all(), self.coef.all(), self.status.all(), d.steps)?;
         let status = self.status.all();
+        self.dev.mark("gradient norm, clip, guard")?;
         d.steps += 1;
         match d.kind {
             Kind::Adam => {
@@ -370,7 +376,19 @@ impl Cuda {
                 )?;
             }
         }
-        Ok(())
+        self.dev.mark("optimizer")
+    }
+
+    /// Starts timing the phases of the steps that follow (see
+    /// `charlm bench gpu --profile`).
+    pub fn profile_start(&self) -> Result<(), CudaError> {
+        self.dev.profile_start()
+    }
+
+    /// Waits for the profiled steps; milliseconds per phase over all of
+    /// them, in step order (`None` if no profile ran).
+    pub fn profile_finish(&self) -> Result<Option<Vec<(&'static str, f64)>>, CudaError> {
+        self.dev.profile_finish()
     }
 
     /// Waits for the queued work and returns the nats summed since the last
@@ -573,6 +591,7 @@ impl Cuda {
                 dev.gemm(n, gh, h, x, false, w_ih, true, 0.0, c.xg.all())?;
                 dev.add_bias(n, gh, c.xg.all(), b_ih)?;
             }
+            dev.mark("forward: batch upload, input projection")?;
             // initial state
             let lstm = arch.cell == CellKind::Lstm;
             if carry {
@@ -638,6 +657,7 @@ impl Cuda {
                     }
                 }
             }
+            dev.mark("forward: recurrence")?;
             // remember the final state for the next window
             dev.copy(c.h.at(tt * b * h, b * h), self.carry[l].0.at(0, b * h))?;
             if lstm {
@@ -660,6 +680,7 @@ impl Cuda {
                 )?;
                 c.dropout_on = true;
             }
+            dev.mark("forward: state copies, dropout")?;
         }
         self.carry_rows = b;
         // output projection over all rows
@@ -693,7 +714,7 @@ impl Cuda {
             )?;
             dev.sum_f64(n, acts.row_nats.all(), self.nats.all())?;
         }
-        Ok(())
+        dev.mark("forward: output layer, softmax, loss")
     }
 
     fn backward(&mut self, batch: &Batch) -> Result<(), CudaError> {
@@ -752,6 +773,7 @@ impl Cuda {
             dev.upload(&offsets, acts.tab_off.all())?;
             dev.upload(&rows, acts.tab_rows.all())?;
         }
+        dev.mark("backward: output layer")?;
         for l in (0..layers).rev() {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let c = &acts.layers[l];
@@ -838,6 +860,7 @@ impl Cuda {
                     }
                 }
             }
+            dev.mark("backward: recurrence")?;
             // weight gradients over all rows at once
             let dxg = acts.dxg.at(0, n * gh);
             let dhg = if lstm { dxg } else { acts.dhg.at(0, n * gh) };
@@ -874,6 +897,7 @@ impl Cuda {
                 )?;
                 std::mem::swap(&mut acts.dh, &mut acts.dx);
             }
+            dev.mark("backward: weight gradients, input gradient")?;
         }
         Ok(())
     }

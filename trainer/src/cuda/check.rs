@@ -51,6 +51,10 @@ pub struct SpeedArgs {
     /// Seconds of timed training per configuration (after 5 warm-up steps).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// After the timed run, this many more steps with the GPU time of each
+    /// phase recorded (events between phases), printed as a table.
+    #[arg(long, default_value_t = 0)]
+    pub profile: usize,
 }
 
 /// A speed configuration of the issue: `(name, layers, hidden, data)`.
@@ -181,6 +185,19 @@ impl Stepper for OnDevice {
             eprintln!("charlm: error: {e}");
             self.1 = true;
         }
+    }
+    fn profile_start(&mut self) -> Result<bool, CliError> {
+        self.0
+            .profile_start()
+            .map_err(|e| CliError::invalid(e.to_string()))?;
+        Ok(true)
+    }
+    fn profile_finish(&mut self) -> Result<Vec<(&'static str, f64)>, CliError> {
+        let phases = self
+            .0
+            .profile_finish()
+            .map_err(|e| CliError::invalid(e.to_string()))?;
+        Ok(phases.unwrap_or_default())
     }
     fn finish(&mut self) -> f64 {
         let failed = std::mem::take(&mut self.1);
@@ -479,6 +496,52 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
             c.hidden,
             c.batch,
             nats / chars.max(1) as f64
+        );
+        if args.profile > 0 {
+            profile(s.as_mut(), c.name, &batches, i, args.profile)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--profile`: `steps` more steps (cycling through `batches` from `next`)
+/// with their phases timed, then one line per phase: time per step and share.
+fn profile(
+    s: &mut dyn Stepper,
+    name: &str,
+    batches: &[Batch],
+    next: usize,
+    steps: usize,
+) -> Result<(), CliError> {
+    if !s.profile_start()? {
+        println!("PROFILE {name}: only the CUDA backend records phases");
+        return Ok(());
+    }
+    for b in batches
+        .iter()
+        .cycle()
+        .skip(next % batches.len())
+        .take(steps)
+    {
+        s.queue(b, None, 0.0, 1e-3);
+    }
+    let nats = s.finish();
+    let phases = s.profile_finish()?;
+    if !nats.is_finite() {
+        return Err(CliError::invalid(format!(
+            "{name}: the profiled steps gave loss {nats}"
+        )));
+    }
+    let total: f64 = phases.iter().map(|p| p.1).sum();
+    println!(
+        "PROFILE {name}: {steps} steps, {:.1} us of GPU time per step (events between phases)",
+        1e3 * total / steps as f64
+    );
+    for (phase, ms) in phases {
+        println!(
+            "  {phase:<48} {:>10.1} us {:>5.1}%",
+            1e3 * ms / steps as f64,
+            100.0 * ms / total.max(f64::MIN_POSITIVE)
         );
     }
     Ok(())

@@ -11,6 +11,7 @@
 //! order, so no event tracking is needed (it is switched off: it would cost
 //! two event records per kernel argument).
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::CudaError;
 use super::nvrtc::{self, Source};
+use super::profile::Profile;
 
 /// A device allocation of `len` elements of `T`.
 pub struct Buf<T> {
@@ -265,6 +267,8 @@ pub struct Dev {
     pub cooperative: bool,
     /// Shared memory per block, bytes.
     pub smem_per_block: usize,
+    /// Phase events while a profile runs ([`Dev::profile_start`]).
+    prof: RefCell<Option<Profile>>,
 }
 
 impl Dev {
@@ -338,7 +342,33 @@ impl Dev {
             name,
             arch,
             ordinal,
+            prof: RefCell::new(None),
         })
+    }
+
+    /// Starts timing phases: from now on every [`Dev::mark`] records an event.
+    pub fn profile_start(&self) -> Result<(), CudaError> {
+        self.bind()?;
+        *self.prof.borrow_mut() = Some(Profile::start(&self.stream)?);
+        Ok(())
+    }
+
+    /// Ends phase `phase` (the work queued since the previous mark); nothing
+    /// unless a profile runs.
+    pub fn mark(&self, phase: &'static str) -> Result<(), CudaError> {
+        match self.prof.borrow_mut().as_mut() {
+            Some(p) => p.mark(&self.stream, phase),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops timing phases: milliseconds per phase, in first-seen order
+    /// (`None` if no profile ran).
+    pub fn profile_finish(&self) -> Result<Option<Vec<(&'static str, f64)>>, CudaError> {
+        match self.prof.borrow_mut().take() {
+            Some(p) => Ok(Some(p.finish()?)),
+            None => Ok(None),
+        }
     }
 
     /// Makes the context current on this thread (raw driver and cuBLAS calls need it).

@@ -8,13 +8,16 @@
 //! 1. layer 0's input pre-activations are a gather of input-table rows
 //!    (`embed_forward`); layers above are one cuBLAS product over all
 //!    `T*B` rows, plus the bias;
-//! 2. the recurrence: per time step one cuBLAS product `h_{t-1} W_hh^T` and
-//!    one fused pointwise cell kernel (LSTM or GRU);
+//! 2. the recurrence, in one of two forms (`CHARLM_CUDA_RECURRENCE`): one
+//!    cooperative launch per layer and pass whose blocks keep their slice
+//!    of `W_hh` in shared memory and meet at a grid barrier after each time
+//!    step (`*_seq` kernels, planned by `SeqPlan`), or per time step one
+//!    cuBLAS product `h_{t-1} W_hh^T` and one fused pointwise cell kernel;
 //! 3. the output projection over all rows (one product), then one fused
 //!    kernel for softmax, masked cross-entropy and its gradient; the loss is
 //!    reduced on the device in f64;
-//! 4. backwards, the mirror image: per step one fused cell kernel and one
-//!    product through `W_hh`, then weight gradients as single products over
+//! 4. backwards, the mirror image (a sequence kernel, or per step one fused
+//!    cell kernel and one product through `W_hh`), then weight gradients as single products over
 //!    all rows, bias gradients as `x^T 1`, and the input table's gradient as
 //!    a deterministic gather by id (no atomics);
 //! 5. with [`Cuda::train_step`], gradient-norm clipping and Adam/RMSprop on
@@ -24,10 +27,10 @@
 //! Kernel sources are `kernels/*.cu`, compiled by NVRTC once per process for
 //! the device's architecture ([`nvrtc`]).
 //!
-//! Not done yet (the levers the issue lists, in order of expected gain at the
-//! lesson's sizes): a persistent recurrent kernel that keeps `W_hh` on chip
-//! across time steps (the per-step launches dominate at hidden 128, batch 8),
-//! and capturing a whole step as a CUDA graph per sequence length.
+//! Not done yet (levers the issue lists): capturing a whole step as a CUDA
+//! graph, and a choice of form measured on a GPU rather than guessed (see
+//! docs/GPU.md). `charlm bench gpu --profile N` ([`profile`]) shows where a
+//! step's GPU time goes.
 
 #[cfg(feature = "cuda")]
 mod backend;
@@ -37,6 +40,8 @@ mod dev;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod parity;
+#[cfg(feature = "cuda")]
+pub mod profile;
 
 #[cfg(feature = "cuda")]
 pub use backend::{Cuda, positions_by_id};

@@ -7,6 +7,7 @@
 
 use crate::batch::Batch;
 use crate::cpu::{Dropout, Loss};
+use crate::error::CliError;
 use crate::optim::{Optimizer, clip_grad_norm};
 use crate::params::Layout;
 use crate::train::Backend;
@@ -165,6 +166,15 @@ pub trait Stepper {
     fn finish(&mut self) -> f64;
     /// Adds to the running sum of [`Stepper::queue`] (host steppers).
     fn add_pending(&mut self, _nats: f64) {}
+    /// Starts timing the phases of the steps that follow; false where the
+    /// stepper cannot (only the CUDA backend records phases).
+    fn profile_start(&mut self) -> Result<bool, CliError> {
+        Ok(false)
+    }
+    /// Milliseconds per phase since [`Stepper::profile_start`], in step order.
+    fn profile_finish(&mut self) -> Result<Vec<(&'static str, f64)>, CliError> {
+        Ok(Vec::new())
+    }
 }
 
 /// A [`Backend`] with host parameters and a host optimizer (the train loop's path).
