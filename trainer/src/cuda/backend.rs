@@ -5,7 +5,7 @@
 use charlm_runtime::format::CellKind;
 
 use super::CudaError;
-use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqPlan};
+use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqCell, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
@@ -607,37 +607,27 @@ impl Cuda {
             }
             // 2. the recurrence: one cooperative launch, or two launches per step
             if let Some(p) = plan.filter(|_| tt > 0) {
-                let bar = self.bar.all();
-                if lstm {
-                    dev.lstm_forward_seq(
-                        p,
-                        tt,
-                        b,
-                        h,
-                        w_hh,
-                        b_hh,
-                        c.xg.all(),
-                        c.gates.all(),
-                        c.h.all(),
-                        c.c.all(),
-                        c.aux.all(),
-                        bar,
-                    )?;
+                let cell = if lstm {
+                    SeqCell::Lstm { cs: c.c.all() }
                 } else {
-                    dev.gru_forward_seq(
-                        p,
-                        tt,
-                        b,
-                        h,
-                        w_hh,
-                        b_hh,
-                        c.xg.all(),
-                        c.gates.all(),
-                        c.h.all(),
-                        c.aux.all(),
-                        bar,
-                    )?;
-                }
+                    SeqCell::Gru {
+                        dhg: acts.dhg.all(),
+                    }
+                };
+                dev.forward_seq(
+                    cell,
+                    p,
+                    tt,
+                    b,
+                    h,
+                    w_hh,
+                    b_hh,
+                    c.xg.all(),
+                    c.gates.all(),
+                    c.h.all(),
+                    c.aux.all(),
+                    self.bar.all(),
+                )?;
             } else {
                 for t in 0..tt {
                     let hprev = c.h.at(t * b * h, b * h);
@@ -782,39 +772,31 @@ impl Cuda {
             }
             let w = slot(&w_hh, params);
             if let Some(p) = plan {
-                let bar = self.bar.all();
-                let dh = acts.dh.at(0, n * h);
-                if lstm {
-                    dev.lstm_backward_seq(
-                        p,
-                        tt,
-                        b,
-                        h,
-                        w,
-                        dh,
-                        c.gates.all(),
-                        c.c.all(),
-                        c.aux.all(),
-                        acts.dxg.all(),
-                        bar,
-                    )?;
+                // LSTM: the cell states; GRU: the hidden states
+                let (cell, state) = if lstm {
+                    (SeqCell::Lstm { cs: c.c.all() }, c.c.all())
                 } else {
-                    let (dxg, dhg) = (acts.dxg.all(), acts.dhg.all());
-                    dev.gru_backward_seq(
-                        p,
-                        tt,
-                        b,
-                        h,
-                        w,
-                        dh,
-                        c.gates.all(),
+                    (
+                        SeqCell::Gru {
+                            dhg: acts.dhg.all(),
+                        },
                         c.h.all(),
-                        c.aux.all(),
-                        dxg,
-                        dhg,
-                        bar,
-                    )?;
-                }
+                    )
+                };
+                dev.backward_seq(
+                    cell,
+                    p,
+                    tt,
+                    b,
+                    h,
+                    w,
+                    acts.dh.at(0, n * h),
+                    c.gates.all(),
+                    state,
+                    c.aux.all(),
+                    acts.dxg.all(),
+                    self.bar.all(),
+                )?;
             } else {
                 dev.zero(acts.dh_next.at(0, b * h))?;
                 dev.zero(acts.dc.at(0, b * h))?;

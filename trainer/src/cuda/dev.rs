@@ -197,6 +197,33 @@ impl SeqPlan {
     }
 }
 
+/// The cell of a sequence launch, with the buffer only that cell has:
+/// the LSTM's cell states forward (`cs`, laid out as `hs`), the GRU's
+/// hidden-side gate gradients backward (`dhg`, as `dxg`). The other
+/// direction ignores it.
+#[derive(Clone, Copy, Debug)]
+pub enum SeqCell {
+    /// LSTM: gates i, f, g, o.
+    Lstm {
+        /// Cell states, `steps + 1` blocks of rows (initial first).
+        cs: P<f32>,
+    },
+    /// GRU: gates r, z, n.
+    Gru {
+        /// Hidden-side gate gradients `[dr, dz, dn*r]` of every step.
+        dhg: P<f32>,
+    },
+}
+
+impl SeqCell {
+    fn gates(self) -> usize {
+        match self {
+            SeqCell::Lstm { .. } => 4,
+            SeqCell::Gru { .. } => 3,
+        }
+    }
+}
+
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).max(1);
     assert!(
@@ -616,12 +643,15 @@ impl Dev {
         Ok(())
     }
 
-    /// All `steps` forward steps of an LSTM layer over `rows` sequences in
-    /// one cooperative launch: `h` and `c` hold `steps + 1` blocks of rows,
-    /// the initial state first; `bar` is the grid barrier's two words.
+    /// All `steps` forward steps of a layer over `rows` sequences in one
+    /// cooperative launch: `hs` (and the LSTM's cell states) hold
+    /// `steps + 1` blocks of rows, the initial state first; `aux` receives
+    /// the LSTM's `tanh(c)` or the GRU's `hn` (as [`Dev::gru_forward`]'s);
+    /// `bar` is the grid barrier's two words.
     #[allow(clippy::too_many_arguments)]
-    pub fn lstm_forward_seq(
+    pub fn forward_seq(
         &self,
+        cell: SeqCell,
         plan: SeqPlan,
         steps: usize,
         rows: usize,
@@ -631,76 +661,37 @@ impl Dev {
         xg: P<f32>,
         gates: P<f32>,
         hs: P<f32>,
-        cs: P<f32>,
-        tanh_c: P<f32>,
+        aux: P<f32>,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
-        let (n, g) = (steps * rows * h, steps * rows * 4 * h);
-        let ptrs = [
-            w_hh.need(4 * h * h, "w_hh"),
-            b_hh.need(4 * h, "b_hh"),
+        let gn = cell.gates();
+        let (n, g) = (steps * rows * h, steps * rows * gn * h);
+        let mut ptrs = vec![
+            w_hh.need(gn * h * h, "w_hh"),
+            b_hh.need(gn * h, "b_hh"),
             xg.need(g, "xg"),
             gates.need(g, "gates"),
             hs.need(n + rows * h, "h"),
-            cs.need(n + rows * h, "c"),
-            tanh_c.need(n, "tanh_c"),
         ];
-        self.launch_seq(
-            &self.k.lstm_forward_seq,
-            plan,
-            plan.fwd_smem,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
+        let f = match cell {
+            SeqCell::Lstm { cs } => {
+                ptrs.push(cs.need(n + rows * h, "c"));
+                &self.k.lstm_forward_seq
+            }
+            SeqCell::Gru { .. } => &self.k.gru_forward_seq,
+        };
+        ptrs.push(aux.need(n, "aux"));
+        self.launch_seq(f, plan, plan.fwd_smem, &ptrs, steps, rows, h, bar)
     }
 
-    /// All forward steps of a GRU layer (as [`Dev::lstm_forward_seq`]; `hn`
-    /// as [`Dev::gru_forward`]'s).
+    /// All backward steps of a layer in one cooperative launch: `dh` the
+    /// gradient from above at every step; `state` the LSTM's cell states or
+    /// the GRU's hidden states (initial first) and `aux` the forward's; writes
+    /// the gate gradients `dxg` of every step (and the GRU's `dhg`).
     #[allow(clippy::too_many_arguments)]
-    pub fn gru_forward_seq(
+    pub fn backward_seq(
         &self,
-        plan: SeqPlan,
-        steps: usize,
-        rows: usize,
-        h: usize,
-        w_hh: P<f32>,
-        b_hh: P<f32>,
-        xg: P<f32>,
-        gates: P<f32>,
-        hs: P<f32>,
-        hn: P<f32>,
-        bar: P<u32>,
-    ) -> Result<(), CudaError> {
-        let (n, g) = (steps * rows * h, steps * rows * 3 * h);
-        let ptrs = [
-            w_hh.need(3 * h * h, "w_hh"),
-            b_hh.need(3 * h, "b_hh"),
-            xg.need(g, "xg"),
-            gates.need(g, "gates"),
-            hs.need(n + rows * h, "h"),
-            hn.need(n, "hn"),
-        ];
-        self.launch_seq(
-            &self.k.gru_forward_seq,
-            plan,
-            plan.fwd_smem,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
-    }
-
-    /// All backward steps of an LSTM layer in one cooperative launch: `dh`
-    /// the gradient from above at every step, `cs` the cell states (initial
-    /// first); writes the gate gradients `dg` of every step.
-    #[allow(clippy::too_many_arguments)]
-    pub fn lstm_backward_seq(
-        &self,
+        cell: SeqCell,
         plan: SeqPlan,
         steps: usize,
         rows: usize,
@@ -708,72 +699,29 @@ impl Dev {
         w_hh: P<f32>,
         dh: P<f32>,
         gates: P<f32>,
-        cs: P<f32>,
-        tanh_c: P<f32>,
-        dg: P<f32>,
-        bar: P<u32>,
-    ) -> Result<(), CudaError> {
-        let (n, g) = (steps * rows * h, steps * rows * 4 * h);
-        let p = [
-            w_hh.need(4 * h * h, "w_hh"),
-            dh.need(n, "dh"),
-            gates.need(g, "gates"),
-            cs.need(n + rows * h, "c"),
-            tanh_c.need(n, "tanh_c"),
-            dg.need(g, "dg"),
-        ];
-        let ptrs = [p[0], p[1], p[2], p[3], p[4], p[5]];
-        self.launch_seq(
-            &self.k.lstm_backward_seq,
-            plan,
-            plan.bwd_smem,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
-    }
-
-    /// All backward steps of a GRU layer: `hs` the hidden states (initial
-    /// first), `hn` as saved forward; writes `dxg` and `dhg` of every step.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gru_backward_seq(
-        &self,
-        plan: SeqPlan,
-        steps: usize,
-        rows: usize,
-        h: usize,
-        w_hh: P<f32>,
-        dh: P<f32>,
-        gates: P<f32>,
-        hs: P<f32>,
-        hn: P<f32>,
+        state: P<f32>,
+        aux: P<f32>,
         dxg: P<f32>,
-        dhg: P<f32>,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
-        let (n, g) = (steps * rows * h, steps * rows * 3 * h);
-        let p = [
-            w_hh.need(3 * h * h, "w_hh"),
+        let gn = cell.gates();
+        let (n, g) = (steps * rows * h, steps * rows * gn * h);
+        let mut ptrs = vec![
+            w_hh.need(gn * h * h, "w_hh"),
             dh.need(n, "dh"),
             gates.need(g, "gates"),
-            hs.need(n + rows * h, "h"),
-            hn.need(n, "hn"),
+            state.need(n + rows * h, "state"),
+            aux.need(n, "aux"),
             dxg.need(g, "dxg"),
-            dhg.need(g, "dhg"),
         ];
-        let ptrs = [p[0], p[1], p[2], p[3], p[4], p[5], p[6]];
-        self.launch_seq(
-            &self.k.gru_backward_seq,
-            plan,
-            plan.bwd_smem,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
+        let f = match cell {
+            SeqCell::Lstm { .. } => &self.k.lstm_backward_seq,
+            SeqCell::Gru { dhg } => {
+                ptrs.push(dhg.need(g, "dhg"));
+                &self.k.gru_backward_seq
+            }
+        };
+        self.launch_seq(f, plan, plan.bwd_smem, &ptrs, steps, rows, h, bar)
     }
 
     /// Zeroes the grid barrier's words before a sequence launch (a launch
