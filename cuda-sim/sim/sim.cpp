@@ -412,17 +412,29 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice) {
     return CUDA_SUCCESS;
 }
 
+// Shared memory a block may have: without opting in (48 KiB, as every GPU
+// since Volta) and at most after cuFuncSetAttribute (227 KiB, as an H100).
+// CHARLM_CUDA_SIM_SMEM_PER_BLOCK narrows both, CHARLM_CUDA_SIM_SMEM_OPTIN
+// the second alone (tests of other plans).
+static int env_int(const char* name, int fallback) {
+    const char* e = getenv(name);
+    return e && *e ? atoi(e) : fallback;
+}
+static int smem_per_block() { return env_int("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", 49152); }
+static int smem_optin() {
+    int per_block = smem_per_block();
+    int optin = env_int("CHARLM_CUDA_SIM_SMEM_OPTIN", getenv("CHARLM_CUDA_SIM_SMEM_PER_BLOCK") ? per_block : 232448);
+    return optin > per_block ? optin : per_block;
+}
+
 CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
     switch (attribute) {
         case 75: *v = 8; break;    // compute capability major: kernels are compiled for sm_80
         case 76: *v = 0; break;    // minor
         case 16: *v = 132; break;  // multiprocessors (as an H100 SXM)
         case 95: *v = 1; break;    // cooperative launch
-        case 8: {  // shared memory per block; CHARLM_CUDA_SIM_SMEM_PER_BLOCK narrows it (tests of other plans)
-            const char* e = getenv("CHARLM_CUDA_SIM_SMEM_PER_BLOCK");
-            *v = e && *e ? atoi(e) : 49152;
-            break;
-        }
+        case 8: *v = smem_per_block(); break;  // shared memory per block
+        case 97: *v = smem_optin(); break;      // the same after opting in
         case 115: *v = 0; break;   // memory pools: no, so cudarc uses cuMemAlloc
         case 1: *v = 1024; break;  // max threads per block
         default: *v = 0; break;
@@ -613,10 +625,44 @@ CUresult cuModuleGetFunction(CUfunction* f, CUmodule, const char* name) {
     return CUDA_ERROR_NOT_FOUND;
 }
 
+// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES of each kernel that set it:
+// a launch asking for more dynamic shared memory than the device gives
+// without opting in must have raised it first, as on a GPU.
+static std::map<CUfunction, int> g_max_dynamic_smem;
+
+CUresult cuFuncSetAttribute(CUfunction f, int attribute, int value) {
+    if (!f) return CUDA_ERROR_INVALID_VALUE;
+    if (attribute != 8) return CUDA_ERROR_NOT_SUPPORTED;
+    if (value < 0 || value > smem_optin()) return CUDA_ERROR_INVALID_VALUE;
+    g_max_dynamic_smem[f] = value;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuFuncGetAttribute(int* v, int attribute, CUfunction f) {
+    if (!f) return CUDA_ERROR_INVALID_VALUE;
+    switch (attribute) {
+        case 0: *v = 1024; break;  // max threads per block
+        case 1: *v = 0; break;     // static shared memory: the kernels declare none
+        case 8: {
+            auto it = g_max_dynamic_smem.find(f);
+            *v = it == g_max_dynamic_smem.end() ? smem_per_block() : it->second;
+            break;
+        }
+        default: *v = 0; break;
+    }
+    return CUDA_SUCCESS;
+}
+
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                        unsigned shared_bytes, void** params, void** extra, bool cooperative) {
-    if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024 || shared_bytes > 49152)
+    if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
+    auto raised = g_max_dynamic_smem.find(f);
+    int smem_limit = raised == g_max_dynamic_smem.end() ? smem_per_block() : raised->second;
+    if (shared_bytes > (unsigned)smem_limit) {
+        TRACE("launch of %s with %u bytes of dynamic shared memory, over its limit of %d", f->name, shared_bytes,
+              smem_limit);
         return CUDA_ERROR_INVALID_VALUE;
+    }
     TRACE("%s %s <<<(%u,%u,%u), (%u,%u,%u), %u>>>", cooperative ? "cooperative launch" : "launch", f->name, gx, gy,
           gz, bx, by, bz, shared_bytes);
     if (f->mode == WHOLE_GRID && !cooperative) die("a kernel with grid barriers launched without cuLaunchCooperativeKernel", f->name);

@@ -51,23 +51,29 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     if !have_nvrtc() {
         return;
     }
-    // stepwise, 16: every warp and block partly idle; persistent, 37: 19
-    // blocks of 2 units, the last with 1, and no size a multiple of 8 or 32,
-    // with each step's inputs staged in shared memory and, with 4 KiB of
-    // shared memory per block, read from L2 (fewer steps: the sequence
-    // kernels are slow to simulate). Threads run first to last, and again
-    // last to first: a kernel with a race (a missing barrier) gives
-    // different results in one of the two orders.
+    // stepwise, 16: every warp and block partly idle; persistent, 37: no
+    // size a multiple of 8 or 32, and plans (trainer/src/cuda/dev.rs,
+    // SeqPlan) that depend on the shared memory a block may have, without
+    // and after opting in: 48 KiB: 19 blocks of 2 units (the last with 1),
+    // each step's inputs staged in shared memory both ways; 1 KiB: 37
+    // blocks of 1 unit, nothing staged (every input read from L2); 4 KiB
+    // raised to 48 KiB by opting in: staged both ways, the backward kernel
+    // beyond the default (a launch without the raise fails). Fewer steps for these: the sequence kernels are slow to
+    // simulate. Threads run first to last, and again last to first: a
+    // kernel with a race (a missing barrier) gives different results in one
+    // of the two orders.
     let cases = [
-        ("stepwise", "16", "30", "49152", "forward"),
-        ("persistent", "37", "4", "49152", "forward"),
-        ("persistent", "37", "2", "4096", "forward"),
-        ("stepwise", "16", "5", "49152", "reverse"),
-        ("persistent", "37", "2", "49152", "reverse"),
+        ("stepwise", "16", "30", "49152", "49152", "forward"),
+        ("persistent", "37", "4", "49152", "49152", "forward"),
+        ("persistent", "37", "2", "1024", "1024", "forward"),
+        ("persistent", "37", "2", "4096", "49152", "forward"),
+        ("stepwise", "16", "5", "49152", "49152", "reverse"),
+        ("persistent", "37", "2", "49152", "49152", "reverse"),
     ];
-    for (recurrence, hidden, steps, smem, order) in cases {
+    for (recurrence, hidden, steps, smem, optin, order) in cases {
         let env = [
             ("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem),
+            ("CHARLM_CUDA_SIM_SMEM_OPTIN", optin),
             ("CHARLM_CUDA_SIM_ORDER", order),
         ];
         let o = charlm_env(
@@ -78,8 +84,9 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
             ],
         );
         let out = text(&o);
-        let case =
-            format!("{recurrence}, hidden {hidden}, {smem} bytes of shared memory, {order} order");
+        let case = format!(
+            "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), {order} order"
+        );
         assert!(o.status.success(), "{case}:\n{out}");
         let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
         assert!(

@@ -74,10 +74,11 @@ struct Acts {
 /// `persistent` or `stepwise`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recurrence {
-    /// Sequence kernels where they are expected to win: when a staged plan
-    /// fits (each step's inputs from other blocks copied into shared
-    /// memory, which needs a small batch), as at the lesson's sizes, where
-    /// launch latency rather than arithmetic bounds the stepwise form.
+    /// Sequence kernels where they are expected to win: when a plan fits
+    /// that stages both directions (each step's inputs from other blocks
+    /// copied into shared memory, which needs a small batch), as at the
+    /// lesson's sizes, where launch latency rather than arithmetic bounds
+    /// the stepwise form.
     Auto,
     /// Sequence kernels whenever a plan fits the GPU.
     Persistent,
@@ -472,14 +473,8 @@ impl Cuda {
         if self.recurrence == Recurrence::Stepwise || !self.dev.cooperative {
             return None;
         }
-        let plan = SeqPlan::new(
-            arch.cell.gates(),
-            h,
-            rows,
-            self.dev.sms,
-            self.dev.smem_per_block,
-        )?;
-        (plan.staged || self.recurrence == Recurrence::Persistent).then_some(plan)
+        let plan = SeqPlan::new(arch.cell.gates(), h, rows, self.dev.sms, self.dev.seq_smem)?;
+        (plan.staged() || self.recurrence == Recurrence::Persistent).then_some(plan)
     }
 
     /// Buffers for `n` rows of `b` sequences, grown when needed.

@@ -123,27 +123,27 @@ pub const NORM_BLOCKS: usize = 240;
 
 /// Threads per block of the sequence kernels (a multiple of 32).
 const SEQ_THREADS: u32 = 256;
-/// Dynamic shared memory a block may use without opting in to more (the
-/// device may report less).
-const SEQ_SMEM_MAX: usize = 48 * 1024;
 /// About this many blocks share a layer's units: fewer make each step's
 /// grid barrier cheaper, more spread the products over more multiprocessors.
 const SEQ_BLOCKS: usize = 32;
 
 /// How the sequence kernels (`*_seq` in kernels/cells.cu) split one layer:
 /// `units` hidden units per block, `blocks` blocks, whether each step's
-/// inputs from other blocks are staged in shared memory, and the shared
-/// memory each block needs forward and backward.
+/// inputs from other blocks are staged in shared memory (forward and
+/// backward apart), and the shared memory each block needs forward and
+/// backward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqPlan {
     /// Hidden units per block (the last block may have fewer).
     pub units: usize,
     /// Blocks: `ceil(h / units)`.
     pub blocks: usize,
-    /// Whether `h_{t-1}` (forward) and the step's gate gradients (backward)
-    /// are copied into shared memory before the products read them: one
-    /// round trip to L2 per step instead of one per product term.
-    pub staged: bool,
+    /// Whether the forward kernel copies `h_{t-1}` into shared memory before
+    /// the products read it: one round trip to L2 per step instead of one
+    /// per product term.
+    pub fwd_staged: bool,
+    /// The same for the backward kernel and each step's gate gradients.
+    pub bwd_staged: bool,
     fwd_smem: usize,
     bwd_smem: usize,
 }
@@ -151,41 +151,60 @@ pub struct SeqPlan {
 impl SeqPlan {
     /// A plan for `g` gates, `h` hidden units and `rows` sequences on a GPU
     /// with `sms` multiprocessors and `smem` bytes of shared memory per block
-    /// (at most [`SEQ_SMEM_MAX`] is used): about [`SEQ_BLOCKS`] blocks, more
-    /// when a block's slice of `W_hh` would not fit its shared memory, and never
+    /// (after opting in): about [`SEQ_BLOCKS`] blocks, more when that
+    /// stages more (or when a block's slice of `W_hh` would not fit), never
     /// more blocks than multiprocessors, so that a cooperative launch always
-    /// fits. A staged plan if one fits, else an unstaged one; `None` when
-    /// no split fits.
+    /// fits. `None` when no split fits.
     pub fn new(g: usize, h: usize, rows: usize, sms: usize, smem: usize) -> Option<SeqPlan> {
         if h == 0 || rows == 0 {
             return None;
         }
-        let smem = smem.min(SEQ_SMEM_MAX);
-        for staged in [true, false] {
-            for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
-                let blocks = h.div_ceil(units);
-                if blocks > sms {
-                    break;
-                }
-                // floats, as kernels/cells.cu lays them out: forward the W_hh
-                // rows (odd stride), one step's products and, staged, h_{t-1};
-                // backward the W_hh columns (odd stride), two [rows, units]
-                // carries and, staged, one step's [rows, g*h] gate gradients
-                let stage = |n: usize| if staged { n } else { 0 };
-                let fwd = 4 * (g * units * (h | 1) + rows * g * units + stage(rows * h));
-                let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units + stage(rows * g * h));
-                if fwd <= smem && bwd <= smem {
-                    return Some(SeqPlan {
-                        units,
-                        blocks,
-                        staged,
-                        fwd_smem: fwd,
-                        bwd_smem: bwd,
-                    });
-                }
+        let mut best: Option<SeqPlan> = None;
+        for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
+            let blocks = h.div_ceil(units);
+            if blocks > sms {
+                break;
+            }
+            // floats, as kernels/cells.cu lays them out: forward the W_hh
+            // rows (odd stride) and one step's products, plus h_{t-1} when
+            // staged; backward the W_hh columns (odd stride) and two
+            // [rows, units] carries, plus one step's [rows, g*h] gate
+            // gradients when staged
+            let fwd = 4 * (g * units * (h | 1) + rows * g * units);
+            let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units);
+            if fwd > smem || bwd > smem {
+                continue;
+            }
+            let (fwd_staged, bwd_staged) =
+                (fwd + 4 * rows * h <= smem, bwd + 4 * rows * g * h <= smem);
+            let plan = SeqPlan {
+                units,
+                blocks,
+                fwd_staged,
+                bwd_staged,
+                fwd_smem: if fwd_staged { fwd + 4 * rows * h } else { fwd },
+                bwd_smem: if bwd_staged {
+                    bwd + 4 * rows * g * h
+                } else {
+                    bwd
+                },
+            };
+            // fewer blocks only where they stage as much
+            if best.is_none_or(|b| plan.stages() > b.stages()) {
+                best = Some(plan);
             }
         }
-        None
+        best
+    }
+
+    /// How many of the two directions are staged.
+    fn stages(&self) -> u8 {
+        self.fwd_staged as u8 + self.bwd_staged as u8
+    }
+
+    /// Both directions staged.
+    pub fn staged(&self) -> bool {
+        self.stages() == 2
     }
 
     fn config(&self, smem: usize) -> LaunchConfig {
@@ -292,8 +311,9 @@ pub struct Dev {
     pub sms: usize,
     /// Whether the device takes cooperative launches.
     pub cooperative: bool,
-    /// Shared memory per block, bytes.
-    pub smem_per_block: usize,
+    /// Dynamic shared memory a sequence kernel's block may use, bytes (all
+    /// a block can have, after opting in where the device allows it).
+    pub seq_smem: usize,
     /// Phase events while a profile runs ([`Dev::profile_start`]).
     prof: RefCell<Option<Profile>>,
 }
@@ -318,6 +338,9 @@ impl Dev {
         let cooperative = ctx.attribute(A::CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH)? == 1;
         let smem_per_block = ctx
             .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK)?
+            .max(0) as usize;
+        let smem_optin = ctx
+            .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
             .max(0) as usize;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone())?;
@@ -359,10 +382,32 @@ impl Dev {
             adam_step: optim.load_function("adam_step")?,
             rmsprop_step: optim.load_function("rmsprop_step")?,
         };
+        // The sequence kernels may use all the shared memory a block can
+        // have: beyond the default (48 KiB) only after raising each one's
+        // limit. A device or driver that refuses keeps them at the default.
+        let mut seq_smem = smem_per_block;
+        if smem_optin > smem_per_block {
+            use cudarc::driver::sys::CUfunction_attribute as F;
+            let raise = |f: &CudaFunction| -> Result<(), CudaError> {
+                let room = smem_optin.saturating_sub(f.shared_size_bytes()?.max(0) as usize);
+                let room = i32::try_from(room).unwrap_or(i32::MAX);
+                f.set_attribute(F::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, room)?;
+                Ok(())
+            };
+            let seq = [
+                &k.lstm_forward_seq,
+                &k.lstm_backward_seq,
+                &k.gru_forward_seq,
+                &k.gru_backward_seq,
+            ];
+            if seq.iter().all(|f| raise(f).is_ok()) {
+                seq_smem = smem_optin;
+            }
+        }
         Ok(Dev {
             sms,
             cooperative,
-            smem_per_block,
+            seq_smem,
             stream,
             blas,
             k,
@@ -617,6 +662,7 @@ impl Dev {
         f: &CudaFunction,
         plan: SeqPlan,
         smem: usize,
+        staged: bool,
         ptrs: &[u64],
         steps: usize,
         rows: usize,
@@ -629,7 +675,7 @@ impl Dev {
             int(rows),
             int(h),
             int(plan.units),
-            plan.staged as i32,
+            staged as i32,
         );
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
@@ -681,7 +727,17 @@ impl Dev {
             SeqCell::Gru { .. } => &self.k.gru_forward_seq,
         };
         ptrs.push(aux.need(n, "aux"));
-        self.launch_seq(f, plan, plan.fwd_smem, &ptrs, steps, rows, h, bar)
+        self.launch_seq(
+            f,
+            plan,
+            plan.fwd_smem,
+            plan.fwd_staged,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
+        )
     }
 
     /// All backward steps of a layer in one cooperative launch: `dh` the
@@ -721,7 +777,17 @@ impl Dev {
                 &self.k.gru_backward_seq
             }
         };
-        self.launch_seq(f, plan, plan.bwd_smem, &ptrs, steps, rows, h, bar)
+        self.launch_seq(
+            f,
+            plan,
+            plan.bwd_smem,
+            plan.bwd_staged,
+            &ptrs,
+            steps,
+            rows,
+            h,
+            bar,
+        )
     }
 
     /// Zeroes the grid barrier's words before a sequence launch (a launch
@@ -1167,38 +1233,51 @@ impl<T: DeviceRepr> Arg for T {
 
 #[cfg(test)]
 mod tests {
-    use super::{GemmArgs, SEQ_SMEM_MAX, SeqPlan};
+    use super::{GemmArgs, SeqPlan};
 
     #[test]
     fn sequence_plans_cover_every_unit_and_fit_shared_memory() {
-        for g in [3, 4] {
-            for h in [1, 7, 16, 37, 64, 128, 200, 256, 512, 1024] {
-                for rows in [1, 8, 64, 128] {
-                    let Some(p) = SeqPlan::new(g, h, rows, 132, 48 * 1024) else {
-                        // up to the largest layer (512 units, 128 sequences) there is a plan
-                        assert!(h > 512, "no plan for g {g} h {h} rows {rows}");
-                        continue;
-                    };
-                    assert!(p.units >= 1 && p.blocks <= 132);
-                    assert!(
-                        p.blocks * p.units >= h && (p.blocks - 1) * p.units < h,
-                        "{p:?} for h {h}"
-                    );
-                    assert!(p.fwd_smem <= SEQ_SMEM_MAX && p.bwd_smem <= SEQ_SMEM_MAX);
+        const DEFAULT: usize = 48 * 1024;
+        const H100: usize = 227 * 1024;
+        for smem in [DEFAULT, H100] {
+            for g in [3, 4] {
+                for h in [1, 7, 16, 37, 64, 128, 200, 256, 512, 1024] {
+                    for rows in [1, 8, 64, 128] {
+                        let Some(p) = SeqPlan::new(g, h, rows, 132, smem) else {
+                            // up to the largest layer (512 units, 128
+                            // sequences) there is a plan
+                            assert!(h > 512, "no plan for g {g} h {h} rows {rows}");
+                            continue;
+                        };
+                        assert!(p.units >= 1 && p.blocks <= 132);
+                        assert!(
+                            p.blocks * p.units >= h && (p.blocks - 1) * p.units < h,
+                            "{p:?} for h {h}"
+                        );
+                        assert!(p.fwd_smem <= smem && p.bwd_smem <= smem, "{p:?}");
+                    }
                 }
             }
         }
         let plan = |g, h, rows, sms, smem| {
-            SeqPlan::new(g, h, rows, sms, smem).map(|p| (p.units, p.blocks, p.staged))
+            SeqPlan::new(g, h, rows, sms, smem)
+                .map(|p| (p.units, p.blocks, p.fwd_staged, p.bwd_staged))
         };
-        // the lesson's size: 32 blocks of 4 units, staged
-        assert_eq!(plan(4, 128, 8, 132, 48 * 1024), Some((4, 32, true)));
-        // batch 64: a step's gate gradients (128 KiB) cannot be staged
-        assert_eq!(plan(4, 128, 64, 132, 48 * 1024), Some((4, 32, false)));
-        // less shared memory: more blocks, then unstaged
-        assert_eq!(plan(4, 37, 8, 132, 4096), Some((2, 19, false)));
+        // the lesson's size: 32 blocks of 4 units, staged both ways
+        assert_eq!(plan(4, 128, 8, 132, DEFAULT), Some((4, 32, true, true)));
+        // batch 64: a step's gate gradients (128 KiB) need more than the
+        // default shared memory; an H100's opt-in has room
+        assert_eq!(plan(4, 128, 64, 132, DEFAULT), Some((4, 32, true, false)));
+        assert_eq!(plan(4, 128, 64, 132, H100), Some((4, 32, true, true)));
+        // running text at hidden 256, batch 64: 256 KiB of gate gradients
+        // fit no block
+        assert_eq!(plan(4, 256, 64, 132, H100), Some((8, 32, true, false)));
+        // less shared memory: more blocks where that stages more, then unstaged
+        assert_eq!(plan(4, 37, 8, 132, 4096), Some((2, 19, true, false)));
+        assert_eq!(plan(4, 37, 8, 132, 2048), Some((1, 37, true, false)));
+        assert_eq!(plan(4, 37, 8, 132, 1024), Some((1, 37, false, false)));
         // a GPU too small for the split
-        assert_eq!(plan(4, 128, 8, 16, 48 * 1024), None);
+        assert_eq!(plan(4, 128, 8, 16, DEFAULT), None);
     }
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.
