@@ -2,8 +2,9 @@
 # The CUDA backend's checks on a real GPU, in one call (about 3 to 4
 # minutes, under 5): parity with the CPU reference for both forms of the
 # recurrence, a short `charlm train --device cuda` and `generate`, then
-# training speed of both forms against PyTorch + cuDNN. For a machine with a GPU, python3 + torch, and neither
-# a Rust toolchain nor a network. Build here, carry, run there:
+# training speed of both forms against PyTorch + cuDNN (and of the sequence
+# kernels without product tiles). For a machine with a GPU, python3 + torch,
+# and neither a Rust toolchain nor a network. Build here, carry, run there:
 #
 #   cargo build --release -p charlm-trainer       # here: target/release/charlm
 #   run (device tool), carrying target/release/charlm, with the command
@@ -151,6 +152,15 @@ for mode in $FORMS; do
     CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" --profile "$PROFILE_STEPS" > "$WORK/charlm-$mode.txt"
     cat "$WORK/charlm-$mode.txt"
 done
+# The same sequence kernels with each thread computing one product at a
+# time (no 2x2 / 4x4 tiles), where the plan tiles: what the tiles gain.
+if [ "$FORMS" != stepwise ]; then
+    TILE_CONFIGS="$CONFIGS"
+    [ "$CONFIGS" = all ] && TILE_CONFIGS="titles64,text256"
+    say "== the sequence kernels untiled (CHARLM_CUDA_SEQ_TILE=1): $TILE_CONFIGS"
+    CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_TILE=1 run_logged timeout 60 "$BIN" bench gpu --device cuda \
+        --config "$TILE_CONFIGS" --seconds "$SECS"
+fi
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ -n "$PY" ]; then
     run_logged timeout 120 "$PY" scripts/torch_train_gpu.py --config "$CONFIGS" --seconds "$SECS" > "$WORK/torch.txt"
     cat "$WORK/torch.txt"

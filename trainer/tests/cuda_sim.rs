@@ -62,18 +62,24 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     // simulate. Threads run first to last, and again last to first: a
     // kernel with a race (a missing barrier) gives different results in one
     // of the two orders.
+    // At these sizes the plan computes each product alone (tile 1); one
+    // case forces the 2 x 2 tiles of larger batches (ragged in the last
+    // block: 8 rows, 4 and 1 columns). The 4 x 4 tiles take about 4 minutes
+    // to simulate at this size (80 shuffles per product round), so they run
+    // by hand: CHARLM_CUDA_SEQ_TILE=4 with the opt-in case's settings.
     let cases = [
-        ("stepwise", "16", "30", "49152", "49152", "forward"),
-        ("persistent", "37", "4", "49152", "49152", "forward"),
-        ("persistent", "37", "2", "1024", "1024", "forward"),
-        ("persistent", "37", "2", "4096", "49152", "forward"),
-        ("stepwise", "16", "5", "49152", "49152", "reverse"),
-        ("persistent", "37", "2", "49152", "49152", "reverse"),
+        ("stepwise", "16", "30", "49152", "49152", "", "forward"),
+        ("persistent", "37", "4", "49152", "49152", "", "forward"),
+        ("persistent", "37", "2", "1024", "1024", "", "forward"),
+        ("persistent", "37", "2", "4096", "49152", "2", "forward"),
+        ("stepwise", "16", "5", "49152", "49152", "", "reverse"),
+        ("persistent", "37", "2", "49152", "49152", "", "reverse"),
     ];
-    for (recurrence, hidden, steps, smem, optin, order) in cases {
+    for (recurrence, hidden, steps, smem, optin, tile, order) in cases {
         let env = [
             ("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem),
             ("CHARLM_CUDA_SIM_SMEM_OPTIN", optin),
+            ("CHARLM_CUDA_SEQ_TILE", tile),
             ("CHARLM_CUDA_SIM_ORDER", order),
         ];
         let o = charlm_env(
@@ -85,7 +91,7 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
         );
         let out = text(&o);
         let case = format!(
-            "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), {order} order"
+            "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), tile '{tile}', {order} order"
         );
         assert!(o.status.success(), "{case}:\n{out}");
         let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
@@ -305,22 +311,30 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = out.display().to_string();
-    let cases: [(&str, &[&str], &str); 2] = [
+    let cases: [(&str, &str, &[&str], &str); 3] = [
         (
             "auto",
+            "",
             &["--device", "cuda:1"],
             "cuda:1: no such GPU (1 found, numbered from 0)",
         ),
         (
             "bogus",
+            "",
             &["--device", "cuda"],
             "CHARLM_CUDA_RECURRENCE=bogus: use auto, persistent or stepwise",
         ),
+        (
+            "auto",
+            "3",
+            &["--device", "cuda"],
+            "CHARLM_CUDA_SEQ_TILE=3: use 1, 2 or 4 (or leave it unset)",
+        ),
     ];
-    for (recurrence, device, wanted) in cases {
+    for (recurrence, tile, device, wanted) in cases {
         let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
         args.extend_from_slice(device);
-        let o = charlm_env(recurrence, &[], &args);
+        let o = charlm_env(recurrence, &[("CHARLM_CUDA_SEQ_TILE", tile)], &args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{device:?}: {}", text(&o));
         assert_eq!(err.lines().count(), 1, "{device:?}: {err}");

@@ -108,10 +108,27 @@ impl Recurrence {
     }
 }
 
+/// `CHARLM_CUDA_SEQ_TILE` = 1, 2 or 4: the sequence kernels' product tile
+/// in both directions instead of the plan's choice (for tests and for
+/// timing one against another; unset: the plan's).
+fn tile_from_env() -> Result<Option<u8>, CudaError> {
+    match std::env::var("CHARLM_CUDA_SEQ_TILE").as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("1") => Ok(Some(1)),
+        Ok("2") => Ok(Some(2)),
+        Ok("4") => Ok(Some(4)),
+        Ok(other) => Err(CudaError::Config(format!(
+            "CHARLM_CUDA_SEQ_TILE={other}: use 1, 2 or 4 (or leave it unset)"
+        ))),
+    }
+}
+
 /// The CUDA backend for one architecture.
 pub struct Cuda {
     dev: Dev,
     recurrence: Recurrence,
+    /// `CHARLM_CUDA_SEQ_TILE`, when set.
+    tile: Option<u8>,
     /// The sequence kernels' grid barrier (two words).
     bar: Buf<u32>,
     layout: Layout,
@@ -181,10 +198,12 @@ impl Cuda {
             return Err(CudaError::NoCublas);
         }
         let recurrence = Recurrence::from_env()?;
+        let tile = tile_from_env()?;
         let dev = Dev::open(ordinal)?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
             recurrence,
+            tile,
             bar: dev.alloc(2)?,
             params: dev.alloc(layout.len)?,
             grads: dev.alloc(layout.len)?,
@@ -474,6 +493,10 @@ impl Cuda {
             return None;
         }
         let plan = SeqPlan::new(arch.cell.gates(), h, rows, self.dev.sms, self.dev.seq_smem)?;
+        let mut plan = plan;
+        if let Some(t) = self.tile {
+            (plan.fwd_tile, plan.bwd_tile) = (t, t);
+        }
         (plan.staged() || self.recurrence == Recurrence::Persistent).then_some(plan)
     }
 

@@ -144,8 +144,29 @@ pub struct SeqPlan {
     pub fwd_staged: bool,
     /// The same for the backward kernel and each step's gate gradients.
     pub bwd_staged: bool,
+    /// Each thread of the forward kernel computes a `fwd_tile` x `fwd_tile`
+    /// block of a step's products (4, 2 or 1; see [`seq_tile`]).
+    pub fwd_tile: u8,
+    /// The same for the backward kernel.
+    pub bwd_tile: u8,
     fwd_smem: usize,
     bwd_smem: usize,
+}
+
+/// The tile of a sequence kernel's per-step product, `rows` x `cols`
+/// outputs per block: the largest of 4, 2 and 1 that leaves at most 4 threads
+/// per tile (a larger tile loads each value from shared memory for more
+/// products; more threads per tile combine more partial sums).
+pub fn seq_tile(rows: usize, cols: usize) -> u8 {
+    let want = SEQ_THREADS as usize / 4;
+    let tiles = |t: usize| rows.div_ceil(t) * cols.div_ceil(t);
+    if tiles(4) >= want {
+        4
+    } else if tiles(2) >= want {
+        2
+    } else {
+        1
+    }
 }
 
 impl SeqPlan {
@@ -169,25 +190,23 @@ impl SeqPlan {
             // rows (odd stride) and one step's products, plus h_{t-1} when
             // staged; backward the W_hh columns (odd stride) and two
             // [rows, units] carries, plus one step's [rows, g*h] gate
-            // gradients when staged
+            // gradients when staged (staged rows with the weights' stride)
             let fwd = 4 * (g * units * (h | 1) + rows * g * units);
             let bwd = 4 * (units * ((g * h) | 1) + 2 * rows * units);
             if fwd > smem || bwd > smem {
                 continue;
             }
-            let (fwd_staged, bwd_staged) =
-                (fwd + 4 * rows * h <= smem, bwd + 4 * rows * g * h <= smem);
+            let (fwd_stage, bwd_stage) = (4 * rows * (h | 1), 4 * rows * ((g * h) | 1));
+            let (fwd_staged, bwd_staged) = (fwd + fwd_stage <= smem, bwd + bwd_stage <= smem);
             let plan = SeqPlan {
                 units,
                 blocks,
                 fwd_staged,
                 bwd_staged,
-                fwd_smem: if fwd_staged { fwd + 4 * rows * h } else { fwd },
-                bwd_smem: if bwd_staged {
-                    bwd + 4 * rows * g * h
-                } else {
-                    bwd
-                },
+                fwd_tile: seq_tile(rows, g * units),
+                bwd_tile: seq_tile(rows, units),
+                fwd_smem: fwd + if fwd_staged { fwd_stage } else { 0 },
+                bwd_smem: bwd + if bwd_staged { bwd_stage } else { 0 },
             };
             // fewer blocks only where they stage as much
             if best.is_none_or(|b| plan.stages() > b.stages()) {
@@ -663,6 +682,7 @@ impl Dev {
         plan: SeqPlan,
         smem: usize,
         staged: bool,
+        tile: u8,
         ptrs: &[u64],
         steps: usize,
         rows: usize,
@@ -677,11 +697,18 @@ impl Dev {
             int(plan.units),
             staged as i32,
         );
+        let tile = tile as i32;
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
             b.arg(p);
         }
-        b.arg(&br).arg(&t).arg(&r).arg(&hh).arg(&u).arg(&sg);
+        b.arg(&br)
+            .arg(&t)
+            .arg(&r)
+            .arg(&hh)
+            .arg(&u)
+            .arg(&sg)
+            .arg(&tile);
         // SAFETY: as `launch`; the launchers check every range against the
         // shape, and the grid and shared memory come from the SeqPlan the
         // kernels index by.
@@ -732,6 +759,7 @@ impl Dev {
             plan,
             plan.fwd_smem,
             plan.fwd_staged,
+            plan.fwd_tile,
             &ptrs,
             steps,
             rows,
@@ -782,6 +810,7 @@ impl Dev {
             plan,
             plan.bwd_smem,
             plan.bwd_staged,
+            plan.bwd_tile,
             &ptrs,
             steps,
             rows,
@@ -1278,6 +1307,20 @@ mod tests {
         assert_eq!(plan(4, 37, 8, 132, 1024), Some((1, 37, false, false)));
         // a GPU too small for the split
         assert_eq!(plan(4, 128, 8, 16, DEFAULT), None);
+    }
+
+    #[test]
+    fn product_tiles_grow_with_the_outputs_per_block() {
+        use super::seq_tile;
+        // the sizes, 32 blocks: forward rows x 4*units, backward rows x units
+        assert_eq!((seq_tile(8, 16), seq_tile(8, 4)), (1, 1)); // titles, batch 8
+        assert_eq!((seq_tile(64, 16), seq_tile(64, 4)), (4, 2)); // titles, batch 64
+        assert_eq!((seq_tile(64, 32), seq_tile(64, 8)), (4, 2)); // text, hidden 256
+        assert_eq!((seq_tile(128, 64), seq_tile(128, 16)), (4, 4)); // 2 x 512, batch 128
+        assert_eq!(seq_tile(1, 1), 1);
+        // plans carry them
+        let p = SeqPlan::new(4, 128, 64, 132, 227 * 1024).unwrap();
+        assert_eq!((p.fwd_tile, p.bwd_tile), (4, 2));
     }
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.

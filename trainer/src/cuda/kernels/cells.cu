@@ -159,8 +159,9 @@ extern "C" __global__ void gru_backward(const float* __restrict__ dh, float* __r
 // ---- sequence kernels ----------------------------------------------------------------
 //
 // Launched cooperatively (every block resident at once) with blockDim.x a
-// multiple of 32, ceil(H / U) blocks, and the dynamic shared memory that
-// trainer/src/cuda/dev.rs (SeqPlan) computes. `bar` is two zeroed words that
+// multiple of 32, ceil(H / U) blocks, and the dynamic shared memory, the
+// staging and the product tile that trainer/src/cuda/dev.rs (SeqPlan)
+// computes. `bar` is two zeroed words that
 // the grid barrier leaves zeroed-count behind it, ready for the next launch.
 // Values that other blocks wrote during this launch are read with ld.cg
 // (L2, never a stale L1 line).
@@ -215,33 +216,73 @@ __device__ void grid_barrier(unsigned* bar) {
 // banks.
 __device__ __forceinline__ int odd_stride(int len) { return len | 1; }
 
-// out[o] = sum_k a(o)[k] * b(o)[k] for o < total, with `lanes` consecutive
-// threads (a power of two dividing 32) per output and a shuffle tree to
-// combine them. Every thread of the block runs the same number of rounds,
-// so the shuffles always have the whole warp.
-template <typename Dot, typename Put>
-__device__ __forceinline__ void dots(int total, int len, Dot dot, Put put) {
-    int groups_wanted = total > 0 ? total : 1;
-    int lanes = blockDim.x / groups_wanted;
+// out(r, q) = sum_k a(r, k) * b(q, k) for r < rows, q < cols: the block's
+// share of one step's product. Each thread computes a T x T tile of
+// outputs, so that a value it loads from shared memory serves T products
+// instead of one; `lanes` consecutive threads (a power of two dividing 32)
+// split each tile's k range and combine by a shuffle tree. Every thread of
+// the block runs the same number of rounds, so the shuffles always have the
+// whole warp. Ragged edges read a valid row or column again and drop the
+// result.
+template <int T, typename A, typename B, typename Put>
+__device__ __forceinline__ void tiled_products(int rows, int cols, int len, A a, B b, Put put) {
+    int tr = (rows + T - 1) / T, tq = (cols + T - 1) / T, total = tr * tq;
+    int lanes = blockDim.x / total;
     lanes = lanes >= 32 ? 32 : lanes >= 16 ? 16 : lanes >= 8 ? 8 : lanes >= 4 ? 4 : lanes >= 2 ? 2 : 1;
     int lane = threadIdx.x % lanes, group = threadIdx.x / lanes, groups = blockDim.x / lanes;
     int rounds = (total + groups - 1) / groups;
     for (int round = 0; round < rounds; ++round) {
-        int o = round * groups + group;
-        float acc = 0.0f;
-        if (o < total) {
-            for (int k = lane; k < len; k += lanes) acc += dot(o, k);
+        int t = round * groups + group;
+        int r0 = (t / tq) * T, q0 = (t % tq) * T;
+        int ri[T], qi[T];
+        for (int i = 0; i < T; ++i) {
+            ri[i] = r0 + i < rows ? r0 + i : rows - 1;
+            qi[i] = q0 + i < cols ? q0 + i : cols - 1;
         }
-        for (int m = lanes / 2; m > 0; m /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, m);
-        if (o < total && lane == 0) put(o, acc);
+        float acc[T][T];
+        for (int i = 0; i < T; ++i)
+            for (int j = 0; j < T; ++j) acc[i][j] = 0.0f;
+        if (t < total) {
+            for (int k = lane; k < len; k += lanes) {
+                float av[T], bv[T];
+                for (int i = 0; i < T; ++i) av[i] = a(ri[i], k);
+                for (int j = 0; j < T; ++j) bv[j] = b(qi[j], k);
+                for (int i = 0; i < T; ++i)
+                    for (int j = 0; j < T; ++j) acc[i][j] += av[i] * bv[j];
+            }
+        }
+        for (int i = 0; i < T; ++i)
+            for (int j = 0; j < T; ++j)
+                for (int m = lanes / 2; m > 0; m /= 2) acc[i][j] += __shfl_xor_sync(0xffffffffu, acc[i][j], m);
+        if (t < total && lane == 0) {
+            for (int i = 0; i < T; ++i)
+                for (int j = 0; j < T; ++j)
+                    if (r0 + i < rows && q0 + j < cols) put(r0 + i, q0 + j, acc[i][j]);
+        }
     }
 }
 
-// Copies n floats that other blocks wrote (through L2) into shared memory,
-// so that the products read each one from there instead of from L2, once
-// per use.
-__device__ __forceinline__ void stage(float* __restrict__ dst, const float* src, int n) {
-    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = load_cg(src + i);
+// Tiles of `tile` x `tile` (4, 2 or 1; the host's SeqPlan chooses).
+template <typename A, typename B, typename Put>
+__device__ __forceinline__ void products(int rows, int cols, int len, int tile, A a, B b, Put put) {
+    if (rows <= 0 || cols <= 0) return;
+    if (tile == 4) {
+        tiled_products<4>(rows, cols, len, a, b, put);
+    } else if (tile == 2) {
+        tiled_products<2>(rows, cols, len, a, b, put);
+    } else {
+        tiled_products<1>(rows, cols, len, a, b, put);
+    }
+}
+
+// Copies `rows` rows of `len` floats that other blocks wrote (through L2)
+// into shared memory rows of `stride` floats (odd, as the weights'), so that
+// the products read each one from there instead of from L2, once per use.
+__device__ __forceinline__ void stage_rows(float* __restrict__ dst, const float* src, int rows, int len, int stride) {
+    for (int i = threadIdx.x; i < rows * len; i += blockDim.x) {
+        int r = i / len;
+        dst[r * stride + (i - r * len)] = load_cg(src + i);
+    }
     __syncthreads();
 }
 
@@ -253,7 +294,7 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
                                             const float* __restrict__ xg, float* __restrict__ gates,
                                             float* __restrict__ h, float* __restrict__ c, float* __restrict__ aux,
                                             unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
-                                            int staged) {
+                                            int staged, int tile) {
     float* sm = dynamic_smem();
     int u0 = blockIdx.x * units;
     int un = hd - u0 < units ? hd - u0 : units;
@@ -261,7 +302,7 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
     int s = odd_stride(hd);
     float* w = sm;                        // [G*units][s]: row q*un + jj is W_hh row q*H + u0 + jj
     float* hgs = sm + G * units * s;      // [rows][G*units]
-    float* hst = hgs + rows * G * units;  // [rows][H]: h_{t-1}, when staged
+    float* hst = hgs + rows * G * units;  // [rows][s]: h_{t-1}, when staged
     for (int i = threadIdx.x; i < gu * hd; i += blockDim.x) {
         int lr = i / hd, k = i - lr * hd;
         int q = lr / un, jj = lr - q * un;
@@ -271,16 +312,14 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
     size_t bh = (size_t)rows * hd;
     for (int t = 0; t < steps; ++t) {
         const float* hp = h + t * bh;
+        auto weight = [&](int q, int k) { return w[q * s + k]; };
+        auto put = [&](int r, int q, float v) { hgs[r * gu + q] = v; };
         if (staged) {
-            stage(hst, hp, rows * hd);
-            dots(
-                rows * gu, hd, [&](int o, int k) { return w[(o % gu) * s + k] * hst[(o / gu) * hd + k]; },
-                [&](int o, float v) { hgs[o] = v; });
+            stage_rows(hst, hp, rows, hd, s);
+            products(rows, gu, hd, tile, [&](int r, int k) { return hst[r * s + k]; }, weight, put);
         } else {
-            dots(
-                rows * gu, hd,
-                [&](int o, int k) { return w[(o % gu) * s + k] * load_cg(hp + (size_t)(o / gu) * hd + k); },
-                [&](int o, float v) { hgs[o] = v; });
+            products(
+                rows, gu, hd, tile, [&](int r, int k) { return load_cg(hp + (size_t)r * hd + k); }, weight, put);
         }
         __syncthreads();
         for (int o = threadIdx.x; o < rows * un; o += blockDim.x) {
@@ -311,16 +350,16 @@ extern "C" __global__ void lstm_forward_seq(const float* __restrict__ w_hh, cons
                                             const float* __restrict__ xg, float* __restrict__ gates,
                                             float* __restrict__ h, float* __restrict__ c, float* __restrict__ tanh_c,
                                             unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
-                                            int staged) {
-    forward_seq<4>(w_hh, b_hh, xg, gates, h, c, tanh_c, bar, steps, rows, hd, units, staged);
+                                            int staged, int tile) {
+    forward_seq<4>(w_hh, b_hh, xg, gates, h, c, tanh_c, bar, steps, rows, hd, units, staged, tile);
 }
 
 // All steps of a GRU layer's forward pass (hn as gru_forward's).
 extern "C" __global__ void gru_forward_seq(const float* __restrict__ w_hh, const float* __restrict__ b_hh,
                                            const float* __restrict__ xg, float* __restrict__ gates,
                                            float* __restrict__ h, float* __restrict__ hn, unsigned* __restrict__ bar,
-                                           int steps, int rows, int hd, int units, int staged) {
-    forward_seq<3>(w_hh, b_hh, xg, gates, h, nullptr, hn, bar, steps, rows, hd, units, staged);
+                                           int steps, int rows, int hd, int units, int staged, int tile) {
+    forward_seq<3>(w_hh, b_hh, xg, gates, h, nullptr, hn, bar, steps, rows, hd, units, staged, tile);
 }
 
 // Backward, G gates, steps T-1 down to 0: the cell for this block's units
@@ -333,7 +372,7 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
                                              const float* __restrict__ gates, const float* __restrict__ state,
                                              const float* __restrict__ aux, float* __restrict__ dxg,
                                              float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
-                                             int hd, int units, int staged) {
+                                             int hd, int units, int staged, int tile) {
     float* sm = dynamic_smem();
     int u0 = blockIdx.x * units;
     int un = hd - u0 < units ? hd - u0 : units;
@@ -342,7 +381,7 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
     float* wt = sm;                     // [units][s]: wt[jj*s + gr] = W_hh[gr][u0 + jj]
     float* dnext = wt + units * s;      // [rows][units]: gradient from the step after
     float* carry = dnext + rows * units;  // [rows][units]: LSTM dc; GRU d*z
-    float* dst = carry + rows * units;    // [rows][G*H]: the step's gate gradients, when staged
+    float* dst = carry + rows * units;    // [rows][s]: the step's gate gradients, when staged
     for (int i = threadIdx.x; i < gh * un; i += blockDim.x) {
         int gr = i / un, jj = i - gr * un;
         wt[jj * s + gr] = w_hh[(size_t)gr * hd + u0 + jj];
@@ -373,17 +412,17 @@ __device__ __forceinline__ void backward_seq(const float* __restrict__ w_hh, con
         if (t == 0) break;  // every block stops at the same step
         grid_barrier(bar);
         const float* src = (G == 4 ? dxg : dhg) + (size_t)t * rows * gh;
-        auto put = [&](int o, float v) {
-            int m = (o / un) * units + o % un;
+        auto put = [&](int r, int jj, float v) {
+            int m = r * units + jj;
             dnext[m] = G == 4 ? v : v + carry[m];
         };
+        auto weight = [&](int jj, int gr) { return wt[jj * s + gr]; };
         if (staged) {
-            stage(dst, src, rows * gh);
-            dots(rows * un, gh, [&](int o, int gr) { return dst[(o / un) * gh + gr] * wt[(o % un) * s + gr]; }, put);
+            stage_rows(dst, src, rows, gh, s);
+            products(rows, un, gh, tile, [&](int r, int gr) { return dst[r * s + gr]; }, weight, put);
         } else {
-            dots(
-                rows * un, gh,
-                [&](int o, int gr) { return load_cg(src + (size_t)(o / un) * gh + gr) * wt[(o % un) * s + gr]; }, put);
+            products(
+                rows, un, gh, tile, [&](int r, int gr) { return load_cg(src + (size_t)r * gh + gr); }, weight, put);
         }
         __syncthreads();
     }
@@ -396,8 +435,8 @@ extern "C" __global__ void lstm_backward_seq(const float* __restrict__ w_hh, con
                                              const float* __restrict__ gates, const float* __restrict__ c,
                                              const float* __restrict__ tanh_c, float* __restrict__ dg,
                                              unsigned* __restrict__ bar, int steps, int rows, int hd, int units,
-                                             int staged) {
-    backward_seq<4>(w_hh, dh, gates, c, tanh_c, dg, nullptr, bar, steps, rows, hd, units, staged);
+                                             int staged, int tile) {
+    backward_seq<4>(w_hh, dh, gates, c, tanh_c, dg, nullptr, bar, steps, rows, hd, units, staged, tile);
 }
 
 // All steps of a GRU layer's backward pass: h the hidden states (initial
@@ -406,6 +445,6 @@ extern "C" __global__ void gru_backward_seq(const float* __restrict__ w_hh, cons
                                             const float* __restrict__ gates, const float* __restrict__ h,
                                             const float* __restrict__ hn, float* __restrict__ dxg,
                                             float* __restrict__ dhg, unsigned* __restrict__ bar, int steps, int rows,
-                                            int hd, int units, int staged) {
-    backward_seq<3>(w_hh, dh, gates, h, hn, dxg, dhg, bar, steps, rows, hd, units, staged);
+                                            int hd, int units, int staged, int tile) {
+    backward_seq<3>(w_hh, dh, gates, h, hn, dxg, dhg, bar, steps, rows, hd, units, staged, tile);
 }
