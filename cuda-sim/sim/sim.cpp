@@ -630,6 +630,11 @@ CUresult cuModuleGetFunction(CUfunction* f, CUmodule, const char* name) {
 // without opting in must have raised it first, as on a GPU.
 static std::map<CUfunction, int> g_max_dynamic_smem;
 
+static int dynamic_smem_limit(CUfunction f) {
+    auto it = g_max_dynamic_smem.find(f);
+    return it == g_max_dynamic_smem.end() ? smem_per_block() : it->second;
+}
+
 CUresult cuFuncSetAttribute(CUfunction f, int attribute, int value) {
     if (!f) return CUDA_ERROR_INVALID_VALUE;
     if (attribute != 8) return CUDA_ERROR_NOT_SUPPORTED;
@@ -643,11 +648,7 @@ CUresult cuFuncGetAttribute(int* v, int attribute, CUfunction f) {
     switch (attribute) {
         case 0: *v = 1024; break;  // max threads per block
         case 1: *v = 0; break;     // static shared memory: the kernels declare none
-        case 8: {
-            auto it = g_max_dynamic_smem.find(f);
-            *v = it == g_max_dynamic_smem.end() ? smem_per_block() : it->second;
-            break;
-        }
+        case 8: *v = dynamic_smem_limit(f); break;
         default: *v = 0; break;
     }
     return CUDA_SUCCESS;
@@ -656,8 +657,7 @@ CUresult cuFuncGetAttribute(int* v, int attribute, CUfunction f) {
 static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                        unsigned shared_bytes, void** params, void** extra, bool cooperative) {
     if (!f || extra || gx * gy * gz == 0 || bx * by * bz == 0 || bx * by * bz > 1024) return CUDA_ERROR_INVALID_VALUE;
-    auto raised = g_max_dynamic_smem.find(f);
-    int smem_limit = raised == g_max_dynamic_smem.end() ? smem_per_block() : raised->second;
+    int smem_limit = dynamic_smem_limit(f);
     if (shared_bytes > (unsigned)smem_limit) {
         TRACE("launch of %s with %u bytes of dynamic shared memory, over its limit of %d", f->name, shared_bytes,
               smem_limit);

@@ -120,6 +120,12 @@ impl Avx2 {
             }
             return out;
         }
+        // Eight rows over whole chunks: reduced together in registers.
+        if let (true, Ok(eight)) = (x.len().is_multiple_of(8), <[&[u8]; 8]>::try_from(&rows[..])) {
+            // SAFETY: as below; x.len() is a multiple of 8.
+            let out = unsafe { avx2_rows8(eight, x) };
+            return std::array::from_fn(|i| out[i]);
+        }
         // SAFETY: `self` exists only if the CPU has AVX2 and F16C (see
         // `detect`), and every row holds at least 2 * x.len() bytes.
         unsafe { avx2_rows(rows, x) }
@@ -147,11 +153,7 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        if !x.len().is_multiple_of(8) || rows.iter().any(|r| r.len() < 2 * x.len()) {
-            return self.rows(rows, x);
-        }
-        // SAFETY: as in `rows`; x.len() is a multiple of 8.
-        unsafe { avx2_rows8(rows, x) }
+        self.rows(rows, x)
     }
 
     #[inline]

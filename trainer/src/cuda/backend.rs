@@ -5,7 +5,7 @@
 use charlm_runtime::format::CellKind;
 
 use super::CudaError;
-use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqCell, SeqPlan};
+use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
@@ -625,15 +625,7 @@ impl Cuda {
             }
             // 2. the recurrence: one cooperative launch, or two launches per step
             if let Some(p) = plan.filter(|_| tt > 0) {
-                let cell = if lstm {
-                    SeqCell::Lstm { cs: c.c.all() }
-                } else {
-                    SeqCell::Gru {
-                        dhg: acts.dhg.all(),
-                    }
-                };
                 dev.forward_seq(
-                    cell,
                     p,
                     tt,
                     b,
@@ -643,6 +635,7 @@ impl Cuda {
                     c.xg.all(),
                     c.gates.all(),
                     c.h.all(),
+                    lstm.then(|| c.c.all()),
                     c.aux.all(),
                     self.bar.all(),
                 )?;
@@ -791,18 +784,8 @@ impl Cuda {
             let w = slot(&w_hh, params);
             if let Some(p) = plan {
                 // LSTM: the cell states; GRU: the hidden states
-                let (cell, state) = if lstm {
-                    (SeqCell::Lstm { cs: c.c.all() }, c.c.all())
-                } else {
-                    (
-                        SeqCell::Gru {
-                            dhg: acts.dhg.all(),
-                        },
-                        c.h.all(),
-                    )
-                };
+                let state = if lstm { c.c.all() } else { c.h.all() };
                 dev.backward_seq(
-                    cell,
                     p,
                     tt,
                     b,
@@ -813,6 +796,7 @@ impl Cuda {
                     state,
                     c.aux.all(),
                     acts.dxg.all(),
+                    (!lstm).then(|| acts.dhg.all()),
                     self.bar.all(),
                 )?;
             } else {
@@ -954,7 +938,8 @@ impl crate::train::Backend for Cuda {
     }
 }
 
-fn cli(e: CudaError) -> crate::error::CliError {
+/// A device error as the command line reports it (one line, status 2).
+pub(super) fn cli(e: CudaError) -> crate::error::CliError {
     crate::error::CliError::invalid(format!("CUDA backend: {e}"))
 }
 

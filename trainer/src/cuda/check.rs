@@ -187,16 +187,11 @@ impl Stepper for OnDevice {
         }
     }
     fn profile_start(&mut self) -> Result<bool, CliError> {
-        self.0
-            .profile_start()
-            .map_err(|e| CliError::invalid(e.to_string()))?;
+        self.0.profile_start().map_err(super::backend::cli)?;
         Ok(true)
     }
     fn profile_finish(&mut self) -> Result<Vec<(&'static str, f64)>, CliError> {
-        let phases = self
-            .0
-            .profile_finish()
-            .map_err(|e| CliError::invalid(e.to_string()))?;
+        let phases = self.0.profile_finish().map_err(super::backend::cli)?;
         Ok(phases.unwrap_or_default())
     }
     fn finish(&mut self) -> f64 {
@@ -223,6 +218,11 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
     let v = vocab.size() as u16;
     let titles = title_batches(&vocab, &text, 8);
     let windows = stream_batches(&vocab, &text, 8, 32);
+    // padded samples of different lengths (a batch of titles with padding)
+    let padded = titles
+        .iter()
+        .find(|b| b.chars() < b.steps * b.rows)
+        .expect("a batch with padding");
     let probe = select(
         args.device,
         &Layout::new(Arch {
@@ -267,12 +267,6 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         let label = format!("{} {layers}x{}", cell.name(), args.hidden);
         let mut reference = Cpu::<f32>::new(layout.clone());
         let mut tested = select(args.device, &layout)?;
-        // padded samples of different lengths (a batch of titles with padding)
-        let padded = titles
-            .iter()
-            .find(|b| b.chars() < b.steps * b.rows)
-            .expect("a batch with padding")
-            .clone();
         let mut run = |what: &str, r: parity::StepReport| {
             checks += 1;
             let worst = r
@@ -307,7 +301,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
                 tested.as_mut(),
                 &layout,
                 &params,
-                &padded,
+                padded,
                 None,
             ),
         );
@@ -335,24 +329,14 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
             let d = Some(Dropout { p: 0.25, seed: 77 });
             run(
                 "dropout 0.25",
-                one_step(
-                    &mut reference,
-                    tested.as_mut(),
-                    &layout,
-                    &params,
-                    &padded,
-                    d,
-                ),
+                one_step(&mut reference, tested.as_mut(), &layout, &params, padded, d),
             );
         }
         // held-out scoring (softmax without the padding class)
         checks += 1;
-        let want = Cpu::<f32>::new(layout.clone())
-            .loss(&params, &padded, Classes::NoPadding)
-            .mean();
-        let got = select(args.device, &layout)?
-            .loss(&params, &padded, Classes::NoPadding)
-            .mean();
+        // (from zero state: a titles batch does not carry)
+        let want = reference.loss(&params, padded, Classes::NoPadding).mean();
+        let got = tested.loss(&params, padded, Classes::NoPadding).mean();
         let ok = LOSS_TOL.allows(got, want);
         println!(
             "{} {label:<10} {:<22} loss {got:.6} vs {want:.6}",

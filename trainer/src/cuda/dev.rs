@@ -235,33 +235,6 @@ impl SeqPlan {
     }
 }
 
-/// The cell of a sequence launch, with the buffer only that cell has:
-/// the LSTM's cell states forward (`cs`, laid out as `hs`), the GRU's
-/// hidden-side gate gradients backward (`dhg`, as `dxg`). The other
-/// direction ignores it.
-#[derive(Clone, Copy, Debug)]
-pub enum SeqCell {
-    /// LSTM: gates i, f, g, o.
-    Lstm {
-        /// Cell states, `steps + 1` blocks of rows (initial first).
-        cs: P<f32>,
-    },
-    /// GRU: gates r, z, n.
-    Gru {
-        /// Hidden-side gate gradients `[dr, dz, dn*r]` of every step.
-        dhg: P<f32>,
-    },
-}
-
-impl SeqCell {
-    fn gates(self) -> usize {
-        match self {
-            SeqCell::Lstm { .. } => 4,
-            SeqCell::Gru { .. } => 3,
-        }
-    }
-}
-
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(THREADS as usize).max(1);
     assert!(
@@ -672,43 +645,45 @@ impl Dev {
         Ok(())
     }
 
-    /// Launches a sequence kernel cooperatively: the pointer arguments, then
-    /// the barrier (zeroed first), steps, rows, hidden size, units per block
-    /// and whether inputs are staged, as every `*_seq` kernel takes them.
+    /// Launches a sequence kernel cooperatively, forward or `backward`: the
+    /// pointer arguments, then the barrier (zeroed first), steps, rows,
+    /// hidden size, units per block, whether inputs are staged and the
+    /// product tile, as every `*_seq` kernel takes them; the grid, shared
+    /// memory, staging and tile as `plan` has them for that direction.
     #[allow(clippy::too_many_arguments)]
     fn launch_seq(
         &self,
         f: &CudaFunction,
         plan: SeqPlan,
-        smem: usize,
-        staged: bool,
-        tile: u8,
+        backward: bool,
         ptrs: &[u64],
         steps: usize,
         rows: usize,
         h: usize,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
+        let (smem, staged, tile) = if backward {
+            (plan.bwd_smem, plan.bwd_staged, plan.bwd_tile)
+        } else {
+            (plan.fwd_smem, plan.fwd_staged, plan.fwd_tile)
+        };
         let br = self.reset_barrier(bar)?;
-        let (t, r, hh, u, sg) = (
+        let args = [
             int(steps),
             int(rows),
             int(h),
             int(plan.units),
             staged as i32,
-        );
-        let tile = tile as i32;
+            tile as i32,
+        ];
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
             b.arg(p);
         }
-        b.arg(&br)
-            .arg(&t)
-            .arg(&r)
-            .arg(&hh)
-            .arg(&u)
-            .arg(&sg)
-            .arg(&tile);
+        b.arg(&br);
+        for a in &args {
+            b.arg(a);
+        }
         // SAFETY: as `launch`; the launchers check every range against the
         // shape, and the grid and shared memory come from the SeqPlan the
         // kernels index by.
@@ -717,14 +692,13 @@ impl Dev {
     }
 
     /// All `steps` forward steps of a layer over `rows` sequences in one
-    /// cooperative launch: `hs` (and the LSTM's cell states) hold
-    /// `steps + 1` blocks of rows, the initial state first; `aux` receives
-    /// the LSTM's `tanh(c)` or the GRU's `hn` (as [`Dev::gru_forward`]'s);
-    /// `bar` is the grid barrier's two words.
+    /// cooperative launch, an LSTM's when `cs` (its cell states) is given,
+    /// else a GRU's: `hs` (and `cs`) hold `steps + 1` blocks of rows, the
+    /// initial state first; `aux` receives the LSTM's `tanh(c)` or the GRU's
+    /// `hn` (as [`Dev::gru_forward`]'s); `bar` is the grid barrier's two words.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_seq(
         &self,
-        cell: SeqCell,
         plan: SeqPlan,
         steps: usize,
         rows: usize,
@@ -734,10 +708,11 @@ impl Dev {
         xg: P<f32>,
         gates: P<f32>,
         hs: P<f32>,
+        cs: Option<P<f32>>,
         aux: P<f32>,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
-        let gn = cell.gates();
+        let gn = if cs.is_some() { 4 } else { 3 };
         let (n, g) = (steps * rows * h, steps * rows * gn * h);
         let mut ptrs = vec![
             w_hh.need(gn * h * h, "w_hh"),
@@ -746,36 +721,25 @@ impl Dev {
             gates.need(g, "gates"),
             hs.need(n + rows * h, "h"),
         ];
-        let f = match cell {
-            SeqCell::Lstm { cs } => {
+        let f = match cs {
+            Some(cs) => {
                 ptrs.push(cs.need(n + rows * h, "c"));
                 &self.k.lstm_forward_seq
             }
-            SeqCell::Gru { .. } => &self.k.gru_forward_seq,
+            None => &self.k.gru_forward_seq,
         };
         ptrs.push(aux.need(n, "aux"));
-        self.launch_seq(
-            f,
-            plan,
-            plan.fwd_smem,
-            plan.fwd_staged,
-            plan.fwd_tile,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
+        self.launch_seq(f, plan, false, &ptrs, steps, rows, h, bar)
     }
 
-    /// All backward steps of a layer in one cooperative launch: `dh` the
-    /// gradient from above at every step; `state` the LSTM's cell states or
-    /// the GRU's hidden states (initial first) and `aux` the forward's; writes
-    /// the gate gradients `dxg` of every step (and the GRU's `dhg`).
+    /// All backward steps of a layer in one cooperative launch, a GRU's when
+    /// `dhg` (its hidden-side gate gradients, laid out as `dxg`) is given,
+    /// else an LSTM's: `dh` the gradient from above at every step; `state`
+    /// the LSTM's cell states or the GRU's hidden states (initial first) and
+    /// `aux` the forward's; writes the gate gradients `dxg` of every step.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_seq(
         &self,
-        cell: SeqCell,
         plan: SeqPlan,
         steps: usize,
         rows: usize,
@@ -786,9 +750,10 @@ impl Dev {
         state: P<f32>,
         aux: P<f32>,
         dxg: P<f32>,
+        dhg: Option<P<f32>>,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
-        let gn = cell.gates();
+        let gn = if dhg.is_some() { 3 } else { 4 };
         let (n, g) = (steps * rows * h, steps * rows * gn * h);
         let mut ptrs = vec![
             w_hh.need(gn * h * h, "w_hh"),
@@ -798,25 +763,14 @@ impl Dev {
             aux.need(n, "aux"),
             dxg.need(g, "dxg"),
         ];
-        let f = match cell {
-            SeqCell::Lstm { .. } => &self.k.lstm_backward_seq,
-            SeqCell::Gru { dhg } => {
+        let f = match dhg {
+            Some(dhg) => {
                 ptrs.push(dhg.need(g, "dhg"));
                 &self.k.gru_backward_seq
             }
+            None => &self.k.lstm_backward_seq,
         };
-        self.launch_seq(
-            f,
-            plan,
-            plan.bwd_smem,
-            plan.bwd_staged,
-            plan.bwd_tile,
-            &ptrs,
-            steps,
-            rows,
-            h,
-            bar,
-        )
+        self.launch_seq(f, plan, true, &ptrs, steps, rows, h, bar)
     }
 
     /// Zeroes the grid barrier's words before a sequence launch (a launch
