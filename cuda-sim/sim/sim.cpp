@@ -473,7 +473,6 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     *d = 0;
     return CUDA_SUCCESS;
 }
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
 
 CUresult cuGetErrorString(CUresult e, const char** s) {
     switch (e) {
@@ -523,21 +522,80 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
 }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return cuMemFree_v2(p); }
 
+// Page-locked host memory. On a GPU an asynchronous copy from it runs when
+// the stream reaches it, so the host may write such memory again only after
+// waiting for that copy: an event recorded after it, a stream or context
+// synchronisation, or a copy to pageable memory (which returns complete).
+// Here every copy runs at once, but the rule is checked: copies from
+// page-locked memory are numbered, waits advance `g_waited`, and a copy from
+// an allocation whose previous copy was never waited for aborts (the host
+// has rewritten memory a GPU might not have read yet), as does freeing it.
+static std::map<uintptr_t, size_t> g_pinned;                   // start -> size
+static std::map<uintptr_t, unsigned long long> g_pinned_last;  // start -> number of its last copy
+static unsigned long long g_pinned_copies, g_waited;
+
+static void waited_for_all() { g_waited = g_pinned_copies; }
+
+CUresult cuCtxSynchronize() {
+    waited_for_all();
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    void* m = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    memset(m, 0xff, bytes);
+    g_pinned[reinterpret_cast<uintptr_t>(m)] = bytes;
+    *p = m;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemAllocHost_v2(void** p, size_t bytes) { return cuMemHostAlloc(p, bytes, 0); }
+
+CUresult cuMemFreeHost(void* p) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (!g_pinned.count(a)) die("cuMemFreeHost of a pointer that is not page-locked memory", nullptr);
+    if (g_pinned_last[a] > g_waited) die("page-locked memory freed before the copy from it was waited for", nullptr);
+    g_pinned.erase(a);
+    g_pinned_last.erase(a);
+    free(p);
+    return CUDA_SUCCESS;
+}
+
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
     check_range(dptr(dst), bytes, "copy to device");
     memcpy(dptr(dst), src, bytes);
     return CUDA_SUCCESS;
 }
+// The page-locked allocation holding `p`, if any (its start).
+static const uintptr_t* pinned_at(const void* p, size_t bytes) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    auto it = g_pinned.upper_bound(a);
+    if (it == g_pinned.begin() || (--it, a >= it->first + it->second)) return nullptr;
+    if (a + bytes > it->first + it->second) die("copy beyond the end of page-locked memory", nullptr);
+    return &it->first;
+}
+
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream) {
+    if (const uintptr_t* start = pinned_at(src, bytes)) {
+        if (g_pinned_last[*start] > g_waited)
+            die("page-locked memory reused before the copy from it was waited for", nullptr);
+        g_pinned_last[*start] = ++g_pinned_copies;
+    }
     return cuMemcpyHtoD_v2(dst, src, bytes);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
     check_range(dptr(src), bytes, "copy from device");
     memcpy(dst, dptr(src), bytes);
+    waited_for_all();
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream) {
-    return cuMemcpyDtoH_v2(dst, src, bytes);
+    check_range(dptr(src), bytes, "copy from device");
+    memcpy(dst, dptr(src), bytes);
+    // into pageable memory it returns complete; into page-locked memory not
+    if (!pinned_at(dst, bytes)) waited_for_all();
+    return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     check_range(dptr(src), bytes, "device copy source");
@@ -569,8 +627,14 @@ CUresult cuStreamCreate(CUstream* s, unsigned) {
     return CUDA_SUCCESS;
 }
 CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamSynchronize(CUstream) {
+    waited_for_all();
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamQuery(CUstream) {
+    waited_for_all();
+    return CUDA_SUCCESS;
+}
 CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
 // Events: work is complete when the call that queues it returns, so a
 // recorded event's time is the host clock at cuEventRecord. As on a GPU,
@@ -580,9 +644,10 @@ struct SimEvent {
     bool timing;
     bool recorded;
     struct timespec at;
+    unsigned long long copies;  // page-locked copies queued before its record
 };
 CUresult cuEventCreate(CUevent* e, unsigned flags) {
-    *e = new SimEvent{(flags & 0x2) == 0, false, {}};
+    *e = new SimEvent{(flags & 0x2) == 0, false, {}, 0};
     return CUDA_SUCCESS;
 }
 CUresult cuEventDestroy_v2(CUevent e) {
@@ -592,6 +657,7 @@ CUresult cuEventDestroy_v2(CUevent e) {
 CUresult cuEventRecord(CUevent e, CUstream) {
     SimEvent* ev = static_cast<SimEvent*>(e);
     ev->recorded = true;
+    ev->copies = g_pinned_copies;
     clock_gettime(CLOCK_MONOTONIC, &ev->at);
     return CUDA_SUCCESS;
 }
@@ -602,8 +668,18 @@ CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
     *ms = (float)((double)(b->at.tv_sec - a->at.tv_sec) * 1e3 + (double)(b->at.tv_nsec - a->at.tv_nsec) * 1e-6);
     return CUDA_SUCCESS;
 }
-CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
-CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
+static void waited_for(CUevent e) {
+    const SimEvent* ev = static_cast<const SimEvent*>(e);
+    if (ev && ev->recorded && ev->copies > g_waited) g_waited = ev->copies;
+}
+CUresult cuEventSynchronize(CUevent e) {
+    waited_for(e);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventQuery(CUevent e) {
+    waited_for(e);
+    return CUDA_SUCCESS;
+}
 
 // ---- modules and launches ------------------------------------------------------
 

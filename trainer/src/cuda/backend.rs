@@ -589,8 +589,8 @@ impl Cuda {
         }
         let dev = &self.dev;
         let acts = self.acts.as_mut().expect("allocated by ensure");
-        dev.upload(&batch.inputs, acts.ids.all())?;
-        dev.upload(&batch.targets, acts.targets.all())?;
+        dev.upload_async(&batch.inputs, acts.ids.all())?;
+        dev.upload_async(&batch.targets, acts.targets.all())?;
         let params = self.params.all();
         for l in 0..layers {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
@@ -771,8 +771,8 @@ impl Cuda {
         )?;
         if arch.layers > 0 && arch.vocab > 0 {
             let (offsets, rows) = positions_by_id(&batch.inputs, v);
-            dev.upload(&offsets, acts.tab_off.all())?;
-            dev.upload(&rows, acts.tab_rows.all())?;
+            dev.upload_async(&offsets, acts.tab_off.all())?;
+            dev.upload_async(&rows, acts.tab_rows.all())?;
         }
         dev.mark("backward: output layer")?;
         for l in (0..layers).rev() {

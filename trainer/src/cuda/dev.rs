@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use cudarc::cublas::{CudaBlas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg, ValidAsZeroBits, result as drv,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    LaunchConfig, PinnedHostSlice, PushKernelArg, ValidAsZeroBits, result as drv,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -287,6 +287,31 @@ impl GemmArgs {
     }
 }
 
+/// Page-locked slots of [`Dev::upload_async`]: the host may queue this many
+/// uploads before it waits for the oldest one's copy to have run.
+const STAGES: usize = 8;
+
+/// One page-locked staging buffer and the event recorded after the copy
+/// that last read it.
+struct Stage {
+    done: CudaEvent,
+    mem: PinnedHostSlice<u8>,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        // The memory is freed next: the copy reading it must have run.
+        let _ = self.done.synchronize();
+    }
+}
+
+/// The ring of [`Stage`]s (allocated and grown on demand) and the next slot.
+#[derive(Default)]
+struct Staging {
+    slots: Vec<Option<Stage>>,
+    next: usize,
+}
+
 /// One GPU: context, stream, cuBLAS, kernels.
 pub struct Dev {
     /// The stream everything runs on (it holds the context).
@@ -308,6 +333,8 @@ pub struct Dev {
     pub seq_smem: usize,
     /// Phase events while a profile runs ([`Dev::profile_start`]).
     prof: RefCell<Option<Profile>>,
+    /// Page-locked memory for [`Dev::upload_async`].
+    staging: RefCell<Staging>,
 }
 
 impl Dev {
@@ -407,6 +434,10 @@ impl Dev {
             arch,
             ordinal,
             prof: RefCell::new(None),
+            staging: RefCell::new(Staging {
+                slots: (0..STAGES).map(|_| None).collect(),
+                next: 0,
+            }),
         })
     }
 
@@ -465,6 +496,56 @@ impl Dev {
         // SAFETY: `dst` has room for `src` (checked); a pageable source is
         // staged by the driver before the call returns.
         unsafe { drv::memcpy_htod_async(d, src, self.stream.cu_stream()) }?;
+        Ok(())
+    }
+
+    /// Host to device without waiting for the stream: `src` is copied into
+    /// page-locked memory and the device copy is queued from there. (A copy
+    /// from pageable memory may make the driver wait for all queued work
+    /// first, which would stall the host every step.) Each call takes the
+    /// next of [`STAGES`] slots and first waits for the copy that last read
+    /// that slot, so the host never rewrites memory a queued copy has yet
+    /// to read.
+    pub fn upload_async<T: DeviceRepr>(&self, src: &[T], dst: P<T>) -> Result<(), CudaError> {
+        let d = dst.need(src.len(), "upload");
+        let bytes = std::mem::size_of_val(src);
+        if bytes == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        let mut ring = self.staging.borrow_mut();
+        let i = ring.next;
+        ring.next = (i + 1) % STAGES;
+        let slot = &mut ring.slots[i];
+        if let Some(stage) = slot {
+            stage.done.synchronize()?;
+            if stage.mem.len() < bytes {
+                *slot = None;
+            }
+        }
+        let stage = match slot {
+            Some(stage) => stage,
+            None => {
+                let ctx = self.stream.context();
+                // SAFETY: the memory is written below before any copy reads it.
+                let mem = unsafe { ctx.alloc_pinned::<u8>(bytes.next_power_of_two().max(4096)) }?;
+                slot.insert(Stage {
+                    done: ctx.new_event(None)?,
+                    mem,
+                })
+            }
+        };
+        // cudarc's own event on this memory is never recorded (event
+        // tracking is off), so this does not wait; `done` did above.
+        let buf = &mut stage.mem.as_mut_slice()?[..bytes];
+        // SAFETY: `src` is `bytes` bytes of plain data (DeviceRepr).
+        buf.copy_from_slice(unsafe {
+            std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), bytes)
+        });
+        // SAFETY: `dst` has room for `src` (checked); `buf` stays untouched
+        // until `done`, recorded next, has completed.
+        unsafe { drv::memcpy_htod_async(d, buf, self.stream.cu_stream()) }?;
+        stage.done.record(&self.stream)?;
         Ok(())
     }
 
