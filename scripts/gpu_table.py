@@ -39,7 +39,8 @@ def main():
     secs = sys.argv[4] if len(sys.argv) > 4 else "?"
     gpu = next((h[4:] for h in th if h.startswith("GPU ")), None)
     dev = next((h for h in ch + wh if h.startswith("charlm bench gpu:")), "charlm: ?")
-    print(f"{datetime.date.today().isoformat()}, {gpu or dev}; {dev}; {' '.join(h for h in th if h.startswith('torch '))}")
+    head = [datetime.date.today().isoformat(), gpu, dev] + [h for h in th if h.startswith("torch ")]
+    print("; ".join(h for h in head if h))
     print(f"fp32 (TF32 off), RMSprop lr 1e-3, {secs} s per configuration, command: bash scripts/gpu-check.sh")
     print()
     print("| configuration | PyTorch + cuDNN chars/s | charlm, sequence kernels | charlm, stepwise | best ratio | target |")
