@@ -9,5 +9,5 @@ cargo build -q --release -p charlm-trainer
 sim="$(cargo run -q -p charlm-cuda-sim)"
 nvrtc="$(bash scripts/install-nvrtc.sh)"
 export LD_LIBRARY_PATH="$sim:$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-QUICK=1 SKIP_TORCH=1 CONFIGS=titles8 SECONDS_PER_CONFIG=1 CUBLAS_LIB="$sim/libcublas.so.12" \
+QUICK=1 DEADLINE=1200 SKIP_TORCH=1 CONFIGS=titles8 SECONDS_PER_CONFIG=1 CUBLAS_LIB="$sim/libcublas.so.12" \
     NVRTC_LIB="$(ls "$nvrtc"/libnvrtc.so.* | grep -v builtins | head -n 1)" bash scripts/gpu-check.sh

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The CUDA backend's checks on a real GPU, in one call (about 3 to 4
-# minutes, under 5): parity with the CPU reference for both forms of the
-# recurrence, a short `charlm train --device cuda` and `generate`, then
-# training speed of both forms against PyTorch + cuDNN (and of the sequence
-# kernels without product tiles). For a machine with a GPU, python3 + torch,
+# The CUDA backend's checks on a real GPU, in one call (at most 5
+# minutes; it stops itself at DEADLINE): parity with the CPU reference for
+# both forms of the recurrence, a short `charlm train --device cuda` and
+# `generate`, then training speed of both forms against PyTorch + cuDNN,
+# NVIDIA's compute-sanitizer on a small parity run, and the sequence
+# kernels without product tiles. For a machine with a GPU, python3 + torch,
 # and neither a Rust toolchain nor a network. Build here, carry, run there:
 #
 #   cargo build --release -p charlm-trainer       # here: target/release/charlm
@@ -15,7 +16,11 @@
 # stdout and, when $OUT is set (the device tool's folder), to
 # $OUT/gpu-check.txt as well.
 #
-# Options (environment): CHARLM=path of the binary; SECONDS_PER_CONFIG
+# Options (environment): DEADLINE (default 295): seconds from the start
+# by which the script has finished: each stage's timeout is cut to the time
+# left, and the optional last stage is skipped when there is none (the
+# device tool's limit should leave a rerun's worth of room beyond it);
+# CHARLM=path of the binary; SECONDS_PER_CONFIG
 # (default 6); PROFILE_STEPS (default 20: after each timed run, that many
 # steps with the GPU time of every phase of a step recorded and printed,
 # `bench gpu --profile`); CONFIGS (default all: titles8,titles64,text256,big);
@@ -34,15 +39,33 @@ SECS="${SECONDS_PER_CONFIG:-6}"
 PROFILE_STEPS="${PROFILE_STEPS:-20}"
 CONFIGS="${CONFIGS:-all}"
 if [ "${QUICK:-0}" = 1 ]; then
-    PARITY_ARGS=(--steps 3 --hidden 16); BIG_ARGS=(--steps 2 --hidden 40); E2E_ARGS=(--hidden 16 --seq-len 20 --max-steps 10)
+    SANITIZE_ARGS=(--steps 1 --hidden 16)
+    PARITY_ARGS=(--steps 3 --hidden 16); BIG_ARGS=(--steps 2 --hidden 40); WIDE_ARGS=(--steps 2 --hidden 16 --batch 16)
+    E2E_ARGS=(--hidden 16 --seq-len 20 --max-steps 10)
     PROFILE_STEPS=2
 else
-    PARITY_ARGS=(--steps 200); BIG_ARGS=(--steps 50 --hidden 250); E2E_ARGS=(--hidden 128 --seq-len 100 --max-steps 300)
+    SANITIZE_ARGS=(--steps 2 --hidden 40)
+    PARITY_ARGS=(--steps 200); BIG_ARGS=(--steps 50 --hidden 250); WIDE_ARGS=(--steps 20 --hidden 256 --batch 64)
+    E2E_ARGS=(--hidden 128 --seq-len 100 --max-steps 300)
 fi
+DEADLINE="${DEADLINE:-295}"
 LOG="${OUT:-}"
 [ -n "$LOG" ] && LOG="$LOG/gpu-check.txt" && : > "$LOG"
 
 say() { if [ -n "$LOG" ]; then echo "$@" | tee -a "$LOG"; else echo "$@"; fi; }
+# `within N cmd...`: runs cmd with a timeout of N seconds or the time left
+# before DEADLINE, whichever is less (at least 5 s, so that a stage that has
+# no time left fails at once and visibly rather than being skipped).
+within() {
+    local limit="$1" left=$(( DEADLINE - SECONDS ))
+    shift
+    [ "$left" -lt "$limit" ] && limit="$left"
+    [ "$limit" -lt 5 ] && limit=5
+    timeout "$limit" "$@"
+    local rc=$?
+    [ "$rc" = 124 ] && echo "gpu-check: stopped after $limit s (the stage's limit or the deadline): $*"
+    return "$rc"
+}
 run_logged() { if [ -n "$LOG" ]; then "$@" 2>&1 | tee -a "$LOG"; else "$@" 2>&1; fi; }
 
 if [ ! -x "$BIN" ]; then
@@ -111,25 +134,30 @@ say "charlm: $("$BIN" --version)"
 # and a cell kernel per step); then the sequence kernels at a size where each
 # block holds several units (250 = 32 blocks of 8, the last with 2) and the
 # LSTM's backward kernel stages more than the default 48 KiB of shared
-# memory (the limit raised by opting in).
+# memory (the limit raised by opting in); then at the running-text size
+# (hidden 256, batch 64), where the plan differs again: the forward kernel
+# stages with 4x4 product tiles, the backward one reads each step's gate
+# gradients from L2 (they do not fit a block's shared memory), 2x2 tiles.
 # If the sequence kernels fail (or hang until the timeout), the rest of the
 # script runs stepwise only, so that it still finishes in time.
 PARITY=0
 FORMS="persistent stepwise"
 for mode in persistent stepwise; do
     say "== parity: CUDA ($mode recurrence) against the CPU reference"
-    if ! CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 120 "$BIN" bench parity --device cuda "${PARITY_ARGS[@]}"; then
+    if ! CHARLM_CUDA_RECURRENCE=$mode run_logged within 120 "$BIN" bench parity --device cuda "${PARITY_ARGS[@]}"; then
         PARITY=1
         [ "$mode" = persistent ] && FORMS="stepwise"
     fi
 done
-if [ "$FORMS" != stepwise ]; then
-    say "== parity: persistent recurrence, ${BIG_ARGS[*]}"
-    if ! CHARLM_CUDA_RECURRENCE=persistent run_logged timeout 90 "$BIN" bench parity --device cuda "${BIG_ARGS[@]}"; then
+for args in "${BIG_ARGS[*]}" "${WIDE_ARGS[*]}"; do
+    [ "$FORMS" = stepwise ] && break
+    say "== parity: persistent recurrence, $args"
+    # shellcheck disable=SC2086 # $args is a list of words
+    if ! CHARLM_CUDA_RECURRENCE=persistent run_logged within 90 "$BIN" bench parity --device cuda $args; then
         PARITY=1
         FORMS="stepwise"
     fi
-fi
+done
 E2E_FORM="auto"
 [ "$FORMS" = stepwise ] && E2E_FORM="stepwise"
 
@@ -137,32 +165,26 @@ E2E_FORM="auto"
 say "== charlm train --device cuda --batch 8 ${E2E_ARGS[*]}, then generate from its model"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/charlm-gpucheck.XXXXXX")"
 trap 'rm -rf "$LINKS" "$WORK"' EXIT
-if CHARLM_CUDA_RECURRENCE=$E2E_FORM run_logged timeout 90 "$BIN" train --device cuda --batch 8 "${E2E_ARGS[@]}" --out "$WORK/run" \
-    && run_logged timeout 30 "$BIN" generate --model "$WORK/run/model.clm" --prompt "ROMEO:" --max-chars 120; then
+if CHARLM_CUDA_RECURRENCE=$E2E_FORM run_logged within 90 "$BIN" train --device cuda --batch 8 "${E2E_ARGS[@]}" --out "$WORK/run" \
+    && run_logged within 30 "$BIN" generate --model "$WORK/run/model.clm" --prompt "ROMEO:" --max-chars 120; then
     say "end to end: passed"
 else
     say "end to end: FAILED"
     PARITY=1
 fi
+verdict() { if [ "$PARITY" = 0 ]; then say "gpu-check: parity passed"; else say "gpu-check: PARITY FAILED"; fi; }
+verdict
+say "(${SECONDS} s so far)"
 
 # --- speed ----------------------------------------------------------------
 say "== speed: training characters per second, $SECS s per configuration, then $PROFILE_STEPS steps profiled"
 : > "$WORK/charlm-persistent.txt"
 for mode in $FORMS; do
-    CHARLM_CUDA_RECURRENCE=$mode run_logged timeout 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" --profile "$PROFILE_STEPS" > "$WORK/charlm-$mode.txt"
+    CHARLM_CUDA_RECURRENCE=$mode run_logged within 100 "$BIN" bench gpu --device cuda --config "$CONFIGS" --seconds "$SECS" --profile "$PROFILE_STEPS" > "$WORK/charlm-$mode.txt"
     cat "$WORK/charlm-$mode.txt"
 done
-# The same sequence kernels with each thread computing one product at a
-# time (no 2x2 / 4x4 tiles), where the plan tiles: what the tiles gain.
-if [ "$FORMS" != stepwise ]; then
-    TILE_CONFIGS="$CONFIGS"
-    [ "$CONFIGS" = all ] && TILE_CONFIGS="titles64,text256"
-    say "== the sequence kernels untiled (CHARLM_CUDA_SEQ_TILE=1): $TILE_CONFIGS"
-    CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_TILE=1 run_logged timeout 60 "$BIN" bench gpu --device cuda \
-        --config "$TILE_CONFIGS" --seconds "$SECS"
-fi
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ -n "$PY" ]; then
-    run_logged timeout 120 "$PY" scripts/torch_train_gpu.py --config "$CONFIGS" --seconds "$SECS" > "$WORK/torch.txt"
+    run_logged within 120 "$PY" scripts/torch_train_gpu.py --config "$CONFIGS" --seconds "$SECS" > "$WORK/torch.txt"
     cat "$WORK/torch.txt"
 else
     : > "$WORK/torch.txt"
@@ -171,5 +193,47 @@ say ""
 if [ -n "$PY" ]; then
     run_logged "$PY" scripts/gpu_table.py "$WORK/charlm-persistent.txt" "$WORK/charlm-stepwise.txt" "$WORK/torch.txt" "$SECS"
 fi
-if [ "$PARITY" = 0 ]; then say "gpu-check: parity passed"; else say "gpu-check: PARITY FAILED"; fi
+# Optional: NVIDIA's compute-sanitizer (in the CUDA toolkit) on a tiny
+# parity run: memcheck (out-of-bounds and misaligned device accesses, for
+# both recurrence forms), racecheck (shared-memory hazards) and synccheck
+# (barrier and warp-shuffle misuse) on the sequence kernels. What the
+# simulator cannot see, seen on the GPU itself. An error found fails the
+# check; a missing sanitizer or too little time skips it.
+SANITIZER="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+if [ -z "$SANITIZER" ]; then
+    say "== compute-sanitizer: not found, skipped"
+else
+    for check in "memcheck persistent" "memcheck stepwise" "racecheck persistent" "synccheck persistent"; do
+        read -r tool form <<< "$check"
+        if [ $(( DEADLINE - SECONDS )) -lt 45 ]; then
+            say "== compute-sanitizer --tool $tool ($form): skipped ($SECONDS s of $DEADLINE gone)"
+            continue
+        fi
+        say "== compute-sanitizer --tool $tool, $form recurrence, ${SANITIZE_ARGS[*]}"
+        CHARLM_CUDA_RECURRENCE=$form run_logged within 40 "$SANITIZER" --tool "$tool" --error-exitcode 3 \
+            --print-limit 20 "$BIN" bench parity --device cuda "${SANITIZE_ARGS[@]}"
+        rc=$?
+        if [ "$rc" = 124 ]; then
+            say "compute-sanitizer --tool $tool ($form): did not finish in time (not a failure)"
+        elif [ "$rc" != 0 ]; then
+            say "compute-sanitizer --tool $tool ($form): FAILED (status $rc)"
+            PARITY=1
+        fi
+    done
+fi
+
+# Optional, last: the same sequence kernels with each thread computing one
+# product at a time (no 2x2 / 4x4 tiles), where the plan tiles: what the
+# tiles gain. Skipped when the deadline leaves too little time.
+if [ "$FORMS" != stepwise ] && [ $(( DEADLINE - SECONDS )) -ge $(( 2 * SECS + 20 )) ]; then
+    TILE_CONFIGS="$CONFIGS"
+    [ "$CONFIGS" = all ] && TILE_CONFIGS="titles64,text256"
+    say "== the sequence kernels untiled (CHARLM_CUDA_SEQ_TILE=1): $TILE_CONFIGS"
+    CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_TILE=1 run_logged within 60 "$BIN" bench gpu --device cuda \
+        --config "$TILE_CONFIGS" --seconds "$SECS"
+elif [ "$FORMS" != stepwise ]; then
+    say "== the sequence kernels untiled: skipped ($SECONDS s of $DEADLINE gone)"
+fi
+say "(${SECONDS} s in all)"
+verdict
 exit $(( PARITY == 0 ? 0 : 1 ))

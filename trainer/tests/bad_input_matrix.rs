@@ -279,6 +279,14 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["train", "--resume", "missing-run"], "missing-run"),
         // bench
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
+        (
+            vec!["bench", "parity", "--device", "cpu", "--batch", "1"],
+            "--batch",
+        ),
+        (
+            vec!["bench", "parity", "--device", "cpu", "--hidden", "0"],
+            "--hidden",
+        ),
         // the command line itself
         (vec!["frobnicate"], "frobnicate"),
     ];

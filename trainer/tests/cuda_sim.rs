@@ -94,10 +94,13 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
             "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), tile '{tile}', {order} order"
         );
         assert!(o.status.success(), "{case}:\n{out}");
-        let device = format!("charlm CUDA simulator (CPU), sm_80, recurrence {recurrence}");
+        // the device line names the NVRTC that compiled the kernels
+        let device = after(&out, "charlm CUDA simulator (CPU), sm_80, NVRTC ")
+            .and_then(|rest| rest.split_once(", recurrence "))
+            .map(|(version, form)| (version.to_string(), form.split(')').next().unwrap_or("")));
         assert!(
-            out.contains(&device),
-            "not the simulator with the {recurrence} recurrence:\n{out}"
+            matches!(&device, Some((v, form)) if v.split('.').all(|n| n.parse::<u32>().is_ok()) && *form == recurrence),
+            "not the simulator with an NVRTC version and the {recurrence} recurrence:\n{out}"
         );
         assert!(
             out.contains("parity: all 22 checks passed"),
@@ -107,6 +110,11 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
 }
 
 /// `train_bpc` and `val_bpc` of every row of a run's metrics.csv.
+/// The text after the first occurrence of `needle` in `hay`.
+fn after<'a>(hay: &'a str, needle: &str) -> Option<&'a str> {
+    hay.find(needle).map(|i| &hay[i + needle.len()..])
+}
+
 fn metrics(run: &std::path::Path) -> Vec<(f64, f64)> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
     let mut lines = text.lines();

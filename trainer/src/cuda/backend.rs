@@ -222,10 +222,14 @@ impl Cuda {
         })
     }
 
-    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90)".
+    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, NVRTC 12.9, recurrence auto)".
     pub fn describe(&self) -> String {
+        let nvrtc = match super::nvrtc::version() {
+            Ok((major, minor)) => format!("NVRTC {major}.{minor}"),
+            Err(_) => "NVRTC ?".into(),
+        };
         format!(
-            "cuda:{} ({}, {}, recurrence {})",
+            "cuda:{} ({}, {}, {nvrtc}, recurrence {})",
             self.dev.ordinal,
             self.dev.name,
             self.dev.arch,

@@ -37,6 +37,10 @@ pub struct ParityArgs {
     /// Hidden units of the test models.
     #[arg(long, default_value_t = 64)]
     pub hidden: u16,
+    /// Sequences per batch (a device picks its kernels' plan by batch and
+    /// hidden size: a larger batch checks other plans).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
 }
 
 /// Arguments of `charlm bench gpu`.
@@ -209,15 +213,19 @@ impl Stepper for OnDevice {
 
 /// `charlm bench parity`.
 pub fn parity(args: ParityArgs) -> Result<(), CliError> {
-    if !(1..=1024).contains(&args.hidden) || args.steps == 0 || args.steps > 100_000 {
+    if !(1..=1024).contains(&args.hidden)
+        || args.steps == 0
+        || args.steps > 100_000
+        || !(2..=256).contains(&args.batch)
+    {
         return Err(CliError::invalid(
-            "--hidden must be 1 to 1024 and --steps 1 to 100000",
+            "--hidden must be 1 to 1024, --steps 1 to 100000 and --batch 2 to 256",
         ));
     }
     let (text, vocab) = bundled()?;
     let v = vocab.size() as u16;
-    let titles = title_batches(&vocab, &text, 8);
-    let windows = stream_batches(&vocab, &text, 8, 32);
+    let titles = title_batches(&vocab, &text, args.batch);
+    let windows = stream_batches(&vocab, &text, args.batch, 32);
     // padded samples of different lengths (a batch of titles with padding)
     let padded = titles
         .iter()
@@ -233,8 +241,10 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         }),
     )?;
     println!(
-        "charlm bench parity: {} against the CPU reference",
-        probe.describe()
+        "charlm bench parity: {} against the CPU reference, batch {}, hidden {}",
+        probe.describe(),
+        args.batch,
+        args.hidden
     );
     println!(
         "tolerances: loss {:e} + {:e}*|ref|; gradients {:e}*max|ref| of the tensor + {:e}*|ref|; curves: {}-step means within {}%",

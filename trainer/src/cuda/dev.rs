@@ -407,11 +407,13 @@ impl Dev {
         let mut seq_smem = smem_per_block;
         if smem_optin > smem_per_block {
             use cudarc::driver::sys::CUfunction_attribute as F;
-            let raise = |f: &CudaFunction| -> Result<(), CudaError> {
+            // What a block may take dynamically: the opt-in limit less the
+            // kernel's static shared memory (none today).
+            let raise = |f: &CudaFunction| -> Result<usize, CudaError> {
                 let room = smem_optin.saturating_sub(f.shared_size_bytes()?.max(0) as usize);
                 let room = i32::try_from(room).unwrap_or(i32::MAX);
                 f.set_attribute(F::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, room)?;
-                Ok(())
+                Ok(room as usize)
             };
             let seq = [
                 &k.lstm_forward_seq,
@@ -419,8 +421,8 @@ impl Dev {
                 &k.gru_forward_seq,
                 &k.gru_backward_seq,
             ];
-            if seq.iter().all(|f| raise(f).is_ok()) {
-                seq_smem = smem_optin;
+            if let Ok(rooms) = seq.iter().map(|f| raise(f)).collect::<Result<Vec<_>, _>>() {
+                seq_smem = rooms.into_iter().min().unwrap_or(smem_per_block);
             }
         }
         Ok(Dev {

@@ -202,7 +202,13 @@ __device__ void grid_barrier(unsigned* bar) {
         } else {
             unsigned polls = 0;
             while (*gen == seen) {
-                if (++polls == (1u << 26)) __trap();
+                if (++polls == (1u << 26)) {
+                    // the trap alone reads as "unspecified launch failure"
+                    printf("charlm: grid barrier timeout: block %u of %u waited 2^26 polls at generation %u "
+                           "(%u arrived)\n",
+                           blockIdx.x, gridDim.x, seen, *(volatile unsigned*)bar);
+                    __trap();
+                }
             }
         }
         __threadfence();
@@ -322,6 +328,9 @@ __device__ __forceinline__ void forward_seq(const float* __restrict__ w_hh, cons
                 rows, gu, hd, tile, [&](int r, int k) { return load_cg(hp + (size_t)r * hd + k); }, weight, put);
         }
         __syncthreads();
+        // c and h of step t at (r, j) were written by this same thread at
+        // step t - 1 (o maps to (r, j) the same way every step), so plain
+        // loads see them; other blocks' values are only read through load_cg.
         for (int o = threadIdx.x; o < rows * un; o += blockDim.x) {
             int r = o / un, jj = o - r * un, j = u0 + jj;
             size_t k = (size_t)r * hd + j;
