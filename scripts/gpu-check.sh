@@ -3,8 +3,8 @@
 # minutes; it stops itself at DEADLINE): parity with the CPU reference for
 # both forms of the recurrence, a short `charlm train --device cuda` and
 # `generate`, then training speed of both forms against PyTorch + cuDNN,
-# NVIDIA's compute-sanitizer on a small parity run, and the sequence
-# kernels without product tiles. For a machine with a GPU, python3 + torch,
+# NVIDIA's compute-sanitizer on a small parity run, the sequence kernels
+# spread over all multiprocessors, and without product tiles. For a machine with a GPU, python3 + torch,
 # and neither a Rust toolchain nor a network. Build here, carry, run there:
 #
 #   cargo build --release -p charlm-trainer       # here: target/release/charlm
@@ -220,6 +220,30 @@ else
             PARITY=1
         fi
     done
+fi
+
+# Optional: the sequence kernels spread over all multiprocessors
+# (CHARLM_CUDA_SEQ_BLOCKS=all, one block on each) instead of about 32
+# blocks, at the larger sizes, where 32 blocks leave most of the GPU idle
+# during the recurrence: parity at the running-text plan, then speed.
+if [ "$FORMS" != stepwise ] && [ $(( DEADLINE - SECONDS )) -ge $(( 2 * SECS + 60 )) ]; then
+    SPREAD_CONFIGS="$CONFIGS"
+    [ "$CONFIGS" = all ] && SPREAD_CONFIGS="text256,big"
+    say "== the sequence kernels on all multiprocessors (CHARLM_CUDA_SEQ_BLOCKS=all): parity ${WIDE_ARGS[*]}, then $SPREAD_CONFIGS"
+    CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_BLOCKS=all run_logged within 45 "$BIN" bench parity \
+        --device cuda "${WIDE_ARGS[@]}"
+    rc=$?
+    if [ "$rc" = 0 ]; then
+        CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_BLOCKS=all run_logged within 60 "$BIN" bench gpu --device cuda \
+            --config "$SPREAD_CONFIGS" --seconds "$SECS"
+    elif [ "$rc" = 124 ]; then
+        say "parity on all multiprocessors: did not finish in time (not a failure)"
+    else
+        say "parity on all multiprocessors: FAILED"
+        PARITY=1
+    fi
+elif [ "$FORMS" != stepwise ]; then
+    say "== the sequence kernels on all multiprocessors: skipped ($SECONDS s of $DEADLINE gone)"
 fi
 
 # Optional, last: the same sequence kernels with each thread computing one

@@ -67,19 +67,31 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
     // block: 8 rows, 4 and 1 columns). The 4 x 4 tiles take about 4 minutes
     // to simulate at this size (80 shuffles per product round), so they run
     // by hand: CHARLM_CUDA_SEQ_TILE=4 with the opt-in case's settings.
+    // The reverse-order persistent case spreads the units over all
+    // multiprocessors (CHARLM_CUDA_SEQ_BLOCKS=all: 37 blocks of 1 unit).
     let cases = [
-        ("stepwise", "16", "30", "49152", "49152", "", "forward"),
-        ("persistent", "37", "4", "49152", "49152", "", "forward"),
-        ("persistent", "37", "2", "1024", "1024", "", "forward"),
-        ("persistent", "37", "2", "4096", "49152", "2", "forward"),
-        ("stepwise", "16", "5", "49152", "49152", "", "reverse"),
-        ("persistent", "37", "2", "49152", "49152", "", "reverse"),
+        ("stepwise", "16", "30", "49152", "49152", "", "", "forward"),
+        ("persistent", "37", "4", "49152", "49152", "", "", "forward"),
+        ("persistent", "37", "2", "1024", "1024", "", "", "forward"),
+        ("persistent", "37", "2", "4096", "49152", "2", "", "forward"),
+        ("stepwise", "16", "5", "49152", "49152", "", "", "reverse"),
+        (
+            "persistent",
+            "37",
+            "2",
+            "49152",
+            "49152",
+            "",
+            "all",
+            "reverse",
+        ),
     ];
-    for (recurrence, hidden, steps, smem, optin, tile, order) in cases {
+    for (recurrence, hidden, steps, smem, optin, tile, blocks, order) in cases {
         let env = [
             ("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", smem),
             ("CHARLM_CUDA_SIM_SMEM_OPTIN", optin),
             ("CHARLM_CUDA_SEQ_TILE", tile),
+            ("CHARLM_CUDA_SEQ_BLOCKS", blocks),
             ("CHARLM_CUDA_SIM_ORDER", order),
         ];
         let o = charlm_env(
@@ -91,17 +103,34 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
         );
         let out = text(&o);
         let case = format!(
-            "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), tile '{tile}', {order} order"
+            "{recurrence}, hidden {hidden}, {smem} bytes of shared memory ({optin} opting in), tile '{tile}', blocks '{blocks}', {order} order"
         );
         assert!(o.status.success(), "{case}:\n{out}");
         // the device line names the NVRTC that compiled the kernels
         let device = after(&out, "charlm CUDA simulator (CPU), sm_80, NVRTC ")
             .and_then(|rest| rest.split_once(", recurrence "))
-            .map(|(version, form)| (version.to_string(), form.split(')').next().unwrap_or("")));
+            .map(|(version, form)| {
+                (
+                    version.to_string(),
+                    form.split([')', ';']).next().unwrap_or(""),
+                )
+            });
         assert!(
             matches!(&device, Some((v, form)) if v.split('.').all(|n| n.parse::<u32>().is_ok()) && *form == recurrence),
             "not the simulator with an NVRTC version and the {recurrence} recurrence:\n{out}"
         );
+        // and the settings that change the plan
+        for (var, value) in [
+            ("CHARLM_CUDA_SEQ_TILE", tile),
+            ("CHARLM_CUDA_SEQ_BLOCKS", blocks),
+        ] {
+            let named = out.contains(&format!("; {var}={value}"));
+            assert_eq!(
+                named,
+                !value.is_empty(),
+                "{case}: {var} in the device line:\n{out}"
+            );
+        }
         assert!(
             out.contains("parity: all 22 checks passed"),
             "{case}:\n{out}"
@@ -319,30 +348,44 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let out_s = out.display().to_string();
-    let cases: [(&str, &str, &[&str], &str); 3] = [
+    /// (CHARLM_CUDA_RECURRENCE, other settings, arguments, the error wanted)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: [Case; 5] = [
         (
             "auto",
-            "",
+            &[],
             &["--device", "cuda:1"],
             "cuda:1: no such GPU (1 found, numbered from 0)",
         ),
         (
             "bogus",
-            "",
+            &[],
             &["--device", "cuda"],
             "CHARLM_CUDA_RECURRENCE=bogus: use auto, persistent or stepwise",
         ),
         (
             "auto",
-            "3",
+            &[("CHARLM_CUDA_SEQ_TILE", "3")],
             &["--device", "cuda"],
             "CHARLM_CUDA_SEQ_TILE=3: use 1, 2 or 4 (or leave it unset)",
         ),
+        (
+            "auto",
+            &[("CHARLM_CUDA_SEQ_BLOCKS", "0")],
+            &["--device", "cuda"],
+            "CHARLM_CUDA_SEQ_BLOCKS=0: use a number of blocks from 1 to 4096, or all",
+        ),
+        (
+            "auto",
+            &[("CHARLM_CUDA_SEQ_BLOCKS", "most")],
+            &["--device", "cuda"],
+            "CHARLM_CUDA_SEQ_BLOCKS=most: use a number of blocks",
+        ),
     ];
-    for (recurrence, tile, device, wanted) in cases {
+    for (recurrence, env, device, wanted) in cases {
         let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
         args.extend_from_slice(device);
-        let o = charlm_env(recurrence, &[("CHARLM_CUDA_SEQ_TILE", tile)], &args);
+        let o = charlm_env(recurrence, env, &args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{device:?}: {}", text(&o));
         assert_eq!(err.lines().count(), 1, "{device:?}: {err}");

@@ -5,7 +5,7 @@
 use charlm_runtime::format::CellKind;
 
 use super::CudaError;
-use super::dev::{Buf, Dev, NORM_BLOCKS, P, SeqPlan};
+use super::dev::{Buf, Dev, NORM_BLOCKS, P, SEQ_BLOCKS, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
@@ -123,12 +123,31 @@ fn tile_from_env() -> Result<Option<u8>, CudaError> {
     }
 }
 
+/// `CHARLM_CUDA_SEQ_BLOCKS` = a number of blocks, or `all` (one per
+/// multiprocessor): how many blocks the sequence kernels' plan aims to
+/// spread a layer's units over instead of [`SEQ_BLOCKS`] (for timing one
+/// spread against another; unset: the default). `Some(None)` is `all`.
+fn blocks_from_env() -> Result<Option<Option<usize>>, CudaError> {
+    match std::env::var("CHARLM_CUDA_SEQ_BLOCKS").as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("all") => Ok(Some(None)),
+        Ok(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=4096).contains(&n) => Ok(Some(Some(n))),
+            _ => Err(CudaError::Config(format!(
+                "CHARLM_CUDA_SEQ_BLOCKS={n}: use a number of blocks from 1 to 4096, or all (or leave it unset)"
+            ))),
+        },
+    }
+}
+
 /// The CUDA backend for one architecture.
 pub struct Cuda {
     dev: Dev,
     recurrence: Recurrence,
     /// `CHARLM_CUDA_SEQ_TILE`, when set.
     tile: Option<u8>,
+    /// `CHARLM_CUDA_SEQ_BLOCKS`, when set (`Some(None)`: all multiprocessors).
+    blocks: Option<Option<usize>>,
     /// The sequence kernels' grid barrier (two words).
     bar: Buf<u32>,
     layout: Layout,
@@ -199,11 +218,13 @@ impl Cuda {
         }
         let recurrence = Recurrence::from_env()?;
         let tile = tile_from_env()?;
+        let blocks = blocks_from_env()?;
         let dev = Dev::open(ordinal)?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
             recurrence,
             tile,
+            blocks,
             bar: dev.alloc(2)?,
             params: dev.alloc(layout.len)?,
             grads: dev.alloc(layout.len)?,
@@ -222,14 +243,25 @@ impl Cuda {
         })
     }
 
-    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, NVRTC 12.9, recurrence auto)".
+    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, NVRTC 12.9, recurrence auto)",
+    /// followed by the plan settings from the environment, if any
+    /// ("; CHARLM_CUDA_SEQ_TILE=2").
     pub fn describe(&self) -> String {
         let nvrtc = match super::nvrtc::version() {
             Ok((major, minor)) => format!("NVRTC {major}.{minor}"),
             Err(_) => "NVRTC ?".into(),
         };
+        let mut settings = String::new();
+        if let Some(t) = self.tile {
+            settings += &format!("; CHARLM_CUDA_SEQ_TILE={t}");
+        }
+        match self.blocks {
+            Some(Some(n)) => settings += &format!("; CHARLM_CUDA_SEQ_BLOCKS={n}"),
+            Some(None) => settings += "; CHARLM_CUDA_SEQ_BLOCKS=all",
+            None => {}
+        }
         format!(
-            "cuda:{} ({}, {}, {nvrtc}, recurrence {})",
+            "cuda:{} ({}, {}, {nvrtc}, recurrence {}{settings})",
             self.dev.ordinal,
             self.dev.name,
             self.dev.arch,
@@ -496,8 +528,19 @@ impl Cuda {
         if self.recurrence == Recurrence::Stepwise || !self.dev.cooperative {
             return None;
         }
-        let plan = SeqPlan::new(arch.cell.gates(), h, rows, self.dev.sms, self.dev.seq_smem)?;
-        let mut plan = plan;
+        let aim = match self.blocks {
+            None => SEQ_BLOCKS,
+            Some(None) => self.dev.sms,
+            Some(Some(n)) => n,
+        };
+        let mut plan = SeqPlan::new(
+            arch.cell.gates(),
+            h,
+            rows,
+            self.dev.sms,
+            self.dev.seq_smem,
+            aim,
+        )?;
         if let Some(t) = self.tile {
             (plan.fwd_tile, plan.bwd_tile) = (t, t);
         }

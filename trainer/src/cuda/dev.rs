@@ -123,9 +123,10 @@ pub const NORM_BLOCKS: usize = 240;
 
 /// Threads per block of the sequence kernels (a multiple of 32).
 const SEQ_THREADS: u32 = 256;
-/// About this many blocks share a layer's units: fewer make each step's
-/// grid barrier cheaper, more spread the products over more multiprocessors.
-const SEQ_BLOCKS: usize = 32;
+/// About this many blocks share a layer's units by default: fewer make each
+/// step's grid barrier cheaper, more spread the products over more
+/// multiprocessors (`CHARLM_CUDA_SEQ_BLOCKS` aims at another number).
+pub const SEQ_BLOCKS: usize = 32;
 
 /// How the sequence kernels (`*_seq` in kernels/cells.cu) split one layer:
 /// `units` hidden units per block, `blocks` blocks, whether each step's
@@ -172,16 +173,24 @@ pub fn seq_tile(rows: usize, cols: usize) -> u8 {
 impl SeqPlan {
     /// A plan for `g` gates, `h` hidden units and `rows` sequences on a GPU
     /// with `sms` multiprocessors and `smem` bytes of shared memory per block
-    /// (after opting in): about [`SEQ_BLOCKS`] blocks, more when that
-    /// stages more (or when a block's slice of `W_hh` would not fit), never
-    /// more blocks than multiprocessors, so that a cooperative launch always
-    /// fits. `None` when no split fits.
-    pub fn new(g: usize, h: usize, rows: usize, sms: usize, smem: usize) -> Option<SeqPlan> {
+    /// (after opting in): about `aim` blocks ([`SEQ_BLOCKS`] by default;
+    /// at most one per multiprocessor), more when that stages more (or when
+    /// a block's slice of `W_hh` would not fit), never more blocks than
+    /// multiprocessors, so that a cooperative launch always fits. `None`
+    /// when no split fits.
+    pub fn new(
+        g: usize,
+        h: usize,
+        rows: usize,
+        sms: usize,
+        smem: usize,
+        aim: usize,
+    ) -> Option<SeqPlan> {
         if h == 0 || rows == 0 {
             return None;
         }
         let mut best: Option<SeqPlan> = None;
-        for units in (1..=h.div_ceil(SEQ_BLOCKS)).rev() {
+        for units in (1..=h.div_ceil(aim.clamp(1, sms.max(1)))).rev() {
             let blocks = h.div_ceil(units);
             if blocks > sms {
                 break;
@@ -1299,7 +1308,7 @@ impl<T: DeviceRepr> Arg for T {
 
 #[cfg(test)]
 mod tests {
-    use super::{GemmArgs, SeqPlan};
+    use super::{GemmArgs, SEQ_BLOCKS, SeqPlan};
 
     #[test]
     fn sequence_plans_cover_every_unit_and_fit_shared_memory() {
@@ -1309,7 +1318,7 @@ mod tests {
             for g in [3, 4] {
                 for h in [1, 7, 16, 37, 64, 128, 200, 256, 512, 1024] {
                     for rows in [1, 8, 64, 128] {
-                        let Some(p) = SeqPlan::new(g, h, rows, 132, smem) else {
+                        let Some(p) = SeqPlan::new(g, h, rows, 132, smem, SEQ_BLOCKS) else {
                             // up to the largest layer (512 units, 128
                             // sequences) there is a plan
                             assert!(h > 512, "no plan for g {g} h {h} rows {rows}");
@@ -1326,7 +1335,7 @@ mod tests {
             }
         }
         let plan = |g, h, rows, sms, smem| {
-            SeqPlan::new(g, h, rows, sms, smem)
+            SeqPlan::new(g, h, rows, sms, smem, SEQ_BLOCKS)
                 .map(|p| (p.units, p.blocks, p.fwd_staged, p.bwd_staged))
         };
         // the lesson's size: 32 blocks of 4 units, staged both ways
@@ -1342,8 +1351,22 @@ mod tests {
         assert_eq!(plan(4, 37, 8, 132, 4096), Some((2, 19, true, false)));
         assert_eq!(plan(4, 37, 8, 132, 2048), Some((1, 37, true, false)));
         assert_eq!(plan(4, 37, 8, 132, 1024), Some((1, 37, false, false)));
-        // a GPU too small for the split
-        assert_eq!(plan(4, 128, 8, 16, DEFAULT), None);
+        // a GPU with fewer multiprocessors than the default aim: one block
+        // on each; too small for any split that fits shared memory: none
+        assert_eq!(plan(4, 128, 8, 16, DEFAULT), Some((8, 16, true, true)));
+        assert_eq!(plan(4, 512, 8, 4, DEFAULT), None);
+        // spread over all 132 multiprocessors: the fewest units per block
+        // that fit, however many blocks the default aims at
+        let spread = |g, h, rows| {
+            SeqPlan::new(g, h, rows, 132, H100, 132).map(|p| (p.units, p.blocks, p.fwd_staged))
+        };
+        assert_eq!(spread(4, 512, 128), Some((4, 128, false)));
+        assert_eq!(spread(4, 256, 64), Some((2, 128, true)));
+        assert_eq!(spread(3, 100, 8), Some((1, 100, true)));
+        // an aim beyond the multiprocessors is held to them, and 0 to 1
+        let aim = |a| SeqPlan::new(4, 512, 8, 132, H100, a).map(|p| p.blocks);
+        assert_eq!(aim(1000), Some(128));
+        assert_eq!(aim(0), aim(1));
     }
 
     #[test]
@@ -1356,7 +1379,7 @@ mod tests {
         assert_eq!((seq_tile(128, 64), seq_tile(128, 16)), (4, 4)); // 2 x 512, batch 128
         assert_eq!(seq_tile(1, 1), 1);
         // plans carry them
-        let p = SeqPlan::new(4, 128, 64, 132, 227 * 1024).unwrap();
+        let p = SeqPlan::new(4, 128, 64, 132, 227 * 1024, SEQ_BLOCKS).unwrap();
         assert_eq!((p.fwd_tile, p.bwd_tile), (4, 2));
     }
 
