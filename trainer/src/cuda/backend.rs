@@ -123,20 +123,38 @@ fn tile_from_env() -> Result<Option<u8>, CudaError> {
     }
 }
 
-/// `CHARLM_CUDA_SEQ_BLOCKS` = a number of blocks, or `all` (one per
-/// multiprocessor): how many blocks the sequence kernels' plan aims to
-/// spread a layer's units over instead of [`SEQ_BLOCKS`] (for timing one
-/// spread against another; unset: the default). `Some(None)` is `all`.
-fn blocks_from_env() -> Result<Option<Option<usize>>, CudaError> {
-    match std::env::var("CHARLM_CUDA_SEQ_BLOCKS").as_deref() {
-        Err(_) | Ok("") => Ok(None),
-        Ok("all") => Ok(Some(None)),
-        Ok(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=4096).contains(&n) => Ok(Some(Some(n))),
-            _ => Err(CudaError::Config(format!(
-                "CHARLM_CUDA_SEQ_BLOCKS={n}: use a number of blocks from 1 to 4096, or all (or leave it unset)"
-            ))),
-        },
+/// How many blocks the sequence kernels' plan aims to spread a layer's
+/// units over: `CHARLM_CUDA_SEQ_BLOCKS` = a number, or `all` (one per
+/// multiprocessor); unset, [`SEQ_BLOCKS`]. For timing one spread against
+/// another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spread {
+    Default,
+    All,
+    Blocks(usize),
+}
+
+impl Spread {
+    fn from_env() -> Result<Self, CudaError> {
+        match std::env::var("CHARLM_CUDA_SEQ_BLOCKS").as_deref() {
+            Err(_) | Ok("") => Ok(Spread::Default),
+            Ok("all") => Ok(Spread::All),
+            Ok(n) => match n.parse::<usize>() {
+                Ok(n) if (1..=4096).contains(&n) => Ok(Spread::Blocks(n)),
+                _ => Err(CudaError::Config(format!(
+                    "CHARLM_CUDA_SEQ_BLOCKS={n}: use a number of blocks from 1 to 4096, or all (or leave it unset)"
+                ))),
+            },
+        }
+    }
+
+    /// Blocks to aim at on a GPU with `sms` multiprocessors.
+    fn aim(self, sms: usize) -> usize {
+        match self {
+            Spread::Default => SEQ_BLOCKS,
+            Spread::All => sms,
+            Spread::Blocks(n) => n,
+        }
     }
 }
 
@@ -146,8 +164,8 @@ pub struct Cuda {
     recurrence: Recurrence,
     /// `CHARLM_CUDA_SEQ_TILE`, when set.
     tile: Option<u8>,
-    /// `CHARLM_CUDA_SEQ_BLOCKS`, when set (`Some(None)`: all multiprocessors).
-    blocks: Option<Option<usize>>,
+    /// `CHARLM_CUDA_SEQ_BLOCKS`.
+    spread: Spread,
     /// The sequence kernels' grid barrier (two words).
     bar: Buf<u32>,
     layout: Layout,
@@ -218,13 +236,13 @@ impl Cuda {
         }
         let recurrence = Recurrence::from_env()?;
         let tile = tile_from_env()?;
-        let blocks = blocks_from_env()?;
+        let spread = Spread::from_env()?;
         let dev = Dev::open(ordinal)?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
             recurrence,
             tile,
-            blocks,
+            spread,
             bar: dev.alloc(2)?,
             params: dev.alloc(layout.len)?,
             grads: dev.alloc(layout.len)?,
@@ -255,10 +273,10 @@ impl Cuda {
         if let Some(t) = self.tile {
             settings += &format!("; CHARLM_CUDA_SEQ_TILE={t}");
         }
-        match self.blocks {
-            Some(Some(n)) => settings += &format!("; CHARLM_CUDA_SEQ_BLOCKS={n}"),
-            Some(None) => settings += "; CHARLM_CUDA_SEQ_BLOCKS=all",
-            None => {}
+        match self.spread {
+            Spread::Default => {}
+            Spread::All => settings += "; CHARLM_CUDA_SEQ_BLOCKS=all",
+            Spread::Blocks(n) => settings += &format!("; CHARLM_CUDA_SEQ_BLOCKS={n}"),
         }
         format!(
             "cuda:{} ({}, {}, {nvrtc}, recurrence {}{settings})",
@@ -528,18 +546,13 @@ impl Cuda {
         if self.recurrence == Recurrence::Stepwise || !self.dev.cooperative {
             return None;
         }
-        let aim = match self.blocks {
-            None => SEQ_BLOCKS,
-            Some(None) => self.dev.sms,
-            Some(Some(n)) => n,
-        };
         let mut plan = SeqPlan::new(
             arch.cell.gates(),
             h,
             rows,
             self.dev.sms,
             self.dev.seq_smem,
-            aim,
+            self.spread.aim(self.dev.sms),
         )?;
         if let Some(t) = self.tile {
             (plan.fwd_tile, plan.bwd_tile) = (t, t);

@@ -315,7 +315,6 @@ impl Drop for Stage {
 }
 
 /// The ring of [`Stage`]s (allocated and grown on demand) and the next slot.
-#[derive(Default)]
 struct Staging {
     slots: Vec<Option<Stage>>,
     next: usize,
