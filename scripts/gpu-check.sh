@@ -39,15 +39,14 @@ SECS="${SECONDS_PER_CONFIG:-6}"
 PROFILE_STEPS="${PROFILE_STEPS:-20}"
 CONFIGS="${CONFIGS:-all}"
 if [ "${QUICK:-0}" = 1 ]; then
-    SANITIZE_ARGS=(--steps 1 --hidden 16)
     PARITY_ARGS=(--steps 3 --hidden 16); BIG_ARGS=(--steps 2 --hidden 40); WIDE_ARGS=(--steps 2 --hidden 16 --batch 16)
     E2E_ARGS=(--hidden 16 --seq-len 20 --max-steps 10)
     PROFILE_STEPS=2
 else
-    SANITIZE_ARGS=(--steps 2 --hidden 40)
     PARITY_ARGS=(--steps 200); BIG_ARGS=(--steps 50 --hidden 250); WIDE_ARGS=(--steps 20 --hidden 256 --batch 64)
     E2E_ARGS=(--hidden 128 --seq-len 100 --max-steps 300)
 fi
+SANITIZE_ARGS=(--steps 1 --hidden 16)
 DEADLINE="${DEADLINE:-295}"
 LOG="${OUT:-}"
 [ -n "$LOG" ] && LOG="$LOG/gpu-check.txt" && : > "$LOG"
@@ -194,24 +193,28 @@ if [ -n "$PY" ]; then
     run_logged "$PY" scripts/gpu_table.py "$WORK/charlm-persistent.txt" "$WORK/charlm-stepwise.txt" "$WORK/torch.txt" "$SECS"
 fi
 # Optional: NVIDIA's compute-sanitizer (in the CUDA toolkit) on a tiny
-# parity run: memcheck (out-of-bounds and misaligned device accesses, for
-# both recurrence forms), racecheck (shared-memory hazards) and synccheck
-# (barrier and warp-shuffle misuse) on the sequence kernels. What the
-# simulator cannot see, seen on the GPU itself. An error found fails the
-# check; a missing sanitizer or too little time skips it.
+# parity run (every kernel: LSTM and GRU, 1 to 4 layers, dropout, padding):
+# memcheck (out-of-bounds and misaligned device accesses) with the sequence
+# kernels, racecheck (shared-memory hazards) and synccheck (barrier and
+# warp-shuffle misuse) on them with 2x2 product tiles forced (the tiled
+# path's shuffles), then memcheck stepwise. What the simulator cannot see,
+# seen on the GPU itself. An error found fails the check; a missing
+# sanitizer or too little time skips it (the sanitizers slow kernels down
+# by 10 to 1000 times, hence the tiny size).
 SANITIZER="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 if [ -z "$SANITIZER" ]; then
     say "== compute-sanitizer: not found, skipped"
 else
-    for check in "memcheck persistent" "memcheck stepwise" "racecheck persistent" "synccheck persistent"; do
-        read -r tool form <<< "$check"
-        if [ $(( DEADLINE - SECONDS )) -lt 45 ]; then
+    for check in "memcheck persistent -" "racecheck persistent 2" "synccheck persistent 2" "memcheck stepwise -"; do
+        read -r tool form tile <<< "$check"
+        [ "$tile" = - ] && tile=""
+        if [ $(( DEADLINE - SECONDS )) -lt 50 ]; then
             say "== compute-sanitizer --tool $tool ($form): skipped ($SECONDS s of $DEADLINE gone)"
             continue
         fi
-        say "== compute-sanitizer --tool $tool, $form recurrence, ${SANITIZE_ARGS[*]}"
-        CHARLM_CUDA_RECURRENCE=$form run_logged within 40 "$SANITIZER" --tool "$tool" --error-exitcode 3 \
-            --print-limit 20 "$BIN" bench parity --device cuda "${SANITIZE_ARGS[@]}"
+        say "== compute-sanitizer --tool $tool, $form recurrence${tile:+, tile $tile}, ${SANITIZE_ARGS[*]}"
+        CHARLM_CUDA_RECURRENCE=$form CHARLM_CUDA_SEQ_TILE=$tile run_logged within 60 "$SANITIZER" --tool "$tool" \
+            --error-exitcode 3 --print-limit 20 "$BIN" bench parity --device cuda "${SANITIZE_ARGS[@]}"
         rc=$?
         if [ "$rc" = 124 ]; then
             say "compute-sanitizer --tool $tool ($form): did not finish in time (not a failure)"
