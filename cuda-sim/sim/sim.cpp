@@ -454,6 +454,7 @@ CUresult cuMemGetInfo_v2(size_t* free_bytes, size_t* total) {
 }
 
 CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice) {
+    TRACE("cuDevicePrimaryCtxRetain");
     *ctx = &g_context_token;
     return CUDA_SUCCESS;
 }

@@ -13,7 +13,7 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, sys as blas_sys};
 use cudarc::driver::{
@@ -320,6 +320,22 @@ struct Staging {
     next: usize,
 }
 
+/// GPU `ordinal`'s context, kept for the rest of the process. cudarc
+/// releases a device's primary context when its last handle drops, and
+/// making it again costs tens to hundreds of milliseconds (much more under
+/// compute-sanitizer); `bench parity`, which opens a backend per model it
+/// checks, would pay that each time.
+fn context(ordinal: usize) -> Result<Arc<CudaContext>, CudaError> {
+    static HELD: Mutex<Vec<(usize, Arc<CudaContext>)>> = Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, ctx)) = held.iter().find(|(o, _)| *o == ordinal) {
+        return Ok(ctx.clone());
+    }
+    let ctx = CudaContext::new(ordinal)?;
+    held.push((ordinal, ctx.clone()));
+    Ok(ctx)
+}
+
 /// One GPU: context, stream, cuBLAS, kernels.
 pub struct Dev {
     /// The stream everything runs on (it holds the context).
@@ -352,7 +368,7 @@ impl Dev {
         if ordinal >= count {
             return Err(CudaError::NoSuchDevice { ordinal, count });
         }
-        let ctx = CudaContext::new(ordinal)?;
+        let ctx = context(ordinal)?;
         // SAFETY: one stream does all the work, in order (see the module docs).
         unsafe { ctx.disable_event_tracking() };
         let (major, minor) = ctx.compute_capability()?;
