@@ -2,10 +2,11 @@
 # The CUDA backend's checks on a real GPU, in one call (at most 5
 # minutes; it stops itself at DEADLINE): parity with the CPU reference for
 # both forms of the recurrence, a short `charlm train --device cuda` and
-# `generate`, then training speed of both forms against PyTorch + cuDNN,
-# NVIDIA's compute-sanitizer on a small parity run, the sequence kernels
-# spread over all multiprocessors, and without product tiles. For a machine with a GPU, python3 + torch,
-# and neither a Rust toolchain nor a network. Build here, carry, run there:
+# `generate`, then training speed of both forms against PyTorch + cuDNN;
+# time allowing, NVIDIA's compute-sanitizer on a small parity run, the
+# sequence kernels spread over all multiprocessors, and without product
+# tiles. For a machine with a GPU, python3 + torch, and neither a Rust
+# toolchain nor a network. Build here, carry, run there:
 #
 #   cargo build --release -p charlm-trainer       # here: target/release/charlm
 #   run (device tool), carrying target/release/charlm, with the command
@@ -18,7 +19,7 @@
 #
 # Options (environment): DEADLINE (default 295): seconds from the start
 # by which the script has finished: each stage's timeout is cut to the time
-# left, and the optional last stage is skipped when there is none (the
+# left, and the optional stages are skipped when too little is left (the
 # device tool's limit should leave a rerun's worth of room beyond it);
 # CHARLM=path of the binary; SECONDS_PER_CONFIG
 # (default 6); PROFILE_STEPS (default 20: after each timed run, that many
@@ -66,6 +67,23 @@ within() {
     return "$rc"
 }
 run_logged() { if [ -n "$LOG" ]; then "$@" 2>&1 | tee -a "$LOG"; else "$@" 2>&1; fi; }
+# `time_for N WHAT`: whether an optional stage needing about N seconds fits
+# before DEADLINE (if not, says WHAT was skipped).
+time_for() {
+    [ $(( DEADLINE - SECONDS )) -ge "$1" ] && return 0
+    say "== $2: skipped ($SECONDS s of $DEADLINE gone)"
+    return 1
+}
+# `judge RC WHAT`: an optional check's status: stopped for time (124) is
+# reported but is no failure; any other non-zero status fails the check.
+judge() {
+    case "$1" in
+        0) ;;
+        124) say "$2: did not finish in time (not a failure)" ;;
+        *) say "$2: FAILED (status $1)"; PARITY=1 ;;
+    esac
+    return "$1"
+}
 
 if [ ! -x "$BIN" ]; then
     echo "gpu-check: $BIN not found: build it with 'cargo build --release -p charlm-trainer' and carry it" >&2
@@ -208,20 +226,11 @@ else
     for check in "memcheck persistent -" "racecheck persistent 2" "synccheck persistent 2" "memcheck stepwise -"; do
         read -r tool form tile <<< "$check"
         [ "$tile" = - ] && tile=""
-        if [ $(( DEADLINE - SECONDS )) -lt 50 ]; then
-            say "== compute-sanitizer --tool $tool ($form): skipped ($SECONDS s of $DEADLINE gone)"
-            continue
-        fi
+        time_for 50 "compute-sanitizer --tool $tool ($form)" || continue
         say "== compute-sanitizer --tool $tool, $form recurrence${tile:+, tile $tile}, ${SANITIZE_ARGS[*]}"
         CHARLM_CUDA_RECURRENCE=$form CHARLM_CUDA_SEQ_TILE=$tile run_logged within 60 "$SANITIZER" --tool "$tool" \
             --error-exitcode 3 --print-limit 20 "$BIN" bench parity --device cuda "${SANITIZE_ARGS[@]}"
-        rc=$?
-        if [ "$rc" = 124 ]; then
-            say "compute-sanitizer --tool $tool ($form): did not finish in time (not a failure)"
-        elif [ "$rc" != 0 ]; then
-            say "compute-sanitizer --tool $tool ($form): FAILED (status $rc)"
-            PARITY=1
-        fi
+        judge $? "compute-sanitizer --tool $tool ($form)"
     done
 fi
 
@@ -229,37 +238,27 @@ fi
 # (CHARLM_CUDA_SEQ_BLOCKS=all, one block on each) instead of about 32
 # blocks, at the larger sizes, where 32 blocks leave most of the GPU idle
 # during the recurrence: parity at the running-text plan, then speed.
-if [ "$FORMS" != stepwise ] && [ $(( DEADLINE - SECONDS )) -ge $(( 2 * SECS + 60 )) ]; then
+if [ "$FORMS" != stepwise ] && time_for $(( 2 * SECS + 60 )) "the sequence kernels on all multiprocessors"; then
     SPREAD_CONFIGS="$CONFIGS"
     [ "$CONFIGS" = all ] && SPREAD_CONFIGS="text256,big"
     say "== the sequence kernels on all multiprocessors (CHARLM_CUDA_SEQ_BLOCKS=all): parity ${WIDE_ARGS[*]}, then $SPREAD_CONFIGS"
     CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_BLOCKS=all run_logged within 45 "$BIN" bench parity \
         --device cuda "${WIDE_ARGS[@]}"
-    rc=$?
-    if [ "$rc" = 0 ]; then
+    if judge $? "parity on all multiprocessors"; then
         CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_BLOCKS=all run_logged within 60 "$BIN" bench gpu --device cuda \
             --config "$SPREAD_CONFIGS" --seconds "$SECS"
-    elif [ "$rc" = 124 ]; then
-        say "parity on all multiprocessors: did not finish in time (not a failure)"
-    else
-        say "parity on all multiprocessors: FAILED"
-        PARITY=1
     fi
-elif [ "$FORMS" != stepwise ]; then
-    say "== the sequence kernels on all multiprocessors: skipped ($SECONDS s of $DEADLINE gone)"
 fi
 
 # Optional, last: the same sequence kernels with each thread computing one
 # product at a time (no 2x2 / 4x4 tiles), where the plan tiles: what the
 # tiles gain. Skipped when the deadline leaves too little time.
-if [ "$FORMS" != stepwise ] && [ $(( DEADLINE - SECONDS )) -ge $(( 2 * SECS + 20 )) ]; then
+if [ "$FORMS" != stepwise ] && time_for $(( 2 * SECS + 20 )) "the sequence kernels untiled"; then
     TILE_CONFIGS="$CONFIGS"
     [ "$CONFIGS" = all ] && TILE_CONFIGS="titles64,text256"
     say "== the sequence kernels untiled (CHARLM_CUDA_SEQ_TILE=1): $TILE_CONFIGS"
     CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_TILE=1 run_logged within 60 "$BIN" bench gpu --device cuda \
         --config "$TILE_CONFIGS" --seconds "$SECS"
-elif [ "$FORMS" != stepwise ]; then
-    say "== the sequence kernels untiled: skipped ($SECONDS s of $DEADLINE gone)"
 fi
 say "(${SECONDS} s in all)"
 verdict

@@ -592,10 +592,11 @@ CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream) {
+    // into pageable memory it returns complete, as the synchronous copy;
+    // into page-locked memory it is only queued: no wait
+    if (!pinned_at(dst, bytes)) return cuMemcpyDtoH_v2(dst, src, bytes);
     check_range(dptr(src), bytes, "copy from device");
     memcpy(dst, dptr(src), bytes);
-    // into pageable memory it returns complete; into page-locked memory not
-    if (!pinned_at(dst, bytes)) waited_for_all();
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {

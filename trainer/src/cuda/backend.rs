@@ -555,7 +555,7 @@ impl Cuda {
             self.spread.aim(self.dev.sms),
         )?;
         if let Some(t) = self.tile {
-            (plan.fwd_tile, plan.bwd_tile) = (t, t);
+            (plan.fwd.tile, plan.bwd.tile) = (t, t);
         }
         (plan.staged() || self.recurrence == Recurrence::Persistent).then_some(plan)
     }

@@ -129,29 +129,47 @@ const SEQ_THREADS: u32 = 256;
 pub const SEQ_BLOCKS: usize = 32;
 
 /// How the sequence kernels (`*_seq` in kernels/cells.cu) split one layer:
-/// `units` hidden units per block, `blocks` blocks, whether each step's
-/// inputs from other blocks are staged in shared memory (forward and
-/// backward apart), and the shared memory each block needs forward and
-/// backward.
+/// `units` hidden units per block, `blocks` blocks, and how each direction's
+/// kernel runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqPlan {
     /// Hidden units per block (the last block may have fewer).
     pub units: usize,
     /// Blocks: `ceil(h / units)`.
     pub blocks: usize,
-    /// Whether the forward kernel copies `h_{t-1}` into shared memory before
-    /// the products read it: one round trip to L2 per step instead of one
+    /// The forward kernel.
+    pub fwd: SeqSide,
+    /// The backward kernel.
+    pub bwd: SeqSide,
+}
+
+/// One direction's sequence kernel in a [`SeqPlan`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqSide {
+    /// Whether each step's inputs from other blocks (`h_{t-1}` forward, the
+    /// step's gate gradients backward) are copied into shared memory before
+    /// the products read them: one round trip to L2 per step instead of one
     /// per product term.
-    pub fwd_staged: bool,
-    /// The same for the backward kernel and each step's gate gradients.
-    pub bwd_staged: bool,
-    /// Each thread of the forward kernel computes a `fwd_tile` x `fwd_tile`
-    /// block of a step's products (4, 2 or 1; see [`seq_tile`]).
-    pub fwd_tile: u8,
-    /// The same for the backward kernel.
-    pub bwd_tile: u8,
-    fwd_smem: usize,
-    bwd_smem: usize,
+    pub staged: bool,
+    /// Each thread computes a `tile` x `tile` block of a step's products
+    /// (4, 2 or 1; see [`seq_tile`]).
+    pub tile: u8,
+    /// Dynamic shared memory per block, bytes.
+    smem: usize,
+}
+
+impl SeqSide {
+    /// Needs `base` bytes of shared memory, `stage` more to stage its
+    /// inputs (staged when that fits in `smem`), and computes a `rows` x
+    /// `cols` product per step.
+    fn new(base: usize, stage: usize, smem: usize, rows: usize, cols: usize) -> SeqSide {
+        let staged = base + stage <= smem;
+        SeqSide {
+            staged,
+            tile: seq_tile(rows, cols),
+            smem: base + if staged { stage } else { 0 },
+        }
+    }
 }
 
 /// The tile of a sequence kernel's per-step product, `rows` x `cols`
@@ -189,6 +207,9 @@ impl SeqPlan {
         if h == 0 || rows == 0 {
             return None;
         }
+        // one step's inputs from other blocks, as staged: forward h_{t-1},
+        // backward the [rows, g*h] gate gradients (with the weights' stride)
+        let (fwd_stage, bwd_stage) = (4 * rows * (h | 1), 4 * rows * ((g * h) | 1));
         let mut best: Option<SeqPlan> = None;
         for units in (1..=h.div_ceil(aim.clamp(1, sms.max(1)))).rev() {
             let blocks = h.div_ceil(units);
@@ -205,17 +226,11 @@ impl SeqPlan {
             if fwd > smem || bwd > smem {
                 continue;
             }
-            let (fwd_stage, bwd_stage) = (4 * rows * (h | 1), 4 * rows * ((g * h) | 1));
-            let (fwd_staged, bwd_staged) = (fwd + fwd_stage <= smem, bwd + bwd_stage <= smem);
             let plan = SeqPlan {
                 units,
                 blocks,
-                fwd_staged,
-                bwd_staged,
-                fwd_tile: seq_tile(rows, g * units),
-                bwd_tile: seq_tile(rows, units),
-                fwd_smem: fwd + if fwd_staged { fwd_stage } else { 0 },
-                bwd_smem: bwd + if bwd_staged { bwd_stage } else { 0 },
+                fwd: SeqSide::new(fwd, fwd_stage, smem, rows, g * units),
+                bwd: SeqSide::new(bwd, bwd_stage, smem, rows, units),
             };
             // fewer blocks only where they stage as much
             if best.is_none_or(|b| plan.stages() > b.stages()) {
@@ -227,7 +242,7 @@ impl SeqPlan {
 
     /// How many of the two directions are staged.
     fn stages(&self) -> u8 {
-        self.fwd_staged as u8 + self.bwd_staged as u8
+        self.fwd.staged as u8 + self.bwd.staged as u8
     }
 
     /// Both directions staged.
@@ -316,7 +331,7 @@ impl Drop for Stage {
 
 /// The ring of [`Stage`]s (allocated and grown on demand) and the next slot.
 struct Staging {
-    slots: Vec<Option<Stage>>,
+    slots: [Option<Stage>; STAGES],
     next: usize,
 }
 
@@ -461,7 +476,7 @@ impl Dev {
             ordinal,
             prof: RefCell::new(None),
             staging: RefCell::new(Staging {
-                slots: (0..STAGES).map(|_| None).collect(),
+                slots: [const { None }; STAGES],
                 next: 0,
             }),
         })
@@ -769,19 +784,15 @@ impl Dev {
         h: usize,
         bar: P<u32>,
     ) -> Result<(), CudaError> {
-        let (smem, staged, tile) = if backward {
-            (plan.bwd_smem, plan.bwd_staged, plan.bwd_tile)
-        } else {
-            (plan.fwd_smem, plan.fwd_staged, plan.fwd_tile)
-        };
+        let side = if backward { plan.bwd } else { plan.fwd };
         let br = self.reset_barrier(bar)?;
         let args = [
             int(steps),
             int(rows),
             int(h),
             int(plan.units),
-            staged as i32,
-            tile as i32,
+            side.staged as i32,
+            side.tile as i32,
         ];
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
@@ -794,7 +805,7 @@ impl Dev {
         // SAFETY: as `launch`; the launchers check every range against the
         // shape, and the grid and shared memory come from the SeqPlan the
         // kernels index by.
-        unsafe { b.launch_cooperative(plan.config(smem)) }?;
+        unsafe { b.launch_cooperative(plan.config(side.smem)) }?;
         Ok(())
     }
 
@@ -1344,14 +1355,14 @@ mod tests {
                             p.blocks * p.units >= h && (p.blocks - 1) * p.units < h,
                             "{p:?} for h {h}"
                         );
-                        assert!(p.fwd_smem <= smem && p.bwd_smem <= smem, "{p:?}");
+                        assert!(p.fwd.smem <= smem && p.bwd.smem <= smem, "{p:?}");
                     }
                 }
             }
         }
         let plan = |g, h, rows, sms, smem| {
             SeqPlan::new(g, h, rows, sms, smem, SEQ_BLOCKS)
-                .map(|p| (p.units, p.blocks, p.fwd_staged, p.bwd_staged))
+                .map(|p| (p.units, p.blocks, p.fwd.staged, p.bwd.staged))
         };
         // the lesson's size: 32 blocks of 4 units, staged both ways
         assert_eq!(plan(4, 128, 8, 132, DEFAULT), Some((4, 32, true, true)));
@@ -1373,7 +1384,7 @@ mod tests {
         // spread over all 132 multiprocessors: the fewest units per block
         // that fit, however many blocks the default aims at
         let spread = |g, h, rows| {
-            SeqPlan::new(g, h, rows, 132, H100, 132).map(|p| (p.units, p.blocks, p.fwd_staged))
+            SeqPlan::new(g, h, rows, 132, H100, 132).map(|p| (p.units, p.blocks, p.fwd.staged))
         };
         assert_eq!(spread(4, 512, 128), Some((4, 128, false)));
         assert_eq!(spread(4, 256, 64), Some((2, 128, true)));
@@ -1395,7 +1406,7 @@ mod tests {
         assert_eq!(seq_tile(1, 1), 1);
         // plans carry them
         let p = SeqPlan::new(4, 128, 64, 132, 227 * 1024, SEQ_BLOCKS).unwrap();
-        assert_eq!((p.fwd_tile, p.bwd_tile), (4, 2));
+        assert_eq!((p.fwd.tile, p.bwd.tile), (4, 2));
     }
 
     /// Column-major `C = op(A) op(B)` as the cuBLAS documentation defines it.
