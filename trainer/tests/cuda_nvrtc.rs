@@ -3,7 +3,9 @@
 //! the Rust side launches. Needs libnvrtc (no GPU): `bash
 //! scripts/install-nvrtc.sh` prints the folder to put on LD_LIBRARY_PATH.
 //! Under CI=true a missing libnvrtc fails the test; elsewhere it is skipped
-//! with a loud message.
+//! with a loud message. With `CHARLM_NVRTC_EXPECT=13.0` (say) it also
+//! checks that this is the NVRTC release loaded (.ci/run compiles with 12.9
+//! and 13.0).
 #![cfg(feature = "cuda")]
 
 use charlm_trainer::cuda::CudaError;
@@ -36,6 +38,15 @@ fn every_kernel_compiles_cleanly_for_sm80_and_sm90() {
     }
     let (major, minor) = nvrtc::version().expect("nvrtc version");
     eprintln!("NVRTC {major}.{minor}");
+    // CI runs this test a second time with another release first on the
+    // library path; this proves that release is the one loaded.
+    if let Ok(want) = std::env::var("CHARLM_NVRTC_EXPECT") {
+        assert_eq!(
+            format!("{major}.{minor}"),
+            want,
+            "CHARLM_NVRTC_EXPECT: another NVRTC release was loaded"
+        );
+    }
     for src in SOURCES {
         let mut names = declared(src.code);
         names.sort();

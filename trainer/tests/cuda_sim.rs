@@ -394,6 +394,74 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
     }
 }
 
+/// True when the system's library cache lists `lib` (then a test of its
+/// absence cannot be run here).
+fn system_has(lib: &str) -> bool {
+    ["/sbin/ldconfig", "ldconfig"].iter().any(|l| {
+        Command::new(l)
+            .arg("-p")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(lib))
+    })
+}
+
+#[test]
+fn a_missing_nvrtc_or_cublas_is_one_line_and_status_2() {
+    if !have_nvrtc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // the simulator's driver alone, without its cuBLAS
+    let driver = dir.path().join("driver");
+    std::fs::create_dir(&driver).unwrap();
+    let sim = std::path::Path::new(charlm_cuda_sim::LIB_DIR);
+    std::os::unix::fs::symlink(sim.join("libcuda.so.1"), driver.join("libcuda.so.1")).unwrap();
+    let driver_s = driver.display().to_string();
+    // the NVRTC folder(s) this test found, from its own library path
+    let with_nvrtc = format!(
+        "{driver_s}:{}",
+        std::env::var("LD_LIBRARY_PATH").unwrap_or_default()
+    );
+    let out = dir.path().join("run");
+    let out_s = out.display().to_string();
+    let cases = [
+        (
+            "libnvrtc",
+            driver_s.as_str(),
+            "NVRTC cannot be loaded (no libnvrtc.so",
+        ),
+        (
+            "libcublas",
+            with_nvrtc.as_str(),
+            "cuBLAS cannot be loaded (no libcublas.so",
+        ),
+    ];
+    for (lib, path, wanted) in cases {
+        if system_has(&format!("{lib}.so")) {
+            eprintln!("*** SKIPPED the case without {lib}: the system's library cache has one");
+            continue;
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_charlm"))
+            .args([
+                "train",
+                "--device",
+                "cuda",
+                "--max-steps",
+                "2",
+                "--out",
+                &out_s,
+            ])
+            .env("LD_LIBRARY_PATH", path)
+            .output()
+            .expect("running charlm");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "without {lib}: {}", text(&o));
+        assert_eq!(err.lines().count(), 1, "without {lib}: {err}");
+        assert!(err.contains(wanted), "without {lib}: {err}");
+        assert!(!out.exists(), "without {lib}: a run folder was created");
+    }
+}
+
 #[test]
 fn bench_gpu_profile_times_every_phase_of_a_step() {
     if !have_nvrtc() {

@@ -69,12 +69,12 @@ pub enum CudaError {
     },
     /// libnvrtc cannot be loaded.
     #[error(
-        "NVRTC (libnvrtc.so.12) cannot be loaded; install it with `bash scripts/install-nvrtc.sh` and add the folder it prints to LD_LIBRARY_PATH"
+        "NVRTC cannot be loaded (no libnvrtc.so or libnvrtc.so.12 on the library path): add the folder holding it to LD_LIBRARY_PATH (`bash scripts/install-nvrtc.sh` installs one and prints its folder); where there is only libnvrtc.so.13 (CUDA 13 without its development files), link libnvrtc.so to it"
     )]
     NoNvrtc,
     /// libcublas cannot be loaded.
     #[error(
-        "cuBLAS (libcublas.so.12) cannot be loaded; add the folder holding it to LD_LIBRARY_PATH"
+        "cuBLAS cannot be loaded (no libcublas.so or libcublas.so.12 on the library path): add the folder holding it to LD_LIBRARY_PATH; where there is only libcublas.so.13 (CUDA 13 without its development files), link libcublas.so to it"
     )]
     NoCublas,
     /// A kernel source failed to compile.

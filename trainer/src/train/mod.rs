@@ -580,7 +580,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let steps_per_epoch = data.train.len() as u64;
     let arch = layout.arch;
     say(&format!(
-        "charlm train: {} {}x{} on {} ({} ids), {} params, {} {} batches/epoch of {}{}, {} lr {:e}, device {}",
+        "charlm train: {} {}x{} on {} ({} ids), {} params, {} batches/epoch of {}, {} lr {:e}, device {}",
         arch.cell.name().to_uppercase(),
         arch.layers,
         arch.hidden,
@@ -589,13 +589,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         layout.len,
         steps_per_epoch,
         match data.layout {
-            TextLayout::Running => "windows",
-            TextLayout::Samples => "sample",
-        },
-        cfg.batch,
-        match data.layout {
-            TextLayout::Running => format!("x{}", cfg.seq_len),
-            TextLayout::Samples => String::new(),
+            TextLayout::Running => format!("{} windows of {}", cfg.batch, cfg.seq_len),
+            TextLayout::Samples => format!("{} samples", cfg.batch),
         },
         cfg.optimizer.name(),
         cfg.lr,
