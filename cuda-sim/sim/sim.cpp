@@ -542,8 +542,11 @@ CUresult cuCtxSynchronize() {
     return CUDA_SUCCESS;
 }
 
+// CHARLM_CUDA_SIM_NO_PINNED=1: a driver that refuses page-locked memory
+// (the backend must then upload from pageable memory).
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
     if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (env_int("CHARLM_CUDA_SIM_NO_PINNED", 0)) return CUDA_ERROR_NOT_SUPPORTED;
     void* m = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
     memset(m, 0xff, bytes);

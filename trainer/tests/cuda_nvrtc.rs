@@ -135,3 +135,89 @@ fn a_warning_shows_up_in_the_log() {
         c.log
     );
 }
+
+#[test]
+fn compiled_kernels_are_kept_on_disk_and_checked_before_reuse() {
+    use charlm_trainer::cuda::nvrtc::{LAYERS, Origin, load_or_compile};
+    if !have_nvrtc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = Some(dir.path());
+    let files = || -> Vec<std::path::PathBuf> {
+        let mut f: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        f.sort();
+        f
+    };
+    // first use: compiled and kept (one file, no temporary left)
+    let (first, origin) = load_or_compile(&LAYERS, "sm_80", d).unwrap();
+    assert_eq!(origin, Origin::Compiled);
+    let kept = files();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // then read back, the same bytes
+    let (again, origin) = load_or_compile(&LAYERS, "sm_80", d).unwrap();
+    assert_eq!(origin, Origin::Disk);
+    assert_eq!(again, first);
+    // another architecture is another image
+    let (other, origin) = load_or_compile(&LAYERS, "sm_90", d).unwrap();
+    assert_eq!(origin, Origin::Compiled);
+    assert_ne!(other, first);
+    assert_eq!(files().len(), 2);
+    // a damaged file (one byte of the machine code flipped) is recompiled
+    // and replaced, never loaded
+    let mut bytes = std::fs::read(&kept[0]).unwrap();
+    let at = bytes.len() - 16; // the machine code comes last, then the CRC
+    bytes[at] ^= 0x40;
+    std::fs::write(&kept[0], &bytes).unwrap();
+    let (fixed, origin) = load_or_compile(&LAYERS, "sm_80", d).unwrap();
+    assert_eq!(origin, Origin::Compiled);
+    assert_eq!(fixed, first);
+    assert_eq!(
+        load_or_compile(&LAYERS, "sm_80", d).unwrap().1,
+        Origin::Disk
+    );
+    // so is a cut-off one
+    let len = std::fs::metadata(&kept[0]).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&kept[0])
+        .unwrap();
+    f.set_len(len / 3).unwrap();
+    assert_eq!(
+        load_or_compile(&LAYERS, "sm_80", d).unwrap().1,
+        Origin::Compiled
+    );
+    // a file under the right name made from another source is not trusted
+    let name = kept[0].file_name().unwrap().to_string_lossy().into_owned();
+    let loss_file = dir.path().join("elsewhere");
+    std::fs::create_dir(&loss_file).unwrap();
+    load_or_compile(
+        &charlm_trainer::cuda::nvrtc::LOSS,
+        "sm_80",
+        Some(&loss_file),
+    )
+    .unwrap();
+    let loss_kept = std::fs::read_dir(&loss_file)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&loss_kept, &kept[0]).unwrap();
+    let (cubin, origin) = load_or_compile(&LAYERS, "sm_80", d).unwrap();
+    assert_eq!((cubin == first, origin), (true, Origin::Compiled), "{name}");
+    // a folder that cannot be made costs only the compilation
+    let blocked = dir.path().join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let (cubin, origin) =
+        load_or_compile(&LAYERS, "sm_80", Some(&blocked.join("kernels"))).unwrap();
+    assert_eq!((cubin == first, origin), (true, Origin::Compiled));
+    assert!(
+        files()
+            .iter()
+            .all(|f| !f.to_string_lossy().ends_with(".tmp"))
+    );
+}

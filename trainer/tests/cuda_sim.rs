@@ -18,6 +18,12 @@ fn sim_path() -> String {
     }
 }
 
+/// One folder of compiled kernels for every run of this binary's tests: the
+/// first run compiles (seconds per process), the rest read it back.
+fn kernel_cache() -> String {
+    format!("{}/kernels", env!("CARGO_TARGET_TMPDIR"))
+}
+
 /// `charlm` on the simulator, with the recurrence `auto`, `persistent`
 /// (one cooperative launch per layer and pass) or `stepwise`, and more
 /// environment.
@@ -25,6 +31,7 @@ fn charlm_env(recurrence: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_charlm"))
         .args(args)
         .env("LD_LIBRARY_PATH", sim_path())
+        .env("CHARLM_KERNEL_CACHE", kernel_cache())
         .env("CHARLM_CUDA_RECURRENCE", recurrence)
         .envs(env.iter().copied())
         .output()
@@ -267,6 +274,7 @@ fn inside_the_simulator(name: &str) -> bool {
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env("CHARLM_TEST_IN_CUDA_SIM", "1")
         .env("LD_LIBRARY_PATH", sim_path())
+        .env("CHARLM_KERNEL_CACHE", kernel_cache())
         .output()
         .expect("running this test binary again");
     let out = text(&o);
@@ -386,12 +394,48 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
         let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
         args.extend_from_slice(device);
         let o = charlm_env(recurrence, env, &args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{device:?}: {}", text(&o));
-        assert_eq!(err.lines().count(), 1, "{device:?}: {err}");
-        assert!(err.contains(wanted), "{device:?}: {err}");
-        assert!(!out.exists(), "{device:?}: a run folder was created");
+        refused(&o, &format!("{device:?}"), wanted, &out);
     }
+}
+
+/// `o` is a refusal: status 2, one line on stderr holding `wanted`, and no
+/// run folder at `out`.
+fn refused(o: &Output, case: &str, wanted: &str, out: &std::path::Path) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{case}: {}", text(o));
+    assert_eq!(err.lines().count(), 1, "{case}: {err}");
+    assert!(err.contains(wanted), "{case}: {err}");
+    assert!(!out.exists(), "{case}: a run folder was created");
+}
+
+#[test]
+fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
+    if !have_nvrtc() {
+        return;
+    }
+    // A driver that refuses page-locked memory (CHARLM_CUDA_SIM_NO_PINNED):
+    // the backend says so once and still computes what the CPU does.
+    let o = charlm_env(
+        "stepwise",
+        &[("CHARLM_CUDA_SIM_NO_PINNED", "1")],
+        &[
+            "bench", "parity", "--device", "cuda", "--steps", "2", "--hidden", "8",
+        ],
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        out.contains("parity: all") && out.contains("checks passed"),
+        "{out}"
+    );
+    assert_eq!(
+        err.matches("refused page-locked host memory").count(),
+        1,
+        "{err}"
+    );
 }
 
 /// True when the system's library cache lists `lib` (then a test of its
@@ -454,11 +498,7 @@ fn a_missing_nvrtc_or_cublas_is_one_line_and_status_2() {
             .env("LD_LIBRARY_PATH", path)
             .output()
             .expect("running charlm");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "without {lib}: {}", text(&o));
-        assert_eq!(err.lines().count(), 1, "without {lib}: {err}");
-        assert!(err.contains(wanted), "without {lib}: {err}");
-        assert!(!out.exists(), "without {lib}: a run folder was created");
+        refused(&o, &format!("without {lib}"), wanted, &out);
     }
 }
 

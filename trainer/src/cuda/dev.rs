@@ -333,6 +333,9 @@ impl Drop for Stage {
 struct Staging {
     slots: [Option<Stage>; STAGES],
     next: usize,
+    /// False once the driver refused page-locked memory: uploads then go
+    /// from pageable memory ([`Dev::upload`]).
+    pinned: bool,
 }
 
 /// GPU `ordinal`'s context, kept for the rest of the process. cudarc
@@ -410,7 +413,7 @@ impl Dev {
         .result()?;
         let load = |src: &'static Source| -> Result<_, CudaError> {
             let image = nvrtc::cached(src, &arch)?;
-            Ok(ctx.load_module(Ptx::from_binary(image.cubin.clone()))?)
+            Ok(ctx.load_module(Ptx::from_binary(image.to_vec()))?)
         };
         let (cells, layers, loss, optim) = (
             load(&nvrtc::CELLS)?,
@@ -478,6 +481,7 @@ impl Dev {
             staging: RefCell::new(Staging {
                 slots: [const { None }; STAGES],
                 next: 0,
+                pinned: true,
             }),
         })
     }
@@ -546,7 +550,8 @@ impl Dev {
     /// first, which would stall the host every step.) Each call takes the
     /// next of [`STAGES`] slots and first waits for the copy that last read
     /// that slot, so the host never rewrites memory a queued copy has yet
-    /// to read.
+    /// to read. Where the driver refuses page-locked memory, this says so
+    /// once on stderr and uploads as [`Dev::upload`] does.
     pub fn upload_async<T: DeviceRepr>(&self, src: &[T], dst: P<T>) -> Result<(), CudaError> {
         let d = dst.need(src.len(), "upload");
         let bytes = std::mem::size_of_val(src);
@@ -555,6 +560,10 @@ impl Dev {
         }
         self.bind()?;
         let mut ring = self.staging.borrow_mut();
+        if !ring.pinned {
+            drop(ring);
+            return self.upload(src, dst);
+        }
         let i = ring.next;
         ring.next = (i + 1) % STAGES;
         let slot = &mut ring.slots[i];
@@ -569,7 +578,23 @@ impl Dev {
             None => {
                 let ctx = self.stream.context();
                 // SAFETY: the memory is written below before any copy reads it.
-                let mem = unsafe { ctx.alloc_pinned::<u8>(bytes.next_power_of_two().max(4096)) }?;
+                let mem = match unsafe {
+                    ctx.alloc_pinned::<u8>(bytes.next_power_of_two().max(4096))
+                } {
+                    Ok(mem) => mem,
+                    Err(e) => {
+                        static SAID: std::sync::Once = std::sync::Once::new();
+                        SAID.call_once(|| {
+                            eprintln!(
+                                "charlm: note: the CUDA driver refused page-locked host memory ({}); batches go up from pageable memory, which may stall each step",
+                                CudaError::from(e)
+                            )
+                        });
+                        ring.pinned = false;
+                        drop(ring);
+                        return self.upload(src, dst);
+                    }
+                };
                 slot.insert(Stage {
                     done: ctx.new_event(None)?,
                     mem,
@@ -899,6 +924,23 @@ impl Dev {
         Ok(p)
     }
 
+    /// Launches a per-step cell kernel (kernels/cells.cu) over `rows * h`
+    /// units: its pointer arguments, each checked to hold the elements given
+    /// with it, then `rows` and `h`, as every one of them takes them.
+    fn launch_cell<const N: usize>(
+        &self,
+        f: &CudaFunction,
+        rows: usize,
+        h: usize,
+        ptrs: [(P<f32>, usize, &str); N],
+    ) -> Result<(), CudaError> {
+        let d = ptrs.map(|(p, n, what)| p.need(n, what));
+        let (r, hh) = (int(rows), int(h));
+        let mut args: Vec<&dyn Arg> = d.iter().map(|p| p as &dyn Arg).collect();
+        args.extend([&r as &dyn Arg, &hh]);
+        self.launch(f, elementwise(rows * h), &args)
+    }
+
     /// LSTM forward step for `rows` sequences (see kernels/cells.cu).
     #[allow(clippy::too_many_arguments)]
     pub fn lstm_forward(
@@ -915,24 +957,19 @@ impl Dev {
         h_out: P<f32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (rows * h, rows * 4 * h);
-        let a = [
-            xg.need(g, "xg"),
-            hg.need(g, "hg"),
-            b_hh.need(4 * h, "b_hh"),
-            gates.need(g, "gates"),
-        ];
-        let b = [
-            c_prev.need(n, "c_prev"),
-            c_out.need(n, "c_out"),
-            tanh_c.need(n, "tanh_c"),
-            h_out.need(n, "h_out"),
-        ];
-        let (r, hh) = (int(rows), int(h));
-        self.launch(
+        self.launch_cell(
             &self.k.lstm_forward,
-            elementwise(n),
-            &[
-                &a[0], &a[1], &a[2], &a[3], &b[0], &b[1], &b[2], &b[3], &r, &hh,
+            rows,
+            h,
+            [
+                (xg, g, "xg"),
+                (hg, g, "hg"),
+                (b_hh, 4 * h, "b_hh"),
+                (gates, g, "gates"),
+                (c_prev, n, "c_prev"),
+                (c_out, n, "c_out"),
+                (tanh_c, n, "tanh_c"),
+                (h_out, n, "h_out"),
             ],
         )
     }
@@ -952,20 +989,19 @@ impl Dev {
         dg: P<f32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (rows * h, rows * 4 * h);
-        let p = [
-            dh.need(n, "dh"),
-            dh_next.need(n, "dh_next"),
-            dc.need(n, "dc"),
-            gates.need(g, "gates"),
-            c_prev.need(n, "c_prev"),
-            tanh_c.need(n, "tanh_c"),
-            dg.need(g, "dg"),
-        ];
-        let (r, hh) = (int(rows), int(h));
-        self.launch(
+        self.launch_cell(
             &self.k.lstm_backward,
-            elementwise(n),
-            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+            rows,
+            h,
+            [
+                (dh, n, "dh"),
+                (dh_next, n, "dh_next"),
+                (dc, n, "dc"),
+                (gates, g, "gates"),
+                (c_prev, n, "c_prev"),
+                (tanh_c, n, "tanh_c"),
+                (dg, g, "dg"),
+            ],
         )
     }
 
@@ -984,20 +1020,19 @@ impl Dev {
         h_out: P<f32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (rows * h, rows * 3 * h);
-        let p = [
-            xg.need(g, "xg"),
-            hg.need(g, "hg"),
-            b_hh.need(3 * h, "b_hh"),
-            gates.need(g, "gates"),
-            h_prev.need(n, "h_prev"),
-            hn.need(n, "hn"),
-            h_out.need(n, "h_out"),
-        ];
-        let (r, hh) = (int(rows), int(h));
-        self.launch(
+        self.launch_cell(
             &self.k.gru_forward,
-            elementwise(n),
-            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+            rows,
+            h,
+            [
+                (xg, g, "xg"),
+                (hg, g, "hg"),
+                (b_hh, 3 * h, "b_hh"),
+                (gates, g, "gates"),
+                (h_prev, n, "h_prev"),
+                (hn, n, "hn"),
+                (h_out, n, "h_out"),
+            ],
         )
     }
 
@@ -1016,20 +1051,19 @@ impl Dev {
         dhg: P<f32>,
     ) -> Result<(), CudaError> {
         let (n, g) = (rows * h, rows * 3 * h);
-        let p = [
-            dh.need(n, "dh"),
-            dh_prev.need(n, "dh_prev"),
-            gates.need(g, "gates"),
-            h_prev.need(n, "h_prev"),
-            hn.need(n, "hn"),
-            dxg.need(g, "dxg"),
-            dhg.need(g, "dhg"),
-        ];
-        let (r, hh) = (int(rows), int(h));
-        self.launch(
+        self.launch_cell(
             &self.k.gru_backward,
-            elementwise(n),
-            &[&p[0], &p[1], &p[2], &p[3], &p[4], &p[5], &p[6], &r, &hh],
+            rows,
+            h,
+            [
+                (dh, n, "dh"),
+                (dh_prev, n, "dh_prev"),
+                (gates, g, "gates"),
+                (h_prev, n, "h_prev"),
+                (hn, n, "hn"),
+                (dxg, g, "dxg"),
+                (dhg, g, "dhg"),
+            ],
         )
     }
 

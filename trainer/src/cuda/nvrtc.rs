@@ -1,9 +1,12 @@
 //! The kernel sources and their compilation with NVRTC.
 //!
-//! Every `.cu` file under `kernels/` is compiled once per process and
-//! architecture (the image is cached for the process), straight to a CUBIN
-//! for the device's own architecture (`sm_XY`), so the driver loads machine
-//! code and never has to JIT PTX newer than itself. Options: `--fmad=false`
+//! Every `.cu` file under `kernels/` is compiled straight to a CUBIN for
+//! the device's own architecture (`sm_XY`), so the driver loads machine
+//! code and never has to JIT PTX newer than itself. Each image is made once
+//! per process and also kept on disk ([`kernel_cache_dir`]), checked
+//! against its source, options and NVRTC release before it is used again:
+//! compiling `cells.cu` takes seconds, which every run would otherwise pay
+//! before its first step. Options: `--fmad=false`
 //! (every `a*b+c` rounds twice, as the CPU reference computes it; the
 //! pointwise kernels are memory-bound, so fused multiply-adds would buy
 //! nothing) and precise division and square roots (NVRTC's default).
@@ -14,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, c_char};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::nvrtc::{result, sys};
@@ -191,17 +195,145 @@ fn c_chars_to_string(raw: &[c_char]) -> String {
         .unwrap_or_default()
 }
 
-type Cache = Mutex<HashMap<(&'static str, String), Arc<Compiled>>>;
+/// Where a kernel image came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled by NVRTC in this call.
+    Compiled,
+    /// Read from the folder of images kept between runs.
+    Disk,
+}
 
-/// [`compile`], once per process for each source and architecture.
-pub fn cached(src: &'static Source, arch: &str) -> Result<Arc<Compiled>, CudaError> {
+/// One kept image: everything it was compiled from, so that a file whose
+/// name (a hash) matches but whose source, options or NVRTC differ is
+/// recompiled rather than trusted. Stored as postcard, then a CRC-32 of
+/// those bytes (a damaged file is recompiled too).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    format: u32,
+    name: String,
+    arch: String,
+    nvrtc: (i32, i32),
+    options: Vec<String>,
+    source: String,
+    cubin: Vec<u8>,
+}
+
+const KEPT_FORMAT: u32 = 1;
+const KEPT_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+const NAME_CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+
+/// The folder that keeps compiled images between runs:
+/// `$CHARLM_KERNEL_CACHE` (`off` for none), else
+/// `$XDG_CACHE_HOME/charlm/kernels`, else `$HOME/.cache/charlm/kernels`.
+pub fn kernel_cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = env("CHARLM_KERNEL_CACHE") {
+        return (d != "off").then(|| PathBuf::from(d));
+    }
+    env("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("charlm").join("kernels"))
+}
+
+/// `src`'s machine code for `arch`: read from `dir` when a kept image
+/// matches the source, options and NVRTC release exactly, else compiled and
+/// kept there.
+pub fn load_or_compile(
+    src: &Source,
+    arch: &str,
+    dir: Option<&Path>,
+) -> Result<(Vec<u8>, Origin), CudaError> {
+    let want = Kept {
+        format: KEPT_FORMAT,
+        name: src.name.to_string(),
+        arch: arch.to_string(),
+        nvrtc: version()?,
+        options: options(arch),
+        source: src.code.to_string(),
+        cubin: Vec::new(),
+    };
+    let file = dir.map(|d| {
+        let mut digest = NAME_CRC.digest();
+        for part in [&want.source, &want.options.join(" ")] {
+            digest.update(part.as_bytes());
+        }
+        digest.update(&want.nvrtc.0.to_le_bytes());
+        digest.update(&want.nvrtc.1.to_le_bytes());
+        d.join(format!(
+            "{}-{arch}-{:016x}.bin",
+            src.name,
+            digest.finalize()
+        ))
+    });
+    if let Some(kept) = file.as_deref().and_then(read_kept) {
+        let same = kept.format == want.format
+            && kept.name == want.name
+            && kept.arch == want.arch
+            && kept.nvrtc == want.nvrtc
+            && kept.options == want.options
+            && kept.source == want.source;
+        if same && !kept.cubin.is_empty() {
+            return Ok((kept.cubin, Origin::Disk));
+        }
+    }
+    let kept = Kept {
+        cubin: compile(src, arch)?.cubin,
+        ..want
+    };
+    if let Some(file) = file {
+        // Best effort: a folder that cannot be written only costs the next
+        // run the compilation.
+        let _ = write_kept(&file, &kept);
+    }
+    Ok((kept.cubin, Origin::Compiled))
+}
+
+fn read_kept(file: &Path) -> Option<Kept> {
+    let bytes = std::fs::read(file).ok()?;
+    let (body, crc) = bytes.split_last_chunk::<4>()?;
+    if KEPT_CRC.checksum(body) != u32::from_le_bytes(*crc) {
+        return None;
+    }
+    postcard::from_bytes(body).ok()
+}
+
+/// Writes `kept` to a temporary file beside `file` and renames it into
+/// place, so a reader never sees half a file.
+fn write_kept(file: &Path, kept: &Kept) -> std::io::Result<()> {
+    let mut bytes = postcard::to_stdvec(kept).map_err(std::io::Error::other)?;
+    bytes.extend_from_slice(&KEPT_CRC.checksum(&bytes).to_le_bytes());
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    // unique to this writer, also between threads of one process
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        file.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+type Cache = Mutex<HashMap<(&'static str, String), Arc<Vec<u8>>>>;
+
+/// `src`'s machine code for `arch`, once per process
+/// ([`load_or_compile`] with [`kernel_cache_dir`]).
+pub fn cached(src: &'static Source, arch: &str) -> Result<Arc<Vec<u8>>, CudaError> {
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let key = (src.name, arch.to_string());
     if let Some(c) = cache.lock().expect("nvrtc cache lock").get(&key) {
         return Ok(c.clone());
     }
-    let c = Arc::new(compile(src, arch)?);
+    let (cubin, _) = load_or_compile(src, arch, kernel_cache_dir().as_deref())?;
+    let c = Arc::new(cubin);
     cache
         .lock()
         .expect("nvrtc cache lock")
