@@ -47,9 +47,18 @@ fn main() -> ExitCode {
     let result: Result<(), CliError> = match cli.command {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Info(args) => cmd::info::run(args),
-        Command::Train(args) => cmd::train::run(*args),
         Command::Eval(args) => cmd::eval::run(args),
-        Command::Bench(b) => cmd::bench::run(b),
+        // The commands that train run on the CPU backend's worker threads.
+        Command::Train(args) => {
+            cmd::pool(args.threads).and_then(|p| p.install(|| cmd::train::run(*args)))
+        }
+        Command::Bench(b) => {
+            let threads = match &b {
+                cmd::bench::Bench::Train(a) => a.threads,
+                _ => None,
+            };
+            cmd::pool(threads).and_then(|p| p.install(|| cmd::bench::run(b)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -202,6 +202,22 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         // train: out-of-range options
         (
             vec![
+                "train",
+                "--corpus",
+                &text,
+                "--threads",
+                "0",
+                "--out",
+                &new_out,
+            ],
+            "--threads 0: must be 1 to 1024",
+        ),
+        (
+            vec!["bench", "train", "--threads", "1025", "--seconds", "0.1"],
+            "--threads 1025: must be 1 to 1024",
+        ),
+        (
+            vec![
                 "train", "--corpus", &text, "--hidden", "0", "--out", &new_out,
             ],
             "--hidden",

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     seconds: f64,
     /// Worker threads (default: one per core).
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
 }
 
 fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f64) -> f64 {
@@ -89,16 +89,6 @@ pub fn run(bench: Bench) -> Result<(), CliError> {
         Bench::Parity(args) => return charlm_trainer::cuda::check::parity(args),
         Bench::Gpu(args) => return charlm_trainer::cuda::check::speed(args),
     };
-    if let Some(n) = args.threads {
-        if n == 0 || n > 1024 {
-            return Err(CliError::invalid(format!(
-                "--threads {n}: must be 1 to 1024"
-            )));
-        }
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err(CliError::invalid(format!(
             "--seconds {}: must be above 0 and at most 3600",

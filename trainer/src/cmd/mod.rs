@@ -5,3 +5,28 @@ pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod train;
+
+use charlm_trainer::error::CliError;
+
+/// The worker threads that `train` and the benchmarks run on: `threads`
+/// of them (1 to 1024), or one per core. The command itself then runs on
+/// one of them ([`rayon::ThreadPool::install`]), so the CPU backend's
+/// parallel loops start on a worker instead of being handed to the pool
+/// from outside and waited for, a wake-up and a sleep between two threads
+/// at each of the dozens of loops in every training step.
+pub fn pool(threads: Option<usize>) -> Result<rayon::ThreadPool, CliError> {
+    if let Some(n) = threads
+        && !(1..=1024).contains(&n)
+    {
+        return Err(CliError::invalid(format!(
+            "--threads {n}: must be 1 to 1024"
+        )));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or(0))
+        // as much stack as the main thread has
+        .stack_size(8 << 20)
+        .thread_name(|i| format!("charlm-worker-{i}"))
+        .build()
+        .map_err(|e| CliError::invalid(format!("cannot start the worker threads: {e}")))
+}

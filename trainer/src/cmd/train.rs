@@ -111,7 +111,7 @@ pub struct Args {
     resume: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
     /// Write a checkpoint every this many steps (and after every epoch).
     #[arg(long, default_value_t = 200)]
     checkpoint_every: u64,
@@ -256,17 +256,6 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    if let Some(n) = args.threads {
-        if n == 0 || n > 1024 {
-            return Err(CliError::invalid(format!(
-                "--threads {n}: must be 1 to 1024"
-            )));
-        }
-        // Only fails when a pool already exists (never in the binary).
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(CliError::invalid("--prompt must not be empty"));
     }
