@@ -143,7 +143,14 @@ say "== GPU"
 if command -v nvidia-smi > /dev/null; then
     run_logged nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 fi
-say "charlm: $("$BIN" --version)"
+# A binary built elsewhere may not start here (it needs glibc 2.34 or
+# later): say why at once rather than fail every stage.
+if ! VERSION="$("$BIN" --version 2>&1)"; then
+    say "gpu-check: $BIN does not run on this machine: $VERSION"
+    say "this machine's C library: $(ldd --version 2>&1 | head -n 1)"
+    exit 2
+fi
+say "charlm: $VERSION"
 
 # --- parity ---------------------------------------------------------------
 # Both forms of the recurrence (CHARLM_CUDA_RECURRENCE): the sequence kernels
