@@ -8,12 +8,15 @@
 # tiles. For a machine with a GPU, python3 + torch, and neither a Rust
 # toolchain nor a network. Build here, carry, run there:
 #
-#   cargo build --release -p charlm-trainer       # here: target/release/charlm
-#   run (device tool), carrying target/release/charlm, with the command
+#   bash scripts/build-gpu-binary.sh             # here: target/gpu-bin/charlm
+#   run (device tool), carrying target/gpu-bin, with the command
 #   bash scripts/gpu-check.sh                      # there, in the repo root
 #
-# The carried tree must hold target/release/charlm, scripts/ and
-# trainer/corpora/ (the bundled corpus both sides train on). Results go to
+# (build-gpu-binary.sh links against glibc 2.17, so the binary starts on
+# any image; a plain `cargo build --release -p charlm-trainer`, carried as
+# target/release/charlm, needs glibc 2.34 there.) The carried tree must
+# hold the binary, scripts/ and trainer/corpora/ (the bundled corpus both
+# sides train on). Results go to
 # stdout and, when $OUT is set (the device tool's folder), to
 # $OUT/gpu-check.txt as well.
 #
@@ -21,7 +24,8 @@
 # by which the script has finished: each stage's timeout is cut to the time
 # left, and the optional stages are skipped when too little is left (the
 # device tool's limit should leave a rerun's worth of room beyond it);
-# CHARLM=path of the binary; SECONDS_PER_CONFIG
+# CHARLM=path of the binary (default: target/gpu-bin/charlm if present,
+# else target/release/charlm); SECONDS_PER_CONFIG
 # (default 6); PROFILE_STEPS (default 20: after each timed run, that many
 # steps with the GPU time of every phase of a step recorded and printed,
 # `bench gpu --profile`); CONFIGS (default all: titles8,titles64,text256,big);
@@ -35,7 +39,13 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-BIN="${CHARLM:-target/release/charlm}"
+# The binary: $CHARLM, else the one scripts/build-gpu-binary.sh made (glibc
+# 2.17, starts on any image), else a plain release build.
+BIN="${CHARLM:-}"
+if [ -z "$BIN" ]; then
+    BIN=target/release/charlm
+    [ -x target/gpu-bin/charlm ] && BIN=target/gpu-bin/charlm
+fi
 SECS="${SECONDS_PER_CONFIG:-6}"
 PROFILE_STEPS="${PROFILE_STEPS:-20}"
 CONFIGS="${CONFIGS:-all}"
@@ -86,7 +96,7 @@ judge() {
 }
 
 if [ ! -x "$BIN" ]; then
-    echo "gpu-check: $BIN not found: build it with 'cargo build --release -p charlm-trainer' and carry it" >&2
+    echo "gpu-check: $BIN not found: build it with 'bash scripts/build-gpu-binary.sh' and carry target/gpu-bin" >&2
     exit 2
 fi
 PY="$(command -v python3 || true)"
@@ -150,7 +160,7 @@ if ! VERSION="$("$BIN" --version 2>&1)"; then
     say "this machine's C library: $(ldd --version 2>&1 | head -n 1)"
     exit 2
 fi
-say "charlm: $VERSION"
+say "charlm: $BIN ($VERSION)"
 
 # --- parity ---------------------------------------------------------------
 # Both forms of the recurrence (CHARLM_CUDA_RECURRENCE): the sequence kernels
