@@ -60,6 +60,17 @@ pub trait Kernel {
     fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
         x.map(libm::tanhf)
     }
+
+    /// Runs `step` (one whole time step: every layer's cells and the output
+    /// layer) and returns what it returns. The default just calls it. A host
+    /// kernel may call it from a function compiled for its instruction set:
+    /// on hosted targets the step is inlined down to the cells, so their
+    /// arithmetic and bookkeeping are then compiled for it too, not only the
+    /// dot products. The results must be the same bits.
+    #[inline(always)]
+    fn scope<R>(&self, step: impl FnOnce() -> R) -> R {
+        step()
+    }
 }
 
 /// The reference kernel: plain Rust on every target. A host compiler
