@@ -204,18 +204,23 @@ pub enum Origin {
     Disk,
 }
 
-/// One kept image: everything it was compiled from, so that a file whose
-/// name (a hash) matches but whose source, options or NVRTC differ is
-/// recompiled rather than trusted. Stored as postcard, then a CRC-32 of
-/// those bytes (a damaged file is recompiled too).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Kept {
+/// What a kept image was compiled from: a file whose name (a hash of this)
+/// matches but whose contents differ is recompiled rather than trusted.
+#[derive(PartialEq, serde::Serialize, serde::Deserialize)]
+struct KeptFrom {
     format: u32,
     name: String,
     arch: String,
     nvrtc: (i32, i32),
     options: Vec<String>,
     source: String,
+}
+
+/// One kept image, stored as postcard followed by a CRC-32 of those bytes
+/// (a damaged file is recompiled too).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Kept {
+    from: KeptFrom,
     cubin: Vec<u8>,
 }
 
@@ -245,42 +250,31 @@ pub fn load_or_compile(
     arch: &str,
     dir: Option<&Path>,
 ) -> Result<(Vec<u8>, Origin), CudaError> {
-    let want = Kept {
+    let from = KeptFrom {
         format: KEPT_FORMAT,
         name: src.name.to_string(),
         arch: arch.to_string(),
         nvrtc: version()?,
         options: options(arch),
         source: src.code.to_string(),
-        cubin: Vec::new(),
     };
     let file = dir.map(|d| {
-        let mut digest = NAME_CRC.digest();
-        for part in [&want.source, &want.options.join(" ")] {
-            digest.update(part.as_bytes());
-        }
-        digest.update(&want.nvrtc.0.to_le_bytes());
-        digest.update(&want.nvrtc.1.to_le_bytes());
+        let key = postcard::to_stdvec(&from).unwrap_or_default();
         d.join(format!(
             "{}-{arch}-{:016x}.bin",
             src.name,
-            digest.finalize()
+            NAME_CRC.checksum(&key)
         ))
     });
-    if let Some(kept) = file.as_deref().and_then(read_kept) {
-        let same = kept.format == want.format
-            && kept.name == want.name
-            && kept.arch == want.arch
-            && kept.nvrtc == want.nvrtc
-            && kept.options == want.options
-            && kept.source == want.source;
-        if same && !kept.cubin.is_empty() {
-            return Ok((kept.cubin, Origin::Disk));
-        }
+    if let Some(kept) = file.as_deref().and_then(read_kept)
+        && kept.from == from
+        && !kept.cubin.is_empty()
+    {
+        return Ok((kept.cubin, Origin::Disk));
     }
     let kept = Kept {
         cubin: compile(src, arch)?.cubin,
-        ..want
+        from,
     };
     if let Some(file) = file {
         // Best effort: a folder that cannot be written only costs the next
