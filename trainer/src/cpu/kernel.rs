@@ -28,21 +28,27 @@ pub struct Packed<T> {
     pub data: Vec<T>,
 }
 
-impl<T: Copy + Default> Packed<T> {
-    /// Packs the matrix whose element `(k, n)` is `at(k, n)`.
-    pub fn pack(&mut self, q: usize, p: usize, at: impl Fn(usize, usize) -> T) {
-        let panels = p.div_ceil(NR);
+impl<T: Copy + Default + Send> Packed<T> {
+    /// Packs the matrix whose element `(k, n)` is `at(k, n)`, one panel per
+    /// rayon task (packing `W_hh` once per batch and layer was a serial 4%
+    /// of two-thread training).
+    pub fn pack(&mut self, q: usize, p: usize, at: impl Fn(usize, usize) -> T + Sync) {
+        use rayon::prelude::*;
         self.q = q;
         self.p = p;
         self.data.clear();
-        self.data.resize(panels * q * NR, T::default());
-        for j in 0..panels {
-            for k in 0..q {
-                for l in 0..NR.min(p - j * NR) {
-                    self.data[(j * q + k) * NR + l] = at(k, j * NR + l);
+        self.data.resize(p.div_ceil(NR) * q * NR, T::default());
+        self.data
+            .par_chunks_mut((q * NR).max(1))
+            .enumerate()
+            .for_each(|(j, panel)| {
+                let cols = NR.min(p - j * NR);
+                for (k, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (l, x) in row[..cols].iter_mut().enumerate() {
+                        *x = at(k, j * NR + l);
+                    }
                 }
-            }
-        }
+            });
     }
 }
 

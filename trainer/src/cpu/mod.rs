@@ -152,17 +152,55 @@ impl<T> Shared<T> {
     }
 }
 
+/// Rows per tile of the step product kernel.
+const TILE_ROWS: usize = 4;
+
 /// Row groups that run through time independently: one per worker thread,
-/// at least 4 sequences each (the product kernel's tile height). Bigger
-/// groups let the kernel reuse each block of `W_hh` across more rows. The
-/// grouping never changes a result: every row's arithmetic is the same in
-/// any group (the step product sums each element over `k` in order).
-fn row_groups(b: usize) -> Vec<(usize, usize)> {
-    let groups = (b / 4).clamp(1, rayon::current_num_threads().max(1));
-    let per = b.div_ceil(groups);
-    (0..groups)
-        .map(|g| (g * per, ((g + 1) * per).min(b)))
-        .filter(|(a, z)| a < z)
+/// at least one tile of 4 sequences each (the product kernel's tile height).
+/// Bigger groups let the kernel reuse each block of `W_hh` across more rows.
+///
+/// Rows are sorted longest first and the recurrence skips rows that have
+/// ended, so equal numbers of rows would give the first group the most work
+/// (on titles at batch 64, 62% of the recurrence went to the first of two
+/// workers). Groups are therefore cut at tile boundaries so that each gets
+/// about the same number of tile-steps: a tile costs a step when any of its
+/// rows is still running (`active`, one entry per step, as from
+/// [`active_rows`]). The grouping never changes a result: every row's
+/// arithmetic is the same in any group (the step product sums each element
+/// over `k` in order).
+fn row_groups(b: usize, active: &[usize]) -> Vec<(usize, usize)> {
+    balanced_groups(b, active, rayon::current_num_threads())
+}
+
+fn balanced_groups(b: usize, active: &[usize], threads: usize) -> Vec<(usize, usize)> {
+    let tiles = b.div_ceil(TILE_ROWS);
+    let groups = (b / TILE_ROWS).clamp(1, threads.max(1));
+    // work[i]: the steps at which tile i has a running row.
+    let mut work = vec![0usize; tiles];
+    for &live in active {
+        for w in &mut work[..live.min(b).div_ceil(TILE_ROWS)] {
+            *w += 1;
+        }
+    }
+    let total: usize = work.iter().sum();
+    let mut cuts = vec![0usize];
+    let mut done = 0usize;
+    for (i, &w) in work.iter().enumerate() {
+        // Groups started so far; cut before tile i when that leaves the
+        // group closer to its share than taking tile i would, the group is
+        // not empty, and enough tiles are left for the groups after it.
+        let g = cuts.len();
+        if g < groups && i > cuts[g - 1] && tiles - i >= groups - g {
+            let share = total * g / groups;
+            if done >= share || (share - done) * 2 < w {
+                cuts.push(i);
+            }
+        }
+        done += w;
+    }
+    cuts.push(tiles);
+    cuts.windows(2)
+        .map(|c| (c[0] * TILE_ROWS, (c[1] * TILE_ROWS).min(b)))
         .collect()
 }
 
@@ -309,7 +347,7 @@ impl<T: Real> Cpu<T> {
             );
             let c_s = Shared::new(&mut cache.c);
             let active = &active;
-            row_groups(b).into_par_iter().for_each(|(r0, r1)| {
+            row_groups(b, active).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut hg = vec![T::ZERO; rows * gh];
                 #[allow(clippy::needless_range_loop)]
@@ -516,7 +554,7 @@ impl<T: Real> Cpu<T> {
             );
             let active = active_rows(batch);
             let active = &active;
-            row_groups(b).into_par_iter().for_each(|(r0, r1)| {
+            row_groups(b, active).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut dh_next = vec![T::ZERO; rows * h];
                 let mut dc_next = vec![T::ZERO; rows * h];
@@ -887,5 +925,97 @@ pub(crate) fn gru_backward<T: Real>(
             dhn[j] = dan * rr;
             dp[j] = d * z;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TILE_ROWS, balanced_groups};
+
+    /// `active` (rows still running per step) for rows of these lengths,
+    /// longest first, as `active_rows` computes it from a batch.
+    fn active_of(lengths: &[usize]) -> Vec<usize> {
+        let steps = lengths.first().copied().unwrap_or(0);
+        (0..steps)
+            .map(|t| lengths.iter().filter(|&&l| l > t).count())
+            .collect()
+    }
+
+    /// Tile-steps the recurrence runs for rows `r0..r1`.
+    fn cost(active: &[usize], (r0, r1): (usize, usize)) -> usize {
+        let tiles = |a: usize| a.saturating_sub(r0).min(r1 - r0).div_ceil(TILE_ROWS);
+        active.iter().map(|&a| tiles(a)).sum()
+    }
+
+    /// Row lengths, longest first: flat (running text), falling evenly
+    /// (titles), steep, and a deterministic pseudo-random mix.
+    fn profiles(b: usize) -> Vec<Vec<usize>> {
+        let mut x = 0x2545_f491_u64 ^ b as u64;
+        let mut random: Vec<usize> = (0..b)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 120) as usize
+            })
+            .collect();
+        random.sort_unstable_by(|a, b| b.cmp(a));
+        vec![
+            vec![100; b],
+            (0..b).map(|r| 100 - 60 * r / b).collect(),
+            (0..b).map(|r| if r < b / 5 { 120 } else { 8 }).collect(),
+            random,
+            vec![0; b],
+        ]
+    }
+
+    #[test]
+    fn groups_cover_the_batch_in_whole_tiles_and_share_the_work() {
+        for b in 1..=70 {
+            for threads in 1..=4 {
+                for lengths in profiles(b) {
+                    let active = active_of(&lengths);
+                    let groups = balanced_groups(b, &active, threads);
+                    let want = (b / TILE_ROWS).clamp(1, threads);
+                    let case = format!("b {b}, {threads} threads, lengths {lengths:?}: {groups:?}");
+                    assert!(groups.len() <= want, "{case}");
+                    assert_eq!(groups.first().map(|g| g.0), Some(0), "{case}");
+                    assert_eq!(groups.last().map(|g| g.1), Some(b), "{case}");
+                    for (g, next) in groups.iter().zip(groups.iter().skip(1)) {
+                        assert_eq!(g.1, next.0, "{case}");
+                    }
+                    for &(r0, r1) in &groups {
+                        assert!(r0 < r1 && r0 % TILE_ROWS == 0, "{case}");
+                    }
+                    // Each group within one tile's work of an even share.
+                    let total = cost(&active, (0, b));
+                    let tile_max = active.len();
+                    let worst = groups.iter().map(|&g| cost(&active, g)).max();
+                    assert!(
+                        worst.unwrap_or(0) <= total.div_ceil(want) + tile_max,
+                        "{case}"
+                    );
+                    // Where there is work enough, every worker gets some.
+                    if lengths.iter().filter(|&&l| l > 0).count() >= want * TILE_ROWS {
+                        assert_eq!(groups.len(), want, "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equal_lengths_split_evenly_and_falling_lengths_give_the_first_group_fewer_rows() {
+        assert_eq!(balanced_groups(64, &[64; 100], 2), [(0, 32), (32, 64)]);
+        assert_eq!(balanced_groups(8, &[8; 100], 2), [(0, 4), (4, 8)]);
+        assert_eq!(balanced_groups(64, &[64; 100], 1), [(0, 64)]);
+        // Titles at batch 64: the longest rows are twice the shortest.
+        let lengths: Vec<usize> = (0..64).map(|r| 100 - 50 * r / 64).collect();
+        let active = active_of(&lengths);
+        let groups = balanced_groups(64, &active, 2);
+        assert_eq!(groups.len(), 2);
+        assert!(groups[0].1 < 32, "{groups:?}");
+        let (a, b) = (cost(&active, groups[0]), cost(&active, groups[1]));
+        assert!(a.abs_diff(b) <= 100, "{a} against {b} tile-steps");
     }
 }
