@@ -4,8 +4,8 @@
 # both forms of the recurrence, a short `charlm train --device cuda` and
 # `generate`, then training speed of both forms against PyTorch + cuDNN;
 # time allowing, NVIDIA's compute-sanitizer on a small parity run, the
-# sequence kernels spread over all multiprocessors, and without product
-# tiles. For a machine with a GPU, python3 + torch, and neither a Rust
+# sequence kernels on fewer blocks at the lesson's size, spread over all
+# multiprocessors at the larger ones, and without product tiles. For a machine with a GPU, python3 + torch, and neither a Rust
 # toolchain nor a network. Build here, carry, run there:
 #
 #   bash scripts/build-gpu-binary.sh             # here: target/gpu-bin/charlm
@@ -256,6 +256,21 @@ else
             break
         fi
         judge $rc "compute-sanitizer --tool $tool ($form)"
+    done
+fi
+
+# Optional: the lesson's size on fewer blocks than the default 32
+# (CHARLM_CUDA_SEQ_BLOCKS=8, then 16). There a step's products are a
+# fraction of a microsecond per block and each step ends at a grid barrier
+# that every block must reach: whether fewer, busier blocks meet there
+# faster decides the default plan for small layers.
+if [ "$FORMS" != stepwise ] && time_for $(( 2 * SECS + 30 )) "the sequence kernels on fewer blocks"; then
+    FEW_CONFIGS="$CONFIGS"
+    [ "$CONFIGS" = all ] && FEW_CONFIGS="titles8"
+    for n in 8 16; do
+        say "== the sequence kernels on about $n blocks (CHARLM_CUDA_SEQ_BLOCKS=$n): $FEW_CONFIGS"
+        CHARLM_CUDA_RECURRENCE=persistent CHARLM_CUDA_SEQ_BLOCKS=$n run_logged within 30 "$BIN" bench gpu --device cuda \
+            --config "$FEW_CONFIGS" --seconds "$SECS"
     done
 fi
 
