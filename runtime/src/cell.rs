@@ -266,17 +266,6 @@ fn row(w: &[u8], r: usize, cols: usize) -> &[u8] {
     w.get(r * cols * 2..(r + 1) * cols * 2).unwrap_or(&[])
 }
 
-/// Halves `start..start + LANES` of `v` as f32 (0 past the end).
-#[inline(always)]
-fn halves8(v: &[u8], start: usize) -> [f32; LANES] {
-    let mut out = [0.0f32; LANES];
-    let src = v.get(start * 2..).unwrap_or(&[]);
-    for (o, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
-        *o = f16_to_f32(*b);
-    }
-    out
-}
-
 /// Rows `first + j0 ..= first + j0 + LANES - 1` of a gate block of `n` rows
 /// (lanes past `n` repeat row `first + j0`).
 #[inline(always)]
@@ -296,16 +285,24 @@ fn gate_block<K: Kernel, const G: usize>(
     j0: usize,
 ) -> ([[f32; LANES]; G], [[f32; LANES]; G]) {
     let n = h.len();
-    let rows = |m, g, cols| rows8(m, g * n, n, j0, cols);
+    // Units j0..j0 + 8 of gate g: one block of 8 consecutive rows, or (a
+    // last, partial group) rows sliced one by one.
+    let dot = |m: &[u8], g: usize, x: &[f32]| {
+        let (start, len) = ((g * n + j0) * x.len() * 2, LANES * x.len() * 2);
+        match m.get(start..start + len) {
+            Some(block) if j0 + LANES <= n => k.dot8_block(block, x),
+            _ => k.dot8(rows8(m, g * n, n, j0, x.len()), x),
+        }
+    };
     let mut a_part = [[0.0f32; LANES]; G];
     let mut h_part = [[0.0f32; LANES]; G];
     for (g, (ap, hp)) in a_part.iter_mut().zip(h_part.iter_mut()).enumerate() {
         let a = match input {
-            Input::Table(t) => halves8(t, g * n + j0),
-            Input::Hidden(x) => k.dot8(rows(w.w_ih, g, x.len()), x),
+            Input::Table(t) => k.halves8(t, g * n + j0),
+            Input::Hidden(x) => dot(w.w_ih, g, x),
         };
-        let hh = k.dot8(rows(w.w_hh, g, n), h);
-        let (b_ih, b_hh) = (halves8(w.b_ih, g * n + j0), halves8(w.b_hh, g * n + j0));
+        let hh = dot(w.w_hh, g, h);
+        let (b_ih, b_hh) = (k.halves8(w.b_ih, g * n + j0), k.halves8(w.b_hh, g * n + j0));
         *ap = core::array::from_fn(|l| a[l] + b_ih[l]);
         *hp = core::array::from_fn(|l| hh[l] + b_hh[l]);
     }
@@ -446,12 +443,16 @@ fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits:
     } else {
         (&mut [][..], rest)
     };
-    for oct in octs.iter_mut() {
-        let pairs: [(&[u8], &[u8; 2]); 8] =
-            core::array::from_fn(|_| rows.next().unwrap_or((&[], &[0, 0])));
-        let d = k.dot8(pairs.map(|p| p.0), h);
-        for ((l, d), (_, b)) in oct.iter_mut().zip(d).zip(pairs) {
-            *l = d + f16_to_f32(*b);
+    for (i, oct) in octs.iter_mut().enumerate() {
+        // Rows 1 + 8i .. 9 + 8i (row 0 is the padding id's), as one block.
+        let eight: [&[u8]; 8] = core::array::from_fn(|_| rows.next().map_or(&[][..], |p| p.0));
+        let d = match out_w.get((1 + 8 * i) * row..(9 + 8 * i) * row) {
+            Some(block) => k.dot8_block(block, h),
+            None => k.dot8(eight, h),
+        };
+        let b = k.halves8(out_b, 1 + 8 * i);
+        for ((l, d), b) in oct.iter_mut().zip(d).zip(b) {
+            *l = d + b;
         }
     }
     let (quads, single) = rest.as_chunks_mut::<4>();

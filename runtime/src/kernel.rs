@@ -10,7 +10,9 @@
 //! reference every other kernel is tested against.
 //!
 //! Rows are little-endian f16 bytes, `2 * x.len()` long (guaranteed for a
-//! validated model; a shorter row contributes only the elements it has).
+//! validated model). A shorter row never makes a kernel panic or read past
+//! its end, but what it gives is unspecified: kernels may then differ (the
+//! portable multi-row products stop every row at the shortest one).
 
 /// Dot products in the documented order, and the activations' `expf` and
 /// `tanhf`. Implementations must give the same bits as [`Portable`] (and
@@ -43,6 +45,24 @@ pub trait Kernel {
         [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
     }
 
+    /// [`Kernel::dot8`] of 8 consecutive rows of `x.len()` halves each,
+    /// given as one `block` (`16 * x.len()` bytes): the cells' 8 units of
+    /// one gate, so that a kernel can skip slicing the rows one by one.
+    fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        self.dot8(split8(block, 2 * x.len()), x)
+    }
+
+    /// Halves `start..start + 8` of `v` as f32 (0 past the end): the cells'
+    /// biases and input-table values for 8 units at a time.
+    fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
+        let mut out = [0.0f32; 8];
+        let src = v.get(start * 2..).unwrap_or(&[]);
+        for (o, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
+            *o = f16_to_f32(*b);
+        }
+        out
+    }
+
     /// Whether the cells should run their nonlinearities 8 units at a time
     /// through [`Kernel::expf8`] and [`Kernel::tanhf8`] (a kernel that
     /// vectorizes them), or one unit at a time with libm (the default: the
@@ -71,6 +91,12 @@ pub trait Kernel {
     fn scope<R>(&self, step: impl FnOnce() -> R) -> R {
         step()
     }
+}
+
+/// The 8 rows of `row` bytes each at the start of `block` (empty past its end).
+#[inline(always)]
+pub fn split8(block: &[u8], row: usize) -> [&[u8]; 8] {
+    core::array::from_fn(|l| block.get(l * row..(l + 1) * row).unwrap_or(&[]))
 }
 
 /// The reference kernel: plain Rust on every target. A host compiler

@@ -77,6 +77,24 @@ impl Kernel for HostKernel {
     }
 
     #[inline]
+    fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.dot8_block(block, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot8_block(block, x),
+        }
+    }
+
+    #[inline]
+    fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.halves8(v, start),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.halves8(v, start),
+        }
+    }
+
+    #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         match self {
             HostKernel::Portable => Portable.expf8(x),
@@ -150,7 +168,7 @@ impl Avx2 {
         // Eight rows over whole chunks: reduced together in registers.
         if let (true, Ok(eight)) = (x.len().is_multiple_of(8), <[&[u8]; 8]>::try_from(&rows[..])) {
             // SAFETY: as below; x.len() is a multiple of 8.
-            let out = unsafe { avx2_rows8(eight, x) };
+            let out = unsafe { avx2_rows8(eight.map(<[u8]>::as_ptr), x) };
             return std::array::from_fn(|i| out[i]);
         }
         // SAFETY: `self` exists only if the CPU has AVX2 and F16C (see
@@ -181,6 +199,31 @@ impl Kernel for Avx2 {
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
         self.rows(rows, x)
+    }
+
+    #[inline]
+    fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        let row = 2 * x.len();
+        if !x.len().is_multiple_of(8) || block.len() < 8 * row {
+            return self.dot8(charlm_runtime::kernel::split8(block, row), x);
+        }
+        let p = block.as_ptr();
+        // SAFETY: the CPU has AVX2 and F16C (see `detect`); x.len() is a
+        // multiple of 8 and row l starts at byte l * row of a block that
+        // holds 8 rows of 2 * x.len() bytes.
+        unsafe { avx2_rows8(std::array::from_fn(|l| p.add(l * row)), x) }
+    }
+
+    #[inline]
+    fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
+        match start
+            .checked_mul(2)
+            .and_then(|b| v.get(b..)?.first_chunk::<16>())
+        {
+            // SAFETY: the CPU has F16C (see `detect`).
+            Some(b) => unsafe { f16c_halves8(b) },
+            None => Portable.halves8(v, start),
+        }
     }
 
     #[inline]
@@ -238,13 +281,12 @@ unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C, `x.len()` must be a multiple of 8,
-/// and every row must hold at least `2 * x.len()` bytes.
+/// and every row pointer must have `2 * x.len()` readable bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn avx2_rows8(rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+unsafe fn avx2_rows8(ptrs: [*const u8; 8], x: &[f32]) -> [f32; 8] {
     use std::arch::x86_64::*;
     let mut a = [_mm256_setzero_ps(); 8];
-    let ptrs = rows.map(|r| r.as_ptr());
     for (k, xk) in x.as_chunks::<8>().0.iter().enumerate() {
         // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16k
         // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
@@ -279,6 +321,27 @@ unsafe fn avx2_rows8(rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
     let mut out = [0.0f32; 8];
     // SAFETY: out is 8 floats.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+    out
+}
+
+/// Eight halves to f32 with the F16C instruction (exact for finite halves,
+/// the only ones a validated model holds: the same bits as
+/// `charlm_runtime::kernel::f16_to_f32`).
+///
+/// # Safety
+/// The CPU must support F16C and AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16c_halves8(b: &[u8; 16]) -> [f32; 8] {
+    use std::arch::x86_64::*;
+    let mut out = [0.0f32; 8];
+    // SAFETY: b is 16 bytes; out is 8 floats.
+    unsafe {
+        _mm256_storeu_ps(
+            out.as_mut_ptr(),
+            _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().cast())),
+        )
+    };
     out
 }
 
@@ -326,6 +389,38 @@ mod tests {
                 Portable.dot1(&rows[3], &x).to_bits(),
                 "n={n}"
             );
+            // The 8 rows as one block (n not a multiple of 8: the fallback).
+            let block = rows.concat();
+            assert_eq!(
+                k.dot8_block(&block, &x).map(f32::to_bits),
+                Portable.dot8(r8, &x).map(f32::to_bits),
+                "n={n}, one block"
+            );
+            // Eight halves from every start, including ones that run past the end.
+            for start in 0..=n + 1 {
+                assert_eq!(
+                    k.halves8(&rows[5], start).map(f32::to_bits),
+                    Portable.halves8(&rows[5], start).map(f32::to_bits),
+                    "n={n}, halves from {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn halves8_converts_every_finite_half_exactly() {
+        let k = HostKernel::detect();
+        let finite: Vec<u16> = (0..=u16::MAX)
+            .filter(|&b| half::f16::from_bits(b).is_finite())
+            .collect();
+        for chunk in finite.chunks(8) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|b| b.to_le_bytes()).collect();
+            let want: Vec<u32> = chunk
+                .iter()
+                .map(|&b| half::f16::from_bits(b).to_f32().to_bits())
+                .collect();
+            let got = k.halves8(&bytes, 0).map(f32::to_bits);
+            assert_eq!(got[..chunk.len()], want[..], "halves {chunk:#06x?}");
         }
     }
 }

@@ -245,9 +245,12 @@ pub unsafe fn tanhf8(x: [f32; 8]) -> [f32; 8] {
         let arg = pick(middle, two, _mm256_mul_ps(splat(-2.0), ax));
         let (t, em_fallback) = expm1f_core(arg);
         let t2 = _mm256_add_ps(t, splat(2.0));
-        let v_upper = _mm256_sub_ps(splat(1.0), _mm256_div_ps(splat(2.0), t2));
-        let v_middle = _mm256_div_ps(t, t2);
-        let v_lower = _mm256_div_ps(_mm256_xor_ps(t, splat(-0.0)), t2);
+        // One division for the three branches: 2/(t+2) above, t/(t+2)
+        // below; (-t)/(t+2) is exactly -(t/(t+2)) (negation is exact).
+        let q = _mm256_div_ps(pick(upper, splat(2.0), t), t2);
+        let v_upper = _mm256_sub_ps(splat(1.0), q);
+        let v_middle = q;
+        let v_lower = _mm256_xor_ps(q, splat(-0.0));
         let mut v = ax; // subnormal or zero: |x|
         v = pick(normal, v_lower, v);
         v = pick(middle, v_middle, v);
