@@ -106,19 +106,27 @@ fn same_seed_same_model_and_the_runtime_accepts_it() {
 fn the_thread_count_does_not_change_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 3000);
-    let mut models = Vec::new();
-    for threads in [1, 3] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let out = tmp.path().join(format!("t{threads}"));
-        let mut cfg = config(&corpus, CellKind::Lstm);
-        cfg.batch = 12; // 3 row groups with 3 threads
-        pool.install(|| train::run(cfg, &options(&out))).unwrap();
-        models.push(model_bytes(&out));
+    let mut running = config(&corpus, CellKind::Lstm);
+    running.batch = 12; // 3 row groups with 3 threads
+    // Lines of unequal length: row groups cut by work, not rows; and large
+    // enough products that they are split over the threads.
+    let mut lines = config(&corpus, CellKind::Lstm);
+    lines.corpus.layout = Layout::Samples;
+    (lines.batch, lines.hidden, lines.layers, lines.epochs) = (24, 64, 1, 1);
+    for (name, cfg) in [("running", running), ("lines", lines)] {
+        let mut models = Vec::new();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let out = tmp.path().join(format!("{name}{threads}"));
+            pool.install(|| train::run(cfg.clone(), &options(&out))).unwrap();
+            models.push(model_bytes(&out));
+        }
+        assert_eq!(models[0], models[1], "{name}: 1 and 2 threads");
+        assert_eq!(models[0], models[2], "{name}: 1 and 3 threads");
     }
-    assert_eq!(models[0], models[1]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Matrix products through `matrixmultiply`, split over rayon in chunks that
-//! depend only on the shapes (never on the thread count), so every element
-//! is computed by the same arithmetic whatever the machine's core count.
+//! Matrix products through `matrixmultiply`, split over rayon in blocks of
+//! rows or columns. Every element is computed by the same arithmetic
+//! however the product is split, so the results never depend on the
+//! machine's core count.
 
 use rayon::prelude::*;
 
@@ -75,7 +76,28 @@ unsafe impl<T> Sync for Out<T> {}
 const GRAIN: usize = 1 << 20;
 
 /// `c = a b` (`accumulate`: `c += a b`), `c` row-major `a.rows x b.cols`.
+///
+/// Split into at most 4 blocks (each block packs its own copy of the shared
+/// operand, so more blocks cost more packing), each at least `GRAIN` work,
+/// and no more blocks than rayon has threads. Every element is the same
+/// sum over `k` in the same order in any block (`matrixmultiply` blocks
+/// `k` the same way whatever the rows and columns), so the split changes
+/// no bit (tested).
 pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool) {
+    let work = a.rows * a.cols * b.cols;
+    let blocks = (work / GRAIN)
+        .clamp(1, 4)
+        .min(rayon::current_num_threads().max(1));
+    gemm_in_blocks(a, b, c, accumulate, blocks)
+}
+
+fn gemm_in_blocks<T: Real>(
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    accumulate: bool,
+    chunks: usize,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions differ");
     assert!(c.len() >= m * n, "output too small");
@@ -89,7 +111,6 @@ pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool
         }
         return;
     }
-    let work = m * n * k;
     let out = Out(c.as_mut_ptr());
     let run = |a: Mat<'_, T>, b: Mat<'_, T>, r0: usize, c0: usize| {
         // Capture the whole `Out` (which is Sync), not its raw pointer field.
@@ -116,10 +137,7 @@ pub fn gemm<T: Real>(a: Mat<'_, T>, b: Mat<'_, T>, c: &mut [T], accumulate: bool
             )
         }
     };
-    // At most 4 blocks (each block packs its own copy of the shared
-    // operand, so more blocks cost more packing), each at least GRAIN work.
-    let chunks = (work / GRAIN).clamp(1, 4);
-    if chunks == 1 {
+    if chunks <= 1 {
         run(a, b, 0, 0);
     } else if m >= 64 {
         let rows = m.div_ceil(chunks).next_multiple_of(16);
@@ -149,6 +167,67 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn splitting_a_product_changes_no_bit() {
+        // Values that round: the sums depend on their order.
+        let mut x = 0x9e37_79b9_u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as f32 / u32::MAX as f32) * 2.0 - 1.0
+        };
+        // Row splits (m >= 64) and column splits, plain and transposed A.
+        for &(m, k, n) in &[
+            (200, 300, 70),
+            (40, 600, 300),
+            (1024, 900, 130),
+            (67, 1000, 33),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+            for transposed in [false, true] {
+                let am = if transposed {
+                    Mat::new(&a, k, m).t()
+                } else {
+                    Mat::new(&a, m, k)
+                };
+                let bm = Mat::new(&b, k, n);
+                let mut one = c0.clone();
+                gemm_in_blocks(am, bm, &mut one, true, 1);
+                // The data is sensitive to order: the reverse order of the
+                // sum over k gives other bits somewhere.
+                let reversed = (0..m * n).any(|e| {
+                    let (i, j) = (e / n, e % n);
+                    let at = |p: usize| {
+                        if transposed {
+                            a[p * m + i]
+                        } else {
+                            a[i * k + p]
+                        }
+                    };
+                    let sum = (0..k).rev().fold(0.0f32, |s, p| s + at(p) * b[p * n + j]);
+                    (c0[e] + sum).to_bits() != one[e].to_bits()
+                });
+                assert!(reversed, "{m}x{k}x{n}: no element depends on the order");
+                for blocks in 2..=4 {
+                    let mut split = c0.clone();
+                    gemm_in_blocks(am, bm, &mut split, true, blocks);
+                    let differ = one
+                        .iter()
+                        .zip(&split)
+                        .filter(|(x, y)| x.to_bits() != y.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ, 0,
+                        "{m}x{k}x{n}, transposed {transposed}, {blocks} blocks"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
