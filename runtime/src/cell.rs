@@ -95,18 +95,20 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
         self.logits.get_mut(..vocab.min(all)).unwrap_or(&mut [])
     }
 
-    /// Runs one time step on input `token` with kernel `k` and leaves the
-    /// logits of the next character in the workspace. The caller has run
+    /// Runs one time step on input `token` with kernel `k` and, with
+    /// `logits`, leaves the logits of the next character in the workspace
+    /// (without, the output layer is skipped and the logits are left stale:
+    /// for a prompt's characters but its last). The caller has run
     /// [`Self::check`]; out-of-range sizes cannot panic, they compute nothing.
-    pub(crate) fn step<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16) {
+    pub(crate) fn step<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16, logits: bool) {
         #[cfg(not(target_os = "none"))]
         k.scope(
             #[inline(always)]
-            || self.step_in_scope(k, model, token),
+            || self.step_in_scope(k, model, token, logits),
         );
-        // Bare metal: no scope, the step compiled exactly as it always was.
+        // Bare metal: no scope, no forced inlining (a smaller firmware).
         #[cfg(target_os = "none")]
-        self.step_in_scope(k, model, token);
+        self.step_in_scope(k, model, token, logits);
     }
 
     /// [`Self::step`] inside the kernel's [`Kernel::scope`]. On hosted
@@ -116,7 +118,7 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
     /// bare metal they stay calls, which keeps the firmware small (inlined,
     /// the Cortex-M4F demo's code grew from 31.9 KB to 42.0 KB).
     #[inline(always)]
-    fn step_in_scope<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16) {
+    fn step_in_scope<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16, logits: bool) {
         let n = model.hidden();
         let cell = model.cell();
         for (l, w) in model.layers.iter().enumerate() {
@@ -140,6 +142,9 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
                 CellKind::Gru => gru_layer(k, w, input, h, hn),
             }
             h.copy_from_slice(hn);
+        }
+        if !logits {
+            return;
         }
         let top = self
             .h

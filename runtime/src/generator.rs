@@ -118,14 +118,23 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
     /// or the limit resumes generation.
     pub fn feed(&mut self, text: &str) -> Fed {
         let mut fed = Fed::default();
+        // Only the last known character's logits are ever read: the ones
+        // before it skip the output layer (one character behind, to know
+        // which is last).
+        let mut pending = None;
         for c in text.chars() {
             match self.model.vocab().id_of(c) {
                 Some(id) => {
-                    self.ws.step(&self.kernel, self.model, id);
+                    if let Some(before) = pending.replace(id) {
+                        self.ws.step(&self.kernel, self.model, before, false);
+                    }
                     fed.fed += 1;
                 }
                 None => fed.dropped += 1,
             }
+        }
+        if let Some(last) = pending {
+            self.ws.step(&self.kernel, self.model, last, true);
         }
         if fed.fed > 0 {
             self.primed = true;
@@ -141,7 +150,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
         if id == 0 || id >= self.model.vocab().eos() {
             return false;
         }
-        self.ws.step(&self.kernel, self.model, id);
+        self.ws.step(&self.kernel, self.model, id, true);
         self.primed = true;
         self.stop = None;
         true
@@ -173,7 +182,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
             self.stop = Some(Stop::Eos);
             return None;
         };
-        self.ws.step(&self.kernel, self.model, id);
+        self.ws.step(&self.kernel, self.model, id, true);
         self.produced += 1;
         Some(c)
     }

@@ -396,3 +396,38 @@ fn every_weight_bit_matters() {
     };
     assert_ne!(logits(&good), logits(&flipped));
 }
+
+#[test]
+fn a_prompt_fed_at_once_leaves_what_it_leaves_fed_a_character_at_a_time() {
+    // `feed` skips the output layer for every character but the last; the
+    // state, the logits and what follows must not show it.
+    for name in ["lstm2", "gru1"] {
+        let bytes = fixture(name);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let prompt = if name == "gru1" {
+            "über die zeit"
+        } else {
+            "to be, or not"
+        };
+        let run = |whole: bool| {
+            let mut ws = Workspace::<32, 2, 64>::new();
+            let sampler = Sampler::Temperature(Temperature::new(0.9).unwrap());
+            let mut g = Generator::new(&model, &mut ws, sampler, SeededRng::new(5)).unwrap();
+            if whole {
+                assert_eq!(g.feed(prompt).fed, prompt.chars().count());
+            } else {
+                // feed_id always runs the whole step, output layer included.
+                for c in prompt.chars() {
+                    assert!(g.feed_id(model.vocab().id_of(c).unwrap()));
+                }
+            }
+            let logits: Vec<u32> = g.logits().iter().map(|x| x.to_bits()).collect();
+            let text: String = std::iter::from_fn(|| g.next_char()).take(40).collect();
+            (logits, text)
+        };
+        let (whole, one_by_one) = (run(true), run(false));
+        assert_eq!(whole.0, one_by_one.0, "{name}: logits after the prompt");
+        assert_eq!(whole.1, one_by_one.1, "{name}: text after the prompt");
+        assert!(whole.1.chars().count() > 5, "{name}: {:?}", whole.1);
+    }
+}

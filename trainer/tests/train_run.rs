@@ -121,7 +121,8 @@ fn the_thread_count_does_not_change_the_model() {
                 .build()
                 .unwrap();
             let out = tmp.path().join(format!("{name}{threads}"));
-            pool.install(|| train::run(cfg.clone(), &options(&out))).unwrap();
+            pool.install(|| train::run(cfg.clone(), &options(&out)))
+                .unwrap();
             models.push(model_bytes(&out));
         }
         assert_eq!(models[0], models[1], "{name}: 1 and 2 threads");
