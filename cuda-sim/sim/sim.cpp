@@ -781,8 +781,12 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     return launch(f, gx, gy, gz, bx, by, bz, shared_bytes, params, extra, false);
 }
 
+// CHARLM_CUDA_SIM_NO_COOPERATIVE=1: the device says it takes cooperative
+// launches, but each one is refused (as a sandbox between a program and the
+// driver might): `auto` must then run the recurrence a step at a time.
 CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                   unsigned bz, unsigned shared_bytes, CUstream, void** params) {
+    if (env_int("CHARLM_CUDA_SIM_NO_COOPERATIVE", 0)) return CUDA_ERROR_NOT_SUPPORTED;
     return launch(f, gx, gy, gz, bx, by, bz, shared_bytes, params, nullptr, true);
 }
 

@@ -438,6 +438,43 @@ fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
     );
 }
 
+#[test]
+fn a_refused_cooperative_launch_runs_auto_stepwise_and_fails_forced_persistent() {
+    if !have_nvrtc() {
+        return;
+    }
+    // The device says it takes cooperative launches, but each is refused
+    // (CHARLM_CUDA_SIM_NO_COOPERATIVE). `auto` notes it once and runs the
+    // recurrence a step at a time, with the CPU's results; a forced
+    // `persistent` reports the refusal instead of hiding it.
+    let env = [("CHARLM_CUDA_SIM_NO_COOPERATIVE", "1")];
+    let args = [
+        "bench", "parity", "--device", "cuda", "--steps", "2", "--hidden", "8",
+    ];
+    let o = charlm_env("auto", &env, &args);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        out.contains("parity: all") && out.contains("checks passed"),
+        "{out}"
+    );
+    assert_eq!(
+        err.matches("refused a cooperative launch").count(),
+        1,
+        "{err}"
+    );
+    let o = charlm_env("persistent", &env, &args);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("refused a cooperative launch") && !text(&o).contains("note:"),
+        "{}",
+        text(&o)
+    );
+}
+
 /// True when the system's library cache lists `lib` (then a test of its
 /// absence cannot be run here).
 fn system_has(lib: &str) -> bool {

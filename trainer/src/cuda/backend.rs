@@ -543,7 +543,10 @@ impl Cuda {
     fn seq_plan(&self, rows: usize) -> Option<SeqPlan> {
         let arch = self.layout.arch;
         let h = arch.hidden as usize;
-        if self.recurrence == Recurrence::Stepwise || !self.dev.cooperative {
+        if self.recurrence == Recurrence::Stepwise
+            || !self.dev.cooperative
+            || self.dev.seq_refused()
+        {
             return None;
         }
         let mut plan = SeqPlan::new(
@@ -634,6 +637,7 @@ impl Cuda {
         assert_eq!(batch.targets.len(), n, "batch targets");
         self.ensure(n, b)?;
         let plan = self.seq_plan(b);
+        let fall_back = self.recurrence == Recurrence::Auto;
         let carry = batch.carry && self.carry_rows == b;
         if self.carry_rows != b {
             for slot in self.carry.iter_mut() {
@@ -684,22 +688,27 @@ impl Cuda {
                 }
             }
             // 2. the recurrence: one cooperative launch, or two launches per step
-            if let Some(p) = plan.filter(|_| tt > 0) {
-                dev.forward_seq(
-                    p,
-                    tt,
-                    b,
-                    h,
-                    w_hh,
-                    b_hh,
-                    c.xg.all(),
-                    c.gates.all(),
-                    c.h.all(),
-                    lstm.then(|| c.c.all()),
-                    c.aux.all(),
-                    self.bar.all(),
-                )?;
-            } else {
+            let seq = match plan.filter(|_| tt > 0 && !dev.seq_refused()) {
+                Some(p) => dev.seq_ran(
+                    dev.forward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w_hh,
+                        b_hh,
+                        c.xg.all(),
+                        c.gates.all(),
+                        c.h.all(),
+                        lstm.then(|| c.c.all()),
+                        c.aux.all(),
+                        self.bar.all(),
+                    ),
+                    fall_back,
+                )?,
+                None => false,
+            };
+            if !seq {
                 for t in 0..tt {
                     let hprev = c.h.at(t * b * h, b * h);
                     let hout = c.h.at((t + 1) * b * h, b * h);
@@ -786,6 +795,7 @@ impl Cuda {
         let layers = arch.layers as usize;
         let lstm = arch.cell == CellKind::Lstm;
         let plan = self.seq_plan(b);
+        let fall_back = self.recurrence == Recurrence::Auto;
         let dev = &self.dev;
         let acts = self.acts.as_mut().expect("forward ran");
         let params = self.params.all();
@@ -842,24 +852,29 @@ impl Cuda {
                 dev.mul_inplace(n * h, acts.dh.all(), c.mask.all())?;
             }
             let w = slot(&w_hh, params);
-            if let Some(p) = plan {
-                // LSTM: the cell states; GRU: the hidden states
-                let state = if lstm { c.c.all() } else { c.h.all() };
-                dev.backward_seq(
-                    p,
-                    tt,
-                    b,
-                    h,
-                    w,
-                    acts.dh.at(0, n * h),
-                    c.gates.all(),
-                    state,
-                    c.aux.all(),
-                    acts.dxg.all(),
-                    (!lstm).then(|| acts.dhg.all()),
-                    self.bar.all(),
-                )?;
-            } else {
+            // LSTM: the cell states; GRU: the hidden states
+            let state = if lstm { c.c.all() } else { c.h.all() };
+            let seq = match plan.filter(|_| !dev.seq_refused()) {
+                Some(p) => dev.seq_ran(
+                    dev.backward_seq(
+                        p,
+                        tt,
+                        b,
+                        h,
+                        w,
+                        acts.dh.at(0, n * h),
+                        c.gates.all(),
+                        state,
+                        c.aux.all(),
+                        acts.dxg.all(),
+                        (!lstm).then(|| acts.dhg.all()),
+                        self.bar.all(),
+                    ),
+                    fall_back,
+                )?,
+                None => false,
+            };
+            if !seq {
                 dev.zero(acts.dh_next.at(0, b * h))?;
                 dev.zero(acts.dc.at(0, b * h))?;
                 for t in (0..tt).rev() {

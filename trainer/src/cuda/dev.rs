@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, sys as blas_sys};
@@ -378,6 +379,11 @@ pub struct Dev {
     /// Page-locked memory for [`Dev::upload_async`].
     staging: RefCell<Staging>,
 }
+
+/// Set when the driver has refused a cooperative launch (see
+/// [`Dev::seq_ran`]): no more sequence kernels in this process (a process
+/// trains on one GPU, and `bench parity` opens several backends on it).
+static SEQ_REFUSED: AtomicBool = AtomicBool::new(false);
 
 impl Dev {
     /// Opens GPU `ordinal` and loads the kernels (compiled by NVRTC once per process).
@@ -830,8 +836,54 @@ impl Dev {
         // SAFETY: as `launch`; the launchers check every range against the
         // shape, and the grid and shared memory come from the SeqPlan the
         // kernels index by.
-        unsafe { b.launch_cooperative(plan.config(side.smem)) }?;
+        unsafe { b.launch_cooperative(plan.config(side.smem)) }.map_err(|e| {
+            use cudarc::driver::sys::CUresult as R;
+            let refused = matches!(
+                e.0,
+                R::CUDA_ERROR_NOT_SUPPORTED
+                    | R::CUDA_ERROR_NOT_PERMITTED
+                    | R::CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE
+            );
+            let e = CudaError::from(e);
+            if refused {
+                CudaError::CooperativeRefused(e.to_string())
+            } else {
+                e
+            }
+        })?;
         Ok(())
+    }
+
+    /// What a sequence kernel's launch came to: `Ok(true)` when it ran;
+    /// `Ok(false)` when the driver refused the cooperative launch and
+    /// `fall_back` (the `auto` recurrence) allows running the steps one by
+    /// one instead: then one note goes to stderr and no later batch tries
+    /// the sequence kernels on this device. A refusal is possible where the
+    /// device says it takes cooperative launches but a sandbox between
+    /// charlm and the driver does not pass them on. Forced with
+    /// `CHARLM_CUDA_RECURRENCE=persistent`, a refusal stays an error.
+    pub fn seq_ran(
+        &self,
+        launched: Result<(), CudaError>,
+        fall_back: bool,
+    ) -> Result<bool, CudaError> {
+        match launched {
+            Ok(()) => Ok(true),
+            Err(e @ CudaError::CooperativeRefused(_)) if fall_back => {
+                if !SEQ_REFUSED.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "charlm: note: {e}; the recurrence runs a step at a time instead (CHARLM_CUDA_RECURRENCE=stepwise chooses that from the start)"
+                    );
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a cooperative launch has been refused in this process.
+    pub fn seq_refused(&self) -> bool {
+        SEQ_REFUSED.load(Ordering::Relaxed)
     }
 
     /// All `steps` forward steps of a layer over `rows` sequences in one

@@ -88,6 +88,11 @@ pub enum CudaError {
     /// A driver call failed.
     #[error("CUDA driver: {0}")]
     Driver(String),
+    /// The driver refused a cooperative launch as such (not supported or
+    /// not permitted here, or a grid too large for it): `auto` then runs the
+    /// recurrence stepwise.
+    #[error("the CUDA driver refused a cooperative launch: {0}")]
+    CooperativeRefused(String),
     /// A setting of the CUDA backend is invalid.
     #[error("{0}")]
     Config(String),
