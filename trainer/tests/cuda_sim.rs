@@ -408,20 +408,14 @@ fn refused(o: &Output, case: &str, wanted: &str, out: &std::path::Path) {
     assert!(!out.exists(), "{case}: a run folder was created");
 }
 
-#[test]
-fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
+/// A small parity run with the simulator set up by `env`: all checks must
+/// pass, and stderr must say `note` exactly once. Returns `None` (the test
+/// is skipped) without NVRTC.
+fn parity_with_one_note(recurrence: &str, env: &[(&str, &str)], note: &str) -> Option<()> {
     if !have_nvrtc() {
-        return;
+        return None;
     }
-    // A driver that refuses page-locked memory (CHARLM_CUDA_SIM_NO_PINNED):
-    // the backend says so once and still computes what the CPU does.
-    let o = charlm_env(
-        "stepwise",
-        &[("CHARLM_CUDA_SIM_NO_PINNED", "1")],
-        &[
-            "bench", "parity", "--device", "cuda", "--steps", "2", "--hidden", "8",
-        ],
-    );
+    let o = charlm_env(recurrence, env, &PARITY_SMALL);
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
@@ -431,42 +425,33 @@ fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
         out.contains("parity: all") && out.contains("checks passed"),
         "{out}"
     );
-    assert_eq!(
-        err.matches("refused page-locked host memory").count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.matches(note).count(), 1, "{err}");
+    Some(())
+}
+
+const PARITY_SMALL: [&str; 8] = [
+    "bench", "parity", "--device", "cuda", "--steps", "2", "--hidden", "8",
+];
+
+#[test]
+fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
+    // A driver that refuses page-locked memory (CHARLM_CUDA_SIM_NO_PINNED):
+    // the backend says so once and still computes what the CPU does.
+    let env = [("CHARLM_CUDA_SIM_NO_PINNED", "1")];
+    parity_with_one_note("stepwise", &env, "refused page-locked host memory");
 }
 
 #[test]
 fn a_refused_cooperative_launch_runs_auto_stepwise_and_fails_forced_persistent() {
-    if !have_nvrtc() {
-        return;
-    }
     // The device says it takes cooperative launches, but each is refused
     // (CHARLM_CUDA_SIM_NO_COOPERATIVE). `auto` notes it once and runs the
     // recurrence a step at a time, with the CPU's results; a forced
     // `persistent` reports the refusal instead of hiding it.
     let env = [("CHARLM_CUDA_SIM_NO_COOPERATIVE", "1")];
-    let args = [
-        "bench", "parity", "--device", "cuda", "--steps", "2", "--hidden", "8",
-    ];
-    let o = charlm_env("auto", &env, &args);
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(
-        out.contains("parity: all") && out.contains("checks passed"),
-        "{out}"
-    );
-    assert_eq!(
-        err.matches("refused a cooperative launch").count(),
-        1,
-        "{err}"
-    );
-    let o = charlm_env("persistent", &env, &args);
+    if parity_with_one_note("auto", &env, "refused a cooperative launch").is_none() {
+        return;
+    }
+    let o = charlm_env("persistent", &env, &PARITY_SMALL);
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
         text(&o).contains("refused a cooperative launch") && !text(&o).contains("note:"),
