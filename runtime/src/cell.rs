@@ -431,35 +431,31 @@ fn gru_units<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32]
 #[cfg_attr(not(target_os = "none"), inline(always))]
 fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits: &mut [f32]) {
     let row = h.len() * 2;
-    // Pairs rows and biases by hand: `zip` over `chunks` asks for the length
-    // (a division the compiler cannot prove non-zero: a panic path).
-    let mut biases = out_b.as_chunks::<2>().0.iter();
-    let mut rows = out_w
-        .chunks(row.max(1))
-        .map(move |w| (w, biases.next().unwrap_or(&[0, 0])))
-        .skip(1);
     let Some((pad, rest)) = logits.split_first_mut() else {
         return;
     };
     *pad = f32::NEG_INFINITY;
-    // Kernels that work 8 units at a time take the rows 8 at a time too.
+    // Kernels that work 8 units at a time take the rows 8 at a time too:
+    // rows 1 + 8i .. 9 + 8i (row 0 is the padding id's) as one block.
     let (octs, rest) = if K::LANE_ACTIVATIONS {
         rest.as_chunks_mut::<8>()
     } else {
         (&mut [][..], rest)
     };
     for (i, oct) in octs.iter_mut().enumerate() {
-        // Rows 1 + 8i .. 9 + 8i (row 0 is the padding id's), as one block.
-        let eight: [&[u8]; 8] = core::array::from_fn(|_| rows.next().map_or(&[][..], |p| p.0));
-        let d = match out_w.get((1 + 8 * i) * row..(9 + 8 * i) * row) {
-            Some(block) => k.dot8_block(block, h),
-            None => k.dot8(eight, h),
-        };
+        let d = k.dot8_block(out_w.get((1 + 8 * i) * row..).unwrap_or(&[]), h);
         let b = k.halves8(out_b, 1 + 8 * i);
         for ((l, d), b) in oct.iter_mut().zip(d).zip(b) {
             *l = d + b;
         }
     }
+    // The rest: pairs rows and biases by hand (`zip` over `chunks` asks for
+    // the length, a division the compiler cannot prove non-zero: a panic path).
+    let mut biases = out_b.as_chunks::<2>().0.iter();
+    let mut rows = out_w
+        .chunks(row.max(1))
+        .map(move |w| (w, biases.next().unwrap_or(&[0, 0])))
+        .skip(1 + 8 * octs.len());
     let (quads, single) = rest.as_chunks_mut::<4>();
     for quad in quads.iter_mut() {
         let mut next = || rows.next().unwrap_or((&[], &[0, 0]));

@@ -45,9 +45,10 @@ pub trait Kernel {
         [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
     }
 
-    /// [`Kernel::dot8`] of 8 consecutive rows of `x.len()` halves each,
-    /// given as one `block` (`16 * x.len()` bytes): the cells' 8 units of
-    /// one gate, so that a kernel can skip slicing the rows one by one.
+    /// [`Kernel::dot8`] of 8 consecutive rows of `x.len()` halves each, the
+    /// first `16 * x.len()` bytes of `block` (which may hold more): a
+    /// gate's rows for 8 units, or 8 rows of the output layer, so that a
+    /// kernel can skip slicing the rows one by one.
     fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
         self.dot8(split8(block, 2 * x.len()), x)
     }

@@ -389,13 +389,18 @@ mod tests {
                 Portable.dot1(&rows[3], &x).to_bits(),
                 "n={n}"
             );
-            // The 8 rows as one block (n not a multiple of 8: the fallback).
+            // The 8 rows as one block (n not a multiple of 8: the fallback),
+            // alone and followed by more rows.
             let block = rows.concat();
-            assert_eq!(
-                k.dot8_block(&block, &x).map(f32::to_bits),
-                Portable.dot8(r8, &x).map(f32::to_bits),
-                "n={n}, one block"
-            );
+            let longer = [&block[..], &rows[0][..]].concat();
+            for block in [&block, &longer] {
+                assert_eq!(
+                    k.dot8_block(block, &x).map(f32::to_bits),
+                    Portable.dot8(r8, &x).map(f32::to_bits),
+                    "n={n}, block of {} bytes",
+                    block.len()
+                );
+            }
             // Eight halves from every start, including ones that run past the end.
             for start in 0..=n + 1 {
                 assert_eq!(

@@ -688,7 +688,7 @@ impl Cuda {
                 }
             }
             // 2. the recurrence: one cooperative launch, or two launches per step
-            let seq = match plan.filter(|_| tt > 0 && !dev.seq_refused()) {
+            let seq = match plan.filter(|_| tt > 0) {
                 Some(p) => dev.seq_ran(
                     dev.forward_seq(
                         p,
@@ -854,7 +854,7 @@ impl Cuda {
             let w = slot(&w_hh, params);
             // LSTM: the cell states; GRU: the hidden states
             let state = if lstm { c.c.all() } else { c.h.all() };
-            let seq = match plan.filter(|_| !dev.seq_refused()) {
+            let seq = match plan {
                 Some(p) => dev.seq_ran(
                     dev.backward_seq(
                         p,
