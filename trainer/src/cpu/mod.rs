@@ -2,17 +2,23 @@
 //! masked cross-entropy and backpropagation through time.
 //!
 //! Data is time-major: row `t*B + b` of a `[T*B, X]` buffer is sequence `b`
-//! at step `t`. Per layer the work is
-//! 1. input pre-activations for all steps at once: layer 0 gathers rows of
-//!    its input table (a one-hot input times a matrix is a row lookup, no
-//!    multiplications); later layers do one `[T*B, H] x [H, G*H]` product;
-//! 2. the recurrence, step by step: `h_{t-1} W_hh^T` and the cell. The batch
-//!    is cut into row groups that run through time independently (no
-//!    synchronisation per step) on rayon;
+//! at step `t`. Per-position buffers that only the running positions need
+//! (input and gate pre-activations, gates, gradients, logits) are *packed*:
+//! the padding after each sample is left out, step by step (see
+//! [`rows::LiveRows`]; `P` rows in all). The hidden and cell states stay
+//! time-major. Per layer the work is
+//! 1. input pre-activations for all running positions at once: layer 0
+//!    gathers rows of its input table (a one-hot input times a matrix is a
+//!    row lookup, no multiplications); later layers do one `[P, H] x
+//!    [H, G*H]` product;
+//! 2. the recurrence, step by step: `h_{t-1} W_hh^T` and the cell, for the
+//!    rows still running. The batch is cut into row groups that run through
+//!    time independently (no synchronisation per step) on rayon;
 //! 3. backwards, the mirror image, and then the weight gradients as single
-//!    products over all `T*B` rows.
+//!    products over all `P` packed rows.
 //!
-//! The output projection, softmax and loss also run over all rows at once.
+//! The output projection, softmax and loss also run over all packed rows at
+//! once.
 //!
 //! Reproducibility: every split that changes an order of summation (GEMM
 //! blocks, reduction chunks) depends only on the shapes, never on the number
@@ -22,6 +28,7 @@
 pub mod gemm;
 pub mod kernel;
 pub mod real;
+mod rows;
 
 use charlm_runtime::format::CellKind;
 use multiversion::multiversion;
@@ -32,6 +39,7 @@ use crate::params::Layout;
 use crate::rng::Rng;
 use gemm::{Mat, gemm};
 pub use real::Real;
+use rows::LiveRows;
 
 /// Loss of a batch: the sum of nats over the counted positions.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -87,15 +95,15 @@ pub enum Classes {
 /// Per-layer activations kept for the backward pass.
 #[derive(Default)]
 struct LayerCache<T> {
-    /// `[T*B, G*H]` input pre-activations `W_ih x + b_ih`.
+    /// `[P, G*H]` input pre-activations `W_ih x + b_ih` (packed rows).
     xg: Vec<T>,
-    /// `[T*B, G*H]` activated gates (LSTM `i,f,g,o`; GRU `r,z,n`).
+    /// `[P, G*H]` activated gates (LSTM `i,f,g,o`; GRU `r,z,n`), packed.
     gates: Vec<T>,
     /// `[(T+1)*B, H]` hidden states; the first `B` rows are the initial state.
     h: Vec<T>,
     /// `[(T+1)*B, H]` LSTM cell states, initial state first.
     c: Vec<T>,
-    /// `[T*B, H]` LSTM: `tanh(c)`; GRU: `W_hn h + b_hn`.
+    /// `[P, H]` LSTM: `tanh(c)`; GRU: `W_hn h + b_hn` (packed).
     aux: Vec<T>,
     /// `[T*B, H]` dropout mask applied to this layer's output (or empty).
     mask: Vec<T>,
@@ -112,15 +120,24 @@ struct LayerCache<T> {
 pub struct Cpu<T> {
     layout: Layout,
     cache: Vec<LayerCache<T>>,
-    /// `[T*B, V]` logits, then their gradient.
+    /// The running rows of the batch in hand (see [`LiveRows`]).
+    live: LiveRows,
+    /// `[P]` input ids and targets of the running positions.
+    ids: Vec<u16>,
+    targets: Vec<u16>,
+    /// `[P, H]` the top layer's output at the running positions.
+    top: Vec<T>,
+    /// `[P, *]` scratch for packed copies of time-major buffers.
+    packed: Vec<T>,
+    /// `[P, V]` logits, then their gradient.
     logits: Vec<T>,
-    /// `[T*B, G*H]` gradient of the gate pre-activations (LSTM; GRU input side).
+    /// `[P, G*H]` gradient of the gate pre-activations (LSTM; GRU input side).
     dxg: Vec<T>,
-    /// `[T*B, G*H]` GRU: gradient of the hidden-side pre-activations.
+    /// `[P, G*H]` GRU: gradient of the hidden-side pre-activations.
     dhg: Vec<T>,
-    /// `[T*B, H]` gradient arriving at the current layer's output.
+    /// `[P, H]` gradient arriving at the current layer's output.
     dh: Vec<T>,
-    /// `[T*B, H]` gradient for the layer below.
+    /// `[P, H]` gradient for the layer below.
     dx: Vec<T>,
     /// `[layer]` -> final `(h, c)` of the last batch, `[B, H]` each.
     carry: Vec<(Vec<T>, Vec<T>)>,
@@ -165,7 +182,7 @@ const TILE_ROWS: usize = 4;
 /// workers). Groups are therefore cut at tile boundaries so that each gets
 /// about the same number of tile-steps: a tile costs a step when any of its
 /// rows is still running (`active`, one entry per step, as from
-/// [`active_rows`]). The grouping never changes a result: every row's
+/// [`LiveRows::live`]). The grouping never changes a result: every row's
 /// arithmetic is the same in any group (the step product sums each element
 /// over `k` in order).
 fn row_groups(b: usize, active: &[usize]) -> Vec<(usize, usize)> {
@@ -219,6 +236,11 @@ impl<T: Real> Cpu<T> {
             carry: vec![(Vec::new(), Vec::new()); layers],
             carry_rows: 0,
             layout,
+            live: LiveRows::default(),
+            ids: Vec::new(),
+            targets: Vec::new(),
+            top: Vec::new(),
+            packed: Vec::new(),
             logits: Vec::new(),
             dxg: Vec::new(),
             dhg: Vec::new(),
@@ -282,25 +304,29 @@ impl<T: Real> Cpu<T> {
         let (gh, n) = (g * h, tt * b);
         let layers = arch.layers as usize;
         let carry = batch.carry && self.carry_rows == b;
-        let active = active_rows(batch);
+        self.live = LiveRows::of(batch);
+        let live = &self.live;
+        let np = live.total();
+        let mut ids = std::mem::take(&mut self.ids);
+        live.pack(&batch.inputs, 1, &mut ids);
         for l in 0..layers {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let (below, rest) = self.cache.split_at_mut(l);
             let cache = &mut rest[0];
-            grow(&mut cache.xg, n * gh);
-            grow(&mut cache.gates, n * gh);
+            grow(&mut cache.xg, np * gh);
+            grow(&mut cache.gates, np * gh);
             grow(&mut cache.h, (n + b) * h);
-            grow(&mut cache.aux, n * h);
+            grow(&mut cache.aux, np * h);
             if arch.cell == CellKind::Lstm {
                 grow(&mut cache.c, (n + b) * h);
             }
-            // 1. input pre-activations for all steps
-            let xg = &mut cache.xg[..n * gh];
+            // 1. input pre-activations for all running positions
+            let xg = &mut cache.xg[..np * gh];
             let bias = &params[b_ih];
             if l == 0 {
                 let table = &params[w_ih];
                 xg.par_chunks_mut(gh)
-                    .zip(batch.inputs.par_iter())
+                    .zip(live.packed(&batch.inputs, 1, &ids).par_iter())
                     .for_each(|(row, &id)| {
                         let t = &table[id as usize * gh..(id as usize + 1) * gh];
                         for ((o, &w), &bb) in row.iter_mut().zip(t).zip(bias) {
@@ -308,9 +334,9 @@ impl<T: Real> Cpu<T> {
                         }
                     });
             } else {
-                let x = &below[l - 1].layer_output(n, b, h);
+                let x = live.pack(below[l - 1].layer_output(n, b, h), h, &mut self.packed);
                 gemm(
-                    Mat::new(x, n, h),
+                    Mat::new(x, np, h),
                     Mat::new(&params[w_ih], gh, h).t(),
                     xg,
                     false,
@@ -346,7 +372,7 @@ impl<T: Real> Cpu<T> {
                 Shared::new(&mut cache.aux),
             );
             let c_s = Shared::new(&mut cache.c);
-            let active = &active;
+            let (live_rows, active) = (live, live.live());
             row_groups(b, active).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut hg = vec![T::ZERO; rows * gh];
@@ -355,15 +381,18 @@ impl<T: Real> Cpu<T> {
                     // Rows whose sequence has ended (post-padding, rows sorted
                     // by length) are skipped: their state is zeroed and never read.
                     let live = active[t].saturating_sub(r0).min(rows);
+                    // Packed row of (t, r0) in xg, gates and aux (where the
+                    // step's rows end if all of this group's have ended).
+                    let p = live_rows.start(t) + r0.min(active[t]);
                     // SAFETY: this task only touches rows r0..r1 of step t
                     // (and reads rows r0..r1 of step t-1, written by itself).
                     let (hprev, hout, xg, gates, aux) = unsafe {
                         (
                             &*h_s.slice((t * b + r0) * h, live * h),
                             h_s.slice(((t + 1) * b + r0) * h, rows * h),
-                            &*xg_s.slice((t * b + r0) * gh, live * gh),
-                            gates_s.slice((t * b + r0) * gh, live * gh),
-                            aux_s.slice((t * b + r0) * h, live * h),
+                            &*xg_s.slice(p * gh, live * gh),
+                            gates_s.slice(p * gh, live * gh),
+                            aux_s.slice(p * h, live * h),
                         )
                     };
                     let (hout, hdead) = hout.split_at_mut(live * h);
@@ -433,12 +462,18 @@ impl<T: Real> Cpu<T> {
             }
         }
         self.carry_rows = b;
-        // output projection over all rows
-        let top = self.cache[layers - 1].layer_output(n, b, h);
-        grow(&mut self.logits, n * v);
-        let logits = &mut self.logits[..n * v];
+        self.ids = ids;
+        live.pack(&batch.targets, 1, &mut self.targets);
+        // output projection over all running positions
+        let top = live.pack(
+            self.cache[layers - 1].layer_output(n, b, h),
+            h,
+            &mut self.top,
+        );
+        grow(&mut self.logits, np * v);
+        let logits = &mut self.logits[..np * v];
         gemm(
-            Mat::new(top, n, h),
+            Mat::new(top, np, h),
             Mat::new(&params[self.layout.out_w.clone()], v, h).t(),
             logits,
             false,
@@ -455,7 +490,7 @@ impl<T: Real> Cpu<T> {
     /// the gradient of the mean loss in `self.logits`.
     fn softmax_loss(&mut self, batch: &Batch, classes: Classes, grad: bool) -> Loss {
         let v = self.layout.arch.vocab as usize;
-        let n = batch.steps * batch.rows;
+        let np = self.live.total();
         let count = batch.chars();
         let inv = if count == 0 {
             T::ZERO
@@ -467,9 +502,10 @@ impl<T: Real> Cpu<T> {
             Classes::NoPadding => 1,
         };
         const ROWS: usize = 256;
-        let partial: Vec<f64> = self.logits[..n * v]
+        let targets = self.live.packed(&batch.targets, 1, &self.targets);
+        let partial: Vec<f64> = self.logits[..np * v]
             .par_chunks_mut(ROWS * v)
-            .zip(batch.targets.par_chunks(ROWS))
+            .zip(targets.par_chunks(ROWS))
             .map(|(chunk, targets)| {
                 let mut nats = 0.0f64;
                 for (row, &target) in chunk.chunks_mut(v).zip(targets) {
@@ -511,35 +547,41 @@ impl<T: Real> Cpu<T> {
         let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
         let (gh, n) = (g * h, tt * b);
         let layers = arch.layers as usize;
+        let live = &self.live;
+        let np = live.total();
         // output layer
-        let dlogits = &self.logits[..n * v];
-        let top = self.cache[layers - 1].layer_output(n, b, h);
+        let dlogits = &self.logits[..np * v];
+        let top = live.packed(self.cache[layers - 1].layer_output(n, b, h), h, &self.top);
         let (ow, ob) = (self.layout.out_w.clone(), self.layout.out_b.clone());
         gemm(
-            Mat::new(dlogits, n, v).t(),
-            Mat::new(top, n, h),
+            Mat::new(dlogits, np, v).t(),
+            Mat::new(top, np, h),
             &mut grads[ow.clone()],
             false,
         );
         col_sums(dlogits, v, &mut grads[ob]);
-        grow(&mut self.dh, n * h);
-        grow(&mut self.dx, n * h);
-        grow(&mut self.dxg, n * gh);
+        grow(&mut self.dh, np * h);
+        grow(&mut self.dx, np * h);
+        grow(&mut self.dxg, np * gh);
         if arch.cell == CellKind::Gru {
-            grow(&mut self.dhg, n * gh);
+            grow(&mut self.dhg, np * gh);
         }
         gemm(
-            Mat::new(dlogits, n, v),
+            Mat::new(dlogits, np, v),
             Mat::new(&params[ow], v, h),
-            &mut self.dh[..n * h],
+            &mut self.dh[..np * h],
             false,
         );
         for l in (0..layers).rev() {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let cache = &self.cache[l];
             if !cache.mask.is_empty() {
-                for (d, &m) in self.dh[..n * h].iter_mut().zip(&cache.mask) {
-                    *d *= m;
+                // The mask is time-major; dh is packed.
+                for (t, &rows) in live.live().iter().enumerate() {
+                    let d = &mut self.dh[live.start(t) * h..(live.start(t) + rows) * h];
+                    for (d, &m) in d.iter_mut().zip(&cache.mask[t * b * h..]) {
+                        *d *= m;
+                    }
                 }
             }
             let wp = &params[w_hh.clone()];
@@ -552,8 +594,7 @@ impl<T: Real> Cpu<T> {
                 Shared::new(&mut self.dxg),
                 Shared::new(&mut self.dhg),
             );
-            let active = active_rows(batch);
-            let active = &active;
+            let (live_rows, active) = (live, live.live());
             row_groups(b, active).into_par_iter().for_each(|(r0, r1)| {
                 let rows = r1 - r0;
                 let mut dh_next = vec![T::ZERO; rows * h];
@@ -569,31 +610,22 @@ impl<T: Real> Cpu<T> {
                     ) -> &[T] {
                         &buf[(step * b + r0) * width..(step * b + r0 + live) * width]
                     }
+                    // Ended rows have no packed position and no gradient.
                     let live = active[t].saturating_sub(r0).min(rows);
-                    // SAFETY: this task only touches rows r0..r1 of each buffer.
-                    let (dh, dxg) = unsafe {
-                        (
-                            dh_s.slice((t * b + r0) * h, live * h),
-                            dxg_s.slice((t * b + r0) * gh, rows * gh),
-                        )
-                    };
-                    // Ended rows: no gradient (their positions are padding).
-                    let (dxg, dead) = dxg.split_at_mut(live * gh);
-                    dead.fill(T::ZERO);
-                    if arch.cell == CellKind::Gru {
-                        // SAFETY: as above.
-                        unsafe { dhg_s.slice((t * b + r0 + live) * gh, (rows - live) * gh) }
-                            .fill(T::ZERO);
-                    }
                     if live == 0 {
                         continue;
                     }
+                    // Packed row of (t, r0) in dh, dxg, dhg, gates and aux.
+                    let p = live_rows.start(t) + r0;
+                    // SAFETY: this task only touches rows r0..r1 of each step.
+                    let (dh, dxg) =
+                        unsafe { (dh_s.slice(p * h, live * h), dxg_s.slice(p * gh, live * gh)) };
                     let (dh_next, dc_next) = (&mut dh_next[..live * h], &mut dc_next[..live * h]);
                     for (d, &x) in dh.iter_mut().zip(dh_next.iter()) {
                         *d += x;
                     }
-                    let gates = at(&cache.gates, gh, t, b, r0, live);
-                    let aux = at(&cache.aux, h, t, b, r0, live);
+                    let gates = &cache.gates[p * gh..(p + live) * gh];
+                    let aux = &cache.aux[p * h..(p + live) * h];
                     match arch.cell {
                         CellKind::Lstm => {
                             lstm_backward(
@@ -609,7 +641,7 @@ impl<T: Real> Cpu<T> {
                         }
                         CellKind::Gru => {
                             // SAFETY: as above.
-                            let dhg = unsafe { dhg_s.slice((t * b + r0) * gh, live * gh) };
+                            let dhg = unsafe { dhg_s.slice(p * gh, live * gh) };
                             gru_backward(
                                 h,
                                 dh,
@@ -627,17 +659,18 @@ impl<T: Real> Cpu<T> {
             });
             self.cache[l].w_hh = packed;
             let cache = &self.cache[l];
-            // weight gradients over all rows at once
-            let dxg = &self.dxg[..n * gh];
+            // weight gradients over all running positions at once
+            let dxg = &self.dxg[..np * gh];
             let dhg = if arch.cell == CellKind::Gru {
-                &self.dhg[..n * gh]
+                &self.dhg[..np * gh]
             } else {
                 dxg
             };
-            let hprev = &cache.h[..n * h];
+            // Step t's previous state is block t of h.
+            let hprev = live.pack(&cache.h[..n * h], h, &mut self.packed);
             gemm(
-                Mat::new(dhg, n, gh).t(),
-                Mat::new(hprev, n, h),
+                Mat::new(dhg, np, gh).t(),
+                Mat::new(hprev, np, h),
                 &mut grads[w_hh],
                 false,
             );
@@ -650,19 +683,20 @@ impl<T: Real> Cpu<T> {
                 col_sums(dxg, gh, &mut grads[b_ih]);
             }
             if l == 0 {
-                table_grad(dxg, &batch.inputs, gh, &mut grads[w_ih]);
+                let ids = live.packed(&batch.inputs, 1, &self.ids);
+                table_grad(dxg, ids, gh, &mut grads[w_ih]);
             } else {
-                let x = self.cache[l - 1].layer_output(n, b, h);
+                let x = live.pack(self.cache[l - 1].layer_output(n, b, h), h, &mut self.packed);
                 gemm(
-                    Mat::new(dxg, n, gh).t(),
-                    Mat::new(x, n, h),
+                    Mat::new(dxg, np, gh).t(),
+                    Mat::new(x, np, h),
                     &mut grads[w_ih.clone()],
                     false,
                 );
                 gemm(
-                    Mat::new(dxg, n, gh),
+                    Mat::new(dxg, np, gh),
                     Mat::new(&params[w_ih], gh, h),
-                    &mut self.dx[..n * h],
+                    &mut self.dx[..np * h],
                     false,
                 );
                 std::mem::swap(&mut self.dh, &mut self.dx);
@@ -680,19 +714,6 @@ impl<T: Real> LayerCache<T> {
             &self.dropped[..n * h]
         }
     }
-}
-
-/// Per time step, how many leading rows are still running: one past the
-/// last row whose input is not padding. Samples are post-padded and
-/// [`Batch::from_samples`] puts longer samples first, so the rows that have
-/// ended are a suffix and the recurrence skips them (their positions carry no
-/// loss, so this changes no result).
-fn active_rows(batch: &Batch) -> Vec<usize> {
-    batch
-        .inputs
-        .chunks(batch.rows.max(1))
-        .map(|step| step.iter().rposition(|&id| id != 0).map_or(0, |i| i + 1))
-        .collect()
 }
 
 /// Rows per block of a column sum.
@@ -933,7 +954,7 @@ mod tests {
     use super::{TILE_ROWS, balanced_groups};
 
     /// `active` (rows still running per step) for rows of these lengths,
-    /// longest first, as `active_rows` computes it from a batch.
+    /// longest first, as `LiveRows::live` gives it for a batch.
     fn active_of(lengths: &[usize]) -> Vec<usize> {
         let steps = lengths.first().copied().unwrap_or(0);
         (0..steps)
