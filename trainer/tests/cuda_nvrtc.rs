@@ -161,6 +161,20 @@ fn compiled_kernels_are_kept_on_disk_and_checked_before_reuse() {
     let (again, origin) = load_or_compile(&LAYERS, "sm_80", d).unwrap();
     assert_eq!(origin, Origin::Disk);
     assert_eq!(again, first);
+    // and marked used (the folder keeps the images used last)
+    let day = std::time::Duration::from_secs(86_400);
+    std::fs::File::options()
+        .append(true)
+        .open(&kept[0])
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - day)
+        .unwrap();
+    assert_eq!(
+        load_or_compile(&LAYERS, "sm_80", d).unwrap().1,
+        Origin::Disk
+    );
+    let used = std::fs::metadata(&kept[0]).unwrap().modified().unwrap();
+    assert!(used.elapsed().unwrap_or_default() < day / 2, "{used:?}");
     // another architecture is another image
     let (other, origin) = load_or_compile(&LAYERS, "sm_90", d).unwrap();
     assert_eq!(origin, Origin::Compiled);

@@ -6,7 +6,8 @@
 //! per process and also kept on disk ([`kernel_cache_dir`]), checked
 //! against its source, options and NVRTC release before it is used again:
 //! compiling `cells.cu` takes seconds, which every run would otherwise pay
-//! before its first step. Options: `--fmad=false`
+//! before its first step; the folder keeps the 4 images of each source and
+//! architecture used last. Options: `--fmad=false`
 //! (every `a*b+c` rounds twice, as the CPU reference computes it; the
 //! pointwise kernels are memory-bound, so fused multiply-adds would buy
 //! nothing) and precise division and square roots (NVRTC's default).
@@ -266,10 +267,16 @@ pub fn load_or_compile(
             NAME_CRC.checksum(&key)
         ))
     });
-    if let Some(kept) = file.as_deref().and_then(read_kept)
+    if let Some(file) = file.as_deref()
+        && let Some(kept) = read_kept(file)
         && kept.from == from
         && !kept.cubin.is_empty()
     {
+        // Marks it used, for `prune` (best effort, as everything here).
+        let _ = std::fs::File::options()
+            .append(true)
+            .open(file)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         return Ok((kept.cubin, Origin::Disk));
     }
     let kept = Kept {
@@ -279,9 +286,55 @@ pub fn load_or_compile(
     if let Some(file) = file {
         // Best effort: a folder that cannot be written only costs the next
         // run the compilation.
-        let _ = write_kept(&file, &kept);
+        if write_kept(&file, &kept).is_ok() {
+            prune(&file, &format!("{}-{arch}-", src.name));
+        }
     }
     Ok((kept.cubin, Origin::Compiled))
+}
+
+/// Images kept per kernel source and architecture: the ones used last. A
+/// new charlm release, another NVRTC or other options each make a new
+/// image; two releases used in turn still find theirs.
+pub const KEEP_PER_SOURCE: usize = 4;
+
+/// Leftovers of a writer that died between writing and renaming are
+/// removed once they are this old.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// After `file` was written: removes the images of the same source and
+/// architecture (`prefix`) beyond the [`KEEP_PER_SOURCE`] used last (by
+/// modification time, which a read refreshes), and their stale temporary
+/// files. Best effort: whatever cannot be listed or removed stays.
+fn prune(file: &Path, prefix: &str) {
+    let Some(dir) = file.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let mut images = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(modified) = e.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if name.starts_with(prefix) && name.ends_with(".bin") {
+            images.push((modified, e.path()));
+        } else if name.starts_with(&format!(".{prefix}"))
+            && name.ends_with(".tmp")
+            && now
+                .duration_since(modified)
+                .is_ok_and(|age| age > STALE_TEMP)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    // Newest first; the image just written stays whatever the clock says.
+    images.sort_by(|a, b| b.0.cmp(&a.0));
+    images.retain(|(_, p)| p != file);
+    for (_, old) in images.iter().skip(KEEP_PER_SOURCE - 1) {
+        let _ = std::fs::remove_file(old);
+    }
 }
 
 fn read_kept(file: &Path) -> Option<Kept> {
@@ -333,4 +386,51 @@ pub fn cached(src: &'static Source, arch: &str) -> Result<Arc<Vec<u8>>, CudaErro
         .expect("nvrtc cache lock")
         .insert(key, c.clone());
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(path: &Path, hours_ago: u64) {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(hours_ago * 3600))
+            .unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_images_used_last_of_one_source_and_architecture() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        // The image just written has a clock-skewed, ancient time: it stays.
+        let new = at("k-sm_80-new.bin");
+        touch(&new, 100);
+        for h in 1..=5 {
+            touch(&at(&format!("k-sm_80-old{h}.bin")), h);
+        }
+        touch(&at("k-sm_90-other.bin"), 50);
+        touch(&at("k2-sm_80-other.bin"), 50);
+        touch(&at(".k-sm_80-a.bin.7.0.tmp"), 2);
+        touch(&at(".k-sm_80-b.bin.7.1.tmp"), 0);
+        prune(&new, "k-sm_80-");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".k-sm_80-b.bin.7.1.tmp",
+                "k-sm_80-new.bin",
+                "k-sm_80-old1.bin",
+                "k-sm_80-old2.bin",
+                "k-sm_80-old3.bin",
+                "k-sm_90-other.bin",
+                "k2-sm_80-other.bin",
+            ]
+        );
+        assert_eq!(KEEP_PER_SOURCE, 4);
+    }
 }
