@@ -330,7 +330,7 @@ fn prune(file: &Path, prefix: &str) {
         }
     }
     // Newest first; the image just written stays whatever the clock says.
-    images.sort_by(|a, b| b.0.cmp(&a.0));
+    images.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     images.retain(|(_, p)| p != file);
     for (_, old) in images.iter().skip(KEEP_PER_SOURCE - 1) {
         let _ = std::fs::remove_file(old);
