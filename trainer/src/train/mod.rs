@@ -406,12 +406,15 @@ fn val_loss(backend: &mut dyn Backend, params: &[f32], batches: &[Batch]) -> Opt
 }
 
 /// The prompts samples start from.
-fn default_prompts(data: &Data) -> Vec<String> {
-    let shakespeare = data.name == corpus::BUNDLED_NAME;
-    let list: &[&str] = if shakespeare {
-        &["ROMEO:\n", "KING HENRY:\n", "To be"]
-    } else {
-        &["Today ", "On Sunday ", "Moscow, "]
+fn default_prompts(corpus_name: &str, layout: TextLayout) -> Vec<String> {
+    let shakespeare = corpus_name == corpus::BUNDLED_NAME;
+    let list: &[&str] = match (shakespeare, layout) {
+        // A speaker's name and a line break start a speech.
+        (true, TextLayout::Running) => &["ROMEO:\n", "KING HENRY:\n", "To be"],
+        // Each line is a sample there, and a speaker's name is a whole
+        // line: start where lines go on.
+        (true, TextLayout::Samples) => &["To be", "What ", "I will "],
+        (false, _) => &["Today ", "On Sunday ", "Moscow, "],
     };
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -607,7 +610,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let prompts = opts
         .prompts
         .clone()
-        .unwrap_or_else(|| default_prompts(&data));
+        .unwrap_or_else(|| default_prompts(&data.name, data.layout));
     let sample_chars = opts.sample_chars.unwrap_or(match data.layout {
         TextLayout::Running => 200,
         TextLayout::Samples => 100,
@@ -876,4 +879,26 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     ));
     summary.provenance = Some(prov);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_prompts_for_bundled_lines_are_known_and_no_whole_line() {
+        let text = std::str::from_utf8(corpus::BUNDLED).unwrap();
+        let lines: std::collections::HashSet<&str> = text.lines().collect();
+        let prompts = default_prompts(corpus::BUNDLED_NAME, TextLayout::Samples);
+        assert_eq!(prompts.len(), 3);
+        for p in &prompts {
+            // Every character is one a line can hold, and the model is not
+            // asked to go on from a whole line (it would just end it).
+            assert!(p.chars().all(|c| c != '\n' && text.contains(c)), "{p:?}");
+            assert!(!lines.contains(p.trim_end()), "{p:?} is a whole line");
+        }
+        // Running text keeps its speech openers, line break included.
+        let running = default_prompts(corpus::BUNDLED_NAME, TextLayout::Running);
+        assert!(running.iter().any(|p| p.ends_with(":\n")), "{running:?}");
+    }
 }
