@@ -77,24 +77,29 @@ pub struct Corpus {
 }
 
 impl Spec {
-    /// Reads and parses the corpus.
-    pub fn load(&self) -> Result<Corpus, CliError> {
-        let (bytes, name, path) = match &self.path {
-            None => (
-                BUNDLED.to_vec(),
-                BUNDLED_NAME.to_string(),
-                PathBuf::from(BUNDLED_NAME),
-            ),
+    /// The corpus's name in messages and model metadata: the file's name
+    /// (and the CSV field), or the bundled text's.
+    pub fn name(&self) -> String {
+        match &self.path {
+            None => BUNDLED_NAME.to_string(),
             Some(p) => {
                 let file_name = p
                     .file_name()
                     .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into());
-                let name = match self.field {
+                match self.field {
                     Some(f) => format!("{file_name}:{}", f.name()),
                     None => file_name,
-                };
-                (read_file(p)?, name, p.clone())
+                }
             }
+        }
+    }
+
+    /// Reads and parses the corpus.
+    pub fn load(&self) -> Result<Corpus, CliError> {
+        let name = self.name();
+        let (bytes, path) = match &self.path {
+            None => (BUNDLED.to_vec(), PathBuf::from(BUNDLED_NAME)),
+            Some(p) => (read_file(p)?, p.clone()),
         };
         let crc = charlm_runtime::format::crc32(&bytes);
         let text = utf8(&path, bytes)?;

@@ -104,6 +104,49 @@ pub fn export(
         .map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))
 }
 
+/// A model file made from a run's checkpoint (see [`from_checkpoint`]).
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The `.clm` bytes.
+    pub bytes: Vec<u8>,
+    /// What they hold.
+    pub arch: charlm_runtime::format::Arch,
+    /// Where the run stood: steps, epoch, losses, whether it had finished.
+    pub progress: crate::checkpoint::Progress,
+    /// The epochs the run was set to train.
+    pub epochs: u64,
+}
+
+/// The model in the checkpoint of run folder `dir`, as `charlm train`
+/// would export it at that point: a run still going or one stopped before
+/// its end gets a model file too. The held-out score after rounding to f16
+/// is left out (it needs the corpus; `charlm eval` computes it).
+pub fn from_checkpoint(dir: &std::path::Path) -> Result<Snapshot, CliError> {
+    let ck = crate::checkpoint::Checkpoint::load(dir)?;
+    ck.config.validate()?;
+    let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
+    let layout = Layout::new(ck.config.arch(vocab.size()));
+    if ck.params.len() != layout.len {
+        return Err(CliError::invalid(format!(
+            "{}: the checkpoint's parameters do not match its architecture",
+            dir.join(crate::checkpoint::FILE).display()
+        )));
+    }
+    let prov = Provenance {
+        corpus: ck.config.corpus.name(),
+        steps: ck.progress.steps,
+        train_bpc: ck.progress.train_bpc,
+        val_bpc: ck.progress.val_bpc,
+        val_bpc_f16: None,
+    };
+    Ok(Snapshot {
+        bytes: export(&layout, &ck.params, &vocab, &prov)?,
+        arch: layout.arch,
+        progress: ck.progress,
+        epochs: ck.config.epochs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ enum Command {
     Train(Box<cmd::train::Args>),
     /// Held-out bits per character of a model, through the runtime (f16 weights).
     Eval(cmd::eval::Args),
+    /// Write a model file from a run folder's checkpoint (a run still going, or stopped before its end).
+    Export(cmd::export::Args),
     /// Benchmarks: training speed on CPU (train) and GPU (gpu), a device against the CPU reference (parity).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Info(args) => cmd::info::run(args),
         Command::Eval(args) => cmd::eval::run(args),
+        Command::Export(args) => cmd::export::run(args),
         // The commands that train run on the CPU backend's worker threads.
         Command::Train(args) => {
             cmd::pool(args.threads).and_then(|p| p.install(|| cmd::train::run(*args)))

@@ -160,6 +160,79 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
     }
 }
 
+#[test]
+fn export_writes_the_model_of_a_stopped_run_as_training_would() {
+    use charlm_runtime::format::ModelFile;
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    // A run stopped (as by Ctrl-C) after 7 steps has no model.clm ...
+    let stopped = tmp.path().join("stopped");
+    let mut o = options(&stopped);
+    o.stop_after = Some(7);
+    let s = train::run(config(&corpus, CellKind::Gru), &o).unwrap();
+    assert_eq!(s.outcome, Outcome::Interrupted);
+    assert!(!stopped.join("model.clm").exists());
+    let out = charlm(&["export", stopped.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("step 7 (epoch 1 of 2)"), "{stdout}");
+    let exported = std::fs::read(stopped.join("model-step7.clm")).unwrap();
+    // ... and the export holds what a run that ends at step 7 writes.
+    let ended = tmp.path().join("ended");
+    let mut cfg = config(&corpus, CellKind::Gru);
+    cfg.max_steps = Some(7);
+    train::run(cfg, &options(&ended)).unwrap();
+    let finished = model_bytes(&ended);
+    let (a, b) = (
+        ModelFile::decode(&exported).unwrap().body,
+        ModelFile::decode(&finished).unwrap().body,
+    );
+    assert_eq!(a.arch, b.arch);
+    assert_eq!(a.vocab.symbols, b.vocab.symbols);
+    let tensors = |body: &charlm_runtime::format::Body| -> Vec<Vec<u8>> {
+        body.tensors().map(|(_, t)| t.data.to_vec()).collect()
+    };
+    assert_eq!(tensors(&a), tensors(&b), "different weights");
+    assert_eq!((a.meta.corpus, a.meta.steps), (b.meta.corpus, 7));
+    // Without the corpus, no f16 score; the runtime takes the file as it is.
+    assert_eq!(a.meta.val_bpc_f16, None);
+    assert!(Model::from_bytes(&exported).is_ok());
+
+    // An existing file is kept unless --force.
+    let target = stopped.join("model-step7.clm");
+    std::fs::write(&target, b"mine").unwrap();
+    fails(
+        &["export", stopped.to_str().unwrap()],
+        "exists (--force replaces it)",
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"mine");
+    let o = charlm(&["export", stopped.to_str().unwrap(), "--force"]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&target).unwrap(), exported);
+    // No checkpoint, or a damaged one: one line, status 2, nothing written.
+    fails(&["export", tmp.path().to_str().unwrap()], "checkpoint.bin");
+    let ck = stopped.join("checkpoint.bin");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&ck, bytes).unwrap();
+    let elsewhere = tmp.path().join("x.clm");
+    fails(
+        &[
+            "export",
+            stopped.to_str().unwrap(),
+            "--out",
+            elsewhere.to_str().unwrap(),
+        ],
+        "checkpoint.bin",
+    );
+    assert!(!elsewhere.exists());
+}
+
 fn charlm(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }

@@ -133,7 +133,8 @@ impl Config {
         Ok(())
     }
 
-    fn arch(&self, vocab: usize) -> Arch {
+    /// The network this configuration trains, for a vocabulary of `vocab` ids.
+    pub fn arch(&self, vocab: usize) -> Arch {
         Arch {
             cell: self.cell,
             layers: self.layers,
