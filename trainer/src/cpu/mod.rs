@@ -515,18 +515,27 @@ impl<T: Real> Cpu<T> {
                         }
                         continue;
                     }
+                    let logit = row[target as usize];
                     let live = &mut row[first..];
                     let max = live.iter().fold(live[0], |m, &x| m.max(x));
                     let mut sum = T::ZERO;
-                    for &x in live.iter() {
-                        sum += (x - max).exp();
+                    if grad {
+                        // Each exponential once: kept in place for the gradient.
+                        for x in live.iter_mut() {
+                            *x = (*x - max).exp();
+                            sum += *x;
+                        }
+                    } else {
+                        for &x in live.iter() {
+                            sum += (x - max).exp();
+                        }
                     }
                     let lse = max + sum.ln();
-                    nats += (lse - row[target as usize]).to_f64();
+                    nats += (lse - logit).to_f64();
                     if grad {
                         let live = &mut row[first..];
                         for x in live.iter_mut() {
-                            *x = (*x - max).exp() / sum * inv;
+                            *x = *x / sum * inv;
                         }
                         row[..first].fill(T::ZERO);
                         row[target as usize] -= inv;
