@@ -5,7 +5,8 @@
 //! pass (a missing term, a wrong gate, a mask not applied) shows up far above
 //! the tolerance. Cases: LSTM and GRU, 2 layers, a padded batch; dropout
 //! between the layers; and a window of running text that starts from a
-//! carried state.
+//! carried state. Also in f64: a padded batch gives the loss and gradient
+//! of its samples run one at a time (padding changes nothing).
 
 use charlm_runtime::format::{Arch, CellKind};
 use charlm_trainer::batch::Batch;
@@ -124,5 +125,50 @@ fn lstm_and_gru_from_a_carried_state() {
             None,
             Some(&running_batch(false)),
         );
+    }
+}
+
+/// Padding changes nothing: a padded batch's loss and gradient are those of
+/// its samples run one at a time (no padding at all), each gradient of a
+/// mean weighted by its sample's characters.
+#[test]
+fn a_padded_batch_is_its_samples_one_at_a_time() {
+    let samples: [&[u16]; 4] = [&[1, 2, 3, 4, 5], &[5, 2], &[3, 1, 4], &[2]];
+    for cell in [CellKind::Lstm, CellKind::Gru] {
+        let layout = Layout::new(Arch {
+            cell,
+            layers: 2,
+            hidden: 5,
+            vocab: V,
+        });
+        let params: Vec<f64> = layout.init(11).iter().map(|&x| x as f64 * 3.0).collect();
+        let mut cpu = Cpu::<f64>::new(layout.clone());
+        let mut grads = vec![0.0; layout.len];
+        let batch = Batch::from_samples(&samples, V - 1);
+        let all = cpu.loss_and_grad(&params, &batch, &mut grads, None);
+        let (mut nats, mut count, mut sum) = (0.0, 0, vec![0.0; layout.len]);
+        for s in samples {
+            let mut g = vec![0.0; layout.len];
+            let one = Batch::from_samples(&[s], V - 1);
+            let l = cpu.loss_and_grad(&params, &one, &mut g, None);
+            nats += l.nats;
+            count += l.count;
+            for (a, x) in sum.iter_mut().zip(&g) {
+                *a += x * l.count as f64;
+            }
+        }
+        assert_eq!(count, all.count, "{cell:?}: counted positions");
+        assert!(
+            (nats - all.nats).abs() <= 1e-12 * nats,
+            "{cell:?}: {nats} nats one at a time, {} in one batch",
+            all.nats
+        );
+        for (i, (a, g)) in sum.iter().zip(&grads).enumerate() {
+            let b = g * all.count as f64;
+            assert!(
+                (a - b).abs() <= 1e-13 + 1e-10 * b.abs(),
+                "{cell:?}: gradient {i}: {a} one at a time, {b} in one batch"
+            );
+        }
     }
 }
