@@ -768,7 +768,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 save(&params, &opt, &progress, &rows, backend.as_ref())?;
                 metrics::write(&opts.out, &rows)?;
                 say(&format!(
-                    "interrupted at step {}: checkpoint saved; continue with: charlm train --resume {}",
+                    "interrupted at step {}: checkpoint saved; continue with: charlm train --resume {1}, or write its model with: charlm export {1}",
                     progress.steps,
                     opts.out.display()
                 ));
