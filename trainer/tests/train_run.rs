@@ -202,6 +202,34 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
     assert_eq!(a.meta.val_bpc_f16, None);
     assert!(Model::from_bytes(&exported).is_ok());
 
+    // A run folder stands for its model.clm; one without says how to get it.
+    let run_dir = ended.to_str().unwrap();
+    let by_file = ended.join("model.clm");
+    for cmd in [
+        vec![
+            "generate",
+            "--prompt",
+            "The ",
+            "--max-chars",
+            "30",
+            "--model",
+        ],
+        vec!["info"],
+    ] {
+        let a = charlm(&[cmd.clone(), vec![run_dir]].concat());
+        let b = charlm(&[cmd, vec![by_file.to_str().unwrap()]].concat());
+        assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+        assert_eq!(a.stdout, b.stdout);
+    }
+    fails(
+        &["generate", "--model", stopped.to_str().unwrap()],
+        "is a folder without model.clm (its run has not finished: `charlm export",
+    );
+    fails(
+        &["info", tmp.path().to_str().unwrap()],
+        "is a folder without model.clm",
+    );
+
     // An existing file is kept unless --force.
     let target = stopped.join("model-step7.clm");
     std::fs::write(&target, b"mine").unwrap();

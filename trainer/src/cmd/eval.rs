@@ -15,7 +15,7 @@ use super::train::TextLayout;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model file (.clm).
+    /// Model file (.clm), or a run folder (its model.clm).
     #[arg(long, short)]
     model: PathBuf,
     /// Text to score (a text file, or AG News CSV with --field). Default: the
@@ -35,9 +35,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let bytes = read_file(&args.model)?;
+    let path = super::model_path(args.model)?;
+    let bytes = read_file(&path)?;
     let model_err = |source| CliError::Model {
-        path: args.model.clone(),
+        path: path.clone(),
         source,
     };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;

@@ -18,7 +18,7 @@ pub const DEFAULT_PROMPTS: [&str; 5] = [
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (.clm).
+    /// Model file (.clm), or a run folder (its model.clm).
     #[arg(long, short)]
     model: PathBuf,
     /// Text to continue; repeat for several. Characters the model does not
@@ -42,14 +42,15 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), CliError> {
     let sampler = Sampler::from_temperature(args.temperature)
         .map_err(|e| CliError::invalid(format!("--temperature {}: {e}", args.temperature)))?;
-    let bytes = read_file(&args.model)?;
+    let path = super::model_path(args.model)?;
+    let bytes = read_file(&path)?;
     let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
-        path: args.model.clone(),
+        path: path.clone(),
         source,
     })?;
     let mut ws = host_workspace();
     ws.check(&model).map_err(|source| CliError::Model {
-        path: args.model.clone(),
+        path: path.clone(),
         source,
     })?;
     let prompts: Vec<String> = if args.prompt.is_empty() {

@@ -9,14 +9,15 @@ use charlm_trainer::sample::host_workspace;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model file (.clm).
+    /// Model file (.clm), or a run folder (its model.clm).
     file: PathBuf,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let bytes = read_file(&args.file)?;
+    let path = super::model_path(args.file)?;
+    let bytes = read_file(&path)?;
     let model_err = |source| CliError::Model {
-        path: args.file.clone(),
+        path: path.clone(),
         source,
     };
     // Describe even a file whose checksum fails, then report the failure.
@@ -28,7 +29,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let weight_bytes: usize = body.tensors().map(|(_, t)| t.data.len()).sum();
     println!(
         "file        {} ({} bytes, format version {})",
-        args.file.display(),
+        path.display(),
         bytes.len(),
         file.header.version
     );

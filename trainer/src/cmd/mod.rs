@@ -7,7 +7,34 @@ pub mod generate;
 pub mod info;
 pub mod train;
 
+use std::path::PathBuf;
+
 use charlm_trainer::error::CliError;
+
+/// The model file a command was given: a run folder stands for its
+/// `model.clm`. A folder without one is one line (naming `charlm export`
+/// when the folder holds a checkpoint of an unfinished run).
+pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
+    if !path.is_dir() {
+        return Ok(path);
+    }
+    let file = path.join("model.clm");
+    if file.is_file() {
+        return Ok(file);
+    }
+    let hint = if path.join(charlm_trainer::checkpoint::FILE).is_file() {
+        format!(
+            " (its run has not finished: `charlm export {}` writes a model from its checkpoint)",
+            path.display()
+        )
+    } else {
+        String::new()
+    };
+    Err(CliError::invalid(format!(
+        "{} is a folder without model.clm{hint}",
+        path.display()
+    )))
+}
 
 /// The worker threads that `train` and the benchmarks run on: `threads`
 /// of them (1 to 1024), or one per core. The command itself then runs on
