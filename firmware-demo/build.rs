@@ -115,8 +115,8 @@ fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> (usize, usize, usize) {
     (pad, aligned_macs[pad], total)
 }
 
-/// `cases.tsv`: `prompt<TAB>temperature<TAB>seed<TAB>max_chars` per line;
-/// `#` starts a comment line. tests/tests/firmware_qemu.rs reads the same file.
+/// `cases.tsv`: `prompt<TAB>temperature<TAB>seed<TAB>max_chars`, optionally
+/// followed by `<TAB>top_k<TAB>top_p`, per line; `#` starts a comment line. tests/tests/firmware_qemu.rs reads the same file.
 fn cases(manifest: &Path, out: &Path) {
     println!("cargo:rerun-if-changed=cases.tsv");
     let text = fs::read_to_string(manifest.join("cases.tsv")).expect("reading cases.tsv");
@@ -126,9 +126,17 @@ fn cases(manifest: &Path, out: &Path) {
             continue;
         }
         let fields: Vec<&str> = line.split('\t').collect();
-        let [prompt, temperature, seed, max_chars] = fields[..] else {
-            panic!("cases.tsv line {}: expected 4 tab-separated fields, got {}", n + 1, fields.len());
+        let (prompt, temperature, seed, max_chars, top_k, top_p) = match fields[..] {
+            [p, t, s, m] => (p, t, s, m, "0", "1"),
+            [p, t, s, m, k, tp] => (p, t, s, m, k, tp),
+            _ => panic!("cases.tsv line {}: expected 4 or 6 tab-separated fields, got {}", n + 1, fields.len()),
         };
+        let k: u16 = top_k.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: top_k: {e}", n + 1));
+        let p: f32 = top_p.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: top_p: {e}", n + 1));
+        // Without the `truncation` feature the runtime cannot sample these.
+        if (k != 0 || p != 1.0) && env::var_os("CARGO_FEATURE_TRUNCATION").is_none() {
+            continue;
+        }
         let t: f32 = temperature.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: temperature: {e}", n + 1));
         let seed: u64 = seed.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: seed: {e}", n + 1));
         let max: usize = max_chars.parse().unwrap_or_else(|e| panic!("cases.tsv line {}: max_chars: {e}", n + 1));
@@ -136,8 +144,9 @@ fn cases(manifest: &Path, out: &Path) {
         // --temperature {temperature}` parses.
         writeln!(
             rs,
-            "    Case {{ prompt: {prompt:?}, temperature: f32::from_bits({:#010x}), temperature_text: {temperature:?}, seed: {seed}, max_chars: {max} }},",
-            t.to_bits()
+            "    Case {{ prompt: {prompt:?}, temperature: f32::from_bits({:#010x}), temperature_text: {temperature:?}, seed: {seed}, max_chars: {max}, top_k: {k}, top_p: f32::from_bits({:#010x}), top_p_text: {top_p:?} }},",
+            t.to_bits(),
+            p.to_bits()
         )
         .unwrap();
     }

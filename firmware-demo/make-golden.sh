@@ -15,8 +15,8 @@ charlm=${CARGO_TARGET_DIR:-$root/target}/release/charlm
 out=firmware-demo/golden/$(basename "$model" .clm).txt
 : > "$out"
 grep -v '^#' firmware-demo/cases.tsv | grep -v '^$' |
-  while IFS=$'\t' read -r prompt temperature seed max_chars; do
+  while IFS=$'\t' read -r prompt temperature seed max_chars top_k top_p; do
     "$charlm" generate --model "$model" --prompt "$prompt" --temperature "$temperature" \
-      --seed "$seed" --max-chars "$max_chars" >> "$out"
+      --seed "$seed" --max-chars "$max_chars" --top-k "${top_k:-0}" --top-p "${top_p:-1}" >> "$out"
   done
 echo "wrote $out ($(wc -l < "$out") texts)"

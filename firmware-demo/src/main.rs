@@ -53,6 +53,15 @@ mod cases {
         pub seed: u64,
         /// Length limit of the generated part.
         pub max_chars: usize,
+        /// Only the `top_k` most likely characters (0: all).
+        #[cfg_attr(not(feature = "truncation"), allow(dead_code))]
+        pub top_k: u16,
+        /// Then the nucleus of this mass (1: all).
+        #[cfg_attr(not(feature = "truncation"), allow(dead_code))]
+        pub top_p: f32,
+        /// `top_p` as written in `cases.tsv`, for the report.
+        #[cfg_attr(not(feature = "truncation"), allow(dead_code))]
+        pub top_p_text: &'static str,
     }
     include!(concat!(env!("OUT_DIR"), "/cases.rs"));
 }
@@ -92,8 +101,16 @@ fn main() -> ! {
 /// Totals over all cases.
 #[derive(Default)]
 struct Totals {
-    /// Characters generated.
+    /// Characters generated (greedy and plain temperature draws).
     generated: u64,
+    /// Characters generated with top-k or top-p, whose selection of the
+    /// most likely ids costs extra (counted apart so that the figure above
+    /// stays comparable).
+    #[cfg(feature = "truncation")]
+    truncated: u64,
+    /// SysTick ticks spent pulling those.
+    #[cfg(feature = "truncation")]
+    truncated_ticks: u64,
     /// Prompt characters run through the model.
     fed: u64,
     /// SysTick ticks spent pulling generated characters (sampling + step).
@@ -143,6 +160,19 @@ fn run() -> Result<(), ()> {
     let kernels = DIAGNOSTICS.then(|| measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice()));
     let mut totals = Totals::default();
     for (k, case) in cases::CASES.iter().enumerate() {
+        #[cfg(feature = "truncation")]
+        let _ = writeln!(
+            con.err,
+            "case {}: prompt \"{}\", temperature {}, top-k {}, top-p {}, seed {}, at most {} characters",
+            k + 1,
+            case.prompt,
+            case.temperature_text,
+            case.top_k,
+            case.top_p_text,
+            case.seed,
+            case.max_chars
+        );
+        #[cfg(not(feature = "truncation"))]
         let _ = writeln!(
             con.err,
             "case {}: prompt \"{}\", temperature {}, seed {}, at most {} characters",
@@ -220,6 +250,9 @@ fn generate(
     stopwatch: &mut Stopwatch,
     totals: &mut Totals,
 ) -> Result<(), CaseError> {
+    #[cfg(feature = "truncation")]
+    let sampler = Sampler::new(case.temperature, case.top_k, case.top_p).map_err(CaseError::Runtime)?;
+    #[cfg(not(feature = "truncation"))]
     let sampler = Sampler::from_temperature(case.temperature).map_err(CaseError::Runtime)?;
     let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(case.seed), KERNEL)
         .map_err(CaseError::Runtime)?
@@ -238,12 +271,22 @@ fn generate(
     let fed = g.feed(case.prompt);
     totals.feed_ticks += stopwatch.lap_since(t);
     totals.fed += fed.fed as u64;
+    #[cfg(feature = "truncation")]
+    let truncated = matches!(sampler, Sampler::Truncated(..));
     loop {
         let t = stopwatch.lap();
         let next = g.next_char();
-        totals.generate_ticks += stopwatch.lap_since(t);
+        #[cfg(feature = "truncation")]
+        let (ticks, chars) = if truncated {
+            (&mut totals.truncated_ticks, &mut totals.truncated)
+        } else {
+            (&mut totals.generate_ticks, &mut totals.generated)
+        };
+        #[cfg(not(feature = "truncation"))]
+        let (ticks, chars) = (&mut totals.generate_ticks, &mut totals.generated);
+        *ticks += stopwatch.lap_since(t);
         let Some(c) = next else { break };
-        totals.generated += 1;
+        *chars += 1;
         con.out_str(c.encode_utf8(&mut buf));
     }
     con.out_str("\n");
@@ -295,6 +338,13 @@ fn report(
     let macs = model.arch().macs_per_char() as u64;
     let unit = measure::UNIT;
     let _ = writeln!(e, "report:");
+    #[cfg(feature = "truncation")]
+    let _ = writeln!(
+        e,
+        "  characters generated        {} (+ {} with top-k/top-p, + {} prompt characters fed)",
+        t.generated, t.truncated, t.fed
+    );
+    #[cfg(not(feature = "truncation"))]
     let _ = writeln!(e, "  characters generated        {} (+ {} prompt characters fed)", t.generated, t.fed);
     let _ = writeln!(
         e,
@@ -310,6 +360,10 @@ fn report(
             "  {unit}s per weight MAC   {} ({macs} multiply-accumulates per character)",
             Fixed2((per_char * 100).checked_div(macs).unwrap_or(0))
         );
+    }
+    #[cfg(feature = "truncation")]
+    if let Some(per_char) = cal.to_units(t.truncated_ticks).checked_div(t.truncated) {
+        let _ = writeln!(e, "  {unit}s per char, top-k/p  {per_char} (the same, drawing from the most likely ids only)");
     }
     if let Some(per_step) = cal.to_units(t.feed_ticks).checked_div(t.fed) {
         let _ = writeln!(

@@ -164,6 +164,8 @@ pub enum Error {
     },
     /// A temperature that is not a finite number above zero.
     BadTemperature,
+    /// A top-p (nucleus) mass outside `(0, 1]`.
+    BadTopP,
 }
 
 impl fmt::Display for Error {
@@ -250,6 +252,7 @@ impl fmt::Display for Error {
                 "model too large for this runtime: {what} {needed} exceeds capacity {capacity}"
             ),
             Error::BadTemperature => f.write_str("temperature must be a finite number above 0"),
+            Error::BadTopP => f.write_str("top-p must be above 0 and at most 1"),
         }
     }
 }

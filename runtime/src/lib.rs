@@ -4,8 +4,9 @@
 //! `#![no_std]`, no allocation, no `unsafe`. A [`Model`] is a validated view
 //! of the file's bytes (weights stay in flash); a [`Workspace`] holds all
 //! mutable state in fixed arrays sized by const generics; a [`Generator`]
-//! streams characters, greedily or with a temperature. Every platform
-//! produces the same characters bit for bit: see [`cell`] for the numerics.
+//! streams characters, greedily or with a temperature (and, with cargo
+//! feature `truncation`, top-k and top-p). Every platform produces the same
+//! characters bit for bit: see [`cell`] for the numerics.
 //!
 //! Read in order: [`format`] -> [`model`] -> [`kernel`] -> [`cell`] -> [`sampler`] -> [`generator`].
 #![cfg_attr(not(test), no_std)]
@@ -29,6 +30,8 @@ pub use format::{Arch, CellKind, VERSION};
 pub use generator::{Fed, Generator, Stop};
 pub use kernel::{Kernel, Portable};
 pub use model::{Model, Vocab};
+#[cfg(feature = "truncation")]
+pub use sampler::Truncation;
 pub use sampler::{Sampler, Temperature};
 
 /// The small seeded generator golden outputs are defined with: PCG-XSH-RR

@@ -6,6 +6,16 @@
 //! top 24 bits to `u` in `[0, 1)`, and returns the first id whose cumulative
 //! weight exceeds `u * total` (the last id with non-zero weight if rounding
 //! leaves none). Padding (id 0) has weight zero and is never returned.
+//!
+//! Truncated sampling (`Sampler::Truncated`, cargo feature `truncation`)
+//! first gives weight zero to
+//! all but the most likely ids, then draws the same way. Ids are ranked by
+//! weight, equal weights by lower id first: top-k keeps the first `k`;
+//! top-p then keeps the fewest first ids whose weights, added in rank order,
+//! reach `p` times the sum of the weights left (in id order). Every step is
+//! a fixed sequence of f32 operations, so the text is the same bit for bit
+//! on every platform. Allocation-free: ranks are marked in the weights' own
+//! sign bits (`O(V * kept)` integer comparisons).
 
 use rand_core::RngCore;
 
@@ -31,6 +41,42 @@ impl Temperature {
     }
 }
 
+/// Which of the most likely characters a truncated draw keeps.
+#[cfg(feature = "truncation")]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Truncation {
+    top_k: u16,
+    top_p: f32,
+}
+
+#[cfg(feature = "truncation")]
+impl Truncation {
+    /// Keep the `top_k` most likely ids (`0`: no limit), then the nucleus
+    /// of mass `top_p` among them (`1`: all; must be in `(0, 1]`).
+    pub fn new(top_k: u16, top_p: f32) -> Result<Self, Error> {
+        if top_p > 0.0 && top_p <= 1.0 {
+            Ok(Truncation { top_k, top_p })
+        } else {
+            Err(Error::BadTopP)
+        }
+    }
+
+    /// The `k` of top-k (`0`: no limit).
+    pub fn top_k(self) -> u16 {
+        self.top_k
+    }
+
+    /// The `p` of top-p (`1`: no limit).
+    pub fn top_p(self) -> f32 {
+        self.top_p
+    }
+
+    /// Keeps every id.
+    fn is_none(self) -> bool {
+        self.top_k == 0 && self.top_p == 1.0
+    }
+}
+
 /// How the next character is chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sampler {
@@ -38,6 +84,10 @@ pub enum Sampler {
     Greedy,
     /// A draw from `softmax(logits / T)`: one `u32` from the RNG per character.
     Temperature(Temperature),
+    /// A draw from `softmax(logits / T)` over the most likely ids only
+    /// (top-k, then top-p; see the module docs): one `u32` per character.
+    #[cfg(feature = "truncation")]
+    Truncated(Temperature, Truncation),
 }
 
 impl Sampler {
@@ -50,12 +100,37 @@ impl Sampler {
         }
     }
 
+    /// The command line's convention with top-k and top-p: temperature `0`
+    /// is greedy (whatever the truncation: the most likely id is always
+    /// kept); `top_k` 0 and `top_p` 1 leave a plain temperature draw.
+    #[cfg(feature = "truncation")]
+    pub fn new(t: f32, top_k: u16, top_p: f32) -> Result<Self, Error> {
+        let cut = Truncation::new(top_k, top_p)?;
+        if t == 0.0 {
+            return Ok(Sampler::Greedy);
+        }
+        let t = Temperature::new(t)?;
+        Ok(if cut.is_none() {
+            Sampler::Temperature(t)
+        } else {
+            Sampler::Truncated(t, cut)
+        })
+    }
+
     /// Picks an id from `logits` (index = id; id 0 is padding and skipped).
     /// May overwrite `logits` with sampling weights.
     pub fn sample<R: RngCore + ?Sized>(&self, logits: &mut [f32], rng: &mut R) -> u16 {
         match self {
             Sampler::Greedy => argmax(logits),
-            Sampler::Temperature(t) => draw(logits, t.0, rng),
+            Sampler::Temperature(t) => draw(
+                logits,
+                t.0,
+                #[cfg(feature = "truncation")]
+                None,
+                rng,
+            ),
+            #[cfg(feature = "truncation")]
+            Sampler::Truncated(t, cut) => draw(logits, t.0, Some(*cut), rng),
         }
     }
 }
@@ -71,7 +146,12 @@ fn argmax(logits: &[f32]) -> u16 {
     best.0
 }
 
-fn draw<R: RngCore + ?Sized>(logits: &mut [f32], t: f32, rng: &mut R) -> u16 {
+fn draw<R: RngCore + ?Sized>(
+    logits: &mut [f32],
+    t: f32,
+    #[cfg(feature = "truncation")] cut: Option<Truncation>,
+    rng: &mut R,
+) -> u16 {
     let weights = logits.get_mut(1..).unwrap_or(&mut []);
     let mut max = f32::NEG_INFINITY;
     for w in weights.iter_mut() {
@@ -87,6 +167,16 @@ fn draw<R: RngCore + ?Sized>(logits: &mut [f32], t: f32, rng: &mut R) -> u16 {
         *w = libm::expf(*w - max);
         total += *w;
     }
+    #[cfg(feature = "truncation")]
+    if let Some(cut) = cut {
+        if cut.top_k > 0 {
+            keep_first(weights, cut.top_k as usize, f32::INFINITY);
+        }
+        if cut.top_p < 1.0 {
+            keep_first(weights, usize::MAX, cut.top_p * sum(weights));
+        }
+        total = sum(weights);
+    }
     let u = (rng.next_u32() >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
     let target = u * total;
     let mut cumulative = 0.0f32;
@@ -101,4 +191,51 @@ fn draw<R: RngCore + ?Sized>(logits: &mut [f32], t: f32, rng: &mut R) -> u16 {
         }
     }
     last
+}
+
+/// Keeps the ids ranked first (largest weight, then lowest id): `k` of
+/// them, or fewer once their weights, added in rank order, reach `mass`;
+/// every other weight becomes zero. Weights are finite and at least zero,
+/// so their bit patterns, read as `i32`, order as their values do; an id is
+/// marked as kept by setting its sign bit (a kept zero is -0.0), which
+/// makes its pattern negative and takes it out of the next search. One
+/// integer comparison per id and search.
+/// The weights added in id order.
+#[cfg(feature = "truncation")]
+fn sum(weights: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for w in weights {
+        total += *w;
+    }
+    total
+}
+
+#[cfg(feature = "truncation")]
+#[inline(never)]
+fn keep_first(weights: &mut [f32], k: usize, mass: f32) {
+    let mut kept = 0usize;
+    let mut sum = 0.0f32;
+    while kept < k {
+        let mut best = (usize::MAX, -1i32);
+        for (i, w) in weights.iter().enumerate() {
+            let bits = w.to_bits() as i32;
+            if bits > best.1 {
+                best = (i, bits);
+            }
+        }
+        // None left unmarked: every id is kept.
+        let Some(slot) = weights.get_mut(best.0) else {
+            break;
+        };
+        let w = *slot;
+        *slot = -w;
+        kept += 1;
+        sum += w;
+        if sum >= mass {
+            break;
+        }
+    }
+    for w in weights.iter_mut() {
+        *w = if w.is_sign_negative() { -*w } else { 0.0 };
+    }
 }

@@ -43,6 +43,8 @@ struct Case {
     temperature: f32,
     seed: u64,
     max_chars: usize,
+    top_k: u16,
+    top_p: f32,
 }
 
 /// Parses firmware-demo/cases.tsv exactly as firmware-demo/build.rs does.
@@ -54,18 +56,25 @@ fn cases() -> Vec<Case> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 4, "cases.tsv line {line:?}");
+            assert!(f.len() == 4 || f.len() == 6, "cases.tsv line {line:?}");
             Case {
                 prompt: f[0].to_string(),
                 temperature: f[1].parse().expect("temperature"),
                 seed: f[2].parse().expect("seed"),
                 max_chars: f[3].parse().expect("max_chars"),
+                top_k: f.get(4).map_or(0, |k| k.parse().expect("top_k")),
+                top_p: f.get(5).map_or(1.0, |p| p.parse().expect("top_p")),
             }
         })
         .collect();
     assert!(
         cases.len() >= 5,
         "cases.tsv should exercise greedy and several temperatures"
+    );
+    assert!(
+        cases.iter().any(|c| c.temperature > 0.0 && c.top_k > 0)
+            && cases.iter().any(|c| c.temperature > 0.0 && c.top_p < 1.0),
+        "cases.tsv should exercise top-k and top-p"
     );
     cases
 }
@@ -77,7 +86,7 @@ fn host_text(model_bytes: &[u8]) -> String {
     let mut ws = host_workspace();
     let mut out = String::new();
     for c in cases() {
-        let sampler = Sampler::from_temperature(c.temperature).expect("temperature");
+        let sampler = Sampler::new(c.temperature, c.top_k, c.top_p).expect("sampler");
         let sample = generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars)
             .expect("host generation");
         out.push_str(&sample.text());

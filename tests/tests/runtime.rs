@@ -431,3 +431,110 @@ fn a_prompt_fed_at_once_leaves_what_it_leaves_fed_a_character_at_a_time() {
         assert!(whole.1.chars().count() > 5, "{name}: {:?}", whole.1);
     }
 }
+
+#[test]
+fn truncations_are_validated() {
+    use charlm_runtime::Truncation;
+    for bad in [0.0, -0.1, 1.0001, f32::NAN, f32::INFINITY] {
+        assert_eq!(Sampler::new(0.8, 0, bad), Err(Error::BadTopP), "{bad}");
+        assert_eq!(Truncation::new(5, bad), Err(Error::BadTopP), "{bad}");
+    }
+    let t = Temperature::new(0.8).unwrap();
+    // Greedy whatever the truncation; none at all is a plain draw.
+    assert_eq!(Sampler::new(0.0, 3, 0.5), Ok(Sampler::Greedy));
+    assert_eq!(Sampler::new(0.8, 0, 1.0), Ok(Sampler::Temperature(t)));
+    let cut = Truncation::new(3, 0.5).unwrap();
+    assert_eq!((cut.top_k(), cut.top_p()), (3, 0.5));
+    assert_eq!(Sampler::new(0.8, 3, 0.5), Ok(Sampler::Truncated(t, cut)));
+    assert_eq!(Sampler::new(-1.0, 3, 0.5), Err(Error::BadTemperature));
+}
+
+/// How often each id comes out of `n` draws from `logits`.
+fn draws(sampler: Sampler, logits: &[f32], n: usize) -> Vec<usize> {
+    let mut rng = SeededRng::new(11);
+    let mut seen = vec![0usize; logits.len()];
+    for _ in 0..n {
+        let mut l = logits.to_vec();
+        seen[sampler.sample(&mut l, &mut rng) as usize] += 1;
+    }
+    seen
+}
+
+#[test]
+fn top_k_keeps_the_k_most_likely_ids_and_their_odds() {
+    // ids 2 and 4 tie for the largest logit; id 3 is next, 1 below it.
+    let logits = [9.0, 1.0, 3.0, 2.0, 3.0, 0.5];
+    let s = |k| Sampler::new(1.0, k, 1.0).unwrap();
+    // k = 1: the first of the tied ids, like greedy.
+    assert_eq!(draws(s(1), &logits, 200), [0, 0, 200, 0, 0, 0]);
+    // k = 2: only the tied pair, about evenly.
+    let two = draws(s(2), &logits, 4000);
+    assert_eq!((two[1], two[3], two[5]), (0, 0, 0), "{two:?}");
+    assert!((1800..=2200).contains(&two[2]), "{two:?}");
+    // k = 3: id 3 joins with weight e^-1 against 1 + 1.
+    let three = draws(s(3), &logits, 20_000);
+    assert_eq!((three[1], three[5]), (0, 0), "{three:?}");
+    let p3 = (-1.0f64).exp() / (2.0 + (-1.0f64).exp());
+    let got = three[3] as f64 / 20_000.0;
+    assert!((got - p3).abs() < 0.01, "{got} vs {p3}");
+    // k at least the vocabulary: the plain draw, draw for draw.
+    let plain = Sampler::new(1.0, 0, 1.0).unwrap();
+    assert_eq!(draws(s(5), &logits, 500), draws(plain, &logits, 500));
+    assert_eq!(draws(s(200), &logits, 500), draws(plain, &logits, 500));
+}
+
+#[test]
+fn top_p_keeps_the_fewest_most_likely_ids_that_reach_p() {
+    // Probabilities 0.5, 0.3, 0.15, 0.05 for ids 1..=4 (padding has none).
+    let logits = [0.0, 0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+    let s = |p| Sampler::new(1.0, 0, p).unwrap();
+    // 0.5 alone does not reach 0.7; with 0.3 it does.
+    let seen = draws(s(0.7), &logits, 10_000);
+    assert_eq!((seen[3], seen[4]), (0, 0), "{seen:?}");
+    let got = seen[1] as f64 / 10_000.0;
+    assert!((got - 0.5 / 0.8).abs() < 0.02, "{got}");
+    // A mass the first id reaches alone: always that id.
+    assert_eq!(draws(s(0.4), &logits, 300), [0, 300, 0, 0, 0]);
+    // Reaching p exactly is enough: of two equal weights (1 and 1, p times
+    // their sum is exactly 1) the first, lower id stays alone.
+    assert_eq!(draws(s(0.5), &[0.0, 2.0, 2.0], 300), [0, 300, 0]);
+    // 0.95 needs the first three.
+    let seen = draws(s(0.95), &logits, 10_000);
+    assert_eq!(seen[4], 0, "{seen:?}");
+    assert!(seen[3] > 0, "{seen:?}");
+    // Top-k first, then top-p among what is left: of 0.5 and 0.3, 0.5 is
+    // 62.5%, short of 0.7, so both stay.
+    let both = Sampler::new(1.0, 2, 0.7).unwrap();
+    let seen = draws(both, &logits, 2000);
+    assert!(
+        seen[1] > 0 && seen[2] > 0 && seen[3] == 0 && seen[4] == 0,
+        "{seen:?}"
+    );
+    let both = Sampler::new(1.0, 2, 0.6).unwrap();
+    assert_eq!(draws(both, &logits, 300), [0, 300, 0, 0, 0]);
+}
+
+#[test]
+fn truncated_text_from_a_model() {
+    // Whole-model checks: no truncation in effect gives the plain draw's
+    // text, and a nucleus too small for a second id gives the greedy text.
+    for name in ["lstm2", "gru1"] {
+        let bytes = fixture(name);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let text = |sampler: Sampler| -> String {
+            let mut ws = Workspace::<32, 2, 64>::new();
+            let mut g = Generator::new(&model, &mut ws, sampler, SeededRng::new(3)).unwrap();
+            g.feed("the ");
+            std::iter::from_fn(|| g.next_char()).take(60).collect()
+        };
+        let plain = text(Sampler::new(1.2, 0, 1.0).unwrap());
+        let all_k = text(Sampler::new(1.2, model.vocab().size() as u16, 1.0).unwrap());
+        assert_eq!(plain, all_k, "{name}");
+        let greedy = text(Sampler::Greedy);
+        let tiny_p = text(Sampler::new(1.2, 0, 1e-6).unwrap());
+        assert_eq!(greedy, tiny_p, "{name}");
+        let top1 = text(Sampler::new(1.2, 1, 1.0).unwrap());
+        assert_eq!(greedy, top1, "{name}");
+        assert_ne!(plain, greedy, "{name}: the fixture should not be that sure");
+    }
+}

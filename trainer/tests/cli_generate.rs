@@ -103,6 +103,22 @@ fn generate_refuses_bad_input_with_one_line() {
             "temperature",
         ),
         (
+            vec!["generate", "--model", model, "-t", "1", "--top-p", "0"],
+            "--top-p 0: top-p must be above 0 and at most 1",
+        ),
+        (
+            vec!["generate", "--model", model, "-t", "1", "--top-p", "1.5"],
+            "--top-p",
+        ),
+        (
+            vec!["generate", "--model", model, "-t", "1", "--top-k", "-2"],
+            "--top-k",
+        ),
+        (
+            vec!["generate", "--model", model, "-t", "1", "--top-k", "70000"],
+            "--top-k",
+        ),
+        (
             vec!["generate", "--model", model, "--prompt", "###"],
             "no character",
         ),

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use charlm_runtime::{Model, Sampler};
+use charlm_runtime::{Error, Model, Sampler};
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::sample::{Batch, generate_batch, host_workspace};
 
@@ -28,6 +28,13 @@ pub struct Args {
     /// 0 picks the most likely character (greedy); above 0 samples with that temperature.
     #[arg(long, short, default_value_t = 0.0, allow_negative_numbers = true)]
     temperature: f32,
+    /// Sample only from the K most likely characters (0: all). Ignored when greedy.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    top_k: u16,
+    /// Then only from the fewest most likely characters whose probabilities
+    /// reach P (nucleus sampling; 1: all). Ignored when greedy.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    top_p: f32,
     /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
     #[arg(long, short, default_value_t = 0)]
     seed: u64,
@@ -40,8 +47,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let sampler = Sampler::from_temperature(args.temperature)
-        .map_err(|e| CliError::invalid(format!("--temperature {}: {e}", args.temperature)))?;
+    let sampler = Sampler::new(args.temperature, args.top_k, args.top_p).map_err(|e| {
+        let flag = match e {
+            Error::BadTopP => format!("--top-p {}", args.top_p),
+            _ => format!("--temperature {}", args.temperature),
+        };
+        CliError::invalid(format!("{flag}: {e}"))
+    })?;
     let path = super::model_path(args.model)?;
     let bytes = read_file(&path)?;
     let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
