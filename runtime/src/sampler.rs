@@ -8,8 +8,8 @@
 //! leaves none). Padding (id 0) has weight zero and is never returned.
 //!
 //! Truncated sampling (`Sampler::Truncated`, cargo feature `truncation`)
-//! first gives weight zero to
-//! all but the most likely ids, then draws the same way. Ids are ranked by
+//! first gives weight zero to all but the most likely ids, then draws the
+//! same way. Ids are ranked by
 //! weight, equal weights by lower id first: top-k keeps the first `k`;
 //! top-p then keeps the fewest first ids whose weights, added in rank order,
 //! reach `p` times the sum of the weights left (in id order). Every step is
