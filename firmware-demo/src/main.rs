@@ -160,28 +160,10 @@ fn run() -> Result<(), ()> {
     let kernels = DIAGNOSTICS.then(|| measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice()));
     let mut totals = Totals::default();
     for (k, case) in cases::CASES.iter().enumerate() {
+        let _ = write!(con.err, "case {}: prompt \"{}\", temperature {}", k + 1, case.prompt, case.temperature_text);
         #[cfg(feature = "truncation")]
-        let _ = writeln!(
-            con.err,
-            "case {}: prompt \"{}\", temperature {}, top-k {}, top-p {}, seed {}, at most {} characters",
-            k + 1,
-            case.prompt,
-            case.temperature_text,
-            case.top_k,
-            case.top_p_text,
-            case.seed,
-            case.max_chars
-        );
-        #[cfg(not(feature = "truncation"))]
-        let _ = writeln!(
-            con.err,
-            "case {}: prompt \"{}\", temperature {}, seed {}, at most {} characters",
-            k + 1,
-            case.prompt,
-            case.temperature_text,
-            case.seed,
-            case.max_chars
-        );
+        let _ = write!(con.err, ", top-k {}, top-p {}", case.top_k, case.top_p_text);
+        let _ = writeln!(con.err, ", seed {}, at most {} characters", case.seed, case.max_chars);
         if let Err(e) = generate(&model, ws, case, &mut con, &mut stopwatch, &mut totals) {
             let _ = writeln!(con.err, "charlm: case {}: {e}", k + 1);
             return Err(());
@@ -338,14 +320,10 @@ fn report(
     let macs = model.arch().macs_per_char() as u64;
     let unit = measure::UNIT;
     let _ = writeln!(e, "report:");
+    let _ = write!(e, "  characters generated        {} (+ ", t.generated);
     #[cfg(feature = "truncation")]
-    let _ = writeln!(
-        e,
-        "  characters generated        {} (+ {} with top-k/top-p, + {} prompt characters fed)",
-        t.generated, t.truncated, t.fed
-    );
-    #[cfg(not(feature = "truncation"))]
-    let _ = writeln!(e, "  characters generated        {} (+ {} prompt characters fed)", t.generated, t.fed);
+    let _ = write!(e, "{} with top-k/top-p, + ", t.truncated);
+    let _ = writeln!(e, "{} prompt characters fed)", t.fed);
     let _ = writeln!(
         e,
         "  SysTick calibration         {} {unit}s per tick ({} iterations of asm::delay's 2-instruction loop took {} ticks)",

@@ -106,14 +106,9 @@ impl Sampler {
     #[cfg(feature = "truncation")]
     pub fn new(t: f32, top_k: u16, top_p: f32) -> Result<Self, Error> {
         let cut = Truncation::new(top_k, top_p)?;
-        if t == 0.0 {
-            return Ok(Sampler::Greedy);
-        }
-        let t = Temperature::new(t)?;
-        Ok(if cut.is_none() {
-            Sampler::Temperature(t)
-        } else {
-            Sampler::Truncated(t, cut)
+        Ok(match Self::from_temperature(t)? {
+            Sampler::Temperature(t) if !cut.is_none() => Sampler::Truncated(t, cut),
+            plain => plain,
         })
     }
 

@@ -119,6 +119,17 @@ impl Checkpoint {
         Ok(ck)
     }
 
+    /// Checks that the parameters and optimizer state hold what `layout`
+    /// (the checkpoint's own architecture) needs.
+    pub fn fits(&self, layout: &crate::params::Layout) -> Result<(), CliError> {
+        if self.params.len() != layout.len || self.optimizer.v.len() != layout.len {
+            return Err(CliError::invalid(
+                "the checkpoint's parameters do not match its architecture",
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads `dir/checkpoint.bin`.
     pub fn load(dir: &Path) -> Result<Self, CliError> {
         let path = dir.join(FILE);

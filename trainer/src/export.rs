@@ -126,12 +126,7 @@ pub fn from_checkpoint(dir: &std::path::Path) -> Result<Snapshot, CliError> {
     ck.config.validate()?;
     let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
     let layout = Layout::new(ck.config.arch(vocab.size()));
-    if ck.params.len() != layout.len {
-        return Err(CliError::invalid(format!(
-            "{}: the checkpoint's parameters do not match its architecture",
-            dir.join(crate::checkpoint::FILE).display()
-        )));
-    }
+    ck.fits(&layout)?;
     let prov = Provenance {
         corpus: ck.config.corpus.name(),
         steps: ck.progress.steps,

@@ -307,8 +307,8 @@ impl<T: Real> Cpu<T> {
         self.live = LiveRows::of(batch);
         let live = &self.live;
         let np = live.total();
-        let mut ids = std::mem::take(&mut self.ids);
-        live.pack(&batch.inputs, 1, &mut ids);
+        live.pack(&batch.inputs, 1, &mut self.ids);
+        live.pack(&batch.targets, 1, &mut self.targets);
         for l in 0..layers {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
             let (below, rest) = self.cache.split_at_mut(l);
@@ -326,7 +326,7 @@ impl<T: Real> Cpu<T> {
             if l == 0 {
                 let table = &params[w_ih];
                 xg.par_chunks_mut(gh)
-                    .zip(live.packed(&batch.inputs, 1, &ids).par_iter())
+                    .zip(live.packed(&batch.inputs, 1, &self.ids).par_iter())
                     .for_each(|(row, &id)| {
                         let t = &table[id as usize * gh..(id as usize + 1) * gh];
                         for ((o, &w), &bb) in row.iter_mut().zip(t).zip(bias) {
@@ -462,8 +462,6 @@ impl<T: Real> Cpu<T> {
             }
         }
         self.carry_rows = b;
-        self.ids = ids;
-        live.pack(&batch.targets, 1, &mut self.targets);
         // output projection over all running positions
         let top = live.pack(
             self.cache[layers - 1].layer_output(n, b, h),

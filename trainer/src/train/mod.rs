@@ -555,11 +555,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let mut eval_backend = backend::select(opts.device, &layout)?;
     let (mut params, mut opt, mut progress, mut rows) = match resumed {
         Some(ck) => {
-            if ck.params.len() != layout.len || ck.optimizer.v.len() != layout.len {
-                return Err(CliError::invalid(
-                    "the checkpoint's parameters do not match its architecture",
-                ));
-            }
+            ck.fits(&layout)?;
             backend.set_carried_state(ck.carry.0, ck.carry.1);
             (ck.params, ck.optimizer, ck.progress, ck.metrics)
         }
