@@ -2,15 +2,21 @@
 # The figures of docs/BENCHMARKS.md ("Firmware"): the benchmark model (1-layer
 # LSTM, hidden 128, 84 ids, f16) under QEMU -icount shift=0, with the
 # Cortex-M4F kernel, with the portable kernel, and without diagnostics (the
-# flash a product build needs). Prints the three reports.
+# flash a product build needs); then the same model with i8 weights
+# (`charlm export --weights i8`) on the Cortex-M4F kernel. Prints the four
+# reports.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 model=${BENCH_MODEL:-/tmp/charlm-bench-lstm128.clm}
-(cd "$root" && cargo run -q --release -p charlm-tests --bin make-bench-model -- "$model")
+model_i8=${model%.clm}-i8.clm
+(cd "$root" && cargo run -q --release -p charlm-tests --bin make-bench-model -- "$model" \
+    && cargo run -q --release -p charlm-trainer -- export "$model" --weights i8 --out "$model_i8" --force > /dev/null)
 unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
 cd "$here"
 for features in "" "--features portable-kernel" "--no-default-features"; do
     printf '\n### CHARLM_MODEL=%s cargo run --release %s\n' "$model" "$features"
     CHARLM_MODEL=$model cargo run -q --release $features 2>&1 >/dev/null | grep -v '^case '
 done
+printf '\n### CHARLM_MODEL=%s cargo run --release\n' "$model_i8"
+CHARLM_MODEL=$model_i8 cargo run -q --release 2>&1 >/dev/null | grep -v '^case '

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::TensorName;
-use charlm_runtime::format::ModelFile;
+use charlm_runtime::format::{DType, ModelFile};
 
 /// The model embedded when `CHARLM_MODEL` is not set.
 const DEFAULT_MODEL: &str = "../tests/fixtures/shakespeare-lstm128.clm";
@@ -103,12 +103,16 @@ fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> (usize, usize, usize) {
         }
         let offset = t.data.as_ptr() as usize - base;
         let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
+        let row_bytes = match t.dtype {
+            DType::F16 => 2 * cols,
+            DType::I8 => cols,
+        };
         // The output layer skips row 0 (padding is never a prediction).
         let first = usize::from(name == TensorName::OutW);
         let rows = first..rows;
         total += rows.len() * cols;
         for (pad, macs) in aligned_macs.iter_mut().enumerate() {
-            *macs += rows.clone().filter(|r| (pad + offset + r * cols * 2).is_multiple_of(4)).count() * cols;
+            *macs += rows.clone().filter(|r| (pad + offset + r * row_bytes).is_multiple_of(4)).count() * cols;
         }
     }
     let pad = (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0);

@@ -148,12 +148,21 @@ fn run() -> Result<(), ()> {
     if DIAGNOSTICS && self_test(&mut con).is_err() {
         return Err(());
     }
-    let _ = writeln!(
-        con.err,
-        "  generating with the {KERNEL_NAME} kernel; {} of {} MACs per character on word-aligned rows",
-        model::ALIGNED_MACS,
-        model::DOT_MACS
-    );
+    // i8 rows (feature int8) take any alignment at the same speed.
+    #[cfg(feature = "int8")]
+    let i8 = model.weights() == charlm_runtime::format::DType::I8;
+    #[cfg(not(feature = "int8"))]
+    let i8 = false;
+    if i8 {
+        let _ = writeln!(con.err, "  generating with the {KERNEL_NAME} kernel; i8 weights (SXTB + VCVT + VMLA)");
+    } else {
+        let _ = writeln!(
+            con.err,
+            "  generating with the {KERNEL_NAME} kernel; {} of {} MACs per character on word-aligned rows",
+            model::ALIGNED_MACS,
+            model::DOT_MACS
+        );
+    }
 
     let mut stopwatch = Stopwatch::start();
     let calibration = Calibration::measure(&mut stopwatch);

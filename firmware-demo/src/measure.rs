@@ -274,4 +274,19 @@ impl<K: charlm_runtime::Kernel> charlm_runtime::Kernel for &Timed<'_, K> {
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
         self.time(|| self.inner.dot4(rows, x))
     }
+
+    #[cfg(feature = "int8")]
+    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
+        self.time(|| self.inner.dot1_i8(row, x))
+    }
+
+    #[cfg(feature = "int8")]
+    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.time(|| self.inner.dot3_i8(rows, x))
+    }
+
+    #[cfg(feature = "int8")]
+    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.time(|| self.inner.dot4_i8(rows, x))
+    }
 }

@@ -8,6 +8,11 @@
 //!   supplies `expf` and `tanhf`, so every target runs the same software.
 //! * Dot products follow the one order documented in [`crate::kernel`]
 //!   (8 interleaved lanes, a fixed reduction tree), whichever [`Kernel`] runs them.
+//! * i8 weight matrices (cargo feature `int8`): a dot product runs over the
+//!   row's integers, converted exactly to f32, in the same order, and the
+//!   reduced sum is multiplied by the row's scale (one rounding): the
+//!   `dot(...)` terms below are `dot_q(...) * scale[r]`. An input-table
+//!   entry is `q * scale[token]`. Biases are f16 either way.
 //! * Gate pre-activation for row `r`: `(a_r + b_ih[r]) + (dot(w_hh[r], h) + b_hh[r])`
 //!   where `a_r` is the input table entry (layer 0) or `dot(w_ih[r], x)`.
 //!   `sigmoid(x) = 1 / (1 + expf(-x))`.
@@ -16,9 +21,9 @@
 //! * Logits: `dot(out_w[v], h) + out_b[v]`, for ids 1.. (padding gets -inf).
 
 use crate::error::{Capacity, Error};
-use crate::format::{CellKind, MAX_LAYERS};
+use crate::format::{CellKind, DType, MAX_LAYERS};
 use crate::kernel::{Kernel, f16_to_f32};
-use crate::model::{LayerWeights, Model};
+use crate::model::{LayerWeights, Mat, Model};
 
 /// The fixed buffers a model runs in: the recurrent state and the logits.
 ///
@@ -119,6 +124,25 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
     /// the Cortex-M4F demo's code grew from 31.9 KB to 42.0 KB).
     #[inline(always)]
     fn step_in_scope<K: Kernel>(&mut self, k: &K, model: &Model<'_>, token: u16, logits: bool) {
+        match model.weights {
+            DType::F16 => self.step_with::<K, F16>(k, model, token, logits),
+            #[cfg(feature = "int8")]
+            DType::I8 => self.step_with::<K, I8>(k, model, token, logits),
+            // `Model::from_bytes` refuses these without the feature.
+            #[cfg(not(feature = "int8"))]
+            DType::I8 => {}
+        }
+    }
+
+    /// [`Self::step_in_scope`] for weight matrices of type `W`.
+    #[inline(always)]
+    fn step_with<K: Kernel, W: Weights>(
+        &mut self,
+        k: &K,
+        model: &Model<'_>,
+        token: u16,
+        logits: bool,
+    ) {
         let n = model.hidden();
         let cell = model.cell();
         for (l, w) in model.layers.iter().enumerate() {
@@ -134,12 +158,15 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
                 return;
             };
             let input = match below.last() {
-                None => Input::Table(table_row(w.w_ih, cell.gates() * n, token)),
+                None => Input::Table(
+                    table_row::<W>(w.w_ih.data, cell.gates() * n, token),
+                    half_at(w.w_ih.scales, token as usize),
+                ),
                 Some(x) => Input::Hidden(x.get(..n).unwrap_or(&[])),
             };
             match cell {
-                CellKind::Lstm => lstm_layer(k, w, input, h, c, hn),
-                CellKind::Gru => gru_layer(k, w, input, h, hn),
+                CellKind::Lstm => lstm_layer::<K, W>(k, w, input, h, c, hn),
+                CellKind::Gru => gru_layer::<K, W>(k, w, input, h, hn),
             }
             h.copy_from_slice(hn);
         }
@@ -152,7 +179,7 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
             .map_or(&[][..], |h| h.get(..n).unwrap_or(&[]));
         let vocab = model.vocab().size();
         let logits = self.logits.get_mut(..vocab).unwrap_or(&mut []);
-        output_layer(k, model.out_w, model.out_b, top, logits);
+        output_layer::<K, W>(k, model.out_w, model.out_b, top, logits);
     }
 
     /// Hidden state of layer `layer`, first `hidden` units, for tests and inspection.
@@ -164,19 +191,136 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
     }
 }
 
+/// How a model's weight matrices are stored. The cells are compiled once
+/// for each type a build runs: [`F16`], and with feature `int8` [`I8`].
+trait Weights: 'static {
+    /// Bytes per element.
+    const BYTES: usize;
+    /// Whether a row's products and values are multiplied by its scale.
+    const SCALED: bool;
+    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32;
+    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3];
+    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4];
+    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[f32]) -> [f32; LANES];
+    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[f32]) -> [f32; LANES];
+    /// Elements `start..start + 8` of `v` (0 past the end), unscaled.
+    fn values8<K: Kernel>(k: &K, v: &[u8], start: usize) -> [f32; LANES];
+    /// The elements of `v`, unscaled.
+    fn values(v: &[u8]) -> impl Iterator<Item = f32>;
+}
+
+/// f16 weights: the kernel's plain methods.
+struct F16;
+
+impl Weights for F16 {
+    const BYTES: usize = 2;
+    const SCALED: bool = false;
+    #[inline(always)]
+    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32 {
+        k.dot1(row, x)
+    }
+    #[inline(always)]
+    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        k.dot3(rows, x)
+    }
+    #[inline(always)]
+    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        k.dot4(rows, x)
+    }
+    #[inline(always)]
+    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[f32]) -> [f32; LANES] {
+        k.dot8(rows, x)
+    }
+    #[inline(always)]
+    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[f32]) -> [f32; LANES] {
+        k.dot8_block(block, x)
+    }
+    #[inline(always)]
+    fn values8<K: Kernel>(k: &K, v: &[u8], start: usize) -> [f32; LANES] {
+        k.halves8(v, start)
+    }
+    #[inline(always)]
+    fn values(v: &[u8]) -> impl Iterator<Item = f32> {
+        v.as_chunks::<2>().0.iter().map(|b| f16_to_f32(*b))
+    }
+}
+
+/// i8 weights with a scale per row: the kernel's `*_i8` methods.
+#[cfg(feature = "int8")]
+struct I8;
+
+#[cfg(feature = "int8")]
+impl Weights for I8 {
+    const BYTES: usize = 1;
+    const SCALED: bool = true;
+    #[inline(always)]
+    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32 {
+        k.dot1_i8(row, x)
+    }
+    #[inline(always)]
+    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        k.dot3_i8(rows, x)
+    }
+    #[inline(always)]
+    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        k.dot4_i8(rows, x)
+    }
+    #[inline(always)]
+    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[f32]) -> [f32; LANES] {
+        k.dot8_i8(rows, x)
+    }
+    #[inline(always)]
+    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[f32]) -> [f32; LANES] {
+        k.dot8_block_i8(block, x)
+    }
+    #[inline(always)]
+    fn values8<K: Kernel>(k: &K, v: &[u8], start: usize) -> [f32; LANES] {
+        k.bytes8(v, start)
+    }
+    #[inline(always)]
+    fn values(v: &[u8]) -> impl Iterator<Item = f32> {
+        v.iter().map(|b| f32::from(*b as i8))
+    }
+}
+
+/// `d * s` for scaled weights; `d` itself (no operation) for f16.
+#[inline(always)]
+fn scaled<W: Weights>(d: f32, s: f32) -> f32 {
+    if W::SCALED { d * s } else { d }
+}
+
+/// [`scaled`], lane by lane.
+#[inline(always)]
+fn scaled_n<W: Weights, const N: usize>(d: [f32; N], s: [f32; N]) -> [f32; N] {
+    if W::SCALED {
+        core::array::from_fn(|i| d[i] * s[i])
+    } else {
+        d
+    }
+}
+
+/// Half number `i` of `v` as f32 (0 if out of range): a row's scale.
+#[inline(always)]
+fn half_at(v: &[u8], i: usize) -> f32 {
+    v.get(2 * i..)
+        .and_then(|b| b.first_chunk::<2>())
+        .map_or(0.0, |b| f16_to_f32(*b))
+}
+
 /// Where a layer's input comes from.
 enum Input<'x> {
-    /// Layer 0: the row of the input table for the token (`G*H` halves).
-    Table(&'x [u8]),
+    /// Layer 0: the row of the input table for the token (`G*H`
+    /// elements) and, for scaled weights, the row's scale.
+    Table(&'x [u8], f32),
     /// Later layers: the new hidden state of the layer below.
     Hidden(&'x [f32]),
 }
 
-/// Row `token` of layer 0's input table (`width` halves per row).
+/// Row `token` of layer 0's input table (`width` elements per row).
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn table_row(table: &[u8], width: usize, token: u16) -> &[u8] {
-    let start = token as usize * width * 2;
-    table.get(start..start + width * 2).unwrap_or(&[])
+fn table_row<W: Weights>(table: &[u8], width: usize, token: u16) -> &[u8] {
+    let start = token as usize * width * W::BYTES;
+    table.get(start..start + width * W::BYTES).unwrap_or(&[])
 }
 
 /// Splits `data` into `G` consecutive blocks of `len` bytes (empty if short).
@@ -185,47 +329,49 @@ fn blocks<const G: usize>(data: &[u8], len: usize) -> [&[u8]; G] {
     core::array::from_fn(|g| data.get(g * len..(g + 1) * len).unwrap_or(&[]))
 }
 
-/// Iterates the rows (`cols` halves each) of `G` stacked gate blocks of a
+/// Iterates the rows (`cols` elements each) of `G` stacked gate blocks of a
 /// `[G*H, cols]` matrix, one `[row; G]` per hidden unit.
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gate_rows<const G: usize>(w: &[u8], h: usize, cols: usize) -> impl Iterator<Item = [&[u8]; G]> {
-    let row = cols * 2;
+fn gate_rows<W: Weights, const G: usize>(
+    w: &[u8],
+    h: usize,
+    cols: usize,
+) -> impl Iterator<Item = [&[u8]; G]> {
+    let row = cols * W::BYTES;
     let mut its = blocks::<G>(w, h * row).map(|b| b.chunks(row.max(1)));
     (0..h).map(move |_| its.each_mut().map(|it| it.next().unwrap_or(&[])))
 }
 
-/// Iterates `G` stacked blocks of `h` halves, one `[value; G]` per unit.
+/// Iterates `G` stacked blocks of `h` elements of type `W` (f16 for biases
+/// and scales), one `[value; G]` per unit, unscaled.
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gate_values<const G: usize>(v: &[u8], h: usize) -> impl Iterator<Item = [f32; G]> {
-    let mut its = blocks::<G>(v, h * 2).map(|b| b.as_chunks::<2>().0.iter());
-    (0..h).map(move |_| {
-        its.each_mut()
-            .map(|it| it.next().map_or(0.0, |b| f16_to_f32(*b)))
-    })
+fn gate_values<W: Weights, const G: usize>(v: &[u8], h: usize) -> impl Iterator<Item = [f32; G]> {
+    let mut its = blocks::<G>(v, h * W::BYTES).map(W::values);
+    (0..h).map(move |_| its.each_mut().map(|it| it.next().unwrap_or(0.0)))
 }
 
-/// Dispatches a layer's gate rows to [`Kernel::dot3`] (GRU) or [`Kernel::dot4`] (LSTM).
+/// Dispatches a layer's gate rows to `dot3` (GRU) or `dot4` (LSTM) of [`Weights`] `W`.
 trait GateDot<const G: usize> {
-    fn dot_gates(&self, rows: [&[u8]; G], x: &[f32]) -> [f32; G];
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; G], x: &[f32]) -> [f32; G];
 }
 
 impl<K: Kernel> GateDot<3> for K {
     #[inline(always)]
-    fn dot_gates(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.dot3(rows, x)
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        W::dot3(self, rows, x)
     }
 }
 
 impl<K: Kernel> GateDot<4> for K {
     #[inline(always)]
-    fn dot_gates(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.dot4(rows, x)
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        W::dot4(self, rows, x)
     }
 }
 
 /// Pre-activation parts of `G` gates for every unit: `(a + b_ih, dot_hh + b_hh)`.
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gate_inputs<'w, K: GateDot<G>, const G: usize>(
+fn gate_inputs<'w, K: GateDot<G>, W: Weights, const G: usize>(
     k: &'w K,
     w: &LayerWeights<'w>,
     input: Input<'w>,
@@ -233,19 +379,28 @@ fn gate_inputs<'w, K: GateDot<G>, const G: usize>(
 ) -> impl Iterator<Item = ([f32; G], [f32; G])> + 'w {
     let n = h.len();
     let (mut table, mut x) = match input {
-        Input::Table(row) => (Some(gate_values::<G>(row, n)), None),
-        Input::Hidden(x) => (None, Some((gate_rows::<G>(w.w_ih, n, x.len()), x))),
+        Input::Table(row, s) => (Some((gate_values::<W, G>(row, n), s)), None),
+        Input::Hidden(x) => (None, Some((gate_rows::<W, G>(w.w_ih.data, n, x.len()), x))),
     };
-    gate_rows::<G>(w.w_hh, n, n)
-        .zip(gate_values::<G>(w.b_ih, n))
-        .zip(gate_values::<G>(w.b_hh, n))
+    // The rows' scales (none for f16).
+    let mut scales_ih = W::SCALED.then(|| gate_values::<F16, G>(w.w_ih.scales, n));
+    let mut scales_hh = W::SCALED.then(|| gate_values::<F16, G>(w.w_hh.scales, n));
+    gate_rows::<W, G>(w.w_hh.data, n, n)
+        .zip(gate_values::<F16, G>(w.b_ih, n))
+        .zip(gate_values::<F16, G>(w.b_hh, n))
         .map(move |((rows_hh, b_ih), b_hh)| {
             let a = match (&mut table, &mut x) {
-                (Some(t), _) => t.next().unwrap_or([0.0; G]),
-                (None, Some((rows, x))) => rows.next().map_or([0.0; G], |r| k.dot_gates(r, x)),
+                (Some((t, s)), _) => t.next().unwrap_or([0.0; G]).map(|v| scaled::<W>(v, *s)),
+                (None, Some((rows, x))) => {
+                    let d = rows.next().map_or([0.0; G], |r| k.dot_gates::<W>(r, x));
+                    let s = scales_ih.as_mut().and_then(Iterator::next);
+                    scaled_n::<W, G>(d, s.unwrap_or([0.0; G]))
+                }
                 (None, None) => [0.0; G],
             };
-            let hh = k.dot_gates(rows_hh, h);
+            let hh = k.dot_gates::<W>(rows_hh, h);
+            let s = scales_hh.as_mut().and_then(Iterator::next);
+            let hh = scaled_n::<W, G>(hh, s.unwrap_or([0.0; G]));
             (
                 core::array::from_fn(|g| a[g] + b_ih[g]),
                 core::array::from_fn(|g| hh[g] + b_hh[g]),
@@ -265,24 +420,25 @@ fn sigmoid8<K: Kernel>(k: &K, x: [f32; LANES]) -> [f32; LANES] {
     k.expf8(x.map(|x| -x)).map(|e| 1.0 / (1.0 + e))
 }
 
-/// Row `r` (`cols` halves) of a row-major matrix (empty if out of range).
+/// Row `r` (`cols` elements) of a row-major matrix (empty if out of range).
 #[inline(always)]
-fn row(w: &[u8], r: usize, cols: usize) -> &[u8] {
-    w.get(r * cols * 2..(r + 1) * cols * 2).unwrap_or(&[])
+fn row<W: Weights>(w: &[u8], r: usize, cols: usize) -> &[u8] {
+    w.get(r * cols * W::BYTES..(r + 1) * cols * W::BYTES)
+        .unwrap_or(&[])
 }
 
 /// Rows `first + j0 ..= first + j0 + LANES - 1` of a gate block of `n` rows
 /// (lanes past `n` repeat row `first + j0`).
 #[inline(always)]
-fn rows8(m: &[u8], first: usize, n: usize, j0: usize, cols: usize) -> [&[u8]; LANES] {
-    core::array::from_fn(|l| row(m, first + if j0 + l < n { j0 + l } else { j0 }, cols))
+fn rows8<W: Weights>(m: &[u8], first: usize, n: usize, j0: usize, cols: usize) -> [&[u8]; LANES] {
+    core::array::from_fn(|l| row::<W>(m, first + if j0 + l < n { j0 + l } else { j0 }, cols))
 }
 
 /// The gate pre-activations of units `j0..j0 + LANES` (of `n`), gate-major:
 /// `(a + b_ih) + (dot_hh + b_hh)`, as the one-unit path adds them. Lanes
 /// past `n` repeat unit `j0` and are to be dropped.
 #[inline(always)]
-fn gate_block<K: Kernel, const G: usize>(
+fn gate_block<K: Kernel, W: Weights, const G: usize>(
     k: &K,
     w: &LayerWeights<'_>,
     input: &Input<'_>,
@@ -291,22 +447,31 @@ fn gate_block<K: Kernel, const G: usize>(
 ) -> ([[f32; LANES]; G], [[f32; LANES]; G]) {
     let n = h.len();
     // Units j0..j0 + 8 of gate g: one block of 8 consecutive rows, or (a
-    // last, partial group) rows sliced one by one.
-    let dot = |m: &[u8], g: usize, x: &[f32]| {
-        let (start, len) = ((g * n + j0) * x.len() * 2, LANES * x.len() * 2);
-        match m.get(start..start + len) {
-            Some(block) if j0 + LANES <= n => k.dot8_block(block, x),
-            _ => k.dot8(rows8(m, g * n, n, j0, x.len()), x),
-        }
+    // last, partial group) rows sliced one by one; then their scales.
+    let dot = |m: &Mat<'_>, g: usize, x: &[f32]| {
+        let (start, len) = (
+            (g * n + j0) * x.len() * W::BYTES,
+            LANES * x.len() * W::BYTES,
+        );
+        let d = match m.data.get(start..start + len) {
+            Some(block) if j0 + LANES <= n => W::dot8_block(k, block, x),
+            _ => W::dot8(k, rows8::<W>(m.data, g * n, n, j0, x.len()), x),
+        };
+        let s = if W::SCALED {
+            k.halves8(m.scales, g * n + j0)
+        } else {
+            [0.0; LANES]
+        };
+        scaled_n::<W, LANES>(d, s)
     };
     let mut a_part = [[0.0f32; LANES]; G];
     let mut h_part = [[0.0f32; LANES]; G];
     for (g, (ap, hp)) in a_part.iter_mut().zip(h_part.iter_mut()).enumerate() {
         let a = match input {
-            Input::Table(t) => k.halves8(t, g * n + j0),
-            Input::Hidden(x) => dot(w.w_ih, g, x),
+            Input::Table(t, s) => W::values8(k, t, g * n + j0).map(|v| scaled::<W>(v, *s)),
+            Input::Hidden(x) => dot(&w.w_ih, g, x),
         };
-        let hh = dot(w.w_hh, g, h);
+        let hh = dot(&w.w_hh, g, h);
         let (b_ih, b_hh) = (k.halves8(w.b_ih, g * n + j0), k.halves8(w.b_hh, g * n + j0));
         *ap = core::array::from_fn(|l| a[l] + b_ih[l]);
         *hp = core::array::from_fn(|l| hh[l] + b_hh[l]);
@@ -315,7 +480,7 @@ fn gate_block<K: Kernel, const G: usize>(
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn lstm_lanes<K: Kernel>(
+fn lstm_lanes<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
     input: Input<'_>,
@@ -324,7 +489,7 @@ fn lstm_lanes<K: Kernel>(
     hn: &mut [f32],
 ) {
     for (j, (c, hn)) in c.chunks_mut(LANES).zip(hn.chunks_mut(LANES)).enumerate() {
-        let (a, b) = gate_block::<K, 4>(k, w, &input, h, j * LANES);
+        let (a, b) = gate_block::<K, W, 4>(k, w, &input, h, j * LANES);
         let pre: [[f32; LANES]; 4] =
             core::array::from_fn(|g| core::array::from_fn(|l| a[g][l] + b[g][l]));
         let [pi, pf, pg, po] = pre;
@@ -348,9 +513,15 @@ fn lstm_lanes<K: Kernel>(
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gru_lanes<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+fn gru_lanes<K: Kernel, W: Weights>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    hn: &mut [f32],
+) {
     for (j, (hp, hn)) in h.chunks(LANES).zip(hn.chunks_mut(LANES)).enumerate() {
-        let (a, b) = gate_block::<K, 3>(k, w, &input, h, j * LANES);
+        let (a, b) = gate_block::<K, W, 3>(k, w, &input, h, j * LANES);
         let r = sigmoid8(k, core::array::from_fn(|l| a[0][l] + b[0][l]));
         let z = sigmoid8(k, core::array::from_fn(|l| a[1][l] + b[1][l]));
         let n = k.tanhf8(core::array::from_fn(|l| a[2][l] + r[l] * b[2][l]));
@@ -361,7 +532,7 @@ fn gru_lanes<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32]
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn lstm_layer<K: Kernel>(
+fn lstm_layer<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
     input: Input<'_>,
@@ -370,18 +541,24 @@ fn lstm_layer<K: Kernel>(
     hn: &mut [f32],
 ) {
     if K::LANE_ACTIVATIONS {
-        lstm_lanes(k, w, input, h, c, hn)
+        lstm_lanes::<K, W>(k, w, input, h, c, hn)
     } else {
-        lstm_units(k, w, input, h, c, hn)
+        lstm_units::<K, W>(k, w, input, h, c, hn)
     }
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gru_layer<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
+fn gru_layer<K: Kernel, W: Weights>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    hn: &mut [f32],
+) {
     if K::LANE_ACTIVATIONS {
-        gru_lanes(k, w, input, h, hn)
+        gru_lanes::<K, W>(k, w, input, h, hn)
     } else {
-        gru_units(k, w, input, h, hn)
+        gru_units::<K, W>(k, w, input, h, hn)
     }
 }
 
@@ -393,7 +570,7 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn lstm_units<K: Kernel>(
+fn lstm_units<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
     input: Input<'_>,
@@ -401,7 +578,7 @@ fn lstm_units<K: Kernel>(
     c: &mut [f32],
     hn: &mut [f32],
 ) {
-    for (((a, b), c), hn) in gate_inputs::<K, 4>(k, w, input, h)
+    for (((a, b), c), hn) in gate_inputs::<K, W, 4>(k, w, input, h)
         .zip(c.iter_mut())
         .zip(hn.iter_mut())
     {
@@ -415,8 +592,14 @@ fn lstm_units<K: Kernel>(
 }
 
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn gru_units<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32], hn: &mut [f32]) {
-    for (((a, b), hp), hn) in gate_inputs::<K, 3>(k, w, input, h)
+fn gru_units<K: Kernel, W: Weights>(
+    k: &K,
+    w: &LayerWeights<'_>,
+    input: Input<'_>,
+    h: &[f32],
+    hn: &mut [f32],
+) {
+    for (((a, b), hp), hn) in gate_inputs::<K, W, 3>(k, w, input, h)
         .zip(h.iter())
         .zip(hn.iter_mut())
     {
@@ -429,8 +612,14 @@ fn gru_units<K: Kernel>(k: &K, w: &LayerWeights<'_>, input: Input<'_>, h: &[f32]
 
 /// `logits[v] = dot(out_w[v], h) + out_b[v]` for ids 1..; padding gets -inf.
 #[cfg_attr(not(target_os = "none"), inline(always))]
-fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits: &mut [f32]) {
-    let row = h.len() * 2;
+fn output_layer<K: Kernel, W: Weights>(
+    k: &K,
+    out_w: Mat<'_>,
+    out_b: &[u8],
+    h: &[f32],
+    logits: &mut [f32],
+) {
+    let row = h.len() * W::BYTES;
     let Some((pad, rest)) = logits.split_first_mut() else {
         return;
     };
@@ -443,7 +632,13 @@ fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits:
         (&mut [][..], rest)
     };
     for (i, oct) in octs.iter_mut().enumerate() {
-        let d = k.dot8_block(out_w.get((1 + 8 * i) * row..).unwrap_or(&[]), h);
+        let d = W::dot8_block(k, out_w.data.get((1 + 8 * i) * row..).unwrap_or(&[]), h);
+        let s = if W::SCALED {
+            k.halves8(out_w.scales, 1 + 8 * i)
+        } else {
+            [0.0; LANES]
+        };
+        let d = scaled_n::<W, LANES>(d, s);
         let b = k.halves8(out_b, 1 + 8 * i);
         for ((l, d), b) in oct.iter_mut().zip(d).zip(b) {
             *l = d + b;
@@ -451,21 +646,36 @@ fn output_layer<K: Kernel>(k: &K, out_w: &[u8], out_b: &[u8], h: &[f32], logits:
     }
     // The rest: pairs rows and biases by hand (`zip` over `chunks` asks for
     // the length, a division the compiler cannot prove non-zero: a panic path).
+    // Each row with its bias; scaled weights also take the row's scale.
+    let first = 1 + 8 * octs.len();
     let mut biases = out_b.as_chunks::<2>().0.iter();
     let mut rows = out_w
+        .data
         .chunks(row.max(1))
         .map(move |w| (w, biases.next().unwrap_or(&[0, 0])))
-        .skip(1 + 8 * octs.len());
+        .skip(first);
     let (quads, single) = rest.as_chunks_mut::<4>();
-    for quad in quads.iter_mut() {
+    for (i, quad) in quads.iter_mut().enumerate() {
         let mut next = || rows.next().unwrap_or((&[], &[0, 0]));
         let [r0, r1, r2, r3] = [next(), next(), next(), next()];
-        let d = k.dot4([r0.0, r1.0, r2.0, r3.0], h);
+        let d = W::dot4(k, [r0.0, r1.0, r2.0, r3.0], h);
+        let s: [f32; 4] = if W::SCALED {
+            core::array::from_fn(|j| half_at(out_w.scales, first + 4 * i + j))
+        } else {
+            [0.0; 4]
+        };
+        let d = scaled_n::<W, 4>(d, s);
         let b = [r0.1, r1.1, r2.1, r3.1].map(|b| f16_to_f32(*b));
         *quad = [d[0] + b[0], d[1] + b[1], d[2] + b[2], d[3] + b[3]];
     }
-    for l in single.iter_mut() {
+    let first = first + 4 * quads.len();
+    for (i, l) in single.iter_mut().enumerate() {
         let (w, b) = rows.next().unwrap_or((&[], &[0, 0]));
-        *l = k.dot1(w, h) + f16_to_f32(*b);
+        let s = if W::SCALED {
+            half_at(out_w.scales, first + i)
+        } else {
+            0.0
+        };
+        *l = scaled::<W>(W::dot1(k, w, h), s) + f16_to_f32(*b);
     }
 }

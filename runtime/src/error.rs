@@ -153,6 +153,27 @@ pub enum Error {
         /// Which tensor.
         tensor: TensorName,
     },
+    /// A tensor's element type is not allowed where it is: biases are f16,
+    /// and a model's weight matrices all have one type (that of `out_w`).
+    MixedDTypes {
+        /// Which tensor.
+        tensor: TensorName,
+        /// Its type.
+        dtype: crate::format::DType,
+    },
+    /// The file's version predates its weights' type (i8 needs version 2).
+    DTypeTooNew {
+        /// The weights' type.
+        dtype: crate::format::DType,
+        /// The file's version.
+        version: u16,
+    },
+    /// The model's weights are of a type this build of the runtime leaves
+    /// out (i8 needs cargo feature `int8`).
+    DTypeDisabled {
+        /// The weights' type.
+        dtype: crate::format::DType,
+    },
     /// The model is larger than the workspace it is to run in.
     TooLarge {
         /// Which capacity.
@@ -176,7 +197,7 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion { found } => {
                 write!(
                     f,
-                    "unsupported format version {found} (this build reads version {})",
+                    "unsupported format version {found} (this build reads versions 1 to {})",
                     crate::VERSION
                 )
             }
@@ -243,6 +264,19 @@ impl fmt::Display for Error {
                 )
             }
             Error::NonFinite { tensor } => write!(f, "tensor {tensor} contains inf or NaN"),
+            Error::MixedDTypes { tensor, dtype } => write!(
+                f,
+                "tensor {tensor} is {dtype}, but biases must be f16 and all weight matrices the type of out_w"
+            ),
+            Error::DTypeTooNew { dtype, version } => write!(
+                f,
+                "{dtype} weights need format version {} (the file says version {version})",
+                dtype.min_version()
+            ),
+            Error::DTypeDisabled { dtype } => write!(
+                f,
+                "this build of the runtime cannot run {dtype} weights (cargo feature int8 of charlm-runtime)"
+            ),
             Error::TooLarge {
                 what,
                 needed,

@@ -20,7 +20,14 @@
 //! | `out_w`           | `[V, H]`     | output projection                         |
 //! | `out_b`           | `[V, 1]`     | output bias                               |
 //!
-//! Data is row-major, little-endian IEEE binary16.
+//! Data is row-major. Every tensor may be little-endian IEEE binary16
+//! ([`DType::F16`]). The weight matrices (`w_ih`, `w_hh`, `out_w`) may instead
+//! all be 8-bit ([`DType::I8`]): `rows * cols` signed bytes, then one f16
+//! scale per row; element `(r, c)` stands for `q[r][c] * scale[r]`, and a
+//! product with a row is computed on the integers and scaled once (see
+//! [`crate::cell`]). Biases stay f16. Files with i8 weights are format
+//! version 2; files with f16 weights only are written as version 1, which
+//! every earlier runtime reads.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +35,10 @@ use crate::error::{Error, TensorName};
 
 /// The four bytes every `.clm` file starts with.
 pub const MAGIC: [u8; 4] = *b"CHLM";
-/// The format version this crate reads and writes.
-pub const VERSION: u16 = 1;
+/// The newest format version this crate reads (and every one before it): 2,
+/// which added i8 weights. Files are written with the oldest version that
+/// holds them ([`Header::for_weights`]).
+pub const VERSION: u16 = 2;
 /// Most layers the format describes.
 pub const MAX_LAYERS: usize = 4;
 /// Largest hidden size the format describes (a workspace may allow less).
@@ -148,6 +157,43 @@ pub struct VocabRecord<'a> {
 pub enum DType {
     /// IEEE binary16, little-endian.
     F16,
+    /// Signed bytes with one f16 scale per row (weight matrices only;
+    /// format version 2): `rows * cols` bytes, then `rows` little-endian
+    /// f16 scales.
+    I8,
+}
+
+impl DType {
+    /// Lower-case name, as on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "f16",
+            DType::I8 => "i8",
+        }
+    }
+
+    /// Bytes of a `[rows, cols]` tensor of this type.
+    pub const fn data_len(self, shape: [u32; 2]) -> usize {
+        let (r, c) = (shape[0] as usize, shape[1] as usize);
+        match self {
+            DType::F16 => 2 * r * c,
+            DType::I8 => r * c + 2 * r,
+        }
+    }
+
+    /// The oldest format version that has this type.
+    pub const fn min_version(self) -> u16 {
+        match self {
+            DType::F16 => 1,
+            DType::I8 => 2,
+        }
+    }
+}
+
+impl core::fmt::Display for DType {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One tensor: type, shape and raw little-endian bytes.
@@ -200,16 +246,20 @@ pub struct Meta<'a> {
 pub struct Header {
     /// Always [`MAGIC`].
     pub magic: [u8; 4],
-    /// Always [`VERSION`] for files this crate writes.
+    /// Format version: 1 (f16 weights) or 2 (adds i8 weights).
     pub version: u16,
 }
 
 impl Header {
-    /// The header of files this crate writes.
-    pub const CURRENT: Header = Header {
-        magic: MAGIC,
-        version: VERSION,
-    };
+    /// The header of a file whose weight matrices are of type `weights`:
+    /// the oldest version that holds them, so that f16 models stay readable
+    /// by runtimes that predate i8.
+    pub const fn for_weights(weights: DType) -> Header {
+        Header {
+            magic: MAGIC,
+            version: weights.min_version(),
+        }
+    }
 }
 
 /// Everything after the header.
@@ -274,7 +324,7 @@ impl<'a> ModelFile<'a> {
             return Err(Error::BadMagic);
         }
         let (header, _) = postcard::take_from_bytes::<Header>(bytes).map_err(Error::Malformed)?;
-        if header.version != VERSION {
+        if header.version == 0 || header.version > VERSION {
             return Err(Error::UnsupportedVersion {
                 found: header.version,
             });
@@ -295,6 +345,13 @@ impl<'a> ModelFile<'a> {
             return Err(Error::TrailingBytes { count: rest.len() });
         }
         file.body.validate()?;
+        let weights = file.body.weights();
+        if header.version < weights.min_version() {
+            return Err(Error::DTypeTooNew {
+                dtype: weights,
+                version: header.version,
+            });
+        }
         Ok(file)
     }
 
@@ -323,6 +380,12 @@ impl<'a> Body<'a> {
             (TensorName::OutW, &self.out_w),
             (TensorName::OutB, &self.out_b),
         ])
+    }
+
+    /// The type of the weight matrices (that of `out_w`; [`Self::validate`]
+    /// checks that the others agree).
+    pub fn weights(&self) -> DType {
+        self.out_w.dtype
     }
 
     /// Checks the architecture, the vocabulary and every tensor against each other.
@@ -358,8 +421,18 @@ impl<'a> Body<'a> {
                     found: t.shape,
                 });
             }
-            let DType::F16 = t.dtype;
-            let len = expected[0] as usize * expected[1] as usize * 2;
+            let matrix = matches!(
+                name,
+                TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW
+            );
+            let dtype = if matrix { self.weights() } else { DType::F16 };
+            if t.dtype != dtype {
+                return Err(Error::MixedDTypes {
+                    tensor: name,
+                    dtype: t.dtype,
+                });
+            }
+            let len = t.dtype.data_len(expected);
             if t.data.len() != len {
                 return Err(Error::DataLength {
                     tensor: name,
@@ -369,7 +442,12 @@ impl<'a> Body<'a> {
             }
             // Inf and NaN halves (exponent all ones) are rejected: they mean a
             // broken export, and the runtime's exact f16 decoding relies on it.
-            if t.data
+            // (Of an i8 tensor, the halves are its scales, after the bytes.)
+            let halves = match t.dtype {
+                DType::F16 => t.data,
+                DType::I8 => t.data.get(len - 2 * expected[0] as usize..).unwrap_or(&[]),
+            };
+            if halves
                 .as_chunks::<2>()
                 .0
                 .iter()

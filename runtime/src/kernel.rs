@@ -10,7 +10,9 @@
 //! reference every other kernel is tested against.
 //!
 //! Rows are little-endian f16 bytes, `2 * x.len()` long (guaranteed for a
-//! validated model). A shorter row never makes a kernel panic or read past
+//! validated model). With cargo feature `int8`, the `*_i8` methods take rows
+//! of `x.len()` signed bytes: the same order, each byte converted exactly to
+//! f32; the row's scale is applied by the caller, once, to the reduced sum. A shorter row never makes a kernel panic or read past
 //! its end, but what it gives is unspecified: kernels may then differ (the
 //! portable multi-row products stop every row at the shortest one).
 
@@ -60,6 +62,49 @@ pub trait Kernel {
         let src = v.get(start * 2..).unwrap_or(&[]);
         for (o, b) in out.iter_mut().zip(src.as_chunks::<2>().0) {
             *o = f16_to_f32(*b);
+        }
+        out
+    }
+
+    /// [`Kernel::dot1`] of a row of signed bytes (unscaled).
+    #[cfg(feature = "int8")]
+    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
+        Portable.dot1_i8(row, x)
+    }
+
+    /// [`Kernel::dot3`] of rows of signed bytes (unscaled).
+    #[cfg(feature = "int8")]
+    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        Portable.dot3_i8(rows, x)
+    }
+
+    /// [`Kernel::dot4`] of rows of signed bytes (unscaled).
+    #[cfg(feature = "int8")]
+    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        Portable.dot4_i8(rows, x)
+    }
+
+    /// [`Kernel::dot8`] of rows of signed bytes (unscaled).
+    #[cfg(feature = "int8")]
+    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        let [a, b, c, d, e, f, g, h] = rows;
+        let (lo, hi) = (self.dot4_i8([a, b, c, d], x), self.dot4_i8([e, f, g, h], x));
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+    }
+
+    /// [`Kernel::dot8_block`] of 8 consecutive rows of `x.len()` signed bytes.
+    #[cfg(feature = "int8")]
+    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        self.dot8_i8(split8(block, x.len()), x)
+    }
+
+    /// Signed bytes `start..start + 8` of `v` as f32 (0 past the end): the
+    /// i8 input table's values for 8 units at a time (unscaled).
+    #[cfg(feature = "int8")]
+    fn bytes8(&self, v: &[u8], start: usize) -> [f32; 8] {
+        let mut out = [0.0f32; 8];
+        for (o, b) in out.iter_mut().zip(v.get(start..).unwrap_or(&[])) {
+            *o = f32::from(*b as i8);
         }
         out
     }
@@ -144,17 +189,36 @@ fn mac_tail(acc: &mut [f32; 8], w: &[u8], x: &[f32]) {
     }
 }
 
-/// Defines `$name(rows: [&[u8]; N], x) -> [f32; N]`. Computing several rows
-/// in one pass gives independent accumulator chains (each row's order is
-/// unchanged); the lock-step iterators keep the loop free of bounds checks
-/// so that it vectorizes.
+/// Multiply-adds 8 signed bytes with 8 floats into 8 lanes.
+#[cfg(feature = "int8")]
+#[inline(always)]
+fn mac8_i8(acc: &mut [f32; 8], w: &[u8; 8], x: &[f32; 8]) {
+    for l in 0..8 {
+        acc[l] += f32::from(w[l] as i8) * x[l];
+    }
+}
+
+/// [`mac_tail`] for signed bytes.
+#[cfg(feature = "int8")]
+#[inline(always)]
+fn mac_tail_i8(acc: &mut [f32; 8], w: &[u8], x: &[f32]) {
+    for ((a, w), x) in acc.iter_mut().zip(w).zip(x) {
+        *a += f32::from(*w as i8) * *x;
+    }
+}
+
+/// Defines `$name(rows: [&[u8]; N], x) -> [f32; N]` for rows of `$bytes`
+/// bytes per 8 elements, multiplied in by `$mac` and `$tail`. Computing
+/// several rows in one pass gives independent accumulator chains (each
+/// row's order is unchanged); the lock-step iterators keep the loop free of
+/// bounds checks so that it vectorizes.
 macro_rules! portable_rows {
-    ($name:ident, $n:literal, $($r:ident),+) => {
+    ($name:ident, $n:literal, $bytes:literal, $mac:ident, $tail:ident, $($r:ident),+) => {
         #[inline(always)]
         fn $name(rows: [&[u8]; $n], x: &[f32]) -> [f32; $n] {
             let mut acc = [[0.0f32; 8]; $n];
             let (xc, xt) = x.as_chunks::<8>();
-            let [$($r),+] = rows.map(|r| r.as_chunks::<16>());
+            let [$($r),+] = rows.map(|r| r.as_chunks::<$bytes>());
             let mut lanes = xc.iter();
             $(let mut $r = ($r.0.iter(), $r.1);)+
             loop {
@@ -162,18 +226,24 @@ macro_rules! portable_rows {
                 #[allow(unused_parens)]
                 let ($(Some($r)),+) = ($($r.0.next()),+) else { break };
                 let mut a = acc.iter_mut();
-                $(if let Some(a) = a.next() { mac8(a, $r, xk); })+
+                $(if let Some(a) = a.next() { $mac(a, $r, xk); })+
             }
             let mut a = acc.iter_mut();
-            $(if let Some(a) = a.next() { mac_tail(a, $r.1, xt); })+
+            $(if let Some(a) = a.next() { $tail(a, $r.1, xt); })+
             acc.map(reduce)
         }
     };
 }
 
-portable_rows!(rows1, 1, r0);
-portable_rows!(rows3, 3, r0, r1, r2);
-portable_rows!(rows4, 4, r0, r1, r2, r3);
+portable_rows!(rows1, 1, 16, mac8, mac_tail, r0);
+portable_rows!(rows3, 3, 16, mac8, mac_tail, r0, r1, r2);
+portable_rows!(rows4, 4, 16, mac8, mac_tail, r0, r1, r2, r3);
+#[cfg(feature = "int8")]
+portable_rows!(rows1_i8, 1, 8, mac8_i8, mac_tail_i8, r0);
+#[cfg(feature = "int8")]
+portable_rows!(rows3_i8, 3, 8, mac8_i8, mac_tail_i8, r0, r1, r2);
+#[cfg(feature = "int8")]
+portable_rows!(rows4_i8, 4, 8, mac8_i8, mac_tail_i8, r0, r1, r2, r3);
 
 impl Kernel for Portable {
     #[inline(always)]
@@ -190,6 +260,24 @@ impl Kernel for Portable {
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
         rows4(rows, x)
     }
+
+    #[cfg(feature = "int8")]
+    #[inline(always)]
+    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
+        rows1_i8([row], x)[0]
+    }
+
+    #[cfg(feature = "int8")]
+    #[inline(always)]
+    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        rows3_i8(rows, x)
+    }
+
+    #[cfg(feature = "int8")]
+    #[inline(always)]
+    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        rows4_i8(rows, x)
+    }
 }
 
 /// The documented order written the plain way (one element at a time,
@@ -198,6 +286,15 @@ pub fn reference_dot(row: &[u8], x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     for (i, (w, x)) in row.as_chunks::<2>().0.iter().zip(x).enumerate() {
         lanes[i % 8] += half::f16::from_le_bytes(*w).to_f32() * x;
+    }
+    reduce(lanes)
+}
+
+/// [`reference_dot`] for a row of signed bytes (unscaled).
+pub fn reference_dot_i8(row: &[u8], x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, (w, x)) in row.iter().zip(x).enumerate() {
+        lanes[i % 8] += f32::from(*w as i8) * x;
     }
     reduce(lanes)
 }
@@ -243,6 +340,54 @@ mod tests {
                 "dot1, n={n}"
             );
         }
+    }
+
+    #[cfg(feature = "int8")]
+    #[test]
+    fn portable_i8_rows_follow_the_documented_order_bit_for_bit() {
+        let mut rng = crate::SeededRng::new(12);
+        for n in 1..=70 {
+            let x: Vec<f32> = (0..n)
+                .map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0)
+                .collect();
+            let rows: Vec<Vec<u8>> = (0..4)
+                .map(|_| (0..n).map(|_| rng.next_u32() as u8).collect())
+                .collect();
+            let want: Vec<u32> = rows
+                .iter()
+                .map(|r| reference_dot_i8(r, &x).to_bits())
+                .collect();
+            let r: [&[u8]; 4] = core::array::from_fn(|i| &rows[i][..]);
+            let four = Portable.dot4_i8(r, &x);
+            assert_eq!(four.map(f32::to_bits).to_vec(), want, "dot4_i8, n={n}");
+            let three = Portable.dot3_i8([r[1], r[2], r[3]], &x);
+            assert_eq!(
+                three.map(f32::to_bits).to_vec(),
+                want[1..],
+                "dot3_i8, n={n}"
+            );
+            assert_eq!(
+                Portable.dot1_i8(r[0], &x).to_bits(),
+                want[0],
+                "dot1_i8, n={n}"
+            );
+            let block: Vec<u8> = (0..8).flat_map(|i| rows[i % 4].clone()).collect();
+            let eight = Portable.dot8_block_i8(&block, &x);
+            for (l, d) in eight.iter().enumerate() {
+                assert_eq!(d.to_bits(), want[l % 4], "dot8_block_i8 lane {l}, n={n}");
+            }
+        }
+        // Every byte value converts exactly, -128 included.
+        let all: Vec<u8> = (0..=255).collect();
+        let v = Portable.bytes8(&all, 0x7c);
+        assert_eq!(
+            v,
+            [124.0, 125.0, 126.0, 127.0, -128.0, -127.0, -126.0, -125.0]
+        );
+        assert_eq!(
+            Portable.bytes8(&all, 252),
+            [-4.0, -3.0, -2.0, -1.0, 0.0, 0.0, 0.0, 0.0]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A validated, zero-copy view of a `.clm` model.
 
 use crate::error::Error;
-use crate::format::{Arch, Body, CellKind, MAX_LAYERS, Meta, ModelFile, Tensor};
+use crate::format::{Arch, Body, CellKind, DType, MAX_LAYERS, Meta, ModelFile, Tensor};
 
 /// The symbols of a model: id 0 is padding, ids `1..eos` are characters,
 /// `eos` is the last id.
@@ -41,11 +41,30 @@ impl<'a> Vocab<'a> {
     }
 }
 
-/// Weights of one layer, each a slice of little-endian f16 (see [`crate::format`]).
+/// A weight matrix: its elements (f16 or i8, the model's weight type) and,
+/// for i8, one f16 scale per row (empty for f16).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [u8],
+    pub scales: &'a [u8],
+}
+
+impl<'a> Mat<'a> {
+    fn of(t: &Tensor<'a>) -> Self {
+        let split = match t.dtype {
+            DType::F16 => t.data.len(),
+            DType::I8 => t.shape[0] as usize * t.shape[1] as usize,
+        };
+        let (data, scales) = t.data.split_at_checked(split).unwrap_or((t.data, &[]));
+        Mat { data, scales }
+    }
+}
+
+/// Weights of one layer (see [`crate::format`]); biases are f16.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LayerWeights<'a> {
-    pub w_ih: &'a [u8],
-    pub w_hh: &'a [u8],
+    pub w_ih: Mat<'a>,
+    pub w_hh: Mat<'a>,
     pub b_ih: &'a [u8],
     pub b_hh: &'a [u8],
 }
@@ -57,31 +76,36 @@ pub struct Model<'a> {
     vocab: Vocab<'a>,
     meta: Meta<'a>,
     pub(crate) layers: heapless::Vec<LayerWeights<'a>, MAX_LAYERS>,
-    pub(crate) out_w: &'a [u8],
+    pub(crate) out_w: Mat<'a>,
     pub(crate) out_b: &'a [u8],
+    pub(crate) weights: DType,
     file_len: usize,
 }
 
 impl<'a> Model<'a> {
     /// Decodes and validates `bytes` (magic, version, checksum, shapes,
     /// vocabulary, finite weights). Never panics, never allocates; the weights
-    /// stay where they are (flash, a memory map, a `Vec`).
+    /// stay where they are (flash, a memory map, a `Vec`). A model with i8
+    /// weights needs cargo feature `int8` ([`Error::DTypeDisabled`] without).
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
         let file = ModelFile::decode(bytes)?;
+        let weights = file.body.weights();
+        if weights == DType::I8 && !cfg!(feature = "int8") {
+            return Err(Error::DTypeDisabled { dtype: weights });
+        }
         Ok(Self::from_body(&file.body, bytes.len()))
     }
 
     fn from_body(body: &Body<'a>, file_len: usize) -> Self {
-        let data = |t: &Tensor<'a>| t.data;
         // A loop of `push`es rather than `collect`: both Vecs hold
         // MAX_LAYERS, but `collect` into a heapless Vec keeps a panic path.
         let mut layers = heapless::Vec::new();
         for l in &body.layers {
             let _ = layers.push(LayerWeights {
-                w_ih: data(&l.w_ih),
-                w_hh: data(&l.w_hh),
-                b_ih: data(&l.b_ih),
-                b_hh: data(&l.b_hh),
+                w_ih: Mat::of(&l.w_ih),
+                w_hh: Mat::of(&l.w_hh),
+                b_ih: l.b_ih.data,
+                b_hh: l.b_hh.data,
             });
         }
         // Validated: the symbols are UTF-8, so this never takes the fallback.
@@ -94,8 +118,9 @@ impl<'a> Model<'a> {
             },
             meta: body.meta,
             layers,
-            out_w: body.out_w.data,
+            out_w: Mat::of(&body.out_w),
             out_b: body.out_b.data,
+            weights: body.weights(),
             file_len,
         }
     }
@@ -123,6 +148,11 @@ impl<'a> Model<'a> {
     /// Training provenance.
     pub fn meta(&self) -> &Meta<'a> {
         &self.meta
+    }
+
+    /// Type of the weight matrices (biases are always f16).
+    pub fn weights(&self) -> DType {
+        self.weights
     }
 
     /// Size of the file in bytes.

@@ -57,9 +57,26 @@ pub const SPECS: [Spec; 2] = [
 /// are rewritten by make-fixtures; the models themselves never are.
 pub const TRAINED: [&str; 1] = ["shakespeare-lstm128"];
 
-/// Every model with golden outputs: the synthetic ones, then the trained ones.
+/// i8 versions of the models above (`charlm export MODEL.clm --weights i8`,
+/// i.e. `charlm_trainer::export::quantize_file`), each `(i8 model, f16
+/// model it is made from)`: written by make-fixtures, with golden outputs.
+/// The 2-layer LSTM's hidden size 27 takes the i8 dot products through
+/// their tail lanes too.
+pub const QUANTIZED: [(&str, &str); 3] = [
+    ("lstm2-i8", "lstm2"),
+    ("gru1-i8", "gru1"),
+    ("shakespeare-lstm128-i8", "shakespeare-lstm128"),
+];
+
+/// Every model with golden outputs: the synthetic ones, the trained ones,
+/// then the i8 ones.
 pub fn golden_models() -> Vec<&'static str> {
-    SPECS.iter().map(|s| s.name).chain(TRAINED).collect()
+    SPECS
+        .iter()
+        .map(|s| s.name)
+        .chain(TRAINED)
+        .chain(QUANTIZED.iter().map(|q| q.0))
+        .collect()
 }
 
 /// Prompts of the golden cases (unknown characters are dropped).
@@ -210,7 +227,7 @@ impl Weights {
             .collect::<heapless::Vec<_, 4>>();
         let n = data.len();
         let file = ModelFile {
-            header: Header::CURRENT,
+            header: Header::for_weights(DType::F16),
             body: Body {
                 arch: self.arch,
                 vocab: VocabRecord {

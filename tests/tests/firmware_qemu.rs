@@ -285,6 +285,20 @@ fn firmware_matches_host_for_the_benchmark_model() {
 }
 
 #[test]
+fn firmware_matches_host_for_an_i8_model() {
+    // The trained fixture's i8 version: the runtime's i8 cells on the
+    // Cortex-M4F (built with the demo's default feature int8).
+    let Some(_) = qemu_or_skip("firmware_matches_host_for_an_i8_model") else {
+        return;
+    };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    let path = root().join("tests/fixtures/shakespeare-lstm128-i8.clm");
+    let bytes = std::fs::read(&path).expect("i8 fixture");
+    let run = build_and_run(Some(&path));
+    assert_text(&run, &host_text(&bytes), "charlm generate");
+}
+
+#[test]
 fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
     let Some(_) =
         qemu_or_skip("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status")

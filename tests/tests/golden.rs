@@ -40,6 +40,15 @@ fn golden_fixtures_are_what_the_fixture_tool_builds() {
             spec.name
         );
     }
+    for (name, from) in charlm_tests::QUANTIZED {
+        let committed = std::fs::read(model_path(name)).expect("fixture model");
+        let base = std::fs::read(model_path(from)).expect("fixture model");
+        let built = charlm_trainer::export::quantize_file(&base).expect("quantizing");
+        assert!(
+            committed == built,
+            "{name} is not what make-fixtures builds"
+        );
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Behaviour of the runtime's public API: loading and rejecting files,
 //! workspace capacity, samplers and the streaming generator.
 
-use charlm_runtime::format::{Body, ModelFile};
+use charlm_runtime::format::{Body, DType, ModelFile};
 use charlm_runtime::{
     Capacity, Error, Generator, Model, Sampler, SeededRng, Stop, Temperature, TensorName, Workspace,
 };
@@ -537,4 +537,153 @@ fn truncated_text_from_a_model() {
         assert_eq!(greedy, top1, "{name}");
         assert_ne!(plain, greedy, "{name}: the fixture should not be that sure");
     }
+}
+
+#[test]
+fn i8_weights_are_validated() {
+    let good = fixture("lstm2-i8");
+    let f16 = fixture("lstm2");
+    let model = Model::from_bytes(&good).unwrap();
+    assert_eq!(model.weights(), DType::I8);
+    assert_eq!(Model::from_bytes(&f16).unwrap().weights(), DType::F16);
+    // i8 files are version 2, f16 files stay version 1 (older runtimes read them).
+    assert_eq!(ModelFile::decode(&good).unwrap().header.version, 2);
+    assert_eq!(ModelFile::decode(&f16).unwrap().header.version, 1);
+    let file = ModelFile::decode(&good).unwrap();
+    let f16_file = ModelFile::decode(&f16).unwrap();
+    // w_hh of layer 1: [108, 27] -> 108 * 27 bytes, then 108 scales.
+    let w_hh = file.body.layers[1].w_hh;
+    assert_eq!(w_hh.data.len(), 108 * 27 + 2 * 108);
+    let mut inf_scale = w_hh.data.to_vec();
+    inf_scale[108 * 27 + 1] = 0x7c;
+    let f16_bias = f16_file.body.layers[0].b_ih;
+    let cases: Vec<(Vec<u8>, Error)> = vec![
+        // A bias in i8 (with the length an i8 [108, 1] would have).
+        (
+            edited(&good, |b| {
+                b.layers[0].b_ih.dtype = DType::I8;
+                b.layers[0].b_ih.data = &w_hh.data[..108 + 216];
+            }),
+            Error::MixedDTypes {
+                tensor: TensorName::BIh(0),
+                dtype: DType::I8,
+            },
+        ),
+        // One matrix f16 among i8 ones.
+        (
+            edited(&good, |b| b.layers[0].w_hh = f16_file.body.layers[0].w_hh),
+            Error::MixedDTypes {
+                tensor: TensorName::WHh(0),
+                dtype: DType::F16,
+            },
+        ),
+        // One matrix i8 in an f16 model (out_w decides the type).
+        (
+            edited(&f16, |b| b.layers[1].w_hh = w_hh),
+            Error::MixedDTypes {
+                tensor: TensorName::WHh(1),
+                dtype: DType::I8,
+            },
+        ),
+        // Scales missing.
+        (
+            edited(&good, |b| b.layers[1].w_hh.data = &w_hh.data[..108 * 27]),
+            Error::DataLength {
+                tensor: TensorName::WHh(1),
+                expected: 108 * 27 + 216,
+                found: 108 * 27,
+            },
+        ),
+        // An infinite scale (the bytes themselves are any i8).
+        (
+            edited(&good, |b| b.layers[1].w_hh.data = &inf_scale),
+            Error::NonFinite {
+                tensor: TensorName::WHh(1),
+            },
+        ),
+    ];
+    for (bytes, expected) in cases {
+        assert_eq!(Model::from_bytes(&bytes).unwrap_err(), expected);
+    }
+    // The bias case shows that an i8 bias is refused for its type, not its length.
+    assert_eq!(f16_bias.data.len(), 216);
+    // Version 1 cannot hold i8; versions after 2 are unknown.
+    let mut v1 = ModelFile::decode(&good).unwrap();
+    v1.header.version = 1;
+    assert_eq!(
+        Model::from_bytes(&v1.encode().unwrap()).unwrap_err(),
+        Error::DTypeTooNew {
+            dtype: DType::I8,
+            version: 1
+        }
+    );
+    v1.header.version = 3;
+    assert_eq!(
+        Model::from_bytes(&v1.encode().unwrap()).unwrap_err(),
+        Error::UnsupportedVersion { found: 3 }
+    );
+    // An f16 model written as version 2 is fine (a reader takes 1 to 2).
+    let mut f16_v2 = ModelFile::decode(&f16).unwrap();
+    f16_v2.header.version = 2;
+    assert!(Model::from_bytes(&f16_v2.encode().unwrap()).is_ok());
+}
+
+/// The portable kernel through the cells' 8-lane path (what the host's
+/// AVX2 kernel takes), without any instruction set of its own.
+struct PortableLanes;
+
+impl charlm_runtime::Kernel for PortableLanes {
+    const LANE_ACTIVATIONS: bool = true;
+}
+
+/// The logits after each id of the digest input, as bits.
+fn logits_bits<K: charlm_runtime::Kernel>(model: &Model<'_>, kernel: K) -> Vec<Vec<u32>> {
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g =
+        Generator::with_kernel(model, &mut ws, Sampler::Greedy, SeededRng::new(0), kernel).unwrap();
+    charlm_tests::digest_input(model.arch().vocab)
+        .into_iter()
+        .map(|id| {
+            g.feed_id(id);
+            g.logits().iter().map(|x| x.to_bits()).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn one_unit_and_eight_lane_cells_give_the_same_logits_for_every_weight_type() {
+    // The firmware runs the one-unit path, the host the 8-lane one (with
+    // AVX2 where the CPU has it): all three must agree bit for bit.
+    for name in charlm_tests::golden_models() {
+        let bytes = fixture(name);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let units = logits_bits(&model, charlm_runtime::Portable);
+        assert_eq!(units, logits_bits(&model, PortableLanes), "{name}: lanes");
+        let host = charlm_trainer::host_kernel::HostKernel::detect();
+        assert_eq!(units, logits_bits(&model, host), "{name}: {}", host.name());
+    }
+}
+
+#[test]
+fn i8_weights_cost_little_against_the_f16_model_they_come_from() {
+    // The trained fixture and its i8 version on the start of the bundled
+    // corpus's held-out part: quantization must not cost more than 1% of
+    // the bits per character (the end of the corpus is its held-out part).
+    let corpus = std::str::from_utf8(charlm_trainer::corpus::BUNDLED).unwrap();
+    let tail: Vec<char> = corpus.chars().rev().take(4000).collect();
+    let bpc = |name: &str| {
+        let bytes = fixture(name);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let ids = tail
+            .iter()
+            .rev()
+            .filter_map(|&c| model.vocab().id_of(c))
+            .collect();
+        let data = charlm_trainer::eval::EvalData::Running(ids);
+        charlm_trainer::eval::runtime_loss(&model, &data).bpc()
+    };
+    let (f16, i8) = (bpc("shakespeare-lstm128"), bpc("shakespeare-lstm128-i8"));
+    eprintln!("held-out prefix: f16 {f16:.4} bpc, i8 {i8:.4} bpc");
+    assert!(f16 > 1.0 && f16 < 4.0, "the f16 model scores {f16}");
+    assert!((i8 - f16).abs() < 0.01 * f16, "i8 {i8} against f16 {f16}");
 }

@@ -1,10 +1,12 @@
 //! f32 parameters to a `.clm` file, through the runtime's own format types.
 //!
-//! Each f32 is rounded to the nearest f16 (ties to even, `half`). The
-//! parameter layout already stores layer 0's input weights as the runtime's
-//! `[V, G*H]` table, so every tensor is written as it is; vectors become
-//! `[n, 1]`.
+//! Each f32 is rounded to the nearest f16 (ties to even, `half`), or, for
+//! the weight matrices of an i8 export, quantized row by row
+//! ([`to_i8_rows`]). The parameter layout already stores layer 0's input
+//! weights as the runtime's `[V, G*H]` table, so every tensor is written as
+//! it is; vectors become `[n, 1]`.
 
+use charlm_runtime::TensorName;
 use charlm_runtime::format::{
     Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord,
 };
@@ -41,18 +43,70 @@ pub fn to_f16_bytes(x: &[f32]) -> Result<Vec<u8>, usize> {
     Ok(out)
 }
 
-/// Encodes a model file (with checksum).
+/// Symmetric 8-bit quantization of a row-major matrix of `cols` columns,
+/// row by row: the row's scale `s` is `max |w| / 127` rounded to f16, and
+/// each element becomes `q = round(w / s)` (ties to even, within -127..=127;
+/// a row of zeros, or one so small that `s` rounds to 0, becomes zeros).
+/// Returns the `.clm` data of a [`DType::I8`] tensor: every row's bytes,
+/// then every row's scale; or the index of a value whose scale does not
+/// fit in f16.
+pub fn to_i8_rows(x: &[f32], cols: usize) -> Result<Vec<u8>, usize> {
+    let rows = x.len() / cols.max(1);
+    let mut q = Vec::with_capacity(rows * cols + 2 * rows);
+    let mut scales = Vec::with_capacity(2 * rows);
+    for (r, row) in x.chunks(cols.max(1)).enumerate() {
+        let (at, max) = row
+            .iter()
+            .map(|v| v.abs())
+            .enumerate()
+            .fold(
+                (0, 0.0f32),
+                |m, (i, v)| if v > m.1 || v.is_nan() { (i, v) } else { m },
+            );
+        let s = half::f16::from_f32(max / 127.0);
+        if !s.is_finite() || !max.is_finite() {
+            return Err(r * cols + at);
+        }
+        let sf = s.to_f32();
+        q.extend(row.iter().map(|&v| {
+            let level = if sf > 0.0 {
+                (v / sf).round_ties_even().clamp(-127.0, 127.0)
+            } else {
+                0.0
+            };
+            level as i8 as u8
+        }));
+        scales.extend_from_slice(&s.to_le_bytes());
+    }
+    q.extend_from_slice(&scales);
+    Ok(q)
+}
+
+/// Encodes a model file (with checksum) whose weight matrices are of type
+/// `weights` (biases are f16 either way).
 pub fn export(
     layout: &Layout,
     params: &[f32],
     vocab: &Vocab,
     prov: &Provenance,
+    weights: DType,
 ) -> Result<Vec<u8>, CliError> {
     assert_eq!(params.len(), layout.len);
     assert_eq!(vocab.size(), layout.arch.vocab as usize);
+    let n = layout.slots.len();
+    // Slots are w_ih, w_hh, b_ih, b_hh per layer, then out_w, out_b.
+    let dtype = |i: usize| {
+        let matrix = if i + 2 >= n { i == n - 2 } else { i % 4 < 2 };
+        if matrix { weights } else { DType::F16 }
+    };
     let mut data = Vec::with_capacity(layout.slots.len());
-    for slot in &layout.slots {
-        let bytes = to_f16_bytes(&params[slot.range.clone()]).map_err(|i| {
+    for (i, slot) in layout.slots.iter().enumerate() {
+        let values = &params[slot.range.clone()];
+        let bytes = match dtype(i) {
+            DType::F16 => to_f16_bytes(values),
+            DType::I8 => to_i8_rows(values, slot.shape[1]),
+        };
+        let bytes = bytes.map_err(|i| {
             CliError::invalid(format!(
                 "cannot export: {}[{i}] = {} does not fit in f16 (training diverged; try a lower --lr or --clip)",
                 slot.name,
@@ -64,7 +118,7 @@ pub fn export(
     let tensor = |i: usize| {
         let [r, c] = layout.slots[i].shape;
         Tensor {
-            dtype: DType::F16,
+            dtype: dtype(i),
             shape: [r as u32, c as u32],
             data: &data[i],
         }
@@ -77,10 +131,9 @@ pub fn export(
             b_hh: tensor(4 * l + 3),
         })
         .collect();
-    let n = layout.slots.len();
     let symbols = vocab.symbols_string();
     let file = ModelFile {
-        header: Header::CURRENT,
+        header: Header::for_weights(weights),
         body: Body {
             arch: layout.arch,
             vocab: VocabRecord {
@@ -104,6 +157,79 @@ pub fn export(
         .map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))
 }
 
+/// The f16 model file `bytes` with its weight matrices quantized to i8 by
+/// [`to_i8_rows`] (from their f16 values; [`from_checkpoint`] quantizes the
+/// f32 parameters instead, which rounds once rather than twice). The file's
+/// held-out score of the f16 weights is left out, as it no longer applies.
+pub fn quantize_file(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
+    let invalid = |what: String| CliError::invalid(what);
+    let file = ModelFile::decode(bytes).map_err(|e| invalid(format!("not a valid model: {e}")))?;
+    let body = &file.body;
+    if body.weights() != DType::F16 {
+        return Err(invalid(format!(
+            "the model's weights are already {}",
+            body.weights()
+        )));
+    }
+    let quantized: Vec<(Tensor<'_>, Option<Vec<u8>>)> = body
+        .tensors()
+        .map(|(name, t)| {
+            let matrix = matches!(
+                name,
+                TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW
+            );
+            let data = matrix.then(|| {
+                let values: Vec<f32> = t
+                    .data
+                    .as_chunks::<2>()
+                    .0
+                    .iter()
+                    .map(|b| half::f16::from_le_bytes(*b).to_f32())
+                    .collect();
+                // f16 values are finite (validated), so their scales are too.
+                to_i8_rows(&values, t.shape[1] as usize).unwrap_or_default()
+            });
+            (*t, data)
+        })
+        .collect();
+    let tensor = |i: usize| {
+        let (t, data) = &quantized[i];
+        match data {
+            Some(d) => Tensor {
+                dtype: DType::I8,
+                shape: t.shape,
+                data: d,
+            },
+            None => *t,
+        }
+    };
+    let n = quantized.len();
+    let layers = (0..body.layers.len())
+        .map(|l| LayerRecord {
+            w_ih: tensor(4 * l),
+            w_hh: tensor(4 * l + 1),
+            b_ih: tensor(4 * l + 2),
+            b_hh: tensor(4 * l + 3),
+        })
+        .collect();
+    let out = ModelFile {
+        header: Header::for_weights(DType::I8),
+        body: Body {
+            arch: body.arch,
+            vocab: body.vocab,
+            layers,
+            out_w: tensor(n - 2),
+            out_b: tensor(n - 1),
+            meta: Meta {
+                val_bpc_f16: None,
+                ..body.meta
+            },
+        },
+    };
+    out.encode()
+        .map_err(|e| invalid(format!("cannot encode the model: {e}")))
+}
+
 /// A model file made from a run's checkpoint (see [`from_checkpoint`]).
 #[derive(Debug)]
 pub struct Snapshot {
@@ -119,9 +245,10 @@ pub struct Snapshot {
 
 /// The model in the checkpoint of run folder `dir`, as `charlm train`
 /// would export it at that point: a run still going or one stopped before
-/// its end gets a model file too. The held-out score after rounding to f16
-/// is left out (it needs the corpus; `charlm eval` computes it).
-pub fn from_checkpoint(dir: &std::path::Path) -> Result<Snapshot, CliError> {
+/// its end gets a model file too, with weight matrices of type `weights`.
+/// The held-out score of the exported weights is left out (it needs the
+/// corpus; `charlm eval` computes it).
+pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot, CliError> {
     let ck = crate::checkpoint::Checkpoint::load(dir)?;
     ck.config.validate()?;
     let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
@@ -135,7 +262,7 @@ pub fn from_checkpoint(dir: &std::path::Path) -> Result<Snapshot, CliError> {
         val_bpc_f16: None,
     };
     Ok(Snapshot {
-        bytes: export(&layout, &ck.params, &vocab, &prov)?,
+        bytes: export(&layout, &ck.params, &vocab, &prov, weights)?,
         arch: layout.arch,
         progress: ck.progress,
         epochs: ck.config.epochs,
@@ -165,7 +292,7 @@ mod tests {
             val_bpc: Some(2.5),
             ..Default::default()
         };
-        let bytes = export(&layout, &params, &vocab, &prov).unwrap();
+        let bytes = export(&layout, &params, &vocab, &prov, DType::F16).unwrap();
         let model = Model::from_bytes(&bytes).unwrap();
         assert_eq!(*model.arch(), arch);
         assert_eq!(model.vocab().symbols(), vocab.symbols_string());
@@ -176,6 +303,73 @@ mod tests {
         let g = 3 * 8;
         let row3 = &file.body.layers[0].w_ih.data[3 * g * 2..4 * g * 2];
         assert_eq!(row3, to_f16_bytes(&params[3 * g..4 * g]).unwrap());
+    }
+
+    #[test]
+    fn i8_rows_take_each_rows_largest_magnitude_to_127() {
+        // Row 0: max |w| = 2.54, scale 0.02 (in f16: 0.0200043), so -2.54
+        // is -127 and 1.0 is round(49.99) = 50; row 1 is zeros.
+        let x = [1.0, -2.54, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let out = to_i8_rows(&x, 4).unwrap();
+        assert_eq!(out.len(), 8 + 4);
+        let s0 = half::f16::from_f32(2.54 / 127.0);
+        assert_eq!(&out[8..10], s0.to_le_bytes());
+        assert_eq!(&out[10..12], [0, 0]);
+        let q: Vec<i8> = out[..8].iter().map(|&b| b as i8).collect();
+        assert_eq!(q, [50, -127, 25, 0, 0, 0, 0, 0]);
+        // Ties go to even: 0.5 / 0.5 * 2.5 = 2.5 -> 2, 3.5 -> 4.
+        let t = to_i8_rows(&[63.5, 1.25, 1.75], 3).unwrap();
+        assert_eq!(&t[..3], [127, 2, 4].map(|v: i8| v as u8));
+        // Values a scale cannot describe are an error naming the element.
+        assert_eq!(to_i8_rows(&[1.0, 2.0, 3.0, f32::NAN], 2), Err(3));
+        assert_eq!(to_i8_rows(&[f32::INFINITY, 1.0], 2), Err(0));
+        assert_eq!(to_i8_rows(&[1.0, -1e9], 2), Err(1));
+    }
+
+    #[test]
+    fn i8_rows_err_by_at_most_half_a_step_and_the_runtime_reads_them() {
+        let vocab = Vocab::fit(["quantize me, bitte"]).unwrap();
+        let arch = Arch {
+            cell: CellKind::Lstm,
+            layers: 2,
+            hidden: 12,
+            vocab: vocab.size() as u16,
+        };
+        let layout = Layout::new(arch);
+        let params = layout.init(5);
+        for slot in &layout.slots {
+            let [rows, cols] = slot.shape;
+            let w = &params[slot.range.clone()];
+            let q = to_i8_rows(w, cols).unwrap();
+            for (r, row) in w.chunks(cols).enumerate() {
+                let s =
+                    half::f16::from_le_bytes([q[rows * cols + 2 * r], q[rows * cols + 2 * r + 1]])
+                        .to_f32();
+                for (c, &v) in row.iter().enumerate() {
+                    let back = (q[r * cols + c] as i8) as f32 * s;
+                    assert!(
+                        (back - v).abs() <= 0.5 * s * 1.001,
+                        "{}[{r}][{c}]: {v} came back as {back}",
+                        slot.name
+                    );
+                }
+            }
+        }
+        let bytes = export(&layout, &params, &vocab, &Provenance::default(), DType::I8).unwrap();
+        let model = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(model.weights(), DType::I8);
+        let file = ModelFile::decode(&bytes).unwrap();
+        assert_eq!(file.header.version, 2);
+        assert_eq!(file.body.layers[1].b_hh.dtype, DType::F16);
+        // Quantizing the f16 export of the same parameters gives an i8 file
+        // of the same shape (values may differ by a step: double rounding).
+        let f16 = export(&layout, &params, &vocab, &Provenance::default(), DType::F16).unwrap();
+        let again = quantize_file(&f16).unwrap();
+        assert_eq!(again.len(), bytes.len());
+        assert!(
+            quantize_file(&again).is_err(),
+            "an i8 model is not quantized twice"
+        );
     }
 
     #[test]

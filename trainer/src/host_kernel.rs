@@ -95,6 +95,51 @@ impl Kernel for HostKernel {
     }
 
     #[inline]
+    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
+        match self {
+            HostKernel::Portable => Portable.dot1_i8(row, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot1_i8(row, x),
+        }
+    }
+
+    #[inline]
+    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        match self {
+            HostKernel::Portable => Portable.dot3_i8(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot3_i8(rows, x),
+        }
+    }
+
+    #[inline]
+    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        match self {
+            HostKernel::Portable => Portable.dot4_i8(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot4_i8(rows, x),
+        }
+    }
+
+    #[inline]
+    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.dot8_i8(rows, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot8_i8(rows, x),
+        }
+    }
+
+    #[inline]
+    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        match self {
+            HostKernel::Portable => Portable.dot8_block_i8(block, x),
+            #[cfg(target_arch = "x86_64")]
+            HostKernel::Avx2(k) => k.dot8_block_i8(block, x),
+        }
+    }
+
+    #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         match self {
             HostKernel::Portable => Portable.expf8(x),
@@ -155,25 +200,45 @@ impl Avx2 {
             .then_some(Avx2 { _checked: () })
     }
 
+    /// `R` dot products of rows of `B` bytes per element: f16 (`B` = 2)
+    /// or i8 (`B` = 1, unscaled).
     #[inline]
-    fn rows<const R: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
-        if rows.iter().any(|r| r.len() < 2 * x.len()) {
+    fn rows<const R: usize, const B: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+        if rows.iter().any(|r| r.len() < B * x.len()) {
             // Only a damaged model could get here; the portable kernel copes.
             let mut out = [0.0; R];
             for (o, r) in out.iter_mut().zip(rows) {
-                *o = Portable.dot1(r, x);
+                *o = if B == 2 {
+                    Portable.dot1(r, x)
+                } else {
+                    Portable.dot1_i8(r, x)
+                };
             }
             return out;
         }
         // Eight rows over whole chunks: reduced together in registers.
         if let (true, Ok(eight)) = (x.len().is_multiple_of(8), <[&[u8]; 8]>::try_from(&rows[..])) {
             // SAFETY: as below; x.len() is a multiple of 8.
-            let out = unsafe { avx2_rows8(eight.map(<[u8]>::as_ptr), x) };
+            let out = unsafe { avx2_rows8::<B>(eight.map(<[u8]>::as_ptr), x) };
             return std::array::from_fn(|i| out[i]);
         }
         // SAFETY: `self` exists only if the CPU has AVX2 and F16C (see
-        // `detect`), and every row holds at least 2 * x.len() bytes.
-        unsafe { avx2_rows(rows, x) }
+        // `detect`), and every row holds at least B * x.len() bytes.
+        unsafe { avx2_rows::<R, B>(rows, x) }
+    }
+
+    /// [`Kernel::dot8_block`] for `B` bytes per element.
+    #[inline]
+    fn block8<const B: usize>(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        let row = B * x.len();
+        if !x.len().is_multiple_of(8) || block.len() < 8 * row {
+            return self.rows::<8, B>(charlm_runtime::kernel::split8(block, row), x);
+        }
+        let p = block.as_ptr();
+        // SAFETY: the CPU has AVX2 and F16C (see `detect`); x.len() is a
+        // multiple of 8 and row l starts at byte l * row of a block that
+        // holds 8 rows of B * x.len() bytes.
+        unsafe { avx2_rows8::<B>(std::array::from_fn(|l| p.add(l * row)), x) }
     }
 }
 
@@ -183,35 +248,52 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.rows([row], x)[0]
+        self.rows::<1, 2>([row], x)[0]
     }
 
     #[inline]
     fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.rows(rows, x)
+        self.rows::<3, 2>(rows, x)
     }
 
     #[inline]
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.rows(rows, x)
+        self.rows::<4, 2>(rows, x)
     }
 
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows(rows, x)
+        self.rows::<8, 2>(rows, x)
     }
 
     #[inline]
     fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        let row = 2 * x.len();
-        if !x.len().is_multiple_of(8) || block.len() < 8 * row {
-            return self.dot8(charlm_runtime::kernel::split8(block, row), x);
-        }
-        let p = block.as_ptr();
-        // SAFETY: the CPU has AVX2 and F16C (see `detect`); x.len() is a
-        // multiple of 8 and row l starts at byte l * row of a block that
-        // holds 8 rows of 2 * x.len() bytes.
-        unsafe { avx2_rows8(std::array::from_fn(|l| p.add(l * row)), x) }
+        self.block8::<2>(block, x)
+    }
+
+    #[inline]
+    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
+        self.rows::<1, 1>([row], x)[0]
+    }
+
+    #[inline]
+    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.rows::<3, 1>(rows, x)
+    }
+
+    #[inline]
+    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.rows::<4, 1>(rows, x)
+    }
+
+    #[inline]
+    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        self.rows::<8, 1>(rows, x)
+    }
+
+    #[inline]
+    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        self.block8::<1>(block, x)
     }
 
     #[inline]
@@ -239,25 +321,45 @@ impl Kernel for Avx2 {
     }
 }
 
-/// `R` dot products, 8 lanes in one AVX register per row.
+/// Eight weights at `p` as f32: `B` = 2, halves (F16C); `B` = 1, signed bytes.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C, and `p` must have `8 * B` readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+unsafe fn load8<const B: usize>(p: *const u8) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's.
+    unsafe {
+        if B == 2 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+        } else {
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast())))
+        }
+    }
+}
+
+/// `R` dot products, 8 lanes in one AVX register per row, of rows of `B`
+/// bytes per element (see [`load8`]).
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C, and every row must hold at least
-/// `2 * x.len()` bytes.
+/// `B * x.len()` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+unsafe fn avx2_rows<const R: usize, const B: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
     use std::arch::x86_64::*;
     let (xc, xt) = x.as_chunks::<8>();
     let mut acc = [_mm256_setzero_ps(); R];
     for (k, xk) in xc.iter().enumerate() {
-        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16k
-        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
+        // SAFETY: xk is 8 floats; each row has 8 * B bytes at offset
+        // 8 * B * k because k < x.len() / 8 and the row holds B * x.len() bytes.
         let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
         for (a, row) in acc.iter_mut().zip(rows) {
-            let w = unsafe { _mm_loadu_si128(row.as_ptr().add(16 * k).cast()) };
+            let w = unsafe { load8::<B>(row.as_ptr().add(8 * B * k)) };
             // Multiply, round, add, round: exactly the portable order.
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(w), xv));
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(w, xv));
         }
     }
     let mut out = [0.0f32; R];
@@ -265,9 +367,14 @@ unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
         let mut lanes = [0.0f32; 8];
         // SAFETY: lanes is 8 floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
-        let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
-        for ((l, w), x) in lanes.iter_mut().zip(tail.as_chunks::<2>().0).zip(xt) {
-            *l += charlm_runtime::kernel::f16_to_f32(*w) * x;
+        let tail = row.get(8 * B * xc.len()..).unwrap_or(&[]);
+        for ((l, w), x) in lanes.iter_mut().zip(tail.chunks(B)).zip(xt) {
+            let w = match *w {
+                [lo, hi] => charlm_runtime::kernel::f16_to_f32([lo, hi]),
+                [b] => f32::from(b as i8),
+                _ => 0.0,
+            };
+            *l += w * x;
         }
         *o = charlm_runtime::kernel::reduce(lanes);
     }
@@ -281,19 +388,19 @@ unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C, `x.len()` must be a multiple of 8,
-/// and every row pointer must have `2 * x.len()` readable bytes.
+/// and every row pointer must have `B * x.len()` readable bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn avx2_rows8(ptrs: [*const u8; 8], x: &[f32]) -> [f32; 8] {
+unsafe fn avx2_rows8<const B: usize>(ptrs: [*const u8; 8], x: &[f32]) -> [f32; 8] {
     use std::arch::x86_64::*;
     let mut a = [_mm256_setzero_ps(); 8];
     for (k, xk) in x.as_chunks::<8>().0.iter().enumerate() {
-        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16k
-        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
+        // SAFETY: xk is 8 floats; each row has 8 * B bytes at offset
+        // 8 * B * k because k < x.len() / 8 and the row holds B * x.len() bytes.
         let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
         for (a, p) in a.iter_mut().zip(ptrs) {
-            let w = unsafe { _mm_loadu_si128(p.add(16 * k).cast()) };
-            *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtph_ps(w), xv));
+            let w = unsafe { load8::<B>(p.add(8 * B * k)) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(w, xv));
         }
     }
     // s_r = [l0+l4, l1+l5, l2+l6, l3+l7]; v[i] = [s_i | s_{i+4}]
@@ -407,6 +514,46 @@ mod tests {
                     k.halves8(&rows[5], start).map(f32::to_bits),
                     Portable.halves8(&rows[5], start).map(f32::to_bits),
                     "n={n}, halves from {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn host_kernel_equals_portable_bit_for_bit_on_i8_rows() {
+        let k = HostKernel::detect();
+        let mut rng = charlm_runtime::SeededRng::new(4);
+        for n in 1..=70usize {
+            // Every byte value, -128 included, over the rows.
+            let rows: Vec<Vec<u8>> = (0..8)
+                .map(|_| (0..n).map(|_| rng.next_u32() as u8).collect())
+                .collect();
+            let x: Vec<f32> = (0..n)
+                .map(|_| (rng.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0)
+                .collect();
+            let r: [&[u8]; 8] = std::array::from_fn(|i| &rows[i][..]);
+            let want = Portable.dot8_i8(r, &x).map(f32::to_bits);
+            assert_eq!(k.dot8_i8(r, &x).map(f32::to_bits), want, "dot8_i8, n={n}");
+            let four = k.dot4_i8([r[0], r[1], r[2], r[3]], &x).map(f32::to_bits);
+            assert_eq!(four, want[..4], "dot4_i8, n={n}");
+            let three = k.dot3_i8([r[0], r[1], r[2]], &x).map(f32::to_bits);
+            assert_eq!(three, want[..3], "dot3_i8, n={n}");
+            assert_eq!(k.dot1_i8(r[5], &x).to_bits(), want[5], "dot1_i8, n={n}");
+            let block = rows.concat();
+            let longer = [&block[..], &rows[0][..]].concat();
+            for block in [&block, &longer] {
+                assert_eq!(
+                    k.dot8_block_i8(block, &x).map(f32::to_bits),
+                    want,
+                    "dot8_block_i8, n={n}, block of {} bytes",
+                    block.len()
+                );
+            }
+            // Each against the plain definition too.
+            for (row, w) in rows.iter().zip(want) {
+                assert_eq!(
+                    charlm_runtime::kernel::reference_dot_i8(row, &x).to_bits(),
+                    w
                 );
             }
         }

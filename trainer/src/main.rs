@@ -24,7 +24,7 @@ enum Command {
     Info(cmd::info::Args),
     /// Train a model on a corpus (default: the bundled Tiny Shakespeare); writes a run folder with model.clm.
     Train(Box<cmd::train::Args>),
-    /// Held-out bits per character of a model, through the runtime (f16 weights).
+    /// Held-out bits per character of a model, through the runtime (its f16 or i8 weights).
     Eval(cmd::eval::Args),
     /// Write a model file from a run folder's checkpoint (a run still going, or stopped before its end).
     Export(cmd::export::Args),

@@ -60,7 +60,8 @@ fn binary_reproduces_every_golden_file() {
         );
         n += 1;
     }
-    assert_eq!(n, 12, "expected 12 golden cases");
+    // 6 models (3 f16, their 3 i8 versions) at 4 temperatures.
+    assert_eq!(n, 24, "expected 24 golden cases");
 }
 
 #[test]

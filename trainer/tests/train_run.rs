@@ -266,6 +266,91 @@ fn charlm(args: &[&str]) -> Output {
 }
 
 #[test]
+fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
+    use charlm_runtime::format::{DType, ModelFile};
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let run = tmp.path().join("run");
+    let mut cfg = config(&corpus, CellKind::Lstm);
+    cfg.max_steps = Some(20);
+    train::run(cfg, &options(&run)).unwrap();
+    let run_s = run.to_str().unwrap();
+    // From the run's checkpoint (f32 parameters, rounded once).
+    let o = charlm(&["export", run_s, "--weights", "i8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_run = std::fs::read(run.join("model-step20-i8.clm")).unwrap();
+    // From the f16 model file the run wrote.
+    let model = run.join("model.clm");
+    let o = charlm(&["export", model.to_str().unwrap(), "--weights", "i8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let from_file = std::fs::read(run.join("model-i8.clm")).unwrap();
+    let f16 = std::fs::read(&model).unwrap();
+    for bytes in [&from_run, &from_file] {
+        let file = ModelFile::decode(bytes).unwrap();
+        assert_eq!((file.header.version, file.body.weights()), (2, DType::I8));
+        assert!(
+            bytes.len() < f16.len() * 6 / 10,
+            "{} of {}",
+            bytes.len(),
+            f16.len()
+        );
+        assert_eq!(file.body.meta.steps, 20);
+    }
+    // info, generate and eval take it; eval names the type.
+    let i8_path = run.join("model-i8.clm");
+    let i8_s = i8_path.to_str().unwrap();
+    let info = charlm(&["info", i8_s]);
+    assert!(info.status.success());
+    assert!(String::from_utf8_lossy(&info.stdout).contains("format version 2"));
+    let generated = charlm(&[
+        "generate",
+        "--model",
+        i8_s,
+        "--prompt",
+        "The ",
+        "--max-chars",
+        "40",
+    ]);
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let corpus_s = corpus.to_str().unwrap();
+    let eval = charlm(&["eval", "--model", i8_s, "--corpus", corpus_s]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    assert!(String::from_utf8_lossy(&eval.stdout).contains("i8 weights through the runtime"));
+    // Bad requests: one line, status 2, nothing written.
+    fails(
+        &[
+            "export",
+            i8_s,
+            "--weights",
+            "i8",
+            "--out",
+            "/nonexistent/x.clm",
+        ],
+        "already i8",
+    );
+    fails(&["export", model.to_str().unwrap()], "give --weights i8");
+    fails(
+        &["export", model.to_str().unwrap(), "--weights", "i8"],
+        "exists (--force replaces it)",
+    );
+    let not_model = tmp.path().join("notes.clm");
+    std::fs::write(&not_model, b"hello").unwrap();
+    fails(
+        &["export", not_model.to_str().unwrap(), "--weights", "i8"],
+        "not a valid model",
+    );
+    assert!(!tmp.path().join("notes-i8.clm").exists());
+}
+
+#[test]
 fn generate_prints_the_samples_shown_during_training() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 4000);

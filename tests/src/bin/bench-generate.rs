@@ -1,6 +1,8 @@
 //! Host generation speed: greedy characters per second on one core for a
 //! 1-layer LSTM (f16, 82 symbols + padding + <eos> = 84 ids) at hidden 128
-//! and 256, through the runtime exactly as `charlm generate` runs it.
+//! and 256 and a GRU at 128, then the two LSTMs with i8 weights (the same
+//! models quantized), through the runtime exactly as `charlm generate`
+//! runs it.
 //!
 //!     cargo run --release -p charlm-tests --bin bench-generate [SECONDS]
 //!
@@ -22,12 +24,14 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    println!("kernel     config                       chars/s   ns/char   MAC/char   GMAC/s");
+    println!("kernel     config                           chars/s   ns/char   MAC/char   GMAC/s");
     let host = HostKernel::detect();
-    for (cell, hidden) in [
-        (CellKind::Lstm, 128u16),
-        (CellKind::Lstm, 256),
-        (CellKind::Gru, 128),
+    for (cell, hidden, i8) in [
+        (CellKind::Lstm, 128u16, false),
+        (CellKind::Lstm, 256, false),
+        (CellKind::Gru, 128, false),
+        (CellKind::Lstm, 128, true),
+        (CellKind::Lstm, 256, true),
     ] {
         let spec = Spec {
             name: "bench",
@@ -37,7 +41,10 @@ fn main() {
             symbols: SYMBOLS,
             seed: 1,
         };
-        let bytes = Weights::synthesize(&spec).encode(SYMBOLS, "synthetic");
+        let mut bytes = Weights::synthesize(&spec).encode(SYMBOLS, "synthetic");
+        if i8 {
+            bytes = charlm_trainer::export::quantize_file(&bytes).expect("quantizing");
+        }
         let model = Model::from_bytes(&bytes).expect("valid model");
         // Alternate the kernels so that machine drift hits both alike.
         for round in 0..2 {
@@ -51,10 +58,11 @@ fn main() {
                 for (name, rate) in [(host.name(), rates[0]), ("portable", rates[1])] {
                     let macs = model.arch().macs_per_char();
                     println!(
-                        "{:<10} {:<5} 1 layer hidden {:<4} {:>11.0} {:>9.0} {:>10} {:>8.2}",
+                        "{:<10} {:<5} 1 layer hidden {:<4} {:<3} {:>11.0} {:>9.0} {:>10} {:>8.2}",
                         name,
                         cell.name(),
                         hidden,
+                        model.weights().name(),
                         rate,
                         1e9 / rate,
                         macs,

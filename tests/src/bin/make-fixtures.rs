@@ -5,9 +5,11 @@
 
 use std::fs;
 
+use charlm_trainer::export::quantize_file;
+
 use charlm_tests::{
-    SPECS, TEMPERATURES, Weights, digest_path, generate_args, golden_models, golden_path,
-    golden_text, logits_digest, model_path, tests_dir,
+    QUANTIZED, SPECS, TEMPERATURES, Weights, digest_path, generate_args, golden_models,
+    golden_path, golden_text, logits_digest, model_path, tests_dir,
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "wrote {} ({} bytes)",
             model_path(spec.name).display(),
+            bytes.len()
+        );
+    }
+    for (name, from) in QUANTIZED {
+        let bytes = quantize_file(&fs::read(model_path(from))?)?;
+        fs::write(model_path(name), &bytes)?;
+        println!(
+            "wrote {} ({} bytes)",
+            model_path(name).display(),
             bytes.len()
         );
     }

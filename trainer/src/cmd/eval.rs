@@ -105,9 +105,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     };
     println!(
-        "{:.4} bits per character on {name} ({} characters; {how}; f16 weights through the runtime)",
+        "{:.4} bits per character on {name} ({} characters; {how}; {} weights through the runtime)",
         loss.bpc(),
-        loss.count
+        loss.count,
+        model.weights()
     );
     if dropped > 0 {
         eprintln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");

@@ -1,37 +1,59 @@
-//! `charlm export`: a model file from a run folder's checkpoint, for a run
-//! that is still going or that stopped before its end.
+//! `charlm export`: a model file from a run folder's checkpoint (for a run
+//! that is still going or that stopped before its end, or in i8), or an
+//! existing f16 model file quantized to i8.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use charlm_runtime::Model;
+use charlm_runtime::format::DType;
 use charlm_trainer::checkpoint::write_atomic;
-use charlm_trainer::error::CliError;
-use charlm_trainer::export::from_checkpoint;
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::export::{from_checkpoint, quantize_file};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Run folder (written by `charlm train`; its checkpoint.bin is read).
+    /// Run folder (written by `charlm train`; its checkpoint.bin is read),
+    /// or an f16 model file (.clm) to quantize with --weights i8.
     run: PathBuf,
-    /// Model file to write (default: RUN/model-step<N>.clm, N the steps taken).
+    /// Model file to write (default: RUN/model-step<N>.clm, N the steps
+    /// taken, with -i8 before .clm for i8 weights; for a model file,
+    /// NAME-i8.clm beside it).
     #[arg(long, short)]
     out: Option<PathBuf>,
     /// Replace the --out file if it exists.
     #[arg(long)]
     force: bool,
+    /// Type of the weight matrices: f16, or i8 with a scale per row (about
+    /// half the size; needs a runtime with cargo feature int8). Biases stay f16.
+    #[arg(long, value_enum, default_value_t = Weights::F16)]
+    weights: Weights,
+}
+
+/// `--weights`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Weights {
+    /// IEEE half precision, as `charlm train` writes model.clm.
+    F16,
+    /// Signed bytes with one f16 scale per row (format version 2).
+    I8,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let snap = from_checkpoint(&args.run)?;
+    let weights = match args.weights {
+        Weights::F16 => DType::F16,
+        Weights::I8 => DType::I8,
+    };
+    if args.run.is_file() {
+        return quantize(&args, weights);
+    }
+    let snap = from_checkpoint(&args.run, weights)?;
     let p = &snap.progress;
+    let suffix = if weights == DType::I8 { "-i8" } else { "" };
     let out = args
         .out
-        .unwrap_or_else(|| args.run.join(format!("model-step{}.clm", p.steps)));
-    if !args.force && out.exists() {
-        return Err(CliError::invalid(format!(
-            "{} exists (--force replaces it)",
-            out.display()
-        )));
-    }
-    write_atomic(&out, &snap.bytes)?;
+        .clone()
+        .unwrap_or_else(|| args.run.join(format!("model-step{}{suffix}.clm", p.steps)));
+    write_new(&out, &snap.bytes, args.force)?;
     let a = snap.arch;
     let bpc = |x: Option<f32>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
     let stage = if p.done {
@@ -45,7 +67,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )
     };
     println!(
-        "wrote {} ({} bytes): {} {}x{}, step {} ({stage}), train {} bpc, held-out {} bpc (f32)",
+        "wrote {} ({} bytes, {weights} weights): {} {}x{}, step {} ({stage}), train {} bpc, held-out {} bpc (f32)",
         out.display(),
         snap.bytes.len(),
         a.cell.name().to_uppercase(),
@@ -55,9 +77,57 @@ pub fn run(args: Args) -> Result<(), CliError> {
         bpc(p.train_bpc),
         bpc(p.val_bpc),
     );
+    hint(&out);
+    Ok(())
+}
+
+/// `charlm export MODEL.clm --weights i8`.
+fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
+    let path = &args.run;
+    if weights != DType::I8 {
+        return Err(CliError::invalid(format!(
+            "{} is a model file: give --weights i8 to quantize it (f16 comes from a run folder's checkpoint)",
+            path.display()
+        )));
+    }
+    let bytes = read_file(path)?;
+    let quantized = quantize_file(&bytes)
+        .map_err(|e| CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
+    // Loaded once more, as a user's runtime will: proof that it runs.
+    Model::from_bytes(&quantized).map_err(|source| CliError::Model {
+        path: path.clone(),
+        source,
+    })?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        path.with_file_name(format!("{stem}-i8.clm"))
+    });
+    write_new(&out, &quantized, args.force)?;
+    println!(
+        "wrote {} ({} bytes, i8 weights; {} had {} bytes)",
+        out.display(),
+        quantized.len(),
+        path.display(),
+        bytes.len()
+    );
+    hint(&out);
+    Ok(())
+}
+
+/// Writes `bytes` to `out` atomically, refusing to replace a file without `force`.
+fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
+    if !force && out.exists() {
+        return Err(CliError::invalid(format!(
+            "{} exists (--force replaces it)",
+            out.display()
+        )));
+    }
+    write_atomic(out, bytes)
+}
+
+fn hint(out: &Path) {
     println!(
         "try: charlm generate --model {} --temperature 0.8",
         out.display()
     );
-    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use charlm_runtime::format::ModelFile;
+use charlm_runtime::format::{DType, ModelFile};
 use charlm_runtime::{Error, Model};
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::sample::host_workspace;
@@ -40,8 +40,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         if arch.layers == 1 { "" } else { "s" },
         arch.hidden
     );
+    let weights = match body.weights() {
+        DType::F16 => "f16",
+        DType::I8 => "i8 matrices with a scale per row, f16 biases",
+    };
     println!(
-        "parameters  {} (f16, {:.1} KiB of weights)",
+        "parameters  {} ({weights}, {:.1} KiB of weights)",
         arch.param_count(),
         weight_bytes as f64 / 1024.0
     );
@@ -63,10 +67,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     println!("steps       {}", m.steps);
     println!(
-        "bits/char   train {}, held-out {} (f32), {} (f16)",
+        "bits/char   train {}, held-out {} (f32), {} ({})",
         bpc(m.train_bpc),
         bpc(m.val_bpc),
-        bpc(m.val_bpc_f16)
+        bpc(m.val_bpc_f16),
+        body.weights()
     );
     let fits = Model::from_bytes(&bytes).and_then(|m| host_workspace().check(&m));
     if stored == computed {

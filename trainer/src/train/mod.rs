@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use charlm_runtime::format::{Arch, CellKind};
+use charlm_runtime::format::{Arch, CellKind, DType};
 use charlm_runtime::{Model, Sampler};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -801,7 +801,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             progress.epoch_nats = 0.0;
             progress.epoch_count = 0;
         }
-        let bytes = export(&layout, &params, &data.vocab, &Provenance::default())?;
+        let bytes = export(
+            &layout,
+            &params,
+            &data.vocab,
+            &Provenance::default(),
+            DType::F16,
+        )?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
@@ -848,14 +854,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         val_bpc_f16: None,
     };
     if let Some(val) = &data.val {
-        let bytes = export(&layout, &params, &data.vocab, &prov)?;
+        let bytes = export(&layout, &params, &data.vocab, &prov, DType::F16)?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
         })?;
         prov.val_bpc_f16 = Some(runtime_loss(&model, val).bpc() as f32);
     }
-    let bytes = export(&layout, &params, &data.vocab, &prov)?;
+    let bytes = export(&layout, &params, &data.vocab, &prov, DType::F16)?;
     let model_path = opts.out.join("model.clm");
     write_atomic(&model_path, &bytes)?;
     progress.done = true;
