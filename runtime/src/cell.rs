@@ -646,36 +646,33 @@ fn output_layer<K: Kernel, W: Weights>(
     }
     // The rest: pairs rows and biases by hand (`zip` over `chunks` asks for
     // the length, a division the compiler cannot prove non-zero: a panic path).
-    // Each row with its bias; scaled weights also take the row's scale.
-    let first = 1 + 8 * octs.len();
+    // Each row with its bias and (scaled weights) its scale.
     let mut biases = out_b.as_chunks::<2>().0.iter();
+    let mut scales = out_w.scales.as_chunks::<2>().0.iter();
     let mut rows = out_w
         .data
         .chunks(row.max(1))
-        .map(move |w| (w, biases.next().unwrap_or(&[0, 0])))
-        .skip(first);
+        .map(move |w| {
+            let b = biases.next().map_or(0.0, |b| f16_to_f32(*b));
+            let s = if W::SCALED {
+                scales.next().map_or(0.0, |s| f16_to_f32(*s))
+            } else {
+                0.0
+            };
+            (w, b, s)
+        })
+        .skip(1 + 8 * octs.len());
     let (quads, single) = rest.as_chunks_mut::<4>();
-    for (i, quad) in quads.iter_mut().enumerate() {
-        let mut next = || rows.next().unwrap_or((&[], &[0, 0]));
+    for quad in quads.iter_mut() {
+        let mut next = || rows.next().unwrap_or((&[], 0.0, 0.0));
         let [r0, r1, r2, r3] = [next(), next(), next(), next()];
         let d = W::dot4(k, [r0.0, r1.0, r2.0, r3.0], h);
-        let s: [f32; 4] = if W::SCALED {
-            core::array::from_fn(|j| half_at(out_w.scales, first + 4 * i + j))
-        } else {
-            [0.0; 4]
-        };
-        let d = scaled_n::<W, 4>(d, s);
-        let b = [r0.1, r1.1, r2.1, r3.1].map(|b| f16_to_f32(*b));
+        let d = scaled_n::<W, 4>(d, [r0.2, r1.2, r2.2, r3.2]);
+        let b = [r0.1, r1.1, r2.1, r3.1];
         *quad = [d[0] + b[0], d[1] + b[1], d[2] + b[2], d[3] + b[3]];
     }
-    let first = first + 4 * quads.len();
-    for (i, l) in single.iter_mut().enumerate() {
-        let (w, b) = rows.next().unwrap_or((&[], &[0, 0]));
-        let s = if W::SCALED {
-            half_at(out_w.scales, first + i)
-        } else {
-            0.0
-        };
-        *l = scaled::<W>(W::dot1(k, w, h), s) + f16_to_f32(*b);
+    for l in single.iter_mut() {
+        let (w, b, s) = rows.next().unwrap_or((&[], 0.0, 0.0));
+        *l = scaled::<W>(W::dot1(k, w, h), s) + b;
     }
 }

@@ -87,6 +87,7 @@ impl<'a> Model<'a> {
     /// vocabulary, finite weights). Never panics, never allocates; the weights
     /// stay where they are (flash, a memory map, a `Vec`). A model with i8
     /// weights needs cargo feature `int8` ([`Error::DTypeDisabled`] without).
+    #[inline(never)]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
         let file = ModelFile::decode(bytes)?;
         let weights = file.body.weights();
