@@ -1,7 +1,8 @@
 //! Load and generate with arbitrary model bytes, prompt, temperature and
 //! seed, in a small fixed workspace. The model's checksum is recomputed
 //! first, so mutations reach the structural checks and the forward pass
-//! instead of stopping at the CRC.
+//! instead of stopping at the CRC. Models with i8 weights run too (the
+//! runtime is built with feature int8; the seeds include the i8 fixtures).
 //!
 //! The same text is generated a second time through the cells' 8-lane path
 //! (a kernel with `LANE_ACTIVATIONS`, as the host's), which must give the

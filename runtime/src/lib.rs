@@ -5,8 +5,10 @@
 //! of the file's bytes (weights stay in flash); a [`Workspace`] holds all
 //! mutable state in fixed arrays sized by const generics; a [`Generator`]
 //! streams characters, greedily or with a temperature (and, with cargo
-//! feature `truncation`, top-k and top-p). Every platform produces the same
-//! characters bit for bit: see [`cell`] for the numerics.
+//! feature `truncation`, top-k and top-p). Weights are f16, or, with cargo
+//! feature `int8`, i8 with a scale per row (format version 2). Every
+//! platform produces the same characters bit for bit: see [`cell`] for the
+//! numerics.
 //!
 //! Read in order: [`format`] -> [`model`] -> [`kernel`] -> [`cell`] -> [`sampler`] -> [`generator`].
 #![cfg_attr(not(test), no_std)]

@@ -270,15 +270,65 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     use charlm_runtime::format::{DType, ModelFile};
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 3000);
+    let corpus_s = corpus.to_str().unwrap();
     let run = tmp.path().join("run");
-    let mut cfg = config(&corpus, CellKind::Lstm);
-    cfg.max_steps = Some(20);
-    train::run(cfg, &options(&run)).unwrap();
     let run_s = run.to_str().unwrap();
-    // From the run's checkpoint (f32 parameters, rounded once).
+    let trained = charlm(&[
+        "train",
+        "--corpus",
+        corpus_s,
+        "--out",
+        run_s,
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--seq-len",
+        "16",
+        "--max-steps",
+        "20",
+        "--val-frac",
+        "0.1",
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    // Training ends with the held-out score its weights would have as i8 ...
+    let said = String::from_utf8_lossy(&trained.stdout).to_string();
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("with i8 weights: held-out "))
+        .unwrap_or_else(|| panic!("no i8 score in {said}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (said_bpc, said_bytes) = (words[4], words[6]);
+    // ... which is what export --weights i8 from the run's checkpoint (f32
+    // parameters, rounded once) writes, scored by eval.
     let o = charlm(&["export", run_s, "--weights", "i8"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let from_run = std::fs::read(run.join("model-step20-i8.clm")).unwrap();
+    assert_eq!(said_bytes, from_run.len().to_string(), "{line}");
+    let step20 = run.join("model-step20-i8.clm");
+    let o = charlm(&[
+        "eval",
+        "--model",
+        step20.to_str().unwrap(),
+        "--corpus",
+        corpus_s,
+        "--val-frac",
+        "0.1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scored: f64 = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(format!("{scored:.3}"), said_bpc, "{line}");
     // From the f16 model file the run wrote.
     let model = run.join("model.clm");
     let o = charlm(&["export", model.to_str().unwrap(), "--weights", "i8"]);
@@ -316,7 +366,6 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
         "{}",
         String::from_utf8_lossy(&generated.stderr)
     );
-    let corpus_s = corpus.to_str().unwrap();
     let eval = charlm(&["eval", "--model", i8_s, "--corpus", corpus_s]);
     assert!(
         eval.status.success(),

@@ -853,13 +853,21 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         val_bpc: progress.val_bpc,
         val_bpc_f16: None,
     };
-    if let Some(val) = &data.val {
-        let bytes = export(&layout, &params, &data.vocab, &prov, DType::F16)?;
+    // The held-out score of the exported weights through the runtime, and
+    // their size.
+    let score = |weights: DType, val: &EvalData| -> Result<(f32, usize), CliError> {
+        let bytes = export(&layout, &params, &data.vocab, &prov, weights)?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
         })?;
-        prov.val_bpc_f16 = Some(runtime_loss(&model, val).bpc() as f32);
+        Ok((runtime_loss(&model, val).bpc() as f32, bytes.len()))
+    };
+    let mut i8_score = None;
+    if let Some(val) = &data.val {
+        let f16 = score(DType::F16, val)?.0;
+        i8_score = Some(score(DType::I8, val)?);
+        prov.val_bpc_f16 = Some(f16);
     }
     let bytes = export(&layout, &params, &data.vocab, &prov, DType::F16)?;
     let model_path = opts.out.join("model.clm");
@@ -876,6 +884,12 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         prov.val_bpc_f16.map_or("-".into(), |v| format!("{v:.3}")),
         session_start.elapsed().as_secs_f64()
     ));
+    if let Some((bpc, size)) = i8_score {
+        say(&format!(
+            "with i8 weights: held-out {bpc:.3} bpc, {size} bytes (charlm export {} --weights i8)",
+            opts.out.display()
+        ));
+    }
     say(&format!(
         "try: charlm generate --model {} --temperature 0.8",
         model_path.display()
