@@ -237,7 +237,8 @@ pub struct Meta<'a> {
     pub train_bpc: Option<f32>,
     /// Bits per character on held-out data (f32 weights).
     pub val_bpc: Option<f32>,
-    /// Bits per character on held-out data after rounding to f16.
+    /// Bits per character on held-out data with the file's f16 weights,
+    /// through the runtime (`charlm train` writes it; i8 files leave it out).
     pub val_bpc_f16: Option<f32>,
 }
 

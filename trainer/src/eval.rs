@@ -1,4 +1,4 @@
-//! Held-out bits per character through the runtime: the f16 model exactly as
+//! Held-out bits per character through the runtime: the model (f16 or i8) exactly as
 //! `charlm generate` and the firmware run it. The predicted distribution is
 //! the runtime's: softmax over ids `1..V` (padding has probability zero).
 

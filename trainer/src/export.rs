@@ -275,17 +275,25 @@ mod tests {
     use charlm_runtime::Model;
     use charlm_runtime::format::{Arch, CellKind};
 
-    #[test]
-    fn the_runtime_accepts_an_export_and_sees_the_same_weights() {
-        let vocab = Vocab::fit(["hello, wörld"]).unwrap();
+    /// A vocabulary of `text`, the layout of a model over it and its
+    /// initial parameters.
+    fn small(text: &str, cell: CellKind, hidden: u16, seed: u64) -> (Vocab, Layout, Vec<f32>) {
+        let vocab = Vocab::fit([text]).unwrap();
         let arch = Arch {
-            cell: CellKind::Gru,
+            cell,
             layers: 2,
-            hidden: 8,
+            hidden,
             vocab: vocab.size() as u16,
         };
         let layout = Layout::new(arch);
-        let params = layout.init(1);
+        let params = layout.init(seed);
+        (vocab, layout, params)
+    }
+
+    #[test]
+    fn the_runtime_accepts_an_export_and_sees_the_same_weights() {
+        let (vocab, layout, params) = small("hello, wörld", CellKind::Gru, 8, 1);
+        let arch = layout.arch;
         let prov = Provenance {
             corpus: "x".into(),
             steps: 7,
@@ -328,15 +336,7 @@ mod tests {
 
     #[test]
     fn i8_rows_err_by_at_most_half_a_step_and_the_runtime_reads_them() {
-        let vocab = Vocab::fit(["quantize me, bitte"]).unwrap();
-        let arch = Arch {
-            cell: CellKind::Lstm,
-            layers: 2,
-            hidden: 12,
-            vocab: vocab.size() as u16,
-        };
-        let layout = Layout::new(arch);
-        let params = layout.init(5);
+        let (vocab, layout, params) = small("quantize me, bitte", CellKind::Lstm, 12, 5);
         for slot in &layout.slots {
             let [rows, cols] = slot.shape;
             let w = &params[slot.range.clone()];
