@@ -1,7 +1,7 @@
 //! Properties of the `.clm` format: damage is always a typed error, and
 //! encoding round-trips for any architecture.
 
-use charlm_runtime::format::ModelFile;
+use charlm_runtime::format::{DType, ModelFile};
 use charlm_runtime::{CellKind, Generator, Model, Sampler, SeededRng};
 use charlm_tests::{Spec, Weights, model_path};
 use proptest::prelude::*;
@@ -10,17 +10,19 @@ use proptest::prelude::*;
 fn every_single_byte_change_is_rejected() {
     // CRC-32 detects every error burst of up to 32 bits, so every changed
     // byte must be caught (by the structure checks or by the checksum).
-    let good = std::fs::read(model_path("gru1")).unwrap();
-    let mut bad = good.clone();
-    for i in 0..good.len() {
-        for flip in [0x01u8, 0x80, 0xff, 0x5a] {
-            bad[i] = good[i] ^ flip;
-            assert!(
-                Model::from_bytes(&bad).is_err(),
-                "byte {i} ^ {flip:#04x} accepted"
-            );
+    for name in ["gru1", "gru1-i8"] {
+        let good = std::fs::read(model_path(name)).unwrap();
+        let mut bad = good.clone();
+        for i in 0..good.len() {
+            for flip in [0x01u8, 0x80, 0xff, 0x5a] {
+                bad[i] = good[i] ^ flip;
+                assert!(
+                    Model::from_bytes(&bad).is_err(),
+                    "{name}: byte {i} ^ {flip:#04x} accepted"
+                );
+            }
+            bad[i] = good[i];
         }
-        bad[i] = good[i];
     }
 }
 
@@ -62,6 +64,7 @@ proptest! {
         symbols in arb_symbols(),
         seed in any::<u64>(),
         temperature in prop_oneof![Just(0.0f32), 0.05f32..3.0],
+        i8 in any::<bool>(),
     ) {
         let cell = if lstm { CellKind::Lstm } else { CellKind::Gru };
         let symbols: &'static str = Box::leak(symbols.into_boxed_str());
@@ -77,6 +80,23 @@ proptest! {
             prop_assert_eq!(t.data, &expected[..]);
         }
         prop_assert_eq!(file.encode().unwrap(), bytes.clone());
+        // The same model with i8 weights: every matrix is rows * cols bytes
+        // and rows scales, and it round-trips and runs too.
+        drop(file);
+        let bytes = if i8 {
+            let q = charlm_trainer::export::quantize_file(&bytes).expect("quantizes");
+            {
+                let file = ModelFile::decode(&q).expect("decodes");
+                prop_assert_eq!((file.header.version, file.body.weights()), (2, DType::I8));
+                for (_, t) in file.body.tensors() {
+                    prop_assert_eq!(t.data.len(), t.dtype.data_len(t.shape));
+                }
+                prop_assert_eq!(file.encode().unwrap(), q.clone());
+            }
+            q
+        } else {
+            bytes
+        };
 
         let model = Model::from_bytes(&bytes).expect("valid");
         let mut ws = charlm_trainer::sample::host_workspace();
