@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs both fuzz targets for a bounded time each (default 60 s), as CI does:
+# Runs the fuzz targets for a bounded time each (default 60 s), as CI does:
 #   bash fuzz/run.sh [SECONDS]
 # Needs the nightly toolchain and cargo-fuzz (installed if missing). Exits
 # non-zero on the first crash; libFuzzer's report is in fuzz/<target>.log.
@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 secs=${1:-60}
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 bash seeds.sh
-for target in load generate; do
+for target in load generate sample; do
     if ! cargo +nightly fuzz run -O "$target" "corpus/$target" -- \
         -max_total_time="$secs" -max_len=65536 >"$target.log" 2>&1; then
         tail -n 40 "$target.log"
