@@ -687,3 +687,20 @@ fn i8_weights_cost_little_against_the_f16_model_they_come_from() {
     assert!(f16 > 1.0 && f16 < 4.0, "the f16 model scores {f16}");
     assert!((i8 - f16).abs() < 0.01 * f16, "i8 {i8} against f16 {f16}");
 }
+
+#[test]
+fn the_fuzzers_seed_models_are_valid() {
+    // A seed that fails validation only ever exercises the loader's error
+    // paths; one of these once repeated a symbol ("hallo ").
+    let dir = charlm_tests::tests_dir().join("../fuzz/seeds");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let model = Model::from_bytes(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let i8 = path.to_string_lossy().ends_with("-i8.clm");
+        assert_eq!(model.weights() == DType::I8, i8, "{}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 8, "4 seed models, each in f16 and i8");
+}

@@ -1,6 +1,7 @@
 //! Writes small models to fuzz/seeds/ for the fuzzers' seed corpora:
 //! `cargo run -p charlm-tests --bin make-fuzz-seeds`. Small models let the
 //! load-and-generate fuzzer run tens of thousands of cases per second.
+//! Each is written twice: with f16 weights and with i8 weights.
 
 use charlm_runtime::CellKind;
 use charlm_tests::{Spec, Weights, tests_dir};
@@ -30,7 +31,7 @@ fn main() -> std::io::Result<()> {
             cell: CellKind::Gru,
             layers: 1,
             hidden: 5,
-            symbols: "hallo ",
+            symbols: "halo ",
             seed: 3,
         },
         Spec {
@@ -46,6 +47,11 @@ fn main() -> std::io::Result<()> {
         let bytes = Weights::synthesize(spec).encode(spec.symbols, "fuzz seed");
         std::fs::write(dir.join(format!("{}.clm", spec.name)), &bytes)?;
         println!("{}: {} bytes", spec.name, bytes.len());
+        // The same model with i8 weights, so that the fuzzers reach the i8
+        // cells with inputs small enough for long runs.
+        let i8 = charlm_trainer::export::quantize_file(&bytes).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join(format!("{}-i8.clm", spec.name)), &i8)?;
+        println!("{}-i8: {} bytes", spec.name, i8.len());
     }
     Ok(())
 }
