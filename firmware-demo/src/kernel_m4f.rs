@@ -155,6 +155,26 @@ fn dot_two(rows: [&[u8]; 2], x: &[f32]) -> [f32; 2] {
     [finish(a0, r0, x), finish(a1, r1, x)]
 }
 
+/// `asm!` with every FPU register (s0-s31) declared clobbered and no stack
+/// use: each block below loads its lanes, `x` and weights into fixed FPU
+/// registers, so all of them are declared once here rather than per block.
+macro_rules! asm_fpu {
+    ($($args:tt)*) => {
+        asm!(
+            $($args)*,
+            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
+            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
+            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
+            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
+            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+            options(nostack),
+        )
+    };
+}
+
 // The loop bodies. Registers: lanes of row 0 in s0-s7, of row 1 in s8-s15,
 // eight elements of x in s16-s23, eight halves of one row in s24-s27,
 // converted weights in s28-s31.
@@ -251,7 +271,7 @@ fn one_aligned(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
     // 8*chunks f32 (aligned by type); `acc` is 8 writable f32. The loop
     // runs `chunks` >= 1 times; all clobbered registers are declared.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s7}}",
             "2:",
             "vldmia {x}!, {{s16-s23}}",
@@ -263,14 +283,7 @@ fn one_aligned(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
             acc = in(reg) acc.as_mut_ptr(),
             x = inout(reg) x.as_ptr() => _,
             w = inout(reg) row.as_ptr() => _,
-            n = inout(reg) chunks => _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
+            n = inout(reg) chunks => _
         );
     }
 }
@@ -282,7 +295,7 @@ fn one_unaligned(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
     // SAFETY: as in `one_aligned`; `LDR` accepts any address on ARMv7-M
     // (unaligned access is enabled out of reset: CCR.UNALIGN_TRP = 0).
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s7}}",
             "2:",
             "vldmia {x}!, {{s16-s23}}",
@@ -295,14 +308,7 @@ fn one_unaligned(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
             x = inout(reg) x.as_ptr() => _,
             w = inout(reg) row.as_ptr() => _,
             n = inout(reg) chunks => _,
-            t0 = out(reg) _, t1 = out(reg) _, t2 = out(reg) _, t3 = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
+            t0 = out(reg) _, t1 = out(reg) _, t2 = out(reg) _, t3 = out(reg) _
         );
     }
 }
@@ -313,7 +319,7 @@ fn two_aligned(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: usi
     debug_assert!(rows.iter().all(|r| r.len() >= 16 * chunks && word_aligned(r)) && x.len() >= 8 * chunks && chunks > 0);
     // SAFETY: as in `one_aligned`, for two rows; `acc` is 16 contiguous f32.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s15}}",
             pair_loop_aligned!("3"),
             "vstm {acc}, {{s0-s15}}",
@@ -322,16 +328,7 @@ fn two_aligned(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: usi
             w0 = inout(reg) rows[0].as_ptr() => _,
             w1 = inout(reg) rows[1].as_ptr() => _,
             n = in(reg) chunks,
-            pairs = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
+            pairs = out(reg) _
         );
     }
 }
@@ -372,7 +369,7 @@ fn four_aligned_reduced(out: &mut [f32; 4], rows: [&[u8]; 4], x: &[f32], chunks:
     // SAFETY: as in `two_aligned`, twice; `ZEROS` is 16 f32 and `out` 4
     // writable f32, the first `vstmia` advancing it by two.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {zeros}, {{s0-s15}}",
             pair_loop_aligned!("4"),
             reduce_pair!(),
@@ -393,16 +390,7 @@ fn four_aligned_reduced(out: &mut [f32; 4], rows: [&[u8]; 4], x: &[f32], chunks:
             w2 = in(reg) r2.as_ptr(),
             w3 = in(reg) r3.as_ptr(),
             n = in(reg) chunks,
-            pairs = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
+            pairs = out(reg) _
         );
     }
 }
@@ -413,7 +401,7 @@ fn two_unaligned(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: u
     debug_assert!(rows.iter().all(|r| r.len() >= 16 * chunks) && x.len() >= 8 * chunks && chunks > 0);
     // SAFETY: as in `two_aligned` and `one_unaligned`.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s15}}",
             "2:",
             "vldmia {x}!, {{s16-s23}}",
@@ -429,16 +417,7 @@ fn two_unaligned(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: u
             w0 = inout(reg) rows[0].as_ptr() => _,
             w1 = inout(reg) rows[1].as_ptr() => _,
             n = inout(reg) chunks => _,
-            t0 = out(reg) _, t1 = out(reg) _, t2 = out(reg) _, t3 = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-            options(nostack),
+            t0 = out(reg) _, t1 = out(reg) _, t2 = out(reg) _, t3 = out(reg) _
         );
     }
 }
@@ -526,7 +505,7 @@ fn one_i8(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
     // writable f32. The loop runs `chunks` >= 1 times; all clobbered
     // registers are declared.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s7}}",
             "2:",
             "vldmia {x}!, {{s16-s23}}",
@@ -539,13 +518,7 @@ fn one_i8(acc: &mut [f32; 8], row: &[u8], x: &[f32], chunks: usize) {
             x = inout(reg) x.as_ptr() => _,
             w0 = inout(reg) row.as_ptr() => _,
             n = inout(reg) chunks => _,
-            t = out(reg) _, e0 = out(reg) _, e1 = out(reg) _, e2 = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            options(nostack),
+            t = out(reg) _, e0 = out(reg) _, e1 = out(reg) _, e2 = out(reg) _
         );
     }
 }
@@ -557,7 +530,7 @@ fn two_i8(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: usize) {
     debug_assert!(rows.iter().all(|r| r.len() >= 8 * chunks) && x.len() >= 8 * chunks && chunks > 0);
     // SAFETY: as in `one_i8`, for two rows; `acc` is 16 contiguous f32.
     unsafe {
-        asm!(
+        asm_fpu!(
             "vldm {acc}, {{s0-s15}}",
             "2:",
             "vldmia {x}!, {{s16-s23}}",
@@ -573,15 +546,7 @@ fn two_i8(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: usize) {
             w0 = inout(reg) rows[0].as_ptr() => _,
             w1 = inout(reg) rows[1].as_ptr() => _,
             n = inout(reg) chunks => _,
-            t = out(reg) _, e0 = out(reg) _, e1 = out(reg) _, e2 = out(reg) _,
-            out("s0") _, out("s1") _, out("s2") _, out("s3") _,
-            out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-            out("s8") _, out("s9") _, out("s10") _, out("s11") _,
-            out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-            out("s16") _, out("s17") _, out("s18") _, out("s19") _,
-            out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-            out("s24") _, out("s25") _, out("s26") _, out("s27") _,
-            options(nostack),
+            t = out(reg) _, e0 = out(reg) _, e1 = out(reg) _, e2 = out(reg) _
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use charlm_runtime::TensorName;
 use charlm_runtime::format::{
-    Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord,
+    Arch, Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord,
 };
 
 use crate::error::CliError;
@@ -115,42 +115,59 @@ pub fn export(
         })?;
         data.push(bytes);
     }
-    let tensor = |i: usize| {
+    let tensors = (0..n).map(|i| {
         let [r, c] = layout.slots[i].shape;
         Tensor {
             dtype: dtype(i),
             shape: [r as u32, c as u32],
             data: &data[i],
         }
+    });
+    let symbols = vocab.symbols_string();
+    let vocab = VocabRecord {
+        symbols: symbols.as_bytes(),
+        pad: 0,
+        eos: vocab.eos(),
     };
-    let layers = (0..layout.arch.layers as usize)
-        .map(|l| LayerRecord {
-            w_ih: tensor(4 * l),
-            w_hh: tensor(4 * l + 1),
-            b_ih: tensor(4 * l + 2),
-            b_hh: tensor(4 * l + 3),
+    let meta = Meta {
+        corpus: &prov.corpus,
+        steps: prov.steps,
+        train_bpc: prov.train_bpc,
+        val_bpc: prov.val_bpc,
+        val_bpc_f16: prov.val_bpc_f16,
+    };
+    encode(layout.arch, vocab, tensors.collect(), meta, weights)
+}
+
+/// Encodes a model file (with checksum) from its tensors in file order
+/// (per layer `w_ih`, `w_hh`, `b_ih`, `b_hh`, then `out_w`, `out_b`).
+fn encode(
+    arch: Arch,
+    vocab: VocabRecord<'_>,
+    tensors: Vec<Tensor<'_>>,
+    meta: Meta<'_>,
+    weights: DType,
+) -> Result<Vec<u8>, CliError> {
+    let n = tensors.len();
+    let layers = tensors
+        .chunks_exact(4)
+        .take(arch.layers as usize)
+        .map(|t| LayerRecord {
+            w_ih: t[0],
+            w_hh: t[1],
+            b_ih: t[2],
+            b_hh: t[3],
         })
         .collect();
-    let symbols = vocab.symbols_string();
     let file = ModelFile {
         header: Header::for_weights(weights),
         body: Body {
-            arch: layout.arch,
-            vocab: VocabRecord {
-                symbols: symbols.as_bytes(),
-                pad: 0,
-                eos: vocab.eos(),
-            },
+            arch,
+            vocab,
             layers,
-            out_w: tensor(n - 2),
-            out_b: tensor(n - 1),
-            meta: Meta {
-                corpus: &prov.corpus,
-                steps: prov.steps,
-                train_bpc: prov.train_bpc,
-                val_bpc: prov.val_bpc,
-                val_bpc_f16: prov.val_bpc_f16,
-            },
+            out_w: tensors[n - 2],
+            out_b: tensors[n - 1],
+            meta,
         },
     };
     file.encode()
@@ -192,42 +209,22 @@ pub fn quantize_file(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
             (*t, data)
         })
         .collect();
-    let tensor = |i: usize| {
-        let (t, data) = &quantized[i];
-        match data {
+    let tensors = quantized
+        .iter()
+        .map(|(t, data)| match data {
             Some(d) => Tensor {
                 dtype: DType::I8,
                 shape: t.shape,
                 data: d,
             },
             None => *t,
-        }
-    };
-    let n = quantized.len();
-    let layers = (0..body.layers.len())
-        .map(|l| LayerRecord {
-            w_ih: tensor(4 * l),
-            w_hh: tensor(4 * l + 1),
-            b_ih: tensor(4 * l + 2),
-            b_hh: tensor(4 * l + 3),
         })
         .collect();
-    let out = ModelFile {
-        header: Header::for_weights(DType::I8),
-        body: Body {
-            arch: body.arch,
-            vocab: body.vocab,
-            layers,
-            out_w: tensor(n - 2),
-            out_b: tensor(n - 1),
-            meta: Meta {
-                val_bpc_f16: None,
-                ..body.meta
-            },
-        },
+    let meta = Meta {
+        val_bpc_f16: None,
+        ..body.meta
     };
-    out.encode()
-        .map_err(|e| invalid(format!("cannot encode the model: {e}")))
+    encode(body.arch, body.vocab, tensors, meta, DType::I8)
 }
 
 /// A model file made from a run's checkpoint (see [`from_checkpoint`]).
