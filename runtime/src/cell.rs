@@ -160,7 +160,11 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
             let input = match below.last() {
                 None => Input::Table(
                     table_row::<W>(w.w_ih.data, cell.gates() * n, token),
-                    half_at(w.w_ih.scales, token as usize),
+                    if W::SCALED {
+                        half_at(w.w_ih.scales, token as usize)
+                    } else {
+                        1.0
+                    },
                 ),
                 Some(x) => Input::Hidden(x.get(..n).unwrap_or(&[])),
             };

@@ -19,6 +19,17 @@ pub enum TensorName {
     OutB,
 }
 
+impl TensorName {
+    /// A weight matrix (`w_ih`, `w_hh`, `out_w`: the tensors that may be
+    /// i8), not a bias.
+    pub const fn is_matrix(self) -> bool {
+        matches!(
+            self,
+            TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW
+        )
+    }
+}
+
 impl fmt::Display for TensorName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -110,6 +110,21 @@ impl Arch {
         }
     }
 
+    /// Every tensor's name in file order: per layer `w_ih`, `w_hh`, `b_ih`,
+    /// `b_hh`, then `out_w`, `out_b`.
+    pub fn tensor_names(&self) -> impl Iterator<Item = TensorName> + use<> {
+        (0..self.layers)
+            .flat_map(|l| {
+                [
+                    TensorName::WIh(l),
+                    TensorName::WHh(l),
+                    TensorName::BIh(l),
+                    TensorName::BHh(l),
+                ]
+            })
+            .chain([TensorName::OutW, TensorName::OutB])
+    }
+
     /// Number of parameters (all tensors, padding row included).
     pub fn param_count(&self) -> usize {
         let mut n = 0;
@@ -422,11 +437,11 @@ impl<'a> Body<'a> {
                     found: t.shape,
                 });
             }
-            let matrix = matches!(
-                name,
-                TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW
-            );
-            let dtype = if matrix { self.weights() } else { DType::F16 };
+            let dtype = if name.is_matrix() {
+                self.weights()
+            } else {
+                DType::F16
+            };
             if t.dtype != dtype {
                 return Err(Error::MixedDTypes {
                     tensor: name,

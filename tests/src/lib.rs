@@ -344,6 +344,29 @@ pub fn digest_input(vocab: u16) -> Vec<u16> {
         .collect()
 }
 
+/// The logits (ids `0..V`, as bits) after each id of [`digest_input`],
+/// computed with `kernel`.
+pub fn digest_logits<K: charlm_runtime::Kernel>(
+    model: &charlm_runtime::Model<'_>,
+    kernel: K,
+) -> Result<Vec<Vec<u32>>, charlm_runtime::Error> {
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = charlm_runtime::Generator::with_kernel(
+        model,
+        &mut ws,
+        charlm_runtime::Sampler::Greedy,
+        SeededRng::new(0),
+        kernel,
+    )?;
+    Ok(digest_input(model.arch().vocab)
+        .into_iter()
+        .map(|id| {
+            g.feed_id(id);
+            g.logits().iter().map(|x| x.to_bits()).collect()
+        })
+        .collect())
+}
+
 /// Path of a model's logits digest: one line per step of [`digest_input`],
 /// the CRC-32 of that step's logits as little-endian f32 bits.
 pub fn digest_path(name: &str) -> PathBuf {
@@ -357,23 +380,14 @@ pub fn digest_path(name: &str) -> PathBuf {
 /// a line: a far finer check than the texts, which a small change may leave alone.
 pub fn logits_digest(model_bytes: &[u8]) -> Result<String, charlm_runtime::Error> {
     let model = charlm_runtime::Model::from_bytes(model_bytes)?;
-    let mut ws = charlm_trainer::sample::host_workspace();
     let kernel = charlm_trainer::host_kernel::HostKernel::detect();
-    let mut g = charlm_runtime::Generator::with_kernel(
-        &model,
-        &mut ws,
-        charlm_runtime::Sampler::Greedy,
-        SeededRng::new(0),
-        kernel,
-    )?;
+    let ids = digest_input(model.arch().vocab);
     let mut out = String::new();
-    for (step, id) in digest_input(model.arch().vocab).into_iter().enumerate() {
-        g.feed_id(id);
-        let bytes: Vec<u8> = g
-            .logits()
+    for (step, (id, logits)) in ids.iter().zip(digest_logits(&model, kernel)?).enumerate() {
+        let bytes: Vec<u8> = logits
             .iter()
             .skip(1)
-            .flat_map(|x| x.to_bits().to_le_bytes())
+            .flat_map(|x| x.to_le_bytes())
             .collect();
         out.push_str(&format!(
             "{step:3} id {id:3} crc {:08x}\n",

@@ -82,6 +82,21 @@ pub fn to_i8_rows(x: &[f32], cols: usize) -> Result<Vec<u8>, usize> {
     Ok(q)
 }
 
+/// The type and `.clm` bytes of tensor `name` holding `values` (`cols` per
+/// row): `weights` for a weight matrix, f16 for a bias; or the index of a
+/// value that does not fit.
+fn encode_values(
+    name: TensorName,
+    values: &[f32],
+    cols: usize,
+    weights: DType,
+) -> Result<(DType, Vec<u8>), usize> {
+    match (name.is_matrix(), weights) {
+        (true, DType::I8) => to_i8_rows(values, cols).map(|b| (DType::I8, b)),
+        _ => to_f16_bytes(values).map(|b| (DType::F16, b)),
+    }
+}
+
 /// Encodes a model file (with checksum) whose weight matrices are of type
 /// `weights` (biases are f16 either way).
 pub fn export(
@@ -93,36 +108,30 @@ pub fn export(
 ) -> Result<Vec<u8>, CliError> {
     assert_eq!(params.len(), layout.len);
     assert_eq!(vocab.size(), layout.arch.vocab as usize);
-    let n = layout.slots.len();
-    // Slots are w_ih, w_hh, b_ih, b_hh per layer, then out_w, out_b.
-    let dtype = |i: usize| {
-        let matrix = if i + 2 >= n { i == n - 2 } else { i % 4 < 2 };
-        if matrix { weights } else { DType::F16 }
-    };
     let mut data = Vec::with_capacity(layout.slots.len());
-    for (i, slot) in layout.slots.iter().enumerate() {
+    for (slot, name) in layout.slots.iter().zip(layout.arch.tensor_names()) {
         let values = &params[slot.range.clone()];
-        let bytes = match dtype(i) {
-            DType::F16 => to_f16_bytes(values),
-            DType::I8 => to_i8_rows(values, slot.shape[1]),
-        };
-        let bytes = bytes.map_err(|i| {
+        let encoded = encode_values(name, values, slot.shape[1], weights).map_err(|i| {
             CliError::invalid(format!(
                 "cannot export: {}[{i}] = {} does not fit in f16 (training diverged; try a lower --lr or --clip)",
                 slot.name,
-                params[slot.range.start + i]
+                values[i]
             ))
         })?;
-        data.push(bytes);
+        data.push(encoded);
     }
-    let tensors = (0..n).map(|i| {
-        let [r, c] = layout.slots[i].shape;
-        Tensor {
-            dtype: dtype(i),
-            shape: [r as u32, c as u32],
-            data: &data[i],
-        }
-    });
+    let tensors = layout
+        .slots
+        .iter()
+        .zip(&data)
+        .map(|(slot, (dtype, bytes))| {
+            let [r, c] = slot.shape;
+            Tensor {
+                dtype: *dtype,
+                shape: [r as u32, c as u32],
+                data: bytes,
+            }
+        });
     let symbols = vocab.symbols_string();
     let vocab = VocabRecord {
         symbols: symbols.as_bytes(),
@@ -188,36 +197,29 @@ pub fn quantize_file(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
             body.weights()
         )));
     }
-    let quantized: Vec<(Tensor<'_>, Option<Vec<u8>>)> = body
+    // Every tensor goes through f32 (exact for f16); the matrices come
+    // back as i8, the biases as the same f16 bits.
+    let mut data = Vec::new();
+    for (name, t) in body.tensors() {
+        let values: Vec<f32> = t
+            .data
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|b| half::f16::from_le_bytes(*b).to_f32())
+            .collect();
+        // Validated f16 values are finite, so their scales are too.
+        let encoded = encode_values(name, &values, t.shape[1] as usize, DType::I8)
+            .map_err(|i| invalid(format!("{name}[{i}] cannot be quantized")))?;
+        data.push(encoded);
+    }
+    let tensors = body
         .tensors()
-        .map(|(name, t)| {
-            let matrix = matches!(
-                name,
-                TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW
-            );
-            let data = matrix.then(|| {
-                let values: Vec<f32> = t
-                    .data
-                    .as_chunks::<2>()
-                    .0
-                    .iter()
-                    .map(|b| half::f16::from_le_bytes(*b).to_f32())
-                    .collect();
-                // f16 values are finite (validated), so their scales are too.
-                to_i8_rows(&values, t.shape[1] as usize).unwrap_or_default()
-            });
-            (*t, data)
-        })
-        .collect();
-    let tensors = quantized
-        .iter()
-        .map(|(t, data)| match data {
-            Some(d) => Tensor {
-                dtype: DType::I8,
-                shape: t.shape,
-                data: d,
-            },
-            None => *t,
+        .zip(&data)
+        .map(|((_, t), (dtype, bytes))| Tensor {
+            dtype: *dtype,
+            shape: t.shape,
+            data: bytes,
         })
         .collect();
     let meta = Meta {

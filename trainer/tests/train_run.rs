@@ -309,9 +309,9 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     // parameters, rounded once) writes, scored by eval.
     let o = charlm(&["export", run_s, "--weights", "i8"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let from_run = std::fs::read(run.join("model-step20-i8.clm")).unwrap();
-    assert_eq!(said_bytes, from_run.len().to_string(), "{line}");
     let step20 = run.join("model-step20-i8.clm");
+    let from_run = std::fs::read(&step20).unwrap();
+    assert_eq!(said_bytes, from_run.len().to_string(), "{line}");
     let o = charlm(&[
         "eval",
         "--model",

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use charlm_runtime::Model;
 use charlm_runtime::format::DType;
 use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
@@ -93,11 +92,6 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
     let bytes = read_file(path)?;
     let quantized = quantize_file(&bytes)
         .map_err(|e| CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
-    // Loaded once more, as a user's runtime will: proof that it runs.
-    Model::from_bytes(&quantized).map_err(|source| CliError::Model {
-        path: path.clone(),
-        source,
-    })?;
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         path.with_file_name(format!("{stem}-i8.clm"))
