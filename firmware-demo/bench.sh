@@ -3,8 +3,8 @@
 # LSTM, hidden 128, 84 ids, f16) under QEMU -icount shift=0, with the
 # Cortex-M4F kernel, with the portable kernel, and without diagnostics (the
 # flash a product build needs); then the same model with i8 weights
-# (`charlm export --weights i8`) on the Cortex-M4F kernel. Prints the four
-# reports.
+# (`charlm export --weights i8`) on the Cortex-M4F kernel, in the default
+# build and in the i8-only product build. Prints the five reports.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -14,9 +14,11 @@ model_i8=${model%.clm}-i8.clm
     && cargo run -q --release -p charlm-trainer -- export "$model" --weights i8 --out "$model_i8" --force > /dev/null)
 unset CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
 cd "$here"
-for features in "" "--features portable-kernel" "--no-default-features"; do
+for features in "" "--features portable-kernel" "--no-default-features --features f16"; do
     printf '\n### CHARLM_MODEL=%s cargo run --release %s\n' "$model" "$features"
     CHARLM_MODEL=$model cargo run -q --release $features 2>&1 >/dev/null | grep -v '^case '
 done
-printf '\n### CHARLM_MODEL=%s cargo run --release\n' "$model_i8"
-CHARLM_MODEL=$model_i8 cargo run -q --release 2>&1 >/dev/null | grep -v '^case '
+for features in "" "--no-default-features --features int8"; do
+    printf '\n### CHARLM_MODEL=%s cargo run --release %s\n' "$model_i8" "$features"
+    CHARLM_MODEL=$model_i8 cargo run -q --release $features 2>&1 >/dev/null | grep -v '^case '
+done

@@ -10,6 +10,11 @@
 #![no_main]
 #![deny(unsafe_code)]
 
+#[cfg(not(any(feature = "f16", feature = "int8")))]
+compile_error!(
+    "the firmware needs a weight type: cargo feature f16, int8 or both (a product build: --no-default-features --features f16)"
+);
+
 mod console;
 // VCVTB/VCVTT and VMLA need an FPU: hard-float ARM targets only.
 #[cfg(target_abi = "eabihf")]

@@ -180,7 +180,7 @@ pub enum Error {
         version: u16,
     },
     /// The model's weights are of a type this build of the runtime leaves
-    /// out (i8 needs cargo feature `int8`).
+    /// out (f16 needs cargo feature `f16`, i8 cargo feature `int8`).
     DTypeDisabled {
         /// The weights' type.
         dtype: crate::format::DType,
@@ -286,7 +286,8 @@ impl fmt::Display for Error {
             ),
             Error::DTypeDisabled { dtype } => write!(
                 f,
-                "this build of the runtime cannot run {dtype} weights (cargo feature int8 of charlm-runtime)"
+                "this build of the runtime cannot run {dtype} weights (cargo feature {} of charlm-runtime)",
+                dtype.feature()
             ),
             Error::TooLarge {
                 what,

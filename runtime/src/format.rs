@@ -196,6 +196,24 @@ impl DType {
         }
     }
 
+    /// The cargo feature of `charlm-runtime` that runs weight matrices of
+    /// this type.
+    pub const fn feature(self) -> &'static str {
+        match self {
+            DType::F16 => "f16",
+            DType::I8 => "int8",
+        }
+    }
+
+    /// Whether this build of the runtime runs weight matrices of this type
+    /// (its cargo feature, [`Self::feature`], is on).
+    pub const fn enabled(self) -> bool {
+        match self {
+            DType::F16 => cfg!(feature = "f16"),
+            DType::I8 => cfg!(feature = "int8"),
+        }
+    }
+
     /// The oldest format version that has this type.
     pub const fn min_version(self) -> u16 {
         match self {

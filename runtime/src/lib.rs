@@ -5,8 +5,9 @@
 //! of the file's bytes (weights stay in flash); a [`Workspace`] holds all
 //! mutable state in fixed arrays sized by const generics; a [`Generator`]
 //! streams characters, greedily or with a temperature (and, with cargo
-//! feature `truncation`, top-k and top-p). Weights are f16, or, with cargo
-//! feature `int8`, i8 with a scale per row (format version 2). Every
+//! feature `truncation`, top-k and top-p). Weight matrices are f16 (cargo
+//! feature `f16`, on by default) or i8 with a scale per row (cargo feature
+//! `int8`, format version 2); a build runs the types it has. Every
 //! platform produces the same characters bit for bit: see [`cell`] for the
 //! numerics.
 //!
@@ -14,6 +15,9 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// With neither weight type (features `f16`, `int8`) the format can be read
+// but every model is refused, and the cells are never called.
+#![cfg_attr(not(any(feature = "f16", feature = "int8")), allow(unused))]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;

@@ -85,13 +85,14 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     /// Decodes and validates `bytes` (magic, version, checksum, shapes,
     /// vocabulary, finite weights). Never panics, never allocates; the weights
-    /// stay where they are (flash, a memory map, a `Vec`). A model with i8
-    /// weights needs cargo feature `int8` ([`Error::DTypeDisabled`] without).
+    /// stay where they are (flash, a memory map, a `Vec`). A model with f16
+    /// weight matrices needs cargo feature `f16` (on by default), one with
+    /// i8 weights cargo feature `int8` ([`Error::DTypeDisabled`] without).
     #[inline(never)]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, Error> {
         let file = ModelFile::decode(bytes)?;
         let weights = file.body.weights();
-        if weights == DType::I8 && !cfg!(feature = "int8") {
+        if !weights.enabled() {
             return Err(Error::DTypeDisabled { dtype: weights });
         }
         Ok(Self::from_body(&file.body, bytes.len()))
@@ -159,5 +160,35 @@ impl<'a> Model<'a> {
     /// Size of the file in bytes.
     pub fn file_len(&self) -> usize {
         self.file_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same trained fixture in both weight types.
+    const F16_MODEL: &[u8] = include_bytes!("../../tests/fixtures/lstm2.clm");
+    const I8_MODEL: &[u8] = include_bytes!("../../tests/fixtures/lstm2-i8.clm");
+
+    /// Run under each feature set (.ci/run does): the default, `int8` alone,
+    /// both, and neither.
+    #[test]
+    fn a_model_loads_exactly_when_its_weight_type_is_built_in() {
+        for (bytes, dtype, built_in) in [
+            (F16_MODEL, DType::F16, cfg!(feature = "f16")),
+            (I8_MODEL, DType::I8, cfg!(feature = "int8")),
+        ] {
+            match Model::from_bytes(bytes) {
+                Ok(m) => {
+                    assert!(built_in, "{dtype} ran without its feature");
+                    assert_eq!(m.weights(), dtype);
+                }
+                Err(e) => {
+                    assert!(!built_in, "{dtype}: {e}");
+                    assert_eq!(e, Error::DTypeDisabled { dtype });
+                }
+            }
+        }
     }
 }

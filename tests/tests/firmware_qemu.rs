@@ -82,10 +82,19 @@ fn cases() -> Vec<Case> {
 /// What `charlm generate --model M --prompt P --temperature T --seed S
 /// --max-chars N` prints for every case, concatenated.
 fn host_text(model_bytes: &[u8]) -> String {
+    host_text_of(model_bytes, true)
+}
+
+/// [`host_text`], without the top-k/top-p cases unless `truncation` (a
+/// firmware built without that feature leaves them out).
+fn host_text_of(model_bytes: &[u8], truncation: bool) -> String {
     let model = Model::from_bytes(model_bytes).expect("a valid model");
     let mut ws = host_workspace();
     let mut out = String::new();
     for c in cases() {
+        if !truncation && (c.top_k != 0 || c.top_p != 1.0) {
+            continue;
+        }
         let sampler = Sampler::new(c.temperature, c.top_k, c.top_p).expect("sampler");
         let sample = generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars)
             .expect("host generation");
@@ -125,12 +134,17 @@ struct Run {
     stderr: String,
 }
 
-/// Builds the firmware with `CHARLM_MODEL` (or its default) and runs it.
-fn build_and_run(model: Option<&Path>) -> Run {
+/// Builds the firmware with `CHARLM_MODEL` (or its default) and runs it:
+/// the default build, or with `product` a product build (no diagnostics)
+/// with only those features (`--no-default-features --features product`).
+fn build_and_run(model: Option<&Path>, product: Option<&str>) -> Run {
     let dir = firmware_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build.current_dir(&dir).args(["build", "--release"]);
+    if let Some(features) = product {
+        build.args(["--no-default-features", "--features", features]);
+    }
     // The firmware has its own target directory and target; none of the
     // outer build's settings apply.
     for var in [
@@ -150,7 +164,7 @@ fn build_and_run(model: Option<&Path>) -> Run {
     let out = build.output().expect("run cargo build in firmware-demo/");
     assert!(
         out.status.success(),
-        "cargo build --release in firmware-demo/ failed (is the thumbv7em-none-eabihf target installed? firmware-demo/ci.sh adds it):\n{}",
+        "cargo build --release {product:?} in firmware-demo/ failed (is the thumbv7em-none-eabihf target installed? firmware-demo/ci.sh adds it):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let elf = dir.join("target/thumbv7em-none-eabihf/release/charlm-firmware-demo");
@@ -206,8 +220,9 @@ fn build_and_run(model: Option<&Path>) -> Run {
     }
 }
 
-/// Asserts a successful run whose text is `expected`, naming the first difference.
-fn assert_text(run: &Run, expected: &str, what: &str) {
+/// Asserts a successful run whose text is `expected`, naming the first
+/// difference, and a report (with the self-test where `diagnostics`).
+fn assert_text(run: &Run, expected: &str, what: &str, diagnostics: bool) {
     assert_eq!(
         run.status,
         Some(0),
@@ -227,12 +242,15 @@ fn assert_text(run: &Run, expected: &str, what: &str) {
             run.stderr
         );
     }
-    for needle in [
-        "kernel self-test",
+    let mut needles = vec![
         "instructions per character",
         "static RAM",
         "stack high-water mark",
-    ] {
+    ];
+    if diagnostics {
+        needles.push("kernel self-test");
+    }
+    for needle in needles {
         assert!(
             run.stderr.contains(needle),
             "the report lacks {needle:?}:\n{}",
@@ -257,11 +275,12 @@ fn firmware_matches_host_and_golden_for_the_default_model() {
         host, golden,
         "the host no longer reproduces firmware-demo/{golden_file}"
     );
-    let run = build_and_run(None);
+    let run = build_and_run(None, None);
     assert_text(
         &run,
         &golden,
         "charlm generate and firmware-demo/golden/shakespeare-lstm128.txt",
+        true,
     );
 }
 
@@ -279,9 +298,9 @@ fn firmware_matches_host_for_the_benchmark_model() {
     );
     let path = std::env::temp_dir().join(format!("charlm-bench-{}.clm", std::process::id()));
     std::fs::write(&path, &bytes).expect("write the benchmark model");
-    let run = build_and_run(Some(&path));
+    let run = build_and_run(Some(&path), None);
     std::fs::remove_file(&path).ok();
-    assert_text(&run, &host_text(&bytes), "charlm generate");
+    assert_text(&run, &host_text(&bytes), "charlm generate", true);
 }
 
 #[test]
@@ -294,8 +313,39 @@ fn firmware_matches_host_for_an_i8_model() {
     let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let path = root().join("tests/fixtures/shakespeare-lstm128-i8.clm");
     let bytes = std::fs::read(&path).expect("i8 fixture");
-    let run = build_and_run(Some(&path));
-    assert_text(&run, &host_text(&bytes), "charlm generate");
+    let run = build_and_run(Some(&path), None);
+    assert_text(&run, &host_text(&bytes), "charlm generate", true);
+}
+
+#[test]
+fn an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones() {
+    // `--no-default-features --features int8`: the runtime without its f16
+    // cells, the product build of a device that ships i8 models.
+    let Some(_) = qemu_or_skip("an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones")
+    else {
+        return;
+    };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    let i8_path = root().join("tests/fixtures/shakespeare-lstm128-i8.clm");
+    let bytes = std::fs::read(&i8_path).expect("i8 fixture");
+    let run = build_and_run(Some(&i8_path), Some("int8"));
+    assert_text(&run, &host_text_of(&bytes, false), "charlm generate", false);
+    assert!(
+        !run.stderr.contains("kernel self-test"),
+        "a product build ran the diagnostics:\n{}",
+        run.stderr
+    );
+
+    let f16_path = root().join("tests/fixtures/shakespeare-lstm128.clm");
+    let run = build_and_run(Some(&f16_path), Some("int8"));
+    assert_ne!(run.status, Some(0), "an f16 model ran:\n{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot run f16 weights (cargo feature f16 of charlm-runtime)"),
+        "no clear message:\n{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "text printed from a refused model");
 }
 
 #[test]
@@ -311,7 +361,7 @@ fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
     bytes[middle] ^= 0x10;
     let path = std::env::temp_dir().join(format!("charlm-corrupted-{}.clm", std::process::id()));
     std::fs::write(&path, &bytes).expect("write the corrupted model");
-    let run = build_and_run(Some(&path));
+    let run = build_and_run(Some(&path), None);
     std::fs::remove_file(&path).ok();
     assert_ne!(
         run.status,
