@@ -34,6 +34,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -69,6 +70,19 @@ fn main() -> ExitCode {
             eprintln!("charlm: error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Restores SIGPIPE's default action, as other command-line programs have
+/// it: `charlm info M | head -3` ends quietly when `head` has read enough.
+/// Rust starts programs with SIGPIPE ignored, and then `println!` panics on
+/// the closed pipe.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists;
+    // SIG_DFL is a valid action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -214,3 +214,58 @@ fn generate_warns_about_dropped_characters_but_succeeds() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dropped 1"));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("nder"));
 }
+
+/// Runs `charlm args` with its standard output closed before it writes:
+/// the status and standard error.
+#[cfg(unix)]
+fn with_closed_stdout(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_charlm"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run charlm");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (child.wait().expect("wait for charlm"), stderr)
+}
+
+#[test]
+#[cfg(unix)]
+fn a_reader_that_stops_early_ends_charlm_quietly() {
+    // As `charlm info M | head -3`: SIGPIPE ends the program, as it ends
+    // other command-line programs; no panic, no error line.
+    use std::os::unix::process::ExitStatusExt;
+    let model = "tests/fixtures/gru1.clm";
+    for args in [
+        // More text than a pipe's buffer: the write fails whatever the timing.
+        vec![
+            "generate",
+            "--model",
+            model,
+            "--temperature",
+            "1",
+            "--count",
+            "2000",
+        ],
+        vec!["info", model],
+    ] {
+        let (status, stderr) = with_closed_stdout(&args);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+        // `info` may have written everything before the pipe closed.
+        assert!(
+            status.signal() == Some(13) || (args[0] == "info" && status.success()),
+            "{args:?}: {status:?} {stderr}"
+        );
+    }
+}
