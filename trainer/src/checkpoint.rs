@@ -1,8 +1,11 @@
 //! Resumable checkpoints, written atomically, and the atomic file write that
 //! every output of a run goes through.
 //!
-//! A checkpoint file is `b"CHLMCKPT"`, postcard of [`Checkpoint`], and the
-//! CRC-32 of everything before it. It holds everything a run needs to
+//! A checkpoint file is `b"CHLMCKPT"`, postcard of [`Checkpoint`], postcard
+//! of the run's weight type (`config.weights`; version 2 on, absent in
+//! version 1, whose runs write f16), and the CRC-32 of everything before
+//! it. Appending the new setting keeps version-1 files readable without a
+//! second copy of the structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
 //! parameters, optimizer state, position in the data, the recurrent state
 //! carried between windows, running loss sums and the metrics so far.
@@ -13,14 +16,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use charlm_runtime::format::DType;
+
 use crate::error::CliError;
 use crate::metrics::Row;
 use crate::optim::Optimizer;
 use crate::train::Config;
 
 const MAGIC: &[u8; 8] = b"CHLMCKPT";
-/// Version of the checkpoint layout.
-pub const VERSION: u32 = 1;
+/// Version of the checkpoint layout (1: no weight type, f16).
+pub const VERSION: u32 = 2;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -77,6 +82,7 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend(postcard::to_stdvec(self).expect("checkpoint encodes"));
+        out.extend(postcard::to_stdvec(&self.config.weights).expect("a weight type encodes"));
         let crc = charlm_runtime::format::crc32(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -99,14 +105,21 @@ impl Checkpoint {
         {
             return Err(bad("checksum mismatch (damaged file)"));
         }
-        let ck: Checkpoint =
-            postcard::from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
-        if ck.version != VERSION {
-            return Err(bad(&format!(
-                "version {} (this charlm reads {VERSION})",
-                ck.version
-            )));
+        let (mut ck, rest): (Checkpoint, _) =
+            postcard::take_from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
+        let (weights, rest) = match ck.version {
+            1 => (DType::F16, rest),
+            2 => postcard::take_from_bytes(rest).map_err(|e| bad(&e.to_string()))?,
+            v => {
+                return Err(bad(&format!(
+                    "version {v} (this charlm reads 1 to {VERSION})"
+                )));
+            }
+        };
+        if !rest.is_empty() {
+            return Err(bad("bytes after the end"));
         }
+        ck.config.weights = weights;
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -179,4 +192,99 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::{Layout, Spec};
+    use crate::optim::{Kind, Optimizer};
+    use charlm_runtime::format::CellKind;
+
+    fn checkpoint(weights: DType) -> Checkpoint {
+        Checkpoint {
+            version: VERSION,
+            config: Config {
+                corpus: Spec {
+                    path: None,
+                    field: None,
+                    layout: Layout::Running,
+                },
+                val: None,
+                val_frac: 0.05,
+                cell: CellKind::Gru,
+                layers: 1,
+                hidden: 2,
+                dropout: 0.0,
+                batch: 1,
+                seq_len: 4,
+                epochs: 1,
+                max_steps: None,
+                optimizer: Kind::Adam,
+                lr: 3e-3,
+                lr_decay: 0.9,
+                clip: 5.0,
+                seed: 7,
+                weights,
+            },
+            corpus_crc: 0x1234_5678,
+            vocab: "ab".into(),
+            params: vec![0.5, -0.25, 1.0],
+            optimizer: Optimizer::new(Kind::Adam, 3),
+            progress: Progress::default(),
+            carry: (1, vec![vec![0.0, 1.0]]),
+            metrics: Vec::new(),
+        }
+    }
+
+    fn read(bytes: &[u8]) -> Result<Checkpoint, CliError> {
+        Checkpoint::from_bytes(Path::new("checkpoint.bin"), bytes)
+    }
+
+    /// `content` with its CRC appended.
+    fn sealed(mut content: Vec<u8>) -> Vec<u8> {
+        let crc = charlm_runtime::format::crc32(&content);
+        content.extend_from_slice(&crc.to_le_bytes());
+        content
+    }
+
+    #[test]
+    fn the_weight_type_survives_a_round_trip() {
+        for weights in [DType::F16, DType::I8] {
+            let ck = checkpoint(weights);
+            assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
+        }
+    }
+
+    #[test]
+    fn a_version_1_checkpoint_is_read_as_f16() {
+        // Version 1 was the magic, postcard of the same struct and the CRC:
+        // no weight type after it.
+        let mut ck = checkpoint(DType::F16);
+        ck.version = 1;
+        let mut content = MAGIC.to_vec();
+        content.extend(postcard::to_stdvec(&ck).unwrap());
+        let old = read(&sealed(content.clone())).unwrap();
+        assert_eq!(old, ck);
+        // A version-1 file may not carry anything after the struct ...
+        content.push(1);
+        let err = read(&sealed(content)).unwrap_err().to_string();
+        assert!(err.contains("bytes after the end"), "{err}");
+        // ... and a version-2 file must name its type.
+        let mut v2 = checkpoint(DType::I8).to_bytes();
+        v2.truncate(v2.len() - 5);
+        let err = read(&sealed(v2)).unwrap_err().to_string();
+        assert!(err.contains("not a usable checkpoint"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let mut ck = checkpoint(DType::F16);
+        ck.version = 3;
+        let err = read(&ck.to_bytes()).unwrap_err().to_string();
+        assert!(
+            err.contains("version 3 (this charlm reads 1 to 2)"),
+            "{err}"
+        );
+    }
 }

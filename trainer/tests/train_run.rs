@@ -44,6 +44,7 @@ fn config(corpus: &Path, cell: CellKind) -> Config {
         lr_decay: 0.9,
         clip: 1.0,
         seed: 7,
+        weights: charlm_runtime::format::DType::F16,
     }
 }
 
@@ -397,6 +398,128 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
         "not a valid model",
     );
     assert!(!tmp.path().join("notes-i8.clm").exists());
+}
+
+#[test]
+fn train_weights_i8_writes_an_i8_model_and_a_resumed_run_keeps_the_type() {
+    use charlm_runtime::format::{DType, ModelFile};
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--hidden",
+            "16",
+            "--batch",
+            "4",
+            "--seq-len",
+            "16",
+            "--val-frac",
+            "0.1",
+            "--threads",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let o = charlm(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let weights_of = |bytes: &[u8]| ModelFile::decode(bytes).unwrap().body.weights();
+    let said = train(&[
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--max-steps",
+        "40",
+        "--weights",
+        "i8",
+    ]);
+    assert!(said.contains("bytes, i8 weights): 40 steps"), "{said}");
+    assert!(
+        said.contains(&format!("(charlm export {run_s} --weights f16)")),
+        "{said}"
+    );
+    assert_eq!(weights_of(&model_bytes(&run)), DType::I8);
+
+    // Resumed without --weights: still i8, and exactly what export gives
+    // from the checkpoint's f32 parameters.
+    train(&["--resume", run_s, "--max-steps", "80"]);
+    let model = model_bytes(&run);
+    assert_eq!(weights_of(&model), DType::I8);
+    let o = charlm(&["export", run_s, "--weights", "i8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        model,
+        std::fs::read(run.join("model-step80-i8.clm")).unwrap()
+    );
+
+    // The samples shown were the i8 model's: generate reproduces every one
+    // from model.clm, and not every one from the f16 model of that step.
+    let samples = std::fs::read_to_string(run.join("samples.txt")).unwrap();
+    let o = charlm(&["export", run_s, "--weights", "f16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reproduced_by = |model: &Path| -> Vec<bool> {
+        sample_blocks(&samples)
+            .iter()
+            .map(|(args, text)| {
+                let mut a = vec!["generate", "--model", model.to_str().unwrap()];
+                a.extend(args.iter().map(String::as_str));
+                let o = charlm(&a);
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                String::from_utf8_lossy(&o.stdout).trim_end_matches('\n') == text
+            })
+            .collect()
+    };
+    let by_i8 = reproduced_by(&run.join("model.clm"));
+    assert!(
+        by_i8.len() >= 4 && by_i8.iter().all(|&b| b),
+        "{by_i8:?}\n{samples}"
+    );
+    let by_f16 = reproduced_by(&run.join("model-step80.clm"));
+    assert!(
+        by_f16.iter().any(|&b| !b),
+        "f16 gives the same samples: no test"
+    );
+
+    // --weights on resume changes the type of the files written next.
+    train(&["--resume", run_s, "--max-steps", "90", "--weights", "f16"]);
+    assert_eq!(weights_of(&model_bytes(&run)), DType::F16);
+}
+
+/// The samples of a samples.txt: `generate` arguments and the text.
+fn sample_blocks(samples: &str) -> Vec<(Vec<String>, String)> {
+    let mut out: Vec<(Vec<String>, String)> = Vec::new();
+    for line in samples.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(head) = line.strip_prefix("--- prompt \"") {
+            let (prompt, rest) = head.rsplit_once("\", temperature ").unwrap();
+            let f: Vec<&str> = rest.split(", ").collect();
+            let (t, seed, max) = (
+                f[0],
+                f[1].strip_prefix("seed ").unwrap(),
+                f[2].strip_prefix("max-chars ").unwrap(),
+            );
+            let args = [
+                "--prompt",
+                prompt,
+                "--temperature",
+                t,
+                "--seed",
+                seed,
+                "--max-chars",
+                max,
+            ];
+            out.push((args.map(String::from).to_vec(), String::new()));
+        } else if let Some((_, text)) = out.last_mut() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(line);
+        }
+    }
+    out
 }
 
 #[test]

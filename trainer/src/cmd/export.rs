@@ -9,6 +9,8 @@ use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{from_checkpoint, quantize_file};
 
+use super::Weights;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run folder (written by `charlm train`; its checkpoint.bin is read),
@@ -28,20 +30,8 @@ pub struct Args {
     weights: Weights,
 }
 
-/// `--weights`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum Weights {
-    /// IEEE half precision, as `charlm train` writes model.clm.
-    F16,
-    /// Signed bytes with one f16 scale per row (format version 2).
-    I8,
-}
-
 pub fn run(args: Args) -> Result<(), CliError> {
-    let weights = match args.weights {
-        Weights::F16 => DType::F16,
-        Weights::I8 => DType::I8,
-    };
+    let weights = args.weights.dtype();
     if args.run.is_file() {
         return quantize(&args, weights);
     }

@@ -9,7 +9,28 @@ pub mod train;
 
 use std::path::PathBuf;
 
+use charlm_runtime::format::DType;
 use charlm_trainer::error::CliError;
+
+/// `--weights` of `train` and `export`: the type of a model file's weight
+/// matrices.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weights {
+    /// IEEE half precision (the default).
+    F16,
+    /// Signed bytes with one f16 scale per row (format version 2).
+    I8,
+}
+
+impl Weights {
+    /// The format's type.
+    pub fn dtype(self) -> DType {
+        match self {
+            Weights::F16 => DType::F16,
+            Weights::I8 => DType::I8,
+        }
+    }
+}
 
 /// The model file a command was given: a run folder stands for its
 /// `model.clm`. A folder without one is one line (naming `charlm export`

@@ -9,6 +9,8 @@ use charlm_trainer::error::CliError;
 use charlm_trainer::optim;
 use charlm_trainer::train::{self, Config, Device, Options};
 
+use super::Weights;
+
 /// Defaults, tuned so that `charlm train` with no arguments trains the
 /// bundled Shakespeare in a few minutes on a 2-core machine.
 pub mod defaults {
@@ -121,6 +123,11 @@ pub struct Args {
     /// Characters per sample.
     #[arg(long)]
     sample_chars: Option<usize>,
+    /// Weight type of model.clm (and of the model the samples come from):
+    /// f16 (default), or i8 with a scale per row, about half the size. A
+    /// resumed run keeps its type unless this is given.
+    #[arg(long, value_enum)]
+    weights: Option<Weights>,
     /// Print only errors.
     #[arg(long, short)]
     quiet: bool,
@@ -184,6 +191,7 @@ fn config(a: &Args) -> Config {
         lr_decay: a.lr_decay.unwrap_or(defaults::LR_DECAY),
         clip: a.clip.unwrap_or(defaults::CLIP),
         seed: a.seed.unwrap_or(1),
+        weights: a.weights.unwrap_or(Weights::F16).dtype(),
     }
 }
 
@@ -259,6 +267,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(CliError::invalid("--prompt must not be empty"));
     }
+    let mut weights = args.weights.map(Weights::dtype);
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), Some(out)) if dir != out => {
             return Err(CliError::invalid(
@@ -268,6 +277,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (Some(dir), _) => {
             let ck = Checkpoint::load(dir)?;
             check_resume(&args, &ck.config)?;
+            weights = weights.or(Some(ck.config.weights));
             (dir.clone(), true)
         }
         (None, Some(out)) => (out.clone(), false),
@@ -276,8 +286,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let cfg = config(&args);
     let mut cfg_for_run = cfg;
     if resume {
-        // Only --epochs and --max-steps may change; run() merges them.
+        // Only --epochs, --max-steps and --weights may change; run() merges
+        // them.
         cfg_for_run.epochs = args.epochs.unwrap_or(0);
+    }
+    if let Some(w) = weights {
+        cfg_for_run.weights = w;
     }
     let opts = Options {
         out,

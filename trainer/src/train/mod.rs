@@ -74,6 +74,17 @@ pub struct Config {
     pub clip: f32,
     /// Seed of everything random.
     pub seed: u64,
+    /// Type of the weight matrices of the model files the run writes
+    /// (`model.clm`, and the model the samples come from). It is not part
+    /// of training, so a resumed run may change it; a checkpoint stores it
+    /// after everything else (version 2, see [`crate::checkpoint`]).
+    #[serde(skip, default = "f16")]
+    pub weights: DType,
+}
+
+/// The weight type of checkpoints older than the `weights` setting.
+fn f16() -> DType {
+    DType::F16
 }
 
 impl Config {
@@ -511,8 +522,9 @@ fn check_out(out: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Trains (or resumes) a run. `cfg` is ignored when resuming (the
-/// checkpoint's configuration is used; the caller merges allowed changes).
+/// Trains (or resumes) a run. When resuming, the checkpoint's configuration
+/// is used, with three settings from `cfg`: `epochs` (the larger),
+/// `max_steps` (where set) and `weights`.
 pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let verbose = opts.verbose;
     let say = |s: &str| {
@@ -532,6 +544,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             if cfg.max_steps.is_some() {
                 c.max_steps = cfg.max_steps;
             }
+            c.weights = cfg.weights;
             c
         }
         None => {
@@ -806,7 +819,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             &params,
             &data.vocab,
             &Provenance::default(),
-            DType::F16,
+            cfg.weights,
         )?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
@@ -863,30 +876,44 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         })?;
         Ok((runtime_loss(&model, val).bpc() as f32, bytes.len()))
     };
-    let mut i8_score = None;
+    // Both types are scored: the one written, and the other as a hint.
+    let mut scores = None;
     if let Some(val) = &data.val {
-        let f16 = score(DType::F16, val)?.0;
-        i8_score = Some(score(DType::I8, val)?);
-        prov.val_bpc_f16 = Some(f16);
+        let f16 = score(DType::F16, val)?;
+        let i8 = score(DType::I8, val)?;
+        prov.val_bpc_f16 = Some(f16.0);
+        scores = Some((f16, i8));
     }
-    let bytes = export(&layout, &params, &data.vocab, &prov, DType::F16)?;
+    // The file records the f16 score only when it holds f16 weights.
+    let file_prov = Provenance {
+        val_bpc_f16: prov.val_bpc_f16.filter(|_| cfg.weights == DType::F16),
+        ..prov.clone()
+    };
+    let bytes = export(&layout, &params, &data.vocab, &file_prov, cfg.weights)?;
     let model_path = opts.out.join("model.clm");
     write_atomic(&model_path, &bytes)?;
     progress.done = true;
     save(&params, &opt, &progress, &rows, backend.as_ref())?;
+    let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
-        "wrote {} ({} bytes): {} steps, train {} bpc, held-out {} bpc (f32), {} bpc (f16, through the runtime), {:.0} s in all",
+        "wrote {} ({} bytes, {} weights): {} steps, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
         model_path.display(),
         bytes.len(),
+        cfg.weights,
         progress.steps,
         prov.train_bpc.map_or("-".into(), |v| format!("{v:.3}")),
         prov.val_bpc.map_or("-".into(), |v| format!("{v:.3}")),
-        prov.val_bpc_f16.map_or("-".into(), |v| format!("{v:.3}")),
+        written.map_or("-".into(), |(v, _)| format!("{v:.3}")),
+        cfg.weights,
         session_start.elapsed().as_secs_f64()
     ));
-    if let Some((bpc, size)) = i8_score {
+    if let Some((f16, i8)) = scores {
+        let (other, (bpc, size)) = match cfg.weights {
+            DType::F16 => (DType::I8, i8),
+            DType::I8 => (DType::F16, f16),
+        };
         say(&format!(
-            "with i8 weights: held-out {bpc:.3} bpc, {size} bytes (charlm export {} --weights i8)",
+            "with {other} weights: held-out {bpc:.3} bpc, {size} bytes (charlm export {} --weights {other})",
             opts.out.display()
         ));
     }
