@@ -318,6 +318,30 @@ fn firmware_matches_host_for_an_i8_model() {
 }
 
 #[test]
+fn firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru() {
+    // The other cell and stacked layers on the target: the GRU fixture
+    // (hidden 20: 3-gate products, odd rows, multi-byte UTF-8 symbols,
+    // prompts mostly of characters it lacks), its i8 version, and the
+    // 2-layer LSTM (hidden 27: a tail in every row, few aligned rows).
+    let Some(_) = qemu_or_skip("firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru")
+    else {
+        return;
+    };
+    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
+    for name in ["gru1.clm", "gru1-i8.clm", "lstm2.clm"] {
+        let path = root().join("tests/fixtures").join(name);
+        let bytes = std::fs::read(&path).expect("fixture");
+        let run = build_and_run(Some(&path), None);
+        assert_text(
+            &run,
+            &host_text(&bytes),
+            &format!("charlm generate ({name})"),
+            true,
+        );
+    }
+}
+
+#[test]
 fn an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones() {
     // `--no-default-features --features int8`: the runtime without its f16
     // cells, the product build of a device that ships i8 models.
