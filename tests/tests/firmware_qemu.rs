@@ -127,6 +127,13 @@ fn qemu_or_skip(test: &str) -> Option<PathBuf> {
     found
 }
 
+/// QEMU's presence (see [`qemu_or_skip`]), then this test's turn at the
+/// firmware's target directory.
+fn firmware_turn(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    qemu_or_skip(test)?;
+    Some(FIRMWARE.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The firmware's output.
 struct Run {
     status: Option<i32>,
@@ -261,10 +268,10 @@ fn assert_text(run: &Run, expected: &str, what: &str, diagnostics: bool) {
 
 #[test]
 fn firmware_matches_host_and_golden_for_the_default_model() {
-    let Some(_) = qemu_or_skip("firmware_matches_host_and_golden_for_the_default_model") else {
+    let Some(_turn) = firmware_turn("firmware_matches_host_and_golden_for_the_default_model")
+    else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128.clm"))
         .expect("default model");
     let golden_file = "golden/shakespeare-lstm128.txt";
@@ -288,10 +295,9 @@ fn firmware_matches_host_and_golden_for_the_default_model() {
 fn firmware_matches_host_for_the_benchmark_model() {
     // Hidden 128: the kernel's word-aligned four-row path, its unaligned
     // path (this model's output matrix is not word-aligned), no tail.
-    let Some(_) = qemu_or_skip("firmware_matches_host_for_the_benchmark_model") else {
+    let Some(_turn) = firmware_turn("firmware_matches_host_for_the_benchmark_model") else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let bytes = charlm_tests::Weights::synthesize(&charlm_tests::FIRMWARE_BENCH).encode(
         charlm_tests::FIRMWARE_BENCH.symbols,
         "synthetic benchmark (seeded PCG32)",
@@ -307,10 +313,9 @@ fn firmware_matches_host_for_the_benchmark_model() {
 fn firmware_matches_host_for_an_i8_model() {
     // The trained fixture's i8 version: the runtime's i8 cells on the
     // Cortex-M4F (built with the demo's default feature int8).
-    let Some(_) = qemu_or_skip("firmware_matches_host_for_an_i8_model") else {
+    let Some(_turn) = firmware_turn("firmware_matches_host_for_an_i8_model") else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let path = root().join("tests/fixtures/shakespeare-lstm128-i8.clm");
     let bytes = std::fs::read(&path).expect("i8 fixture");
     let run = build_and_run(Some(&path), None);
@@ -323,11 +328,11 @@ fn firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru() {
     // (hidden 20: 3-gate products, odd rows, multi-byte UTF-8 symbols,
     // prompts mostly of characters it lacks), its i8 version, and the
     // 2-layer LSTM (hidden 27: a tail in every row, few aligned rows).
-    let Some(_) = qemu_or_skip("firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru")
+    let Some(_turn) =
+        firmware_turn("firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru")
     else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     for name in ["gru1.clm", "gru1-i8.clm", "lstm2.clm"] {
         let path = root().join("tests/fixtures").join(name);
         let bytes = std::fs::read(&path).expect("fixture");
@@ -345,11 +350,10 @@ fn firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru() {
 fn an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones() {
     // `--no-default-features --features int8`: the runtime without its f16
     // cells, the product build of a device that ships i8 models.
-    let Some(_) = qemu_or_skip("an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones")
+    let Some(_turn) = firmware_turn("an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones")
     else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let i8_path = root().join("tests/fixtures/shakespeare-lstm128-i8.clm");
     let bytes = std::fs::read(&i8_path).expect("i8 fixture");
     let run = build_and_run(Some(&i8_path), Some("int8"));
@@ -374,12 +378,11 @@ fn an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones() {
 
 #[test]
 fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
-    let Some(_) =
-        qemu_or_skip("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status")
+    let Some(_turn) =
+        firmware_turn("firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status")
     else {
         return;
     };
-    let _turn = FIRMWARE.lock().unwrap_or_else(|e| e.into_inner());
     let mut bytes = std::fs::read(root().join("tests/fixtures/lstm2.clm")).expect("fixture");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;

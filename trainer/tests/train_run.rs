@@ -266,6 +266,20 @@ fn charlm(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// `charlm train` flags of a model and run that take a fraction of a second.
+const TINY: &[&str] = &[
+    "--hidden",
+    "16",
+    "--batch",
+    "4",
+    "--seq-len",
+    "16",
+    "--val-frac",
+    "0.1",
+    "--threads",
+    "1",
+];
+
 #[test]
 fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     use charlm_runtime::format::{DType, ModelFile};
@@ -274,25 +288,17 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     let corpus_s = corpus.to_str().unwrap();
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
-    let trained = charlm(&[
+    let mut args = vec![
         "train",
         "--corpus",
         corpus_s,
         "--out",
         run_s,
-        "--hidden",
-        "16",
-        "--batch",
-        "4",
-        "--seq-len",
-        "16",
         "--max-steps",
         "20",
-        "--val-frac",
-        "0.1",
-        "--threads",
-        "1",
-    ]);
+    ];
+    args.extend_from_slice(TINY);
+    let trained = charlm(&args);
     assert!(
         trained.status.success(),
         "{}",
@@ -408,19 +414,8 @@ fn train_weights_i8_writes_an_i8_model_and_a_resumed_run_keeps_the_type() {
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
     let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--hidden",
-            "16",
-            "--batch",
-            "4",
-            "--seq-len",
-            "16",
-            "--val-frac",
-            "0.1",
-            "--threads",
-            "1",
-        ];
+        let mut args = vec!["train"];
+        args.extend_from_slice(TINY);
         args.extend_from_slice(extra);
         let o = charlm(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
