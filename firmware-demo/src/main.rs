@@ -159,7 +159,7 @@ fn run() -> Result<(), ()> {
     #[cfg(not(feature = "int8"))]
     let i8 = false;
     if i8 {
-        let _ = writeln!(con.err, "  generating with the {KERNEL_NAME} kernel; i8 weights (SXTB + VCVT + VMLA)");
+        let _ = writeln!(con.err, "  generating with the {KERNEL_NAME} kernel; i8 weights times the Q14 state (SXTB16 + SMLAD)");
     } else {
         let _ = writeln!(
             con.err,

@@ -276,17 +276,17 @@ impl<K: charlm_runtime::Kernel> charlm_runtime::Kernel for &Timed<'_, K> {
     }
 
     #[cfg(feature = "int8")]
-    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.time(|| self.inner.dot1_i8(row, x))
+    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+        self.time(|| self.inner.dotq1(row, xq))
     }
 
     #[cfg(feature = "int8")]
-    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.time(|| self.inner.dot3_i8(rows, x))
+    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+        self.time(|| self.inner.dotq3(rows, xq))
     }
 
     #[cfg(feature = "int8")]
-    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.time(|| self.inner.dot4_i8(rows, x))
+    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+        self.time(|| self.inner.dotq4(rows, xq))
     }
 }

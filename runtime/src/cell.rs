@@ -8,11 +8,17 @@
 //!   supplies `expf` and `tanhf`, so every target runs the same software.
 //! * Dot products follow the one order documented in [`crate::kernel`]
 //!   (8 interleaved lanes, a fixed reduction tree), whichever [`Kernel`] runs them.
-//! * i8 weight matrices (cargo feature `int8`): a dot product runs over the
-//!   row's integers, converted exactly to f32, in the same order, and the
-//!   reduced sum is multiplied by the row's scale (one rounding): the
-//!   `dot(...)` terms below are `dot_q(...) * scale[r]`. An input-table
-//!   entry is `q * scale[token]`. Biases are f16 either way.
+//! * i8 weight matrices (cargo feature `int8`, format version 3): the
+//!   vector a matrix multiplies (a hidden state, every element in
+//!   `[-1, 1]`) is first quantized to Q14 ([`quantize`]), `xq = clamp(trunc(x * 2^14 +
+//!   copysign(0.5, x)), -2^14, 2^14)` (round half away from zero); a dot
+//!   product is the exact integer sum `sum(q[i] * xq[i])` (at most
+//!   `127 * 2^14 * 1024 < 2^31` for the largest hidden size an i8 model may
+//!   have, [`crate::format::MAX_HIDDEN_I8`]), converted to f32 (rounded), times `2^-14` (exact), times
+//!   the row's scale (rounded): the `dot(...)` terms below are
+//!   `(f32(dot_q) * 2^-14) * scale[r]`. Integer sums have no order, so a
+//!   kernel may add them as it likes (SMLAD pairs on a Cortex-M4F). An
+//!   input-table entry is `q * scale[token]`. Biases are f16 either way.
 //! * Gate pre-activation for row `r`: `(a_r + b_ih[r]) + (dot(w_hh[r], h) + b_hh[r])`
 //!   where `a_r` is the input table entry (layer 0) or `dot(w_ih[r], x)`.
 //!   `sigmoid(x) = 1 / (1 + expf(-x))`.
@@ -29,7 +35,8 @@ use crate::model::{LayerWeights, Mat, Model};
 ///
 /// `H`, `L` and `V` are capacities (hidden size, layers, vocabulary size
 /// including padding and `<eos>`); any model within them runs. Size:
-/// `4 * ((2L + 1) * H + V)` bytes.
+/// `4 * ((2L + 1) * H + V)` bytes, and with feature `int8` `2 * L * H`
+/// more for the quantized hidden states.
 #[derive(Clone, Debug)]
 pub struct Workspace<const H: usize, const L: usize, const V: usize> {
     /// `[L][H]` hidden state of each layer.
@@ -38,6 +45,9 @@ pub struct Workspace<const H: usize, const L: usize, const V: usize> {
     c: [[f32; H]; L],
     /// `[H]` the new hidden state of the layer being computed.
     hn: [f32; H],
+    /// `[L][H]` each layer's hidden state quantized to Q14 (i8 models).
+    #[cfg(feature = "int8")]
+    hq: [[i16; H]; L],
     /// `[V]` logits of the next character.
     logits: [f32; V],
 }
@@ -60,6 +70,8 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
             h: [[0.0; H]; L],
             c: [[0.0; H]; L],
             hn: [0.0; H],
+            #[cfg(feature = "int8")]
+            hq: [[0; H]; L],
             logits: [0.0; V],
         }
     }
@@ -88,6 +100,10 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
     pub fn reset(&mut self) {
         self.h = [[0.0; H]; L];
         self.c = [[0.0; H]; L];
+        #[cfg(feature = "int8")]
+        {
+            self.hq = [[0; H]; L];
+        }
     }
 
     /// Logits of the current step, ids `0..model vocab` (id 0 is `-inf`).
@@ -147,19 +163,28 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
     ) {
         let n = model.hidden();
         let cell = model.cell();
+        #[cfg(feature = "int8")]
+        let hq: &mut [[i16; H]] = &mut self.hq;
+        #[cfg(not(feature = "int8"))]
+        let hq: &mut [[i16; H]] = &mut [];
         for (l, w) in model.layers.iter().enumerate() {
-            let Some((below, this)) = self.h.split_at_mut_checked(l) else {
+            let (Some(h), Some(c), Some(hn)) = (
+                self.h.get(l).and_then(|h| h.get(..n)),
+                self.c.get_mut(l).and_then(|c| c.get_mut(..n)),
+                self.hn.get_mut(..n),
+            ) else {
                 return;
             };
-            let (Some(h), Some(c)) = (this.first_mut(), self.c.get_mut(l)) else {
+            // What the matrices multiply: this layer's state and (above
+            // layer 0) the new state of the layer below, as W takes them.
+            let (Some(hx), below) = (
+                W::dot_input(&self.h, hq, l, n),
+                l.checked_sub(1)
+                    .and_then(|b| W::dot_input(&self.h, hq, b, n)),
+            ) else {
                 return;
             };
-            let (Some(h), Some(c), Some(hn)) =
-                (h.get_mut(..n), c.get_mut(..n), self.hn.get_mut(..n))
-            else {
-                return;
-            };
-            let input = match below.last() {
+            let input = match below {
                 None => Input::Table(
                     table_row::<W>(w.w_ih.data, cell.gates() * n, token),
                     if W::SCALED {
@@ -168,21 +193,22 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
                         1.0
                     },
                 ),
-                Some(x) => Input::Hidden(x.get(..n).unwrap_or(&[])),
+                Some(x) => Input::Hidden(x),
             };
             match cell {
-                CellKind::Lstm => lstm_layer::<K, W>(k, w, input, h, c, hn),
-                CellKind::Gru => gru_layer::<K, W>(k, w, input, h, hn),
+                CellKind::Lstm => lstm_layer::<K, W>(k, w, input, hx, c, hn),
+                CellKind::Gru => gru_layer::<K, W>(k, w, input, hx, h, hn),
             }
-            h.copy_from_slice(hn);
+            if let Some(h) = self.h.get_mut(l).and_then(|h| h.get_mut(..n)) {
+                h.copy_from_slice(hn);
+            }
+            W::keep(hq.get_mut(l).and_then(|q| q.get_mut(..n)), hn);
         }
         if !logits {
             return;
         }
-        let top = self
-            .h
-            .get(model.layers.len().wrapping_sub(1))
-            .map_or(&[][..], |h| h.get(..n).unwrap_or(&[]));
+        let top = model.layers.len().wrapping_sub(1);
+        let top = W::dot_input(&self.h, hq, top, n).unwrap_or(&[]);
         let vocab = model.vocab().size();
         let logits = self.logits.get_mut(..vocab).unwrap_or(&mut []);
         output_layer::<K, W>(k, model.out_w, model.out_b, top, logits);
@@ -205,23 +231,48 @@ trait Weights: 'static {
     const BYTES: usize;
     /// Whether a row's products and values are multiplied by its scale.
     const SCALED: bool;
-    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32;
-    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3];
-    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4];
-    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[f32]) -> [f32; LANES];
-    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[f32]) -> [f32; LANES];
+    /// The elements of the vectors the matrices multiply.
+    type X: Copy;
+    /// Layer `l`'s hidden state (`n` units) as the matrices take it: the
+    /// f32 state `f`, or its quantized copy `q`.
+    fn dot_input<'a, const H: usize>(
+        f: &'a [[f32; H]],
+        q: &'a [[i16; H]],
+        l: usize,
+        n: usize,
+    ) -> Option<&'a [Self::X]>;
+    /// Keeps what [`Weights::dot_input`] reads of a layer's new state `h`
+    /// in `q` (that layer's quantized copy, `None` without feature `int8`).
+    fn keep(q: Option<&mut [i16]>, h: &[f32]);
+    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[Self::X]) -> f32;
+    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[Self::X]) -> [f32; 3];
+    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[Self::X]) -> [f32; 4];
+    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[Self::X]) -> [f32; LANES];
+    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[Self::X]) -> [f32; LANES];
     /// Elements `start..start + 8` of `v` (0 past the end), unscaled.
     fn values8<K: Kernel>(k: &K, v: &[u8], start: usize) -> [f32; LANES];
     /// The elements of `v`, unscaled.
     fn values(v: &[u8]) -> impl Iterator<Item = f32>;
 }
 
-/// f16 weights: the kernel's plain methods.
+/// f16 weights: the kernel's plain methods, on the f32 state.
 struct F16;
 
 impl Weights for F16 {
     const BYTES: usize = 2;
     const SCALED: bool = false;
+    type X = f32;
+    #[inline(always)]
+    fn dot_input<'a, const H: usize>(
+        f: &'a [[f32; H]],
+        _: &'a [[i16; H]],
+        l: usize,
+        n: usize,
+    ) -> Option<&'a [f32]> {
+        f.get(l)?.get(..n)
+    }
+    #[inline(always)]
+    fn keep(_: Option<&mut [i16]>, _: &[f32]) {}
     #[inline(always)]
     fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32 {
         k.dot1(row, x)
@@ -252,7 +303,34 @@ impl Weights for F16 {
     }
 }
 
-/// i8 weights with a scale per row: the kernel's `*_i8` methods.
+/// Fraction bits of the quantized hidden states: `1.0` is `2^Q_BITS`.
+#[cfg(feature = "int8")]
+pub const Q_BITS: u32 = 14;
+
+/// `x` in Q14: `x * 2^14` rounded half away from zero, clamped to
+/// `[-2^14, 2^14]` (a hidden state never leaves `[-1, 1]`; NaN gives 0).
+/// `x * 2^14` is exact and so is adding the half (`|x * 2^14| < 2^23`), so
+/// every platform gets the same integer.
+#[cfg(feature = "int8")]
+#[inline(always)]
+pub fn quantize(x: f32) -> i16 {
+    const ONE: i32 = 1 << Q_BITS;
+    let v = x * ONE as f32;
+    let half = if v < 0.0 { -0.5 } else { 0.5 };
+    ((v + half) as i32).clamp(-ONE, ONE) as i16
+}
+
+/// `f32(dot) * 2^-14`: an integer dot product of Q14 activations as a
+/// value (the row's scale still to come).
+#[cfg(feature = "int8")]
+#[inline(always)]
+fn dequantize(d: i32) -> f32 {
+    const UNIT: f32 = 1.0 / (1u32 << Q_BITS) as f32;
+    d as f32 * UNIT
+}
+
+/// i8 weights with a scale per row: the kernel's integer `dotq*` methods
+/// on the quantized state.
 #[cfg(feature = "int8")]
 struct I8;
 
@@ -260,25 +338,41 @@ struct I8;
 impl Weights for I8 {
     const BYTES: usize = 1;
     const SCALED: bool = true;
+    type X = i16;
     #[inline(always)]
-    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[f32]) -> f32 {
-        k.dot1_i8(row, x)
+    fn dot_input<'a, const H: usize>(
+        _: &'a [[f32; H]],
+        q: &'a [[i16; H]],
+        l: usize,
+        n: usize,
+    ) -> Option<&'a [i16]> {
+        q.get(l)?.get(..n)
     }
     #[inline(always)]
-    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        k.dot3_i8(rows, x)
+    fn keep(q: Option<&mut [i16]>, h: &[f32]) {
+        for (q, h) in q.unwrap_or(&mut []).iter_mut().zip(h) {
+            *q = quantize(*h);
+        }
     }
     #[inline(always)]
-    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        k.dot4_i8(rows, x)
+    fn dot1<K: Kernel>(k: &K, row: &[u8], x: &[i16]) -> f32 {
+        dequantize(k.dotq1(row, x))
     }
     #[inline(always)]
-    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[f32]) -> [f32; LANES] {
-        k.dot8_i8(rows, x)
+    fn dot3<K: Kernel>(k: &K, rows: [&[u8]; 3], x: &[i16]) -> [f32; 3] {
+        k.dotq3(rows, x).map(dequantize)
     }
     #[inline(always)]
-    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[f32]) -> [f32; LANES] {
-        k.dot8_block_i8(block, x)
+    fn dot4<K: Kernel>(k: &K, rows: [&[u8]; 4], x: &[i16]) -> [f32; 4] {
+        k.dotq4(rows, x).map(dequantize)
+    }
+    #[inline(always)]
+    fn dot8<K: Kernel>(k: &K, rows: [&[u8]; LANES], x: &[i16]) -> [f32; LANES] {
+        k.dotq8(rows, x).map(dequantize)
+    }
+    #[inline(always)]
+    fn dot8_block<K: Kernel>(k: &K, block: &[u8], x: &[i16]) -> [f32; LANES] {
+        k.dotq8_block(block, x).map(dequantize)
     }
     #[inline(always)]
     fn values8<K: Kernel>(k: &K, v: &[u8], start: usize) -> [f32; LANES] {
@@ -315,12 +409,13 @@ fn half_at(v: &[u8], i: usize) -> f32 {
 }
 
 /// Where a layer's input comes from.
-enum Input<'x> {
+enum Input<'x, X> {
     /// Layer 0: the row of the input table for the token (`G*H`
     /// elements) and, for scaled weights, the row's scale.
     Table(&'x [u8], f32),
-    /// Later layers: the new hidden state of the layer below.
-    Hidden(&'x [f32]),
+    /// Later layers: the new hidden state of the layer below (as the
+    /// weight type takes it).
+    Hidden(&'x [X]),
 }
 
 /// Row `token` of layer 0's input table (`width` elements per row).
@@ -359,19 +454,19 @@ fn gate_values<W: Weights, const G: usize>(v: &[u8], h: usize) -> impl Iterator<
 
 /// Dispatches a layer's gate rows to `dot3` (GRU) or `dot4` (LSTM) of [`Weights`] `W`.
 trait GateDot<const G: usize> {
-    fn dot_gates<W: Weights>(&self, rows: [&[u8]; G], x: &[f32]) -> [f32; G];
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; G], x: &[W::X]) -> [f32; G];
 }
 
 impl<K: Kernel> GateDot<3> for K {
     #[inline(always)]
-    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 3], x: &[W::X]) -> [f32; 3] {
         W::dot3(self, rows, x)
     }
 }
 
 impl<K: Kernel> GateDot<4> for K {
     #[inline(always)]
-    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+    fn dot_gates<W: Weights>(&self, rows: [&[u8]; 4], x: &[W::X]) -> [f32; 4] {
         W::dot4(self, rows, x)
     }
 }
@@ -381,8 +476,8 @@ impl<K: Kernel> GateDot<4> for K {
 fn gate_inputs<'w, K: GateDot<G>, W: Weights, const G: usize>(
     k: &'w K,
     w: &LayerWeights<'w>,
-    input: Input<'w>,
-    h: &'w [f32],
+    input: Input<'w, W::X>,
+    h: &'w [W::X],
 ) -> impl Iterator<Item = ([f32; G], [f32; G])> + 'w {
     let n = h.len();
     let (mut table, mut x) = match input {
@@ -448,14 +543,14 @@ fn rows8<W: Weights>(m: &[u8], first: usize, n: usize, j0: usize, cols: usize) -
 fn gate_block<K: Kernel, W: Weights, const G: usize>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: &Input<'_>,
-    h: &[f32],
+    input: &Input<'_, W::X>,
+    h: &[W::X],
     j0: usize,
 ) -> ([[f32; LANES]; G], [[f32; LANES]; G]) {
     let n = h.len();
     // Units j0..j0 + 8 of gate g: one block of 8 consecutive rows, or (a
     // last, partial group) rows sliced one by one; then their scales.
-    let dot = |m: &Mat<'_>, g: usize, x: &[f32]| {
+    let dot = |m: &Mat<'_>, g: usize, x: &[W::X]| {
         let (start, len) = (
             (g * n + j0) * x.len() * W::BYTES,
             LANES * x.len() * W::BYTES,
@@ -490,8 +585,8 @@ fn gate_block<K: Kernel, W: Weights, const G: usize>(
 fn lstm_lanes<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
-    h: &[f32],
+    input: Input<'_, W::X>,
+    h: &[W::X],
     c: &mut [f32],
     hn: &mut [f32],
 ) {
@@ -523,12 +618,13 @@ fn lstm_lanes<K: Kernel, W: Weights>(
 fn gru_lanes<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
+    input: Input<'_, W::X>,
+    hx: &[W::X],
     h: &[f32],
     hn: &mut [f32],
 ) {
     for (j, (hp, hn)) in h.chunks(LANES).zip(hn.chunks_mut(LANES)).enumerate() {
-        let (a, b) = gate_block::<K, W, 3>(k, w, &input, h, j * LANES);
+        let (a, b) = gate_block::<K, W, 3>(k, w, &input, hx, j * LANES);
         let r = sigmoid8(k, core::array::from_fn(|l| a[0][l] + b[0][l]));
         let z = sigmoid8(k, core::array::from_fn(|l| a[1][l] + b[1][l]));
         let n = k.tanhf8(core::array::from_fn(|l| a[2][l] + r[l] * b[2][l]));
@@ -542,8 +638,8 @@ fn gru_lanes<K: Kernel, W: Weights>(
 fn lstm_layer<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
-    h: &[f32],
+    input: Input<'_, W::X>,
+    h: &[W::X],
     c: &mut [f32],
     hn: &mut [f32],
 ) {
@@ -558,14 +654,15 @@ fn lstm_layer<K: Kernel, W: Weights>(
 fn gru_layer<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
+    input: Input<'_, W::X>,
+    hx: &[W::X],
     h: &[f32],
     hn: &mut [f32],
 ) {
     if K::LANE_ACTIVATIONS {
-        gru_lanes::<K, W>(k, w, input, h, hn)
+        gru_lanes::<K, W>(k, w, input, hx, h, hn)
     } else {
-        gru_units::<K, W>(k, w, input, h, hn)
+        gru_units::<K, W>(k, w, input, hx, h, hn)
     }
 }
 
@@ -580,8 +677,8 @@ fn sigmoid(x: f32) -> f32 {
 fn lstm_units<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
-    h: &[f32],
+    input: Input<'_, W::X>,
+    h: &[W::X],
     c: &mut [f32],
     hn: &mut [f32],
 ) {
@@ -602,11 +699,12 @@ fn lstm_units<K: Kernel, W: Weights>(
 fn gru_units<K: Kernel, W: Weights>(
     k: &K,
     w: &LayerWeights<'_>,
-    input: Input<'_>,
+    input: Input<'_, W::X>,
+    hx: &[W::X],
     h: &[f32],
     hn: &mut [f32],
 ) {
-    for (((a, b), hp), hn) in gate_inputs::<K, W, 3>(k, w, input, h)
+    for (((a, b), hp), hn) in gate_inputs::<K, W, 3>(k, w, input, hx)
         .zip(h.iter())
         .zip(hn.iter_mut())
     {
@@ -623,7 +721,7 @@ fn output_layer<K: Kernel, W: Weights>(
     k: &K,
     out_w: Mat<'_>,
     out_b: &[u8],
-    h: &[f32],
+    h: &[W::X],
     logits: &mut [f32],
 ) {
     let row = h.len() * W::BYTES;

@@ -172,12 +172,19 @@ pub enum Error {
         /// Its type.
         dtype: crate::format::DType,
     },
-    /// The file's version predates its weights' type (i8 needs version 2).
+    /// The file's version does not hold its weights' type (i8 needs
+    /// version 3; version 2's i8 files computed another way).
     DTypeTooNew {
         /// The weights' type.
         dtype: crate::format::DType,
         /// The file's version.
         version: u16,
+    },
+    /// A model with i8 weights whose hidden size exceeds
+    /// [`crate::format::MAX_HIDDEN_I8`].
+    HiddenTooLargeForI8 {
+        /// The hidden size.
+        hidden: u16,
     },
     /// The model's weights are of a type this build of the runtime leaves
     /// out (f16 needs cargo feature `f16`, i8 cargo feature `int8`).
@@ -279,10 +286,23 @@ impl fmt::Display for Error {
                 f,
                 "tensor {tensor} is {dtype}, but biases must be f16 and all weight matrices the type of out_w"
             ),
-            Error::DTypeTooNew { dtype, version } => write!(
+            Error::DTypeTooNew { dtype, version } => {
+                write!(
+                    f,
+                    "{dtype} weights need format version {} (the file says version {version})",
+                    dtype.min_version()
+                )?;
+                if *version == 2 {
+                    f.write_str(
+                        "; version 2 computed i8 models another way: export the model again",
+                    )?;
+                }
+                Ok(())
+            }
+            Error::HiddenTooLargeForI8 { hidden } => write!(
                 f,
-                "{dtype} weights need format version {} (the file says version {version})",
-                dtype.min_version()
+                "hidden size {hidden} is too large for i8 weights (at most {})",
+                crate::format::MAX_HIDDEN_I8
             ),
             Error::DTypeDisabled { dtype } => write!(
                 f,

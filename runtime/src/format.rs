@@ -35,14 +35,19 @@ use crate::error::{Error, TensorName};
 
 /// The four bytes every `.clm` file starts with.
 pub const MAGIC: [u8; 4] = *b"CHLM";
-/// The newest format version this crate reads (and every one before it): 2,
-/// which added i8 weights. Files are written with the oldest version that
-/// holds them ([`Header::for_weights`]).
-pub const VERSION: u16 = 2;
+/// The newest format version this crate reads: 3, whose i8 weights run
+/// with quantized activations (see [`crate::cell`]). Version 1 (f16) is
+/// read too; version 2's i8 files computed with f32 activations and are
+/// refused ([`Error::DTypeTooNew`]: export them again). Files are written
+/// with the oldest version that holds them ([`Header::for_weights`]).
+pub const VERSION: u16 = 3;
 /// Most layers the format describes.
 pub const MAX_LAYERS: usize = 4;
 /// Largest hidden size the format describes (a workspace may allow less).
 pub const MAX_HIDDEN: usize = 4096;
+/// Largest hidden size of a model with i8 weights: every dot product's
+/// integer sum, at most `127 * 2^14 * 1024 < 2^31`, then fits an i32.
+pub const MAX_HIDDEN_I8: usize = 1024;
 /// Largest vocabulary (ids including padding and `<eos>`) the format describes.
 pub const MAX_VOCAB: usize = 1024;
 
@@ -218,7 +223,7 @@ impl DType {
     pub const fn min_version(self) -> u16 {
         match self {
             DType::F16 => 1,
-            DType::I8 => 2,
+            DType::I8 => 3,
         }
     }
 }
@@ -442,6 +447,11 @@ impl<'a> Body<'a> {
             });
         }
         // At least one symbol besides padding and <eos>.
+        if self.weights() == DType::I8 && arch.hidden as usize > MAX_HIDDEN_I8 {
+            return Err(Error::HiddenTooLargeForI8 {
+                hidden: arch.hidden,
+            });
+        }
         if arch.vocab < 3 || arch.vocab as usize > MAX_VOCAB {
             return Err(Error::VocabOutOfRange { vocab: arch.vocab });
         }

@@ -10,11 +10,14 @@
 //! reference every other kernel is tested against.
 //!
 //! Rows are little-endian f16 bytes, `2 * x.len()` long (guaranteed for a
-//! validated model). With cargo feature `int8`, the `*_i8` methods take rows
-//! of `x.len()` signed bytes: the same order, each byte converted exactly to
-//! f32; the row's scale is applied by the caller, once, to the reduced sum. A shorter row never makes a kernel panic or read past
-//! its end, but what it gives is unspecified: kernels may then differ (the
-//! portable multi-row products stop every row at the shortest one).
+//! validated model). With cargo feature `int8`, the `dotq*` methods take
+//! rows of `xq.len()` signed bytes and activations quantized to i16 (see
+//! [`crate::cell`]) and return the exact integer sum: integer addition has
+//! no order, so a kernel may add in any order it likes (wrapping, though
+//! the cells keep every sum in range). A shorter row never makes a kernel
+//! panic or read past its end, but what it gives is unspecified: kernels
+//! may then differ (the portable multi-row products stop every row at the
+//! shortest one).
 
 /// Dot products in the documented order, and the activations' `expf` and
 /// `tanhf`. Implementations must give the same bits as [`Portable`] (and
@@ -66,36 +69,38 @@ pub trait Kernel {
         out
     }
 
-    /// [`Kernel::dot1`] of a row of signed bytes (unscaled).
+    /// `sum(row[i] * xq[i])` of a row of signed bytes and quantized
+    /// activations, exact (wrapping).
     #[cfg(feature = "int8")]
-    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
-        Portable.dot1_i8(row, x)
+    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+        Portable.dotq1(row, xq)
     }
 
-    /// [`Kernel::dot3`] of rows of signed bytes (unscaled).
+    /// [`Kernel::dotq1`] of three rows.
     #[cfg(feature = "int8")]
-    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        Portable.dot3_i8(rows, x)
+    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+        Portable.dotq3(rows, xq)
     }
 
-    /// [`Kernel::dot4`] of rows of signed bytes (unscaled).
+    /// [`Kernel::dotq1`] of four rows.
     #[cfg(feature = "int8")]
-    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        Portable.dot4_i8(rows, x)
+    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+        Portable.dotq4(rows, xq)
     }
 
-    /// [`Kernel::dot8`] of rows of signed bytes (unscaled).
+    /// [`Kernel::dotq1`] of eight rows.
     #[cfg(feature = "int8")]
-    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+    fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
         let [a, b, c, d, e, f, g, h] = rows;
-        let (lo, hi) = (self.dot4_i8([a, b, c, d], x), self.dot4_i8([e, f, g, h], x));
+        let (lo, hi) = (self.dotq4([a, b, c, d], xq), self.dotq4([e, f, g, h], xq));
         [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
     }
 
-    /// [`Kernel::dot8_block`] of 8 consecutive rows of `x.len()` signed bytes.
+    /// [`Kernel::dotq8`] of 8 consecutive rows of `xq.len()` signed bytes
+    /// (as [`Kernel::dot8_block`]).
     #[cfg(feature = "int8")]
-    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        self.dot8_i8(split8(block, x.len()), x)
+    fn dotq8_block(&self, block: &[u8], xq: &[i16]) -> [i32; 8] {
+        self.dotq8(split8(block, xq.len()), xq)
     }
 
     /// Signed bytes `start..start + 8` of `v` as f32 (0 past the end): the
@@ -189,22 +194,17 @@ fn mac_tail(acc: &mut [f32; 8], w: &[u8], x: &[f32]) {
     }
 }
 
-/// Multiply-adds 8 signed bytes with 8 floats into 8 lanes.
+/// `sum(row[i] * xq[i])` of each row: exact, wrapping (in range for the
+/// cells' quantized activations), so any order gives the same result and
+/// the compiler may vectorize it freely.
 #[cfg(feature = "int8")]
 #[inline(always)]
-fn mac8_i8(acc: &mut [f32; 8], w: &[u8; 8], x: &[f32; 8]) {
-    for l in 0..8 {
-        acc[l] += f32::from(w[l] as i8) * x[l];
-    }
-}
-
-/// [`mac_tail`] for signed bytes.
-#[cfg(feature = "int8")]
-#[inline(always)]
-fn mac_tail_i8(acc: &mut [f32; 8], w: &[u8], x: &[f32]) {
-    for ((a, w), x) in acc.iter_mut().zip(w).zip(x) {
-        *a += f32::from(*w as i8) * *x;
-    }
+fn rows_q<const R: usize>(rows: [&[u8]; R], xq: &[i16]) -> [i32; R] {
+    rows.map(|row| {
+        row.iter().zip(xq).fold(0i32, |acc, (&w, &x)| {
+            acc.wrapping_add(i32::from(w as i8) * i32::from(x))
+        })
+    })
 }
 
 /// Defines `$name(rows: [&[u8]; N], x) -> [f32; N]` for rows of `$bytes`
@@ -238,12 +238,6 @@ macro_rules! portable_rows {
 portable_rows!(rows1, 1, 16, mac8, mac_tail, r0);
 portable_rows!(rows3, 3, 16, mac8, mac_tail, r0, r1, r2);
 portable_rows!(rows4, 4, 16, mac8, mac_tail, r0, r1, r2, r3);
-#[cfg(feature = "int8")]
-portable_rows!(rows1_i8, 1, 8, mac8_i8, mac_tail_i8, r0);
-#[cfg(feature = "int8")]
-portable_rows!(rows3_i8, 3, 8, mac8_i8, mac_tail_i8, r0, r1, r2);
-#[cfg(feature = "int8")]
-portable_rows!(rows4_i8, 4, 8, mac8_i8, mac_tail_i8, r0, r1, r2, r3);
 
 impl Kernel for Portable {
     #[inline(always)]
@@ -263,20 +257,20 @@ impl Kernel for Portable {
 
     #[cfg(feature = "int8")]
     #[inline(always)]
-    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
-        rows1_i8([row], x)[0]
+    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+        rows_q([row], xq)[0]
     }
 
     #[cfg(feature = "int8")]
     #[inline(always)]
-    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        rows3_i8(rows, x)
+    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+        rows_q(rows, xq)
     }
 
     #[cfg(feature = "int8")]
     #[inline(always)]
-    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        rows4_i8(rows, x)
+    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+        rows_q(rows, xq)
     }
 }
 
@@ -290,13 +284,13 @@ pub fn reference_dot(row: &[u8], x: &[f32]) -> f32 {
     reduce(lanes)
 }
 
-/// [`reference_dot`] for a row of signed bytes (unscaled).
-pub fn reference_dot_i8(row: &[u8], x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for (i, (w, x)) in row.iter().zip(x).enumerate() {
-        lanes[i % 8] += f32::from(*w as i8) * x;
-    }
-    reduce(lanes)
+/// The integer dot product of a row of signed bytes and quantized
+/// activations, in i64 (so that a test sees an overflow instead of a wrap).
+pub fn reference_dotq(row: &[u8], xq: &[i16]) -> i64 {
+    row.iter()
+        .zip(xq)
+        .map(|(&w, &x)| i64::from(w as i8) * i64::from(x))
+        .sum()
 }
 
 #[cfg(test)]
@@ -344,37 +338,45 @@ mod tests {
 
     #[cfg(feature = "int8")]
     #[test]
-    fn portable_i8_rows_follow_the_documented_order_bit_for_bit() {
+    fn portable_integer_rows_are_the_exact_sums() {
         let mut rng = crate::SeededRng::new(12);
-        for n in 1..=70 {
-            let x: Vec<f32> = (0..n)
-                .map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0)
+        for n in (1..=70).chain([1024]) {
+            // Random values, and the extremes: every product at its largest.
+            let extreme = n == 1024;
+            let xq: Vec<i16> = (0..n)
+                .map(|_| {
+                    if extreme {
+                        -16384
+                    } else {
+                        rng.next_u32() as i16
+                    }
+                })
                 .collect();
             let rows: Vec<Vec<u8>> = (0..4)
-                .map(|_| (0..n).map(|_| rng.next_u32() as u8).collect())
+                .map(|_| {
+                    (0..n)
+                        .map(|_| if extreme { 0x81 } else { rng.next_u32() as u8 })
+                        .collect()
+                })
                 .collect();
-            let want: Vec<u32> = rows
-                .iter()
-                .map(|r| reference_dot_i8(r, &x).to_bits())
-                .collect();
+            let want: Vec<i64> = rows.iter().map(|r| reference_dotq(r, &xq)).collect();
             let r: [&[u8]; 4] = core::array::from_fn(|i| &rows[i][..]);
-            let four = Portable.dot4_i8(r, &x);
-            assert_eq!(four.map(f32::to_bits).to_vec(), want, "dot4_i8, n={n}");
-            let three = Portable.dot3_i8([r[1], r[2], r[3]], &x);
+            let got = |v: &[i32]| v.iter().map(|&d| i64::from(d)).collect::<Vec<_>>();
+            assert_eq!(got(&Portable.dotq4(r, &xq)), want, "dotq4, n={n}");
             assert_eq!(
-                three.map(f32::to_bits).to_vec(),
+                got(&Portable.dotq3([r[1], r[2], r[3]], &xq)),
                 want[1..],
-                "dot3_i8, n={n}"
+                "dotq3, n={n}"
             );
             assert_eq!(
-                Portable.dot1_i8(r[0], &x).to_bits(),
+                i64::from(Portable.dotq1(r[0], &xq)),
                 want[0],
-                "dot1_i8, n={n}"
+                "dotq1, n={n}"
             );
             let block: Vec<u8> = (0..8).flat_map(|i| rows[i % 4].clone()).collect();
-            let eight = Portable.dot8_block_i8(&block, &x);
+            let eight = Portable.dotq8_block(&block, &xq);
             for (l, d) in eight.iter().enumerate() {
-                assert_eq!(d.to_bits(), want[l % 4], "dot8_block_i8 lane {l}, n={n}");
+                assert_eq!(i64::from(*d), want[l % 4], "dotq8_block lane {l}, n={n}");
             }
         }
         // Every byte value converts exactly, -128 included.

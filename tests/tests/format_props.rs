@@ -87,7 +87,7 @@ proptest! {
             let q = charlm_trainer::export::quantize_file(&bytes).expect("quantizes");
             {
                 let file = ModelFile::decode(&q).expect("decodes");
-                prop_assert_eq!((file.header.version, file.body.weights()), (2, DType::I8));
+                prop_assert_eq!((file.header.version, file.body.weights()), (3, DType::I8));
                 for (_, t) in file.body.tensors() {
                     prop_assert_eq!(t.data.len(), t.dtype.data_len(t.shape));
                 }

@@ -546,8 +546,8 @@ fn i8_weights_are_validated() {
     let model = Model::from_bytes(&good).unwrap();
     assert_eq!(model.weights(), DType::I8);
     assert_eq!(Model::from_bytes(&f16).unwrap().weights(), DType::F16);
-    // i8 files are version 2, f16 files stay version 1 (older runtimes read them).
-    assert_eq!(ModelFile::decode(&good).unwrap().header.version, 2);
+    // i8 files are version 3, f16 files stay version 1 (older runtimes read them).
+    assert_eq!(ModelFile::decode(&good).unwrap().header.version, 3);
     assert_eq!(ModelFile::decode(&f16).unwrap().header.version, 1);
     let file = ModelFile::decode(&good).unwrap();
     let f16_file = ModelFile::decode(&f16).unwrap();
@@ -607,25 +607,43 @@ fn i8_weights_are_validated() {
     }
     // The bias case shows that an i8 bias is refused for its type, not its length.
     assert_eq!(f16_bias.data.len(), 216);
-    // Version 1 cannot hold i8; versions after 2 are unknown.
-    let mut v1 = ModelFile::decode(&good).unwrap();
-    v1.header.version = 1;
+    // Version 1 cannot hold i8, and version 2's i8 (f32 activations) is
+    // refused with a hint; versions after 3 are unknown.
+    let mut old = ModelFile::decode(&good).unwrap();
+    for version in [1, 2] {
+        old.header.version = version;
+        let err = Model::from_bytes(&old.encode().unwrap()).unwrap_err();
+        assert_eq!(
+            err,
+            Error::DTypeTooNew {
+                dtype: DType::I8,
+                version
+            }
+        );
+        assert_eq!(
+            err.to_string().contains("export the model again"),
+            version == 2,
+            "{err}"
+        );
+    }
+    old.header.version = 4;
     assert_eq!(
-        Model::from_bytes(&v1.encode().unwrap()).unwrap_err(),
-        Error::DTypeTooNew {
-            dtype: DType::I8,
-            version: 1
-        }
+        Model::from_bytes(&old.encode().unwrap()).unwrap_err(),
+        Error::UnsupportedVersion { found: 4 }
     );
-    v1.header.version = 3;
+    // An f16 model written as version 2 or 3 is fine (a reader takes 1 to 3).
+    let mut f16_later = ModelFile::decode(&f16).unwrap();
+    for version in [2, 3] {
+        f16_later.header.version = version;
+        assert!(Model::from_bytes(&f16_later.encode().unwrap()).is_ok());
+    }
+    // i8 weights are for hidden sizes up to 1024 (their sums fit an i32).
+    let mut wide = ModelFile::decode(&good).unwrap();
+    wide.body.arch.hidden = 1025;
     assert_eq!(
-        Model::from_bytes(&v1.encode().unwrap()).unwrap_err(),
-        Error::UnsupportedVersion { found: 3 }
+        Model::from_bytes(&wide.encode().unwrap()).unwrap_err(),
+        Error::HiddenTooLargeForI8 { hidden: 1025 }
     );
-    // An f16 model written as version 2 is fine (a reader takes 1 to 2).
-    let mut f16_v2 = ModelFile::decode(&f16).unwrap();
-    f16_v2.header.version = 2;
-    assert!(Model::from_bytes(&f16_v2.encode().unwrap()).is_ok());
 }
 
 /// The portable kernel through the cells' 8-lane path (what the host's

@@ -8,7 +8,7 @@
 
 use charlm_runtime::TensorName;
 use charlm_runtime::format::{
-    Arch, Body, DType, Header, LayerRecord, Meta, ModelFile, Tensor, VocabRecord,
+    Arch, Body, DType, Header, LayerRecord, MAX_HIDDEN_I8, Meta, ModelFile, Tensor, VocabRecord,
 };
 
 use crate::error::CliError;
@@ -157,6 +157,12 @@ fn encode(
     meta: Meta<'_>,
     weights: DType,
 ) -> Result<Vec<u8>, CliError> {
+    if weights == DType::I8 && arch.hidden as usize > MAX_HIDDEN_I8 {
+        return Err(CliError::invalid(format!(
+            "i8 weights are for hidden sizes up to {MAX_HIDDEN_I8}; this model has {} (keep it f16)",
+            arch.hidden
+        )));
+    }
     let n = tensors.len();
     let layers = tensors
         .chunks_exact(4)
@@ -358,7 +364,7 @@ mod tests {
         let model = Model::from_bytes(&bytes).unwrap();
         assert_eq!(model.weights(), DType::I8);
         let file = ModelFile::decode(&bytes).unwrap();
-        assert_eq!(file.header.version, 2);
+        assert_eq!(file.header.version, 3);
         assert_eq!(file.body.layers[1].b_hh.dtype, DType::F16);
         // Quantizing the f16 export of the same parameters gives an i8 file
         // of the same shape (values may differ by a step: double rounding).

@@ -94,49 +94,22 @@ impl Kernel for HostKernel {
         }
     }
 
-    #[inline]
-    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
-        match self {
-            HostKernel::Portable => Portable.dot1_i8(row, x),
-            #[cfg(target_arch = "x86_64")]
-            HostKernel::Avx2(k) => k.dot1_i8(row, x),
-        }
+    // i8 models: integer sums, which any order gives alike; the portable
+    // loops, inlined into the step (compiled for AVX2 inside `scope`),
+    // vectorize as they are.
+    #[inline(always)]
+    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+        Portable.dotq1(row, xq)
     }
 
-    #[inline]
-    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        match self {
-            HostKernel::Portable => Portable.dot3_i8(rows, x),
-            #[cfg(target_arch = "x86_64")]
-            HostKernel::Avx2(k) => k.dot3_i8(rows, x),
-        }
+    #[inline(always)]
+    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+        Portable.dotq3(rows, xq)
     }
 
-    #[inline]
-    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        match self {
-            HostKernel::Portable => Portable.dot4_i8(rows, x),
-            #[cfg(target_arch = "x86_64")]
-            HostKernel::Avx2(k) => k.dot4_i8(rows, x),
-        }
-    }
-
-    #[inline]
-    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        match self {
-            HostKernel::Portable => Portable.dot8_i8(rows, x),
-            #[cfg(target_arch = "x86_64")]
-            HostKernel::Avx2(k) => k.dot8_i8(rows, x),
-        }
-    }
-
-    #[inline]
-    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        match self {
-            HostKernel::Portable => Portable.dot8_block_i8(block, x),
-            #[cfg(target_arch = "x86_64")]
-            HostKernel::Avx2(k) => k.dot8_block_i8(block, x),
-        }
+    #[inline(always)]
+    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+        Portable.dotq4(rows, xq)
     }
 
     #[inline]
@@ -200,45 +173,40 @@ impl Avx2 {
             .then_some(Avx2 { _checked: () })
     }
 
-    /// `R` dot products of rows of `B` bytes per element: f16 (`B` = 2)
-    /// or i8 (`B` = 1, unscaled).
+    /// `R` dot products of f16 rows.
     #[inline]
-    fn rows<const R: usize, const B: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
-        if rows.iter().any(|r| r.len() < B * x.len()) {
+    fn rows<const R: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+        if rows.iter().any(|r| r.len() < 2 * x.len()) {
             // Only a damaged model could get here; the portable kernel copes.
             let mut out = [0.0; R];
             for (o, r) in out.iter_mut().zip(rows) {
-                *o = if B == 2 {
-                    Portable.dot1(r, x)
-                } else {
-                    Portable.dot1_i8(r, x)
-                };
+                *o = Portable.dot1(r, x);
             }
             return out;
         }
         // Eight rows over whole chunks: reduced together in registers.
         if let (true, Ok(eight)) = (x.len().is_multiple_of(8), <[&[u8]; 8]>::try_from(&rows[..])) {
             // SAFETY: as below; x.len() is a multiple of 8.
-            let out = unsafe { avx2_rows8::<B>(eight.map(<[u8]>::as_ptr), x) };
+            let out = unsafe { avx2_rows8(eight.map(<[u8]>::as_ptr), x) };
             return std::array::from_fn(|i| out[i]);
         }
         // SAFETY: `self` exists only if the CPU has AVX2 and F16C (see
-        // `detect`), and every row holds at least B * x.len() bytes.
-        unsafe { avx2_rows::<R, B>(rows, x) }
+        // `detect`), and every row holds at least 2 * x.len() bytes.
+        unsafe { avx2_rows::<R>(rows, x) }
     }
 
-    /// [`Kernel::dot8_block`] for `B` bytes per element.
+    /// [`Kernel::dot8_block`].
     #[inline]
-    fn block8<const B: usize>(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        let row = B * x.len();
+    fn block8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
+        let row = 2 * x.len();
         if !x.len().is_multiple_of(8) || block.len() < 8 * row {
-            return self.rows::<8, B>(charlm_runtime::kernel::split8(block, row), x);
+            return self.rows::<8>(charlm_runtime::kernel::split8(block, row), x);
         }
         let p = block.as_ptr();
         // SAFETY: the CPU has AVX2 and F16C (see `detect`); x.len() is a
         // multiple of 8 and row l starts at byte l * row of a block that
-        // holds 8 rows of B * x.len() bytes.
-        unsafe { avx2_rows8::<B>(std::array::from_fn(|l| p.add(l * row)), x) }
+        // holds 8 rows of 2 * x.len() bytes.
+        unsafe { avx2_rows8(std::array::from_fn(|l| p.add(l * row)), x) }
     }
 }
 
@@ -248,52 +216,27 @@ impl Kernel for Avx2 {
 
     #[inline]
     fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.rows::<1, 2>([row], x)[0]
+        self.rows::<1>([row], x)[0]
     }
 
     #[inline]
     fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.rows::<3, 2>(rows, x)
+        self.rows::<3>(rows, x)
     }
 
     #[inline]
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.rows::<4, 2>(rows, x)
+        self.rows::<4>(rows, x)
     }
 
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows::<8, 2>(rows, x)
+        self.rows::<8>(rows, x)
     }
 
     #[inline]
     fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        self.block8::<2>(block, x)
-    }
-
-    #[inline]
-    fn dot1_i8(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.rows::<1, 1>([row], x)[0]
-    }
-
-    #[inline]
-    fn dot3_i8(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.rows::<3, 1>(rows, x)
-    }
-
-    #[inline]
-    fn dot4_i8(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.rows::<4, 1>(rows, x)
-    }
-
-    #[inline]
-    fn dot8_i8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows::<8, 1>(rows, x)
-    }
-
-    #[inline]
-    fn dot8_block_i8(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
-        self.block8::<1>(block, x)
+        self.block8(block, x)
     }
 
     #[inline]
@@ -321,43 +264,36 @@ impl Kernel for Avx2 {
     }
 }
 
-/// Eight weights at `p` as f32: `B` = 2, halves (F16C); `B` = 1, signed bytes.
+/// Eight halves at `p` as f32 (F16C).
 ///
 /// # Safety
-/// The CPU must support AVX2 and F16C, and `p` must have `8 * B` readable bytes.
+/// The CPU must support AVX2 and F16C, and `p` must have 16 readable bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-unsafe fn load8<const B: usize>(p: *const u8) -> std::arch::x86_64::__m256 {
+unsafe fn load8(p: *const u8) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
     // SAFETY: the caller's.
-    unsafe {
-        if B == 2 {
-            _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
-        } else {
-            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast())))
-        }
-    }
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
 }
 
-/// `R` dot products, 8 lanes in one AVX register per row, of rows of `B`
-/// bytes per element (see [`load8`]).
+/// `R` dot products of f16 rows, 8 lanes in one AVX register per row.
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C, and every row must hold at least
-/// `B * x.len()` bytes.
+/// `2 * x.len()` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn avx2_rows<const R: usize, const B: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+unsafe fn avx2_rows<const R: usize>(rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
     use std::arch::x86_64::*;
     let (xc, xt) = x.as_chunks::<8>();
     let mut acc = [_mm256_setzero_ps(); R];
     for (k, xk) in xc.iter().enumerate() {
-        // SAFETY: xk is 8 floats; each row has 8 * B bytes at offset
-        // 8 * B * k because k < x.len() / 8 and the row holds B * x.len() bytes.
+        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16 * k
+        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
         let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
         for (a, row) in acc.iter_mut().zip(rows) {
-            let w = unsafe { load8::<B>(row.as_ptr().add(8 * B * k)) };
+            let w = unsafe { load8(row.as_ptr().add(16 * k)) };
             // Multiply, round, add, round: exactly the portable order.
             *a = _mm256_add_ps(*a, _mm256_mul_ps(w, xv));
         }
@@ -367,14 +303,9 @@ unsafe fn avx2_rows<const R: usize, const B: usize>(rows: [&[u8]; R], x: &[f32])
         let mut lanes = [0.0f32; 8];
         // SAFETY: lanes is 8 floats.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), a) };
-        let tail = row.get(8 * B * xc.len()..).unwrap_or(&[]);
-        for ((l, w), x) in lanes.iter_mut().zip(tail.chunks(B)).zip(xt) {
-            let w = match *w {
-                [lo, hi] => charlm_runtime::kernel::f16_to_f32([lo, hi]),
-                [b] => f32::from(b as i8),
-                _ => 0.0,
-            };
-            *l += w * x;
+        let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
+        for ((l, w), x) in lanes.iter_mut().zip(tail.as_chunks::<2>().0).zip(xt) {
+            *l += charlm_runtime::kernel::f16_to_f32(*w) * x;
         }
         *o = charlm_runtime::kernel::reduce(lanes);
     }
@@ -388,18 +319,18 @@ unsafe fn avx2_rows<const R: usize, const B: usize>(rows: [&[u8]; R], x: &[f32])
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C, `x.len()` must be a multiple of 8,
-/// and every row pointer must have `B * x.len()` readable bytes.
+/// and every row pointer must have `2 * x.len()` readable bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn avx2_rows8<const B: usize>(ptrs: [*const u8; 8], x: &[f32]) -> [f32; 8] {
+unsafe fn avx2_rows8(ptrs: [*const u8; 8], x: &[f32]) -> [f32; 8] {
     use std::arch::x86_64::*;
     let mut a = [_mm256_setzero_ps(); 8];
     for (k, xk) in x.as_chunks::<8>().0.iter().enumerate() {
-        // SAFETY: xk is 8 floats; each row has 8 * B bytes at offset
-        // 8 * B * k because k < x.len() / 8 and the row holds B * x.len() bytes.
+        // SAFETY: xk is 8 floats; each row has 16 bytes at offset 16 * k
+        // because k < x.len() / 8 and the row holds 2 * x.len() bytes.
         let xv = unsafe { _mm256_loadu_ps(xk.as_ptr()) };
         for (a, p) in a.iter_mut().zip(ptrs) {
-            let w = unsafe { load8::<B>(p.add(8 * B * k)) };
+            let w = unsafe { load8(p.add(16 * k)) };
             *a = _mm256_add_ps(*a, _mm256_mul_ps(w, xv));
         }
     }
@@ -520,42 +451,38 @@ mod tests {
     }
 
     #[test]
-    fn host_kernel_equals_portable_bit_for_bit_on_i8_rows() {
+    fn host_kernel_gives_the_exact_integer_sums_of_i8_rows() {
+        // The step compiles these for AVX2 inside `scope`; the sums must be
+        // the exact ones whatever the compiler made of the loop.
         let k = HostKernel::detect();
         let mut rng = charlm_runtime::SeededRng::new(4);
-        for n in 1..=70usize {
-            // Every byte value, -128 included, over the rows.
+        for n in (1..=70usize).chain([128, 1024]) {
             let rows: Vec<Vec<u8>> = (0..8)
                 .map(|_| (0..n).map(|_| rng.next_u32() as u8).collect())
                 .collect();
-            let x: Vec<f32> = (0..n)
-                .map(|_| (rng.next_u32() >> 8) as f32 / (1u32 << 23) as f32 - 1.0)
+            let xq: Vec<i16> = (0..n)
+                .map(|_| (rng.next_u32() % (2 * 16384 + 1)) as i16 - 16384)
                 .collect();
             let r: [&[u8]; 8] = std::array::from_fn(|i| &rows[i][..]);
-            let want = Portable.dot8_i8(r, &x).map(f32::to_bits);
-            assert_eq!(k.dot8_i8(r, &x).map(f32::to_bits), want, "dot8_i8, n={n}");
-            let four = k.dot4_i8([r[0], r[1], r[2], r[3]], &x).map(f32::to_bits);
-            assert_eq!(four, want[..4], "dot4_i8, n={n}");
-            let three = k.dot3_i8([r[0], r[1], r[2]], &x).map(f32::to_bits);
-            assert_eq!(three, want[..3], "dot3_i8, n={n}");
-            assert_eq!(k.dot1_i8(r[5], &x).to_bits(), want[5], "dot1_i8, n={n}");
-            let block = rows.concat();
-            let longer = [&block[..], &rows[0][..]].concat();
-            for block in [&block, &longer] {
-                assert_eq!(
-                    k.dot8_block_i8(block, &x).map(f32::to_bits),
-                    want,
-                    "dot8_block_i8, n={n}, block of {} bytes",
-                    block.len()
-                );
-            }
-            // Each against the plain definition too.
-            for (row, w) in rows.iter().zip(want) {
-                assert_eq!(
-                    charlm_runtime::kernel::reference_dot_i8(row, &x).to_bits(),
-                    w
-                );
-            }
+            let want: Vec<i64> = rows
+                .iter()
+                .map(|row| charlm_runtime::kernel::reference_dotq(row, &xq))
+                .collect();
+            let got = |v: &[i32]| v.iter().map(|&d| i64::from(d)).collect::<Vec<_>>();
+            let sums = k.scope(|| {
+                (
+                    k.dotq8(r, &xq),
+                    k.dotq4([r[0], r[1], r[2], r[3]], &xq),
+                    k.dotq3([r[0], r[1], r[2]], &xq),
+                    k.dotq1(r[5], &xq),
+                    k.dotq8_block(&rows.concat(), &xq),
+                )
+            });
+            assert_eq!(got(&sums.0), want, "dotq8, n={n}");
+            assert_eq!(got(&sums.1), want[..4], "dotq4, n={n}");
+            assert_eq!(got(&sums.2), want[..3], "dotq3, n={n}");
+            assert_eq!(i64::from(sums.3), want[5], "dotq1, n={n}");
+            assert_eq!(got(&sums.4), want, "dotq8_block, n={n}");
         }
     }
 

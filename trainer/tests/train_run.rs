@@ -344,7 +344,7 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     let f16 = std::fs::read(&model).unwrap();
     for bytes in [&from_run, &from_file] {
         let file = ModelFile::decode(bytes).unwrap();
-        assert_eq!((file.header.version, file.body.weights()), (2, DType::I8));
+        assert_eq!((file.header.version, file.body.weights()), (3, DType::I8));
         assert!(
             bytes.len() < f16.len() * 6 / 10,
             "{} of {}",
@@ -358,7 +358,7 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     let i8_s = i8_path.to_str().unwrap();
     let info = charlm(&["info", i8_s]);
     assert!(info.status.success());
-    assert!(String::from_utf8_lossy(&info.stdout).contains("format version 2"));
+    assert!(String::from_utf8_lossy(&info.stdout).contains("format version 3"));
     let generated = charlm(&[
         "generate",
         "--model",
