@@ -431,7 +431,8 @@ fn two_unaligned(acc: &mut [[f32; 8]; 2], rows: [&[u8]; 2], x: &[f32], chunks: u
 // (x0, x2) and (x1, x3) to match, once for both rows of a pair. Per 4
 // elements of a row pair: 2 `LDR`s of x, 2 packs, 2 `LDR`s of weights (any
 // alignment), 4 extensions, 4 `SMLAD`s: 14 instructions for 8
-// multiply-accumulates, against 61 for 16 with f32 activations. The sums
+// multiply-accumulates, against 61 for 16 with f32 activations; the loop
+// takes 8 elements per round (30 instructions for 16). The sums
 // never overflow (see `charlm_runtime::cell`), and `SMLAD` wraps as the
 // portable `wrapping_add` does anyway.
 
@@ -464,22 +465,24 @@ macro_rules! quad_row {
     };
 }
 
-/// The elements from `done` on, in Rust.
+/// The elements from `done` on, in Rust (out of line: the tail is short
+/// or absent, and one copy keeps the code small).
 #[cfg(feature = "int8")]
-#[inline(always)]
+#[inline(never)]
 fn finish_q(acc: i32, row: &[u8], xq: &[i16], done: usize) -> i32 {
     let (Some(w), Some(x)) = (row.get(done..), xq.get(done..)) else { return acc };
     w.iter().zip(x).fold(acc, |a, (&w, &x)| a.wrapping_add(i32::from(w as i8) * i32::from(x)))
 }
 
 #[cfg(feature = "int8")]
+#[inline(never)]
 fn dotq_one(row: &[u8], xq: &[i16]) -> i32 {
     if row.len() != xq.len() {
         return Portable.dotq1(row, xq);
     }
-    let quads = xq.len() / 4;
-    let acc = if quads > 0 { one_q(row, xq, quads) } else { 0 };
-    finish_q(acc, row, xq, 4 * quads)
+    let octs = xq.len() / 8;
+    let acc = if octs > 0 { one_q(row, xq, octs) } else { 0 };
+    if 8 * octs < xq.len() { finish_q(acc, row, xq, 8 * octs) } else { acc }
 }
 
 #[cfg(feature = "int8")]
@@ -488,20 +491,24 @@ fn dotq_two(rows: [&[u8]; 2], xq: &[i16]) -> [i32; 2] {
     if r0.len() != xq.len() || r1.len() != xq.len() {
         return [dotq_one(r0, xq), dotq_one(r1, xq)];
     }
-    let quads = xq.len() / 4;
-    let [a0, a1] = if quads > 0 { two_q(rows, xq, quads) } else { [0, 0] };
-    [finish_q(a0, r0, xq, 4 * quads), finish_q(a1, r1, xq, 4 * quads)]
+    let octs = xq.len() / 8;
+    let [a0, a1] = if octs > 0 { two_q(rows, xq, octs) } else { [0, 0] };
+    if 8 * octs < xq.len() {
+        [finish_q(a0, r0, xq, 8 * octs), finish_q(a1, r1, xq, 8 * octs)]
+    } else {
+        [a0, a1]
+    }
 }
 
-/// One i8 row's sum over `quads` groups of 4 elements.
+/// One i8 row's sum over `octs` groups of 8 elements.
 #[cfg(feature = "int8")]
 #[allow(unsafe_code)]
-fn one_q(row: &[u8], xq: &[i16], quads: usize) -> i32 {
-    debug_assert!(row.len() >= 4 * quads && xq.len() >= 4 * quads && quads > 0);
+fn one_q(row: &[u8], xq: &[i16], octs: usize) -> i32 {
+    debug_assert!(row.len() >= 8 * octs && xq.len() >= 8 * octs && octs > 0);
     let mut acc = 0i32;
-    // SAFETY: `row` holds 4*quads bytes and `xq` 4*quads halfwords, read
+    // SAFETY: `row` holds 8*octs bytes and `xq` 8*octs halfwords, read
     // with `LDR`, which takes any address on ARMv7-M (UNALIGN_TRP is off
-    // out of reset and the firmware never sets it). The loop runs `quads`
+    // out of reset and the firmware never sets it). The loop runs `octs`
     // >= 1 times; every register it writes is declared; it reads memory
     // only and changes the flags, which `asm!` assumes by default.
     unsafe {
@@ -509,12 +516,14 @@ fn one_q(row: &[u8], xq: &[i16], quads: usize) -> i32 {
             "2:",
             quad_x!(),
             quad_row!("w0", "a0"),
+            quad_x!(),
+            quad_row!("w0", "a0"),
             "subs {n}, {n}, #1",
             "bne 2b",
             a0 = inout(reg) acc,
             x = inout(reg) xq.as_ptr() => _,
             w0 = inout(reg) row.as_ptr() => _,
-            n = inout(reg) quads => _,
+            n = inout(reg) octs => _,
             xa = out(reg) _, xb = out(reg) _, t = out(reg) _, e = out(reg) _,
             options(nostack, readonly),
         );
@@ -522,16 +531,19 @@ fn one_q(row: &[u8], xq: &[i16], quads: usize) -> i32 {
     acc
 }
 
-/// Two i8 rows' sums over `quads` groups of 4 elements, sharing each quad of x.
+/// Two i8 rows' sums over `octs` groups of 8 elements, sharing each quad of x.
 #[cfg(feature = "int8")]
 #[allow(unsafe_code)]
-fn two_q(rows: [&[u8]; 2], xq: &[i16], quads: usize) -> [i32; 2] {
-    debug_assert!(rows.iter().all(|r| r.len() >= 4 * quads) && xq.len() >= 4 * quads && quads > 0);
+fn two_q(rows: [&[u8]; 2], xq: &[i16], octs: usize) -> [i32; 2] {
+    debug_assert!(rows.iter().all(|r| r.len() >= 8 * octs) && xq.len() >= 8 * octs && octs > 0);
     let (mut a0, mut a1) = (0i32, 0i32);
     // SAFETY: as in `one_q`, for two rows.
     unsafe {
         asm!(
             "2:",
+            quad_x!(),
+            quad_row!("w0", "a0"),
+            quad_row!("w1", "a1"),
             quad_x!(),
             quad_row!("w0", "a0"),
             quad_row!("w1", "a1"),
@@ -542,7 +554,7 @@ fn two_q(rows: [&[u8]; 2], xq: &[i16], quads: usize) -> [i32; 2] {
             x = inout(reg) xq.as_ptr() => _,
             w0 = inout(reg) rows[0].as_ptr() => _,
             w1 = inout(reg) rows[1].as_ptr() => _,
-            n = inout(reg) quads => _,
+            n = inout(reg) octs => _,
             xa = out(reg) _, xb = out(reg) _, t = out(reg) _, e = out(reg) _,
             options(nostack, readonly),
         );
