@@ -24,9 +24,11 @@
 //! ([`DType::F16`]). The weight matrices (`w_ih`, `w_hh`, `out_w`) may instead
 //! all be 8-bit ([`DType::I8`]): `rows * cols` signed bytes, then one f16
 //! scale per row; element `(r, c)` stands for `q[r][c] * scale[r]`, and a
-//! product with a row is computed on the integers and scaled once (see
-//! [`crate::cell`]). Biases stay f16. Files with i8 weights are format
-//! version 2; files with f16 weights only are written as version 1, which
+//! product with a row is computed on the integers (times the hidden state
+//! quantized to Q14) and scaled once (see [`crate::cell`]); such a model's
+//! hidden size is at most [`MAX_HIDDEN_I8`]. Biases stay f16. Files with i8
+//! weights are format version 3 (version 2 had i8 with f32 activations and
+//! is refused); files with f16 weights only are written as version 1, which
 //! every earlier runtime reads.
 
 use serde::{Deserialize, Serialize};
@@ -178,7 +180,7 @@ pub enum DType {
     /// IEEE binary16, little-endian.
     F16,
     /// Signed bytes with one f16 scale per row (weight matrices only;
-    /// format version 2): `rows * cols` bytes, then `rows` little-endian
+    /// format version 3): `rows * cols` bytes, then `rows` little-endian
     /// f16 scales.
     I8,
 }

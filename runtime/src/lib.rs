@@ -7,7 +7,7 @@
 //! streams characters, greedily or with a temperature (and, with cargo
 //! feature `truncation`, top-k and top-p). Weight matrices are f16 (cargo
 //! feature `f16`, on by default) or i8 with a scale per row (cargo feature
-//! `int8`, format version 2); a build runs the types it has. Every
+//! `int8`, format version 3, integer products); a build runs the types it has. Every
 //! platform produces the same characters bit for bit: see [`cell`] for the
 //! numerics.
 //!

@@ -18,7 +18,7 @@ use charlm_trainer::error::CliError;
 pub enum Weights {
     /// IEEE half precision (the default).
     F16,
-    /// Signed bytes with one f16 scale per row (format version 2).
+    /// Signed bytes with one f16 scale per row (format version 3).
     I8,
 }
 
