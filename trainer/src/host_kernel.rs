@@ -387,16 +387,35 @@ unsafe fn avx2_rows_q<const R: usize>(rows: [&[u8]; R], xq: &[i16]) -> [i32; R] 
             *a = _mm256_add_epi32(*a, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w), xv));
         }
     }
+    // Each row's eight lanes summed: for eight rows, three rounds of
+    // `vphaddd` and one cross-half add give all eight sums in one register.
     let mut out = [0i32; R];
-    for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
-        let mut lanes = [0i32; 8];
-        // SAFETY: lanes is 8 i32.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a) };
-        let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
-        *o = tail.iter().zip(xt).fold(
-            lanes.iter().fold(0i32, |s, &l| s.wrapping_add(l)),
-            |s, (&w, &x)| s.wrapping_add(i32::from(w as i8) * i32::from(x)),
+    if let Ok(a) = <[__m256i; 8]>::try_from(&acc[..]) {
+        let h = |p, q| _mm256_hadd_epi32(p, q);
+        // [r0 r1 r2 r3 | r0 r1 r2 r3] halves of rows 0-3, then of rows 4-7
+        let lo = h(h(a[0], a[1]), h(a[2], a[3]));
+        let hi = h(h(a[4], a[5]), h(a[6], a[7]));
+        let sums = _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(lo, hi),
+            _mm256_permute2x128_si256::<0x31>(lo, hi),
         );
+        // SAFETY: out is 8 i32 when R is 8.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), sums) };
+    } else {
+        for (o, a) in out.iter_mut().zip(acc) {
+            let mut lanes = [0i32; 8];
+            // SAFETY: lanes is 8 i32.
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), a) };
+            *o = lanes.iter().fold(0i32, |s, &l| s.wrapping_add(l));
+        }
+    }
+    if !xt.is_empty() {
+        for (o, row) in out.iter_mut().zip(rows) {
+            let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
+            *o = tail.iter().zip(xt).fold(*o, |s, (&w, &x)| {
+                s.wrapping_add(i32::from(w as i8) * i32::from(x))
+            });
+        }
     }
     out
 }
