@@ -10,15 +10,17 @@
 //!   (8 interleaved lanes, a fixed reduction tree), whichever [`Kernel`] runs them.
 //! * i8 weight matrices (cargo feature `int8`, format version 3): the
 //!   vector a matrix multiplies (a hidden state, every element in
-//!   `[-1, 1]`) is first quantized to Q14 ([`quantize`]), `xq = clamp(trunc(x * 2^14 +
-//!   copysign(0.5, x)), -2^14, 2^14)` (round half away from zero); a dot
-//!   product is the exact integer sum `sum(q[i] * xq[i])` (at most
-//!   `127 * 2^14 * 1024 < 2^31` for the largest hidden size an i8 model may
-//!   have, [`crate::format::MAX_HIDDEN_I8`]), converted to f32 (rounded), times `2^-14` (exact), times
-//!   the row's scale (rounded): the `dot(...)` terms below are
-//!   `(f32(dot_q) * 2^-14) * scale[r]`. Integer sums have no order, so a
-//!   kernel may add them as it likes (SMLAD pairs on a Cortex-M4F). An
-//!   input-table entry is `q * scale[token]`. Biases are f16 either way.
+//!   `[-1, 1]`) is first quantized to Q14 by [`quantize`],
+//!   `xq = clamp(trunc(x * 2^14 + copysign(0.5, x)), -2^14, 2^14)` (round
+//!   half away from zero). A dot product is the exact integer sum
+//!   `sum(q[i] * xq[i])`: at most `127 * 2^14 * 1024 < 2^31` for the
+//!   largest hidden size an i8 model may have
+//!   ([`crate::format::MAX_HIDDEN_I8`]). It becomes f32 (rounded), times
+//!   `2^-14` (exact), times the row's scale (rounded): the `dot(...)` terms
+//!   below are `(f32(dot_q) * 2^-14) * scale[r]`. Integer sums have no
+//!   order, so a kernel may add them as it likes (`SMLAD` pairs on a
+//!   Cortex-M4F). An input-table entry is `q * scale[token]`. Biases are
+//!   f16 either way.
 //! * Gate pre-activation for row `r`: `(a_r + b_ih[r]) + (dot(w_hh[r], h) + b_hh[r])`
 //!   where `a_r` is the input table entry (layer 0) or `dot(w_ih[r], x)`.
 //!   `sigmoid(x) = 1 / (1 + expf(-x))`.
@@ -779,5 +781,51 @@ fn output_layer<K: Kernel, W: Weights>(
     for l in single.iter_mut() {
         let (w, b, s) = rows.next().unwrap_or((&[], 0.0, 0.0));
         *l = scaled::<W>(W::dot1(k, w, h), s) + b;
+    }
+}
+
+#[cfg(all(test, feature = "int8"))]
+mod tests {
+    use super::*;
+    use rand_core::RngCore;
+
+    /// Round half away from zero of `x * 2^14` in f64, clamped.
+    fn q14(x: f64) -> i16 {
+        let v = x * 16384.0;
+        let r = if v < 0.0 {
+            -((-v + 0.5).floor())
+        } else {
+            (v + 0.5).floor()
+        };
+        r.clamp(-16384.0, 16384.0) as i16
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_from_zero_and_clamps() {
+        let lsb = 1.0 / 16384.0;
+        let cases: [(f32, i16); 12] = [
+            (0.0, 0),
+            (-0.0, 0),
+            (1.0, 16384),
+            (-1.0, -16384),
+            (0.5 * lsb, 1),
+            (-0.5 * lsb, -1),
+            (1.5 * lsb, 2),
+            (0.49 * lsb, 0),
+            (2.0, 16384),
+            (f32::NEG_INFINITY, -16384),
+            (f32::INFINITY, 16384),
+            (f32::NAN, 0),
+        ];
+        for (x, want) in cases {
+            assert_eq!(quantize(x), want, "{x}");
+        }
+        // Every f32 in [-1, 1] the state can hold, sampled: the f64 rule.
+        let mut rng = crate::SeededRng::new(14);
+        for _ in 0..1_000_000 {
+            let x = f32::from_bits(rng.next_u32() & 0xbf80_0000 | rng.next_u32() & 0x007f_ffff);
+            let x = if x.abs() <= 1.0 { x } else { x / 2.0 };
+            assert_eq!(quantize(x), q14(f64::from(x)), "{x:e}");
+        }
     }
 }
