@@ -306,14 +306,13 @@ impl Weights for F16 {
 }
 
 /// Fraction bits of the quantized hidden states: `1.0` is `2^Q_BITS`.
-#[cfg(feature = "int8")]
 pub const Q_BITS: u32 = 14;
 
 /// `x` in Q14: `x * 2^14` rounded half away from zero, clamped to
 /// `[-2^14, 2^14]` (a hidden state never leaves `[-1, 1]`; NaN gives 0).
 /// `x * 2^14` is exact and so is adding the half (`|x * 2^14| < 2^23`), so
-/// every platform gets the same integer.
-#[cfg(feature = "int8")]
+/// every platform gets the same integer. What the i8 cells (feature
+/// `int8`) multiply their weights with.
 #[inline(always)]
 pub fn quantize(x: f32) -> i16 {
     const ONE: i32 = 1 << Q_BITS;
