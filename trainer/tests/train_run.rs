@@ -266,6 +266,21 @@ fn charlm(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// What `charlm eval --model M --corpus C --val-frac F` prints (it must succeed).
+fn eval(model: &Path, corpus: &str, val_frac: &str) -> String {
+    let o = charlm(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--corpus",
+        corpus,
+        "--val-frac",
+        val_frac,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// `charlm train` flags of a model and run that take a fraction of a second.
 const TINY: &[&str] = &[
     "--hidden",
@@ -319,17 +334,7 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
     let step20 = run.join("model-step20-i8.clm");
     let from_run = std::fs::read(&step20).unwrap();
     assert_eq!(said_bytes, from_run.len().to_string(), "{line}");
-    let o = charlm(&[
-        "eval",
-        "--model",
-        step20.to_str().unwrap(),
-        "--corpus",
-        corpus_s,
-        "--val-frac",
-        "0.1",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let scored: f64 = String::from_utf8_lossy(&o.stdout)
+    let scored: f64 = eval(&step20, corpus_s, "0.1")
         .split_whitespace()
         .next()
         .unwrap()
@@ -655,17 +660,7 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         .meta()
         .val_bpc_f16
         .unwrap();
-    let o = charlm(&[
-        "eval",
-        "--model",
-        model.to_str().unwrap(),
-        "--corpus",
-        corpus_s,
-        "--val-frac",
-        "0.05",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8(o.stdout).unwrap();
+    let text = eval(&model, corpus_s, "0.05");
     assert!(
         text.starts_with(&format!("{want:.4} bits per character")),
         "{text} vs {want}"
