@@ -3,9 +3,10 @@
 # minutes; it stops itself at DEADLINE): parity with the CPU reference for
 # both forms of the recurrence, a short `charlm train --device cuda` and
 # `generate`, then training speed of both forms against PyTorch + cuDNN;
-# time allowing, NVIDIA's compute-sanitizer on a small parity run, the
-# sequence kernels on fewer blocks at the lesson's size, spread over all
-# multiprocessors at the larger ones, and without product tiles. For a machine with a GPU, python3 + torch, and neither a Rust
+# time allowing, both forms with each step launched kernel by kernel
+# rather than as a CUDA graph, NVIDIA's compute-sanitizer on a small parity
+# run, the sequence kernels on fewer blocks at the lesson's size, spread
+# over all multiprocessors at the larger ones, and without product tiles. For a machine with a GPU, python3 + torch, and neither a Rust
 # toolchain nor a network. Build here, carry, run there:
 #
 #   bash scripts/build-gpu-binary.sh             # here: target/gpu-bin/charlm
@@ -227,6 +228,20 @@ say ""
 if [ -n "$PY" ]; then
     run_logged "$PY" scripts/gpu_table.py "$WORK/charlm-persistent.txt" "$WORK/charlm-stepwise.txt" "$WORK/torch.txt" "$SECS"
 fi
+# Optional, first: the same runs with each step launched kernel by kernel
+# (CHARLM_CUDA_GRAPHS=off) instead of as a CUDA graph (the default), at the
+# titles sizes, where launches rather than arithmetic bound a step: what
+# the graphs gain, and whether `on` should stay the default.
+if time_for $(( 4 * SECS + 30 )) "steps without CUDA graphs"; then
+    OFF_CONFIGS="$CONFIGS"
+    [ "$CONFIGS" = all ] && OFF_CONFIGS="titles8,titles64"
+    for mode in $FORMS; do
+        say "== without CUDA graphs (CHARLM_CUDA_GRAPHS=off), $mode recurrence: $OFF_CONFIGS"
+        CHARLM_CUDA_GRAPHS=off CHARLM_CUDA_RECURRENCE=$mode run_logged within 40 "$BIN" bench gpu --device cuda \
+            --config "$OFF_CONFIGS" --seconds "$SECS"
+    done
+fi
+
 # Optional: NVIDIA's compute-sanitizer (in the CUDA toolkit) on a tiny
 # parity run (every kernel: LSTM and GRU, 1 to 4 layers, dropout, padding):
 # memcheck (out-of-bounds and misaligned device accesses) with the sequence

@@ -31,7 +31,10 @@
 #include <setjmp.h>
 #include <ucontext.h>
 
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -102,6 +105,11 @@ template <typename... A>
 static void call(void (*f)(A...), void** p) {
     call_with(f, p, std::index_sequence_for<A...>{});
 }
+// The byte size of each parameter (a capture copies the arguments).
+template <typename... A>
+static std::vector<size_t> sizes_of(void (*)(A...)) {
+    return {sizeof(A)...};
+}
 
 // How a kernel's threads must run.
 enum Mode {
@@ -114,11 +122,13 @@ struct Kernel {
     const char* name;
     void (*thread)(void** params);
     Mode mode;
+    std::vector<size_t> (*sizes)();
 };
 
-#define PLAIN(k) {#k, [](void** p) { call(k, p); }, PLAIN_LOOP}
-#define COOPERATIVE(k) {#k, [](void** p) { call(k, p); }, BLOCKWISE}
-#define GRID(k) {#k, [](void** p) { call(k, p); }, WHOLE_GRID}
+#define KERNEL(k, mode) {#k, [](void** p) { call(k, p); }, mode, [] { return sizes_of(k); }}
+#define PLAIN(k) KERNEL(k, PLAIN_LOOP)
+#define COOPERATIVE(k) KERNEL(k, BLOCKWISE)
+#define GRID(k) KERNEL(k, WHOLE_GRID)
 
 static const Kernel KERNELS[] = {
     PLAIN(lstm_forward),     PLAIN(lstm_backward),  PLAIN(gru_forward),          PLAIN(gru_backward),
@@ -351,8 +361,12 @@ enum {
     CUDA_ERROR_OUT_OF_MEMORY = 2,
     CUDA_ERROR_INVALID_DEVICE = 101,
     CUDA_ERROR_INVALID_HANDLE = 400,
+    CUDA_ERROR_ILLEGAL_STATE = 401,
     CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
     CUDA_ERROR_NOT_SUPPORTED = 801,
+    CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
+    CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901,
 };
 
 static int g_context_token;  // the one context's handle points here
@@ -483,6 +497,9 @@ CUresult cuGetErrorString(CUresult e, const char** s) {
         case CUDA_ERROR_INVALID_DEVICE: *s = "invalid device ordinal"; break;
         case CUDA_ERROR_INVALID_HANDLE: *s = "invalid resource handle"; break;
         case CUDA_ERROR_NOT_FOUND: *s = "named symbol not found"; break;
+        case CUDA_ERROR_NOT_SUPPORTED: *s = "operation not supported"; break;
+        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *s = "operation not permitted when stream is capturing"; break;
+        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: *s = "operation failed due to a previous error during capture"; break;
         default: *s = "unknown error"; break;
     }
     return CUDA_SUCCESS;
@@ -495,14 +512,120 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
         case CUDA_ERROR_INVALID_DEVICE: *s = "CUDA_ERROR_INVALID_DEVICE"; break;
         case CUDA_ERROR_INVALID_HANDLE: *s = "CUDA_ERROR_INVALID_HANDLE"; break;
         case CUDA_ERROR_NOT_FOUND: *s = "CUDA_ERROR_NOT_FOUND"; break;
+        case CUDA_ERROR_NOT_SUPPORTED: *s = "CUDA_ERROR_NOT_SUPPORTED"; break;
+        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: *s = "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"; break;
+        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: *s = "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"; break;
         default: *s = "CUDA_ERROR_UNKNOWN"; break;
     }
+    return CUDA_SUCCESS;
+}
+
+// ---- stream capture ----------------------------------------------------------
+//
+// Between cuStreamBeginCapture and cuStreamEndCapture, the work queued on the
+// stream is recorded, not run: kernel launches (with copies of their
+// arguments), device-to-device copies, memsets and cuBLAS products (with
+// their scalars). cuGraphLaunch runs the record, in order; its copies and
+// products check their ranges again then, so a graph that outlives the
+// memory it was captured with aborts. As on a GPU, the legacy default stream
+// cannot be captured. What a capture cannot hold (copies from or to the
+// host, waits, allocation, freeing) a GPU refuses; here it aborts, naming
+// the call, since charlm must never try it.
+// CHARLM_CUDA_SIM_NO_GRAPHS=1: every call made during a capture fails and
+// invalidates it, as with a driver that cannot capture some of the work;
+// =cooperative: only cooperative launches do, with CUDA_ERROR_NOT_SUPPORTED
+// (what a refused cooperative launch outside a capture says too).
+
+typedef std::function<CUresult()> Op;
+struct SimGraph {
+    std::vector<Op> ops;
+};
+typedef SimGraph* CUgraph;
+typedef SimGraph* CUgraphExec;
+static SimGraph* g_capture;  // the graph being recorded, if any
+static bool g_capture_invalid;
+
+static void not_in_capture(const char* call) {
+    if (g_capture) die("called during a stream capture (a GPU refuses it)", call);
+}
+
+static bool capture_refused(bool cooperative) {
+    const char* v = getenv("CHARLM_CUDA_SIM_NO_GRAPHS");
+    return v && (strcmp(v, "1") == 0 || (cooperative && strcmp(v, "cooperative") == 0));
+}
+
+// During a capture: records `op` (or fails, see above), sets `*result` and
+// returns true. Otherwise false: the caller runs the work.
+static bool captured(const char* call, Op op, CUresult* result, bool cooperative = false) {
+    if (!g_capture) return false;
+    TRACE("captured: %s", call);
+    if (g_capture_invalid) {
+        *result = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    } else if (capture_refused(cooperative)) {
+        g_capture_invalid = true;
+        *result = cooperative ? CUDA_ERROR_NOT_SUPPORTED : CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    } else {
+        g_capture->ops.push_back(std::move(op));
+        *result = CUDA_SUCCESS;
+    }
+    return true;
+}
+
+CUresult cuStreamBeginCapture_v2(CUstream s, int) {
+    if (!s) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;  // the legacy default stream
+    if (g_capture) return CUDA_ERROR_ILLEGAL_STATE;
+    g_capture = new SimGraph;
+    g_capture_invalid = false;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamEndCapture(CUstream, CUgraph* g) {
+    if (!g_capture) return CUDA_ERROR_ILLEGAL_STATE;
+    SimGraph* graph = g_capture;
+    g_capture = nullptr;
+    if (g_capture_invalid) {
+        delete graph;
+        *g = nullptr;
+        return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    }
+    TRACE("capture ended: %zu calls", graph->ops.size());
+    *g = graph;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamIsCapturing(CUstream, int* status) {
+    *status = !g_capture ? 0 : g_capture_invalid ? 2 : 1;
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long long) {
+    if (!g) return CUDA_ERROR_INVALID_VALUE;
+    *e = new SimGraph(*g);
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphLaunch(CUgraphExec e, CUstream) {
+    not_in_capture("cuGraphLaunch");
+    if (!e) return CUDA_ERROR_INVALID_VALUE;
+    TRACE("graph launch: %zu calls", e->ops.size());
+    for (const Op& op : e->ops) {
+        CUresult r = op();
+        if (r != CUDA_SUCCESS) return r;
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphUpload(CUgraphExec e, CUstream) { return e ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
+CUresult cuGraphExecDestroy(CUgraphExec e) {
+    not_in_capture("cuGraphExecDestroy");
+    delete e;
+    return CUDA_SUCCESS;
+}
+CUresult cuGraphDestroy(CUgraph g) {
+    not_in_capture("cuGraphDestroy");
+    delete g;
     return CUDA_SUCCESS;
 }
 
 // ---- memory ----------------------------------------------------------------
 
 CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    not_in_capture("cuMemAlloc");
     if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     void* m = aligned_alloc(256, (bytes + 255) / 256 * 256);
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -514,11 +637,26 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
 }
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, CUstream) { return cuMemAlloc_v2(p, bytes); }
 
+// Freed memory is poisoned (NaN again) and kept out of use for a while
+// rather than handed back at once, so that a stale device address (a CUDA
+// graph replayed after its buffers were replaced) points at no live
+// allocation: copies and products through it abort, kernels read NaN.
+static std::deque<std::pair<void*, size_t>> g_graveyard;
+static size_t g_graveyard_bytes;
+
 CUresult cuMemFree_v2(CUdeviceptr p) {
+    not_in_capture("cuMemFree");
     auto it = g_allocs.find(static_cast<uintptr_t>(p));
     if (it == g_allocs.end()) die("cuMemFree of a pointer that is not a live allocation", nullptr);
+    memset(dptr(p), 0xff, it->second);
+    g_graveyard.emplace_back(dptr(p), it->second);
+    g_graveyard_bytes += it->second;
     g_allocs.erase(it);
-    free(dptr(p));
+    while (g_graveyard_bytes > (256u << 20)) {
+        free(g_graveyard.front().first);
+        g_graveyard_bytes -= g_graveyard.front().second;
+        g_graveyard.pop_front();
+    }
     return CUDA_SUCCESS;
 }
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return cuMemFree_v2(p); }
@@ -538,6 +676,7 @@ static unsigned long long g_pinned_copies, g_waited;
 static void waited_for_all() { g_waited = g_pinned_copies; }
 
 CUresult cuCtxSynchronize() {
+    not_in_capture("cuCtxSynchronize");
     waited_for_all();
     return CUDA_SUCCESS;
 }
@@ -545,6 +684,7 @@ CUresult cuCtxSynchronize() {
 // CHARLM_CUDA_SIM_NO_PINNED=1: a driver that refuses page-locked memory
 // (the backend must then upload from pageable memory).
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    not_in_capture("cuMemHostAlloc");
     if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
     if (env_int("CHARLM_CUDA_SIM_NO_PINNED", 0)) return CUDA_ERROR_NOT_SUPPORTED;
     void* m = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
@@ -557,6 +697,7 @@ CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
 CUresult cuMemAllocHost_v2(void** p, size_t bytes) { return cuMemHostAlloc(p, bytes, 0); }
 
 CUresult cuMemFreeHost(void* p) {
+    not_in_capture("cuMemFreeHost");
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
     if (!g_pinned.count(a)) die("cuMemFreeHost of a pointer that is not page-locked memory", nullptr);
     if (g_pinned_last[a] > g_waited) die("page-locked memory freed before the copy from it was waited for", nullptr);
@@ -567,6 +708,7 @@ CUresult cuMemFreeHost(void* p) {
 }
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
+    not_in_capture("cuMemcpyHtoD");
     check_range(dptr(dst), bytes, "copy to device");
     memcpy(dptr(dst), src, bytes);
     return CUDA_SUCCESS;
@@ -581,6 +723,7 @@ static const uintptr_t* pinned_at(const void* p, size_t bytes) {
 }
 
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream) {
+    not_in_capture("cuMemcpyHtoDAsync");
     if (const uintptr_t* start = pinned_at(src, bytes)) {
         if (g_pinned_last[*start] > g_waited)
             die("page-locked memory reused before the copy from it was waited for", nullptr);
@@ -589,12 +732,14 @@ CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CU
     return cuMemcpyHtoD_v2(dst, src, bytes);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, size_t bytes) {
+    not_in_capture("cuMemcpyDtoH");
     check_range(dptr(src), bytes, "copy from device");
     memcpy(dst, dptr(src), bytes);
     waited_for_all();
     return CUDA_SUCCESS;
 }
 CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream) {
+    not_in_capture("cuMemcpyDtoHAsync");
     // into pageable memory it returns complete, as the synchronous copy;
     // into page-locked memory it is only queued: no wait
     if (!pinned_at(dst, bytes)) return cuMemcpyDtoH_v2(dst, src, bytes);
@@ -602,28 +747,50 @@ CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream
     memcpy(dst, dptr(src), bytes);
     return CUDA_SUCCESS;
 }
-CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     check_range(dptr(src), bytes, "device copy source");
     check_range(dptr(dst), bytes, "device copy destination");
     memmove(dptr(dst), dptr(src), bytes);
     return CUDA_SUCCESS;
 }
-CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream) {
-    return cuMemcpyDtoD_v2(dst, src, bytes);
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+    not_in_capture("cuMemcpyDtoD");
+    return dtod(dst, src, bytes);
 }
-CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream) {
+    CUresult r;
+    if (captured("cuMemcpyDtoDAsync", [=] { return dtod(dst, src, bytes); }, &r)) return r;
+    return dtod(dst, src, bytes);
+}
+static CUresult set8(CUdeviceptr dst, unsigned char v, size_t n) {
     check_range(dptr(dst), n, "memset");
     memset(dptr(dst), v, n);
     return CUDA_SUCCESS;
 }
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) { return cuMemsetD8_v2(dst, v, n); }
-CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned v, size_t n) {
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
+    not_in_capture("cuMemsetD8");
+    return set8(dst, v, n);
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
+    CUresult r;
+    if (captured("cuMemsetD8Async", [=] { return set8(dst, v, n); }, &r)) return r;
+    return set8(dst, v, n);
+}
+static CUresult set32(CUdeviceptr dst, unsigned v, size_t n) {
     check_range(dptr(dst), n * 4, "memset");
     unsigned* d = static_cast<unsigned*>(dptr(dst));
     for (size_t i = 0; i < n; ++i) d[i] = v;
     return CUDA_SUCCESS;
 }
-CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, CUstream) { return cuMemsetD32_v2(dst, v, n); }
+CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned v, size_t n) {
+    not_in_capture("cuMemsetD32");
+    return set32(dst, v, n);
+}
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, CUstream) {
+    CUresult r;
+    if (captured("cuMemsetD32Async", [=] { return set32(dst, v, n); }, &r)) return r;
+    return set32(dst, v, n);
+}
 
 // ---- streams and events: everything is already complete ---------------------
 
@@ -633,14 +800,19 @@ CUresult cuStreamCreate(CUstream* s, unsigned) {
 }
 CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
 CUresult cuStreamSynchronize(CUstream) {
+    not_in_capture("cuStreamSynchronize");
     waited_for_all();
     return CUDA_SUCCESS;
 }
 CUresult cuStreamQuery(CUstream) {
+    not_in_capture("cuStreamQuery");
     waited_for_all();
     return CUDA_SUCCESS;
 }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
+CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) {
+    not_in_capture("cuStreamWaitEvent");
+    return CUDA_SUCCESS;
+}
 // Events: work is complete when the call that queues it returns, so a
 // recorded event's time is the host clock at cuEventRecord. As on a GPU,
 // cuEventElapsedTime refuses events created with CU_EVENT_DISABLE_TIMING
@@ -660,6 +832,7 @@ CUresult cuEventDestroy_v2(CUevent e) {
     return CUDA_SUCCESS;
 }
 CUresult cuEventRecord(CUevent e, CUstream) {
+    not_in_capture("cuEventRecord");
     SimEvent* ev = static_cast<SimEvent*>(e);
     ev->recorded = true;
     ev->copies = g_pinned_copies;
@@ -678,10 +851,12 @@ static void waited_for(CUevent e) {
     if (ev && ev->recorded && ev->copies > g_waited) g_waited = ev->copies;
 }
 CUresult cuEventSynchronize(CUevent e) {
+    not_in_capture("cuEventSynchronize");
     waited_for(e);
     return CUDA_SUCCESS;
 }
 CUresult cuEventQuery(CUevent e) {
+    not_in_capture("cuEventQuery");
     waited_for(e);
     return CUDA_SUCCESS;
 }
@@ -747,17 +922,36 @@ static CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsi
     TRACE("%s %s <<<(%u,%u,%u), (%u,%u,%u), %u>>>", cooperative ? "cooperative launch" : "launch", f->name, gx, gy,
           gz, bx, by, bz, shared_bytes);
     if (f->mode == WHOLE_GRID && !cooperative) die("a kernel with grid barriers launched without cuLaunchCooperativeKernel", f->name);
+    unsigned threads = bx * by * bz, blocks = gx * gy * gz;
+    if (f->mode == WHOLE_GRID && blocks > 132) return 720;  // CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: more blocks than the GPU holds
+    if (g_capture) {
+        // the arguments as they are now, in storage aligned for any type
+        std::vector<size_t> sizes = f->sizes();
+        auto saved = std::make_shared<std::vector<std::vector<max_align_t>>>();
+        for (size_t i = 0; i < sizes.size(); ++i) {
+            saved->emplace_back((sizes[i] + sizeof(max_align_t) - 1) / sizeof(max_align_t));
+            memcpy(saved->back().data(), params[i], sizes[i]);
+        }
+        CUresult r;
+        captured(
+            f->name,
+            [=] {
+                std::vector<void*> p;
+                for (auto& a : *saved) p.push_back(a.data());
+                return launch(f, gx, gy, gz, bx, by, bz, shared_bytes, p.data(), nullptr, cooperative);
+            },
+            &r, cooperative);
+        return r;
+    }
     g_kernel = f;
     g_params = params;
     gridDim = {gx, gy, gz};
     blockDim = {bx, by, bz};
-    unsigned threads = bx * by * bz, blocks = gx * gy * gz;
     g_smem_bytes = shared_bytes;
     // fresh shared memory is NaN, as fresh device memory
     unsigned held = f->mode == WHOLE_GRID ? blocks : 1;
     g_smem.assign(held, std::vector<float>((shared_bytes + 3) / 4, __int_as_float(-1)));
     if (f->mode == WHOLE_GRID) {
-        if (blocks > 132) return 720;  // CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: more blocks than the GPU holds
         run_on_fibers(0, blocks, threads);
         return CUDA_SUCCESS;
     }
@@ -794,7 +988,17 @@ CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsig
 
 typedef int cublasStatus_t;
 typedef void* cublasHandle_t;
-enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7 };
+enum { CUBLAS_STATUS_SUCCESS = 0, CUBLAS_STATUS_INVALID_VALUE = 7, CUBLAS_STATUS_EXECUTION_FAILED = 13 };
+
+// During a capture: records a product (its scalars copied) and returns true
+// with `*status` set; otherwise false.
+static bool blas_captured(const char* call, std::function<cublasStatus_t()> product, cublasStatus_t* status) {
+    CUresult r;
+    if (!captured(call, [=] { return product() == CUBLAS_STATUS_SUCCESS ? CUDA_SUCCESS : CUDA_ERROR_LAUNCH_FAILED; }, &r))
+        return false;
+    *status = r == CUDA_SUCCESS ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+    return true;
+}
 enum { CUBLAS_OP_N = 0, CUBLAS_OP_T = 1 };
 
 static int g_blas_token;
@@ -810,7 +1014,7 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t, void*, size_t) { return CUB
 
 // Column-major C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C, f32
 // accumulation; with beta == 0, C is not read (as cuBLAS).
-cublasStatus_t cublasSgemm_v2(cublasHandle_t, int ta, int tb, int m, int n, int k, const float* alpha, const float* a,
+cublasStatus_t cublasSgemm_v2(cublasHandle_t h, int ta, int tb, int m, int n, int k, const float* alpha, const float* a,
                               int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
     if (m < 0 || n < 0 || k < 0 || (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T))
         return CUBLAS_STATUS_INVALID_VALUE;
@@ -826,6 +1030,10 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t, int ta, int tb, int m, int n, int 
         check_range(b, ((size_t)(b_cols - 1) * ldb + b_rows) * 4, "sgemm B");
     }
     check_range(c, ((size_t)(n - 1) * ldc + m) * 4, "sgemm C");
+    cublasStatus_t status;
+    float al = *alpha, be = *beta;
+    auto product = [=] { return cublasSgemm_v2(h, ta, tb, m, n, k, &al, a, lda, b, ldb, &be, c, ldc); };
+    if (blas_captured("cublasSgemm", product, &status)) return status;
     for (int j = 0; j < n; ++j) {
         for (int i = 0; i < m; ++i) {
             float acc = 0.0f;
@@ -842,7 +1050,7 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t, int ta, int tb, int m, int n, int 
 }
 
 // y = alpha op(A) x + beta y, A column-major [m, n].
-cublasStatus_t cublasSgemv_v2(cublasHandle_t, int trans, int m, int n, const float* alpha, const float* a, int lda,
+cublasStatus_t cublasSgemv_v2(cublasHandle_t h, int trans, int m, int n, const float* alpha, const float* a, int lda,
                               const float* x, int incx, const float* beta, float* y, int incy) {
     if (m < 0 || n < 0 || lda < (m > 1 ? m : 1) || incx <= 0 || incy <= 0 ||
         (trans != CUBLAS_OP_N && trans != CUBLAS_OP_T))
@@ -853,6 +1061,10 @@ cublasStatus_t cublasSgemv_v2(cublasHandle_t, int trans, int m, int n, const flo
     check_range(a, ((size_t)(n - 1) * lda + m) * 4, "sgemv A");
     check_range(x, ((size_t)(in_len - 1) * incx + 1) * 4, "sgemv x");
     check_range(y, ((size_t)(out_len - 1) * incy + 1) * 4, "sgemv y");
+    cublasStatus_t status;
+    float al = *alpha, be = *beta;
+    auto product = [=] { return cublasSgemv_v2(h, trans, m, n, &al, a, lda, x, incx, &be, y, incy); };
+    if (blas_captured("cublasSgemv", product, &status)) return status;
     for (int o = 0; o < out_len; ++o) {
         float acc = 0.0f;
         for (int i = 0; i < in_len; ++i) {

@@ -119,7 +119,7 @@ fn parity_with_the_cpu_reference_on_the_simulator() {
             .map(|(version, form)| {
                 (
                     version.to_string(),
-                    form.split([')', ';']).next().unwrap_or(""),
+                    form.split([')', ';', ',']).next().unwrap_or(""),
                 )
             });
         assert!(
@@ -263,6 +263,147 @@ fn train_on_cuda_follows_the_cpu_and_resumes_exactly() {
     assert!(g.status.success() && !g.stdout.is_empty(), "{}", text(&g));
 }
 
+#[test]
+fn steps_replayed_as_cuda_graphs_train_the_same_model_bit_for_bit() {
+    if !have_nvrtc() {
+        return;
+    }
+    // Titles of every length (padded batches whose buffers grow, so graphs
+    // must be forgotten and captured again) with Adam and clipping, and
+    // running text with carried state, two layers and dropout on the
+    // sequence kernels: the same run kernel by kernel and as graphs.
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("titles.txt");
+    // Mostly two short lengths, and every 40th line longer than all before:
+    // graphs of the short shapes are captured early, and a held-out score
+    // (longer batches) reallocates their buffers before more steps come.
+    let titles: String = (0..400)
+        .map(|i| {
+            let n = if i % 40 == 17 {
+                3 + 3 * i / 40
+            } else {
+                1 + i % 2
+            };
+            format!("{}\n", "ab c".repeat(n))
+        })
+        .collect();
+    std::fs::write(&corpus, titles).unwrap();
+    let corpus = corpus.display().to_string();
+    let cases: [(&str, Vec<&str>); 2] = [
+        (
+            "stepwise",
+            vec![
+                "--corpus",
+                &corpus,
+                "--layout",
+                "lines",
+                "--hidden",
+                "10",
+                "--batch",
+                "3",
+                "--clip",
+                "0.5",
+                "--max-steps",
+                "60",
+            ],
+        ),
+        (
+            "persistent",
+            vec![
+                "--layers",
+                "2",
+                "--dropout",
+                "0.2",
+                "--hidden",
+                "9",
+                "--batch",
+                "3",
+                "--seq-len",
+                "12",
+                "--optimizer",
+                "rmsprop",
+                "--max-steps",
+                "8",
+            ],
+        ),
+    ];
+    for (recurrence, flags) in cases {
+        let mut models = Vec::new();
+        for graphs in ["off", "on"] {
+            let out = dir.path().join(format!("{recurrence}-{graphs}"));
+            let out_s = out.display().to_string();
+            let mut args = vec!["train", "--device", "cuda", "--out", &out_s];
+            args.extend(&flags);
+            let env = [
+                ("CHARLM_CUDA_GRAPHS", graphs),
+                ("CHARLM_CUDA_SIM_TRACE", "1"),
+            ];
+            let o = charlm_env(recurrence, &env, &args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                o.status.success(),
+                "{recurrence}, graphs {graphs}:\n{}",
+                text(&o)
+            );
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(&format!("graphs {graphs})")),
+                "the device line names the setting:\n{}",
+                text(&o)
+            );
+            let (captures, launches) = (
+                err.matches("cuda-sim: capture ended").count(),
+                err.matches("cuda-sim: graph launch").count(),
+            );
+            if graphs == "on" {
+                // each captured graph is launched at once, and replayed later
+                assert!(
+                    captures >= 1 && launches > captures,
+                    "{recurrence}: {captures} captures, {launches} graph launches"
+                );
+            } else {
+                assert_eq!((captures, launches), (0, 0), "{recurrence}");
+            }
+            assert!(!err.contains("note:"), "{err}");
+            let losses: Vec<_> = metrics(&out)
+                .into_iter()
+                .map(|(t, v)| (t.to_bits(), v.to_bits()))
+                .collect();
+            models.push((std::fs::read(out.join("model.clm")).unwrap(), losses));
+        }
+        assert!(
+            models[0] == models[1],
+            "{recurrence}: graphs changed the model or the losses"
+        );
+    }
+}
+
+#[test]
+fn a_refused_graph_capture_runs_the_step_kernel_by_kernel() {
+    // A driver that cannot capture the work (CHARLM_CUDA_SIM_NO_GRAPHS=1:
+    // every call during a capture fails): one note, then the CPU's results.
+    // One that cannot capture cooperative launches (=cooperative): the
+    // failed capture must not be taken for a refused cooperative launch,
+    // which would switch the sequence kernels off. Curves of 8 steps: a
+    // shape's second step is the first one captured.
+    let note = "capturing a training step as a CUDA graph failed";
+    let args = [
+        "bench", "parity", "--device", "cuda", "--steps", "8", "--hidden", "8",
+    ];
+    let env = [("CHARLM_CUDA_SIM_NO_GRAPHS", "1")];
+    if parity_with_one_note("stepwise", &env, &args, note).is_none() {
+        return;
+    }
+    let env = [("CHARLM_CUDA_SIM_NO_GRAPHS", "cooperative")];
+    let o = charlm_env("auto", &env, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches(note).count(), 1, "{err}");
+    assert!(
+        !err.contains("the recurrence runs a step at a time"),
+        "{err}"
+    );
+}
+
 /// Runs the test `name` of this file again in a child process whose
 /// library path starts with the simulator (the dynamic loader reads
 /// LD_LIBRARY_PATH only at start-up). True in the child.
@@ -358,7 +499,7 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
     let out_s = out.display().to_string();
     /// (CHARLM_CUDA_RECURRENCE, other settings, arguments, the error wanted)
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
         (
             "auto",
             &[],
@@ -389,6 +530,12 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
             &["--device", "cuda"],
             "CHARLM_CUDA_SEQ_BLOCKS=most: use a number of blocks",
         ),
+        (
+            "auto",
+            &[("CHARLM_CUDA_GRAPHS", "yes")],
+            &["--device", "cuda"],
+            "CHARLM_CUDA_GRAPHS=yes: use on or off",
+        ),
     ];
     for (recurrence, env, device, wanted) in cases {
         let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
@@ -411,11 +558,16 @@ fn refused(o: &Output, case: &str, wanted: &str, out: &std::path::Path) {
 /// A small parity run with the simulator set up by `env`: all checks must
 /// pass, and stderr must say `note` exactly once. Returns `None` (the test
 /// is skipped) without NVRTC.
-fn parity_with_one_note(recurrence: &str, env: &[(&str, &str)], note: &str) -> Option<()> {
+fn parity_with_one_note(
+    recurrence: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+    note: &str,
+) -> Option<()> {
     if !have_nvrtc() {
         return None;
     }
-    let o = charlm_env(recurrence, env, &PARITY_SMALL);
+    let o = charlm_env(recurrence, env, args);
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
@@ -438,7 +590,12 @@ fn without_page_locked_memory_batches_go_up_from_pageable_memory() {
     // A driver that refuses page-locked memory (CHARLM_CUDA_SIM_NO_PINNED):
     // the backend says so once and still computes what the CPU does.
     let env = [("CHARLM_CUDA_SIM_NO_PINNED", "1")];
-    parity_with_one_note("stepwise", &env, "refused page-locked host memory");
+    parity_with_one_note(
+        "stepwise",
+        &env,
+        &PARITY_SMALL,
+        "refused page-locked host memory",
+    );
 }
 
 #[test]
@@ -448,7 +605,7 @@ fn a_refused_cooperative_launch_runs_auto_stepwise_and_fails_forced_persistent()
     // recurrence a step at a time, with the CPU's results; a forced
     // `persistent` reports the refusal instead of hiding it.
     let env = [("CHARLM_CUDA_SIM_NO_COOPERATIVE", "1")];
-    if parity_with_one_note("auto", &env, "refused a cooperative launch").is_none() {
+    if parity_with_one_note("auto", &env, &PARITY_SMALL, "refused a cooperative launch").is_none() {
         return;
     }
     let o = charlm_env("persistent", &env, &PARITY_SMALL);

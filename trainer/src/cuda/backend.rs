@@ -2,10 +2,12 @@
 //! backpropagation through time and optimizer step, on the device. Names and
 //! order follow `crate::cpu::Cpu` so the two read side by side.
 
+use std::collections::{HashMap, HashSet};
+
 use charlm_runtime::format::CellKind;
 
 use super::CudaError;
-use super::dev::{Buf, Dev, NORM_BLOCKS, P, SEQ_BLOCKS, SeqPlan};
+use super::dev::{Buf, Dev, Graph, NORM_BLOCKS, P, SEQ_BLOCKS, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::optim::{self, Kind, Optimizer};
@@ -108,6 +110,134 @@ impl Recurrence {
     }
 }
 
+/// `CHARLM_CUDA_GRAPHS` = `on` (the default) or `off`: whether
+/// [`Cuda::train_step`] captures whole steps as CUDA graphs and launches
+/// those (see [`Graphs`]).
+fn graphs_from_env() -> Result<bool, CudaError> {
+    match std::env::var("CHARLM_CUDA_GRAPHS").as_deref() {
+        Err(_) | Ok("") | Ok("on") => Ok(true),
+        Ok("off") => Ok(false),
+        Ok(other) => Err(CudaError::Config(format!(
+            "CHARLM_CUDA_GRAPHS={other}: use on or off"
+        ))),
+    }
+}
+
+/// What makes two training steps the same graph: their shape and every
+/// setting that is a kernel argument or decides which kernels run. What
+/// changes from step to step beyond this is in [`StepArgs`] or in the
+/// uploaded batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct StepKey {
+    steps: usize,
+    rows: usize,
+    carry: bool,
+    /// Dropout's probability (bits; 0 without dropout).
+    dropout: u32,
+    /// The clipping norm (bits; 0 without clipping).
+    clip: u32,
+    /// Whether the sequence kernels are still allowed (see `Dev::seq_ran`).
+    seq_refused: bool,
+}
+
+/// Whole training steps as CUDA graphs. A step is hundreds of kernel
+/// launches stepwise and about 25 with the sequence kernels; a graph is
+/// one launch, so the host's cost per step no longer grows with them.
+///
+/// A step's shape runs kernel by kernel the first time it comes (so that
+/// every library has done its lazy set-up outside a capture), is captured
+/// and launched as a graph the second time, and is replayed from then on.
+/// Everything that differs between steps of one shape is in device memory
+/// that the host rewrites before each step: the batch, [`StepArgs`]. A
+/// graph holds device addresses, so all graphs are forgotten whenever a
+/// buffer they use is allocated again (a longer batch, another number of
+/// sequences, another optimizer state). When the driver refuses a capture,
+/// one note goes to stderr and the run goes on kernel by kernel.
+struct Graphs {
+    on: bool,
+    seen: HashSet<StepKey>,
+    ready: HashMap<StepKey, Graph>,
+    captured: u64,
+    replayed: u64,
+}
+
+/// At most this many graphs are kept (titles of every length up to a few
+/// hundred characters); beyond it, all are forgotten and captured again.
+const MAX_GRAPHS: usize = 512;
+
+impl Graphs {
+    fn forget(&mut self) {
+        self.seen.clear();
+        self.ready.clear();
+    }
+
+    fn refuse(&mut self, e: CudaError) {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            eprintln!(
+                "charlm: note: capturing a training step as a CUDA graph failed ({e}); steps are launched kernel by kernel instead (CHARLM_CUDA_GRAPHS=off chooses that from the start)"
+            )
+        });
+        self.on = false;
+        self.forget();
+    }
+}
+
+/// The scalars of a step that change from step to step. They are uploaded
+/// with the batch, and the kernels read them from device memory, so that a
+/// step captured as a CUDA graph can be replayed as it is. On the device:
+/// ten 32-bit words, `inv` (f32), `step` (i32), `sc` (2 x f32), then the
+/// seeds (3 x u64, 8-byte aligned).
+#[derive(Clone, Copy, Debug, Default)]
+struct StepArgs {
+    /// 1 / (positions counted in the batch): the mean's factor.
+    inv: f32,
+    /// The optimizer's step count before this step (the guard's record).
+    step: i32,
+    /// Adam: step size and the square root of the second bias correction;
+    /// RMSprop: the learning rate.
+    sc: [f32; 2],
+    /// Dropout: the generator state of each layer below the top.
+    seeds: [u64; 3],
+}
+
+const ARGS_WORDS: usize = 10;
+
+impl StepArgs {
+    /// The batch's factor and `dropout`'s seeds for a model of `layers`.
+    fn new(batch: &Batch, dropout: Option<Dropout>, layers: usize) -> Self {
+        let count = batch.chars();
+        let mut a = StepArgs {
+            inv: if count == 0 {
+                0.0
+            } else {
+                (1.0 / count as f64) as f32
+            },
+            ..StepArgs::default()
+        };
+        if let Some(d) = dropout {
+            for (l, seed) in a.seeds.iter_mut().enumerate().take(layers - 1) {
+                // Rng::derive(d.seed, l): the state before its first draw.
+                *seed = d.seed ^ (l as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
+            }
+        }
+        a
+    }
+
+    fn words(&self) -> [u32; ARGS_WORDS] {
+        let mut w = [0u32; ARGS_WORDS];
+        w[0] = self.inv.to_bits();
+        w[1] = self.step as u32;
+        w[2] = self.sc[0].to_bits();
+        w[3] = self.sc[1].to_bits();
+        for (l, seed) in self.seeds.iter().enumerate() {
+            w[4 + 2 * l] = *seed as u32;
+            w[5 + 2 * l] = (*seed >> 32) as u32;
+        }
+        w
+    }
+}
+
 /// `CHARLM_CUDA_SEQ_TILE` = 1, 2 or 4: the sequence kernels' product tile
 /// in both directions instead of the plan's choice (for tests and for
 /// timing one against another; unset: the plan's).
@@ -186,6 +316,12 @@ pub struct Cuda {
     /// `[layer]` -> final `(h, c)` of the last batch, `[B, H]` each.
     carry: Vec<(Buf<f32>, Buf<f32>)>,
     carry_rows: usize,
+    /// Whether the batch being run starts from the carried state (decided
+    /// by [`Cuda::stage`]).
+    carry_now: bool,
+    /// The step's [`StepArgs`] on the device.
+    args: Buf<u32>,
+    graphs: Graphs,
 }
 
 struct DeviceOptimizer {
@@ -237,6 +373,7 @@ impl Cuda {
         let recurrence = Recurrence::from_env()?;
         let tile = tile_from_env()?;
         let spread = Spread::from_env()?;
+        let graphs = graphs_from_env()?;
         let dev = Dev::open(ordinal)?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
@@ -256,12 +393,22 @@ impl Cuda {
                 .map(|_| Ok((dev.alloc(0)?, dev.alloc(0)?)))
                 .collect::<Result<_, CudaError>>()?,
             carry_rows: 0,
+            carry_now: false,
+            args: dev.alloc(ARGS_WORDS)?,
+            graphs: Graphs {
+                on: graphs,
+                seen: HashSet::new(),
+                ready: HashMap::new(),
+                captured: 0,
+                replayed: 0,
+            },
             layout,
             dev,
         })
     }
 
-    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, NVRTC 12.9, recurrence auto)",
+    /// "cuda:0 (NVIDIA H100 80GB HBM3, sm_90, NVRTC 12.9, recurrence auto,
+    /// graphs on)",
     /// followed by the plan settings from the environment, if any
     /// ("; CHARLM_CUDA_SEQ_TILE=2").
     pub fn describe(&self) -> String {
@@ -279,11 +426,12 @@ impl Cuda {
             Spread::Blocks(n) => settings += &format!("; CHARLM_CUDA_SEQ_BLOCKS={n}"),
         }
         format!(
-            "cuda:{} ({}, {}, {nvrtc}, recurrence {}{settings})",
+            "cuda:{} ({}, {}, {nvrtc}, recurrence {}, graphs {}{settings})",
             self.dev.ordinal,
             self.dev.name,
             self.dev.arch,
-            self.recurrence.name()
+            self.recurrence.name(),
+            if self.graphs.on { "on" } else { "off" }
         )
     }
 
@@ -322,6 +470,7 @@ impl Cuda {
             m,
             v,
         });
+        self.graphs.forget();
         self.dev.zero(self.status.all())
     }
 
@@ -350,6 +499,8 @@ impl Cuda {
     ) -> Result<Loss, CudaError> {
         self.set_params(params)?;
         self.dev.zero(self.nats.all())?;
+        let args = StepArgs::new(batch, None, self.layout.arch.layers as usize);
+        self.stage(batch, args, false)?;
         self.forward(batch, None, classes, false)?;
         Ok(Loss {
             nats: self.take_nats()?,
@@ -367,6 +518,8 @@ impl Cuda {
     ) -> Result<Loss, CudaError> {
         self.set_params(params)?;
         self.dev.zero(self.nats.all())?;
+        let args = StepArgs::new(batch, dropout, self.layout.arch.layers as usize);
+        self.stage(batch, args, true)?;
         self.forward(batch, dropout, Classes::All, true)?;
         self.backward(batch)?;
         self.get_grads(grads)?;
@@ -389,8 +542,88 @@ impl Cuda {
         clip: f32,
         lr: f32,
     ) -> Result<(), CudaError> {
-        assert!(self.opt.is_some(), "train_step needs set_optimizer first");
+        let layers = self.layout.arch.layers as usize;
+        let d = self
+            .opt
+            .as_mut()
+            .expect("train_step needs set_optimizer first");
+        let mut args = StepArgs::new(batch, dropout, layers);
+        args.step = i32::try_from(d.steps).unwrap_or(i32::MAX);
+        d.steps += 1;
+        args.sc = match d.kind {
+            Kind::Adam => {
+                // The scalars exactly as optim::Optimizer::step computes them.
+                let (b1, b2) = optim::ADAM_BETAS;
+                let t = d.steps as i32;
+                let bc1 = 1.0 - (b1 as f64).powi(t);
+                let bc2 = 1.0 - (b2 as f64).powi(t);
+                [(lr as f64 / bc1) as f32, bc2.sqrt() as f32]
+            }
+            Kind::Rmsprop => [lr, 0.0],
+        };
         self.dev.mark(PHASE_IDLE)?;
+        self.stage(batch, args, true)?;
+        if !self.graphs.on || self.dev.profiling() || batch.steps == 0 {
+            return self.step_body(batch, dropout, clip);
+        }
+        let key = StepKey {
+            steps: batch.steps,
+            rows: batch.rows,
+            carry: self.carry_now,
+            dropout: dropout
+                .filter(|d| d.p > 0.0 && layers > 1)
+                .map_or(0, |d| d.p.to_bits()),
+            clip: if clip > 0.0 { clip.to_bits() } else { 0 },
+            seq_refused: self.dev.seq_refused(),
+        };
+        if let Some(g) = self.graphs.ready.get(&key) {
+            self.graphs.replayed += 1;
+            return self.dev.replay(g);
+        }
+        if self.graphs.seen.insert(key) {
+            // the first step of this shape: kernel by kernel
+            return self.step_body(batch, dropout, clip);
+        }
+        let captured = match self.dev.begin_capture() {
+            Ok(()) => {
+                let body = self.step_body(batch, dropout, clip);
+                let graph = self.dev.end_capture();
+                body.and(graph)
+            }
+            Err(e) => Err(e),
+        };
+        match captured {
+            Ok(g) => {
+                self.dev.replay(&g)?;
+                if self.graphs.ready.len() >= MAX_GRAPHS {
+                    self.graphs.forget();
+                }
+                self.graphs.ready.insert(key, g);
+                self.graphs.captured += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of the step ran: run it without a graph, where a
+                // real error shows as such.
+                self.graphs.refuse(e);
+                self.step_body(batch, dropout, clip)
+            }
+        }
+    }
+
+    /// Steps captured as CUDA graphs and replays of them so far.
+    pub fn graph_counts(&self) -> (u64, u64) {
+        (self.graphs.captured, self.graphs.replayed)
+    }
+
+    /// The work of [`Cuda::train_step`] after [`Cuda::stage`]: what a CUDA
+    /// graph of the step holds.
+    fn step_body(
+        &mut self,
+        batch: &Batch,
+        dropout: Option<Dropout>,
+        clip: f32,
+    ) -> Result<(), CudaError> {
         self.forward(batch, dropout, Classes::All, true)?;
         self.backward(batch)?;
         let n = self.layout.len;
@@ -404,21 +637,16 @@ impl Cuda {
             self.coef.all(),
         )?;
         let coef = (clip > 0.0).then(|| self.coef.all());
-        let d = self.opt.as_mut().expect("checked above");
+        let step = self.args.at(1, 1).view::<i32>();
+        let sc = self.args.at(2, 2).view::<f32>();
         self.dev
-            .guard(self.nats.all(), self.coef.all(), self.status.all(), d.steps)?;
+            .guard(self.nats.all(), self.coef.all(), self.status.all(), step)?;
         let status = self.status.all();
         self.dev.mark("gradient norm, clip, guard")?;
-        d.steps += 1;
+        let d = self.opt.as_ref().expect("checked by train_step");
         match d.kind {
             Kind::Adam => {
-                // The scalars exactly as optim::Optimizer::step computes them.
                 let (b1, b2) = optim::ADAM_BETAS;
-                let t = d.steps as i32;
-                let bc1 = 1.0 - (b1 as f64).powi(t);
-                let bc2 = 1.0 - (b2 as f64).powi(t);
-                let step_size = (lr as f64 / bc1) as f32;
-                let bc2_sqrt = bc2.sqrt() as f32;
                 self.dev.adam_step(
                     n,
                     self.params.all(),
@@ -427,8 +655,7 @@ impl Cuda {
                     d.v.all(),
                     coef,
                     status,
-                    step_size,
-                    bc2_sqrt,
+                    sc,
                     1.0 - b1,
                     b2,
                     1.0 - b2,
@@ -443,7 +670,7 @@ impl Cuda {
                     d.v.all(),
                     coef,
                     status,
-                    lr,
+                    sc,
                     optim::RMSPROP_RHO,
                     1.0 - optim::RMSPROP_RHO,
                     optim::RMSPROP_EPS,
@@ -523,6 +750,7 @@ impl Cuda {
             && state
                 .chunks(2)
                 .all(|p| p[0].len() == rows * h && p[1].len() == if lstm { rows * h } else { 0 });
+        self.graphs.forget(); // the carried state's buffers change
         if rows == 0 || !fits {
             self.carry_rows = 0;
             return Ok(());
@@ -577,6 +805,7 @@ impl Cuda {
         };
         let b = b.max(old_b);
         self.acts = None; // free before allocating the larger set
+        self.graphs.forget(); // their addresses are gone
         let arch = self.layout.arch;
         let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
         let gh = g * h;
@@ -621,6 +850,45 @@ impl Cuda {
         Ok(())
     }
 
+    /// What a step needs before its kernels run: buffers for the batch
+    /// (allocated when it is larger than any before), the carried state's
+    /// buffers, and, queued, the batch (with `grad`, each input id's
+    /// positions too) and the step's arguments.
+    fn stage(&mut self, batch: &Batch, args: StepArgs, grad: bool) -> Result<(), CudaError> {
+        let arch = self.layout.arch;
+        let (tt, b) = (batch.steps, batch.rows);
+        let (h, v, n) = (arch.hidden as usize, arch.vocab as usize, tt * b);
+        assert_eq!(batch.inputs.len(), n, "batch inputs");
+        assert_eq!(batch.targets.len(), n, "batch targets");
+        self.ensure(n, b)?;
+        self.carry_now = batch.carry && self.carry_rows == b;
+        if self.carry_rows != b {
+            self.graphs.forget();
+            for slot in self.carry.iter_mut() {
+                *slot = (
+                    self.dev.alloc(b * h)?,
+                    self.dev.alloc(if arch.cell == CellKind::Lstm {
+                        b * h
+                    } else {
+                        0
+                    })?,
+                );
+            }
+            self.carry_rows = b;
+        }
+        let dev = &self.dev;
+        let acts = self.acts.as_ref().expect("allocated by ensure");
+        dev.upload_async(&batch.inputs, acts.ids.all())?;
+        dev.upload_async(&batch.targets, acts.targets.all())?;
+        dev.upload_async(&args.words(), self.args.all())?;
+        if grad && n > 0 {
+            let (offsets, rows) = positions_by_id(&batch.inputs, v);
+            dev.upload_async(&offsets, acts.tab_off.all())?;
+            dev.upload_async(&rows, acts.tab_rows.all())?;
+        }
+        Ok(())
+    }
+
     fn forward(
         &mut self,
         batch: &Batch,
@@ -633,28 +901,11 @@ impl Cuda {
         let (h, v, g) = (arch.hidden as usize, arch.vocab as usize, arch.cell.gates());
         let (gh, n) = (g * h, tt * b);
         let layers = arch.layers as usize;
-        assert_eq!(batch.inputs.len(), n, "batch inputs");
-        assert_eq!(batch.targets.len(), n, "batch targets");
-        self.ensure(n, b)?;
         let plan = self.seq_plan(b);
         let fall_back = self.recurrence == Recurrence::Auto;
-        let carry = batch.carry && self.carry_rows == b;
-        if self.carry_rows != b {
-            for slot in self.carry.iter_mut() {
-                *slot = (
-                    self.dev.alloc(b * h)?,
-                    self.dev.alloc(if arch.cell == CellKind::Lstm {
-                        b * h
-                    } else {
-                        0
-                    })?,
-                );
-            }
-        }
+        let carry = self.carry_now;
         let dev = &self.dev;
-        let acts = self.acts.as_mut().expect("allocated by ensure");
-        dev.upload_async(&batch.inputs, acts.ids.all())?;
-        dev.upload_async(&batch.targets, acts.targets.all())?;
+        let acts = self.acts.as_mut().expect("allocated by stage");
         let params = self.params.all();
         for l in 0..layers {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();
@@ -736,8 +987,7 @@ impl Cuda {
             // dropout on the output of every layer but the last
             c.dropout_on = false;
             if let Some(d) = dropout.filter(|d| d.p > 0.0 && l + 1 < layers) {
-                // Rng::derive(d.seed, l): the state before its first draw.
-                let s0 = d.seed ^ (l as u64).wrapping_mul(0xd1b5_4a32_d192_ed03);
+                let s0 = self.args.at(4 + 2 * l, 2).view::<u64>();
                 let scale = (1.0 / (1.0 - d.p as f64)) as f32;
                 dev.dropout_forward(
                     n * h,
@@ -752,7 +1002,6 @@ impl Cuda {
             }
             dev.mark("forward: state copies, dropout")?;
         }
-        self.carry_rows = b;
         // output projection over all rows
         let top = acts.layers[layers - 1].output(n, b, h);
         let ow = params.sub(self.layout.out_w.start, self.layout.out_w.len());
@@ -761,12 +1010,7 @@ impl Cuda {
         dev.gemm(n, v, h, top, false, ow, true, 0.0, acts.logits.all())?;
         dev.add_bias(n, v, acts.logits.all(), ob)?;
         // softmax, masked cross-entropy and (with grad) its gradient
-        let count = batch.chars();
-        let inv = if count == 0 {
-            0.0
-        } else {
-            (1.0 / count as f64) as f32
-        };
+        let inv = self.args.at(0, 1).view::<f32>();
         let first = match classes {
             Classes::All => 0,
             Classes::NoPadding => 1,
@@ -839,11 +1083,6 @@ impl Cuda {
             0.0,
             acts.dh.all(),
         )?;
-        if arch.layers > 0 && arch.vocab > 0 {
-            let (offsets, rows) = positions_by_id(&batch.inputs, v);
-            dev.upload_async(&offsets, acts.tab_off.all())?;
-            dev.upload_async(&rows, acts.tab_rows.all())?;
-        }
         dev.mark("backward: output layer")?;
         for l in (0..layers).rev() {
             let [w_ih, w_hh, b_ih, b_hh] = self.layout.layers[l].clone();

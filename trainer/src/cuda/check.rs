@@ -198,6 +198,9 @@ impl Stepper for OnDevice {
         let phases = self.0.profile_finish().map_err(super::backend::cli)?;
         Ok(phases.unwrap_or_default())
     }
+    fn graph_counts(&self) -> Option<(u64, u64)> {
+        Some(self.0.graph_counts())
+    }
     fn finish(&mut self) -> f64 {
         let failed = std::mem::take(&mut self.1);
         match crate::train::Resident::settle(&mut self.0) {
@@ -491,6 +494,12 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
             c.batch,
             nats / chars.max(1) as f64
         );
+        if let Some((captured, replayed)) = s.graph_counts() {
+            println!(
+                "GRAPHS {}: {captured} step shapes captured as CUDA graphs, {replayed} steps replayed from them",
+                c.name
+            );
+        }
         if args.profile > 0 {
             profile(s.as_mut(), c.name, &batches, i, args.profile)?;
         }

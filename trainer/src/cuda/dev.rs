@@ -9,16 +9,18 @@
 //! checked window into one, and every launcher asserts that each window is
 //! long enough for the shape it is given. Everything runs on one stream, in
 //! order, so no event tracking is needed (it is switched off: it would cost
-//! two event records per kernel argument).
+//! two event records per kernel argument). The stream is one of charlm's own,
+//! not the legacy default stream, which cannot be captured into a CUDA graph
+//! ([`Dev::begin_capture`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    CudaContext, CudaEvent, CudaFunction, CudaGraph, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
     LaunchConfig, PinnedHostSlice, PushKernelArg, ValidAsZeroBits, result as drv,
 };
 use cudarc::nvrtc::Ptx;
@@ -77,6 +79,22 @@ impl<T> P<T> {
         P {
             ptr: self.ptr + (off * std::mem::size_of::<T>()) as u64,
             len,
+            _t: PhantomData,
+        }
+    }
+
+    /// The same bytes as elements of `U` (whole elements, aligned).
+    pub fn view<U>(self) -> P<U> {
+        let bytes = self.len * std::mem::size_of::<T>();
+        let size = std::mem::size_of::<U>();
+        assert!(
+            bytes.is_multiple_of(size) && self.ptr.is_multiple_of(std::mem::align_of::<U>() as u64),
+            "a device range of {bytes} bytes at {:#x} viewed as elements of {size} bytes",
+            self.ptr
+        );
+        P {
+            ptr: self.ptr,
+            len: bytes / size,
             _t: PhantomData,
         }
     }
@@ -313,8 +331,9 @@ impl GemmArgs {
 }
 
 /// Page-locked slots of [`Dev::upload_async`]: the host may queue this many
-/// uploads before it waits for the oldest one's copy to have run.
-const STAGES: usize = 8;
+/// uploads (a training step makes five) before it waits for the oldest
+/// one's copy to have run.
+const STAGES: usize = 16;
 
 /// One page-locked staging buffer and the event recorded after the copy
 /// that last read it.
@@ -378,7 +397,24 @@ pub struct Dev {
     prof: RefCell<Option<Profile>>,
     /// Page-locked memory for [`Dev::upload_async`].
     staging: RefCell<Staging>,
+    /// cuBLAS's workspace (set explicitly, so that captured products use
+    /// this memory rather than memory cuBLAS allocates per capture).
+    _blas_workspace: Buf<u8>,
+    /// True between [`Dev::begin_capture`] and [`Dev::end_capture`].
+    capturing: Cell<bool>,
 }
+
+/// cuBLAS's workspace: what NVIDIA recommends for Hopper, more than enough
+/// for the products of these models on older GPUs.
+const BLAS_WORKSPACE: usize = 32 << 20;
+
+/// A step captured as a CUDA graph, ready to be launched again.
+pub struct Graph(CudaGraph);
+
+// SAFETY: CUDA graph objects may be used from any thread as long as no two
+// calls on one graph overlap; a `Graph` is owned by one backend and used
+// only through its `&mut self` methods, one call at a time.
+unsafe impl Send for Graph {}
 
 /// Set when the driver has refused a cooperative launch (see
 /// [`Dev::seq_ran`]): no more sequence kernels in this process (a process
@@ -409,12 +445,35 @@ impl Dev {
         let smem_optin = ctx
             .attribute(A::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?
             .max(0) as usize;
-        let stream = ctx.default_stream();
+        let stream = ctx.new_stream()?;
         let blas = CudaBlas::new(stream.clone())?;
         // Plain FP32 products (no TF32): the CPU reference computes in f32.
         // SAFETY: a live handle.
         unsafe {
             blas_sys::cublasSetMathMode(*blas.handle(), blas_sys::cublasMath_t::CUBLAS_DEFAULT_MATH)
+        }
+        .result()?;
+        let blas_workspace = {
+            let mem = stream.alloc_zeros::<u8>(BLAS_WORKSPACE)?;
+            let ptr = {
+                let (ptr, _record) = mem.device_ptr(&stream);
+                ptr
+            };
+            Buf {
+                _mem: mem,
+                ptr,
+                len: BLAS_WORKSPACE,
+            }
+        };
+        // SAFETY: a live handle; the workspace lives as long as the handle
+        // (both are fields of the `Dev`, the handle declared first, so it
+        // is destroyed first).
+        unsafe {
+            blas_sys::cublasSetWorkspace_v2(
+                *blas.handle(),
+                blas_workspace.ptr as *mut std::ffi::c_void,
+                BLAS_WORKSPACE,
+            )
         }
         .result()?;
         let load = |src: &'static Source| -> Result<_, CudaError> {
@@ -489,7 +548,38 @@ impl Dev {
                 next: 0,
                 pinned: true,
             }),
+            _blas_workspace: blas_workspace,
+            capturing: Cell::new(false),
         })
+    }
+
+    /// From now on the stream's work is recorded, not run, until
+    /// [`Dev::end_capture`] makes it a graph. Between the two, nothing may
+    /// wait for the stream, copy from or to the host, or allocate.
+    pub fn begin_capture(&self) -> Result<(), CudaError> {
+        use cudarc::driver::sys::CUstreamCaptureMode as Mode;
+        self.stream
+            .begin_capture(Mode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        self.capturing.set(true);
+        Ok(())
+    }
+
+    /// Ends a capture: the recorded work as a graph ready to launch, or the
+    /// driver's error (a capture that something inside invalidated, or a
+    /// graph it cannot instantiate).
+    pub fn end_capture(&self) -> Result<Graph, CudaError> {
+        self.capturing.set(false);
+        let flags = cudarc::driver::sys::CUgraphInstantiate_flags(0);
+        match self.stream.end_capture(flags)? {
+            Some(g) => Ok(Graph(g)),
+            None => Err(CudaError::Driver("stream capture produced no graph".into())),
+        }
+    }
+
+    /// Queues a captured graph: all its work, in the captured order.
+    pub fn replay(&self, graph: &Graph) -> Result<(), CudaError> {
+        graph.0.launch()?;
+        Ok(())
     }
 
     /// Starts timing phases: from now on every [`Dev::mark`] records an event.
@@ -506,6 +596,11 @@ impl Dev {
             Some(p) => p.mark(&self.stream, phase),
             None => Ok(()),
         }
+    }
+
+    /// Whether a profile runs (its events cannot be part of a graph).
+    pub fn profiling(&self) -> bool {
+        self.prof.borrow().is_some()
     }
 
     /// Stops timing phases: milliseconds per phase, in first-seen order
@@ -869,6 +964,9 @@ impl Dev {
     ) -> Result<bool, CudaError> {
         match launched {
             Ok(()) => Ok(true),
+            // Refused inside a graph capture: the capture fails as a whole
+            // and the step runs again without one, where this is decided.
+            Err(e) if self.capturing.get() => Err(e),
             Err(e @ CudaError::CooperativeRefused(_)) if fall_back => {
                 if !SEQ_REFUSED.swap(true, Ordering::Relaxed) {
                     eprintln!(
@@ -1162,7 +1260,8 @@ impl Dev {
         )
     }
 
-    /// Dropout masks from the CPU's generator state `s0`, and `out = x * mask`.
+    /// Dropout masks from the CPU's generator state `s0[0]` (on the device:
+    /// it changes every step), and `out = x * mask`.
     #[allow(clippy::too_many_arguments)]
     pub fn dropout_forward(
         &self,
@@ -1170,11 +1269,12 @@ impl Dev {
         x: P<f32>,
         mask: P<f32>,
         out: P<f32>,
-        s0: u64,
+        s0: P<u64>,
         p: f32,
         scale: f32,
     ) -> Result<(), CudaError> {
         let q = [x.need(n, "x"), mask.need(n, "mask"), out.need(n, "out")];
+        let s0 = s0.need(1, "s0");
         let nn = int(n);
         self.launch(
             &self.k.dropout_forward,
@@ -1214,7 +1314,8 @@ impl Dev {
     }
 
     /// Softmax cross-entropy per row (nats into `row_nats`); with `grad`, the
-    /// gradient of the mean over the logits.
+    /// gradient of the mean over the logits, `inv[0]` being 1 / (positions
+    /// counted).
     #[allow(clippy::too_many_arguments)]
     pub fn softmax_xent(
         &self,
@@ -1224,12 +1325,13 @@ impl Dev {
         targets: P<u16>,
         row_nats: P<f32>,
         first: usize,
-        inv: f32,
+        inv: P<f32>,
         grad: bool,
     ) -> Result<(), CudaError> {
         let p = [
             logits.need(rows * vocab, "logits"),
             row_nats.need(rows, "row_nats"),
+            inv.need(1, "inv"),
         ];
         let t = targets.need(rows, "targets");
         let (r, v, f, g) = (int(rows), int(vocab), int(first), grad as i32);
@@ -1243,7 +1345,7 @@ impl Dev {
         self.launch(
             &self.k.softmax_xent,
             cfg,
-            &[&p[0], &t, &p[1], &r, &v, &f, &inv, &g],
+            &[&p[0], &t, &p[1], &r, &v, &f, &p[2], &g],
         )
     }
 
@@ -1290,20 +1392,20 @@ impl Dev {
 
     /// The divergence guard: `status = [0, _]` becomes `[1 | 2, step]` at the
     /// first step whose summed `nats[0]` (1) or gradient norm `coef[1]` (2)
-    /// is not finite.
+    /// is not finite (`step[0]`, on the device: it changes every step).
     pub fn guard(
         &self,
         nats: P<f64>,
         coef: P<f32>,
         status: P<i32>,
-        step: u64,
+        step: P<i32>,
     ) -> Result<(), CudaError> {
         let (n, c, s) = (
             nats.need(1, "nats"),
             coef.need(2, "coef"),
             status.need(2, "status"),
         );
-        let step = i32::try_from(step).unwrap_or(i32::MAX);
+        let step = step.need(1, "step");
         let one = LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (1, 1, 1),
@@ -1312,8 +1414,9 @@ impl Dev {
         self.launch(&self.k.guard, one, &[&n, &c, &s, &step])
     }
 
-    /// One Adam update of `p[..n]` (scalars as in `optim::Optimizer::step`);
-    /// none once `status[0]` is set (see [`Dev::guard`]).
+    /// One Adam update of `p[..n]` (scalars as in `optim::Optimizer::step`;
+    /// `sc` = step size and the square root of the second bias correction,
+    /// on the device); none once `status[0]` is set (see [`Dev::guard`]).
     #[allow(clippy::too_many_arguments)]
     pub fn adam_step(
         &self,
@@ -1324,8 +1427,7 @@ impl Dev {
         v: P<f32>,
         coef: Option<P<f32>>,
         status: P<i32>,
-        step_size: f32,
-        bc2_sqrt: f32,
+        sc: P<f32>,
         one_minus_b1: f32,
         b2: f32,
         one_minus_b2: f32,
@@ -1342,6 +1444,7 @@ impl Dev {
             None => (q[1], 0i32),
         };
         let st = status.need(1, "status");
+        let sc = sc.need(2, "sc");
         let nn = int(n);
         self.launch(
             &self.k.adam_step,
@@ -1355,8 +1458,7 @@ impl Dev {
                 &clip,
                 &st,
                 &nn,
-                &step_size,
-                &bc2_sqrt,
+                &sc,
                 &one_minus_b1,
                 &b2,
                 &one_minus_b2,
@@ -1365,7 +1467,8 @@ impl Dev {
         )
     }
 
-    /// One RMSprop update of `p[..n]`; none once `status[0]` is set.
+    /// One RMSprop update of `p[..n]` at learning rate `sc[0]` (on the
+    /// device); none once `status[0]` is set.
     #[allow(clippy::too_many_arguments)]
     pub fn rmsprop_step(
         &self,
@@ -1375,7 +1478,7 @@ impl Dev {
         v: P<f32>,
         coef: Option<P<f32>>,
         status: P<i32>,
-        lr: f32,
+        sc: P<f32>,
         rho: f32,
         one_minus_rho: f32,
         eps: f32,
@@ -1386,6 +1489,7 @@ impl Dev {
             None => (q[1], 0i32),
         };
         let st = status.need(1, "status");
+        let sc = sc.need(1, "sc");
         let nn = int(n);
         self.launch(
             &self.k.rmsprop_step,
@@ -1398,7 +1502,7 @@ impl Dev {
                 &clip,
                 &st,
                 &nn,
-                &lr,
+                &sc,
                 &rho,
                 &one_minus_rho,
                 &eps,

@@ -22,14 +22,14 @@
 //!    a deterministic gather by id (no atomics);
 //! 5. with [`Cuda::train_step`], gradient-norm clipping and Adam/RMSprop on
 //!    the device too, so parameters never leave it; the loss is read back
-//!    only when asked for ([`Cuda::take_nats`]).
+//!    only when asked for ([`Cuda::take_nats`]). Such steps are captured as
+//!    CUDA graphs and replayed (`CHARLM_CUDA_GRAPHS`, see `backend.rs`).
 //!
 //! Kernel sources are `kernels/*.cu`, compiled by NVRTC once per process for
 //! the device's architecture ([`nvrtc`]).
 //!
-//! Not done yet (levers the issue lists): capturing a whole step as a CUDA
-//! graph, and a choice of form measured on a GPU rather than guessed (see
-//! docs/GPU.md). `charlm bench gpu --profile N` ([`profile`]) shows where a
+//! Not done yet: a choice of recurrence form, and of graphs or none,
+//! measured on a GPU rather than guessed (see docs/GPU.md). `charlm bench gpu --profile N` ([`profile`]) shows where a
 //! step's GPU time goes.
 
 #[cfg(feature = "cuda")]

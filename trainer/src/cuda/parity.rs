@@ -175,6 +175,11 @@ pub trait Stepper {
     fn profile_finish(&mut self) -> Result<Vec<(&'static str, f64)>, CliError> {
         Ok(Vec::new())
     }
+    /// Steps captured as CUDA graphs and replays of them so far (`None`
+    /// where steps are not run as graphs).
+    fn graph_counts(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A [`Backend`] with host parameters and a host optimizer (the train loop's path).

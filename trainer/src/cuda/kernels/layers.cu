@@ -37,13 +37,15 @@ __device__ __forceinline__ unsigned long long splitmix_draw(unsigned long long s
 }
 
 // mask[i] = 0 with probability p, else scale = 1/(1-p); out = x * mask.
-// Uniforms as Rng::next_f32: the top 24 bits times 2^-24.
+// Uniforms as Rng::next_f32: the top 24 bits times 2^-24. The generator
+// state *s0 changes every step, so it is read from device memory (the step's
+// arguments, uploaded before the step: a captured CUDA graph replays as is).
 extern "C" __global__ void dropout_forward(const float* __restrict__ x, float* __restrict__ mask,
-                                           float* __restrict__ out, int n, unsigned long long s0, float p,
-                                           float scale) {
+                                           float* __restrict__ out, int n,
+                                           const unsigned long long* __restrict__ s0, float p, float scale) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float u = (float)(splitmix_draw(s0, (unsigned long long)i) >> 40) * (1.0f / 16777216.0f);
+    float u = (float)(splitmix_draw(*s0, (unsigned long long)i) >> 40) * (1.0f / 16777216.0f);
     float m = u < p ? 0.0f : scale;
     mask[i] = m;
     out[i] = x[i] * m;

@@ -7,7 +7,8 @@
 // first = 1 for held-out scores, the distribution the runtime samples from),
 // nats = max + ln(sum exp(x - max)) - x[target]; gradient
 // exp(x - max) / sum * inv, minus inv at the target, zero below `first` and
-// on padded rows. inv = 1 / (positions counted in the batch).
+// on padded rows. *inv = 1 / (positions counted in the batch), read from
+// device memory (it changes every batch; a captured CUDA graph replays as is).
 
 #define WARP 32
 
@@ -22,8 +23,8 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 extern "C" __global__ void softmax_xent(float* __restrict__ logits, const unsigned short* __restrict__ targets,
-                                        float* __restrict__ row_nats, int rows, int vocab, int first, float inv,
-                                        int grad) {
+                                        float* __restrict__ row_nats, int rows, int vocab, int first,
+                                        const float* __restrict__ inv_p, int grad) {
     int row = blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
     int lane = threadIdx.x % WARP;
     if (row >= rows) return;
@@ -47,6 +48,7 @@ extern "C" __global__ void softmax_xent(float* __restrict__ logits, const unsign
     // every lane has read x[target] before anyone overwrites it
     __syncwarp();
     if (grad) {
+        float inv = *inv_p;
         for (int j = lane; j < vocab; j += WARP) {
             float g = j < first ? 0.0f : expf(x[j] - m) / s * inv;
             if (j == target) g -= inv;
