@@ -571,6 +571,12 @@ static bool captured(const char* call, Op op, CUresult* result, bool cooperative
     return true;
 }
 
+// Stream work: recorded during a capture, else run now.
+static CUresult queued(const char* call, const Op& op) {
+    CUresult r;
+    return captured(call, op, &r) ? r : op();
+}
+
 CUresult cuStreamBeginCapture_v2(CUstream s, int) {
     if (!s) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;  // the legacy default stream
     if (g_capture) return CUDA_ERROR_ILLEGAL_STATE;
@@ -758,9 +764,7 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
     return dtod(dst, src, bytes);
 }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream) {
-    CUresult r;
-    if (captured("cuMemcpyDtoDAsync", [=] { return dtod(dst, src, bytes); }, &r)) return r;
-    return dtod(dst, src, bytes);
+    return queued("cuMemcpyDtoDAsync", [=] { return dtod(dst, src, bytes); });
 }
 static CUresult set8(CUdeviceptr dst, unsigned char v, size_t n) {
     check_range(dptr(dst), n, "memset");
@@ -772,9 +776,7 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, size_t n) {
     return set8(dst, v, n);
 }
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, size_t n, CUstream) {
-    CUresult r;
-    if (captured("cuMemsetD8Async", [=] { return set8(dst, v, n); }, &r)) return r;
-    return set8(dst, v, n);
+    return queued("cuMemsetD8Async", [=] { return set8(dst, v, n); });
 }
 static CUresult set32(CUdeviceptr dst, unsigned v, size_t n) {
     check_range(dptr(dst), n * 4, "memset");
@@ -787,9 +789,7 @@ CUresult cuMemsetD32_v2(CUdeviceptr dst, unsigned v, size_t n) {
     return set32(dst, v, n);
 }
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, size_t n, CUstream) {
-    CUresult r;
-    if (captured("cuMemsetD32Async", [=] { return set32(dst, v, n); }, &r)) return r;
-    return set32(dst, v, n);
+    return queued("cuMemsetD32Async", [=] { return set32(dst, v, n); });
 }
 
 // ---- streams and events: everything is already complete ---------------------
