@@ -251,7 +251,11 @@ if [ "${CHARLM_CUDA_GRAPHS:-on}" = on ] && time_for $(( 4 * SECS + 30 )) "steps 
     for mode in $FORMS; do
         say "== without CUDA graphs (CHARLM_CUDA_GRAPHS=off), $mode recurrence: $OFF_CONFIGS"
         CHARLM_CUDA_GRAPHS=off CHARLM_CUDA_RECURRENCE=$mode run_logged within 40 "$BIN" bench gpu --device cuda \
-            --config "$OFF_CONFIGS" --seconds "$SECS"
+            --config "$OFF_CONFIGS" --seconds "$SECS" | tee "$WORK/nographs-$mode.txt"
+        # graphs on (the speed runs above) against off, per configuration
+        awk -v form="$mode" '
+            /^RESULT/ { if (FILENAME == ARGV[1]) on[$2] = $3; else if ($2 in on) printf "graphs on / off, %s, %s: %s / %s chars/s = %.2fx\n", form, $2, on[$2], $3, on[$2] / $3 }
+        ' "$WORK/charlm-$mode.txt" "$WORK/nographs-$mode.txt" | while read -r line; do say "$line"; done
     done
 fi
 

@@ -5,7 +5,7 @@
 //! at step `t`. Per-position buffers that only the running positions need
 //! (input and gate pre-activations, gates, gradients, logits) are *packed*:
 //! the padding after each sample is left out, step by step (see
-//! [`rows::LiveRows`]; `P` rows in all). The hidden and cell states stay
+//! `rows::LiveRows`; `P` rows in all). The hidden and cell states stay
 //! time-major. Per layer the work is
 //! 1. input pre-activations for all running positions at once: layer 0
 //!    gathers rows of its input table (a one-hot input times a matrix is a
