@@ -290,6 +290,9 @@ impl Spread {
 
 /// The CUDA backend for one architecture.
 pub struct Cuda {
+    /// Declared first, so dropped first: before the kernels' modules and
+    /// the buffers they use go.
+    graphs: Graphs,
     dev: Dev,
     recurrence: Recurrence,
     /// `CHARLM_CUDA_SEQ_TILE`, when set.
@@ -321,7 +324,6 @@ pub struct Cuda {
     carry_now: bool,
     /// The step's [`StepArgs`] on the device.
     args: Buf<u32>,
-    graphs: Graphs,
 }
 
 struct DeviceOptimizer {
