@@ -268,8 +268,8 @@ fn steps_replayed_as_cuda_graphs_train_the_same_model_bit_for_bit() {
     if !have_nvrtc() {
         return;
     }
-    // Titles of every length (padded batches whose buffers grow, so graphs
-    // must be forgotten and captured again) with Adam and clipping, and
+    // Titles of several lengths (padded batches whose buffers grow, so
+    // graphs must be forgotten and captured again) with Adam and clipping, and
     // running text with carried state, two layers and dropout on the
     // sequence kernels: the same run kernel by kernel and as graphs.
     let dir = tempfile::tempdir().unwrap();
