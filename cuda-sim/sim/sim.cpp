@@ -534,7 +534,8 @@ CUresult cuGetErrorName(CUresult e, const char** s) {
 // CHARLM_CUDA_SIM_NO_GRAPHS=1: every call made during a capture fails and
 // invalidates it, as with a driver that cannot capture some of the work;
 // =cooperative: only cooperative launches do, with CUDA_ERROR_NOT_SUPPORTED
-// (what a refused cooperative launch outside a capture says too).
+// (what a refused cooperative launch outside a capture says too); =launch:
+// captures succeed, but launching a graph fails with CUDA_ERROR_NOT_SUPPORTED.
 
 typedef std::function<CUresult()> Op;
 struct SimGraph {
@@ -609,6 +610,8 @@ CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long lo
 CUresult cuGraphLaunch(CUgraphExec e, CUstream) {
     not_in_capture("cuGraphLaunch");
     if (!e) return CUDA_ERROR_INVALID_VALUE;
+    const char* refuse = getenv("CHARLM_CUDA_SIM_NO_GRAPHS");
+    if (refuse && strcmp(refuse, "launch") == 0) return CUDA_ERROR_NOT_SUPPORTED;
     TRACE("graph launch: %zu calls", e->ops.size());
     for (const Op& op : e->ops) {
         CUresult r = op();

@@ -380,7 +380,8 @@ fn steps_replayed_as_cuda_graphs_train_the_same_model_bit_for_bit() {
 #[test]
 fn a_refused_graph_capture_runs_the_step_kernel_by_kernel() {
     // A driver that cannot capture the work (CHARLM_CUDA_SIM_NO_GRAPHS=1:
-    // every call during a capture fails): one note, then the CPU's results.
+    // every call during a capture fails) or cannot launch what it captured
+    // (=launch): one note, then the CPU's results.
     // One that cannot capture cooperative launches (=cooperative): the
     // failed capture must not be taken for a refused cooperative launch,
     // which would switch the sequence kernels off. Curves of 8 steps: a
@@ -393,6 +394,9 @@ fn a_refused_graph_capture_runs_the_step_kernel_by_kernel() {
     if parity_with_one_note("stepwise", &env, &args, note).is_none() {
         return;
     }
+    // Captured, but the graph's first launch refused (=launch).
+    let env = [("CHARLM_CUDA_SIM_NO_GRAPHS", "launch")];
+    parity_with_one_note("stepwise", &env, &args, note);
     let env = [("CHARLM_CUDA_SIM_NO_GRAPHS", "cooperative")];
     let o = charlm_env("auto", &env, &args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

@@ -594,9 +594,10 @@ impl Cuda {
             }
             Err(e) => Err(e),
         };
-        match captured {
+        // A new graph's first launch can still be refused (a graph whose
+        // nodes the driver cannot run as captured).
+        match captured.and_then(|g| self.dev.replay(&g).map(|()| g)) {
             Ok(g) => {
-                self.dev.replay(&g)?;
                 if self.graphs.ready.len() >= MAX_GRAPHS {
                     self.graphs.forget();
                 }
