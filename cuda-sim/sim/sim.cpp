@@ -550,9 +550,12 @@ static void not_in_capture(const char* call) {
     if (g_capture) die("called during a stream capture (a GPU refuses it)", call);
 }
 
-static bool capture_refused(bool cooperative) {
+static bool no_graphs_is(const char* what) {
     const char* v = getenv("CHARLM_CUDA_SIM_NO_GRAPHS");
-    return v && (strcmp(v, "1") == 0 || (cooperative && strcmp(v, "cooperative") == 0));
+    return v && strcmp(v, what) == 0;
+}
+static bool capture_refused(bool cooperative) {
+    return no_graphs_is("1") || (cooperative && no_graphs_is("cooperative"));
 }
 
 // During a capture: records `op` (or fails, see above), sets `*result` and
@@ -610,8 +613,7 @@ CUresult cuGraphInstantiateWithFlags(CUgraphExec* e, CUgraph g, unsigned long lo
 CUresult cuGraphLaunch(CUgraphExec e, CUstream) {
     not_in_capture("cuGraphLaunch");
     if (!e) return CUDA_ERROR_INVALID_VALUE;
-    const char* refuse = getenv("CHARLM_CUDA_SIM_NO_GRAPHS");
-    if (refuse && strcmp(refuse, "launch") == 0) return CUDA_ERROR_NOT_SUPPORTED;
+    if (no_graphs_is("launch")) return CUDA_ERROR_NOT_SUPPORTED;
     TRACE("graph launch: %zu calls", e->ops.size());
     for (const Op& op : e->ops) {
         CUresult r = op();

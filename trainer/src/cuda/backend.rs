@@ -202,6 +202,11 @@ struct StepArgs {
 }
 
 const ARGS_WORDS: usize = 10;
+/// Where each field starts among the words.
+const ARG_INV: usize = 0;
+const ARG_STEP: usize = 1;
+const ARG_SC: usize = 2;
+const ARG_SEEDS: usize = 4;
 
 impl StepArgs {
     /// The batch's factor and `dropout`'s seeds for a model of `layers`.
@@ -226,15 +231,32 @@ impl StepArgs {
 
     fn words(&self) -> [u32; ARGS_WORDS] {
         let mut w = [0u32; ARGS_WORDS];
-        w[0] = self.inv.to_bits();
-        w[1] = self.step as u32;
-        w[2] = self.sc[0].to_bits();
-        w[3] = self.sc[1].to_bits();
+        w[ARG_INV] = self.inv.to_bits();
+        w[ARG_STEP] = self.step as u32;
+        w[ARG_SC] = self.sc[0].to_bits();
+        w[ARG_SC + 1] = self.sc[1].to_bits();
         for (l, seed) in self.seeds.iter().enumerate() {
-            w[4 + 2 * l] = *seed as u32;
-            w[5 + 2 * l] = (*seed >> 32) as u32;
+            w[ARG_SEEDS + 2 * l] = *seed as u32;
+            w[ARG_SEEDS + 2 * l + 1] = (*seed >> 32) as u32;
         }
         w
+    }
+
+    /// `inv` among `args`, the device copy of [`StepArgs::words`].
+    fn inv(args: &Buf<u32>) -> P<f32> {
+        args.at(ARG_INV, 1).view()
+    }
+    /// `step` among `args`.
+    fn step(args: &Buf<u32>) -> P<i32> {
+        args.at(ARG_STEP, 1).view()
+    }
+    /// `sc` among `args`.
+    fn sc(args: &Buf<u32>) -> P<f32> {
+        args.at(ARG_SC, 2).view()
+    }
+    /// Layer `l`'s dropout seed among `args`.
+    fn seed(args: &Buf<u32>, l: usize) -> P<u64> {
+        args.at(ARG_SEEDS + 2 * l, 2).view()
     }
 }
 
@@ -640,8 +662,8 @@ impl Cuda {
             self.coef.all(),
         )?;
         let coef = (clip > 0.0).then(|| self.coef.all());
-        let step = self.args.at(1, 1).view::<i32>();
-        let sc = self.args.at(2, 2).view::<f32>();
+        let step = StepArgs::step(&self.args);
+        let sc = StepArgs::sc(&self.args);
         self.dev
             .guard(self.nats.all(), self.coef.all(), self.status.all(), step)?;
         let status = self.status.all();
@@ -990,7 +1012,7 @@ impl Cuda {
             // dropout on the output of every layer but the last
             c.dropout_on = false;
             if let Some(d) = dropout.filter(|d| d.p > 0.0 && l + 1 < layers) {
-                let s0 = self.args.at(4 + 2 * l, 2).view::<u64>();
+                let s0 = StepArgs::seed(&self.args, l);
                 let scale = (1.0 / (1.0 - d.p as f64)) as f32;
                 dev.dropout_forward(
                     n * h,
@@ -1013,7 +1035,7 @@ impl Cuda {
         dev.gemm(n, v, h, top, false, ow, true, 0.0, acts.logits.all())?;
         dev.add_bias(n, v, acts.logits.all(), ob)?;
         // softmax, masked cross-entropy and (with grad) its gradient
-        let inv = self.args.at(0, 1).view::<f32>();
+        let inv = StepArgs::inv(&self.args);
         let first = match classes {
             Classes::All => 0,
             Classes::NoPadding => 1,
