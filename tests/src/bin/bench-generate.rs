@@ -1,5 +1,5 @@
 //! Host generation speed: greedy characters per second on one core for a
-//! 1-layer LSTM (f16, 82 symbols + padding + <eos> = 84 ids) at hidden 128
+//! 1-layer LSTM (f16, 82 symbols + padding + `<eos>` = 84 ids) at hidden 128
 //! and 256 and a GRU at 128, then the two LSTMs with i8 weights (the same
 //! models quantized), through the runtime exactly as `charlm generate`
 //! runs it.
@@ -75,7 +75,7 @@ fn main() {
 }
 
 /// Greedy characters per second for `seconds`, restarting from a prompt at
-/// <eos> or every 1000 characters (a prompt character costs what a generated one does).
+/// `<eos>` or every 1000 characters (a prompt character costs what a generated one does).
 fn run<K: Kernel>(model: &Model<'_>, kernel: K, seconds: f64) -> f64 {
     let mut ws = charlm_trainer::sample::host_workspace();
     let mut g = Generator::with_kernel(model, &mut ws, Sampler::Greedy, SeededRng::new(0), kernel)

@@ -1,4 +1,9 @@
 //! One module per subcommand: its arguments and what it does.
+//!
+//! The argument structs' doc comments are the command-line help that clap
+//! prints, so they spell `<eos>`, `<N>` and `<UTC time>` as a user reads them,
+//! not as rustdoc's HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 pub mod bench;
 pub mod eval;
