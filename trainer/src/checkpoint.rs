@@ -1,11 +1,13 @@
 //! Resumable checkpoints, written atomically, and the atomic file write that
 //! every output of a run goes through.
 //!
-//! A checkpoint file is `b"CHLMCKPT"`, postcard of [`Checkpoint`], postcard
-//! of the run's weight type (`config.weights`; version 2 on, absent in
-//! version 1, whose runs write f16), and the CRC-32 of everything before
-//! it. Appending the new setting keeps version-1 files readable without a
-//! second copy of the structs. It holds everything a run needs to
+//! A checkpoint file is `b"CHLMCKPT"`, postcard of [`Checkpoint`], then
+//! what later versions added, each appended after what came before:
+//! version 2 the run's weight type (`config.weights`; version 1's runs write
+//! f16), version 3 `config.patience` and `progress.best` (absent before:
+//! no early stop, no best model yet); then the CRC-32 of everything before
+//! it. Appending keeps older files readable without a second copy of the
+//! structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
 //! parameters, optimizer state, position in the data, the recurrent state
 //! carried between windows, running loss sums and the metrics so far.
@@ -24,8 +26,9 @@ use crate::optim::Optimizer;
 use crate::train::Config;
 
 const MAGIC: &[u8; 8] = b"CHLMCKPT";
-/// Version of the checkpoint layout (1: no weight type, f16).
-pub const VERSION: u32 = 2;
+/// Version of the checkpoint layout (1: no weight type, f16; 2: no
+/// patience, no best model).
+pub const VERSION: u32 = 3;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -52,6 +55,23 @@ pub struct Progress {
     pub chars: u64,
     /// Training finished (final export done).
     pub done: bool,
+    /// The lowest held-out score so far, whose model is `best.clm`
+    /// (stored after the struct: version 3, see the module docs).
+    #[serde(skip)]
+    pub best: Option<Best>,
+}
+
+/// The held-out evaluation with the lowest score so far.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// Optimizer steps taken when it was scored.
+    pub steps: u64,
+    /// Epochs trained then (fractional where a step limit ended one early).
+    pub epoch: f64,
+    /// Held-out bits per character (f32 weights on the backend).
+    pub val_bpc: f32,
+    /// Held-out evaluations since then, none of them lower.
+    pub since: u64,
 }
 
 /// Everything needed to resume a run.
@@ -82,7 +102,12 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend(postcard::to_stdvec(self).expect("checkpoint encodes"));
-        out.extend(postcard::to_stdvec(&self.config.weights).expect("a weight type encodes"));
+        let tail = (
+            self.config.weights,
+            self.config.patience,
+            &self.progress.best,
+        );
+        out.extend(postcard::to_stdvec(&tail).expect("the appended fields encode"));
         let crc = charlm_runtime::format::crc32(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
@@ -107,19 +132,25 @@ impl Checkpoint {
         }
         let (mut ck, rest): (Checkpoint, _) =
             postcard::take_from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
+        if !(1..=VERSION).contains(&ck.version) {
+            return Err(bad(&format!(
+                "version {} (this charlm reads 1 to {VERSION})",
+                ck.version
+            )));
+        }
+        let damaged = |e: postcard::Error| bad(&e.to_string());
         let (weights, rest) = match ck.version {
             1 => (DType::F16, rest),
-            2 => postcard::take_from_bytes(rest).map_err(|e| bad(&e.to_string()))?,
-            v => {
-                return Err(bad(&format!(
-                    "version {v} (this charlm reads 1 to {VERSION})"
-                )));
-            }
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
+        };
+        let ((patience, best), rest) = match ck.version {
+            1 | 2 => ((None, None), rest),
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
         };
         if !rest.is_empty() {
             return Err(bad("bytes after the end"));
         }
-        ck.config.weights = weights;
+        (ck.config.weights, ck.config.patience, ck.progress.best) = (weights, patience, best);
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -226,6 +257,7 @@ mod tests {
                 clip: 5.0,
                 seed: 7,
                 weights,
+                patience: None,
             },
             corpus_crc: 0x1234_5678,
             vocab: "ab".into(),
@@ -249,11 +281,41 @@ mod tests {
     }
 
     #[test]
-    fn the_weight_type_survives_a_round_trip() {
+    fn the_appended_fields_survive_a_round_trip() {
         for weights in [DType::F16, DType::I8] {
             let ck = checkpoint(weights);
             assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
         }
+        let mut ck = checkpoint(DType::I8);
+        ck.config.patience = Some(4);
+        ck.progress.best = Some(Best {
+            steps: 12,
+            epoch: 2.5,
+            val_bpc: 3.25,
+            since: 1,
+        });
+        assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_has_no_patience_and_no_best_model() {
+        // Version 2 was the magic, postcard of the same struct, the weight
+        // type and the CRC.
+        let mut ck = checkpoint(DType::I8);
+        ck.version = 2;
+        let mut content = MAGIC.to_vec();
+        content.extend(postcard::to_stdvec(&ck).unwrap());
+        content.extend(postcard::to_stdvec(&DType::I8).unwrap());
+        assert_eq!(read(&sealed(content.clone())).unwrap(), ck);
+        // A version-2 file may not carry version 3's fields ...
+        content.extend(postcard::to_stdvec(&(Some(4u64), None::<Best>)).unwrap());
+        let err = read(&sealed(content)).unwrap_err().to_string();
+        assert!(err.contains("bytes after the end"), "{err}");
+        // ... and a version-3 file must have them.
+        let mut v3 = checkpoint(DType::F16).to_bytes();
+        v3.truncate(v3.len() - 6);
+        let err = read(&sealed(v3)).unwrap_err().to_string();
+        assert!(err.contains("not a usable checkpoint"), "{err}");
     }
 
     #[test]
@@ -271,8 +333,10 @@ mod tests {
         let err = read(&sealed(content)).unwrap_err().to_string();
         assert!(err.contains("bytes after the end"), "{err}");
         // ... and a version-2 file must name its type.
-        let mut v2 = checkpoint(DType::I8).to_bytes();
-        v2.truncate(v2.len() - 5);
+        let mut v2 = checkpoint(DType::I8);
+        v2.version = 2;
+        let mut v2 = v2.to_bytes();
+        v2.truncate(v2.len() - 7);
         let err = read(&sealed(v2)).unwrap_err().to_string();
         assert!(err.contains("not a usable checkpoint"), "{err}");
     }
@@ -280,10 +344,10 @@ mod tests {
     #[test]
     fn an_unknown_version_is_refused() {
         let mut ck = checkpoint(DType::F16);
-        ck.version = 3;
+        ck.version = 4;
         let err = read(&ck.to_bytes()).unwrap_err().to_string();
         assert!(
-            err.contains("version 3 (this charlm reads 1 to 2)"),
+            err.contains("version 4 (this charlm reads 1 to 3)"),
             "{err}"
         );
     }

@@ -45,11 +45,14 @@ fn args(corpus: &Path, out: &Path) -> Vec<String> {
     a
 }
 
-/// Every file left in the run folder is complete: the model (if any) loads,
+/// Every file left in the run folder is complete: the models (if any) load,
 /// and no temporary file is mistaken for a real one.
 fn assert_whole(dir: &Path) {
-    if let Ok(bytes) = std::fs::read(dir.join("model.clm")) {
-        Model::from_bytes(&bytes).expect("a killed run left a torn model.clm");
+    for f in ["model.clm", "best.clm"] {
+        if let Ok(bytes) = std::fs::read(dir.join(f)) {
+            Model::from_bytes(&bytes)
+                .unwrap_or_else(|e| panic!("a killed run left a torn {f}: {e}"));
+        }
     }
 }
 
@@ -70,6 +73,7 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reference = std::fs::read(full.join("model.clm")).unwrap();
+    let best = std::fs::read(full.join("best.clm")).unwrap();
     let duration = started.elapsed();
 
     // Kill points spread over the run, drawn from a fixed seed so a failure
@@ -132,11 +136,13 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
         };
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let model = std::fs::read(dir.join("model.clm")).unwrap();
-    assert!(
-        model == reference,
-        "after {kills} SIGKILLs and resumes the model differs from the uninterrupted run"
-    );
+    for (f, reference) in [("model.clm", reference), ("best.clm", best)] {
+        let model = std::fs::read(dir.join(f)).unwrap();
+        assert!(
+            model == reference,
+            "after {kills} SIGKILLs and resumes {f} differs from the uninterrupted run's"
+        );
+    }
 }
 
 #[test]

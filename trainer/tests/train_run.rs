@@ -45,6 +45,7 @@ fn config(corpus: &Path, cell: CellKind) -> Config {
         clip: 1.0,
         seed: 7,
         weights: charlm_runtime::format::DType::F16,
+        patience: None,
     }
 }
 
@@ -158,6 +159,105 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
             model_bytes(&dir),
             "resumed after step {stop}: different model"
         );
+    }
+}
+
+/// The held-out scores of a run, one per evaluation (epoch end), with the
+/// step each was taken at, as the run compares them (f32).
+fn held_out(dir: &Path) -> Vec<(u64, f32)> {
+    charlm_trainer::checkpoint::Checkpoint::load(dir)
+        .unwrap()
+        .metrics
+        .iter()
+        .filter_map(|r| r.val_bpc.map(|v| (r.step, v as f32)))
+        .collect()
+}
+
+/// The step and score of the first lowest score.
+fn lowest(scores: &[(u64, f32)]) -> (u64, f32) {
+    scores
+        .iter()
+        .copied()
+        .reduce(|a, b| if b.1 < a.1 { b } else { a })
+        .unwrap()
+}
+
+fn meta_of(path: &Path) -> (u64, Option<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let model = Model::from_bytes(&bytes).unwrap();
+    let meta = model.meta();
+    (meta.steps, meta.val_bpc)
+}
+
+#[test]
+fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A short text learnt by heart: the score on other text falls, then rises.
+    let corpus = small_corpus(tmp.path(), 3000);
+    let tail = std::str::from_utf8(&BUNDLED[BUNDLED.len() - 3000..]).unwrap();
+    let val = tmp.path().join("val.txt");
+    std::fs::write(&val, &tail[tail.find('\n').unwrap() + 1..]).unwrap();
+    let mut cfg = config(&corpus, CellKind::Lstm);
+    cfg.val = Some(val);
+    (cfg.layers, cfg.hidden, cfg.dropout, cfg.batch, cfg.seq_len) = (1, 64, 0.0, 4, 32);
+    (cfg.epochs, cfg.lr, cfg.lr_decay) = (24, 1e-2, 1.0);
+
+    // Every epoch: best.clm is the model of the lowest score.
+    let full = tmp.path().join("full");
+    let s = train::run(cfg.clone(), &options(&full)).unwrap();
+    let scores = held_out(&full);
+    assert_eq!(scores.len(), 24);
+    let (best_step, best) = lowest(&scores);
+    assert!(
+        best_step < s.steps,
+        "the held-out score never rose: {scores:?} (the test needs a run that overfits)"
+    );
+    assert_eq!(meta_of(&full.join("best.clm")), (best_step, Some(best)));
+    let b = s.best.unwrap();
+    let after = scores.iter().filter(|(step, _)| *step > best_step).count();
+    assert_eq!(
+        (b.steps, b.val_bpc, b.since),
+        (best_step, best, after as u64)
+    );
+
+    // Patience 3 stops at the first 3 evaluations in a row without a new
+    // low, and changes nothing before that.
+    let mut stop = scores.len();
+    let (mut low, mut since) = (f32::INFINITY, 0);
+    for (i, &(_, v)) in scores.iter().enumerate() {
+        (low, since) = if v < low { (v, 0) } else { (low, since + 1) };
+        if since == 3 {
+            stop = i + 1;
+            break;
+        }
+    }
+    assert!(
+        stop < scores.len(),
+        "patience 3 would never stop: {scores:?}"
+    );
+    let early = tmp.path().join("early");
+    let mut p3 = cfg.clone();
+    p3.patience = Some(3);
+    let s = train::run(p3.clone(), &options(&early)).unwrap();
+    assert_eq!(s.outcome, Outcome::Finished);
+    assert_eq!(held_out(&early), scores[..stop]);
+    let (early_step, early_best) = lowest(&scores[..stop]);
+    assert_eq!(
+        meta_of(&early.join("best.clm")),
+        (early_step, Some(early_best))
+    );
+    assert_eq!(meta_of(&early.join("model.clm")).0, scores[stop - 1].0);
+
+    // Resumed with more patience, the run trains on to the end of the
+    // uninterrupted one, with the same models.
+    let mut o = options(&early);
+    o.resume = true;
+    let mut more = p3;
+    (more.epochs, more.patience) = (0, Some(100));
+    train::run(more, &o).unwrap();
+    for f in ["best.clm", "model.clm"] {
+        let read = |dir: &Path| std::fs::read(dir.join(f)).unwrap();
+        assert!(read(&early) == read(&full), "{f} differs after the resume");
     }
 }
 
@@ -777,6 +877,11 @@ fn bad_input_is_one_line_and_exit_status_2() {
         "too few",
     );
     fails(&["train", "--device", "cuda", "--out", &out], "cuda");
+    fails(&["train", "--patience", "0", "--out", &out], "--patience 0");
+    fails(
+        &["train", "--patience", "2", "--val-frac", "0", "--out", &out],
+        "needs held-out data",
+    );
     fails(&["train", "--resume", &d("nowhere")], "cannot read");
     fails(&["eval", "--model", &d("missing.clm")], "cannot read");
     assert!(

@@ -71,6 +71,11 @@ pub struct Args {
     /// Stop after this many optimizer steps in total (before --epochs ends).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Stop early once the held-out score has not improved for this many
+    /// epochs in a row (default: train every epoch). Either way, the model
+    /// of the lowest held-out score so far is kept as best.clm.
+    #[arg(long)]
+    patience: Option<u64>,
     /// Sequences per batch (default 16).
     #[arg(long)]
     batch: Option<usize>,
@@ -192,6 +197,7 @@ fn config(a: &Args) -> Config {
         clip: a.clip.unwrap_or(defaults::CLIP),
         seed: a.seed.unwrap_or(1),
         weights: a.weights.unwrap_or(Weights::F16).dtype(),
+        patience: a.patience,
     }
 }
 

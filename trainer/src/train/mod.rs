@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Batch, SampleBatcher, StreamBatcher, eval_sample_batches, eval_stream_batches};
-use crate::checkpoint::{self, Checkpoint, Progress, write_atomic};
+use crate::checkpoint::{self, Best, Checkpoint, Progress, write_atomic};
 use crate::corpus::{self, Layout as TextLayout, Spec};
 use crate::cpu::{Classes, Dropout, Loss};
 use crate::error::CliError;
@@ -35,6 +35,8 @@ pub use backend::{Backend, Device, Resident, Settled};
 
 /// Largest hidden size the host tools run (the host workspace's capacity).
 pub const MAX_HIDDEN: usize = 1024;
+/// The model of the lowest held-out score, in the run folder.
+pub const BEST_FILE: &str = "best.clm";
 /// Longest sample (characters) of a samples corpus: a batch holds every
 /// step of its longest sample, so longer text belongs in running-text mode.
 pub const MAX_SAMPLE: usize = 10_000;
@@ -80,6 +82,11 @@ pub struct Config {
     /// after everything else (version 2, see [`crate::checkpoint`]).
     #[serde(skip, default = "f16")]
     pub weights: DType,
+    /// Stop once this many held-out evaluations in a row (one per epoch)
+    /// have not beaten the best score. Like `weights` it is stored after
+    /// everything else (version 3), and a resumed run may change it.
+    #[serde(skip)]
+    pub patience: Option<u64>,
 }
 
 /// The weight type of checkpoints older than the `weights` setting.
@@ -140,6 +147,13 @@ impl Config {
         check(
             (0.0..=0.5).contains(&self.val_frac),
             format!("--val-frac {}: must be 0 to 0.5", self.val_frac),
+        )?;
+        check(
+            self.patience.is_none_or(|p| (1..=100_000).contains(&p)),
+            format!(
+                "--patience {}: must be 1 to 100000",
+                self.patience.unwrap_or(0)
+            ),
         )?;
         Ok(())
     }
@@ -224,6 +238,8 @@ pub struct Summary {
     pub samples: Vec<SampleRecord>,
     /// Training characters per second in this session.
     pub chars_per_s: f64,
+    /// The lowest held-out score so far, whose model is `best.clm`.
+    pub best: Option<Best>,
 }
 
 /// The temperatures the lesson samples with.
@@ -498,13 +514,23 @@ fn print_samples(records: &[SampleRecord]) {
     }
 }
 
+/// Epochs trained, as the epoch lines number them: `6` after the sixth
+/// epoch, `6.40` where a step limit ended the seventh early.
+fn epochs_name(epochs: f64) -> String {
+    if epochs.fract() == 0.0 {
+        format!("{epochs:.0}")
+    } else {
+        format!("{epochs:.2}")
+    }
+}
+
 fn bpc(x: f64) -> f32 {
     (x / std::f64::consts::LN_2) as f32
 }
 
 /// Refuses a folder that holds another run.
 fn check_out(out: &Path) -> Result<(), CliError> {
-    for f in [checkpoint::FILE, "model.clm"] {
+    for f in [checkpoint::FILE, "model.clm", BEST_FILE] {
         if out.join(f).exists() {
             return Err(CliError::invalid(format!(
                 "{} already holds a run ({f}); continue it with --resume {} or choose another --out",
@@ -523,8 +549,8 @@ fn check_out(out: &Path) -> Result<(), CliError> {
 }
 
 /// Trains (or resumes) a run. When resuming, the checkpoint's configuration
-/// is used, with three settings from `cfg`: `epochs` (the larger),
-/// `max_steps` (where set) and `weights`.
+/// is used, with four settings from `cfg`: `epochs` (the larger),
+/// `max_steps` and `patience` (where set) and `weights`.
 pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let verbose = opts.verbose;
     let say = |s: &str| {
@@ -544,6 +570,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             if cfg.max_steps.is_some() {
                 c.max_steps = cfg.max_steps;
             }
+            if cfg.patience.is_some() {
+                c.patience = cfg.patience;
+            }
             c.weights = cfg.weights;
             c
         }
@@ -561,6 +590,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         return Err(CliError::invalid(format!(
             "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
             data.name, data.crc, ck.corpus_crc
+        )));
+    }
+    if let (Some(p), None) = (cfg.patience, &data.val) {
+        return Err(CliError::invalid(format!(
+            "--patience {p}: needs held-out data (--val-frac above 0, or --val)"
         )));
     }
     let layout = Layout::new(cfg.arch(data.vocab.size()));
@@ -610,7 +644,17 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         backend.describe()
     ));
     say(&format!("run folder: {}", opts.out.display()));
-    if progress.done
+    // Early stopping: the best held-out score is `patience` evaluations old.
+    let patience_spent = |p: &Progress| {
+        cfg.patience
+            .zip(p.best.as_ref())
+            .is_some_and(|(n, b)| b.since >= n)
+    };
+    if progress.done && patience_spent(&progress) {
+        say(
+            "this run stopped early (its held-out score stopped improving); raise --patience to train further",
+        );
+    } else if progress.done
         && progress.epoch >= cfg.epochs
         && cfg.max_steps.is_none_or(|m| progress.steps >= m)
     {
@@ -654,7 +698,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         .save(&opts.out)
     };
 
-    'epochs: while progress.epoch < cfg.epochs && !limit_reached(progress.steps) {
+    'epochs: while progress.epoch < cfg.epochs
+        && !limit_reached(progress.steps)
+        && !patience_spent(&progress)
+    {
         let epoch = progress.epoch;
         let lr = cfg.lr * cfg.lr_decay.powi(epoch as i32);
         let plan = match &data.train {
@@ -827,12 +874,40 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         })?;
         last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
         let epoch_label = epoch as f64 + fraction;
+        let held_out = match (progress.val_bpc, &mut progress.best) {
+            (None, _) => "-".to_string(),
+            (Some(v), Some(b)) if v >= b.val_bpc => {
+                b.since += 1;
+                format!(
+                    "{v:.3} bpc (best {:.3} after epoch {})",
+                    b.val_bpc,
+                    epochs_name(b.epoch)
+                )
+            }
+            (Some(v), best) => {
+                let prov = Provenance {
+                    corpus: data.name.clone(),
+                    steps: progress.steps,
+                    train_bpc: progress.train_bpc,
+                    val_bpc: Some(v),
+                    val_bpc_f16: None,
+                };
+                let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
+                write_atomic(&opts.out.join(BEST_FILE), &bytes)?;
+                *best = Some(Best {
+                    steps: progress.steps,
+                    epoch: epoch_label,
+                    val_bpc: v,
+                    since: 0,
+                });
+                format!("{v:.3} bpc (best so far)")
+            }
+        };
         say(&format!(
-            "epoch {}/{}: train {:.3} bpc, held-out {}, step {}, {:.0} s, {:.1}k chars/s",
+            "epoch {}/{}: train {:.3} bpc, held-out {held_out}, step {}, {:.0} s, {:.1}k chars/s",
             epoch + 1,
             cfg.epochs,
             bpc(train_mean),
-            val.map_or("-".to_string(), |l| format!("{:.3} bpc", l.bpc())),
             progress.steps,
             progress.seconds,
             session_chars as f64 / session_train_s.max(1e-9) / 1e3
@@ -846,6 +921,15 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         )?;
         save(&params, &opt, &progress, &rows, backend.as_ref())?;
         metrics::write(&opts.out, &rows)?;
+        if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
+        {
+            say(&format!(
+                "stopping early: no lower held-out score in {n} epoch(s) since epoch {} ({:.3} bpc, {})",
+                epochs_name(b.epoch),
+                b.val_bpc,
+                opts.out.join(BEST_FILE).display()
+            ));
+        }
     }
 
     let mut summary = Summary {
@@ -854,6 +938,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         provenance: None,
         samples: last_samples,
         chars_per_s: session_chars as f64 / session_train_s.max(1e-9),
+        best: progress.best.clone(),
     };
     if outcome == Outcome::Interrupted {
         return Ok(summary);
@@ -917,9 +1002,24 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             opts.out.display()
         ));
     }
+    // After an early stop (or a late rise) the best model is the one to try.
+    let try_path = match &progress.best {
+        Some(b) if b.since > 0 => {
+            let path = opts.out.join(BEST_FILE);
+            say(&format!(
+                "best held-out score: {:.3} bpc (f32) after epoch {}, step {}: {}",
+                b.val_bpc,
+                epochs_name(b.epoch),
+                b.steps,
+                path.display()
+            ));
+            path
+        }
+        _ => model_path,
+    };
     say(&format!(
         "try: charlm generate --model {} --temperature 0.8",
-        model_path.display()
+        try_path.display()
     ));
     summary.provenance = Some(prov);
     Ok(summary)
