@@ -125,6 +125,14 @@ fn generate_refuses_bad_input_with_one_line() {
         ),
         (vec!["generate", "--model", model, "--count", "0"], "count"),
         (
+            vec!["generate", "--model", model, "--stop", "\\q"],
+            "unknown escape \\q",
+        ),
+        (
+            vec!["generate", "--model", model, "--stop", ""],
+            "empty stop string",
+        ),
+        (
             vec!["generate", "--model", model, "--max-chars", "-3"],
             "max-chars",
         ),
@@ -268,4 +276,65 @@ fn a_reader_that_stops_early_ends_charlm_quietly() {
             "{args:?}: {status:?} {stderr}"
         );
     }
+}
+
+#[test]
+fn stop_strings_cut_each_text_where_its_generated_part_first_holds_one() {
+    let model = "tests/fixtures/shakespeare-lstm128.clm";
+    let run = |seed: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "ROMEO:",
+            "-t",
+            "0.8",
+            "--seed",
+            seed,
+            "--max-chars",
+            "400",
+        ];
+        args.extend(extra);
+        let out = charlm(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut cut_somewhere = 0;
+    for seed in ["1", "2", "3", "4"] {
+        let full = run(seed, &[]);
+        let generated = full
+            .strip_prefix("ROMEO:")
+            .unwrap()
+            .strip_suffix('\n')
+            .unwrap();
+        // Where the generated part first has a blank line, and first has "the".
+        let blank = generated.find("\n\n");
+        let word = generated.find("the");
+        let first = [blank, word].into_iter().flatten().min();
+        cut_somewhere += usize::from(first.is_some());
+        let expect = |end: Option<usize>| {
+            format!("ROMEO:{}\n", &generated[..end.unwrap_or(generated.len())])
+        };
+        assert_eq!(
+            run(seed, &["--stop", "\\n\\n"]),
+            expect(blank),
+            "seed {seed}"
+        );
+        assert_eq!(
+            run(seed, &["--stop", "\\n\\n", "--stop", "the"]),
+            expect(first),
+            "seed {seed}"
+        );
+        // A stop string the text never holds changes nothing.
+        assert_eq!(run(seed, &["--stop", "\\t"]), full, "seed {seed}");
+    }
+    assert!(
+        cut_somewhere > 0,
+        "no text held a stop string: the test shows nothing"
+    );
 }

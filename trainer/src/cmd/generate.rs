@@ -44,6 +44,46 @@ pub struct Args {
     /// Texts per prompt.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
+    /// End a text where its generated part first contains this string,
+    /// which is left out (repeat for several; \n, \t and \\ are a line
+    /// break, a tab and a backslash). "\n\n" ends it at a blank line.
+    #[arg(long, value_parser = unescape)]
+    stop: Vec<String>,
+}
+
+/// `--stop`'s value with `\n`, `\t` and `\\` replaced; any other escape,
+/// and an empty string, is refused.
+fn unescape(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        out.push(match c == '\\' {
+            false => c,
+            true => match chars.next() {
+                Some('n') => '\n',
+                Some('t') => '\t',
+                Some('\\') => '\\',
+                other => {
+                    let other = other.map_or(String::new(), String::from);
+                    return Err(format!("unknown escape \\{other} (use \\n, \\t or \\\\)"));
+                }
+            },
+        });
+    }
+    if out.is_empty() {
+        return Err("an empty stop string would end every text at once".into());
+    }
+    Ok(out)
+}
+
+/// `generated` up to the first place where one of `stops` begins.
+fn cut<'a>(generated: &'a str, stops: &[String]) -> &'a str {
+    let end = stops
+        .iter()
+        .filter_map(|s| generated.find(s.as_str()))
+        .min()
+        .unwrap_or(generated.len());
+    &generated[..end]
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -90,7 +130,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 sample.dropped
             );
         }
-        writeln!(out, "{}", sample.text()).map_err(write_err)
+        writeln!(
+            out,
+            "{}{}",
+            sample.prompt,
+            cut(&sample.generated, &args.stop)
+        )
+        .map_err(write_err)
     })?;
     out.flush().map_err(write_err)
 }
