@@ -57,17 +57,18 @@ fn unescape(s: &str) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
-        out.push(match c == '\\' {
-            false => c,
-            true => match chars.next() {
-                Some('n') => '\n',
-                Some('t') => '\t',
-                Some('\\') => '\\',
-                other => {
-                    let other = other.map_or(String::new(), String::from);
-                    return Err(format!("unknown escape \\{other} (use \\n, \\t or \\\\)"));
-                }
-            },
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next() {
+            Some('n') => '\n',
+            Some('t') => '\t',
+            Some('\\') => '\\',
+            other => {
+                let other = other.map_or(String::new(), String::from);
+                return Err(format!("unknown escape \\{other} (use \\n, \\t or \\\\)"));
+            }
         });
     }
     if out.is_empty() {
