@@ -66,8 +66,8 @@ pub struct Progress {
 pub struct Best {
     /// Optimizer steps taken when it was scored.
     pub steps: u64,
-    /// Epochs trained then (fractional where a step limit ended one early).
-    pub epoch: f64,
+    /// Epochs trained then (only whole epochs are compared).
+    pub epoch: u64,
     /// Held-out bits per character (f32 weights on the backend).
     pub val_bpc: f32,
     /// Held-out evaluations since then, none of them lower.
@@ -290,7 +290,7 @@ mod tests {
         ck.config.patience = Some(4);
         ck.progress.best = Some(Best {
             steps: 12,
-            epoch: 2.5,
+            epoch: 2,
             val_bpc: 3.25,
             since: 1,
         });

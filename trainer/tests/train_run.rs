@@ -248,6 +248,26 @@ fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
     );
     assert_eq!(meta_of(&early.join("model.clm")).0, scores[stop - 1].0);
 
+    // A --max-steps end inside an epoch is scored but does not compete:
+    // raised on resume, the run ends with the uninterrupted run's files.
+    let per_epoch = scores[0].0;
+    let split = tmp.path().join("split");
+    let mut first = p3.clone();
+    first.max_steps = Some(scores[stop - 2].0 + per_epoch / 2);
+    train::run(first, &options(&split)).unwrap();
+    let mut o = options(&split);
+    o.resume = true;
+    let mut rest = p3.clone();
+    (rest.epochs, rest.max_steps) = (0, Some(1_000_000));
+    train::run(rest, &o).unwrap();
+    for f in ["best.clm", "model.clm"] {
+        let read = |dir: &Path| std::fs::read(dir.join(f)).unwrap();
+        assert!(
+            read(&split) == read(&early),
+            "{f} differs after a --max-steps stop"
+        );
+    }
+
     // Resumed with more patience, the run trains on to the end of the
     // uninterrupted one, with the same models.
     let mut o = options(&early);

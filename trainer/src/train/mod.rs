@@ -514,16 +514,6 @@ fn print_samples(records: &[SampleRecord]) {
     }
 }
 
-/// Epochs trained, as the epoch lines number them: `6` after the sixth
-/// epoch, `6.40` where a step limit ended the seventh early.
-fn epochs_name(epochs: f64) -> String {
-    if epochs.fract() == 0.0 {
-        format!("{epochs:.0}")
-    } else {
-        format!("{epochs:.2}")
-    }
-}
-
 fn bpc(x: f64) -> f32 {
     (x / std::f64::consts::LN_2) as f32
 }
@@ -855,6 +845,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             last.val_bpc = val.map(|l| l.bpc());
         }
         let fraction = progress.batch as f64 / steps_per_epoch as f64;
+        // Only whole epochs compete for best.clm and count for --patience: a
+        // --max-steps end inside an epoch is scored, and the epoch is
+        // scored again at its end if the run is resumed.
+        let whole_epoch = progress.batch >= steps_per_epoch;
         if progress.batch >= steps_per_epoch {
             progress.epoch += 1;
             progress.batch = 0;
@@ -876,13 +870,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         let epoch_label = epoch as f64 + fraction;
         let held_out = match (progress.val_bpc, &mut progress.best) {
             (None, _) => "-".to_string(),
+            (Some(v), _) if !whole_epoch => format!("{v:.3} bpc"),
             (Some(v), Some(b)) if v >= b.val_bpc => {
                 b.since += 1;
-                format!(
-                    "{v:.3} bpc (best {:.3} after epoch {})",
-                    b.val_bpc,
-                    epochs_name(b.epoch)
-                )
+                format!("{v:.3} bpc (best {:.3} after epoch {})", b.val_bpc, b.epoch)
             }
             (Some(v), best) => {
                 let prov = Provenance {
@@ -896,7 +887,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 write_atomic(&opts.out.join(BEST_FILE), &bytes)?;
                 *best = Some(Best {
                     steps: progress.steps,
-                    epoch: epoch_label,
+                    epoch: epoch + 1,
                     val_bpc: v,
                     since: 0,
                 });
@@ -925,7 +916,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         {
             say(&format!(
                 "stopping early: no lower held-out score in {n} epoch(s) since epoch {} ({:.3} bpc, {})",
-                epochs_name(b.epoch),
+                b.epoch,
                 b.val_bpc,
                 opts.out.join(BEST_FILE).display()
             ));
@@ -1004,12 +995,12 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     }
     // After an early stop (or a late rise) the best model is the one to try.
     let try_path = match &progress.best {
-        Some(b) if b.since > 0 => {
+        Some(b) if b.steps != progress.steps => {
             let path = opts.out.join(BEST_FILE);
             say(&format!(
                 "best held-out score: {:.3} bpc (f32) after epoch {}, step {}: {}",
                 b.val_bpc,
-                epochs_name(b.epoch),
+                b.epoch,
                 b.steps,
                 path.display()
             ));
