@@ -849,19 +849,22 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // --max-steps end inside an epoch is scored, and the epoch is
         // scored again at its end if the run is resumed.
         let whole_epoch = progress.batch >= steps_per_epoch;
-        if progress.batch >= steps_per_epoch {
+        if whole_epoch {
             progress.epoch += 1;
             progress.batch = 0;
             progress.epoch_nats = 0.0;
             progress.epoch_count = 0;
         }
-        let bytes = export(
-            &layout,
-            &params,
-            &data.vocab,
-            &Provenance::default(),
-            cfg.weights,
-        )?;
+        // The model as this epoch leaves it: the samples come from it, and
+        // it is best.clm when its held-out score is the lowest so far.
+        let prov = Provenance {
+            corpus: data.name.clone(),
+            steps: progress.steps,
+            train_bpc: progress.train_bpc,
+            val_bpc: progress.val_bpc,
+            val_bpc_f16: None,
+        };
+        let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
@@ -876,14 +879,6 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 format!("{v:.3} bpc (best {:.3} after epoch {})", b.val_bpc, b.epoch)
             }
             (Some(v), best) => {
-                let prov = Provenance {
-                    corpus: data.name.clone(),
-                    steps: progress.steps,
-                    train_bpc: progress.train_bpc,
-                    val_bpc: Some(v),
-                    val_bpc_f16: None,
-                };
-                let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
                 write_atomic(&opts.out.join(BEST_FILE), &bytes)?;
                 *best = Some(Best {
                     steps: progress.steps,
