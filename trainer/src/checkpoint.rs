@@ -5,7 +5,8 @@
 //! what later versions added, each appended after what came before:
 //! version 2 the run's weight type (`config.weights`; version 1's runs write
 //! f16), version 3 `config.patience` and `progress.best` (absent before:
-//! no early stop, no best model yet); then the CRC-32 of everything before
+//! no early stop, no best model yet), version 4 `config.eval_every`
+//! (absent before: held-out scores at epoch ends only); then the CRC-32 of everything before
 //! it. Appending keeps older files readable without a second copy of the
 //! structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
@@ -27,8 +28,8 @@ use crate::train::Config;
 
 const MAGIC: &[u8; 8] = b"CHLMCKPT";
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
-/// patience, no best model).
-pub const VERSION: u32 = 3;
+/// patience, no best model; 3: no evaluations between epoch ends).
+pub const VERSION: u32 = 4;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -106,6 +107,7 @@ impl Checkpoint {
             self.config.weights,
             self.config.patience,
             &self.progress.best,
+            self.config.eval_every,
         );
         out.extend(postcard::to_stdvec(&tail).expect("the appended fields encode"));
         let crc = charlm_runtime::format::crc32(&out);
@@ -147,10 +149,15 @@ impl Checkpoint {
             1 | 2 => ((None, None), rest),
             _ => postcard::take_from_bytes(rest).map_err(damaged)?,
         };
+        let (eval_every, rest) = match ck.version {
+            1..=3 => (None, rest),
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
+        };
         if !rest.is_empty() {
             return Err(bad("bytes after the end"));
         }
         (ck.config.weights, ck.config.patience, ck.progress.best) = (weights, patience, best);
+        ck.config.eval_every = eval_every;
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -258,6 +265,7 @@ mod tests {
                 seed: 7,
                 weights,
                 patience: None,
+                eval_every: None,
             },
             corpus_crc: 0x1234_5678,
             vocab: "ab".into(),
@@ -288,6 +296,7 @@ mod tests {
         }
         let mut ck = checkpoint(DType::I8);
         ck.config.patience = Some(4);
+        ck.config.eval_every = Some(250);
         ck.progress.best = Some(Best {
             steps: 12,
             epoch: 2,
@@ -297,57 +306,92 @@ mod tests {
         assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
     }
 
-    #[test]
-    fn a_version_2_checkpoint_has_no_patience_and_no_best_model() {
-        // Version 2 was the magic, postcard of the same struct, the weight
-        // type and the CRC.
-        let mut ck = checkpoint(DType::I8);
-        ck.version = 2;
+    /// A checkpoint file as `version` wrote it: the magic, postcard of the
+    /// struct, the fields each version up to it appended, the CRC.
+    fn file_of(ck: &Checkpoint, version: u32) -> Vec<u8> {
+        let mut ck = ck.clone();
+        ck.version = version;
         let mut content = MAGIC.to_vec();
         content.extend(postcard::to_stdvec(&ck).unwrap());
-        content.extend(postcard::to_stdvec(&DType::I8).unwrap());
-        assert_eq!(read(&sealed(content.clone())).unwrap(), ck);
-        // A version-2 file may not carry version 3's fields ...
-        content.extend(postcard::to_stdvec(&(Some(4u64), None::<Best>)).unwrap());
-        let err = read(&sealed(content)).unwrap_err().to_string();
-        assert!(err.contains("bytes after the end"), "{err}");
-        // ... and a version-3 file must have them.
-        let mut v3 = checkpoint(DType::F16).to_bytes();
-        v3.truncate(v3.len() - 6);
-        let err = read(&sealed(v3)).unwrap_err().to_string();
-        assert!(err.contains("not a usable checkpoint"), "{err}");
+        if version >= 2 {
+            content.extend(postcard::to_stdvec(&ck.config.weights).unwrap());
+        }
+        if version >= 3 {
+            let v3 = (ck.config.patience, &ck.progress.best);
+            content.extend(postcard::to_stdvec(&v3).unwrap());
+        }
+        if version >= 4 {
+            content.extend(postcard::to_stdvec(&ck.config.eval_every).unwrap());
+        }
+        sealed(content)
     }
 
     #[test]
-    fn a_version_1_checkpoint_is_read_as_f16() {
-        // Version 1 was the magic, postcard of the same struct and the CRC:
-        // no weight type after it.
-        let mut ck = checkpoint(DType::F16);
-        ck.version = 1;
-        let mut content = MAGIC.to_vec();
-        content.extend(postcard::to_stdvec(&ck).unwrap());
-        let old = read(&sealed(content.clone())).unwrap();
-        assert_eq!(old, ck);
-        // A version-1 file may not carry anything after the struct ...
-        content.push(1);
-        let err = read(&sealed(content)).unwrap_err().to_string();
-        assert!(err.contains("bytes after the end"), "{err}");
-        // ... and a version-2 file must name its type.
-        let mut v2 = checkpoint(DType::I8);
-        v2.version = 2;
-        let mut v2 = v2.to_bytes();
-        v2.truncate(v2.len() - 7);
-        let err = read(&sealed(v2)).unwrap_err().to_string();
-        assert!(err.contains("not a usable checkpoint"), "{err}");
+    fn every_older_version_is_read_with_what_it_lacked_at_its_default() {
+        let mut ck = checkpoint(DType::I8);
+        ck.config.patience = Some(4);
+        ck.config.eval_every = Some(100);
+        ck.progress.best = Some(Best {
+            steps: 12,
+            epoch: 2,
+            val_bpc: 3.25,
+            since: 1,
+        });
+        // The writer appends exactly the layout described above.
+        assert_eq!(ck.to_bytes(), file_of(&ck, VERSION));
+        for version in 1..=VERSION {
+            let mut expected = ck.clone();
+            expected.version = version;
+            if version < 2 {
+                expected.config.weights = DType::F16;
+            }
+            if version < 3 {
+                (expected.config.patience, expected.progress.best) = (None, None);
+            }
+            if version < 4 {
+                expected.config.eval_every = None;
+            }
+            assert_eq!(
+                read(&file_of(&ck, version)).unwrap(),
+                expected,
+                "version {version}"
+            );
+            // A file may not carry a later version's fields ...
+            if version < VERSION {
+                let mut longer = file_of(&ck, version + 1);
+                // (the version number is the struct's first byte)
+                longer[MAGIC.len()] = version as u8;
+                let longer = sealed(longer[..longer.len() - 4].to_vec());
+                let err = read(&longer).unwrap_err().to_string();
+                assert!(
+                    err.contains("bytes after the end"),
+                    "version {version}: {err}"
+                );
+            }
+            // ... and must have its own.
+            if version > 1 {
+                let mut shorter = file_of(&ck, version - 1);
+                shorter[MAGIC.len()] = version as u8;
+                let shorter = sealed(shorter[..shorter.len() - 4].to_vec());
+                let err = read(&shorter).unwrap_err().to_string();
+                assert!(
+                    err.contains("not a usable checkpoint"),
+                    "version {version}: {err}"
+                );
+            }
+        }
     }
 
     #[test]
     fn an_unknown_version_is_refused() {
         let mut ck = checkpoint(DType::F16);
-        ck.version = 4;
+        ck.version = VERSION + 1;
         let err = read(&ck.to_bytes()).unwrap_err().to_string();
         assert!(
-            err.contains("version 4 (this charlm reads 1 to 3)"),
+            err.contains(&format!(
+                "version {} (this charlm reads 1 to {VERSION})",
+                VERSION + 1
+            )),
             "{err}"
         );
     }

@@ -29,6 +29,9 @@ fn args(corpus: &Path, out: &Path) -> Vec<String> {
         "3",
         "--checkpoint-every",
         "2",
+        // held-out scores between epoch ends too, competing for best.clm
+        "--eval-every",
+        "7",
         "--quiet",
         "--seed",
         "11",

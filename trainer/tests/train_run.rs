@@ -46,6 +46,7 @@ fn config(corpus: &Path, cell: CellKind) -> Config {
         seed: 7,
         weights: charlm_runtime::format::DType::F16,
         patience: None,
+        eval_every: None,
     }
 }
 
@@ -189,18 +190,37 @@ fn meta_of(path: &Path) -> (u64, Option<f32>) {
     (meta.steps, meta.val_bpc)
 }
 
-#[test]
-fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    // A short text learnt by heart: the score on other text falls, then rises.
-    let corpus = small_corpus(tmp.path(), 3000);
+/// A run that overfits: a short text learnt by heart, so that the score on
+/// other text falls, then rises.
+fn overfitting(dir: &Path) -> Config {
+    let corpus = small_corpus(dir, 3000);
     let tail = std::str::from_utf8(&BUNDLED[BUNDLED.len() - 3000..]).unwrap();
-    let val = tmp.path().join("val.txt");
+    let val = dir.join("val.txt");
     std::fs::write(&val, &tail[tail.find('\n').unwrap() + 1..]).unwrap();
     let mut cfg = config(&corpus, CellKind::Lstm);
     cfg.val = Some(val);
     (cfg.layers, cfg.hidden, cfg.dropout, cfg.batch, cfg.seq_len) = (1, 64, 0.0, 4, 32);
     (cfg.epochs, cfg.lr, cfg.lr_decay) = (24, 1e-2, 1.0);
+    cfg
+}
+
+/// Where `patience` evaluations in a row without a new low first happen
+/// among `scores`: the number of evaluations a run with that patience makes.
+fn patience_stop(scores: &[(u64, f32)], patience: u32) -> Option<usize> {
+    let (mut low, mut since) = (f32::INFINITY, 0);
+    for (i, &(_, v)) in scores.iter().enumerate() {
+        (low, since) = if v < low { (v, 0) } else { (low, since + 1) };
+        if since == patience {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = overfitting(tmp.path());
 
     // Every epoch: best.clm is the model of the lowest score.
     let full = tmp.path().join("full");
@@ -222,15 +242,7 @@ fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
 
     // Patience 3 stops at the first 3 evaluations in a row without a new
     // low, and changes nothing before that.
-    let mut stop = scores.len();
-    let (mut low, mut since) = (f32::INFINITY, 0);
-    for (i, &(_, v)) in scores.iter().enumerate() {
-        (low, since) = if v < low { (v, 0) } else { (low, since + 1) };
-        if since == 3 {
-            stop = i + 1;
-            break;
-        }
-    }
+    let stop = patience_stop(&scores, 3).expect("patience 3 stops this run");
     assert!(
         stop < scores.len(),
         "patience 3 would never stop: {scores:?}"
@@ -278,6 +290,86 @@ fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
     for f in ["best.clm", "model.clm"] {
         let read = |dir: &Path| std::fs::read(dir.join(f)).unwrap();
         assert!(read(&early) == read(&full), "{f} differs after the resume");
+    }
+}
+
+#[test]
+fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = overfitting(tmp.path());
+    cfg.epochs = 12;
+    let plain = tmp.path().join("plain");
+    train::run(cfg.clone(), &options(&plain)).unwrap();
+    let per_epoch = held_out(&plain)[0].0;
+    // Not a divisor of the epoch's steps: evaluations fall inside epochs
+    // and at their ends.
+    let every = per_epoch * 2 / 5;
+    assert!(
+        every > 1 && !per_epoch.is_multiple_of(every),
+        "{per_epoch} steps per epoch"
+    );
+    cfg.eval_every = Some(every);
+
+    // Scored at every multiple of N and at every epoch's end, once each;
+    // training itself is untouched (running text: the state carried
+    // between windows goes on across an evaluation).
+    let full = tmp.path().join("full");
+    let s = train::run(cfg.clone(), &options(&full)).unwrap();
+    let scores = held_out(&full);
+    let mut expected: Vec<u64> = (1..=s.steps)
+        .filter(|step| step % every == 0 || step % per_epoch == 0)
+        .collect();
+    expected.dedup();
+    assert_eq!(scores.iter().map(|x| x.0).collect::<Vec<_>>(), expected);
+    assert!(
+        std::fs::read(full.join("model.clm")).unwrap()
+            == std::fs::read(plain.join("model.clm")).unwrap(),
+        "evaluating between epochs changed the model"
+    );
+    // Every one of them competes for best.clm.
+    let (best_step, best) = lowest(&scores);
+    assert_eq!(meta_of(&full.join("best.clm")), (best_step, Some(best)));
+
+    // Patience counts evaluations, and a run may stop inside an epoch.
+    let stop = patience_stop(&scores, 4).expect("patience 4 stops this run");
+    let mut p4 = cfg.clone();
+    p4.patience = Some(4);
+    let early = tmp.path().join("early");
+    let s = train::run(p4.clone(), &options(&early)).unwrap();
+    assert_eq!(held_out(&early), scores[..stop]);
+    assert_eq!(s.steps, scores[stop - 1].0);
+    let (early_step, early_best) = lowest(&scores[..stop]);
+    assert_eq!(
+        meta_of(&early.join("best.clm")),
+        (early_step, Some(early_best))
+    );
+
+    // Interrupted at an evaluation's step (before it is made), or at a
+    // --max-steps end on one, then resumed: the same files as the run that
+    // went straight through.
+    for (k, &(step, _)) in scores[..stop - 1].iter().enumerate().skip(1).step_by(3) {
+        let dir = tmp.path().join(format!("split{k}"));
+        let mut first = p4.clone();
+        let mut o = options(&dir);
+        if k % 2 == 0 {
+            o.stop_after = Some(step);
+        } else {
+            first.max_steps = Some(step);
+        }
+        train::run(first, &o).unwrap();
+        let mut o = options(&dir);
+        o.resume = true;
+        let mut rest = p4.clone();
+        (rest.epochs, rest.max_steps) = (0, Some(1_000_000));
+        train::run(rest, &o).unwrap();
+        assert_eq!(held_out(&dir), scores[..stop], "stopped at step {step}");
+        for f in ["best.clm", "model.clm"] {
+            let read = |d: &Path| std::fs::read(d.join(f)).unwrap();
+            assert!(
+                read(&dir) == read(&early),
+                "{f} differs after a stop at step {step}"
+            );
+        }
     }
 }
 
@@ -901,6 +993,22 @@ fn bad_input_is_one_line_and_exit_status_2() {
     fails(
         &["train", "--patience", "2", "--val-frac", "0", "--out", &out],
         "needs held-out data",
+    );
+    fails(
+        &["train", "--eval-every", "0", "--out", &out],
+        "--eval-every 0",
+    );
+    fails(
+        &[
+            "train",
+            "--eval-every",
+            "50",
+            "--val-frac",
+            "0",
+            "--out",
+            &out,
+        ],
+        "--eval-every 50: needs held-out data",
     );
     fails(&["train", "--resume", &d("nowhere")], "cannot read");
     fails(&["eval", "--model", &d("missing.clm")], "cannot read");

@@ -72,10 +72,16 @@ pub struct Args {
     #[arg(long)]
     max_steps: Option<u64>,
     /// Stop early once the held-out score has not improved for this many
-    /// epochs in a row (default: train every epoch). Either way, the model
-    /// of the lowest held-out score so far is kept as best.clm.
+    /// epochs in a row (evaluations, with --eval-every; default: train every
+    /// epoch). Either way, the model of the lowest held-out score so far is
+    /// kept as best.clm.
     #[arg(long)]
     patience: Option<u64>,
+    /// Also score the held-out data every N optimizer steps, not only at
+    /// each epoch's end: those scores compete for best.clm and count for
+    /// --patience too (for corpora whose epochs are long).
+    #[arg(long, value_name = "N")]
+    eval_every: Option<u64>,
     /// Sequences per batch (default 16).
     #[arg(long)]
     batch: Option<usize>,
@@ -198,6 +204,7 @@ fn config(a: &Args) -> Config {
         seed: a.seed.unwrap_or(1),
         weights: a.weights.unwrap_or(Weights::F16).dtype(),
         patience: a.patience,
+        eval_every: a.eval_every,
     }
 }
 

@@ -82,11 +82,18 @@ pub struct Config {
     /// after everything else (version 2, see [`crate::checkpoint`]).
     #[serde(skip, default = "f16")]
     pub weights: DType,
-    /// Stop once this many held-out evaluations in a row (one per epoch)
-    /// have not beaten the best score. Like `weights` it is stored after
-    /// everything else (version 3), and a resumed run may change it.
+    /// Stop once this many held-out evaluations in a row (one per epoch,
+    /// and one every `eval_every` steps) have not beaten the best score.
+    /// Like `weights` it is stored after everything else (version 3), and a
+    /// resumed run may change it.
     #[serde(skip)]
     pub patience: Option<u64>,
+    /// Also score the held-out data every this many optimizer steps (whose
+    /// count is a multiple of it); those scores compete for best.clm and
+    /// count for `patience` like an epoch's. Stored after everything else
+    /// (version 4); a resumed run may change it.
+    #[serde(skip)]
+    pub eval_every: Option<u64>,
 }
 
 /// The weight type of checkpoints older than the `weights` setting.
@@ -154,6 +161,10 @@ impl Config {
                 "--patience {}: must be 1 to 100000",
                 self.patience.unwrap_or(0)
             ),
+        )?;
+        check(
+            self.eval_every != Some(0),
+            "--eval-every 0: must be at least 1".into(),
         )?;
         Ok(())
     }
@@ -514,6 +525,54 @@ fn print_samples(records: &[SampleRecord]) {
     }
 }
 
+/// Compares the held-out score `v` of an evaluation that competes with the
+/// best so far: a lower one becomes the best (`write_best` writes its
+/// best.clm first), any other counts against the patience. Says how `v`
+/// stands, for the evaluation's line.
+fn compete(
+    best: &mut Option<Best>,
+    v: f32,
+    steps: u64,
+    epochs: u64,
+    steps_per_epoch: u64,
+    write_best: impl FnOnce() -> Result<(), CliError>,
+) -> Result<String, CliError> {
+    Ok(match best {
+        Some(b) if v >= b.val_bpc => {
+            b.since += 1;
+            format!(
+                "{v:.3} bpc (best {:.3} {})",
+                b.val_bpc,
+                when(b, steps_per_epoch)
+            )
+        }
+        _ => {
+            write_best()?;
+            *best = Some(Best {
+                steps,
+                epoch: epochs,
+                val_bpc: v,
+                since: 0,
+            });
+            format!("{v:.3} bpc (best so far)")
+        }
+    })
+}
+
+/// When the best score was reached: "after epoch 3 (step 120)" at an
+/// epoch's end, else "at step 250 (epoch 2.08)".
+fn when(b: &Best, steps_per_epoch: u64) -> String {
+    if b.steps == b.epoch * steps_per_epoch {
+        format!("after epoch {} (step {})", b.epoch, b.steps)
+    } else {
+        format!(
+            "at step {} (epoch {:.2})",
+            b.steps,
+            b.steps as f64 / steps_per_epoch.max(1) as f64
+        )
+    }
+}
+
 fn bpc(x: f64) -> f32 {
     (x / std::f64::consts::LN_2) as f32
 }
@@ -563,6 +622,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             if cfg.patience.is_some() {
                 c.patience = cfg.patience;
             }
+            if cfg.eval_every.is_some() {
+                c.eval_every = cfg.eval_every;
+            }
             c.weights = cfg.weights;
             c
         }
@@ -582,10 +644,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             data.name, data.crc, ck.corpus_crc
         )));
     }
-    if let (Some(p), None) = (cfg.patience, &data.val) {
-        return Err(CliError::invalid(format!(
-            "--patience {p}: needs held-out data (--val-frac above 0, or --val)"
-        )));
+    if data.val.is_none() {
+        let needs = [
+            ("--patience", cfg.patience),
+            ("--eval-every", cfg.eval_every),
+        ];
+        if let Some((flag, Some(n))) = needs.into_iter().find(|(_, v)| v.is_some()) {
+            return Err(CliError::invalid(format!(
+                "{flag} {n}: needs held-out data (--val-frac above 0, or --val)"
+            )));
+        }
     }
     let layout = Layout::new(cfg.arch(data.vocab.size()));
     let mut backend = backend::select(opts.device, &layout)?;
@@ -669,6 +737,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
+    // Held-out evaluations that compete for best.clm and count for
+    // --patience: every epoch's end, and with --eval-every every step count
+    // that is a multiple of it (wherever a run stops and resumes, the same
+    // steps).
+    let eval_point = |steps: u64| cfg.eval_every.is_some_and(|n| steps.is_multiple_of(n));
+    let patience_unit = if cfg.eval_every.is_some() {
+        "evaluation(s)"
+    } else {
+        "epoch(s)"
+    };
     let save = |params: &Vec<f32>,
                 opt: &Optimizer,
                 progress: &Progress,
@@ -773,6 +851,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             if progress.steps % log_every == 0
                 || progress.batch == steps_per_epoch
                 || limit_reached(progress.steps)
+                || eval_point(progress.steps)
             {
                 let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
                 settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
@@ -804,8 +883,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 (int_nats, int_count, int_s) = (0.0, 0, 0.0);
             }
             bar.set_position(progress.batch);
-            let stop_now =
-                STOP.load(Ordering::SeqCst) || opts.stop_after.is_some_and(|s| progress.steps >= s);
+            // No checkpoint is written at a step that --eval-every scores
+            // until it is scored (below the loop), so that a run resumed
+            // from any checkpoint never skips an evaluation: Ctrl-C there
+            // stops after the next step.
+            let pending_eval = eval_point(progress.steps);
+            let stop_now = !pending_eval
+                && (STOP.load(Ordering::SeqCst)
+                    || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
                 bar.abandon();
                 let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
@@ -821,19 +906,22 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 outcome = Outcome::Interrupted;
                 break 'epochs;
             }
-            if progress.steps % opts.checkpoint_every.max(1) == 0 {
+            if progress.steps % opts.checkpoint_every.max(1) == 0 && !pending_eval {
                 let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
                 settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
                     .inspect_err(|_| bar.abandon())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref())?;
             }
-            if limit_reached(progress.steps) {
+            // The step budget's end, or an evaluation of --eval-every's
+            // (scored below; the epoch then goes on where it was).
+            if limit_reached(progress.steps) || pending_eval {
                 break;
             }
         }
         bar.finish_and_clear();
-        // End of an epoch (or of the step budget): score, sample, save.
+        // End of an epoch, of the step budget or at an evaluation of
+        // --eval-every's: score, sample, save.
         let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
         settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
         store(backend.as_mut(), &mut params, &mut opt)?;
@@ -845,18 +933,20 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             last.val_bpc = val.map(|l| l.bpc());
         }
         let fraction = progress.batch as f64 / steps_per_epoch as f64;
-        // Only whole epochs compete for best.clm and count for --patience: a
-        // --max-steps end inside an epoch is scored, and the epoch is
-        // scored again at its end if the run is resumed.
+        // Only whole epochs (and --eval-every's steps) compete for best.clm
+        // and count for --patience: a --max-steps end elsewhere inside an
+        // epoch is scored, and the epoch is scored again at its end if the
+        // run is resumed.
         let whole_epoch = progress.batch >= steps_per_epoch;
+        let competes = whole_epoch || eval_point(progress.steps);
         if whole_epoch {
             progress.epoch += 1;
             progress.batch = 0;
             progress.epoch_nats = 0.0;
             progress.epoch_count = 0;
         }
-        // The model as this epoch leaves it: the samples come from it, and
-        // it is best.clm when its held-out score is the lowest so far.
+        // The model as it stands: the samples come from it, and it is
+        // best.clm when its held-out score is the lowest so far.
         let prov = Provenance {
             corpus: data.name.clone(),
             steps: progress.steps,
@@ -869,50 +959,54 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             path: "model".into(),
             source,
         })?;
-        last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
         let epoch_label = epoch as f64 + fraction;
-        let held_out = match (progress.val_bpc, &mut progress.best) {
-            (None, _) => "-".to_string(),
-            (Some(v), _) if !whole_epoch => format!("{v:.3} bpc"),
-            (Some(v), Some(b)) if v >= b.val_bpc => {
-                b.since += 1;
-                format!("{v:.3} bpc (best {:.3} after epoch {})", b.val_bpc, b.epoch)
-            }
-            (Some(v), best) => {
-                write_atomic(&opts.out.join(BEST_FILE), &bytes)?;
-                *best = Some(Best {
-                    steps: progress.steps,
-                    epoch: epoch + 1,
-                    val_bpc: v,
-                    since: 0,
-                });
-                format!("{v:.3} bpc (best so far)")
-            }
+        let held_out = match progress.val_bpc {
+            None => "-".to_string(),
+            Some(v) if !competes => format!("{v:.3} bpc"),
+            Some(v) => compete(
+                &mut progress.best,
+                v,
+                progress.steps,
+                progress.epoch,
+                steps_per_epoch,
+                || write_atomic(&opts.out.join(BEST_FILE), &bytes),
+            )?,
         };
+        // An evaluation of --eval-every's inside an epoch, where the run goes
+        // on: one line, no samples.
+        let interim = !whole_epoch && !limit_reached(progress.steps) && !patience_spent(&progress);
         say(&format!(
-            "epoch {}/{}: train {:.3} bpc, held-out {held_out}, step {}, {:.0} s, {:.1}k chars/s",
-            epoch + 1,
+            "{}epoch {}/{}: train {:.3} bpc, held-out {held_out}, step {}, {:.0} s, {:.1}k chars/s",
+            if interim { "  " } else { "" },
+            if whole_epoch {
+                format!("{}", epoch + 1)
+            } else {
+                format!("{epoch_label:.2}")
+            },
             cfg.epochs,
             bpc(train_mean),
             progress.steps,
             progress.seconds,
             session_chars as f64 / session_train_s.max(1e-9) / 1e3
         ));
-        if verbose {
-            print_samples(&last_samples);
+        if !interim {
+            last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
+            if verbose {
+                print_samples(&last_samples);
+            }
+            write_atomic(
+                &opts.out.join("samples.txt"),
+                samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
+            )?;
         }
-        write_atomic(
-            &opts.out.join("samples.txt"),
-            samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
-        )?;
         save(&params, &opt, &progress, &rows, backend.as_ref())?;
         metrics::write(&opts.out, &rows)?;
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
             say(&format!(
-                "stopping early: no lower held-out score in {n} epoch(s) since epoch {} ({:.3} bpc, {})",
-                b.epoch,
+                "stopping early: no lower held-out score in {n} {patience_unit} since the best, {:.3} bpc {} ({})",
                 b.val_bpc,
+                when(b, steps_per_epoch),
                 opts.out.join(BEST_FILE).display()
             ));
         }
@@ -993,10 +1087,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         Some(b) if b.steps != progress.steps => {
             let path = opts.out.join(BEST_FILE);
             say(&format!(
-                "best held-out score: {:.3} bpc (f32) after epoch {}, step {}: {}",
+                "best held-out score: {:.3} bpc (f32) {}: {}",
                 b.val_bpc,
-                b.epoch,
-                b.steps,
+                when(b, steps_per_epoch),
                 path.display()
             ));
             path
