@@ -559,14 +559,14 @@ fn compete(
     })
 }
 
-/// When the best score was reached: "after epoch 3 (step 120)" at an
-/// epoch's end, else "at step 250 (epoch 2.08)".
+/// When the best score was reached: "after epoch 3, step 120" at an
+/// epoch's end, else "at step 250, epoch 2.08".
 fn when(b: &Best, steps_per_epoch: u64) -> String {
     if b.steps == b.epoch * steps_per_epoch {
-        format!("after epoch {} (step {})", b.epoch, b.steps)
+        format!("after epoch {}, step {}", b.epoch, b.steps)
     } else {
         format!(
-            "at step {} (epoch {:.2})",
+            "at step {}, epoch {:.2}",
             b.steps,
             b.steps as f64 / steps_per_epoch.max(1) as f64
         )
@@ -975,20 +975,26 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // An evaluation of --eval-every's inside an epoch, where the run goes
         // on: one line, no samples.
         let interim = !whole_epoch && !limit_reached(progress.steps) && !patience_spent(&progress);
-        say(&format!(
-            "{}epoch {}/{}: train {:.3} bpc, held-out {held_out}, step {}, {:.0} s, {:.1}k chars/s",
-            if interim { "  " } else { "" },
-            if whole_epoch {
-                format!("{}", epoch + 1)
-            } else {
-                format!("{epoch_label:.2}")
-            },
-            cfg.epochs,
-            bpc(train_mean),
-            progress.steps,
-            progress.seconds,
-            session_chars as f64 / session_train_s.max(1e-9) / 1e3
-        ));
+        if interim {
+            say(&format!(
+                "  step {} (epoch {epoch_label:.2}): held-out {held_out}",
+                progress.steps
+            ));
+        } else {
+            say(&format!(
+                "epoch {}/{}: train {:.3} bpc, held-out {held_out}, step {}, {:.0} s, {:.1}k chars/s",
+                if whole_epoch {
+                    format!("{}", epoch + 1)
+                } else {
+                    format!("{epoch_label:.2}")
+                },
+                cfg.epochs,
+                bpc(train_mean),
+                progress.steps,
+                progress.seconds,
+                session_chars as f64 / session_train_s.max(1e-9) / 1e3
+            ));
+        }
         if !interim {
             last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
             if verbose {
