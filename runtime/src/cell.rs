@@ -54,6 +54,32 @@ pub struct Workspace<const H: usize, const L: usize, const V: usize> {
     logits: [f32; V],
 }
 
+/// Bytes of RAM of a [`Workspace`] sized exactly to a model with `hidden`
+/// units, `layers` layers and `vocab` ids: what
+/// `size_of::<Workspace<hidden, layers, vocab>>()` is in a build with the i8
+/// cells (cargo feature `int8`; `int8_cells`) or without them.
+pub const fn workspace_bytes(
+    hidden: usize,
+    layers: usize,
+    vocab: usize,
+    int8_cells: bool,
+) -> usize {
+    let states = (2 * layers + 1)
+        .saturating_mul(hidden)
+        .saturating_add(vocab);
+    let quantized = if int8_cells {
+        layers.saturating_mul(hidden).saturating_mul(2)
+    } else {
+        0
+    };
+    // f32 arrays, then i16 ones, padded to the struct's 4-byte alignment
+    states
+        .saturating_mul(4)
+        .saturating_add(quantized)
+        .div_ceil(4)
+        .saturating_mul(4)
+}
+
 impl<const H: usize, const L: usize, const V: usize> Default for Workspace<H, L, V> {
     fn default() -> Self {
         Self::new()
@@ -780,6 +806,30 @@ fn output_layer<K: Kernel, W: Weights>(
     for l in single.iter_mut() {
         let (w, b, s) = rows.next().unwrap_or((&[], 0.0, 0.0));
         *l = scaled::<W>(W::dot1(k, w, h), s) + b;
+    }
+}
+
+// Built with and without the i8 cells (`cargo test -p charlm-runtime`,
+// with and without `--features int8`).
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn workspace_bytes_is_the_size_of_the_workspace() {
+        fn check<const H: usize, const L: usize, const V: usize>() {
+            assert_eq!(
+                workspace_bytes(H, L, V, cfg!(feature = "int8")),
+                core::mem::size_of::<Workspace<H, L, V>>(),
+                "Workspace<{H}, {L}, {V}>"
+            );
+        }
+        check::<20, 1, 36>();
+        check::<21, 1, 36>(); // an odd number of i16s: 2 bytes of padding
+        check::<7, 3, 3>();
+        check::<128, 1, 84>();
+        check::<256, 4, 256>();
+        check::<1023, 2, 1000>();
     }
 }
 

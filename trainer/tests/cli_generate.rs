@@ -193,12 +193,22 @@ fn info_describes_a_model() {
     let out = charlm(&["info", "tests/fixtures/gru1.clm"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gru1.clm");
+    let size = std::fs::metadata(fixture).unwrap().len();
+    // The state a device keeps in RAM: h, c and the new h (f32, hidden 20,
+    // 1 layer) and the 36 logits, plus each layer's i16 copy of h where the
+    // i8 cells are built in.
+    let (f16_ram, both_ram) = (4 * ((2 + 1) * 20 + 36), 4 * ((2 + 1) * 20 + 36) + 2 * 20);
+    let memory = format!(
+        "flash: the file ({size} bytes); RAM: the state, {f16_ram} bytes ({both_ram} in a build with the i8 cells too)"
+    );
     for needle in [
         "GRU, 1 layer, hidden 20",
         "checksum    ok",
         "36 ids",
         "€",
         "parameters",
+        &memory,
     ] {
         assert!(
             text.contains(needle),

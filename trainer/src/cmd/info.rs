@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use charlm_runtime::cell::workspace_bytes;
 use charlm_runtime::format::{DType, ModelFile};
 use charlm_runtime::{Error, Model};
 use charlm_trainer::error::{CliError, read_file};
@@ -52,6 +53,25 @@ pub fn run(args: Args) -> Result<(), CliError> {
     println!(
         "compute     {} multiply-accumulates per character",
         arch.macs_per_char()
+    );
+    // What a device needs: the file in flash (read in place), and the
+    // state in RAM, as a firmware sizes its workspace to the model.
+    let (h, l, v) = (
+        arch.hidden as usize,
+        arch.layers as usize,
+        arch.vocab as usize,
+    );
+    let ram = match body.weights() {
+        DType::F16 => format!(
+            "{} bytes ({} in a build with the i8 cells too)",
+            workspace_bytes(h, l, v, false),
+            workspace_bytes(h, l, v, true)
+        ),
+        DType::I8 => format!("{} bytes", workspace_bytes(h, l, v, true)),
+    };
+    println!(
+        "memory      flash: the file ({} bytes); RAM: the state, {ram}",
+        bytes.len()
     );
     println!(
         "vocabulary  {} ids: padding, {} symbols, <eos>",
