@@ -233,6 +233,27 @@ fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
         "the held-out score never rose: {scores:?} (the test needs a run that overfits)"
     );
     assert_eq!(meta_of(&full.join("best.clm")), (best_step, Some(best)));
+    // At the end best.clm also records its score through the runtime: what
+    // `charlm eval` gives on the held-out file.
+    let best_file = std::fs::read(full.join("best.clm")).unwrap();
+    let f16 = Model::from_bytes(&best_file)
+        .unwrap()
+        .meta()
+        .val_bpc_f16
+        .expect("best.clm has its f16 score");
+    let val = cfg.val.as_ref().unwrap().to_str().unwrap();
+    let o = charlm(&[
+        "eval",
+        "--model",
+        full.join("best.clm").to_str().unwrap(),
+        "--corpus",
+        val,
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with(&format!("{f16:.4} bits per character")),
+        "{text} vs {f16}"
+    );
     let b = s.best.unwrap();
     let after = scores.iter().filter(|(step, _)| *step > best_step).count();
     assert_eq!(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use charlm_runtime::format::{Arch, CellKind, DType};
+use charlm_runtime::format::{Arch, CellKind, DType, ModelFile};
 use charlm_runtime::{Model, Sampler};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -523,6 +523,27 @@ fn print_samples(records: &[SampleRecord]) {
             println!("          {l}");
         }
     }
+}
+
+/// Records in the f16 file `path` (best.clm) its held-out score through the
+/// runtime, and returns it. Stamping a stamped file again writes the same
+/// bytes, so a run that is killed here and resumed ends as if it had not
+/// been.
+fn stamp_best(path: &Path, val: &EvalData) -> Result<f32, CliError> {
+    let bytes = crate::error::read_file(path)?;
+    let model_err = |source| CliError::Model {
+        path: path.to_owned(),
+        source,
+    };
+    let model = Model::from_bytes(&bytes).map_err(model_err)?;
+    let v = runtime_loss(&model, val).bpc() as f32;
+    let mut file = ModelFile::decode(&bytes).map_err(model_err)?;
+    file.body.meta.val_bpc_f16 = Some(v);
+    let stamped = file
+        .encode()
+        .map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))?;
+    write_atomic(path, &stamped)?;
+    Ok(v)
 }
 
 /// Compares the held-out score `v` of an evaluation that competes with the
@@ -1063,6 +1084,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let bytes = export(&layout, &params, &data.vocab, &file_prov, cfg.weights)?;
     let model_path = opts.out.join("model.clm");
     write_atomic(&model_path, &bytes)?;
+    // best.clm was written without its score through the runtime (a pass
+    // over the held-out data for every new best would cost more than the
+    // evaluation itself): it gets it now, like model.clm (f16 files).
+    // When the best is the final model, model.clm is best.clm.
+    let best_path = opts.out.join(BEST_FILE);
+    let best_f16 = match (&progress.best, &data.val) {
+        (Some(b), _) if b.steps == progress.steps => {
+            write_atomic(&best_path, &bytes)?;
+            file_prov.val_bpc_f16
+        }
+        (Some(_), Some(val)) if cfg.weights == DType::F16 => Some(stamp_best(&best_path, val)?),
+        _ => None,
+    };
     progress.done = true;
     save(&params, &opt, &progress, &rows, backend.as_ref())?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
@@ -1093,8 +1127,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         Some(b) if b.steps != progress.steps => {
             let path = opts.out.join(BEST_FILE);
             say(&format!(
-                "best held-out score: {:.3} bpc (f32) {}: {}",
+                "best held-out score: {:.3} bpc (f32){} {}: {}",
                 b.val_bpc,
+                best_f16.map_or(String::new(), |v| format!(
+                    ", {v:.3} bpc (f16, through the runtime)"
+                )),
                 when(b, steps_per_epoch),
                 path.display()
             ));
