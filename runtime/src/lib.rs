@@ -40,6 +40,11 @@ pub use model::{Model, Vocab};
 pub use sampler::Truncation;
 pub use sampler::{Sampler, Temperature};
 
+/// Whether this build has the i8 cells (cargo feature `int8`), which add
+/// each layer's quantized hidden state to a [`Workspace`]
+/// ([`cell::workspace_bytes`]).
+pub const INT8_CELLS: bool = cfg!(feature = "int8");
+
 /// The small seeded generator golden outputs are defined with: PCG-XSH-RR
 /// 64/32 (`rand_pcg`), value-stable across releases and platforms.
 pub use rand_pcg::Pcg32;

@@ -1,0 +1,688 @@
+//! charlm's runtime behind a C interface: `libcharlm.a` and
+//! `include/charlm.h`, for firmware written in C (or anything that links C).
+//!
+//! Two calls do the work: `charlm_model_info` checks a model's bytes and
+//! describes it, `charlm_generate` runs a prompt through it and streams the
+//! text, one character at a time, to a function the caller gives. Both read
+//! the model in place (it may live in flash); nothing is allocated. The
+//! state lives in one workspace inside the library, a `static` sized at
+//! build time (`CHARLM_MAX_HIDDEN`, `CHARLM_MAX_LAYERS`, `CHARLM_MAX_VOCAB`;
+//! see `build.rs`), so one text is generated at a time: a call made while
+//! another runs (from an interrupt, or another thread) returns
+//! `CHARLM_ERR_BUSY`.
+//!
+//! A call prints exactly what `charlm generate --model M --prompt P
+//! --temperature T --seed S --max-chars N [--top-k K --top-p P]` prints on
+//! the host, without its newline: the same runtime, the same numerics, the
+//! same bits (`tests/c_program.rs` compiles a C program against the library
+//! and compares). On a Cortex-M4F (and M7, M33: hard-float ARM) the dot
+//! products run on the firmware demo's `VCVTB`/`VMLA` kernel, elsewhere on
+//! the runtime's portable one.
+//!
+//! Every pointer argument is checked for NULL; lengths are the caller's
+//! word. No function panics: on bare metal, a build with feature `no-panic`
+//! links only when no panic path is left (`.ci/run` checks it).
+// Bare metal is `no_std`; a hosted build links std, whose panic machinery a
+// no_std static library could not leave out there (it is never used).
+#![cfg_attr(target_os = "none", no_std)]
+#![deny(missing_docs)]
+#![allow(non_camel_case_types)]
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_void};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use charlm_runtime::format::{CellKind, DType};
+use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
+
+// The capacities `build.rs` read from the environment.
+include!(concat!(env!("OUT_DIR"), "/capacity.rs"));
+
+// The Cortex-M4F kernel of the firmware demo, the same file: `VCVTB`/`VCVTT`
+// and the non-fused `VMLA`, the runtime's bits.
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[allow(dead_code)]
+// (formatted as in the firmware demo, outside the workspace's cargo fmt)
+#[rustfmt::skip]
+#[path = "../../firmware-demo/src/kernel_m4f.rs"]
+mod kernel_m4f;
+
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+const KERNEL: kernel_m4f::CortexM4F = kernel_m4f::CortexM4F;
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+const KERNEL: charlm_runtime::Portable = charlm_runtime::Portable;
+
+/// Success.
+pub const CHARLM_OK: i32 = 0;
+/// A pointer the call needs is NULL.
+pub const CHARLM_ERR_NULL: i32 = -1;
+/// The model's bytes are not a usable model (truncated, damaged, another
+/// format version, or inconsistent; `charlm info FILE` on a host says which).
+pub const CHARLM_ERR_MODEL: i32 = -2;
+/// The model is larger than this build's workspace (`CHARLM_MAX_*`).
+pub const CHARLM_ERR_TOO_LARGE: i32 = -3;
+/// The model's weight type is left out of this build (feature `f16` or
+/// `int8`).
+pub const CHARLM_ERR_WEIGHT_TYPE: i32 = -4;
+/// A parameter is out of range: an unknown sampler, a temperature that is
+/// not finite and above 0, a `top_p` outside (0, 1], or top-k / top-p in a
+/// build without them (feature `truncation`).
+pub const CHARLM_ERR_PARAMS: i32 = -5;
+/// The prompt is not UTF-8, or has no character the model knows.
+pub const CHARLM_ERR_PROMPT: i32 = -6;
+/// Another call is using the workspace.
+pub const CHARLM_ERR_BUSY: i32 = -7;
+/// `charlm_self_test` failed: the FPU is not in the mode the numerics
+/// need (round to nearest, no flush-to-zero), or the kernel disagrees with
+/// the portable one.
+pub const CHARLM_ERR_SELF_TEST: i32 = -8;
+
+/// Pick the most likely character (no randomness).
+pub const CHARLM_GREEDY: u32 = 0;
+/// Draw from `softmax(logits / temperature)`, over the `top_k` most likely
+/// characters and then the nucleus of mass `top_p` among them.
+pub const CHARLM_SAMPLE: u32 = 1;
+
+/// An LSTM (PyTorch's gate order i, f, g, o).
+pub const CHARLM_LSTM: u32 = 0;
+/// A GRU (r, z, n).
+pub const CHARLM_GRU: u32 = 1;
+
+/// IEEE half-precision weight matrices.
+pub const CHARLM_F16: u32 = 0;
+/// Signed 8-bit weight matrices with an f16 scale per row.
+pub const CHARLM_I8: u32 = 1;
+
+/// How to generate one text.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct charlm_params {
+    /// `CHARLM_GREEDY` or `CHARLM_SAMPLE`.
+    pub sampler: u32,
+    /// With `CHARLM_SAMPLE`: above 0 (1 leaves the model's probabilities
+    /// as they are; lower is more conservative).
+    pub temperature: f32,
+    /// With `CHARLM_SAMPLE`: only the `top_k` most likely characters (0:
+    /// all).
+    pub top_k: u16,
+    /// With `CHARLM_SAMPLE`: then only the fewest most likely whose
+    /// probabilities reach `top_p` (1: all).
+    pub top_p: f32,
+    /// Seed of the random number generator (PCG32): the same seed gives the
+    /// same text.
+    pub seed: u64,
+    /// Characters to generate at most (the text also ends at `<eos>`).
+    pub max_chars: u32,
+}
+
+/// What a model is (see `charlm_model_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct charlm_info {
+    /// `CHARLM_LSTM` or `CHARLM_GRU`.
+    pub cell: u32,
+    /// Recurrent layers, 1 to 4.
+    pub layers: u32,
+    /// Hidden units per layer.
+    pub hidden: u32,
+    /// Ids: padding, the symbols, `<eos>`.
+    pub vocab: u32,
+    /// [`CHARLM_F16`] or [`CHARLM_I8`].
+    pub weights: u32,
+    /// Weight multiply-accumulates per generated character.
+    pub macs_per_char: u32,
+    /// Bytes of RAM a workspace sized exactly to this model needs (this
+    /// library's is sized to its `CHARLM_MAX_*` capacities instead).
+    pub workspace_bytes: u32,
+}
+
+/// Receives generated text: `len` bytes of UTF-8 at `text` (one whole
+/// character per call), and the `ctx` given to `charlm_generate`.
+pub type charlm_write_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize)>;
+
+/// The workspace, sized to this build's capacities.
+type Ws = Workspace<MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB>;
+
+/// The one workspace, and whether a call holds it.
+struct Slot {
+    busy: AtomicBool,
+    ws: UnsafeCell<Ws>,
+}
+
+// SAFETY: `ws` is only reached through `Slot::hold`, which hands it to one
+// caller at a time.
+unsafe impl Sync for Slot {}
+
+static SLOT: Slot = Slot {
+    busy: AtomicBool::new(false),
+    ws: UnsafeCell::new(Ws::new()),
+};
+
+impl Slot {
+    /// Runs `f` on the workspace, or returns `CHARLM_ERR_BUSY` while
+    /// another call holds it.
+    fn hold(&self, f: impl FnOnce(&mut Ws) -> i32) -> i32 {
+        if !self.take() {
+            return CHARLM_ERR_BUSY;
+        }
+        // SAFETY: `take` succeeded, so no other reference to the workspace
+        // exists until `busy` is cleared below.
+        let status = f(unsafe { &mut *self.ws.get() });
+        self.busy.store(false, Ordering::Release);
+        status
+    }
+
+    #[cfg(target_has_atomic = "8")]
+    fn take(&self) -> bool {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Cores without compare-and-swap (ARMv6-M): a load and a store, which
+    /// an interrupt between the two can defeat. Do not call charlm from an
+    /// interrupt there.
+    #[cfg(not(target_has_atomic = "8"))]
+    fn take(&self) -> bool {
+        if self.busy.load(Ordering::Acquire) {
+            return false;
+        }
+        self.busy.store(true, Ordering::Release);
+        true
+    }
+}
+
+/// The status of a runtime error.
+fn status_of(e: &Error) -> i32 {
+    match e {
+        Error::TooLarge { .. } => CHARLM_ERR_TOO_LARGE,
+        Error::DTypeDisabled { .. } => CHARLM_ERR_WEIGHT_TYPE,
+        Error::BadTemperature | Error::BadTopP => CHARLM_ERR_PARAMS,
+        _ => CHARLM_ERR_MODEL,
+    }
+}
+
+/// `len` bytes at `ptr` (an empty slice for length 0, whatever the pointer).
+///
+/// # Safety
+/// Unless `len` is 0, `ptr` is non-null and points to `len` readable bytes
+/// that stay unchanged for `'a`.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { core::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// The sampler `p` asks for.
+fn sampler(p: &charlm_params) -> Result<Sampler, i32> {
+    let bad = |_| CHARLM_ERR_PARAMS;
+    match p.sampler {
+        CHARLM_GREEDY => Ok(Sampler::Greedy),
+        #[cfg(feature = "truncation")]
+        CHARLM_SAMPLE => {
+            let t = charlm_runtime::Temperature::new(p.temperature).map_err(bad)?;
+            let cut = charlm_runtime::Truncation::new(p.top_k, p.top_p).map_err(bad)?;
+            Ok(if p.top_k == 0 && p.top_p == 1.0 {
+                Sampler::Temperature(t)
+            } else {
+                Sampler::Truncated(t, cut)
+            })
+        }
+        #[cfg(not(feature = "truncation"))]
+        CHARLM_SAMPLE if p.top_k == 0 && p.top_p == 1.0 => {
+            charlm_runtime::Temperature::new(p.temperature)
+                .map(Sampler::Temperature)
+                .map_err(bad)
+        }
+        _ => Err(CHARLM_ERR_PARAMS),
+    }
+}
+
+/// Checks that `model_len` bytes at `model` are a model this build can run
+/// and, when `info` is not NULL, describes it there.
+///
+/// Returns `CHARLM_OK`, or `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`,
+/// `CHARLM_ERR_TOO_LARGE` or `CHARLM_ERR_WEIGHT_TYPE`; `info` is filled
+/// in for a model that is only too large for this build.
+///
+/// # Safety
+/// `model` points to `model_len` readable bytes; `info` is NULL or points to
+/// a writable `charlm_info`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn charlm_model_info(
+    model: *const u8,
+    model_len: usize,
+    info: *mut charlm_info,
+) -> i32 {
+    if model.is_null() {
+        return CHARLM_ERR_NULL;
+    }
+    // SAFETY: the caller's promise.
+    let m = match Model::from_bytes(unsafe { bytes(model, model_len) }) {
+        Ok(m) => m,
+        Err(e) => return status_of(&e),
+    };
+    let a = m.arch();
+    if !info.is_null() {
+        let (h, l, v) = (a.hidden as usize, a.layers as usize, a.vocab as usize);
+        let d = charlm_info {
+            cell: match a.cell {
+                CellKind::Lstm => CHARLM_LSTM,
+                CellKind::Gru => CHARLM_GRU,
+            },
+            layers: a.layers.into(),
+            hidden: a.hidden.into(),
+            vocab: a.vocab.into(),
+            weights: match m.weights() {
+                DType::F16 => CHARLM_F16,
+                DType::I8 => CHARLM_I8,
+            },
+            macs_per_char: u32::try_from(a.macs_per_char()).unwrap_or(u32::MAX),
+            workspace_bytes: u32::try_from(charlm_runtime::cell::workspace_bytes(
+                h,
+                l,
+                v,
+                charlm_runtime::INT8_CELLS,
+            ))
+            .unwrap_or(u32::MAX),
+        };
+        // SAFETY: the caller's promise.
+        unsafe { info.write(d) };
+    }
+    // (what `Workspace::check` compares, without a workspace on the stack)
+    let fits = [
+        (a.hidden as usize, MAX_HIDDEN),
+        (a.layers as usize, MAX_LAYERS),
+        (a.vocab as usize, MAX_VOCAB),
+    ];
+    if fits.iter().all(|&(needed, capacity)| needed <= capacity) {
+        CHARLM_OK
+    } else {
+        CHARLM_ERR_TOO_LARGE
+    }
+}
+
+/// Generates one text: runs the `prompt_len` bytes of UTF-8 at `prompt`
+/// through the model (characters it does not know are skipped), then
+/// generates up to `params->max_chars` characters, ending early at
+/// `<eos>`. `write` receives the prompt's known characters, then each
+/// generated one as it is produced (with `ctx`).
+///
+/// Returns the number of characters generated (0 or more), or
+/// `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`, `CHARLM_ERR_TOO_LARGE`,
+/// `CHARLM_ERR_WEIGHT_TYPE`, `CHARLM_ERR_PARAMS`, `CHARLM_ERR_PROMPT`
+/// or `CHARLM_ERR_BUSY`; on an error `write` is not called.
+///
+/// # Safety
+/// `model` points to `model_len` readable bytes, `prompt` to `prompt_len`,
+/// `params` to a `charlm_params`; `write` is safe to call with `ctx` and a
+/// pointer to that many bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn charlm_generate(
+    model: *const u8,
+    model_len: usize,
+    prompt: *const c_char,
+    prompt_len: usize,
+    params: *const charlm_params,
+    write: charlm_write_fn,
+    ctx: *mut c_void,
+) -> i32 {
+    let Some(write) = write else {
+        return CHARLM_ERR_NULL;
+    };
+    if model.is_null() || params.is_null() || (prompt.is_null() && prompt_len > 0) {
+        return CHARLM_ERR_NULL;
+    }
+    // SAFETY: the caller's promise.
+    let (params, model, prompt) = unsafe {
+        (
+            *params,
+            bytes(model, model_len),
+            bytes(prompt.cast(), prompt_len),
+        )
+    };
+    let Ok(prompt) = core::str::from_utf8(prompt) else {
+        return CHARLM_ERR_PROMPT;
+    };
+    let sampler = match sampler(&params) {
+        Ok(s) => s,
+        Err(status) => return status,
+    };
+    let m = match Model::from_bytes(model) {
+        Ok(m) => m,
+        Err(e) => return status_of(&e),
+    };
+    // One whole character to the caller.
+    let emit = |c: char| {
+        let mut buf = [0u8; 4];
+        let s = c.encode_utf8(&mut buf);
+        // SAFETY: the caller's promise; `s` is `s.len()` readable bytes.
+        unsafe { write(ctx, s.as_ptr().cast(), s.len()) };
+    };
+    SLOT.hold(|ws| {
+        let limit = usize::try_from(params.max_chars).unwrap_or(usize::MAX);
+        let g = Generator::with_kernel(&m, ws, sampler, SeededRng::new(params.seed), KERNEL);
+        let mut g = match g {
+            Ok(g) => g.with_limit(limit),
+            Err(e) => return status_of(&e),
+        };
+        if g.feed(prompt).fed == 0 {
+            return CHARLM_ERR_PROMPT;
+        }
+        let vocab = m.vocab();
+        prompt
+            .chars()
+            .filter(|&c| vocab.id_of(c).is_some())
+            .for_each(emit);
+        let mut generated = 0i32;
+        for c in g.by_ref() {
+            emit(c);
+            generated = generated.saturating_add(1);
+        }
+        generated
+    })
+}
+
+/// A short English description of a status (a static, NUL-terminated
+/// string; "unknown status" for a value that is none of them).
+#[unsafe(no_mangle)]
+pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
+    let text: &'static core::ffi::CStr = match status {
+        CHARLM_OK => c"ok",
+        CHARLM_ERR_NULL => c"a required pointer is NULL",
+        CHARLM_ERR_MODEL => c"not a usable charlm model (truncated, damaged or another format version)",
+        CHARLM_ERR_TOO_LARGE => c"the model is larger than this build's workspace (CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB)",
+        CHARLM_ERR_WEIGHT_TYPE => c"this build leaves out the model's weight type (cargo feature f16 or int8)",
+        CHARLM_ERR_PARAMS => c"a parameter is out of range (sampler, temperature, top_k / top_p)",
+        CHARLM_ERR_PROMPT => c"the prompt is not UTF-8 or has no character the model knows",
+        CHARLM_ERR_BUSY => c"another call is generating",
+        CHARLM_ERR_SELF_TEST => c"self-test failed: the FPU is not round-to-nearest without flush-to-zero, or the kernel disagrees with the portable one",
+        s if s > 0 => c"ok (characters generated)",
+        _ => c"unknown status",
+    };
+    text.as_ptr()
+}
+
+/// Checks, on the device, what the text being the same bits as on the
+/// host rests on: on a Cortex-M4F that the FPU is in its reset mode (round
+/// to nearest, no flush-to-zero; startup code or an RTOS may change it) and
+/// that the `VCVTB`/`VMLA` kernel gives the portable kernel's bits on
+/// random rows and on every finite half. Elsewhere there is nothing to
+/// check. Returns `CHARLM_OK` or `CHARLM_ERR_SELF_TEST`. Call it once
+/// at start-up: it converts every finite half, so it is not instant.
+#[unsafe(no_mangle)]
+pub extern "C" fn charlm_self_test() -> i32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if kernel_m4f::self_test().is_err() {
+        return CHARLM_ERR_SELF_TEST;
+    }
+    CHARLM_OK
+}
+
+/// The workspace's capacities in this build: hidden units, layers and
+/// vocabulary (ids); each pointer may be NULL.
+///
+/// # Safety
+/// Each pointer is NULL or points to a writable `uint32_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn charlm_capacity(hidden: *mut u32, layers: *mut u32, vocab: *mut u32) {
+    for (p, v) in [
+        (hidden, MAX_HIDDEN),
+        (layers, MAX_LAYERS),
+        (vocab, MAX_VOCAB),
+    ] {
+        if !p.is_null() {
+            // SAFETY: the caller's promise; the capacities fit (build.rs).
+            unsafe { p.write(v as u32) };
+        }
+    }
+}
+
+#[cfg(all(target_os = "none", not(feature = "no-panic")))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // Unreachable in practice: the no-panic build proves that no panic path
+    // survives optimisation.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// With `--features no-panic` every panic path ends in a call to a function
+/// that does not exist, so a final link fails unless none is left.
+#[cfg(all(target_os = "none", feature = "no-panic"))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    unsafe extern "C" {
+        fn charlm_c_has_a_reachable_panic() -> !;
+    }
+    // SAFETY: never called when the link succeeds.
+    unsafe { charlm_c_has_a_reachable_panic() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &[u8] = include_bytes!("../../tests/fixtures/gru1.clm");
+
+    /// The library has one workspace, and the tests run in parallel: each
+    /// takes this first (a second call meanwhile would be busy).
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn params(max_chars: u32) -> charlm_params {
+        charlm_params {
+            sampler: CHARLM_SAMPLE,
+            temperature: 0.9,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 3,
+            max_chars,
+        }
+    }
+
+    unsafe extern "C" fn collect(ctx: *mut c_void, text: *const c_char, len: usize) {
+        // SAFETY: `ctx` is the `Vec<u8>` the tests pass, `text` `len` bytes.
+        unsafe {
+            let out = &mut *ctx.cast::<Vec<u8>>();
+            out.extend_from_slice(core::slice::from_raw_parts(text.cast::<u8>(), len));
+        }
+    }
+
+    fn generate(model: &[u8], prompt: &str, p: &charlm_params) -> (i32, String) {
+        let mut out = Vec::new();
+        let n = unsafe {
+            charlm_generate(
+                model.as_ptr(),
+                model.len(),
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                p,
+                Some(collect),
+                (&raw mut out).cast(),
+            )
+        };
+        (n, String::from_utf8(out).unwrap())
+    }
+
+    /// Tries to generate again from inside the callback: the result goes
+    /// into the `i32` behind `ctx`.
+    unsafe extern "C" fn reenter(ctx: *mut c_void, _: *const c_char, _: usize) {
+        let p = params(5);
+        let prompt = "ein";
+        // SAFETY: `ctx` is the tests' `i32`.
+        unsafe {
+            *ctx.cast::<i32>() = charlm_generate(
+                MODEL.as_ptr(),
+                MODEL.len(),
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                &p,
+                Some(collect_nothing),
+                core::ptr::null_mut(),
+            );
+        }
+    }
+
+    unsafe extern "C" fn collect_nothing(_: *mut c_void, _: *const c_char, _: usize) {}
+
+    #[test]
+    fn a_text_counts_its_generated_characters_and_repeats_with_its_seed() {
+        let _one = one_at_a_time();
+        let (n, text) = generate(MODEL, "ein ", &params(40));
+        assert!(n > 0);
+        assert_eq!(text.chars().count(), "ein ".chars().count() + n as usize);
+        assert_eq!(generate(MODEL, "ein ", &params(40)), (n, text.clone()));
+        let mut other = params(40);
+        other.seed = 4;
+        assert_ne!(generate(MODEL, "ein ", &other).1, text);
+        // greedy ignores the seed
+        let mut g = params(40);
+        g.sampler = CHARLM_GREEDY;
+        let greedy = generate(MODEL, "ein ", &g);
+        g.seed = 99;
+        assert_eq!(generate(MODEL, "ein ", &g), greedy);
+    }
+
+    #[test]
+    fn a_call_from_inside_a_call_is_busy_and_the_workspace_is_free_after() {
+        let _one = one_at_a_time();
+        let p = params(3);
+        let prompt = "ein";
+        let mut nested = 1i32;
+        let n = unsafe {
+            charlm_generate(
+                MODEL.as_ptr(),
+                MODEL.len(),
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                &p,
+                Some(reenter),
+                (&raw mut nested).cast(),
+            )
+        };
+        assert!(n >= 0, "{n}");
+        assert_eq!(nested, CHARLM_ERR_BUSY);
+        assert!(generate(MODEL, "ein", &params(3)).0 >= 0);
+    }
+
+    #[test]
+    fn bad_arguments_are_statuses() {
+        let _one = one_at_a_time();
+        let p = params(5);
+        let null = unsafe {
+            charlm_generate(
+                core::ptr::null(),
+                0,
+                c"ein".as_ptr(),
+                3,
+                &p,
+                Some(collect_nothing),
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(null, CHARLM_ERR_NULL);
+        let no_writer = unsafe {
+            charlm_generate(
+                MODEL.as_ptr(),
+                MODEL.len(),
+                c"ein".as_ptr(),
+                3,
+                &p,
+                None,
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(no_writer, CHARLM_ERR_NULL);
+        let not_utf8 = [0xffu8, 0xfe];
+        let bad_prompt = unsafe {
+            charlm_generate(
+                MODEL.as_ptr(),
+                MODEL.len(),
+                not_utf8.as_ptr().cast(),
+                2,
+                &p,
+                Some(collect_nothing),
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(bad_prompt, CHARLM_ERR_PROMPT);
+        assert_eq!(generate(MODEL, "", &p).0, CHARLM_ERR_PROMPT);
+        assert_eq!(generate(&MODEL[..100], "ein", &p).0, CHARLM_ERR_MODEL);
+        for (sampler, temperature, top_p) in [
+            (2, 1.0, 1.0),
+            (CHARLM_SAMPLE, 0.0, 1.0),
+            (CHARLM_SAMPLE, f32::NAN, 1.0),
+            (CHARLM_SAMPLE, 1.0, 0.0),
+        ] {
+            let q = charlm_params {
+                sampler,
+                temperature,
+                top_p,
+                ..params(5)
+            };
+            assert_eq!(
+                generate(MODEL, "ein", &q),
+                (CHARLM_ERR_PARAMS, String::new())
+            );
+        }
+        // nothing is written on an error
+        assert_eq!(generate(&MODEL[..100], "ein", &p).1, "");
+    }
+
+    #[test]
+    fn info_describes_the_model_and_null_is_refused() {
+        let mut info = charlm_info::default();
+        assert_eq!(
+            unsafe { charlm_model_info(MODEL.as_ptr(), MODEL.len(), &mut info) },
+            CHARLM_OK
+        );
+        assert_eq!(
+            (
+                info.cell,
+                info.layers,
+                info.hidden,
+                info.vocab,
+                info.weights
+            ),
+            (CHARLM_GRU, 1, 20, 36, CHARLM_F16)
+        );
+        assert_eq!(info.macs_per_char, 1900);
+        assert_eq!(
+            unsafe { charlm_model_info(MODEL.as_ptr(), MODEL.len(), core::ptr::null_mut()) },
+            CHARLM_OK
+        );
+        assert_eq!(
+            unsafe { charlm_model_info(core::ptr::null(), 0, &mut info) },
+            CHARLM_ERR_NULL
+        );
+    }
+
+    #[test]
+    fn every_status_has_its_own_text() {
+        let all = [
+            CHARLM_OK,
+            CHARLM_ERR_NULL,
+            CHARLM_ERR_MODEL,
+            CHARLM_ERR_TOO_LARGE,
+            CHARLM_ERR_WEIGHT_TYPE,
+            CHARLM_ERR_PARAMS,
+            CHARLM_ERR_PROMPT,
+            CHARLM_ERR_BUSY,
+            CHARLM_ERR_SELF_TEST,
+            -9,
+        ];
+        let texts: std::collections::HashSet<_> = all
+            .iter()
+            .map(|&s| unsafe { core::ffi::CStr::from_ptr(charlm_status_text(s)) })
+            .collect();
+        assert_eq!(texts.len(), all.len());
+    }
+}

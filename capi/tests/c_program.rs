@@ -1,0 +1,265 @@
+//! The C interface from C: `include/charlm.h` is what cbindgen makes of
+//! `src/lib.rs`, and `c/generate.c`, compiled with the system's C compiler
+//! against `libcharlm.a`, prints exactly what `charlm generate` prints (the
+//! committed golden text of the firmware's cases, and the host generator on
+//! every test model, f16 and i8, greedy and sampled), and reports errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use charlm_runtime::{Model, Sampler};
+use charlm_trainer::sample::{generate, host_workspace};
+
+fn manifest() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    manifest().join("../tests/fixtures").join(name)
+}
+
+#[test]
+fn header_is_current() {
+    let config = cbindgen::Config::from_file(manifest().join("cbindgen.toml")).unwrap();
+    let mut generated = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(manifest())
+        .with_config(config)
+        .generate()
+        .expect("cbindgen reads src/lib.rs")
+        .write(&mut generated);
+    let path = manifest().join("include/charlm.h");
+    if std::env::var_os("CHARLM_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "capi/include/charlm.h is out of date: rerun with CHARLM_BLESS=1 and review the diff"
+    );
+}
+
+/// `c/generate.c` compiled and linked against the library, once. The
+/// library is built here, as a C project would build it (`cargo build
+/// --release`, with the i8 cells for the i8 models), in a target folder of
+/// its own: a test run builds the crate's rlib, not its static library.
+fn program() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        // target/<profile>/deps/c_program-<hash> -> target/capi-c
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.ancestors().nth(3).unwrap().join("capi-c");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let o = Command::new(&cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "charlm-c",
+                "--features",
+                "int8",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(manifest())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cargo build -p charlm-c failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let profile_dir = target.join("release");
+        let lib = profile_dir.join("libcharlm.a");
+        let out = profile_dir.join("charlm-c-generate");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let o = Command::new(&cc)
+            .args([
+                "-std=c99",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-O2",
+                "-I",
+            ])
+            .arg(manifest().join("include"))
+            .arg(manifest().join("c/generate.c"))
+            .arg(&lib)
+            // what `rustc --print native-static-libs` lists for a hosted build
+            .args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+                "-o",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        assert!(
+            o.status.success(),
+            "compiling c/generate.c failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(program()).args(args).output().unwrap()
+}
+
+fn stdout_of(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_firmware_cases_give_the_golden_text() {
+    let model = fixture("shakespeare-lstm128.clm");
+    let cases = std::fs::read_to_string(manifest().join("../firmware-demo/cases.tsv")).unwrap();
+    let mut printed = String::new();
+    for line in cases
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let mut args = vec![model.to_str().unwrap(), f[0], f[1], f[2], f[3]];
+        if f.len() == 6 {
+            args.extend([f[4], f[5]]);
+        }
+        printed.push_str(&stdout_of(&args));
+    }
+    let golden =
+        std::fs::read_to_string(manifest().join("../firmware-demo/golden/shakespeare-lstm128.txt"))
+            .unwrap();
+    assert_eq!(printed, golden);
+}
+
+#[test]
+fn every_test_model_gives_the_host_text() {
+    let mut ws = host_workspace();
+    let mut compared = 0;
+    for name in [
+        "gru1.clm",
+        "gru1-i8.clm",
+        "lstm2.clm",
+        "lstm2-i8.clm",
+        "shakespeare-lstm128-i8.clm",
+    ] {
+        let path = fixture(name);
+        let bytes = std::fs::read(&path).unwrap();
+        let model = Model::from_bytes(&bytes).unwrap();
+        // Prompts from the model's own symbols, one with a character it lacks.
+        let symbols: Vec<char> = (1..model.vocab().eos())
+            .filter_map(|id| model.vocab().symbol(id))
+            .collect();
+        let prompts = [
+            symbols.iter().take(3).collect::<String>(),
+            format!("{}\u{2603}{}", symbols[symbols.len() - 1], symbols[0]),
+        ];
+        let samplers: [(&str, &str, &str); 4] = [
+            ("0", "0", "1"),
+            ("0.8", "0", "1"),
+            ("1.3", "5", "1"),
+            ("1", "0", "0.6"),
+        ];
+        for prompt in &prompts {
+            for (seed, (t, k, p)) in samplers.iter().enumerate() {
+                let sampler =
+                    Sampler::new(t.parse().unwrap(), k.parse().unwrap(), p.parse().unwrap())
+                        .unwrap();
+                let want = generate(&model, &mut ws, prompt, sampler, seed as u64, 60).unwrap();
+                let seed = seed.to_string();
+                let got = stdout_of(&[path.to_str().unwrap(), prompt, t, &seed, "60", k, p]);
+                assert_eq!(
+                    got,
+                    format!("{}\n", want.text()),
+                    "{name}, prompt {prompt:?}, T {t}, k {k}, p {p}"
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 40);
+}
+
+#[test]
+fn the_c_program_describes_a_model() {
+    let out = stdout_of(&["--info", fixture("lstm2.clm").to_str().unwrap()]);
+    let model_bytes = std::fs::read(fixture("lstm2.clm")).unwrap();
+    let model = Model::from_bytes(&model_bytes).unwrap();
+    let a = model.arch();
+    let ws = charlm_runtime::cell::workspace_bytes(
+        a.hidden as usize,
+        a.layers as usize,
+        a.vocab as usize,
+        charlm_runtime::INT8_CELLS,
+    );
+    assert_eq!(
+        out,
+        format!(
+            "LSTM 2 layer(s) hidden {} vocab {} f16, {} MAC/char, workspace {ws} bytes; fits 4x256/256: yes\n",
+            a.hidden,
+            a.vocab,
+            a.macs_per_char()
+        )
+    );
+}
+
+#[test]
+fn errors_are_reported_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read(fixture("gru1.clm")).unwrap();
+    let mut damaged = good.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x40;
+    let damaged_path = tmp.path().join("damaged.clm");
+    std::fs::write(&damaged_path, damaged).unwrap();
+    let gru = fixture("gru1.clm");
+    let gru = gru.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec![damaged_path.to_str().unwrap(), "ab", "0", "1", "10"],
+            "not a usable charlm model",
+        ),
+        (
+            vec![gru, "\u{2603}\u{2603}", "0", "1", "10"],
+            "has no character the model knows",
+        ),
+        (
+            vec![gru, "ein", "-1", "1", "10"],
+            "a parameter is out of range",
+        ),
+        (
+            vec![gru, "ein", "0.8", "1", "10", "0", "1.5"],
+            "a parameter is out of range",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: printed {:?}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("charlm: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
