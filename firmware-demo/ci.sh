@@ -8,6 +8,7 @@
 #      thumbv6m-none-eabi (Cortex-M0+), riscv32imc-unknown-none-elf;
 #   3. builds the firmware: default, no-panic (links only if no panic path
 #      survives), the product builds for f16 and for i8 models (no-panic),
+#      the build that generates through the C interface (capi/, no-panic),
 #      the STM32F4-Discovery profile (no-panic too) and the Cortex-M0+
 #      build (portable kernel, no-panic);
 #   4. builds the runtime alone for thumbv6m-none-eabi and riscv32imc;
@@ -47,6 +48,9 @@ cargo build --release --locked --features no-panic
 step "product builds, no-panic: f16 only, i8 only (the runtime without its f16 cells)"
 cargo build --release --locked --no-default-features --features f16,no-panic
 cargo build --release --locked --no-default-features --features int8,no-panic
+
+step "through the C interface (capi/, feature c-api), no-panic: the library's panic handler, every weight type"
+cargo build --release --locked --no-default-features --features c-api,f16,int8,truncation,no-panic
 
 step "real board: STM32F4-Discovery memory map (build only)"
 cargo build --release --locked --features board-stm32f4,no-panic

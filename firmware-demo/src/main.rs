@@ -222,9 +222,13 @@ fn self_test(con: &mut Console) -> Result<(), ()> {
 }
 
 /// Why a case could not run.
+#[cfg_attr(feature = "c-api", allow(dead_code))]
 enum CaseError {
     Runtime(Error),
     EmptyPrompt,
+    /// A status of the C interface (feature `c-api`).
+    #[cfg(feature = "c-api")]
+    CApi(i32),
 }
 
 impl core::fmt::Display for CaseError {
@@ -232,12 +236,74 @@ impl core::fmt::Display for CaseError {
         match self {
             CaseError::Runtime(e) => write!(f, "{e}"),
             CaseError::EmptyPrompt => f.write_str("the prompt has no character in the model's vocabulary"),
+            #[cfg(feature = "c-api")]
+            CaseError::CApi(status) => {
+                // SAFETY: charlm_status_text returns a static NUL-terminated string.
+                #[allow(unsafe_code)]
+                let text = unsafe { core::ffi::CStr::from_ptr(charlm::charlm_status_text(*status)) };
+                write!(f, "status {status}: {}", text.to_str().unwrap_or("?"))
+            }
         }
     }
 }
 
+/// One text through the C interface (feature `c-api`), as a C firmware
+/// makes it: `charlm_generate` on the embedded model's bytes, each
+/// character written to standard output as it comes, then a newline.
+#[cfg(feature = "c-api")]
+#[allow(unsafe_code)]
+fn generate(
+    _model: &Model<'_>,
+    _ws: &mut Ws,
+    case: &cases::Case,
+    con: &mut Console,
+    stopwatch: &mut Stopwatch,
+    totals: &mut Totals,
+) -> Result<(), CaseError> {
+    use core::ffi::{c_char, c_void};
+
+    // SAFETY (the write callback): `ctx` is the `Console` passed below, and
+    // the library hands over one whole UTF-8 character.
+    unsafe extern "C" fn write(ctx: *mut c_void, text: *const c_char, len: usize) {
+        let (con, bytes) = unsafe { (&mut *ctx.cast::<Console>(), core::slice::from_raw_parts(text.cast::<u8>(), len)) };
+        con.out_str(core::str::from_utf8(bytes).unwrap_or("\u{fffd}"));
+    }
+    #[cfg(feature = "truncation")]
+    let (top_k, top_p) = (case.top_k, case.top_p);
+    #[cfg(not(feature = "truncation"))]
+    let (top_k, top_p) = (0, 1.0);
+    let params = charlm::charlm_params {
+        sampler: if case.temperature == 0.0 { charlm::CHARLM_GREEDY } else { charlm::CHARLM_SAMPLE },
+        temperature: case.temperature,
+        top_k,
+        top_p,
+        seed: case.seed,
+        max_chars: u32::try_from(case.max_chars).unwrap_or(u32::MAX),
+    };
+    let bytes = model::bytes();
+    let t = stopwatch.lap();
+    // SAFETY: the pointers and lengths are those of live slices and values.
+    let status = unsafe {
+        charlm::charlm_generate(
+            bytes.as_ptr(),
+            bytes.len(),
+            case.prompt.as_ptr().cast(),
+            case.prompt.len(),
+            &params,
+            Some(write),
+            core::ptr::from_mut(con).cast(),
+        )
+    };
+    totals.generate_ticks += stopwatch.lap_since(t);
+    let generated = u64::try_from(status).map_err(|_| CaseError::CApi(status))?;
+    totals.generated += generated;
+    con.out_str("\n");
+    Ok(())
+}
+
 /// One text, streamed as it is produced: the prompt characters the model
 /// knows, the generated characters, a newline (`charlm generate`'s output).
+#[cfg(not(feature = "c-api"))]
 fn generate(
     model: &Model<'_>,
     ws: &mut Ws,
@@ -417,7 +483,7 @@ impl core::fmt::Display for Fixed2 {
     }
 }
 
-#[cfg(not(feature = "no-panic"))]
+#[cfg(not(any(feature = "no-panic", feature = "c-api")))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     if let Ok(mut err) = cortex_m_semihosting::hio::hstderr() {
@@ -430,7 +496,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 /// With `--features no-panic` every panic path ends in a call to a function
 /// that exists nowhere: if optimisation leaves one, linking fails and names it.
-#[cfg(feature = "no-panic")]
+#[cfg(all(feature = "no-panic", not(feature = "c-api")))]
 #[panic_handler]
 #[allow(unsafe_code)]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {

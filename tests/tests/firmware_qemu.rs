@@ -347,6 +347,37 @@ fn firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru() {
 }
 
 #[test]
+fn the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host() {
+    // Feature `c-api`: every text through `charlm_generate` (capi/), as a C
+    // firmware would make it, with the library's Cortex-M4F kernel, for the
+    // default model (the golden text) and an i8 GRU (the host).
+    let Some(_turn) =
+        firmware_turn("the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host")
+    else {
+        return;
+    };
+    let features = Some("c-api,f16,int8,truncation");
+    let golden = std::fs::read_to_string(firmware_dir().join("golden/shakespeare-lstm128.txt"))
+        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let run = build_and_run(None, features);
+    assert_text(
+        &run,
+        &golden,
+        "firmware-demo/golden/shakespeare-lstm128.txt",
+        false,
+    );
+    let path = root().join("tests/fixtures/gru1-i8.clm");
+    let bytes = std::fs::read(&path).expect("fixture");
+    let run = build_and_run(Some(&path), features);
+    assert_text(
+        &run,
+        &host_text(&bytes),
+        "charlm generate (gru1-i8.clm)",
+        false,
+    );
+}
+
+#[test]
 fn an_i8_only_product_build_runs_i8_models_and_refuses_f16_ones() {
     // `--no-default-features --features int8`: the runtime without its f16
     // cells, the product build of a device that ships i8 models.
