@@ -108,7 +108,7 @@ typedef struct charlm_params {
 // character per call), and the `ctx` given to `charlm_generate`.
 typedef void (*charlm_write_fn)(void *ctx,
                                 const char *text,
-                                uintptr_t len);
+                                size_t len);
 
 #ifdef __cplusplus
 extern "C" {
@@ -125,7 +125,7 @@ extern "C" {
 // `model` points to `model_len` readable bytes; `info` is NULL or points to
 // a writable `charlm_info`.
 int32_t charlm_model_info(const uint8_t *model,
-                          uintptr_t model_len,
+                          size_t model_len,
                           struct charlm_info *info);
 
 // Generates one text: runs the `prompt_len` bytes of UTF-8 at `prompt`
@@ -144,9 +144,9 @@ int32_t charlm_model_info(const uint8_t *model,
 // `params` to a `charlm_params`; `write` is safe to call with `ctx` and a
 // pointer to that many bytes.
 int32_t charlm_generate(const uint8_t *model,
-                        uintptr_t model_len,
+                        size_t model_len,
                         const char *prompt,
-                        uintptr_t prompt_len,
+                        size_t prompt_len,
                         const struct charlm_params *params,
                         charlm_write_fn write,
                         void *ctx);
