@@ -294,6 +294,12 @@ mod tests {
             let ck = checkpoint(weights);
             assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
         }
+        let ck = with_every_field();
+        assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
+    }
+
+    /// A checkpoint whose appended fields all differ from their defaults.
+    fn with_every_field() -> Checkpoint {
         let mut ck = checkpoint(DType::I8);
         ck.config.patience = Some(4);
         ck.config.eval_every = Some(250);
@@ -303,7 +309,7 @@ mod tests {
             val_bpc: 3.25,
             since: 1,
         });
-        assert_eq!(read(&ck.to_bytes()).unwrap(), ck);
+        ck
     }
 
     /// A checkpoint file as `version` wrote it: the magic, postcard of the
@@ -328,15 +334,7 @@ mod tests {
 
     #[test]
     fn every_older_version_is_read_with_what_it_lacked_at_its_default() {
-        let mut ck = checkpoint(DType::I8);
-        ck.config.patience = Some(4);
-        ck.config.eval_every = Some(100);
-        ck.progress.best = Some(Best {
-            steps: 12,
-            epoch: 2,
-            val_bpc: 3.25,
-            since: 1,
-        });
+        let ck = with_every_field();
         // The writer appends exactly the layout described above.
         assert_eq!(ck.to_bytes(), file_of(&ck, VERSION));
         for version in 1..=VERSION {
