@@ -525,17 +525,21 @@ fn print_samples(records: &[SampleRecord]) {
     }
 }
 
-/// Records in the f16 file `path` (best.clm) its held-out score through the
-/// runtime, and returns it. Stamping a stamped file again writes the same
-/// bytes, so a run that is killed here and resumed ends as if it had not
-/// been.
-fn stamp_best(path: &Path, val: &EvalData) -> Result<f32, CliError> {
+/// Records in `path` (best.clm) its held-out score through the runtime,
+/// and returns it, where the file holds f16 weights (the score a file
+/// records; an earlier part of a resumed run may have written i8). Stamping
+/// a stamped file again writes the same bytes, so a run that is killed here
+/// and resumed ends as if it had not been.
+fn stamp_best(path: &Path, val: &EvalData) -> Result<Option<f32>, CliError> {
     let bytes = crate::error::read_file(path)?;
     let model_err = |source| CliError::Model {
         path: path.to_owned(),
         source,
     };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;
+    if model.weights() != DType::F16 {
+        return Ok(None);
+    }
     let v = runtime_loss(&model, val).bpc() as f32;
     let mut file = ModelFile::decode(&bytes).map_err(model_err)?;
     file.body.meta.val_bpc_f16 = Some(v);
@@ -543,7 +547,7 @@ fn stamp_best(path: &Path, val: &EvalData) -> Result<f32, CliError> {
         .encode()
         .map_err(|e| CliError::invalid(format!("cannot encode the model: {e}")))?;
     write_atomic(path, &stamped)?;
-    Ok(v)
+    Ok(Some(v))
 }
 
 /// Compares the held-out score `v` of an evaluation that competes with the
@@ -1086,7 +1090,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     write_atomic(&model_path, &bytes)?;
     // best.clm was written without its score through the runtime (a pass
     // over the held-out data for every new best would cost more than the
-    // evaluation itself): it gets it now, like model.clm (f16 files).
+    // evaluation itself): it gets it now, as model.clm has (f16 files).
     // When the best is the final model, model.clm is best.clm.
     let best_path = opts.out.join(BEST_FILE);
     let best_f16 = match (&progress.best, &data.val) {
@@ -1094,7 +1098,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             write_atomic(&best_path, &bytes)?;
             file_prov.val_bpc_f16
         }
-        (Some(_), Some(val)) if cfg.weights == DType::F16 => Some(stamp_best(&best_path, val)?),
+        (Some(_), Some(val)) => stamp_best(&best_path, val)?,
         _ => None,
     };
     progress.done = true;
