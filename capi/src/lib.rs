@@ -16,8 +16,9 @@
 //! the host, without its newline: the same runtime, the same numerics, the
 //! same bits (`tests/c_program.rs` compiles a C program against the library
 //! and compares). On a Cortex-M4F (and M7, M33: hard-float ARM) the dot
-//! products run on the firmware demo's `VCVTB`/`VMLA` kernel, elsewhere on
-//! the runtime's portable one.
+//! products run on the firmware demo's `VCVTB`/`VMLA` kernel, on x86-64
+//! hosts on `charlm generate`'s AVX2 kernel, elsewhere on the runtime's
+//! portable one.
 //!
 //! Every pointer argument is checked for NULL; lengths are the caller's
 //! word. No function panics: on bare metal, a build with feature `no-panic`
@@ -47,10 +48,35 @@ include!(concat!(env!("OUT_DIR"), "/capacity.rs"));
 #[path = "../../firmware-demo/src/kernel_m4f.rs"]
 mod kernel_m4f;
 
+// On x86-64 hosts, `charlm generate`'s kernel, the same files: AVX2 and
+// F16C when the CPU has them (checked at run time), with libm's
+// `expf`/`tanhf` eight lanes at a time, bit for bit. (Left out of this
+// crate's unit tests, which would rerun the files' own exhaustive tests.)
+#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+#[allow(dead_code)]
+#[path = "../../trainer/src/host_kernel.rs"]
+mod host_kernel;
+#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+#[allow(dead_code)]
+#[path = "../../trainer/src/host_math.rs"]
+mod host_math;
+
+/// The fastest kernel for this target; every one gives the same bits.
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-const KERNEL: kernel_m4f::CortexM4F = kernel_m4f::CortexM4F;
-#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-const KERNEL: charlm_runtime::Portable = charlm_runtime::Portable;
+fn kernel() -> kernel_m4f::CortexM4F {
+    kernel_m4f::CortexM4F
+}
+#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+fn kernel() -> host_kernel::HostKernel {
+    host_kernel::HostKernel::detect()
+}
+#[cfg(not(any(
+    all(target_arch = "arm", target_abi = "eabihf"),
+    all(target_arch = "x86_64", not(target_os = "none"), not(test))
+)))]
+fn kernel() -> charlm_runtime::Portable {
+    charlm_runtime::Portable
+}
 
 /// Success.
 pub const CHARLM_OK: i32 = 0;
@@ -365,7 +391,7 @@ pub unsafe extern "C" fn charlm_generate(
     };
     SLOT.hold(|ws| {
         let limit = usize::try_from(params.max_chars).unwrap_or(usize::MAX);
-        let g = Generator::with_kernel(&m, ws, sampler, SeededRng::new(params.seed), KERNEL);
+        let g = Generator::with_kernel(&m, ws, sampler, SeededRng::new(params.seed), kernel());
         let mut g = match g {
             Ok(g) => g.with_limit(limit),
             Err(e) => return status_of(&e),
