@@ -18,8 +18,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use charlm_runtime::TensorName;
-use charlm_runtime::format::{DType, ModelFile};
+use charlm_runtime::format::ModelFile;
 
 /// The model embedded when `CHARLM_MODEL` is not set.
 const DEFAULT_MODEL: &str = "../tests/fixtures/shakespeare-lstm128.clm";
@@ -86,37 +85,12 @@ fn model(manifest: &Path, out: &Path) {
     fs::write(out.join("model.rs"), rs).expect("writing model.rs");
 }
 
-/// The padding (0 to 3 bytes) in front of a word-aligned copy of `bytes`
-/// that puts the most weight rows used in dot products on 4-byte boundaries,
-/// counted in multiply-accumulates per character; with those MACs and all.
+/// The padding in front of a word-aligned copy of `bytes` that puts the most
+/// weight rows on 4-byte boundaries (the runtime computes it, for
+/// `charlm export --c-source` too); with the MACs on them, and all.
 fn best_padding(bytes: &[u8], file: &ModelFile<'_>) -> (usize, usize, usize) {
-    let base = bytes.as_ptr() as usize;
-    let mut aligned_macs = [0usize; 4];
-    let mut total = 0;
-    for (name, t) in file.body.tensors() {
-        let dot_rows = match name {
-            TensorName::WIh(0) | TensorName::BIh(_) | TensorName::BHh(_) | TensorName::OutB => false,
-            TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW => true,
-        };
-        if !dot_rows {
-            continue;
-        }
-        let offset = t.data.as_ptr() as usize - base;
-        let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
-        let row_bytes = match t.dtype {
-            DType::F16 => 2 * cols,
-            DType::I8 => cols,
-        };
-        // The output layer skips row 0 (padding is never a prediction).
-        let first = usize::from(name == TensorName::OutW);
-        let rows = first..rows;
-        total += rows.len() * cols;
-        for (pad, macs) in aligned_macs.iter_mut().enumerate() {
-            *macs += rows.clone().filter(|r| (pad + offset + r * row_bytes).is_multiple_of(4)).count() * cols;
-        }
-    }
-    let pad = (0..4).max_by_key(|&p| (aligned_macs[p], usize::MAX - p)).unwrap_or(0);
-    (pad, aligned_macs[pad], total)
+    let a = charlm_runtime::format::row_alignment(bytes, file);
+    (a.pad, a.aligned_macs, a.macs)
 }
 
 /// `cases.tsv`: `prompt<TAB>temperature<TAB>seed<TAB>max_chars`, optionally

@@ -40,28 +40,20 @@ fn header_is_current() {
     );
 }
 
-/// `c/generate.c` compiled and linked against the library, once. The
-/// library is built here, as a C project would build it (`cargo build
-/// --release`, with the i8 cells for the i8 models), in a target folder of
-/// its own: a test run builds the crate's rlib, not its static library.
-fn program() -> &'static Path {
-    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
-    PROGRAM.get_or_init(|| {
+/// The static library, built once here as a C project would build it
+/// (`cargo build --release`, with the i8 cells for the i8 models), in a
+/// target folder of its own: a test run builds the crate's rlib, not its
+/// static library.
+fn library() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
         // target/<profile>/deps/c_program-<hash> -> target/capi-c
         let exe = std::env::current_exe().unwrap();
         let target = exe.ancestors().nth(3).unwrap().join("capi-c");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let o = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "-p",
-                "charlm-c",
-                "--features",
-                "int8",
-                "--target-dir",
-            ])
+            .args(["build", "--quiet", "--release", "-p", "charlm-c"])
+            .args(["--features", "int8", "--target-dir"])
             .arg(&target)
             .current_dir(manifest())
             .output()
@@ -71,42 +63,54 @@ fn program() -> &'static Path {
             "cargo build -p charlm-c failed:\n{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let profile_dir = target.join("release");
-        let lib = profile_dir.join("libcharlm.a");
-        let out = profile_dir.join("charlm-c-generate");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let o = Command::new(&cc)
-            .args([
-                "-std=c99",
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-O2",
-                "-I",
-            ])
-            .arg(manifest().join("include"))
-            .arg(manifest().join("c/generate.c"))
-            .arg(&lib)
-            // what `rustc --print native-static-libs` lists for a hosted build
-            .args([
-                "-lgcc_s",
-                "-lutil",
-                "-lrt",
-                "-lpthread",
-                "-lm",
-                "-ldl",
-                "-lc",
-                "-o",
-            ])
-            .arg(&out)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
-        assert!(
-            o.status.success(),
-            "compiling c/generate.c failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        target.join("release/libcharlm.a")
+    })
+}
+
+/// `sources` compiled with the system's C compiler, strictly, and linked
+/// against the library into `out`.
+fn compile(sources: &[PathBuf], out: &Path) {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let o = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-O2",
+            "-I",
+        ])
+        .arg(manifest().join("include"))
+        .args(sources)
+        .arg(library())
+        // what `rustc --print native-static-libs` lists for a hosted build
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+            "-o",
+        ])
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "compiling {sources:?} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `c/generate.c`, compiled once.
+fn program() -> &'static Path {
+    static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let out = library().with_file_name("charlm-c-generate");
+        compile(&[manifest().join("c/generate.c")], &out);
         out
     })
 }
@@ -261,5 +265,45 @@ fn errors_are_reported_in_one_line() {
             err.starts_with("charlm: ") && err.contains(needle),
             "{args:?}: {err}"
         );
+    }
+}
+
+#[test]
+fn a_model_exported_as_c_source_runs_from_its_array_at_the_best_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["shakespeare-lstm128.clm", "gru1-i8.clm", "lstm2.clm"] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let source = charlm_trainer::export::c_source(&bytes, name, "charlm_model").unwrap();
+        let model_c = tmp.path().join(format!("{name}.c"));
+        std::fs::write(&model_c, source).unwrap();
+        let exe = tmp.path().join(format!("{name}.exe"));
+        compile(&[manifest().join("c/embedded.c"), model_c], &exe);
+        let run = |args: &[&str]| {
+            let o = Command::new(&exe).args(args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "{name} {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8(o.stdout).unwrap()
+        };
+        // The array is word-aligned, and the file starts where the most
+        // rows land on words.
+        let file = charlm_runtime::format::ModelFile::decode(&bytes).unwrap();
+        let best = charlm_runtime::format::row_alignment(&bytes, &file);
+        assert_eq!(run(&["--offset"]), format!("{}\n", best.pad), "{name}");
+        // The compiled-in bytes are the model: the host's text.
+        let model = Model::from_bytes(&bytes).unwrap();
+        let prompt: String = (1..4).filter_map(|id| model.vocab().symbol(id)).collect();
+        let mut ws = host_workspace();
+        for (t, seed) in [("0", 0u64), ("0.9", 7)] {
+            let sampler = Sampler::from_temperature(t.parse().unwrap()).unwrap();
+            let want = generate(&model, &mut ws, &prompt, sampler, seed, 50).unwrap();
+            assert_eq!(
+                run(&[&prompt, t, &seed.to_string(), "50"]),
+                format!("{}\n", want.text()),
+                "{name}"
+            );
+        }
     }
 }

@@ -406,6 +406,67 @@ impl<'a> ModelFile<'a> {
     }
 }
 
+/// Where a copy of a model file's bytes should start, relative to a 4-byte
+/// boundary, for the dot products to read word-aligned rows (the
+/// Cortex-M4F kernel's fast path): see [`row_alignment`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowAlignment {
+    /// Bytes (0 to 3) to put in front of the file in a word-aligned array.
+    pub pad: usize,
+    /// Weight multiply-accumulates per character on word-aligned rows then.
+    pub aligned_macs: usize,
+    /// Weight multiply-accumulates per character in dot products, in all
+    /// (layer 0's input matrix is a table lookup, not a dot product).
+    pub macs: usize,
+}
+
+/// The padding in front of a word-aligned copy of `bytes` (whose decoded
+/// form is `file`) that puts the most weight rows used in dot products on
+/// 4-byte boundaries, counted in multiply-accumulates per character (the
+/// smallest such padding on a tie).
+pub fn row_alignment(bytes: &[u8], file: &ModelFile<'_>) -> RowAlignment {
+    let base = bytes.as_ptr() as usize;
+    let mut aligned = [0usize; 4];
+    let mut macs = 0usize;
+    for (name, t) in file.body.tensors() {
+        let dot_rows = match name {
+            TensorName::WIh(0) | TensorName::BIh(_) | TensorName::BHh(_) | TensorName::OutB => {
+                false
+            }
+            TensorName::WIh(_) | TensorName::WHh(_) | TensorName::OutW => true,
+        };
+        if !dot_rows {
+            continue;
+        }
+        let offset = (t.data.as_ptr() as usize).wrapping_sub(base);
+        let (rows, cols) = (t.shape[0] as usize, t.shape[1] as usize);
+        let row_bytes = match t.dtype {
+            DType::F16 => 2 * cols,
+            DType::I8 => cols,
+        };
+        // The output layer skips row 0 (padding is never a prediction).
+        let first = usize::from(name == TensorName::OutW);
+        macs = macs.saturating_add(rows.saturating_sub(first).saturating_mul(cols));
+        for (pad, sum) in aligned.iter_mut().enumerate() {
+            let on_words = (first..rows)
+                .filter(|r| (pad + offset + r * row_bytes).is_multiple_of(4))
+                .count();
+            *sum = sum.saturating_add(on_words.saturating_mul(cols));
+        }
+    }
+    let mut best = 0;
+    for pad in 1..4 {
+        if aligned[pad] > aligned[best] {
+            best = pad;
+        }
+    }
+    RowAlignment {
+        pad: best,
+        aligned_macs: aligned[best],
+        macs,
+    }
+}
+
 impl<'a> Body<'a> {
     /// Every tensor with its name, in file order.
     pub fn tensors(&self) -> impl Iterator<Item = (TensorName, &Tensor<'a>)> {

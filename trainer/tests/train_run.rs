@@ -645,6 +645,66 @@ fn export_writes_i8_weights_from_a_run_or_from_a_model_file() {
 }
 
 #[test]
+fn export_writes_c_source_for_the_c_library() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gru1.clm");
+    let out = tmp.path().join("model.c");
+    let out_s = out.to_str().unwrap();
+    let o = charlm(&[
+        "export",
+        model,
+        "--c-source",
+        out_s,
+        "--c-name",
+        "gru_model",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let bytes = std::fs::read(model).unwrap();
+    // the library's function wrote it (capi/tests/c_program.rs compiles
+    // and runs what it writes)
+    assert_eq!(
+        text,
+        charlm_trainer::export::c_source(&bytes, model, "gru_model").unwrap()
+    );
+    assert!(text.contains(&format!("const size_t gru_model_len = {};", bytes.len())));
+    // i8 on the way
+    let i8_out = tmp.path().join("model-i8.c");
+    let o = charlm(&[
+        "export",
+        model,
+        "--weights",
+        "i8",
+        "--c-source",
+        i8_out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read_to_string(&i8_out)
+            .unwrap()
+            .contains("i8 weights")
+    );
+    // refused, one line, exit status 2, the file untouched
+    fails(
+        &["export", model, "--c-source", out_s],
+        "exists (--force replaces it)",
+    );
+    fails(
+        &[
+            "export",
+            model,
+            "--c-source",
+            tmp.path().join("x.c").to_str().unwrap(),
+            "--c-name",
+            "2bad",
+        ],
+        "not a C identifier",
+    );
+    assert!(!tmp.path().join("x.c").exists());
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+}
+
+#[test]
 fn train_weights_i8_writes_an_i8_model_and_a_resumed_run_keeps_the_type() {
     use charlm_runtime::format::{DType, ModelFile};
     let tmp = tempfile::tempdir().unwrap();

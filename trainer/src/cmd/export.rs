@@ -28,10 +28,26 @@ pub struct Args {
     /// half the size; needs a runtime with cargo feature int8). Biases stay f16.
     #[arg(long, value_enum, default_value_t = Weights::F16)]
     weights: Weights,
+    /// Write the model as C source to this file instead of a .clm (a
+    /// word-aligned array for firmware built with the C library, capi/; a
+    /// model file is embedded as it is, or quantized with --weights i8).
+    #[arg(long, value_name = "FILE.c", conflicts_with = "out")]
+    c_source: Option<PathBuf>,
+    /// Name of the C object with --c-source (and of NAME_len).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "charlm_model",
+        requires = "c_source"
+    )]
+    c_name: String,
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let weights = args.weights.dtype();
+    if let Some(out) = &args.c_source {
+        return c_source(&args, out, weights);
+    }
     if args.run.is_file() {
         return quantize(&args, weights);
     }
@@ -95,6 +111,37 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         bytes.len()
     );
     hint(&out);
+    Ok(())
+}
+
+/// `charlm export (RUN | MODEL.clm) --c-source FILE.c`.
+fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
+    let path = &args.run;
+    let (bytes, what) = if path.is_file() {
+        let bytes = read_file(path)?;
+        match weights {
+            DType::I8 => (
+                quantize_file(&bytes).map_err(|e| {
+                    CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim()))
+                })?,
+                format!("{}, quantized to i8", path.display()),
+            ),
+            DType::F16 => (bytes, path.display().to_string()),
+        }
+    } else {
+        let snap = from_checkpoint(path, weights)?;
+        let what = format!("{}, step {}", path.display(), snap.progress.steps);
+        (snap.bytes, what)
+    };
+    let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
+    write_new(out, text.as_bytes(), args.force)?;
+    println!(
+        "wrote {} ({} bytes of model as `{}` and `{}_len`, for capi/include/charlm.h)",
+        out.display(),
+        bytes.len(),
+        args.c_name,
+        args.c_name
+    );
     Ok(())
 }
 
