@@ -274,6 +274,96 @@ pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot
     })
 }
 
+/// Whether `name` can name a C object (and the `NAME_len` beside it).
+pub fn is_c_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 60
+}
+
+/// The model file `bytes` as C99 source for a firmware built with the C
+/// library (capi/): `const uint8_t *const NAME` and `const size_t
+/// NAME_len`, the file's bytes placed in a word-aligned array after the
+/// padding that puts the most weight rows on 4-byte boundaries (the
+/// Cortex-M4F kernel's fast path; [`charlm_runtime::format::row_alignment`]).
+/// `source` names the file in the comment at the top.
+pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliError> {
+    use std::fmt::Write as _;
+
+    if !is_c_identifier(name) {
+        return Err(CliError::invalid(format!(
+            "--c-name {name:?}: not a C identifier (letters, digits and _, not starting with a digit, at most 60)"
+        )));
+    }
+    let file = ModelFile::decode(bytes).map_err(|e| CliError::invalid(format!("{source}: {e}")))?;
+    // (named inside a comment, which "*/" would end)
+    let source = source.replace("*/", "* /");
+    let a = file.body.arch;
+    let align = charlm_runtime::format::row_alignment(bytes, &file);
+    let (stored, _) = ModelFile::checksums(bytes).unwrap_or_default();
+    let header = [
+        "/* A charlm model as C source, written by `charlm export --c-source`; do not edit."
+            .to_string(),
+        " *".into(),
+        format!(
+            " * from     {source} ({} bytes, format version {}, checksum {stored:08x})",
+            bytes.len(),
+            file.header.version
+        ),
+        format!(
+            " * network  {}, {} layer(s), hidden {}, {} ids, {} weights",
+            a.cell.name().to_uppercase(),
+            a.layers,
+            a.hidden,
+            a.vocab,
+            file.body.weights()
+        ),
+        format!(
+            " * layout   the file's bytes start {} byte(s) into a word-aligned array, which",
+            align.pad
+        ),
+        format!(
+            " *          puts {} of the {} weight multiply-accumulates per character on",
+            align.aligned_macs, align.macs
+        ),
+        " *          word-aligned rows (the Cortex-M4F kernel's fast path)".into(),
+        " *".into(),
+        " * Use it with capi/include/charlm.h:".into(),
+        format!(" *   extern const uint8_t *const {name};"),
+        format!(" *   extern const size_t {name}_len;"),
+        format!(
+            " *   charlm_generate({name}, {name}_len, prompt, strlen(prompt), &params, write, ctx);"
+        ),
+        " */".into(),
+        "#include <stddef.h>".into(),
+        "#include <stdint.h>".into(),
+        String::new(),
+    ];
+    let mut c = header.join("\n");
+    c.push('\n');
+    let total = align.pad + bytes.len();
+    let _ = writeln!(
+        c,
+        "static const union {{\n    uint32_t word;\n    uint8_t bytes[{total}];\n}} {name}_words = {{.bytes = {{"
+    );
+    let padded = std::iter::repeat_n(0u8, align.pad).chain(bytes.iter().copied());
+    let all: Vec<u8> = padded.collect();
+    for line in all.chunks(16) {
+        let row: Vec<String> = line.iter().map(|b| format!("0x{b:02x}")).collect();
+        let _ = writeln!(c, "    {},", row.join(", "));
+    }
+    let _ = writeln!(
+        c,
+        "}}}};\n\nconst uint8_t *const {name} = {name}_words.bytes + {};\nconst size_t {name}_len = {};",
+        align.pad,
+        bytes.len()
+    );
+    Ok(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,94 +472,4 @@ mod tests {
         assert_eq!(to_f16_bytes(&[1.0, 70000.0]), Err(1));
         assert_eq!(to_f16_bytes(&[65504.0]).unwrap(), [0xff, 0x7b]);
     }
-}
-
-/// Whether `name` can name a C object (and the `NAME_len` beside it).
-pub fn is_c_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name.len() <= 60
-}
-
-/// The model file `bytes` as C99 source for a firmware built with the C
-/// library (capi/): `const uint8_t *const NAME` and `const size_t
-/// NAME_len`, the file's bytes placed in a word-aligned array after the
-/// padding that puts the most weight rows on 4-byte boundaries (the
-/// Cortex-M4F kernel's fast path; [`charlm_runtime::format::row_alignment`]).
-/// `source` names the file in the comment at the top.
-pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliError> {
-    use std::fmt::Write as _;
-
-    if !is_c_identifier(name) {
-        return Err(CliError::invalid(format!(
-            "--c-name {name:?}: not a C identifier (letters, digits and _, not starting with a digit, at most 60)"
-        )));
-    }
-    let file = ModelFile::decode(bytes).map_err(|e| CliError::invalid(format!("{source}: {e}")))?;
-    // (named inside a comment, which "*/" would end)
-    let source = source.replace("*/", "* /");
-    let a = file.body.arch;
-    let align = charlm_runtime::format::row_alignment(bytes, &file);
-    let (stored, _) = ModelFile::checksums(bytes).unwrap_or_default();
-    let header = [
-        "/* A charlm model as C source, written by `charlm export --c-source`; do not edit."
-            .to_string(),
-        " *".into(),
-        format!(
-            " * from     {source} ({} bytes, format version {}, checksum {stored:08x})",
-            bytes.len(),
-            file.header.version
-        ),
-        format!(
-            " * network  {}, {} layer(s), hidden {}, {} ids, {} weights",
-            a.cell.name().to_uppercase(),
-            a.layers,
-            a.hidden,
-            a.vocab,
-            file.body.weights()
-        ),
-        format!(
-            " * layout   the file's bytes start {} byte(s) into a word-aligned array, which",
-            align.pad
-        ),
-        format!(
-            " *          puts {} of the {} weight multiply-accumulates per character on",
-            align.aligned_macs, align.macs
-        ),
-        " *          word-aligned rows (the Cortex-M4F kernel's fast path)".into(),
-        " *".into(),
-        " * Use it with capi/include/charlm.h:".into(),
-        format!(" *   extern const uint8_t *const {name};"),
-        format!(" *   extern const size_t {name}_len;"),
-        format!(
-            " *   charlm_generate({name}, {name}_len, prompt, strlen(prompt), &params, write, ctx);"
-        ),
-        " */".into(),
-        "#include <stddef.h>".into(),
-        "#include <stdint.h>".into(),
-        String::new(),
-    ];
-    let mut c = header.join("\n");
-    c.push('\n');
-    let total = align.pad + bytes.len();
-    let _ = writeln!(
-        c,
-        "static const union {{\n    uint32_t word;\n    uint8_t bytes[{total}];\n}} {name}_words = {{.bytes = {{"
-    );
-    let padded = std::iter::repeat_n(0u8, align.pad).chain(bytes.iter().copied());
-    let all: Vec<u8> = padded.collect();
-    for line in all.chunks(16) {
-        let row: Vec<String> = line.iter().map(|b| format!("0x{b:02x}")).collect();
-        let _ = writeln!(c, "    {},", row.join(", "));
-    }
-    let _ = writeln!(
-        c,
-        "}}}};\n\nconst uint8_t *const {name} = {name}_words.bytes + {};\nconst size_t {name}_len = {};",
-        align.pad,
-        bytes.len()
-    );
-    Ok(c)
 }
