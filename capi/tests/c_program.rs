@@ -307,3 +307,64 @@ fn a_model_exported_as_c_source_runs_from_its_array_at_the_best_offset() {
         }
     }
 }
+
+#[test]
+fn the_header_works_from_cpp_too() {
+    // Arduino sketches and much firmware are C++: the header must compile
+    // there and declare the functions `extern "C"` (unmangled names).
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("use.cpp");
+    std::fs::write(
+        &src,
+        r#"
+        #include "charlm.h"
+        static void out(void *, const char *, size_t) {}
+        int run(const uint8_t *model, size_t len) {
+            charlm_params p = {};
+            p.sampler = CHARLM_GREEDY;
+            p.max_chars = 10;
+            charlm_info info;
+            if (charlm_model_info(model, len, &info) != CHARLM_OK) return -1;
+            return charlm_generate(model, len, "a", 1, &p, out, nullptr);
+        }
+        "#,
+    )
+    .unwrap();
+    let obj = tmp.path().join("use.o");
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let o = Command::new(&cxx)
+        .args([
+            "-std=c++11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-c",
+            "-I",
+        ])
+        .arg(manifest().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "charlm.h as C++:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let nm = Command::new("nm")
+        .arg("-u")
+        .arg(&obj)
+        .output()
+        .expect("nm (binutils)");
+    let undefined = String::from_utf8_lossy(&nm.stdout);
+    for f in ["charlm_generate", "charlm_model_info"] {
+        assert!(
+            undefined
+                .lines()
+                .any(|l| l.split_whitespace().last() == Some(f)),
+            "{f} is not referenced by its C name from C++:\n{undefined}"
+        );
+    }
+}
