@@ -108,8 +108,15 @@ int main(int argc, char **argv) {
         free(model);
         return fail(status);
     }
-    int32_t generated = charlm_generate(model, model_len, argv[2], strlen(argv[2]), &params,
-                                        write_text, stdout);
+    /* Validated once, then generated from (c/embedded.c shows the one-call
+     * form, charlm_generate, which validates on every call). */
+    status = charlm_load_model(model, model_len);
+    if (status != CHARLM_OK) {
+        free(model);
+        return fail(status);
+    }
+    int32_t generated = charlm_generate_loaded(argv[2], strlen(argv[2]), &params, write_text, stdout);
+    charlm_unload_model();
     free(model);
     if (generated < 0) {
         return fail(generated);

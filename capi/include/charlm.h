@@ -46,6 +46,9 @@
 // the portable one.
 #define CHARLM_ERR_SELF_TEST -8
 
+// `charlm_generate_loaded` without a model loaded by `charlm_load_model`.
+#define CHARLM_ERR_NO_MODEL -9
+
 // Pick the most likely character (no randomness).
 #define CHARLM_GREEDY 0
 
@@ -134,6 +137,10 @@ int32_t charlm_model_info(const uint8_t *model,
 // `<eos>`. `write` receives the prompt's known characters, then each
 // generated one as it is produced (with `ctx`).
 //
+// Each call validates the model first, checksum and every weight
+// included. To validate once and generate many texts, use
+// `charlm_load_model` and `charlm_generate_loaded`.
+//
 // Returns the number of characters generated (0 or more), or
 // `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`, `CHARLM_ERR_TOO_LARGE`,
 // `CHARLM_ERR_WEIGHT_TYPE`, `CHARLM_ERR_PARAMS`, `CHARLM_ERR_PROMPT`
@@ -150,6 +157,38 @@ int32_t charlm_generate(const uint8_t *model,
                         const struct charlm_params *params,
                         charlm_write_fn write,
                         void *ctx);
+
+// Validates the `model_len` bytes at `model` once and keeps the model for
+// `charlm_generate_loaded`, replacing any model loaded before (a model
+// that fails leaves none loaded).
+//
+// Returns `CHARLM_OK`, or `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`,
+// `CHARLM_ERR_TOO_LARGE`, `CHARLM_ERR_WEIGHT_TYPE` or `CHARLM_ERR_BUSY`.
+//
+// # Safety
+// `model` points to `model_len` readable bytes that stay readable and
+// unchanged until the next `charlm_load_model` or `charlm_unload_model`
+// (a model in flash, or a buffer the program keeps).
+int32_t charlm_load_model(const uint8_t *model,
+                          size_t model_len);
+
+// Forgets the loaded model (its bytes may then change or go). Returns
+// `CHARLM_OK`, or `CHARLM_ERR_BUSY` while a text is being generated.
+int32_t charlm_unload_model(void);
+
+// `charlm_generate` on the model of `charlm_load_model`, without
+// validating it again.
+//
+// Returns what `charlm_generate` returns, or `CHARLM_ERR_NO_MODEL` when
+// none is loaded.
+//
+// # Safety
+// As for `charlm_generate`'s `prompt`, `params`, `write` and `ctx`.
+int32_t charlm_generate_loaded(const char *prompt,
+                               size_t prompt_len,
+                               const struct charlm_params *params,
+                               charlm_write_fn write,
+                               void *ctx);
 
 // A short English description of a status (a static, NUL-terminated
 // string; "unknown status" for a value that is none of them).

@@ -102,6 +102,8 @@ pub const CHARLM_ERR_BUSY: i32 = -7;
 /// need (round to nearest, no flush-to-zero), or the kernel disagrees with
 /// the portable one.
 pub const CHARLM_ERR_SELF_TEST: i32 = -8;
+/// `charlm_generate_loaded` without a model loaded by `charlm_load_model`.
+pub const CHARLM_ERR_NO_MODEL: i32 = -9;
 
 /// Pick the most likely character (no randomness).
 pub const CHARLM_GREEDY: u32 = 0;
@@ -176,8 +178,19 @@ struct Slot {
     ws: UnsafeCell<Ws>,
 }
 
-// SAFETY: `ws` is only reached through `Slot::hold`, which hands it to one
-// caller at a time.
+/// The model of `charlm_load_model`, over bytes the caller keeps; reached
+/// only through `Slot::hold`. (A static of its own: its initial value is
+/// not all zeros, and beside the workspace it would move the workspace
+/// from `.bss` into `.data`, a copy in flash.)
+struct Loaded(UnsafeCell<Option<Model<'static>>>);
+
+// SAFETY: reached only through `Slot::hold`, one caller at a time.
+unsafe impl Sync for Loaded {}
+
+static LOADED: Loaded = Loaded(UnsafeCell::new(None));
+
+// SAFETY: `ws` is only reached through `Slot::hold`, which hands it (and
+// `LOADED`) to one caller at a time.
 unsafe impl Sync for Slot {}
 
 static SLOT: Slot = Slot {
@@ -186,15 +199,17 @@ static SLOT: Slot = Slot {
 };
 
 impl Slot {
-    /// Runs `f` on the workspace, or returns `CHARLM_ERR_BUSY` while
-    /// another call holds it.
-    fn hold(&self, f: impl FnOnce(&mut Ws) -> i32) -> i32 {
+    /// Runs `f` on the workspace and the loaded model, or returns
+    /// `CHARLM_ERR_BUSY` while another call holds them.
+    fn hold(&self, f: impl FnOnce(&mut Ws, &mut Option<Model<'static>>) -> i32) -> i32 {
         if !self.take() {
             return CHARLM_ERR_BUSY;
         }
-        // SAFETY: `take` succeeded, so no other reference to the workspace
-        // exists until `busy` is cleared below.
-        let status = f(unsafe { &mut *self.ws.get() });
+        // SAFETY: `take` succeeded, so no other reference to either exists
+        // until `busy` is cleared below.
+        let status = f(unsafe { &mut *self.ws.get() }, unsafe {
+            &mut *LOADED.0.get()
+        });
         self.busy.store(false, Ordering::Release);
         status
     }
@@ -332,11 +347,88 @@ pub unsafe extern "C" fn charlm_model_info(
     }
 }
 
+/// What to generate: a prompt checked to be UTF-8, a sampler, the rest of
+/// the parameters and where the text goes.
+struct Request<'p> {
+    prompt: &'p str,
+    sampler: Sampler,
+    params: charlm_params,
+    write: unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize),
+    ctx: *mut c_void,
+}
+
+impl Request<'_> {
+    /// Checks the arguments every generating call shares.
+    ///
+    /// # Safety
+    /// As for `charlm_generate`'s `prompt`, `params`, `write` and `ctx`.
+    unsafe fn new(
+        prompt: *const c_char,
+        prompt_len: usize,
+        params: *const charlm_params,
+        write: charlm_write_fn,
+        ctx: *mut c_void,
+    ) -> Result<Self, i32> {
+        let Some(write) = write else {
+            return Err(CHARLM_ERR_NULL);
+        };
+        if params.is_null() || (prompt.is_null() && prompt_len > 0) {
+            return Err(CHARLM_ERR_NULL);
+        }
+        // SAFETY: the caller's promise.
+        let (params, prompt) = unsafe { (*params, bytes(prompt.cast(), prompt_len)) };
+        let prompt = core::str::from_utf8(prompt).map_err(|_| CHARLM_ERR_PROMPT)?;
+        Ok(Request {
+            prompt,
+            sampler: sampler(&params)?,
+            params,
+            write,
+            ctx,
+        })
+    }
+
+    /// Feeds the prompt to `m` in `ws`, writes its known characters, then
+    /// generates; the number of characters generated, or a status.
+    fn run(&self, m: &Model<'_>, ws: &mut Ws) -> i32 {
+        let limit = usize::try_from(self.params.max_chars).unwrap_or(usize::MAX);
+        let seed = SeededRng::new(self.params.seed);
+        let mut g = match Generator::with_kernel(m, ws, self.sampler, seed, kernel()) {
+            Ok(g) => g.with_limit(limit),
+            Err(e) => return status_of(&e),
+        };
+        if g.feed(self.prompt).fed == 0 {
+            return CHARLM_ERR_PROMPT;
+        }
+        // One whole character to the caller.
+        let emit = |c: char| {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            // SAFETY: the caller's promise; `s` is `s.len()` readable bytes.
+            unsafe { (self.write)(self.ctx, s.as_ptr().cast(), s.len()) };
+        };
+        let vocab = m.vocab();
+        self.prompt
+            .chars()
+            .filter(|&c| vocab.id_of(c).is_some())
+            .for_each(emit);
+        let mut generated = 0i32;
+        for c in g.by_ref() {
+            emit(c);
+            generated = generated.saturating_add(1);
+        }
+        generated
+    }
+}
+
 /// Generates one text: runs the `prompt_len` bytes of UTF-8 at `prompt`
 /// through the model (characters it does not know are skipped), then
 /// generates up to `params->max_chars` characters, ending early at
 /// `<eos>`. `write` receives the prompt's known characters, then each
 /// generated one as it is produced (with `ctx`).
+///
+/// Each call validates the model first, checksum and every weight
+/// included. To validate once and generate many texts, use
+/// `charlm_load_model` and `charlm_generate_loaded`.
 ///
 /// Returns the number of characters generated (0 or more), or
 /// `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`, `CHARLM_ERR_TOO_LARGE`,
@@ -357,59 +449,89 @@ pub unsafe extern "C" fn charlm_generate(
     write: charlm_write_fn,
     ctx: *mut c_void,
 ) -> i32 {
-    let Some(write) = write else {
-        return CHARLM_ERR_NULL;
-    };
-    if model.is_null() || params.is_null() || (prompt.is_null() && prompt_len > 0) {
+    if model.is_null() {
         return CHARLM_ERR_NULL;
     }
     // SAFETY: the caller's promise.
-    let (params, model, prompt) = unsafe {
-        (
-            *params,
-            bytes(model, model_len),
-            bytes(prompt.cast(), prompt_len),
-        )
-    };
-    let Ok(prompt) = core::str::from_utf8(prompt) else {
-        return CHARLM_ERR_PROMPT;
-    };
-    let sampler = match sampler(&params) {
-        Ok(s) => s,
+    let request = match unsafe { Request::new(prompt, prompt_len, params, write, ctx) } {
+        Ok(r) => r,
         Err(status) => return status,
     };
-    let m = match Model::from_bytes(model) {
+    // SAFETY: the caller's promise.
+    let m = match Model::from_bytes(unsafe { bytes(model, model_len) }) {
         Ok(m) => m,
         Err(e) => return status_of(&e),
     };
-    // One whole character to the caller.
-    let emit = |c: char| {
-        let mut buf = [0u8; 4];
-        let s = c.encode_utf8(&mut buf);
-        // SAFETY: the caller's promise; `s` is `s.len()` readable bytes.
-        unsafe { write(ctx, s.as_ptr().cast(), s.len()) };
+    SLOT.hold(|ws, _| request.run(&m, ws))
+}
+
+/// Validates the `model_len` bytes at `model` once and keeps the model for
+/// `charlm_generate_loaded`, replacing any model loaded before (a model
+/// that fails leaves none loaded).
+///
+/// Returns `CHARLM_OK`, or `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`,
+/// `CHARLM_ERR_TOO_LARGE`, `CHARLM_ERR_WEIGHT_TYPE` or `CHARLM_ERR_BUSY`.
+///
+/// # Safety
+/// `model` points to `model_len` readable bytes that stay readable and
+/// unchanged until the next `charlm_load_model` or `charlm_unload_model`
+/// (a model in flash, or a buffer the program keeps).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn charlm_load_model(model: *const u8, model_len: usize) -> i32 {
+    if model.is_null() {
+        return CHARLM_ERR_NULL;
+    }
+    // SAFETY: the caller's promise, for as long as the model stays loaded.
+    let bytes: &'static [u8] = unsafe { bytes(model, model_len) };
+    SLOT.hold(|ws, loaded| {
+        let checked = Model::from_bytes(bytes).and_then(|m| ws.check(&m).map(|()| m));
+        match checked {
+            Ok(m) => {
+                *loaded = Some(m);
+                CHARLM_OK
+            }
+            Err(e) => {
+                *loaded = None;
+                status_of(&e)
+            }
+        }
+    })
+}
+
+/// Forgets the loaded model (its bytes may then change or go). Returns
+/// `CHARLM_OK`, or `CHARLM_ERR_BUSY` while a text is being generated.
+#[unsafe(no_mangle)]
+pub extern "C" fn charlm_unload_model() -> i32 {
+    SLOT.hold(|_, loaded| {
+        *loaded = None;
+        CHARLM_OK
+    })
+}
+
+/// `charlm_generate` on the model of `charlm_load_model`, without
+/// validating it again.
+///
+/// Returns what `charlm_generate` returns, or `CHARLM_ERR_NO_MODEL` when
+/// none is loaded.
+///
+/// # Safety
+/// As for `charlm_generate`'s `prompt`, `params`, `write` and `ctx`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn charlm_generate_loaded(
+    prompt: *const c_char,
+    prompt_len: usize,
+    params: *const charlm_params,
+    write: charlm_write_fn,
+    ctx: *mut c_void,
+) -> i32 {
+    // SAFETY: the caller's promise.
+    let request = match unsafe { Request::new(prompt, prompt_len, params, write, ctx) } {
+        Ok(r) => r,
+        Err(status) => return status,
     };
-    SLOT.hold(|ws| {
-        let limit = usize::try_from(params.max_chars).unwrap_or(usize::MAX);
-        let g = Generator::with_kernel(&m, ws, sampler, SeededRng::new(params.seed), kernel());
-        let mut g = match g {
-            Ok(g) => g.with_limit(limit),
-            Err(e) => return status_of(&e),
-        };
-        if g.feed(prompt).fed == 0 {
-            return CHARLM_ERR_PROMPT;
-        }
-        let vocab = m.vocab();
-        prompt
-            .chars()
-            .filter(|&c| vocab.id_of(c).is_some())
-            .for_each(emit);
-        let mut generated = 0i32;
-        for c in g.by_ref() {
-            emit(c);
-            generated = generated.saturating_add(1);
-        }
-        generated
+    SLOT.hold(|ws, loaded| match loaded {
+        Some(m) => request.run(m, ws),
+        None => CHARLM_ERR_NO_MODEL,
     })
 }
 
@@ -426,6 +548,7 @@ pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
         CHARLM_ERR_PARAMS => c"a parameter is out of range (sampler, temperature, top_k / top_p)",
         CHARLM_ERR_PROMPT => c"the prompt is not UTF-8 or has no character the model knows",
         CHARLM_ERR_BUSY => c"another call is generating",
+        CHARLM_ERR_NO_MODEL => c"no model is loaded (charlm_load_model)",
         CHARLM_ERR_SELF_TEST => c"self-test failed: the FPU is not round-to-nearest without flush-to-zero, or the kernel disagrees with the portable one",
         s if s > 0 => c"ok (characters generated)",
         _ => c"unknown status",
@@ -663,6 +786,57 @@ mod tests {
         assert_eq!(generate(&MODEL[..100], "ein", &p).1, "");
     }
 
+    fn generate_loaded(prompt: &str, p: &charlm_params) -> (i32, String) {
+        let mut out = Vec::new();
+        let n = unsafe {
+            charlm_generate_loaded(
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                p,
+                Some(collect),
+                (&raw mut out).cast(),
+            )
+        };
+        (n, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_loaded_model_gives_the_texts_of_the_model_passed_each_time() {
+        let _one = one_at_a_time();
+        assert_eq!(charlm_unload_model(), CHARLM_OK);
+        assert_eq!(generate_loaded("ein", &params(5)).0, CHARLM_ERR_NO_MODEL);
+        assert_eq!(
+            unsafe { charlm_load_model(MODEL.as_ptr(), MODEL.len()) },
+            CHARLM_OK
+        );
+        let mut greedy = params(30);
+        greedy.sampler = CHARLM_GREEDY;
+        for p in [params(30), greedy] {
+            for prompt in ["ein ", "über"] {
+                let loaded = generate_loaded(prompt, &p);
+                assert!(loaded.0 > 0, "{loaded:?}");
+                assert_eq!(loaded, generate(MODEL, prompt, &p));
+            }
+        }
+        // arguments are still checked
+        let mut bad = params(5);
+        bad.temperature = -1.0;
+        assert_eq!(
+            generate_loaded("ein", &bad),
+            (CHARLM_ERR_PARAMS, String::new())
+        );
+        // a model that fails to load leaves none loaded
+        assert_eq!(
+            unsafe { charlm_load_model(MODEL.as_ptr(), 100) },
+            CHARLM_ERR_MODEL
+        );
+        assert_eq!(generate_loaded("ein", &params(5)).0, CHARLM_ERR_NO_MODEL);
+        assert_eq!(
+            unsafe { charlm_load_model(core::ptr::null(), 0) },
+            CHARLM_ERR_NULL
+        );
+    }
+
     #[test]
     fn info_describes_the_model_and_null_is_refused() {
         let mut info = charlm_info::default();
@@ -703,7 +877,8 @@ mod tests {
             CHARLM_ERR_PROMPT,
             CHARLM_ERR_BUSY,
             CHARLM_ERR_SELF_TEST,
-            -9,
+            CHARLM_ERR_NO_MODEL,
+            -10,
         ];
         let texts: std::collections::HashSet<_> = all
             .iter()

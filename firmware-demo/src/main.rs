@@ -248,8 +248,9 @@ impl core::fmt::Display for CaseError {
 }
 
 /// One text through the C interface (feature `c-api`), as a C firmware
-/// makes it: `charlm_generate` on the embedded model's bytes, each
-/// character written to standard output as it comes, then a newline.
+/// makes it: the embedded model loaded (validated) once with
+/// `charlm_load_model`, then `charlm_generate_loaded`, each character
+/// written to standard output as it comes, then a newline.
 #[cfg(feature = "c-api")]
 #[allow(unsafe_code)]
 fn generate(
@@ -281,12 +282,19 @@ fn generate(
         max_chars: u32::try_from(case.max_chars).unwrap_or(u32::MAX),
     };
     let bytes = model::bytes();
+    // Validated once (the first case), as a C firmware's start-up would.
+    // SAFETY: the embedded model is a static, never changed.
+    static LOADED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !LOADED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        let status = unsafe { charlm::charlm_load_model(bytes.as_ptr(), bytes.len()) };
+        if status != charlm::CHARLM_OK {
+            return Err(CaseError::CApi(status));
+        }
+    }
     let t = stopwatch.lap();
     // SAFETY: the pointers and lengths are those of live slices and values.
     let status = unsafe {
-        charlm::charlm_generate(
-            bytes.as_ptr(),
-            bytes.len(),
+        charlm::charlm_generate_loaded(
             case.prompt.as_ptr().cast(),
             case.prompt.len(),
             &params,
