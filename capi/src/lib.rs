@@ -258,6 +258,18 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     }
 }
 
+/// The validated model in the `len` bytes at `ptr`, or its status.
+///
+/// # Safety
+/// As for `bytes`, when `ptr` is not NULL.
+unsafe fn model_at<'a>(ptr: *const u8, len: usize) -> Result<Model<'a>, i32> {
+    if ptr.is_null() {
+        return Err(CHARLM_ERR_NULL);
+    }
+    // SAFETY: the caller's promise.
+    Model::from_bytes(unsafe { bytes(ptr, len) }).map_err(|e| status_of(&e))
+}
+
 /// The sampler `p` asks for.
 fn sampler(p: &charlm_params) -> Result<Sampler, i32> {
     let bad = |_| CHARLM_ERR_PARAMS;
@@ -299,13 +311,10 @@ pub unsafe extern "C" fn charlm_model_info(
     model_len: usize,
     info: *mut charlm_info,
 ) -> i32 {
-    if model.is_null() {
-        return CHARLM_ERR_NULL;
-    }
     // SAFETY: the caller's promise.
-    let m = match Model::from_bytes(unsafe { bytes(model, model_len) }) {
+    let m = match unsafe { model_at(model, model_len) } {
         Ok(m) => m,
-        Err(e) => return status_of(&e),
+        Err(status) => return status,
     };
     let a = m.arch();
     if !info.is_null() {
@@ -458,9 +467,9 @@ pub unsafe extern "C" fn charlm_generate(
         Err(status) => return status,
     };
     // SAFETY: the caller's promise.
-    let m = match Model::from_bytes(unsafe { bytes(model, model_len) }) {
+    let m = match unsafe { model_at(model, model_len) } {
         Ok(m) => m,
-        Err(e) => return status_of(&e),
+        Err(status) => return status,
     };
     SLOT.hold(|ws, _| request.run(&m, ws))
 }
@@ -478,21 +487,21 @@ pub unsafe extern "C" fn charlm_generate(
 /// (a model in flash, or a buffer the program keeps).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn charlm_load_model(model: *const u8, model_len: usize) -> i32 {
+    // (a NULL leaves the loaded model as it is)
     if model.is_null() {
         return CHARLM_ERR_NULL;
     }
     // SAFETY: the caller's promise, for as long as the model stays loaded.
-    let bytes: &'static [u8] = unsafe { bytes(model, model_len) };
+    let m: Result<Model<'static>, i32> = unsafe { model_at(model, model_len) };
     SLOT.hold(|ws, loaded| {
-        let checked = Model::from_bytes(bytes).and_then(|m| ws.check(&m).map(|()| m));
-        match checked {
+        match m.and_then(|m| ws.check(&m).map(|()| m).map_err(|e| status_of(&e))) {
             Ok(m) => {
                 *loaded = Some(m);
                 CHARLM_OK
             }
-            Err(e) => {
+            Err(status) => {
                 *loaded = None;
-                status_of(&e)
+                status
             }
         }
     })
