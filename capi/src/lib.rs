@@ -277,13 +277,9 @@ fn sampler(p: &charlm_params) -> Result<Sampler, i32> {
         CHARLM_GREEDY => Ok(Sampler::Greedy),
         #[cfg(feature = "truncation")]
         CHARLM_SAMPLE => {
-            let t = charlm_runtime::Temperature::new(p.temperature).map_err(bad)?;
-            let cut = charlm_runtime::Truncation::new(p.top_k, p.top_p).map_err(bad)?;
-            Ok(if p.top_k == 0 && p.top_p == 1.0 {
-                Sampler::Temperature(t)
-            } else {
-                Sampler::Truncated(t, cut)
-            })
+            // above 0 here: the command line's convention below reads 0 as greedy
+            charlm_runtime::Temperature::new(p.temperature).map_err(bad)?;
+            Sampler::new(p.temperature, p.top_k, p.top_p).map_err(bad)
         }
         #[cfg(not(feature = "truncation"))]
         CHARLM_SAMPLE if p.top_k == 0 && p.top_p == 1.0 => {
@@ -343,17 +339,7 @@ pub unsafe extern "C" fn charlm_model_info(
         // SAFETY: the caller's promise.
         unsafe { info.write(d) };
     }
-    // (what `Workspace::check` compares, without a workspace on the stack)
-    let fits = [
-        (a.hidden as usize, MAX_HIDDEN),
-        (a.layers as usize, MAX_LAYERS),
-        (a.vocab as usize, MAX_VOCAB),
-    ];
-    if fits.iter().all(|&(needed, capacity)| needed <= capacity) {
-        CHARLM_OK
-    } else {
-        CHARLM_ERR_TOO_LARGE
-    }
+    Ws::fits(&m).map_or_else(|e| status_of(&e), |()| CHARLM_OK)
 }
 
 /// What to generate: a prompt checked to be UTF-8, a sampler, the rest of

@@ -173,6 +173,19 @@ fn run() -> Result<(), ()> {
     let calibration = Calibration::measure(&mut stopwatch);
     let kernels = DIAGNOSTICS.then(|| measure::kernel_speed(&stopwatch, &calibration, model::PADDED.0.as_slice()));
     let mut totals = Totals::default();
+    // Through the C interface the model is validated once, at start-up, as
+    // a C firmware would; each case then generates from it.
+    #[cfg(feature = "c-api")]
+    {
+        let bytes = model::bytes();
+        // SAFETY: the embedded model is a static, never changed.
+        #[allow(unsafe_code)]
+        let status = unsafe { charlm::charlm_load_model(bytes.as_ptr(), bytes.len()) };
+        if status != charlm::CHARLM_OK {
+            let _ = writeln!(con.err, "charlm: charlm_load_model: {}", CaseError::CApi(status));
+            return Err(());
+        }
+    }
     for (k, case) in cases::CASES.iter().enumerate() {
         let _ = write!(con.err, "case {}: prompt \"{}\", temperature {}", k + 1, case.prompt, case.temperature_text);
         #[cfg(feature = "truncation")]
@@ -281,16 +294,6 @@ fn generate(
         seed: case.seed,
         max_chars: u32::try_from(case.max_chars).unwrap_or(u32::MAX),
     };
-    let bytes = model::bytes();
-    // Validated once (the first case), as a C firmware's start-up would.
-    // SAFETY: the embedded model is a static, never changed.
-    static LOADED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-    if !LOADED.swap(true, core::sync::atomic::Ordering::Relaxed) {
-        let status = unsafe { charlm::charlm_load_model(bytes.as_ptr(), bytes.len()) };
-        if status != charlm::CHARLM_OK {
-            return Err(CaseError::CApi(status));
-        }
-    }
     let t = stopwatch.lap();
     // SAFETY: the pointers and lengths are those of live slices and values.
     let status = unsafe {

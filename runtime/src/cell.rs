@@ -106,6 +106,12 @@ impl<const H: usize, const L: usize, const V: usize> Workspace<H, L, V> {
 
     /// Checks that `model` fits these buffers.
     pub fn check(&self, model: &Model<'_>) -> Result<(), Error> {
+        Self::fits(model)
+    }
+
+    /// Checks that `model` fits buffers of these capacities, without a
+    /// workspace at hand (one may be too large for the stack).
+    pub fn fits(model: &Model<'_>) -> Result<(), Error> {
         let arch = model.arch();
         let fits = [
             (Capacity::Hidden, arch.hidden as usize, H),
