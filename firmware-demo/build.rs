@@ -1,11 +1,14 @@
 //! Build script of the firmware demo:
 //!
-//! * puts the memory map (QEMU's mps2-an386, or with `board-stm32f4` the
-//!   STM32F407VG's, both in `boards/`) where cortex-m-rt's `link.x` finds it
-//!   as `memory.x` (deliberately not in this folder, which the linker
-//!   searches first);
+//! * puts the memory map (QEMU's mps2-an386; with `board-stm32f4` the
+//!   STM32F407VG's; for `thumbv6m-none-eabi` the nRF51822's of QEMU's
+//!   `microbit`, a Cortex-M0; all in `boards/`) where cortex-m-rt's `link.x`
+//!   finds it as `memory.x` (deliberately not in this folder, which the
+//!   linker searches first);
 //! * embeds the model: `CHARLM_MODEL` (absolute, or relative to this folder;
-//!   default `../tests/fixtures/shakespeare-lstm128.clm`), sizes the workspace to it and
+//!   default `../tests/fixtures/shakespeare-lstm128.clm`, on the Cortex-M0
+//!   its i8 version, as the f16 one and the program do not fit in the
+//!   micro:bit's 256 KiB of flash together), sizes the workspace to it and
 //!   places its bytes in flash so that the big weight matrices start on a
 //!   4-byte boundary (the Cortex-M4F kernel loads them a word at a time);
 //! * turns `cases.tsv` into Rust constants.
@@ -22,6 +25,13 @@ use charlm_runtime::format::ModelFile;
 
 /// The model embedded when `CHARLM_MODEL` is not set.
 const DEFAULT_MODEL: &str = "../tests/fixtures/shakespeare-lstm128.clm";
+/// The same on the Cortex-M0 (`thumbv6m-none-eabi`, 256 KiB of flash).
+const DEFAULT_MODEL_M0: &str = "../tests/fixtures/shakespeare-lstm128-i8.clm";
+
+/// Whether this build is for the Cortex-M0 board (QEMU's `microbit`).
+fn cortex_m0() -> bool {
+    env::var("TARGET").is_ok_and(|t| t == "thumbv6m-none-eabi")
+}
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -35,6 +45,8 @@ fn main() {
 fn memory_map(manifest: &Path, out: &Path) {
     let file = if env::var_os("CARGO_FEATURE_BOARD_STM32F4").is_some() {
         "boards/stm32f407vg-memory.x"
+    } else if cortex_m0() {
+        "boards/microbit-memory.x"
     } else {
         "boards/mps2-an386-memory.x"
     };
@@ -46,7 +58,8 @@ fn memory_map(manifest: &Path, out: &Path) {
 
 fn model(manifest: &Path, out: &Path) {
     println!("cargo:rerun-if-env-changed=CHARLM_MODEL");
-    let given = env::var("CHARLM_MODEL").unwrap_or_else(|_| DEFAULT_MODEL.to_string());
+    let default = if cortex_m0() { DEFAULT_MODEL_M0 } else { DEFAULT_MODEL };
+    let given = env::var("CHARLM_MODEL").unwrap_or_else(|_| default.to_string());
     let path = manifest.join(&given);
     println!("cargo:rerun-if-changed={}", path.display());
     let bytes = fs::read(&path).unwrap_or_else(|e| panic!("CHARLM_MODEL={given}: cannot read {}: {e}", path.display()));

@@ -55,7 +55,7 @@ cargo build --release --locked --no-default-features --features c-api,f16,int8,t
 step "real board: STM32F4-Discovery memory map (build only)"
 cargo build --release --locked --features board-stm32f4,no-panic
 
-step "Cortex-M0+ (thumbv6m-none-eabi): the whole firmware, portable kernel, no panic"
+step "Cortex-M0 (thumbv6m-none-eabi, QEMU micro:bit map, i8 model): the whole firmware, portable kernel, no panic"
 cargo build --release --locked --target thumbv6m-none-eabi --features no-panic
 
 step "runtime portability builds"

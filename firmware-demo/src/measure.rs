@@ -3,7 +3,8 @@
 //!
 //! Under QEMU with `-icount shift=0` every guest instruction advances
 //! virtual time by 1 ns, and SysTick (on the core clock, 25 MHz on
-//! mps2-an386) ticks once per 40 ns, i.e. once per 40 instructions. We do
+//! mps2-an386, 16 MHz on the micro:bit) ticks once per 40 ns, i.e. once per
+//! 40 instructions (62.5 on the micro:bit). We do
 //! not trust that constant: [`Calibration::measure`] times
 //! `cortex_m::asm::delay(n)`, a two-instruction loop (`subs`, `bne`) that
 //! runs n+1 times, for two values of n and takes the difference, so the

@@ -1,8 +1,9 @@
 //! The firmware under QEMU says exactly what the host says.
 //!
 //! Builds firmware-demo/ (`cargo build --release` there, its own target
-//! directory), runs it on QEMU's Cortex-M4F board with the runner of
-//! firmware-demo/.cargo/config.toml, and compares its standard output byte
+//! directory), runs it on QEMU's Cortex-M4F board (and once on its
+//! Cortex-M0 micro:bit) with the runner of firmware-demo/.cargo/config.toml,
+//! and compares its standard output byte
 //! for byte with the host's text for the same model and the cases of
 //! firmware-demo/cases.tsv (through `charlm_trainer::sample::generate`, the
 //! function `charlm generate` prints), and for the default model also with
@@ -141,14 +142,28 @@ struct Run {
     stderr: String,
 }
 
-/// Builds the firmware with `CHARLM_MODEL` (or its default) and runs it:
-/// the default build, or with `product` a product build (no diagnostics)
-/// with only those features (`--no-default-features --features product`).
+/// The Cortex-M4F: QEMU's mps2-an386, the firmware's default target.
+const M4F: &str = "thumbv7em-none-eabihf";
+/// A Cortex-M0 without an FPU: QEMU's BBC micro:bit.
+const M0: &str = "thumbv6m-none-eabi";
+
+/// Builds the firmware for the Cortex-M4F with `CHARLM_MODEL` (or its
+/// default) and runs it: see [`build_and_run_on`].
 fn build_and_run(model: Option<&Path>, product: Option<&str>) -> Run {
+    build_and_run_on(M4F, model, product)
+}
+
+/// Builds the firmware for `target` with `CHARLM_MODEL` (or its default)
+/// and runs it with that target's runner: the default build, or with
+/// `product` a product build (no diagnostics) with only those features
+/// (`--no-default-features --features product`).
+fn build_and_run_on(target: &str, model: Option<&Path>, product: Option<&str>) -> Run {
     let dir = firmware_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
-    build.current_dir(&dir).args(["build", "--release"]);
+    build
+        .current_dir(&dir)
+        .args(["build", "--release", "--target", target]);
     if let Some(features) = product {
         build.args(["--no-default-features", "--features", features]);
     }
@@ -171,19 +186,27 @@ fn build_and_run(model: Option<&Path>, product: Option<&str>) -> Run {
     let out = build.output().expect("run cargo build in firmware-demo/");
     assert!(
         out.status.success(),
-        "cargo build --release {product:?} in firmware-demo/ failed (is the thumbv7em-none-eabihf target installed? firmware-demo/ci.sh adds it):\n{}",
+        "cargo build --release --target {target} {product:?} in firmware-demo/ failed (is the {target} target installed? firmware-demo/ci.sh adds it):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let elf = dir.join("target/thumbv7em-none-eabihf/release/charlm-firmware-demo");
+    let elf = dir.join(format!("target/{target}/release/charlm-firmware-demo"));
 
-    // The runner line of firmware-demo/.cargo/config.toml, so the test runs
-    // exactly what `cargo run --release` runs.
+    // The runner line of the target's section of
+    // firmware-demo/.cargo/config.toml, so the test runs exactly what
+    // `cargo run --release --target {target}` runs.
     let config = std::fs::read_to_string(dir.join(".cargo/config.toml"))
         .expect("firmware-demo/.cargo/config.toml");
+    let section = format!("[target.{target}]");
     let runner = config
         .lines()
-        .find_map(|l| l.trim().strip_prefix("runner = \"")?.strip_suffix('"'))
-        .expect("a runner line in firmware-demo/.cargo/config.toml");
+        .map(str::trim)
+        .skip_while(|l| *l != section)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("runner = \"")?.strip_suffix('"'))
+        .unwrap_or_else(|| {
+            panic!("a runner line under {section} in firmware-demo/.cargo/config.toml")
+        });
     let mut words = runner.split_whitespace();
     let mut qemu = Command::new(words.next().expect("runner program"));
     qemu.args(words)
@@ -337,6 +360,44 @@ fn firmware_matches_host_for_a_gru_a_two_layer_lstm_and_an_i8_gru() {
         let path = root().join("tests/fixtures").join(name);
         let bytes = std::fs::read(&path).expect("fixture");
         let run = build_and_run(Some(&path), None);
+        assert_text(
+            &run,
+            &host_text(&bytes),
+            &format!("charlm generate ({name})"),
+            true,
+        );
+    }
+}
+
+#[test]
+fn on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host() {
+    // thumbv6m-none-eabi on QEMU's micro:bit: every f32 operation in
+    // software (compiler-builtins), the portable kernel, 256 KiB of flash,
+    // 16 KiB of RAM. The default model there is the lesson-sized LSTM's i8
+    // version (the i8 cells' integer products); the f16 cells run on the GRU
+    // and the 2-layer LSTM. The text must be the host's, bit for bit.
+    let Some(_turn) = firmware_turn("on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host")
+    else {
+        return;
+    };
+    let i8_model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128-i8.clm"))
+        .expect("i8 fixture");
+    let run = build_and_run_on(M0, None, None);
+    assert_text(
+        &run,
+        &host_text(&i8_model),
+        "charlm generate (shakespeare-lstm128-i8.clm)",
+        true,
+    );
+    assert!(
+        run.stderr.contains("portable kernel only on this target"),
+        "not the Cortex-M0 build:\n{}",
+        run.stderr
+    );
+    for name in ["gru1.clm", "lstm2.clm"] {
+        let path = root().join("tests/fixtures").join(name);
+        let bytes = std::fs::read(&path).expect("fixture");
+        let run = build_and_run_on(M0, Some(&path), None);
         assert_text(
             &run,
             &host_text(&bytes),
