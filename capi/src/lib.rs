@@ -221,11 +221,24 @@ impl Slot {
             .is_ok()
     }
 
-    /// Cores without compare-and-swap (ARMv6-M): a load and a store, which
-    /// an interrupt between the two can defeat. Do not call charlm from an
-    /// interrupt there.
-    #[cfg(not(target_has_atomic = "8"))]
+    /// ARMv6-M (Cortex-M0/M0+) has no compare-and-swap: the load and the
+    /// store run with interrupts masked (PRIMASK, restored as it was), so
+    /// an interrupt cannot slip in between them on a single core.
+    #[cfg(all(not(target_has_atomic = "8"), target_arch = "arm"))]
     fn take(&self) -> bool {
+        cortex_m::interrupt::free(|_| self.take_unguarded())
+    }
+
+    /// Other cores without compare-and-swap (RISC-V without the A
+    /// extension): a load and a store, which an interrupt between the two
+    /// can defeat. Do not call charlm from an interrupt there.
+    #[cfg(all(not(target_has_atomic = "8"), not(target_arch = "arm")))]
+    fn take(&self) -> bool {
+        self.take_unguarded()
+    }
+
+    #[cfg(not(target_has_atomic = "8"))]
+    fn take_unguarded(&self) -> bool {
         if self.busy.load(Ordering::Acquire) {
             return false;
         }
