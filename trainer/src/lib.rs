@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod host_kernel;
 pub mod host_math;
+pub mod import;
 pub mod metrics;
 pub mod optim;
 pub mod params;

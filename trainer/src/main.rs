@@ -28,6 +28,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Write a model file from a run folder's checkpoint (a run still going, or stopped before its end).
     Export(cmd::export::Args),
+    /// Convert a model trained with PyTorch or Keras (safetensors weights, JSON vocabulary) to a .clm file.
+    Import(cmd::import::Args),
     /// Benchmarks: training speed on CPU (train) and GPU (gpu), a device against the CPU reference (parity).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cmd::info::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Export(args) => cmd::export::run(args),
+        Command::Import(args) => cmd::import::run(args),
         // The commands that train run on the CPU backend's worker threads.
         Command::Train(args) => {
             cmd::pool(args.threads).and_then(|p| p.install(|| cmd::train::run(*args)))

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod import;
 pub mod info;
 pub mod train;
 

@@ -1,0 +1,105 @@
+//! `charlm import`: a model trained with PyTorch or Keras (weights in a
+//! safetensors file, its vocabulary in JSON) to a `.clm` file.
+
+use std::path::PathBuf;
+
+use charlm_runtime::format::DType;
+use charlm_trainer::checkpoint::write_atomic;
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::export::{Provenance, export};
+use charlm_trainer::import::import;
+
+use super::Weights;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The model's weights as safetensors (PyTorch: `safetensors.torch.save_file(model.state_dict(), F)`;
+    /// Keras: `safetensors.numpy.save_file({w.path: w.numpy() for w in model.weights}, F)`).
+    /// One-hot or embedded characters, 1-4 LSTM or GRU layers, one linear output layer.
+    #[arg(value_name = "WEIGHTS.safetensors")]
+    source: PathBuf,
+    /// JSON list with one entry per id of the model: the character, or "<pad>" or "<eos>".
+    #[arg(long, value_name = "FILE.json")]
+    vocab: PathBuf,
+    /// Model file to write (default: WEIGHTS.clm beside the weights).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Type of the weight matrices: f16, or i8 with a scale per row.
+    #[arg(long, value_enum, default_value_t = Weights::F16)]
+    weights: Weights,
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    let bytes = read_file(&args.source)?;
+    let vocab_bytes = read_file(&args.vocab)?;
+    let vocab = std::str::from_utf8(&vocab_bytes)
+        .map_err(|_| CliError::invalid(format!("{}: not UTF-8 text", args.vocab.display())))?;
+    let name = |p: &PathBuf| p.display().to_string();
+    let m = import(&bytes, vocab)
+        .map_err(|e| CliError::invalid(format!("{}: {e}", name(&args.source))))?;
+    let weights = args.weights.dtype();
+    let file_name = args
+        .source
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let prov = Provenance {
+        corpus: format!("imported from {file_name} ({})", m.framework),
+        ..Provenance::default()
+    };
+    let model = export(&m.layout, &m.params, &m.vocab, &prov, weights)?;
+    // The runtime's own validation, before anything is written.
+    charlm_runtime::Model::from_bytes(&model).map_err(|source| CliError::Model {
+        path: args.source.clone(),
+        source,
+    })?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.source.with_extension("clm"));
+    if !args.force && out.exists() {
+        return Err(CliError::invalid(format!(
+            "{} exists (--force replaces it)",
+            out.display()
+        )));
+    }
+    write_atomic(&out, &model)?;
+    let a = m.layout.arch;
+    let input = match m.embedding {
+        Some(e) => format!("; its {e}-wide embedding folded into the input table"),
+        None => String::new(),
+    };
+    println!(
+        "imported a {} {}: {} layer(s), hidden {}, {} ids (padding, {} characters, <eos>){input}",
+        m.framework,
+        a.cell.name().to_uppercase(),
+        a.layers,
+        a.hidden,
+        a.vocab,
+        m.vocab.symbols().len()
+    );
+    if m.pad_added {
+        println!(
+            "note: the vocabulary has no \"<pad>\": id 0 was added (never fed, never predicted)"
+        );
+    }
+    if m.eos_added {
+        println!(
+            "note: the vocabulary has no \"<eos>\": one was added that is never predicted, so texts end at --max-chars"
+        );
+    }
+    println!(
+        "wrote {} ({} bytes, {} weights)",
+        out.display(),
+        model.len(),
+        if weights == DType::I8 { "i8" } else { "f16" }
+    );
+    println!(
+        "try: charlm generate --model {} --temperature 0.8",
+        out.display()
+    );
+    Ok(())
+}

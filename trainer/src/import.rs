@@ -1,0 +1,1104 @@
+//! `charlm import`: a character-level LSTM or GRU trained elsewhere (PyTorch,
+//! Keras) as charlm's parameters, ready for [`crate::export::export`].
+//!
+//! The weights come in a safetensors file (what `safetensors.torch.save_file`
+//! and `safetensors.numpy.save_file` write), the vocabulary as a JSON list
+//! with one entry per id of the source model: a one-character string, or
+//! `"<pad>"`, or `"<eos>"`. The model must be what charlm runs: one-hot (or
+//! embedded) characters into 1-4 stacked LSTM or GRU layers of one hidden
+//! size, then one linear layer to the vocabulary. Anything else in the file
+//! is refused by name rather than left out, so an import never quietly
+//! computes another function.
+//!
+//! Names and layouts:
+//!
+//! | source | recurrent layer `k` | output | input |
+//! |---|---|---|---|
+//! | PyTorch `nn.LSTM`/`nn.GRU` | `weight_ih_lk`, `weight_hh_lk`, `bias_ih_lk`, `bias_hh_lk` (one prefix) | `nn.Linear`: `[V, H]` weight, `[V]` bias | one-hot, or an `nn.Embedding` `[V, E]` |
+//! | Keras `LSTM`/`GRU` | `kernel` `[I, G*H]`, `recurrent_kernel` `[H, G*H]`, `bias` | `Dense`: `[H, V]` kernel, `[V]` bias | one-hot, or an `Embedding` `[V, E]` |
+//!
+//! PyTorch's gate orders are charlm's (LSTM `i,f,g,o`, GRU `r,z,n`). Keras's
+//! LSTM has the same order and one bias (it becomes `b_ih`, `b_hh` is
+//! zero); its GRU orders `z,r,h` (reordered here) and, with
+//! `reset_after=True` (the default since TensorFlow 2), keeps the input
+//! and recurrent biases apart as a `[2, G*H]` bias, which is PyTorch's
+//! formula. A Keras GRU with `reset_after=False` computes another function
+//! and is refused. Keras's layers are ordered by their names' natural
+//! order (`lstm`, `lstm_1`, `lstm_2`: Keras's own naming).
+//!
+//! Activations cannot be read from weights: the defaults (sigmoid gates,
+//! tanh) are assumed, which is what both frameworks' LSTM and GRU use
+//! unless told otherwise. The output layer's activation (Keras's
+//! `softmax`) does not matter: charlm samples from the logits.
+//!
+//! An embedding is folded into layer 0's input table (`E W_ih^T`, one row
+//! per id, summed in f64 and rounded once): a one-hot input times a matrix
+//! is a row lookup, so the runtime needs no embedding step. The ids are
+//! renumbered to charlm's order (padding 0, the symbols in the list's
+//! order, `<eos>` last); a source without padding gets a zero row for it
+//! (never fed, never predicted), one without `<eos>` a zero row whose
+//! logit is -65504 (f16's lowest), so that it is never drawn and texts end
+//! at `--max-chars`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use charlm_runtime::format::{Arch, CellKind, MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::CliError;
+use crate::params::Layout;
+use crate::vocab::Vocab;
+
+/// Whose names and layouts the weights follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framework {
+    /// `nn.LSTM` / `nn.GRU`, `nn.Linear`, `nn.Embedding`.
+    PyTorch,
+    /// Keras `LSTM` / `GRU`, `Dense`, `Embedding`.
+    Keras,
+}
+
+impl std::fmt::Display for Framework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Framework::PyTorch => "PyTorch",
+            Framework::Keras => "Keras",
+        })
+    }
+}
+
+/// A model read from another framework, in charlm's layout.
+#[derive(Debug)]
+pub struct Imported {
+    /// Whose file it was.
+    pub framework: Framework,
+    /// charlm's tensors for the architecture.
+    pub layout: Layout,
+    /// The parameters, each already rounded to the nearest f16 (from the
+    /// source's own precision, once).
+    pub params: Vec<f32>,
+    /// The renumbered vocabulary.
+    pub vocab: Vocab,
+    /// Width of the embedding folded into the input table, if there was one.
+    pub embedding: Option<usize>,
+    /// The source had no padding id (charlm's id 0 was added).
+    pub pad_added: bool,
+    /// The source had no `<eos>` (charlm's is never predicted).
+    pub eos_added: bool,
+}
+
+/// The logit of an `<eos>` the source model did not have: f16's lowest, so
+/// that softmax gives it exactly zero next to any finite logit.
+pub const ABSENT_EOS_LOGIT: f32 = -65504.0;
+
+/// One tensor of the file, as f64.
+struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+impl Tensor {
+    fn shape_text(&self) -> String {
+        format!("{:?}", self.shape)
+    }
+
+    /// Element `[r, c]` of a matrix.
+    fn at(&self, r: usize, c: usize) -> f64 {
+        self.data[r * self.shape[1] + c]
+    }
+
+    /// The transpose of a matrix.
+    fn transposed(&self) -> Tensor {
+        let (r, c) = (self.shape[0], self.shape[1]);
+        let mut data = Vec::with_capacity(r * c);
+        for j in 0..c {
+            data.extend((0..r).map(|i| self.at(i, j)));
+        }
+        Tensor {
+            shape: vec![c, r],
+            data,
+        }
+    }
+}
+
+/// The file's tensors by name (Keras's `:0` suffixes dropped), and which
+/// have been given a place.
+struct Tensors {
+    all: BTreeMap<String, Tensor>,
+    used: BTreeSet<String>,
+}
+
+impl Tensors {
+    fn read(bytes: &[u8]) -> Result<Tensors, CliError> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| CliError::invalid(format!("not a safetensors file: {e}")))?;
+        let mut all = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let raw = view.data();
+            let data: Vec<f64> = match view.dtype() {
+                Dtype::F64 => raw
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect(),
+                Dtype::F32 => raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64)
+                    .collect(),
+                Dtype::F16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+                    .collect(),
+                Dtype::BF16 => raw
+                    .chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())
+                    .collect(),
+                other => {
+                    return Err(CliError::invalid(format!(
+                        "tensor {name} holds {other:?}: weights must be floating point (f64, f32, f16 or bf16)"
+                    )));
+                }
+            };
+            let shape = view.shape().to_vec();
+            if !(1..=2).contains(&shape.len()) {
+                return Err(CliError::invalid(format!(
+                    "tensor {name} has shape {shape:?}: an LSTM/GRU, embedding or linear layer has vectors and matrices only"
+                )));
+            }
+            let key = name.strip_suffix(":0").unwrap_or(&name).to_string();
+            all.insert(key, Tensor { shape, data });
+        }
+        Ok(Tensors {
+            all,
+            used: BTreeSet::new(),
+        })
+    }
+
+    /// Tensor `name`, marked as used.
+    fn take(&mut self, name: &str) -> Option<&Tensor> {
+        let t = self.all.get(name)?;
+        self.used.insert(name.to_string());
+        Some(t)
+    }
+
+    /// Tensor `name`, which must exist.
+    fn need(&mut self, name: &str) -> Result<&Tensor, CliError> {
+        self.take(name)
+            .ok_or_else(|| CliError::invalid(format!("tensor {name} is missing")))
+    }
+
+    /// Names of the tensors not yet used, with `shape`.
+    fn unused_of_shape(&self, shape: &[usize]) -> Vec<String> {
+        self.all
+            .iter()
+            .filter(|(n, t)| !self.used.contains(*n) && t.shape == shape)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Refuses a file with tensors that have no place in the model.
+    fn all_used(&self) -> Result<(), CliError> {
+        match self.all.iter().find(|(n, _)| !self.used.contains(*n)) {
+            None => Ok(()),
+            Some((name, t)) => Err(CliError::invalid(format!(
+                "tensor {name} {} has no place in a charlm model (one-hot or embedded characters, 1-{MAX_LAYERS} LSTM or GRU layers, one linear output layer)",
+                t.shape_text()
+            ))),
+        }
+    }
+}
+
+/// One recurrent layer in PyTorch's layout (`[G*H, I]`, `[G*H, H]`,
+/// `[G*H]`, `[G*H]`), gates in charlm's order.
+struct Layer {
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Vec<f64>,
+    b_hh: Vec<f64>,
+}
+
+/// The model in PyTorch's layout with the source's ids.
+struct Source {
+    cell: CellKind,
+    hidden: usize,
+    layers: Vec<Layer>,
+    /// `[V, E]`.
+    embedding: Option<Tensor>,
+    /// `[V, H]`.
+    out_w: Tensor,
+    /// `[V]`.
+    out_b: Vec<f64>,
+}
+
+/// The vocabulary list: which source id is padding, which `<eos>`, and the
+/// symbols with their source ids in list order.
+struct SourceVocab {
+    pad: Option<usize>,
+    eos: Option<usize>,
+    symbols: Vec<(char, usize)>,
+    len: usize,
+}
+
+fn read_vocab(json: &str) -> Result<SourceVocab, CliError> {
+    let list: Vec<String> = serde_json::from_str(json).map_err(|e| {
+        CliError::invalid(format!(
+            "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"): {e}"
+        ))
+    })?;
+    let mut v = SourceVocab {
+        pad: None,
+        eos: None,
+        symbols: Vec::new(),
+        len: list.len(),
+    };
+    let mut seen = BTreeMap::new();
+    for (id, entry) in list.iter().enumerate() {
+        let special = match entry.as_str() {
+            "<pad>" => Some(&mut v.pad),
+            "<eos>" => Some(&mut v.eos),
+            _ => None,
+        };
+        if let Some(slot) = special {
+            if let Some(first) = slot.replace(id) {
+                return Err(CliError::invalid(format!(
+                    "vocabulary: {entry} at ids {first} and {id}"
+                )));
+            }
+            continue;
+        }
+        let mut chars = entry.chars();
+        let (Some(c), None) = (chars.next(), chars.next()) else {
+            return Err(CliError::invalid(format!(
+                "vocabulary: id {id} is {entry:?}, neither one character nor \"<pad>\" or \"<eos>\""
+            )));
+        };
+        if let Some(first) = seen.insert(c, id) {
+            return Err(CliError::invalid(format!(
+                "vocabulary: {entry:?} at ids {first} and {id}"
+            )));
+        }
+        v.symbols.push((c, id));
+    }
+    if v.symbols.is_empty() {
+        return Err(CliError::invalid("vocabulary: no characters"));
+    }
+    if v.symbols.len() + 2 > MAX_VOCAB {
+        return Err(CliError::invalid(format!(
+            "vocabulary: {} characters; a model holds at most {}",
+            v.symbols.len(),
+            MAX_VOCAB - 2
+        )));
+    }
+    Ok(v)
+}
+
+/// Gates per cell from a stacked dimension `g*h`.
+fn cell_of(gh: usize, hidden: usize, what: &str) -> Result<CellKind, CliError> {
+    match gh.checked_div(hidden) {
+        Some(4) if gh == 4 * hidden => Ok(CellKind::Lstm),
+        Some(3) if gh == 3 * hidden => Ok(CellKind::Gru),
+        _ => Err(CliError::invalid(format!(
+            "{what}: {gh} rows for hidden size {hidden} is neither an LSTM (4 gates) nor a GRU (3)"
+        ))),
+    }
+}
+
+fn vector(t: &Tensor, n: usize, name: &str) -> Result<Vec<f64>, CliError> {
+    if t.shape != [n] {
+        return Err(CliError::invalid(format!(
+            "tensor {name} has shape {}, expected [{n}]",
+            t.shape_text()
+        )));
+    }
+    Ok(t.data.clone())
+}
+
+fn matrix(t: &Tensor, rows: usize, cols: usize, name: &str) -> Result<Tensor, CliError> {
+    if t.shape != [rows, cols] {
+        return Err(CliError::invalid(format!(
+            "tensor {name} has shape {}, expected [{rows}, {cols}]",
+            t.shape_text()
+        )));
+    }
+    Ok(Tensor {
+        shape: t.shape.clone(),
+        data: t.data.clone(),
+    })
+}
+
+/// `name` split as `(prefix, k)` when it is `prefix + stem + k`.
+fn layer_of<'a>(name: &'a str, stem: &str) -> Option<(&'a str, usize)> {
+    let at = name.rfind(stem)?;
+    let k = name[at + stem.len()..].parse().ok()?;
+    Some((&name[..at], k))
+}
+
+fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
+    let names: Vec<String> = t.all.keys().cloned().collect();
+    if let Some(n) = names.iter().find(|n| n.ends_with("_reverse")) {
+        return Err(CliError::invalid(format!(
+            "tensor {n}: a bidirectional RNN reads the text backwards too, so it cannot generate one character after another"
+        )));
+    }
+    if let Some(n) = names.iter().find(|n| n.contains("weight_hr_l")) {
+        return Err(CliError::invalid(format!(
+            "tensor {n}: an LSTM with proj_size is not one charlm runs"
+        )));
+    }
+    let mut prefixes = BTreeMap::<&str, BTreeSet<usize>>::new();
+    for n in &names {
+        if let Some((p, k)) = layer_of(n, "weight_hh_l") {
+            prefixes.entry(p).or_default().insert(k);
+        }
+    }
+    let mut it = prefixes.iter();
+    let (Some((prefix, ks)), None) = (it.next(), it.next()) else {
+        let list: Vec<_> = prefixes.keys().map(|p| format!("{p:?}")).collect();
+        return Err(CliError::invalid(format!(
+            "recurrent modules under {}: charlm runs one stack",
+            list.join(" and ")
+        )));
+    };
+    let prefix = prefix.to_string();
+    let count = ks.len();
+    if !(1..=MAX_LAYERS).contains(&count) || ks.iter().copied().ne(0..count) {
+        return Err(CliError::invalid(format!(
+            "layers {ks:?} of {prefix}weight_hh_l*: charlm runs layers 0 to {} in a row",
+            MAX_LAYERS - 1
+        )));
+    }
+    let w_hh0 = t.need(&format!("{prefix}weight_hh_l0"))?;
+    if w_hh0.shape.len() != 2 {
+        return Err(CliError::invalid(format!(
+            "tensor {prefix}weight_hh_l0 has shape {}, expected a matrix",
+            w_hh0.shape_text()
+        )));
+    }
+    let (gh, hidden) = (w_hh0.shape[0], w_hh0.shape[1]);
+    let cell = cell_of(gh, hidden, &format!("{prefix}weight_hh_l0"))?;
+    let mut layers = Vec::new();
+    let mut input = 0;
+    for k in 0..count {
+        let name = |s: &str| format!("{prefix}{s}_l{k}");
+        let w_ih = t.need(&name("weight_ih"))?;
+        if w_ih.shape.len() != 2 {
+            return Err(CliError::invalid(format!(
+                "tensor {} has shape {}, expected a matrix",
+                name("weight_ih"),
+                w_ih.shape_text()
+            )));
+        }
+        let width = if k == 0 { w_ih.shape[1] } else { hidden };
+        if k == 0 {
+            input = width;
+        }
+        let w_ih = matrix(w_ih, gh, width, &name("weight_ih"))?;
+        let w_hh = matrix(t.need(&name("weight_hh"))?, gh, hidden, &name("weight_hh"))?;
+        let bias = |t: &mut Tensors, s: &str| match t.take(&name(s)) {
+            Some(b) => vector(b, gh, &name(s)),
+            None => Ok(vec![0.0; gh]),
+        };
+        let b_ih = bias(t, "bias_ih")?;
+        let b_hh = bias(t, "bias_hh")?;
+        layers.push(Layer {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        });
+    }
+    let (embedding, out_w, out_b) = head(t, input, hidden, false)?;
+    Ok(Source {
+        cell,
+        hidden,
+        layers,
+        embedding,
+        out_w,
+        out_b,
+    })
+}
+
+/// A name's natural-order key: runs of digits compare as numbers.
+fn natural(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_digit() {
+            let mut n = 0u64;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = n.saturating_mul(10).saturating_add(d as u64);
+                chars.next();
+            }
+            key.push((std::mem::take(&mut text), n));
+        } else {
+            text.push(c);
+            chars.next();
+        }
+    }
+    key.push((text, 0));
+    key
+}
+
+/// Keras's `[I, G*H]` blocks `z, r, h` to rows `r, z, n` (GRU), or the
+/// transpose as it is (LSTM: `i, f, c, o` is charlm's order).
+fn keras_rows(kernel: &Tensor, cell: CellKind, hidden: usize) -> Tensor {
+    let t = kernel.transposed();
+    if cell == CellKind::Lstm {
+        return t;
+    }
+    let cols = t.shape[1];
+    let block = |g: usize| &t.data[g * hidden * cols..(g + 1) * hidden * cols];
+    let data = [block(1), block(0), block(2)].concat();
+    Tensor {
+        shape: t.shape.clone(),
+        data,
+    }
+}
+
+/// The same reordering for a `[G*H]` bias.
+fn keras_bias(b: &[f64], cell: CellKind, hidden: usize) -> Vec<f64> {
+    if cell == CellKind::Lstm {
+        return b.to_vec();
+    }
+    let block = |g: usize| &b[g * hidden..(g + 1) * hidden];
+    [block(1), block(0), block(2)].concat()
+}
+
+fn keras(t: &mut Tensors) -> Result<Source, CliError> {
+    let mut prefixes: Vec<String> = t
+        .all
+        .keys()
+        .filter_map(|n| n.strip_suffix("recurrent_kernel").map(str::to_string))
+        .collect();
+    if prefixes.is_empty() || prefixes.len() > MAX_LAYERS {
+        return Err(CliError::invalid(format!(
+            "{} recurrent layers: charlm runs 1 to {MAX_LAYERS}",
+            prefixes.len()
+        )));
+    }
+    prefixes.sort_by_key(|p| natural(p));
+    let first = &prefixes[0];
+    let rk = t.need(&format!("{first}recurrent_kernel"))?;
+    if rk.shape.len() != 2 {
+        return Err(CliError::invalid(format!(
+            "tensor {first}recurrent_kernel has shape {}, expected a matrix",
+            rk.shape_text()
+        )));
+    }
+    let (hidden, gh) = (rk.shape[0], rk.shape[1]);
+    let cell = cell_of(gh, hidden, &format!("{first}recurrent_kernel"))?;
+    let mut layers = Vec::new();
+    let mut input = 0;
+    for (k, p) in prefixes.iter().enumerate() {
+        let kernel = t.need(&format!("{p}kernel"))?;
+        if kernel.shape.len() != 2 {
+            return Err(CliError::invalid(format!(
+                "tensor {p}kernel has shape {}, expected a matrix",
+                kernel.shape_text()
+            )));
+        }
+        let width = if k == 0 { kernel.shape[0] } else { hidden };
+        if k == 0 {
+            input = width;
+        }
+        let kernel = matrix(kernel, width, gh, &format!("{p}kernel"))?;
+        let recurrent = matrix(
+            t.need(&format!("{p}recurrent_kernel"))?,
+            hidden,
+            gh,
+            &format!("{p}recurrent_kernel"),
+        )?;
+        let (b_ih, b_hh) = match t.take(&format!("{p}bias")) {
+            None => (vec![0.0; gh], vec![0.0; gh]),
+            Some(b) if cell == CellKind::Gru && b.shape == [gh] => {
+                return Err(CliError::invalid(format!(
+                    "tensor {p}bias has shape [{gh}]: a Keras GRU with reset_after=False applies the reset gate before the product, another function than charlm's (and PyTorch's); rebuild it with reset_after=True, the default since TensorFlow 2"
+                )));
+            }
+            Some(b) if cell == CellKind::Gru => {
+                let b = matrix(b, 2, gh, &format!("{p}bias"))?;
+                (b.data[..gh].to_vec(), b.data[gh..].to_vec())
+            }
+            Some(b) => (vector(b, gh, &format!("{p}bias"))?, vec![0.0; gh]),
+        };
+        layers.push(Layer {
+            w_ih: keras_rows(&kernel, cell, hidden),
+            w_hh: keras_rows(&recurrent, cell, hidden),
+            b_ih: keras_bias(&b_ih, cell, hidden),
+            b_hh: keras_bias(&b_hh, cell, hidden),
+        });
+    }
+    let (embedding, out_w, out_b) = head(t, input, hidden, true)?;
+    Ok(Source {
+        cell,
+        hidden,
+        layers,
+        embedding,
+        out_w,
+        out_b,
+    })
+}
+
+/// The input embedding (when layer 0 is `input` wide and that is not the
+/// vocabulary, which the output layer's size tells) and the output layer,
+/// from the tensors left: `[V, H]` + `[V]` (PyTorch) or `[H, V]` + `[V]`
+/// (Keras, `keras`).
+#[allow(clippy::type_complexity)]
+fn head(
+    t: &mut Tensors,
+    input: usize,
+    hidden: usize,
+    keras: bool,
+) -> Result<(Option<Tensor>, Tensor, Vec<f64>), CliError> {
+    // The output weight: the one matrix left with a side of `hidden` that
+    // is not the embedding.
+    let is_embedding = |n: &str| n.to_ascii_lowercase().contains("emb");
+    let candidates: Vec<String> = t
+        .all
+        .iter()
+        .filter(|(n, w)| {
+            !t.used.contains(*n)
+                && w.shape.len() == 2
+                && (if keras { w.shape[0] } else { w.shape[1] }) == hidden
+                && !(is_embedding(n) && w.shape[1] == input)
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    let [name] = &candidates[..] else {
+        return Err(CliError::invalid(if candidates.is_empty() {
+            format!(
+                "no output layer: expected a {} matrix left after the recurrent layers",
+                if keras {
+                    "[hidden, vocabulary] Dense kernel"
+                } else {
+                    "[vocabulary, hidden] nn.Linear weight"
+                }
+            )
+        } else {
+            format!(
+                "more than one output layer could be {}: charlm runs one linear layer after the recurrent ones",
+                candidates.join(", ")
+            )
+        }));
+    };
+    let name = name.clone();
+    let w = t.need(&name)?;
+    let out_w = if keras {
+        w.transposed()
+    } else {
+        matrix(w, w.shape[0], hidden, &name)?
+    };
+    let vocab = out_w.shape[0];
+    let biases = t.unused_of_shape(&[vocab]);
+    let out_b = match &biases[..] {
+        [] => vec![0.0; vocab],
+        [b] => {
+            let b = b.clone();
+            t.need(&b)?.data.clone()
+        }
+        more => {
+            return Err(CliError::invalid(format!(
+                "more than one output bias could be {}",
+                more.join(", ")
+            )));
+        }
+    };
+    let embedding = if input == vocab {
+        None
+    } else {
+        let found = t.unused_of_shape(&[vocab, input]);
+        let [e] = &found[..] else {
+            return Err(CliError::invalid(if found.is_empty() {
+                format!(
+                    "layer 0 takes {input} inputs and the output layer has {vocab} ids, and no [{vocab}, {input}] embedding is in the file"
+                )
+            } else {
+                format!("more than one embedding could be {}", found.join(", "))
+            }));
+        };
+        let e = e.clone();
+        let e = t.need(&e)?;
+        Some(Tensor {
+            shape: e.shape.clone(),
+            data: e.data.clone(),
+        })
+    };
+    Ok((embedding, out_w, out_b))
+}
+
+/// Rounds `v` (element `i` of tensor `what`) to the nearest f16, as f32.
+fn to_f16(v: f64, what: &str, i: usize) -> Result<f32, CliError> {
+    let h = half::f16::from_f64(v);
+    if !h.is_finite() {
+        return Err(CliError::invalid(format!(
+            "{what}[{i}] = {v} does not fit in f16 (largest magnitude 65504)"
+        )));
+    }
+    Ok(h.to_f32())
+}
+
+/// Reads `weights` (safetensors) and `vocab_json` into charlm's layout.
+pub fn import(weights: &[u8], vocab_json: &str) -> Result<Imported, CliError> {
+    let sv = read_vocab(vocab_json)?;
+    let mut t = Tensors::read(weights)?;
+    let has = |end: &str| t.all.keys().any(|n| n.contains(end));
+    let framework = match (has("weight_hh_l"), has("recurrent_kernel")) {
+        (true, false) => Framework::PyTorch,
+        (false, true) => Framework::Keras,
+        (true, true) => {
+            return Err(CliError::invalid(
+                "both PyTorch (weight_hh_l*) and Keras (recurrent_kernel) names: one model per file",
+            ));
+        }
+        (false, false) => {
+            return Err(CliError::invalid(
+                "no recurrent layer: expected PyTorch nn.LSTM/nn.GRU tensors (weight_hh_l0, ...) or Keras LSTM/GRU ones (.../recurrent_kernel)",
+            ));
+        }
+    };
+    let src = match framework {
+        Framework::PyTorch => pytorch(&mut t)?,
+        Framework::Keras => keras(&mut t)?,
+    };
+    t.all_used()?;
+    let vt = src.out_w.shape[0];
+    if vt != sv.len {
+        return Err(CliError::invalid(format!(
+            "the model has {vt} ids and the vocabulary lists {}",
+            sv.len
+        )));
+    }
+    if src.hidden == 0 || src.hidden > MAX_HIDDEN {
+        return Err(CliError::invalid(format!(
+            "hidden size {}: charlm runs 1 to {MAX_HIDDEN}",
+            src.hidden
+        )));
+    }
+
+    // charlm's id k comes from source id `from[k]` (none: added).
+    let from: Vec<Option<usize>> = std::iter::once(sv.pad)
+        .chain(sv.symbols.iter().map(|&(_, id)| Some(id)))
+        .chain(std::iter::once(sv.eos))
+        .collect();
+    let v = from.len();
+    let arch = Arch {
+        cell: src.cell,
+        layers: src.layers.len() as u8,
+        hidden: src.hidden as u16,
+        vocab: v as u16,
+    };
+    let layout = Layout::new(arch);
+    let mut params = vec![0.0f32; layout.len];
+    let gh = src.cell.gates() * src.hidden;
+
+    // Every value is rounded from the source's precision (f64 here) to f16
+    // once; `export` then finds each exactly representable.
+    let mut put = |range: std::ops::Range<usize>, values: &[f64], what: &str| {
+        for (i, (p, &x)) in params[range].iter_mut().zip(values).enumerate() {
+            *p = to_f16(x, what, i)?;
+        }
+        Ok::<(), CliError>(())
+    };
+
+    // Layer 0's input table: row k is the input weights' column of the
+    // source id (one-hot), or the embedding row times them.
+    let l0 = &src.layers[0];
+    let mut table = vec![0.0f64; v * gh];
+    for (k, s) in from.iter().enumerate() {
+        let Some(s) = *s else { continue };
+        let row = &mut table[k * gh..(k + 1) * gh];
+        match &src.embedding {
+            None => {
+                for (j, r) in row.iter_mut().enumerate() {
+                    *r = l0.w_ih.at(j, s);
+                }
+            }
+            Some(e) => {
+                let width = e.shape[1];
+                let emb = &e.data[s * width..(s + 1) * width];
+                for (j, r) in row.iter_mut().enumerate() {
+                    let w = &l0.w_ih.data[j * width..(j + 1) * width];
+                    *r = emb.iter().zip(w).map(|(a, b)| a * b).sum();
+                }
+            }
+        }
+    }
+    for (l, (layer, ranges)) in src.layers.iter().zip(&layout.layers).enumerate() {
+        if l == 0 {
+            put(ranges[0].clone(), &table, "layer 0's input table")?;
+        } else {
+            put(
+                ranges[0].clone(),
+                &layer.w_ih.data,
+                &format!("weight_ih_l{l}"),
+            )?;
+        }
+        put(
+            ranges[1].clone(),
+            &layer.w_hh.data,
+            &format!("weight_hh_l{l}"),
+        )?;
+        put(ranges[2].clone(), &layer.b_ih, &format!("bias_ih_l{l}"))?;
+        put(ranges[3].clone(), &layer.b_hh, &format!("bias_hh_l{l}"))?;
+    }
+    let h = src.hidden;
+    let mut out_w = vec![0.0f64; v * h];
+    let mut out_b = vec![0.0f64; v];
+    for (k, s) in from.iter().enumerate() {
+        match *s {
+            Some(s) => {
+                out_w[k * h..(k + 1) * h].copy_from_slice(&src.out_w.data[s * h..(s + 1) * h]);
+                out_b[k] = src.out_b[s];
+            }
+            None if k == v - 1 => out_b[k] = ABSENT_EOS_LOGIT as f64,
+            None => {}
+        }
+    }
+    put(layout.out_w.clone(), &out_w, "the output weight")?;
+    put(layout.out_b.clone(), &out_b, "the output bias")?;
+
+    let vocab = Vocab::from_symbols(sv.symbols.iter().map(|&(c, _)| c).collect());
+    Ok(Imported {
+        framework,
+        layout,
+        params,
+        vocab,
+        embedding: src.embedding.as_ref().map(|e| e.shape[1]),
+        pad_added: sv.pad.is_none(),
+        eos_added: sv.eos.is_none(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::TensorView;
+
+    /// A tensor to write: name, shape, f32 values.
+    type Spec = (String, Vec<usize>, Vec<f32>);
+
+    fn file(tensors: &[Spec]) -> Vec<u8> {
+        let bytes: Vec<Vec<u8>> = tensors
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((n, s, _), b)| {
+                (
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::tensor::serialize(views, None).unwrap()
+    }
+
+    /// Values that f16 holds exactly and whose products and short sums
+    /// f32 and f64 hold exactly too (multiples of 1/64 in -2..2).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..n)
+            .map(|_| ((r.next_u64() % 256) as f32 - 128.0) / 64.0)
+            .collect()
+    }
+
+    fn t(name: &str, shape: &[usize], v: Vec<f32>) -> Spec {
+        (name.to_string(), shape.to_vec(), v)
+    }
+
+    /// A PyTorch model (`rnn.` + `out.`) with `g` gates, one-hot input of
+    /// `v` ids.
+    fn torch_model(g: usize, h: usize, v: usize, layers: usize) -> Vec<Spec> {
+        let mut m = Vec::new();
+        for l in 0..layers {
+            let i = if l == 0 { v } else { h };
+            let s = 10 * l as u64;
+            m.push(t(
+                &format!("rnn.weight_ih_l{l}"),
+                &[g * h, i],
+                values(g * h * i, s + 1),
+            ));
+            m.push(t(
+                &format!("rnn.weight_hh_l{l}"),
+                &[g * h, h],
+                values(g * h * h, s + 2),
+            ));
+            m.push(t(
+                &format!("rnn.bias_ih_l{l}"),
+                &[g * h],
+                values(g * h, s + 3),
+            ));
+            m.push(t(
+                &format!("rnn.bias_hh_l{l}"),
+                &[g * h],
+                values(g * h, s + 4),
+            ));
+        }
+        m.push(t("out.weight", &[v, h], values(v * h, 98)));
+        m.push(t("out.bias", &[v], values(v, 99)));
+        m
+    }
+
+    const VOCAB: &str = r#"["<pad>", "a", "b", "c", "<eos>"]"#;
+
+    fn get<'a>(m: &'a [Spec], name: &str) -> &'a Spec {
+        m.iter().find(|s| s.0 == name).unwrap()
+    }
+
+    fn transpose(s: &Spec) -> Vec<f32> {
+        let (r, c) = (s.1[0], s.1[1]);
+        (0..c)
+            .flat_map(|j| (0..r).map(move |i| (i, j)))
+            .map(|(i, j)| s.2[i * c + j])
+            .collect()
+    }
+
+    #[test]
+    fn a_pytorch_lstm_is_laid_out_as_charlm_trains_it() {
+        let m = torch_model(4, 3, 5, 2);
+        let got = import(&file(&m), VOCAB).unwrap();
+        assert_eq!(got.framework, Framework::PyTorch);
+        let a = got.layout.arch;
+        assert_eq!(
+            (a.cell, a.layers, a.hidden, a.vocab),
+            (CellKind::Lstm, 2, 3, 5)
+        );
+        let slot = |n: &str| &got.params[got.layout.slot(n).unwrap().range.clone()];
+        // Layer 0's table is the transpose of PyTorch's [G*H, V].
+        assert_eq!(slot("weight_ih_l0"), transpose(get(&m, "rnn.weight_ih_l0")));
+        for n in [
+            "weight_ih_l1",
+            "weight_hh_l0",
+            "weight_hh_l1",
+            "bias_ih_l1",
+            "bias_hh_l0",
+        ] {
+            assert_eq!(slot(n), get(&m, &format!("rnn.{n}")).2, "{n}");
+        }
+        assert_eq!(slot("out.weight"), get(&m, "out.weight").2);
+        assert_eq!(slot("out.bias"), get(&m, "out.bias").2);
+        assert_eq!(got.vocab.symbols(), ['a', 'b', 'c']);
+        assert!(!got.pad_added && !got.eos_added);
+    }
+
+    #[test]
+    fn ids_are_renumbered_to_padding_symbols_eos() {
+        // The same model with its ids in another order: source id s of the
+        // shuffled model is id order[s] of the plain one.
+        let plain = torch_model(3, 2, 5, 1);
+        let order = [4usize, 1, 0, 2, 3]; // <eos>, b, <pad>, c, a
+        let shuffled_vocab = r#"["<eos>", "b", "<pad>", "c", "a"]"#;
+        let permute_rows = |s: &Spec, cols: usize| -> Vec<f32> {
+            order
+                .iter()
+                .flat_map(|&k| s.2[k * cols..(k + 1) * cols].to_vec())
+                .collect()
+        };
+        let mut shuffled = plain.clone();
+        for s in shuffled.iter_mut() {
+            s.2 = match s.0.as_str() {
+                // columns of [G*H, V]
+                "rnn.weight_ih_l0" => {
+                    let (r, c) = (s.1[0], s.1[1]);
+                    (0..r)
+                        .flat_map(|i| order.iter().map(move |&k| (i, k)))
+                        .map(|(i, k)| s.2[i * c + k])
+                        .collect()
+                }
+                "out.weight" => permute_rows(s, 2),
+                "out.bias" => permute_rows(s, 1),
+                _ => s.2.clone(),
+            };
+        }
+        // The shuffled list's characters come in the order b, c, a.
+        let a = import(&file(&plain), r#"["<pad>", "b", "c", "a", "<eos>"]"#).unwrap();
+        let b = import(&file(&shuffled), shuffled_vocab).unwrap();
+        assert_eq!(b.vocab.symbols(), ['b', 'c', 'a']);
+        // plain's ids 1, 2, 3 are b, c, a as well: the same parameters.
+        assert_eq!(a.params, b.params);
+    }
+
+    #[test]
+    fn missing_padding_and_eos_are_added_and_eos_is_never_predicted() {
+        let m = torch_model(4, 2, 3, 1);
+        let got = import(&file(&m), r#"["x", "y", "z"]"#).unwrap();
+        assert!(got.pad_added && got.eos_added);
+        assert_eq!(got.layout.arch.vocab, 5);
+        let out_b = &got.params[got.layout.out_b.clone()];
+        assert_eq!(out_b[0], 0.0);
+        assert_eq!(&out_b[1..4], &get(&m, "out.bias").2[..]);
+        assert_eq!(out_b[4], ABSENT_EOS_LOGIT);
+        let table = &got.params[got.layout.layers[0][0].clone()];
+        assert!(table[..8].iter().all(|&x| x == 0.0), "padding's input row");
+        assert!(
+            table[4 * 8..].iter().all(|&x| x == 0.0),
+            "<eos>'s input row"
+        );
+    }
+
+    #[test]
+    fn an_embedding_is_folded_into_the_input_table() {
+        // Embedding [V, E] then weight_ih_l0 [G*H, E] is the one-hot model
+        // whose weight_ih_l0 is (E W^T)^T.
+        let (g, h, v, e) = (3, 2, 5, 4);
+        let mut with_emb = torch_model(g, h, e, 1);
+        with_emb.retain(|s| !s.0.starts_with("out."));
+        with_emb.push(t("out.weight", &[v, h], values(v * h, 98)));
+        with_emb.push(t("out.bias", &[v], values(v, 99)));
+        let emb = t("embed.weight", &[v, e], values(v * e, 7));
+        let w = get(&with_emb, "rnn.weight_ih_l0").2.clone();
+        let folded: Vec<f32> = (0..g * h)
+            .flat_map(|j| (0..v).map(move |k| (j, k)))
+            .map(|(j, k)| (0..e).map(|x| emb.2[k * e + x] * w[j * e + x]).sum())
+            .collect();
+        with_emb.push(emb);
+        let mut one_hot = with_emb.clone();
+        one_hot.retain(|s| s.0 != "embed.weight");
+        for s in one_hot.iter_mut().filter(|s| s.0 == "rnn.weight_ih_l0") {
+            s.1 = vec![g * h, v];
+            s.2 = folded.clone();
+        }
+        let a = import(&file(&with_emb), VOCAB).unwrap();
+        let b = import(&file(&one_hot), VOCAB).unwrap();
+        assert_eq!(a.embedding, Some(e));
+        assert_eq!(b.embedding, None);
+        assert_eq!(a.params, b.params);
+    }
+
+    /// The Keras form of a PyTorch-layout model: kernels transposed, GRU
+    /// gates `r,z,n` -> `z,r,h`, biases as Keras keeps them.
+    fn keras_of(m: &[Spec], g: usize, h: usize, layers: usize, names: &[&str]) -> Vec<Spec> {
+        let gru = g == 3;
+        let swap = |v: &[f32], block: usize| -> Vec<f32> {
+            if !gru {
+                return v.to_vec();
+            }
+            let b = |i: usize| &v[i * block..(i + 1) * block];
+            [b(1), b(0), b(2)].concat()
+        };
+        let mut k = Vec::new();
+        for (l, name) in names.iter().enumerate().take(layers) {
+            let p = format!("{name}/{}_cell/", if gru { "gru" } else { "lstm" });
+            for (src, dst) in [("weight_ih", "kernel"), ("weight_hh", "recurrent_kernel")] {
+                let s = get(m, &format!("rnn.{src}_l{l}"));
+                let rows = swap(&s.2, h * s.1[1]);
+                let spec = (s.0.clone(), s.1.clone(), rows);
+                k.push(t(
+                    &format!("{p}{dst}:0"),
+                    &[s.1[1], s.1[0]],
+                    transpose(&spec),
+                ));
+            }
+            let bi = swap(&get(m, &format!("rnn.bias_ih_l{l}")).2, h);
+            let bh = swap(&get(m, &format!("rnn.bias_hh_l{l}")).2, h);
+            if gru {
+                k.push(t(&format!("{p}bias:0"), &[2, g * h], [bi, bh].concat()));
+            } else {
+                let sum = bi.iter().zip(&bh).map(|(a, b)| a + b).collect();
+                k.push(t(&format!("{p}bias:0"), &[g * h], sum));
+            }
+        }
+        let w = get(m, "out.weight");
+        k.push(t("dense/kernel:0", &[w.1[1], w.1[0]], transpose(w)));
+        k.push(t("dense/bias:0", &[w.1[0]], get(m, "out.bias").2.clone()));
+        k
+    }
+
+    #[test]
+    fn a_keras_gru_is_the_pytorch_gru_with_its_gates_reordered() {
+        let (g, h, v) = (3, 2, 5);
+        let m = torch_model(g, h, v, 2);
+        // Keras orders layers by name: "gru" before "gru_1" (and not "gru_10").
+        let k = keras_of(&m, g, h, 2, &["gru", "gru_1"]);
+        let a = import(&file(&m), VOCAB).unwrap();
+        let b = import(&file(&k), VOCAB).unwrap();
+        assert_eq!(b.framework, Framework::Keras);
+        assert_eq!(b.layout.arch.cell, CellKind::Gru);
+        assert_eq!(a.params, b.params);
+        let mut late = keras_of(&m, g, h, 2, &["gru_2", "gru_10"]);
+        late.reverse();
+        assert_eq!(import(&file(&late), VOCAB).unwrap().params, a.params);
+    }
+
+    #[test]
+    fn a_keras_lstm_keeps_its_order_and_its_one_bias() {
+        let (g, h, v) = (4, 3, 5);
+        let mut m = torch_model(g, h, v, 1);
+        for s in m.iter_mut().filter(|s| s.0 == "rnn.bias_hh_l0") {
+            s.2.iter_mut().for_each(|x| *x = 0.0);
+        }
+        let k = keras_of(&m, g, h, 1, &["lstm"]);
+        assert_eq!(
+            import(&file(&k), VOCAB).unwrap().params,
+            import(&file(&m), VOCAB).unwrap().params
+        );
+    }
+
+    fn refusal(tensors: &[Spec], vocab: &str) -> String {
+        import(&file(tensors), vocab).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn what_charlm_cannot_run_is_refused_by_name() {
+        let m = torch_model(4, 2, 5, 1);
+        let mut extra = m.clone();
+        extra.push(t("head.0.weight", &[3, 3], values(9, 5)));
+        assert!(refusal(&extra, VOCAB).contains("tensor head.0.weight [3, 3] has no place"));
+        let mut two_heads = m.clone();
+        two_heads.push(t("head.weight", &[5, 2], values(10, 5)));
+        assert!(
+            refusal(&two_heads, VOCAB)
+                .contains("more than one output layer could be head.weight, out.weight")
+        );
+
+        let mut bi = m.clone();
+        bi.push(t("rnn.weight_hh_l0_reverse", &[8, 2], values(16, 5)));
+        assert!(refusal(&bi, VOCAB).contains("bidirectional"));
+
+        let mut proj = m.clone();
+        proj.push(t("rnn.weight_hr_l0", &[1, 2], values(2, 5)));
+        assert!(refusal(&proj, VOCAB).contains("proj_size"));
+
+        let g3 = torch_model(3, 2, 5, 1);
+        let mut old_gru = keras_of(&g3, 3, 2, 1, &["gru"]);
+        for s in old_gru.iter_mut().filter(|s| s.0 == "gru/gru_cell/bias:0") {
+            s.1 = vec![6];
+            s.2.truncate(6);
+        }
+        assert!(refusal(&old_gru, VOCAB).contains("reset_after=False"));
+
+        let mut five = m.clone();
+        for s in five.iter_mut().filter(|s| s.0 == "rnn.weight_hh_l0") {
+            s.1 = vec![10, 2];
+            s.2 = values(20, 3);
+        }
+        assert!(refusal(&five, VOCAB).contains("neither an LSTM (4 gates) nor a GRU (3)"));
+
+        let mut huge = m.clone();
+        huge[1].2[3] = 1e6;
+        assert!(refusal(&huge, VOCAB).contains("weight_hh_l0[3] = 1000000 does not fit in f16"));
+
+        assert!(
+            refusal(&m, r#"["<pad>", "a", "b", "<eos>"]"#)
+                .contains("the model has 5 ids and the vocabulary lists 4")
+        );
+        assert!(refusal(&m, r#"["<pad>", "a", "ab", "c", "<eos>"]"#).contains("id 2 is \"ab\""));
+        assert!(refusal(&m, r#"["<pad>", "a", "a", "c", "<eos>"]"#).contains("at ids 1 and 2"));
+        assert!(
+            refusal(&m, r#"["<eos>", "a", "b", "c", "<eos>"]"#).contains("<eos> at ids 0 and 4")
+        );
+        assert!(refusal(&m, r#"{"a": 1}"#).contains("JSON list of strings"));
+        assert!(
+            refusal(&[t("dense/kernel", &[2, 5], values(10, 1))], VOCAB)
+                .contains("no recurrent layer")
+        );
+        assert!(
+            import(b"not safetensors", VOCAB)
+                .unwrap_err()
+                .to_string()
+                .contains("not a safetensors file")
+        );
+    }
+}
