@@ -60,6 +60,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     let mut flipped = model_bytes.clone();
     flipped[100] ^= 0x20;
     let corrupted = write("corrupted.clm", &flipped);
+    let vocab_json = write("vocab.json", br#"["<pad>", "a", "<eos>"]"#);
+    let keras = write(
+        "keras.safetensors",
+        &std::fs::read(root.join("tests/fixtures/import/keras-lstm.safetensors")).unwrap(),
+    );
 
     // A finished run folder, to show that another run cannot overwrite it
     // and that resuming it with another architecture is refused.
@@ -293,6 +298,37 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "architecture",
         ),
         (vec!["train", "--resume", "missing-run"], "missing-run"),
+        // import (the weights' default output, WEIGHTS.clm, is never created)
+        (
+            vec!["import", "missing.safetensors", "--vocab", &vocab_json],
+            "missing.safetensors",
+        ),
+        (
+            vec!["import", &empty, "--vocab", &vocab_json],
+            "not a safetensors file",
+        ),
+        (
+            vec!["import", &binary, "--vocab", &vocab_json],
+            "not a safetensors file",
+        ),
+        (
+            vec!["import", &model, "--vocab", &vocab_json],
+            "not a safetensors file",
+        ),
+        (vec!["import", &keras, "--vocab", &binary], "not UTF-8"),
+        (
+            vec!["import", &keras, "--vocab", &empty],
+            "JSON list of strings",
+        ),
+        (
+            vec!["import", &keras, "--vocab", &huge_line],
+            "JSON list of strings",
+        ),
+        (
+            vec!["import", &keras, "--vocab", &vocab_json],
+            "the model has 38 ids and the vocabulary lists 3",
+        ),
+        (vec!["import", &keras], "--vocab"),
         // bench
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
         (
