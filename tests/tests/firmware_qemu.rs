@@ -408,6 +408,40 @@ fn on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host() {
 }
 
 #[test]
+fn a_model_imported_from_keras_runs_on_the_firmware_as_on_the_host() {
+    // The lesson's architecture made by Keras (tests/fixtures/import/,
+    // written by tests/reference/import_models.py), through `charlm
+    // import`'s code, on the Cortex-M4F.
+    let Some(_turn) =
+        firmware_turn("a_model_imported_from_keras_runs_on_the_firmware_as_on_the_host")
+    else {
+        return;
+    };
+    let dir = root().join("tests/fixtures/import");
+    let weights = std::fs::read(dir.join("keras-lstm.safetensors")).expect("fixture");
+    let vocab = std::fs::read_to_string(dir.join("keras-lstm.vocab.json")).expect("fixture");
+    let m = charlm_trainer::import::import(&weights, &vocab).expect("import");
+    let bytes = charlm_trainer::export::export(
+        &m.layout,
+        &m.params,
+        &m.vocab,
+        &charlm_trainer::export::Provenance::default(),
+        charlm_runtime::format::DType::F16,
+    )
+    .expect("export");
+    let path = std::env::temp_dir().join(format!("charlm-keras-{}.clm", std::process::id()));
+    std::fs::write(&path, &bytes).expect("write the imported model");
+    let run = build_and_run(Some(&path), None);
+    std::fs::remove_file(&path).ok();
+    assert_text(
+        &run,
+        &host_text(&bytes),
+        "charlm generate (keras-lstm, imported)",
+        true,
+    );
+}
+
+#[test]
 fn the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host() {
     // Feature `c-api`: every text through `charlm_generate` (capi/), as a C
     // firmware would make it, with the library's Cortex-M4F kernel, for the
