@@ -4,7 +4,9 @@
 //! The weights come in a safetensors file (what `safetensors.torch.save_file`
 //! and `safetensors.numpy.save_file` write), the vocabulary as a JSON list
 //! with one entry per id of the source model: a one-character string, or
-//! `"<pad>"`, or `"<eos>"`. The model must be what charlm runs: one-hot (or
+//! `"<pad>"`, or `"<eos>"`; or as a JSON object from those entries to their
+//! ids (Keras's `tokenizer.word_index`, a PyTorch script's `stoi`), where
+//! id 0 may be left out and is then padding. The model must be what charlm runs: one-hot (or
 //! embedded) characters into 1-4 stacked LSTM or GRU layers of one hidden
 //! size, then one linear layer to the vocabulary. Anything else in the file
 //! is refused by name rather than left out, so an import never quietly
@@ -131,7 +133,7 @@ struct Tensors {
 impl Tensors {
     fn read(bytes: &[u8]) -> Result<Tensors, CliError> {
         let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| CliError::invalid(format!("not a safetensors file: {e}")))?;
+            .map_err(|e| CliError::invalid(format!("not a safetensors file ({e}): save the weights with safetensors.torch.save_file(model.state_dict(), F) or safetensors.numpy.save_file")))?;
         let mut all = BTreeMap::new();
         for (name, view) in st.tensors() {
             let raw = view.data();
@@ -238,12 +240,56 @@ struct SourceVocab {
     len: usize,
 }
 
-fn read_vocab(json: &str) -> Result<SourceVocab, CliError> {
-    let list: Vec<String> = serde_json::from_str(json).map_err(|e| {
+/// The vocabulary's two JSON forms: a list in id order, or an object from
+/// entry to id (Keras's `tokenizer.word_index`, a PyTorch script's `stoi`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum VocabJson {
+    List(Vec<String>),
+    Map(BTreeMap<String, usize>),
+}
+
+/// The entries in id order. In the object form id 0 may be left out: it
+/// is then padding (Keras's tokenizer reserves it so).
+fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
+    let parsed: VocabJson = serde_json::from_str(json).map_err(|e| {
         CliError::invalid(format!(
-            "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"): {e}"
+            "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"), or an object from those strings to their ids: {e}"
         ))
     })?;
+    let map = match parsed {
+        VocabJson::List(list) => return Ok(list),
+        VocabJson::Map(map) => map,
+    };
+    let len = map.values().max().map_or(0, |&m| m + 1);
+    if len > MAX_VOCAB {
+        return Err(CliError::invalid(format!(
+            "vocabulary: id {} is beyond the {MAX_VOCAB} a model holds",
+            len - 1
+        )));
+    }
+    let mut list: Vec<Option<String>> = vec![None; len];
+    for (entry, &id) in &map {
+        if let Some(first) = list[id].replace(entry.clone()) {
+            return Err(CliError::invalid(format!(
+                "vocabulary: id {id} is both {first:?} and {entry:?}"
+            )));
+        }
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(id, e)| match (id, e) {
+            (_, Some(e)) => Ok(e),
+            (0, None) => Ok("<pad>".to_string()),
+            (id, None) => Err(CliError::invalid(format!(
+                "vocabulary: no entry has id {id}"
+            ))),
+        })
+        .collect()
+}
+
+fn read_vocab(json: &str) -> Result<SourceVocab, CliError> {
+    let list = vocab_list(json)?;
     let mut v = SourceVocab {
         pad: None,
         eos: None,
@@ -921,6 +967,19 @@ mod tests {
     }
 
     #[test]
+    fn the_vocabulary_may_be_an_object_from_entries_to_ids() {
+        // Keras's tokenizer.word_index: id 0 left out (padding).
+        let m = torch_model(4, 2, 5, 1);
+        let list = import(&file(&m), VOCAB).unwrap();
+        let map = import(&file(&m), r#"{"b": 2, "<eos>": 4, "a": 1, "c": 3}"#).unwrap();
+        assert_eq!(list.params, map.params);
+        assert_eq!(map.vocab.symbols(), ['a', 'b', 'c']);
+        assert!(!map.pad_added);
+        assert!(refusal(&m, r#"{"a": 1, "b": 1}"#).contains("id 1 is both"));
+        assert!(refusal(&m, r#"{"a": 1, "b": 3}"#).contains("no entry has id 2"));
+    }
+
+    #[test]
     fn missing_padding_and_eos_are_added_and_eos_is_never_predicted() {
         let m = torch_model(4, 2, 3, 1);
         let got = import(&file(&m), r#"["x", "y", "z"]"#).unwrap();
@@ -1089,7 +1148,7 @@ mod tests {
         assert!(
             refusal(&m, r#"["<eos>", "a", "b", "c", "<eos>"]"#).contains("<eos> at ids 0 and 4")
         );
-        assert!(refusal(&m, r#"{"a": 1}"#).contains("JSON list of strings"));
+        assert!(refusal(&m, r#"{"a": "x"}"#).contains("JSON list of strings"));
         assert!(
             refusal(&[t("dense/kernel", &[2, 5], values(10, 1))], VOCAB)
                 .contains("no recurrent layer")

@@ -18,7 +18,9 @@ pub struct Args {
     /// One-hot or embedded characters, 1-4 LSTM or GRU layers, one linear output layer.
     #[arg(value_name = "WEIGHTS.safetensors")]
     source: PathBuf,
-    /// JSON list with one entry per id of the model: the character, or "<pad>" or "<eos>".
+    /// The vocabulary as JSON: a list with one entry per id of the model (the character, or
+    /// "<pad>" or "<eos>"), or an object from those entries to their ids (Keras's
+    /// tokenizer.word_index; id 0 left out is padding).
     #[arg(long, value_name = "FILE.json")]
     vocab: PathBuf,
     /// Model file to write (default: WEIGHTS.clm beside the weights).
