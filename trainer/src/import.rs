@@ -16,7 +16,7 @@
 //!
 //! | source | recurrent layer `k` | output | input |
 //! |---|---|---|---|
-//! | PyTorch `nn.LSTM`/`nn.GRU` | `weight_ih_lk`, `weight_hh_lk`, `bias_ih_lk`, `bias_hh_lk` (one prefix) | `nn.Linear`: `[V, H]` weight, `[V]` bias | one-hot, or an `nn.Embedding` `[V, E]` |
+//! | PyTorch `nn.LSTM`/`nn.GRU` | `weight_ih_lk`, `weight_hh_lk`, `bias_ih_lk`, `bias_hh_lk` (modules in their names' natural order) | `nn.Linear`: `[V, H]` weight, `[V]` bias | one-hot, or an `nn.Embedding` `[V, E]` |
 //! | Keras `LSTM`/`GRU` | `kernel` `[I, G*H]`, `recurrent_kernel` `[H, G*H]`, `bias` | `Dense`: `[H, V]` kernel, `[V]` bias | one-hot, or an `Embedding` `[V, E]` |
 //!
 //! PyTorch's gate orders are charlm's (LSTM `i,f,g,o`, GRU `r,z,n`). Keras's
@@ -390,67 +390,76 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
             "tensor {n}: an LSTM with proj_size is not one charlm runs"
         )));
     }
-    let mut prefixes = BTreeMap::<&str, BTreeSet<usize>>::new();
+    // Recurrent modules (a prefix each, `rnn.` of `rnn.weight_hh_l0`), in
+    // their names' natural order: one `nn.LSTM(num_layers=2)`, or
+    // `lstm1`, `lstm2` stacked by hand.
+    let mut modules = BTreeMap::<String, BTreeSet<usize>>::new();
     for n in &names {
         if let Some((p, k)) = layer_of(n, "weight_hh_l") {
-            prefixes.entry(p).or_default().insert(k);
+            modules.entry(p.to_string()).or_default().insert(k);
         }
     }
-    let mut it = prefixes.iter();
-    let (Some((prefix, ks)), None) = (it.next(), it.next()) else {
-        let list: Vec<_> = prefixes.keys().map(|p| format!("{p:?}")).collect();
+    let mut modules: Vec<(String, BTreeSet<usize>)> = modules.into_iter().collect();
+    modules.sort_by_key(|(p, _)| natural(p));
+    let total: usize = modules.iter().map(|(_, ks)| ks.len()).sum();
+    if total > MAX_LAYERS {
         return Err(CliError::invalid(format!(
-            "recurrent modules under {}: charlm runs one stack",
-            list.join(" and ")
-        )));
-    };
-    let prefix = prefix.to_string();
-    let count = ks.len();
-    if !(1..=MAX_LAYERS).contains(&count) || ks.iter().copied().ne(0..count) {
-        return Err(CliError::invalid(format!(
-            "layers {ks:?} of {prefix}weight_hh_l*: charlm runs layers 0 to {} in a row",
-            MAX_LAYERS - 1
+            "{total} recurrent layers: charlm runs 1 to {MAX_LAYERS}"
         )));
     }
-    let w_hh0 = t.need(&format!("{prefix}weight_hh_l0"))?;
+    let Some((first, _)) = modules.first() else {
+        return Err(CliError::invalid("no recurrent layer"));
+    };
+    let w_hh0 = t.need(&format!("{first}weight_hh_l0"))?;
     if w_hh0.shape.len() != 2 {
         return Err(CliError::invalid(format!(
-            "tensor {prefix}weight_hh_l0 has shape {}, expected a matrix",
+            "tensor {first}weight_hh_l0 has shape {}, expected a matrix",
             w_hh0.shape_text()
         )));
     }
     let (gh, hidden) = (w_hh0.shape[0], w_hh0.shape[1]);
-    let cell = cell_of(gh, hidden, &format!("{prefix}weight_hh_l0"))?;
+    let cell = cell_of(gh, hidden, &format!("{first}weight_hh_l0"))?;
     let mut layers = Vec::new();
     let mut input = 0;
-    for k in 0..count {
-        let name = |s: &str| format!("{prefix}{s}_l{k}");
-        let w_ih = t.need(&name("weight_ih"))?;
-        if w_ih.shape.len() != 2 {
+    for (prefix, ks) in &modules {
+        if ks.iter().copied().ne(0..ks.len()) {
             return Err(CliError::invalid(format!(
-                "tensor {} has shape {}, expected a matrix",
-                name("weight_ih"),
-                w_ih.shape_text()
+                "layers {ks:?} of {prefix}weight_hh_l*: a module's layers are numbered 0, 1, ... in a row"
             )));
         }
-        let width = if k == 0 { w_ih.shape[1] } else { hidden };
-        if k == 0 {
-            input = width;
+        for k in 0..ks.len() {
+            let name = |s: &str| format!("{prefix}{s}_l{k}");
+            let w_ih = t.need(&name("weight_ih"))?;
+            if w_ih.shape.len() != 2 {
+                return Err(CliError::invalid(format!(
+                    "tensor {} has shape {}, expected a matrix",
+                    name("weight_ih"),
+                    w_ih.shape_text()
+                )));
+            }
+            let width = if layers.is_empty() {
+                w_ih.shape[1]
+            } else {
+                hidden
+            };
+            if layers.is_empty() {
+                input = width;
+            }
+            let w_ih = matrix(w_ih, gh, width, &name("weight_ih"))?;
+            let w_hh = matrix(t.need(&name("weight_hh"))?, gh, hidden, &name("weight_hh"))?;
+            let bias = |t: &mut Tensors, s: &str| match t.take(&name(s)) {
+                Some(b) => vector(b, gh, &name(s)),
+                None => Ok(vec![0.0; gh]),
+            };
+            let b_ih = bias(t, "bias_ih")?;
+            let b_hh = bias(t, "bias_hh")?;
+            layers.push(Layer {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            });
         }
-        let w_ih = matrix(w_ih, gh, width, &name("weight_ih"))?;
-        let w_hh = matrix(t.need(&name("weight_hh"))?, gh, hidden, &name("weight_hh"))?;
-        let bias = |t: &mut Tensors, s: &str| match t.take(&name(s)) {
-            Some(b) => vector(b, gh, &name(s)),
-            None => Ok(vec![0.0; gh]),
-        };
-        let b_ih = bias(t, "bias_ih")?;
-        let b_hh = bias(t, "bias_hh")?;
-        layers.push(Layer {
-            w_ih,
-            w_hh,
-            b_ih,
-            b_hh,
-        });
     }
     let (embedding, out_w, out_b) = head(t, input, hidden, false)?;
     Ok(Source {
@@ -964,6 +973,37 @@ mod tests {
         assert_eq!(b.vocab.symbols(), ['b', 'c', 'a']);
         // plain's ids 1, 2, 3 are b, c, a as well: the same parameters.
         assert_eq!(a.params, b.params);
+    }
+
+    #[test]
+    fn modules_stacked_by_hand_are_one_stack_in_name_order() {
+        // nn.LSTM(num_layers=2) as `rnn.`, and as `lstm1.` + `lstm2.`
+        // (each a one-layer module: its layer is `_l0`).
+        let m = torch_model(4, 2, 5, 2);
+        let split: Vec<Spec> = m
+            .iter()
+            .map(|(n, s, v)| {
+                let n = if n.starts_with("out.") {
+                    n.clone()
+                } else if n.ends_with("_l0") {
+                    n.replace("rnn.", "lstm1.")
+                } else {
+                    n.replace("rnn.", "lstm2.").replace("_l1", "_l0")
+                };
+                (n, s.clone(), v.clone())
+            })
+            .collect();
+        assert!(split.iter().any(|s| s.0 == "lstm2.weight_hh_l0"));
+        let a = import(&file(&m), VOCAB).unwrap();
+        let b = import(&file(&split), VOCAB).unwrap();
+        assert_eq!(b.layout.arch.layers, 2);
+        assert_eq!(a.params, b.params);
+        let mut renamed = split.clone();
+        for s in renamed.iter_mut() {
+            s.0 = s.0.replace("lstm2.", "lstm10.").replace("lstm1.", "lstm2.");
+        }
+        // lstm10 after lstm2 (natural order), not before it.
+        assert_eq!(import(&file(&renamed), VOCAB).unwrap().params, a.params);
     }
 
     #[test]
