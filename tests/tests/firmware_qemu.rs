@@ -250,6 +250,17 @@ fn build_and_run_on(target: &str, model: Option<&Path>, product: Option<&str>) -
     }
 }
 
+/// [`build_and_run`] (the default build, for the Cortex-M4F) of a model
+/// given as bytes: written to a temporary file named after `tag`, removed
+/// after the run.
+fn build_and_run_bytes(bytes: &[u8], tag: &str) -> Run {
+    let path = std::env::temp_dir().join(format!("charlm-{tag}-{}.clm", std::process::id()));
+    std::fs::write(&path, bytes).expect("write the model");
+    let run = build_and_run(Some(&path), None);
+    std::fs::remove_file(&path).ok();
+    run
+}
+
 /// Asserts a successful run whose text is `expected`, naming the first
 /// difference, and a report (with the self-test where `diagnostics`).
 fn assert_text(run: &Run, expected: &str, what: &str, diagnostics: bool) {
@@ -325,10 +336,7 @@ fn firmware_matches_host_for_the_benchmark_model() {
         charlm_tests::FIRMWARE_BENCH.symbols,
         "synthetic benchmark (seeded PCG32)",
     );
-    let path = std::env::temp_dir().join(format!("charlm-bench-{}.clm", std::process::id()));
-    std::fs::write(&path, &bytes).expect("write the benchmark model");
-    let run = build_and_run(Some(&path), None);
-    std::fs::remove_file(&path).ok();
+    let run = build_and_run_bytes(&bytes, "bench");
     assert_text(&run, &host_text(&bytes), "charlm generate", true);
 }
 
@@ -429,10 +437,7 @@ fn a_model_imported_from_keras_runs_on_the_firmware_as_on_the_host() {
         charlm_runtime::format::DType::F16,
     )
     .expect("export");
-    let path = std::env::temp_dir().join(format!("charlm-keras-{}.clm", std::process::id()));
-    std::fs::write(&path, &bytes).expect("write the imported model");
-    let run = build_and_run(Some(&path), None);
-    std::fs::remove_file(&path).ok();
+    let run = build_and_run_bytes(&bytes, "keras");
     assert_text(
         &run,
         &host_text(&bytes),
@@ -512,10 +517,7 @@ fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
     let mut bytes = std::fs::read(root().join("tests/fixtures/lstm2.clm")).expect("fixture");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
-    let path = std::env::temp_dir().join(format!("charlm-corrupted-{}.clm", std::process::id()));
-    std::fs::write(&path, &bytes).expect("write the corrupted model");
-    let run = build_and_run(Some(&path), None);
-    std::fs::remove_file(&path).ok();
+    let run = build_and_run_bytes(&bytes, "corrupted");
     assert_ne!(
         run.status,
         Some(0),

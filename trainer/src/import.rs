@@ -188,6 +188,18 @@ impl Tensors {
             .ok_or_else(|| CliError::invalid(format!("tensor {name} is missing")))
     }
 
+    /// Tensor `name`, which must exist and be a matrix.
+    fn need_matrix(&mut self, name: &str) -> Result<&Tensor, CliError> {
+        let t = self.need(name)?;
+        if t.shape.len() != 2 {
+            return Err(CliError::invalid(format!(
+                "tensor {name} has shape {}, expected a matrix",
+                t.shape_text()
+            )));
+        }
+        Ok(t)
+    }
+
     /// Names of the tensors not yet used, with `shape`.
     fn unused_of_shape(&self, shape: &[usize]) -> Vec<String> {
         self.all
@@ -410,13 +422,7 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
     let Some((first, _)) = modules.first() else {
         return Err(CliError::invalid("no recurrent layer"));
     };
-    let w_hh0 = t.need(&format!("{first}weight_hh_l0"))?;
-    if w_hh0.shape.len() != 2 {
-        return Err(CliError::invalid(format!(
-            "tensor {first}weight_hh_l0 has shape {}, expected a matrix",
-            w_hh0.shape_text()
-        )));
-    }
+    let w_hh0 = t.need_matrix(&format!("{first}weight_hh_l0"))?;
     let (gh, hidden) = (w_hh0.shape[0], w_hh0.shape[1]);
     let cell = cell_of(gh, hidden, &format!("{first}weight_hh_l0"))?;
     let mut layers = Vec::new();
@@ -429,14 +435,7 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
         }
         for k in 0..ks.len() {
             let name = |s: &str| format!("{prefix}{s}_l{k}");
-            let w_ih = t.need(&name("weight_ih"))?;
-            if w_ih.shape.len() != 2 {
-                return Err(CliError::invalid(format!(
-                    "tensor {} has shape {}, expected a matrix",
-                    name("weight_ih"),
-                    w_ih.shape_text()
-                )));
-            }
+            let w_ih = t.need_matrix(&name("weight_ih"))?;
             let width = if layers.is_empty() {
                 w_ih.shape[1]
             } else {
@@ -461,15 +460,7 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
             });
         }
     }
-    let (embedding, out_w, out_b) = head(t, input, hidden, false)?;
-    Ok(Source {
-        cell,
-        hidden,
-        layers,
-        embedding,
-        out_w,
-        out_b,
-    })
+    head(t, cell, hidden, layers, input, false)
 }
 
 /// A name's natural-order key: runs of digits compare as numbers.
@@ -533,25 +524,13 @@ fn keras(t: &mut Tensors) -> Result<Source, CliError> {
     }
     prefixes.sort_by_key(|p| natural(p));
     let first = &prefixes[0];
-    let rk = t.need(&format!("{first}recurrent_kernel"))?;
-    if rk.shape.len() != 2 {
-        return Err(CliError::invalid(format!(
-            "tensor {first}recurrent_kernel has shape {}, expected a matrix",
-            rk.shape_text()
-        )));
-    }
+    let rk = t.need_matrix(&format!("{first}recurrent_kernel"))?;
     let (hidden, gh) = (rk.shape[0], rk.shape[1]);
     let cell = cell_of(gh, hidden, &format!("{first}recurrent_kernel"))?;
     let mut layers = Vec::new();
     let mut input = 0;
     for (k, p) in prefixes.iter().enumerate() {
-        let kernel = t.need(&format!("{p}kernel"))?;
-        if kernel.shape.len() != 2 {
-            return Err(CliError::invalid(format!(
-                "tensor {p}kernel has shape {}, expected a matrix",
-                kernel.shape_text()
-            )));
-        }
+        let kernel = t.need_matrix(&format!("{p}kernel"))?;
         let width = if k == 0 { kernel.shape[0] } else { hidden };
         if k == 0 {
             input = width;
@@ -583,28 +562,21 @@ fn keras(t: &mut Tensors) -> Result<Source, CliError> {
             b_hh: keras_bias(&b_hh, cell, hidden),
         });
     }
-    let (embedding, out_w, out_b) = head(t, input, hidden, true)?;
-    Ok(Source {
-        cell,
-        hidden,
-        layers,
-        embedding,
-        out_w,
-        out_b,
-    })
+    head(t, cell, hidden, layers, input, true)
 }
 
-/// The input embedding (when layer 0 is `input` wide and that is not the
-/// vocabulary, which the output layer's size tells) and the output layer,
-/// from the tensors left: `[V, H]` + `[V]` (PyTorch) or `[H, V]` + `[V]`
-/// (Keras, `keras`).
-#[allow(clippy::type_complexity)]
+/// The model around `layers`: the input embedding (when layer 0 is
+/// `input` wide and that is not the vocabulary, which the output layer's
+/// size tells) and the output layer, from the tensors left: `[V, H]` +
+/// `[V]` (PyTorch) or `[H, V]` + `[V]` (Keras, `keras`).
 fn head(
     t: &mut Tensors,
-    input: usize,
+    cell: CellKind,
     hidden: usize,
+    layers: Vec<Layer>,
+    input: usize,
     keras: bool,
-) -> Result<(Option<Tensor>, Tensor, Vec<f64>), CliError> {
+) -> Result<Source, CliError> {
     // The output weight: the one matrix left with a side of `hidden` that
     // is not the embedding.
     let is_embedding = |n: &str| n.to_ascii_lowercase().contains("emb");
@@ -678,7 +650,14 @@ fn head(
             data: e.data.clone(),
         })
     };
-    Ok((embedding, out_w, out_b))
+    Ok(Source {
+        cell,
+        hidden,
+        layers,
+        embedding,
+        out_w,
+        out_b,
+    })
 }
 
 /// Rounds `v` (element `i` of tensor `what`) to the nearest f16, as f32.

@@ -146,7 +146,7 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
 }
 
 /// Writes `bytes` to `out` atomically, refusing to replace a file without `force`.
-fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
+pub(super) fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
     if !force && out.exists() {
         return Err(CliError::invalid(format!(
             "{} exists (--force replaces it)",

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use charlm_runtime::format::DType;
-use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::import;
@@ -62,13 +61,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .out
         .clone()
         .unwrap_or_else(|| args.source.with_extension("clm"));
-    if !args.force && out.exists() {
-        return Err(CliError::invalid(format!(
-            "{} exists (--force replaces it)",
-            out.display()
-        )));
-    }
-    write_atomic(&out, &model)?;
+    super::export::write_new(&out, &model, args.force)?;
     let a = m.layout.arch;
     let input = match m.embedding {
         Some(e) => format!("; its {e}-wide embedding folded into the input table"),
