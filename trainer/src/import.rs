@@ -30,8 +30,11 @@
 //!
 //! Activations cannot be read from weights: the defaults (sigmoid gates,
 //! tanh) are assumed, which is what both frameworks' LSTM and GRU use
-//! unless told otherwise. The output layer's activation (Keras's
-//! `softmax`) does not matter: charlm samples from the logits.
+//! unless told otherwise (Keras before 2.3 defaulted to `hard_sigmoid`;
+//! such a model computes another function). The output layer's activation
+//! (Keras's `softmax`) does not matter: charlm samples from the logits, and
+//! never padding (the source's softmax gave padding's logit a share, which
+//! training pushes towards zero).
 //!
 //! An embedding is folded into layer 0's input table (`E W_ih^T`, one row
 //! per id, summed in f64 and rounded once): a one-hot input times a matrix
