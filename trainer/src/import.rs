@@ -276,7 +276,7 @@ fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
         VocabJson::List(list) => return Ok(list),
         VocabJson::Map(map) => map,
     };
-    let len = map.values().max().map_or(0, |&m| m + 1);
+    let len = map.values().max().map_or(0, |&m| m.saturating_add(1));
     if len > MAX_VOCAB {
         return Err(CliError::invalid(format!(
             "vocabulary: id {} is beyond the {MAX_VOCAB} a model holds",
@@ -999,6 +999,7 @@ mod tests {
         assert!(!map.pad_added);
         assert!(refusal(&m, r#"{"a": 1, "b": 1}"#).contains("id 1 is both"));
         assert!(refusal(&m, r#"{"a": 1, "b": 3}"#).contains("no entry has id 2"));
+        assert!(refusal(&m, r#"{"a": 18446744073709551615}"#).contains("beyond"));
     }
 
     #[test]
@@ -1181,5 +1182,200 @@ mod tests {
                 .to_string()
                 .contains("not a safetensors file")
         );
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use safetensors::tensor::TensorView;
+
+    /// Names of both frameworks' tensors, right and nearly right.
+    const NAMES: &[&str] = &[
+        "rnn.weight_ih_l0",
+        "rnn.weight_hh_l0",
+        "rnn.bias_ih_l0",
+        "rnn.bias_hh_l0",
+        "rnn.weight_ih_l1",
+        "rnn.weight_hh_l1",
+        "rnn.weight_hh_l3",
+        "rnn.weight_hh_l0_reverse",
+        "lstm2.weight_hh_l0",
+        "lstm2.weight_ih_l0",
+        "out.weight",
+        "out.bias",
+        "embed.weight",
+        "lstm/lstm_cell/kernel",
+        "lstm/lstm_cell/recurrent_kernel",
+        "lstm/lstm_cell/bias",
+        "gru_1/gru_cell/kernel:0",
+        "gru_1/gru_cell/recurrent_kernel:0",
+        "gru_1/gru_cell/bias:0",
+        "dense/kernel",
+        "dense/bias",
+        "embedding/embeddings",
+    ];
+
+    /// A well-formed model's tensors (names and shapes) of either framework.
+    fn model_shapes(
+        keras: bool,
+        g: usize,
+        h: usize,
+        v: usize,
+        layers: usize,
+        e: Option<usize>,
+    ) -> Vec<(String, Vec<usize>)> {
+        let mut m = Vec::new();
+        let input = e.unwrap_or(v);
+        if let Some(e) = e {
+            let name = if keras {
+                "embedding/embeddings"
+            } else {
+                "embed.weight"
+            };
+            m.push((name.to_string(), vec![v, e]));
+        }
+        for l in 0..layers {
+            let i = if l == 0 { input } else { h };
+            if keras {
+                let p = if l == 0 {
+                    "rnn/cell/".to_string()
+                } else {
+                    format!("rnn_{l}/cell/")
+                };
+                m.push((format!("{p}kernel"), vec![i, g * h]));
+                m.push((format!("{p}recurrent_kernel"), vec![h, g * h]));
+                m.push((
+                    format!("{p}bias"),
+                    if g == 3 { vec![2, g * h] } else { vec![g * h] },
+                ));
+            } else {
+                m.push((format!("rnn.weight_ih_l{l}"), vec![g * h, i]));
+                m.push((format!("rnn.weight_hh_l{l}"), vec![g * h, h]));
+                m.push((format!("rnn.bias_ih_l{l}"), vec![g * h]));
+                m.push((format!("rnn.bias_hh_l{l}"), vec![g * h]));
+            }
+        }
+        if keras {
+            m.push(("dense/kernel".to_string(), vec![h, v]));
+            m.push(("dense/bias".to_string(), vec![v]));
+        } else {
+            m.push(("out.weight".to_string(), vec![v, h]));
+            m.push(("out.bias".to_string(), vec![v]));
+        }
+        m
+    }
+
+    /// One change to a model's tensors: drop one, change a dimension of
+    /// one, or add one of [`NAMES`].
+    #[derive(Clone, Debug)]
+    enum Change {
+        Drop(usize),
+        Resize(usize, usize, bool),
+        Add(usize, Vec<usize>),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        let dim = prop::sample::select(vec![0usize, 1, 2, 3, 4, 6, 8, 12]);
+        prop_oneof![
+            any::<usize>().prop_map(Change::Drop),
+            (any::<usize>(), any::<usize>(), any::<bool>())
+                .prop_map(|(t, d, up)| Change::Resize(t, d, up)),
+            (0..NAMES.len(), prop::collection::vec(dim, 1..=3))
+                .prop_map(|(n, s)| Change::Add(n, s)),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["<pad>", "<eos>", "a", "b", "c", "d", "é", "ab", ""])
+            .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever tensors and vocabulary come, an import is a model the
+        /// runtime accepts or an error: never a panic.
+        #[test]
+        fn any_file_imports_or_is_refused(
+            keras in any::<bool>(),
+            g in 3usize..=4,
+            h in 1usize..=5,
+            v in 2usize..=7,
+            layers in 1usize..=3,
+            e in prop::option::of(1usize..=4),
+            changes in prop::collection::vec(change(), 0..3),
+            vocab in prop::collection::vec(entry(), 0..8),
+            plain_vocab in any::<bool>(),
+            map in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let mut shapes = model_shapes(keras, g, h, v, layers, e);
+            for c in changes {
+                match c {
+                    Change::Drop(i) if !shapes.is_empty() => { shapes.remove(i % shapes.len()); }
+                    Change::Resize(i, d, up) if !shapes.is_empty() => {
+                        let n = shapes.len();
+                        let s = &mut shapes[i % n].1;
+                        let d = d % s.len();
+                        s[d] = if up { s[d] + 1 } else { s[d].saturating_sub(1) };
+                    }
+                    Change::Add(n, s) => {
+                        if !shapes.iter().any(|(m, _)| m == NAMES[n]) {
+                            shapes.push((NAMES[n].to_string(), s));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // A vocabulary that fits the model (padding, symbols, <eos>),
+            // or the random one.
+            let vocab: Vec<String> = if plain_vocab {
+                std::iter::once("<pad>".to_string())
+                    .chain((1..v.saturating_sub(1)).map(|i| char::from(b'a' + i as u8).to_string()))
+                    .chain(std::iter::once("<eos>".to_string()))
+                    .collect()
+            } else {
+                vocab
+            };
+            let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, shape))| {
+                    let count: usize = shape.iter().product();
+                    let mut r = crate::rng::Rng::new(seed ^ i as u64);
+                    let bytes = (0..count)
+                        .flat_map(|_| (((r.next_u64() % 512) as f32 - 256.0) / 128.0).to_le_bytes())
+                        .collect();
+                    (n, shape, bytes)
+                })
+                .collect();
+            let views: Vec<(String, TensorView<'_>)> = data
+                .iter()
+                .map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+                .collect();
+            let file = safetensors::tensor::serialize(views, None).unwrap();
+            let json = if map {
+                let m: BTreeMap<&String, usize> = vocab.iter().enumerate().map(|(i, e)| (e, i)).collect();
+                serde_json::to_string(&m).unwrap()
+            } else {
+                serde_json::to_string(&vocab).unwrap()
+            };
+            if let Ok(m) = import(&file, &json) {
+                let bytes = crate::export::export(
+                    &m.layout,
+                    &m.params,
+                    &m.vocab,
+                    &crate::export::Provenance::default(),
+                    charlm_runtime::format::DType::F16,
+                );
+                // export can still refuse (the runtime's own limits), but
+                // what it writes must load.
+                if let Ok(bytes) = bytes {
+                    prop_assert!(charlm_runtime::Model::from_bytes(&bytes).is_ok());
+                }
+            }
+        }
     }
 }
