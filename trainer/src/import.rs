@@ -1321,10 +1321,8 @@ mod props {
                         let d = d % s.len();
                         s[d] = if up { s[d] + 1 } else { s[d].saturating_sub(1) };
                     }
-                    Change::Add(n, s) => {
-                        if !shapes.iter().any(|(m, _)| m == NAMES[n]) {
-                            shapes.push((NAMES[n].to_string(), s));
-                        }
+                    Change::Add(n, s) if !shapes.iter().any(|(m, _)| m == NAMES[n]) => {
+                        shapes.push((NAMES[n].to_string(), s));
                     }
                     _ => {}
                 }
