@@ -280,3 +280,60 @@ fn bad_input_is_one_line_and_status_2_and_writes_nothing() {
         "a refused import changed the file"
     );
 }
+
+#[test]
+fn export_to_safetensors_and_import_back_is_the_same_model() {
+    // `charlm export M --safetensors` writes what PyTorch loads (the names
+    // `charlm import` reads, checked against PyTorch and Keras above);
+    // importing it gives the same architecture, vocabulary and every
+    // tensor's bits.
+    use charlm_runtime::format::ModelFile;
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    for name in ["gru1", "lstm2", "shakespeare-lstm128"] {
+        let model = root.join(format!("{name}.clm"));
+        let st = dir.path().join(format!("{name}.safetensors"));
+        let vocab = dir.path().join(format!("{name}.vocab.json"));
+        let back = dir.path().join(format!("{name}-back.clm"));
+        let o = charlm(&[
+            "export",
+            model.to_str().unwrap(),
+            "--safetensors",
+            st.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = charlm(&[
+            "import",
+            st.to_str().unwrap(),
+            "--vocab",
+            vocab.to_str().unwrap(),
+            "--out",
+            back.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (a, b) = (
+            std::fs::read(&model).unwrap(),
+            std::fs::read(&back).unwrap(),
+        );
+        let (a, b) = (
+            ModelFile::decode(&a).unwrap(),
+            ModelFile::decode(&b).unwrap(),
+        );
+        assert_eq!(a.body.arch, b.body.arch, "{name}");
+        assert_eq!(a.body.vocab, b.body.vocab, "{name}");
+        for ((na, ta), (nb, tb)) in a.body.tensors().zip(b.body.tensors()) {
+            assert_eq!(na, nb);
+            assert!(ta == tb, "{name}: {na} differs after the round trip");
+        }
+        // Both files or neither: a second export is refused whole.
+        std::fs::remove_file(&st).unwrap();
+        let o = charlm(&[
+            "export",
+            model.to_str().unwrap(),
+            "--safetensors",
+            st.to_str().unwrap(),
+        ]);
+        assert_refused(&o, "vocab.json exists (--force replaces it)");
+        assert!(!st.exists(), "half an export was written");
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use charlm_runtime::format::DType;
+use charlm_runtime::format::{DType, ModelFile};
 use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{from_checkpoint, quantize_file};
@@ -33,6 +33,11 @@ pub struct Args {
     /// model file is embedded as it is, or quantized with --weights i8).
     #[arg(long, value_name = "FILE.c", conflicts_with = "out")]
     c_source: Option<PathBuf>,
+    /// Write the model as PyTorch tensors to this safetensors file instead of a .clm
+    /// (`rnn.` an nn.LSTM/nn.GRU, `out.` an nn.Linear, float32), and its vocabulary
+    /// beside it as FILE.vocab.json: what `charlm import` reads back.
+    #[arg(long, value_name = "FILE.safetensors", conflicts_with_all = ["out", "c_source"])]
+    safetensors: Option<PathBuf>,
     /// Name of the C object with --c-source (and of NAME_len).
     #[arg(
         long,
@@ -47,6 +52,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let weights = args.weights.dtype();
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);
+    }
+    if let Some(out) = &args.safetensors {
+        return safetensors(&args, out, weights);
     }
     if args.run.is_file() {
         return quantize(&args, weights);
@@ -116,23 +124,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
 
 /// `charlm export (RUN | MODEL.clm) --c-source FILE.c`.
 fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
-    let path = &args.run;
-    let (bytes, what) = if path.is_file() {
-        let bytes = read_file(path)?;
-        match weights {
-            DType::I8 => (
-                quantize_file(&bytes).map_err(|e| {
-                    CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim()))
-                })?,
-                format!("{}, quantized to i8", path.display()),
-            ),
-            DType::F16 => (bytes, path.display().to_string()),
-        }
-    } else {
-        let snap = from_checkpoint(path, weights)?;
-        let what = format!("{}, step {}", path.display(), snap.progress.steps);
-        (snap.bytes, what)
-    };
+    let (bytes, what) = model_bytes(args, weights)?;
     let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
     write_new(out, text.as_bytes(), args.force)?;
     println!(
@@ -143,6 +135,56 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
         args.c_name
     );
     Ok(())
+}
+
+/// `charlm export (RUN | MODEL.clm) --safetensors FILE`.
+fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
+    let (bytes, what) = model_bytes(args, weights)?;
+    let (tensors, vocab) = charlm_trainer::export::safetensors(&bytes)?;
+    let vocab_path = out.with_extension("vocab.json");
+    // Both files or neither: refuse before writing the first.
+    for p in [out, vocab_path.as_path()] {
+        if !args.force && p.exists() {
+            return Err(CliError::invalid(format!(
+                "{} exists (--force replaces it)",
+                p.display()
+            )));
+        }
+    }
+    write_atomic(out, &tensors)?;
+    write_atomic(&vocab_path, vocab.as_bytes())?;
+    println!(
+        "wrote {} (PyTorch tensors of {what}, float32: rnn. an nn.{}, out. an nn.Linear) and {}",
+        out.display(),
+        ModelFile::decode(&bytes)
+            .map(|f| f.body.arch.cell.name().to_uppercase())
+            .unwrap_or_default(),
+        vocab_path.display()
+    );
+    Ok(())
+}
+
+/// The model file of a run folder (its checkpoint) or a model file, as
+/// `--weights` asks, and how to name it.
+fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliError> {
+    let path = &args.run;
+    if path.is_file() {
+        let bytes = read_file(path)?;
+        return Ok(match weights {
+            DType::I8 => (
+                quantize_file(&bytes).map_err(|e| {
+                    CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim()))
+                })?,
+                format!("{}, quantized to i8", path.display()),
+            ),
+            DType::F16 => (bytes, path.display().to_string()),
+        });
+    }
+    let snap = from_checkpoint(path, weights)?;
+    Ok((
+        snap.bytes,
+        format!("{}, step {}", path.display(), snap.progress.steps),
+    ))
 }
 
 /// Writes `bytes` to `out` atomically, refusing to replace a file without `force`.
