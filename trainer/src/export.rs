@@ -364,6 +364,85 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
     Ok(c)
 }
 
+/// The f32 values of a file's tensor: f16 as they are, i8 rows times their
+/// scale (`q * s`, exact in f32).
+fn tensor_values(t: &Tensor<'_>) -> Vec<f32> {
+    let f16 = |b: &[u8; 2]| half::f16::from_le_bytes(*b).to_f32();
+    match t.dtype {
+        DType::F16 => t.data.as_chunks::<2>().0.iter().map(f16).collect(),
+        DType::I8 => {
+            let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
+            let (q, scales) = t.data.split_at(rows * cols);
+            let scales: Vec<f32> = scales.as_chunks::<2>().0.iter().map(f16).collect();
+            q.iter()
+                .enumerate()
+                .map(|(i, &b)| f32::from(b as i8) * scales[i / cols.max(1)])
+                .collect()
+        }
+    }
+}
+
+/// The model file `bytes` as PyTorch's tensors (`rnn.` an `nn.LSTM` or
+/// `nn.GRU` with `num_layers` = the file's layers, `out.` an
+/// `nn.Linear(hidden, vocabulary)`, float32; layer 0's input table becomes
+/// `rnn.weight_ih_l0`, its transpose) in a safetensors file, and the
+/// vocabulary as a JSON list (`"<pad>"`, the symbols, `"<eos>"`): what
+/// `charlm import` reads back. i8 weights are written as their values,
+/// `q * s`.
+pub fn safetensors(bytes: &[u8]) -> Result<(Vec<u8>, String), CliError> {
+    let file = ModelFile::decode(bytes)
+        .map_err(|e| CliError::invalid(format!("not a valid model: {e}")))?;
+    let body = &file.body;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in body.tensors() {
+        let values = tensor_values(t);
+        let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
+        let (key, shape, values) = match name {
+            TensorName::WIh(0) => {
+                let transposed = (0..cols)
+                    .flat_map(|j| (0..rows).map(move |i| (i, j)))
+                    .map(|(i, j)| values[i * cols + j])
+                    .collect();
+                ("rnn.weight_ih_l0".to_string(), vec![cols, rows], transposed)
+            }
+            TensorName::WIh(l) => (format!("rnn.weight_ih_l{l}"), vec![rows, cols], values),
+            TensorName::WHh(l) => (format!("rnn.weight_hh_l{l}"), vec![rows, cols], values),
+            TensorName::BIh(l) => (format!("rnn.bias_ih_l{l}"), vec![rows], values),
+            TensorName::BHh(l) => (format!("rnn.bias_hh_l{l}"), vec![rows], values),
+            TensorName::OutW => ("out.weight".to_string(), vec![rows, cols], values),
+            TensorName::OutB => ("out.bias".to_string(), vec![rows], values),
+        };
+        let data = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((key, shape, data));
+    }
+    let views = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::invalid(format!("cannot lay out the tensors: {e}")))?;
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("cell".to_string(), body.arch.cell.name().to_string()),
+        (
+            "written_by".to_string(),
+            format!("charlm {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
+    let st = safetensors::tensor::serialize(views, Some(metadata))
+        .map_err(|e| CliError::invalid(format!("cannot write safetensors: {e}")))?;
+    let symbols = std::str::from_utf8(body.vocab.symbols)
+        .map_err(|_| CliError::invalid("the vocabulary is not UTF-8"))?;
+    let vocab: Vec<String> = std::iter::once("<pad>".to_string())
+        .chain(symbols.chars().map(String::from))
+        .chain(std::iter::once("<eos>".to_string()))
+        .collect();
+    let json = serde_json::to_string(&vocab).expect("a list of strings");
+    Ok((st, json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,83 +551,4 @@ mod tests {
         assert_eq!(to_f16_bytes(&[1.0, 70000.0]), Err(1));
         assert_eq!(to_f16_bytes(&[65504.0]).unwrap(), [0xff, 0x7b]);
     }
-}
-
-/// The f32 values of a file's tensor: f16 as they are, i8 rows times their
-/// scale (`q * s`, exact in f32).
-fn tensor_values(t: &Tensor<'_>) -> Vec<f32> {
-    let f16 = |b: &[u8; 2]| half::f16::from_le_bytes(*b).to_f32();
-    match t.dtype {
-        DType::F16 => t.data.as_chunks::<2>().0.iter().map(f16).collect(),
-        DType::I8 => {
-            let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
-            let (q, scales) = t.data.split_at(rows * cols);
-            let scales: Vec<f32> = scales.as_chunks::<2>().0.iter().map(f16).collect();
-            q.iter()
-                .enumerate()
-                .map(|(i, &b)| f32::from(b as i8) * scales[i / cols.max(1)])
-                .collect()
-        }
-    }
-}
-
-/// The model file `bytes` as PyTorch's tensors (`rnn.` an `nn.LSTM` or
-/// `nn.GRU` with `num_layers` = the file's layers, `out.` an
-/// `nn.Linear(hidden, vocabulary)`, float32; layer 0's input table becomes
-/// `rnn.weight_ih_l0`, its transpose) in a safetensors file, and the
-/// vocabulary as a JSON list (`"<pad>"`, the symbols, `"<eos>"`): what
-/// `charlm import` reads back. i8 weights are written as their values,
-/// `q * s`.
-pub fn safetensors(bytes: &[u8]) -> Result<(Vec<u8>, String), CliError> {
-    let file = ModelFile::decode(bytes)
-        .map_err(|e| CliError::invalid(format!("not a valid model: {e}")))?;
-    let body = &file.body;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in body.tensors() {
-        let values = tensor_values(t);
-        let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
-        let (key, shape, values) = match name {
-            TensorName::WIh(0) => {
-                let transposed = (0..cols)
-                    .flat_map(|j| (0..rows).map(move |i| (i, j)))
-                    .map(|(i, j)| values[i * cols + j])
-                    .collect();
-                ("rnn.weight_ih_l0".to_string(), vec![cols, rows], transposed)
-            }
-            TensorName::WIh(l) => (format!("rnn.weight_ih_l{l}"), vec![rows, cols], values),
-            TensorName::WHh(l) => (format!("rnn.weight_hh_l{l}"), vec![rows, cols], values),
-            TensorName::BIh(l) => (format!("rnn.bias_ih_l{l}"), vec![rows], values),
-            TensorName::BHh(l) => (format!("rnn.bias_hh_l{l}"), vec![rows], values),
-            TensorName::OutW => ("out.weight".to_string(), vec![rows, cols], values),
-            TensorName::OutB => ("out.bias".to_string(), vec![rows], values),
-        };
-        let data = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((key, shape, data));
-    }
-    let views = tensors
-        .iter()
-        .map(|(n, shape, data)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map(|v| (n.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::invalid(format!("cannot lay out the tensors: {e}")))?;
-    let metadata = std::collections::HashMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("cell".to_string(), body.arch.cell.name().to_string()),
-        (
-            "written_by".to_string(),
-            format!("charlm {}", env!("CARGO_PKG_VERSION")),
-        ),
-    ]);
-    let st = safetensors::tensor::serialize(views, Some(metadata))
-        .map_err(|e| CliError::invalid(format!("cannot write safetensors: {e}")))?;
-    let symbols = std::str::from_utf8(body.vocab.symbols)
-        .map_err(|_| CliError::invalid("the vocabulary is not UTF-8"))?;
-    let vocab: Vec<String> = std::iter::once("<pad>".to_string())
-        .chain(symbols.chars().map(String::from))
-        .chain(std::iter::once("<eos>".to_string()))
-        .collect();
-    let json = serde_json::to_string(&vocab).expect("a list of strings");
-    Ok((st, json))
 }
