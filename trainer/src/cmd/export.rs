@@ -198,7 +198,8 @@ pub(super) fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), Cli
     write_atomic(out, bytes)
 }
 
-fn hint(out: &Path) {
+/// The next command to try on a model just written.
+pub(super) fn hint(out: &Path) {
     println!(
         "try: charlm generate --model {} --temperature 0.8",
         out.display()

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use charlm_runtime::format::DType;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::import;
@@ -38,9 +37,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let vocab_bytes = read_file(&args.vocab)?;
     let vocab = std::str::from_utf8(&vocab_bytes)
         .map_err(|_| CliError::invalid(format!("{}: not UTF-8 text", args.vocab.display())))?;
-    let name = |p: &PathBuf| p.display().to_string();
     let m = import(&bytes, vocab)
-        .map_err(|e| CliError::invalid(format!("{}: {e}", name(&args.source))))?;
+        .map_err(|e| CliError::invalid(format!("{}: {e}", args.source.display())))?;
     let weights = args.weights.dtype();
     let file_name = args
         .source
@@ -87,14 +85,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         );
     }
     println!(
-        "wrote {} ({} bytes, {} weights)",
+        "wrote {} ({} bytes, {weights} weights)",
         out.display(),
-        model.len(),
-        if weights == DType::I8 { "i8" } else { "f16" }
+        model.len()
     );
-    println!(
-        "try: charlm generate --model {} --temperature 0.8",
-        out.display()
-    );
+    super::export::hint(&out);
     Ok(())
 }
