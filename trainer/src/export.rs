@@ -382,6 +382,30 @@ fn tensor_values(t: &Tensor<'_>) -> Vec<f32> {
     }
 }
 
+/// A model file's parameters in the trainer's layout (f16 exactly, i8 as
+/// `q * s`), with its vocabulary: where `charlm train --init` starts from.
+pub fn parameters(bytes: &[u8]) -> Result<(Layout, Vec<f32>, Vocab), CliError> {
+    let file = ModelFile::decode(bytes)
+        .map_err(|e| CliError::invalid(format!("not a valid model: {e}")))?;
+    let body = &file.body;
+    let layout = Layout::new(body.arch);
+    let mut params = Vec::with_capacity(layout.len);
+    for (slot, (_, t)) in layout.slots.iter().zip(body.tensors()) {
+        let values = tensor_values(t);
+        debug_assert_eq!(values.len(), slot.range.len());
+        params.extend(values);
+    }
+    let symbols = std::str::from_utf8(body.vocab.symbols)
+        .map_err(|_| CliError::invalid("the vocabulary is not UTF-8"))?;
+    let vocab = Vocab::from_symbols(symbols.chars().collect());
+    if params.len() != layout.len || vocab.size() != body.arch.vocab as usize {
+        return Err(CliError::invalid(
+            "the model's tensors do not fit its architecture",
+        ));
+    }
+    Ok((layout, params, vocab))
+}
+
 /// The model file `bytes` as PyTorch's tensors (`rnn.` an `nn.LSTM` or
 /// `nn.GRU` with `num_layers` = the file's layers, `out.` an
 /// `nn.Linear(hidden, vocabulary)`, float32; layer 0's input table becomes

@@ -1,13 +1,14 @@
 //! `charlm train`: corpus in, run folder with `model.clm` out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::CellKind;
 use charlm_trainer::checkpoint::Checkpoint;
 use charlm_trainer::corpus::{Field, Layout, Spec};
-use charlm_trainer::error::CliError;
+use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::export::parameters;
 use charlm_trainer::optim;
-use charlm_trainer::train::{self, Config, Device, Options};
+use charlm_trainer::train::{self, Config, Device, Init, Options};
 
 use super::Weights;
 
@@ -122,6 +123,11 @@ pub struct Args {
     /// Continue the run in this folder from its checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Start from this model's weights and vocabulary instead of random ones (fine-tuning: a
+    /// .clm or a run folder, e.g. one `charlm import` wrote). Its architecture is the run's;
+    /// characters of the corpus the model lacks are dropped.
+    #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -276,6 +282,36 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
     }
 }
 
+/// `--init MODEL`: its parameters and vocabulary, its architecture put
+/// into `cfg`; an architecture flag that says otherwise is an error.
+fn initial(args: &Args, path: &Path, cfg: &mut Config) -> Result<Init, CliError> {
+    let path = super::model_path(path.to_path_buf())?;
+    let bytes = read_file(&path)?;
+    let (layout, params, vocab) = parameters(&bytes)
+        .map_err(|e| CliError::invalid(format!("--init {}: {e}", path.display())))?;
+    let a = layout.arch;
+    let differs = [
+        ("--cell", args.cell.is_some() && cfg.cell != a.cell),
+        ("--layers", args.layers.is_some() && cfg.layers != a.layers),
+        ("--hidden", args.hidden.is_some() && cfg.hidden != a.hidden),
+    ];
+    if let Some((flag, _)) = differs.iter().find(|(_, d)| *d) {
+        return Err(CliError::invalid(format!(
+            "{flag}: the --init model {} is {} {}x{}; leave out the architecture flags to train it",
+            path.display(),
+            a.cell.name().to_uppercase(),
+            a.layers,
+            a.hidden
+        )));
+    }
+    (cfg.cell, cfg.layers, cfg.hidden) = (a.cell, a.layers, a.hidden);
+    Ok(Init {
+        source: path.display().to_string(),
+        params,
+        vocab,
+    })
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(CliError::invalid("--prompt must not be empty"));
@@ -296,7 +332,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (None, Some(out)) => (out.clone(), false),
         (None, None) => (default_out(), false),
     };
-    let cfg = config(&args);
+    let mut cfg = config(&args);
+    let init = match &args.init {
+        Some(path) => Some(initial(&args, path, &mut cfg)?),
+        None => None,
+    };
     let mut cfg_for_run = cfg;
     if resume {
         // Only --epochs, --max-steps and --weights may change; run() merges
@@ -315,6 +355,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         sample_chars: args.sample_chars,
         verbose: !args.quiet,
         stop_after: None,
+        init,
     };
     train::install_ctrlc();
     train::run(cfg_for_run, &opts).map(|_| ())

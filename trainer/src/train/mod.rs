@@ -199,6 +199,21 @@ pub struct Options {
     pub verbose: bool,
     /// Test hook: behave as if Ctrl-C came after this many steps in total.
     pub stop_after: Option<u64>,
+    /// Start a new run from these parameters and vocabulary (a model's,
+    /// `--init`) instead of a random initialisation and the corpus's
+    /// characters. The configuration's architecture must be the model's.
+    pub init: Option<Init>,
+}
+
+/// Where a run initialised from a model starts.
+#[derive(Clone, Debug)]
+pub struct Init {
+    /// The model file, for the log.
+    pub source: String,
+    /// Its parameters in [`Layout`] order.
+    pub params: Vec<f32>,
+    /// Its vocabulary.
+    pub vocab: Vocab,
 }
 
 /// Set by the Ctrl-C handler; the loop saves a checkpoint and returns.
@@ -315,7 +330,12 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
             .collect();
         (ids, dropped)
     };
-    let (train_ids, _) = encode(&split.train);
+    let (train_ids, dropped) = encode(&split.train);
+    if dropped > 0 {
+        say(&format!(
+            "note: dropped {dropped} training character(s) the vocabulary lacks"
+        ));
+    }
     let (val_ids, dropped) = encode(&split.val);
     if dropped > 0 {
         say(&format!(
@@ -659,9 +679,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     };
     cfg.validate()?;
-    let vocab = resumed
-        .as_ref()
-        .map(|ck| Vocab::from_symbols(ck.vocab.chars().collect()));
+    let vocab = match (&resumed, &opts.init) {
+        (Some(ck), _) => Some(Vocab::from_symbols(ck.vocab.chars().collect())),
+        (None, Some(init)) => Some(init.vocab.clone()),
+        (None, None) => None,
+    };
     let data = prepare(&cfg, vocab, &say)?;
     if let Some(ck) = resumed.as_ref().filter(|ck| ck.corpus_crc != data.crc) {
         return Err(CliError::invalid(format!(
@@ -689,12 +711,27 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             backend.set_carried_state(ck.carry.0, ck.carry.1);
             (ck.params, ck.optimizer, ck.progress, ck.metrics)
         }
-        None => (
-            layout.init(cfg.seed),
-            Optimizer::new(cfg.optimizer, layout.len),
-            Progress::default(),
-            Vec::new(),
-        ),
+        None => {
+            let params = match &opts.init {
+                Some(init) if init.params.len() == layout.len => {
+                    say(&format!("initialised from {}", init.source));
+                    init.params.clone()
+                }
+                Some(init) => {
+                    return Err(CliError::invalid(format!(
+                        "{}: its parameters do not fit this run's architecture",
+                        init.source
+                    )));
+                }
+                None => layout.init(cfg.seed),
+            };
+            (
+                params,
+                Optimizer::new(cfg.optimizer, layout.len),
+                Progress::default(),
+                Vec::new(),
+            )
+        }
     };
     std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write {
         path: opts.out.clone(),
