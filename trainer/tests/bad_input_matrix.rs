@@ -298,6 +298,30 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "architecture",
         ),
         (vec!["train", "--resume", "missing-run"], "missing-run"),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--init",
+                "missing.clm",
+                "--out",
+                &new_out,
+            ],
+            "missing.clm",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--init", &corrupted, "--out", &new_out,
+            ],
+            "--init",
+        ),
+        (
+            vec![
+                "train", "--corpus", &text, "--init", &model, "--layers", "3", "--out", &new_out,
+            ],
+            "--layers: the --init model",
+        ),
         // import (the weights' default output, WEIGHTS.clm, is never created)
         (
             vec!["import", "missing.safetensors", "--vocab", &vocab_json],
