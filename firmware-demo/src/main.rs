@@ -95,10 +95,25 @@ const KERNEL_NAME: &str = if cfg!(all(target_abi = "eabihf", not(feature = "port
 #[entry]
 fn main() -> ! {
     measure::paint_stack();
-    let status = match run() {
+    let mut status = match run() {
         Ok(()) => EXIT_SUCCESS,
         Err(()) => EXIT_FAILURE,
     };
+    // Nothing stops a stack that outgrows its room from writing over the
+    // statics below it (the workspaces among them). The paint tells: if
+    // none of it is left, whatever the run did may rest on damaged state.
+    let mem = measure::Memory::now();
+    if mem.stack_overflowed() {
+        if let Ok(mut err) = cortex_m_semihosting::hio::hstderr() {
+            let _ = writeln!(
+                err,
+                "charlm: the stack outgrew the {} bytes of RAM left beside {} bytes of statics and wrote over them; give it more room (smaller workspaces: CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB for the C interface)",
+                mem.stack_size,
+                mem.data + mem.bss
+            );
+        }
+        status = EXIT_FAILURE;
+    }
     debug::exit(status);
     #[allow(clippy::empty_loop)]
     loop {}

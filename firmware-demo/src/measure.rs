@@ -200,6 +200,14 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// Whether the stack reached the end of static RAM: no paint is left,
+    /// so it may well have gone further, over the statics.
+    pub fn stack_overflowed(&self) -> bool {
+        self.stack_used >= self.stack_size
+    }
+}
+
 /// Row length of the kernel micro-benchmark.
 pub const KERNEL_BENCH_N: usize = 128;
 

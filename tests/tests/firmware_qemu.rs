@@ -158,6 +158,18 @@ fn build_and_run(model: Option<&Path>, product: Option<&str>) -> Run {
 /// `product` a product build (no diagnostics) with only those features
 /// (`--no-default-features --features product`).
 fn build_and_run_on(target: &str, model: Option<&Path>, product: Option<&str>) -> Run {
+    build_and_run_env(target, model, product, &[])
+}
+
+/// [`build_and_run_on`] with the C library's workspace capacities
+/// (`CHARLM_MAX_HIDDEN`, `_LAYERS`, `_VOCAB`) as given in `capacities`
+/// (the library's defaults otherwise).
+fn build_and_run_env(
+    target: &str,
+    model: Option<&Path>,
+    product: Option<&str>,
+    capacities: &[(&str, &str)],
+) -> Run {
     let dir = firmware_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -183,6 +195,12 @@ fn build_and_run_on(target: &str, model: Option<&Path>, product: Option<&str>) -
         Some(m) => build.env("CHARLM_MODEL", m),
         None => build.env_remove("CHARLM_MODEL"),
     };
+    for var in ["CHARLM_MAX_HIDDEN", "CHARLM_MAX_LAYERS", "CHARLM_MAX_VOCAB"] {
+        match capacities.iter().find(|(k, _)| *k == var) {
+            Some((k, v)) => build.env(k, v),
+            None => build.env_remove(var),
+        };
+    }
     let out = build.output().expect("run cargo build in firmware-demo/");
     assert!(
         out.status.success(),
@@ -413,6 +431,38 @@ fn on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host() {
             true,
         );
     }
+
+    // Through the C interface (its busy flag taken with interrupts masked
+    // there), with a workspace sized for this model: 16 KiB of RAM hold
+    // it, the firmware's own and the stack.
+    let c_api = Some("c-api,int8,truncation");
+    let fits = [
+        ("CHARLM_MAX_HIDDEN", "128"),
+        ("CHARLM_MAX_LAYERS", "1"),
+        ("CHARLM_MAX_VOCAB", "128"),
+    ];
+    let run = build_and_run_env(M0, None, c_api, &fits);
+    assert_text(
+        &run,
+        &host_text(&i8_model),
+        "charlm generate (shakespeare-lstm128-i8.clm, through the C interface)",
+        false,
+    );
+    // With the library's default workspace (10 KiB) the stack has no room
+    // left and runs over the statics: the firmware must say so and fail,
+    // whatever else went wrong first.
+    let run = build_and_run_env(M0, None, c_api, &[]);
+    assert_ne!(
+        run.status,
+        Some(0),
+        "an overflowing stack went unnoticed:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the stack outgrew"),
+        "no word of the overflow:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
