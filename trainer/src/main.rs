@@ -26,7 +26,7 @@ enum Command {
     Train(Box<cmd::train::Args>),
     /// Held-out bits per character of a model, through the runtime (its f16 or i8 weights).
     Eval(cmd::eval::Args),
-    /// Write a model file from a run folder's checkpoint (a run still going, or stopped before its end).
+    /// Write a model from a run's checkpoint or a model file: a .clm (f16 or i8), C source, or PyTorch tensors.
     Export(cmd::export::Args),
     /// Convert a model trained with PyTorch or Keras (safetensors weights, JSON vocabulary) to a .clm file.
     Import(cmd::import::Args),
