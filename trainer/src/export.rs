@@ -254,11 +254,7 @@ pub struct Snapshot {
 /// The held-out score of the exported weights is left out (it needs the
 /// corpus; `charlm eval` computes it).
 pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot, CliError> {
-    let ck = crate::checkpoint::Checkpoint::load(dir)?;
-    ck.config.validate()?;
-    let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
-    let layout = Layout::new(ck.config.arch(vocab.size()));
-    ck.fits(&layout)?;
+    let (ck, layout, vocab) = checkpoint(dir)?;
     let prov = Provenance {
         corpus: ck.config.corpus.name(),
         steps: ck.progress.steps,
@@ -272,6 +268,19 @@ pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot
         progress: ck.progress,
         epochs: ck.config.epochs,
     })
+}
+
+/// The checkpoint of run folder `dir`, checked, with its layout and
+/// vocabulary.
+pub fn checkpoint(
+    dir: &std::path::Path,
+) -> Result<(crate::checkpoint::Checkpoint, Layout, Vocab), CliError> {
+    let ck = crate::checkpoint::Checkpoint::load(dir)?;
+    ck.config.validate()?;
+    let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
+    let layout = Layout::new(ck.config.arch(vocab.size()));
+    ck.fits(&layout)?;
+    Ok((ck, layout, vocab))
 }
 
 /// Whether `name` can name a C object (and the `NAME_len` beside it).
@@ -406,35 +415,36 @@ pub fn parameters(bytes: &[u8]) -> Result<(Layout, Vec<f32>, Vocab), CliError> {
     Ok((layout, params, vocab))
 }
 
-/// The model file `bytes` as PyTorch's tensors (`rnn.` an `nn.LSTM` or
-/// `nn.GRU` with `num_layers` = the file's layers, `out.` an
-/// `nn.Linear(hidden, vocabulary)`, float32; layer 0's input table becomes
-/// `rnn.weight_ih_l0`, its transpose) in a safetensors file, and the
-/// vocabulary as a JSON list (`"<pad>"`, the symbols, `"<eos>"`): what
-/// `charlm import` reads back. i8 weights are written as their values,
-/// `q * s`.
-pub fn safetensors(bytes: &[u8]) -> Result<(Vec<u8>, String), CliError> {
-    let file = ModelFile::decode(bytes)
-        .map_err(|e| CliError::invalid(format!("not a valid model: {e}")))?;
-    let body = &file.body;
+/// A model's parameters (in the trainer's layout) as PyTorch's tensors
+/// (`rnn.` an `nn.LSTM` or `nn.GRU` with `num_layers` = the model's layers,
+/// `out.` an `nn.Linear(hidden, vocabulary)`, float32; layer 0's input
+/// table becomes `rnn.weight_ih_l0`, its transpose) in a safetensors file,
+/// and the vocabulary as a JSON list (`"<pad>"`, the symbols, `"<eos>"`):
+/// what `charlm import` reads back.
+pub fn safetensors(
+    layout: &Layout,
+    params: &[f32],
+    vocab: &Vocab,
+) -> Result<(Vec<u8>, String), CliError> {
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, t) in body.tensors() {
-        let values = tensor_values(t);
-        let [rows, cols] = [t.shape[0] as usize, t.shape[1] as usize];
-        let (key, shape, values) = match name {
-            TensorName::WIh(0) => {
-                let transposed = (0..cols)
-                    .flat_map(|j| (0..rows).map(move |i| (i, j)))
-                    .map(|(i, j)| values[i * cols + j])
-                    .collect();
-                ("rnn.weight_ih_l0".to_string(), vec![cols, rows], transposed)
-            }
-            TensorName::WIh(l) => (format!("rnn.weight_ih_l{l}"), vec![rows, cols], values),
-            TensorName::WHh(l) => (format!("rnn.weight_hh_l{l}"), vec![rows, cols], values),
-            TensorName::BIh(l) => (format!("rnn.bias_ih_l{l}"), vec![rows], values),
-            TensorName::BHh(l) => (format!("rnn.bias_hh_l{l}"), vec![rows], values),
-            TensorName::OutW => ("out.weight".to_string(), vec![rows, cols], values),
-            TensorName::OutB => ("out.bias".to_string(), vec![rows], values),
+    for slot in &layout.slots {
+        let values = &params[slot.range.clone()];
+        let [rows, cols] = slot.shape;
+        let (shape, values): (Vec<usize>, Vec<f32>) = if slot.name == "weight_ih_l0" {
+            let t = (0..cols)
+                .flat_map(|j| (0..rows).map(move |i| (i, j)))
+                .map(|(i, j)| values[i * cols + j])
+                .collect();
+            (vec![cols, rows], t)
+        } else if cols == 1 {
+            (vec![rows], values.to_vec())
+        } else {
+            (vec![rows, cols], values.to_vec())
+        };
+        let key = if slot.name.starts_with("out.") {
+            slot.name.clone()
+        } else {
+            format!("rnn.{}", slot.name)
         };
         let data = values.iter().flat_map(|x| x.to_le_bytes()).collect();
         tensors.push((key, shape, data));
@@ -449,7 +459,7 @@ pub fn safetensors(bytes: &[u8]) -> Result<(Vec<u8>, String), CliError> {
         .map_err(|e| CliError::invalid(format!("cannot lay out the tensors: {e}")))?;
     let metadata = std::collections::HashMap::from([
         ("format".to_string(), "pt".to_string()),
-        ("cell".to_string(), body.arch.cell.name().to_string()),
+        ("cell".to_string(), layout.arch.cell.name().to_string()),
         (
             "written_by".to_string(),
             format!("charlm {}", env!("CARGO_PKG_VERSION")),
@@ -457,10 +467,8 @@ pub fn safetensors(bytes: &[u8]) -> Result<(Vec<u8>, String), CliError> {
     ]);
     let st = safetensors::tensor::serialize(views, Some(metadata))
         .map_err(|e| CliError::invalid(format!("cannot write safetensors: {e}")))?;
-    let symbols = std::str::from_utf8(body.vocab.symbols)
-        .map_err(|_| CliError::invalid("the vocabulary is not UTF-8"))?;
     let vocab: Vec<String> = std::iter::once("<pad>".to_string())
-        .chain(symbols.chars().map(String::from))
+        .chain(vocab.symbols().iter().map(|c| c.to_string()))
         .chain(std::iter::once("<eos>".to_string()))
         .collect();
     let json = serde_json::to_string(&vocab).expect("a list of strings");

@@ -337,3 +337,81 @@ fn export_to_safetensors_and_import_back_is_the_same_model() {
         assert!(!st.exists(), "half an export was written");
     }
 }
+
+#[test]
+fn a_run_exports_its_f32_parameters_and_they_import_to_its_model() {
+    use charlm_runtime::format::ModelFile;
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.txt");
+    std::fs::write(
+        &corpus,
+        "the quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--seq-len",
+        "16",
+        "--max-steps",
+        "3",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = dir.path().join("run.safetensors");
+    let o = charlm(&[
+        "export",
+        run.to_str().unwrap(),
+        "--safetensors",
+        st.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The values as trained: f32, most of them between two f16s.
+    let bytes = std::fs::read(&st).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let w = file.tensor("rnn.weight_hh_l0").unwrap();
+    let off_f16 = w
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .filter(|&x| half::f16::from_f32(x).to_f32() != x)
+        .count();
+    assert!(
+        off_f16 > 0,
+        "the run's parameters were rounded before export"
+    );
+    // Imported, they round to the model the run wrote.
+    let back = dir.path().join("back.clm");
+    let o = charlm(&[
+        "import",
+        st.to_str().unwrap(),
+        "--vocab",
+        dir.path().join("run.vocab.json").to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        std::fs::read(run.join("model.clm")).unwrap(),
+        std::fs::read(&back).unwrap(),
+    );
+    let (a, b) = (
+        ModelFile::decode(&a).unwrap(),
+        ModelFile::decode(&b).unwrap(),
+    );
+    assert_eq!(a.body.arch, b.body.arch);
+    assert_eq!(a.body.vocab, b.body.vocab);
+    for ((n, ta), (_, tb)) in a.body.tensors().zip(b.body.tensors()) {
+        assert!(ta == tb, "{n} differs");
+    }
+}

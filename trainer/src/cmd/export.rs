@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use charlm_runtime::format::{DType, ModelFile};
+use charlm_runtime::format::DType;
 use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{from_checkpoint, quantize_file};
@@ -137,10 +137,24 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `charlm export (RUN | MODEL.clm) --safetensors FILE`.
+/// `charlm export (RUN | MODEL.clm) --safetensors FILE`: a model file's
+/// values (i8 as `q * s`; `--weights i8` quantizes an f16 file first), or
+/// a run's f32 parameters as its checkpoint holds them (unrounded).
 fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
-    let (bytes, what) = model_bytes(args, weights)?;
-    let (tensors, vocab) = charlm_trainer::export::safetensors(&bytes)?;
+    let (layout, params, vocab, what) = if args.run.is_file() {
+        let (bytes, what) = model_bytes(args, weights)?;
+        let (layout, params, vocab) = charlm_trainer::export::parameters(&bytes)?;
+        (layout, params, vocab, what)
+    } else {
+        let (ck, layout, vocab) = charlm_trainer::export::checkpoint(&args.run)?;
+        let what = format!(
+            "{}, step {}, f32 as trained",
+            args.run.display(),
+            ck.progress.steps
+        );
+        (layout, ck.params, vocab, what)
+    };
+    let (tensors, vocab) = charlm_trainer::export::safetensors(&layout, &params, &vocab)?;
     let vocab_path = out.with_extension("vocab.json");
     // Both files or neither: refuse before writing the first.
     for p in [out, vocab_path.as_path()] {
@@ -154,11 +168,9 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     write_atomic(out, &tensors)?;
     write_atomic(&vocab_path, vocab.as_bytes())?;
     println!(
-        "wrote {} (PyTorch tensors of {what}, float32: rnn. an nn.{}, out. an nn.Linear) and {}",
+        "wrote {} (PyTorch tensors of {what}: rnn. an nn.{}, out. an nn.Linear, float32) and {}",
         out.display(),
-        ModelFile::decode(&bytes)
-            .map(|f| f.body.arch.cell.name().to_uppercase())
-            .unwrap_or_default(),
+        layout.arch.cell.name().to_uppercase(),
         vocab_path.display()
     );
     Ok(())
