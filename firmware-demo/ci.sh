@@ -58,6 +58,10 @@ cargo build --release --locked --features board-stm32f4,no-panic
 step "Cortex-M0 (thumbv6m-none-eabi, QEMU micro:bit map, i8 model): the whole firmware, portable kernel, no panic"
 cargo build --release --locked --target thumbv6m-none-eabi --features no-panic
 
+step "Cortex-M0 through the C interface, workspace sized to the model, no panic"
+CHARLM_MAX_HIDDEN=128 CHARLM_MAX_LAYERS=1 CHARLM_MAX_VOCAB=128 \
+    cargo build --release --locked --target thumbv6m-none-eabi --no-default-features --features c-api,int8,truncation,no-panic
+
 step "runtime portability builds"
 cd "$root"
 for target in thumbv6m-none-eabi riscv32imc-unknown-none-elf; do
