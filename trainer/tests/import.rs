@@ -30,6 +30,9 @@ use std::process::{Command, Output};
 
 use charlm_runtime::{Generator, Model, Sampler, SeededRng};
 
+#[path = "common/tensors.rs"]
+mod tensors;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/import")
 }
@@ -287,7 +290,6 @@ fn export_to_safetensors_and_import_back_is_the_same_model() {
     // `charlm import` reads, checked against PyTorch and Keras above);
     // importing it gives the same architecture, vocabulary and every
     // tensor's bits.
-    use charlm_runtime::format::ModelFile;
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
     for name in ["gru1", "lstm2", "shakespeare-lstm128"] {
@@ -311,20 +313,7 @@ fn export_to_safetensors_and_import_back_is_the_same_model() {
             back.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let (a, b) = (
-            std::fs::read(&model).unwrap(),
-            std::fs::read(&back).unwrap(),
-        );
-        let (a, b) = (
-            ModelFile::decode(&a).unwrap(),
-            ModelFile::decode(&b).unwrap(),
-        );
-        assert_eq!(a.body.arch, b.body.arch, "{name}");
-        assert_eq!(a.body.vocab, b.body.vocab, "{name}");
-        for ((na, ta), (nb, tb)) in a.body.tensors().zip(b.body.tensors()) {
-            assert_eq!(na, nb);
-            assert!(ta == tb, "{name}: {na} differs after the round trip");
-        }
+        tensors::assert_same_model(&model, &back);
         // Both files or neither: a second export is refused whole.
         std::fs::remove_file(&st).unwrap();
         let o = charlm(&[
@@ -340,7 +329,6 @@ fn export_to_safetensors_and_import_back_is_the_same_model() {
 
 #[test]
 fn a_run_exports_its_f32_parameters_and_they_import_to_its_model() {
-    use charlm_runtime::format::ModelFile;
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.txt");
     std::fs::write(
@@ -401,17 +389,5 @@ fn a_run_exports_its_f32_parameters_and_they_import_to_its_model() {
         back.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, b) = (
-        std::fs::read(run.join("model.clm")).unwrap(),
-        std::fs::read(&back).unwrap(),
-    );
-    let (a, b) = (
-        ModelFile::decode(&a).unwrap(),
-        ModelFile::decode(&b).unwrap(),
-    );
-    assert_eq!(a.body.arch, b.body.arch);
-    assert_eq!(a.body.vocab, b.body.vocab);
-    for ((n, ta), (_, tb)) in a.body.tensors().zip(b.body.tensors()) {
-        assert!(ta == tb, "{n} differs");
-    }
+    tensors::assert_same_model(&run.join("model.clm"), &back);
 }

@@ -11,6 +11,9 @@ use charlm_trainer::corpus::{BUNDLED, Field, Layout, Spec};
 use charlm_trainer::optim::Kind;
 use charlm_trainer::train::{self, Config, Device, Options, Outcome};
 
+#[path = "common/tensors.rs"]
+mod tensors;
+
 const BIN: &str = env!("CARGO_BIN_EXE_charlm");
 
 /// The first `n` bytes of the bundled corpus (cut at a line end), as a file.
@@ -1111,7 +1114,6 @@ fn bad_input_is_one_line_and_exit_status_2() {
 
 #[test]
 fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
-    use charlm_runtime::format::ModelFile;
     let tmp = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let init = root.join("tests/fixtures/shakespeare-lstm128.clm");
@@ -1156,19 +1158,7 @@ fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
         said.contains("note: dropped 1 training character(s) the vocabulary lacks"),
         "{said}"
     );
-    let (a, b) = (
-        std::fs::read(&init).unwrap(),
-        std::fs::read(still.join("model.clm")).unwrap(),
-    );
-    let (a, b) = (
-        ModelFile::decode(&a).unwrap(),
-        ModelFile::decode(&b).unwrap(),
-    );
-    assert_eq!(a.body.arch, b.body.arch);
-    assert_eq!(a.body.vocab, b.body.vocab);
-    for ((n, ta), (_, tb)) in a.body.tensors().zip(b.body.tensors()) {
-        assert!(ta == tb, "{n} moved");
-    }
+    tensors::assert_same_model(&init, &still.join("model.clm"));
 
     // Three steps of fine-tuning score like the trained model (2.47 bits
     // per character on Shakespeare), where three steps from random weights
