@@ -1,6 +1,7 @@
 //! Build script of the firmware demo:
 //!
-//! * puts the memory map (QEMU's mps2-an386; with `board-stm32f4` the
+//! * puts the memory map (QEMU's mps2-an386, also the mps2-an385 of the
+//!   Cortex-M3 build, `thumbv7m-none-eabi`; with `board-stm32f4` the
 //!   STM32F407VG's; for `thumbv6m-none-eabi` the nRF51822's of QEMU's
 //!   `microbit`, a Cortex-M0; all in `boards/`) where cortex-m-rt's `link.x`
 //!   finds it as `memory.x` (deliberately not in this folder, which the

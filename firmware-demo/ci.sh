@@ -5,7 +5,8 @@
 #
 #   1. installs qemu-system-arm (Debian package) when missing;
 #   2. adds the rustup targets: thumbv7em-none-eabihf (Cortex-M4F),
-#      thumbv6m-none-eabi (Cortex-M0+), riscv32imc-unknown-none-elf;
+#      thumbv6m-none-eabi (Cortex-M0+), thumbv7m-none-eabi (Cortex-M3),
+#      riscv32imc-unknown-none-elf;
 #   3. builds the firmware: default, no-panic (links only if no panic path
 #      survives), the product builds for f16 and for i8 models (no-panic),
 #      the build that generates through the C interface (capi/, no-panic),
@@ -31,7 +32,7 @@ qemu-system-arm --version | head -1
 
 step "rustup targets"
 if command -v rustup >/dev/null; then
-    rustup target add thumbv7em-none-eabihf thumbv6m-none-eabi riscv32imc-unknown-none-elf
+    rustup target add thumbv7em-none-eabihf thumbv6m-none-eabi thumbv7m-none-eabi riscv32imc-unknown-none-elf
 fi
 
 # The firmware has its own target directory and configuration: build it

@@ -146,6 +146,8 @@ struct Run {
 const M4F: &str = "thumbv7em-none-eabihf";
 /// A Cortex-M0 without an FPU: QEMU's BBC micro:bit.
 const M0: &str = "thumbv6m-none-eabi";
+/// A Cortex-M3, no FPU either: QEMU's mps2-an385.
+const M3: &str = "thumbv7m-none-eabi";
 
 /// Builds the firmware for the Cortex-M4F with `CHARLM_MODEL` (or its
 /// default) and runs it: see [`build_and_run_on`].
@@ -461,6 +463,32 @@ fn on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host() {
     assert!(
         run.stderr.contains("the stack outgrew"),
         "no word of the overflow:\n{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn on_a_cortex_m3_without_an_fpu_the_default_model_prints_the_golden_text() {
+    // The bundled f16 LSTM (hidden 128), every f32 operation and f16
+    // conversion in software on ARMv7-M (room for it in the mps2-an385's
+    // 4 MiB, unlike the micro:bit's 256 KiB): the committed golden text.
+    let Some(_turn) =
+        firmware_turn("on_a_cortex_m3_without_an_fpu_the_default_model_prints_the_golden_text")
+    else {
+        return;
+    };
+    let golden = std::fs::read_to_string(firmware_dir().join("golden/shakespeare-lstm128.txt"))
+        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let run = build_and_run_on(M3, None, None);
+    assert_text(
+        &run,
+        &golden,
+        "firmware-demo/golden/shakespeare-lstm128.txt",
+        true,
+    );
+    assert!(
+        run.stderr.contains("portable kernel only on this target"),
+        "not the Cortex-M3 build:\n{}",
         run.stderr
     );
 }
