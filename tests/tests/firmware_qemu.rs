@@ -1,8 +1,9 @@
 //! The firmware under QEMU says exactly what the host says.
 //!
 //! Builds firmware-demo/ (`cargo build --release` there, its own target
-//! directory), runs it on QEMU's Cortex-M4F board (and once on its
-//! Cortex-M0 micro:bit) with the runner of firmware-demo/.cargo/config.toml,
+//! directory), runs it on QEMU's Cortex-M4F board (and on its Cortex-M0
+//! micro:bit and Cortex-M3 mps2-an385, cores without an FPU) with the runner
+//! of firmware-demo/.cargo/config.toml,
 //! and compares its standard output byte
 //! for byte with the host's text for the same model and the cases of
 //! firmware-demo/cases.tsv (through `charlm_trainer::sample::generate`, the
