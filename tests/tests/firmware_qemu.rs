@@ -39,6 +39,14 @@ fn firmware_dir() -> PathBuf {
     root().join("firmware-demo")
 }
 
+/// The default model's committed golden text (written by `charlm
+/// generate`: firmware-demo/make-golden.sh).
+const GOLDEN: &str = "firmware-demo/golden/shakespeare-lstm128.txt";
+
+fn golden() -> String {
+    std::fs::read_to_string(root().join(GOLDEN)).expect(GOLDEN)
+}
+
 /// One line of cases.tsv.
 struct Case {
     prompt: String,
@@ -329,19 +337,14 @@ fn firmware_matches_host_and_golden_for_the_default_model() {
     };
     let model = std::fs::read(root().join("tests/fixtures/shakespeare-lstm128.clm"))
         .expect("default model");
-    let golden_file = "golden/shakespeare-lstm128.txt";
-    let golden = std::fs::read_to_string(firmware_dir().join(golden_file))
-        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let golden = golden();
     let host = host_text(&model);
-    assert_eq!(
-        host, golden,
-        "the host no longer reproduces firmware-demo/{golden_file}"
-    );
+    assert_eq!(host, golden, "the host no longer reproduces {GOLDEN}");
     let run = build_and_run(None, None);
     assert_text(
         &run,
         &golden,
-        "charlm generate and firmware-demo/golden/shakespeare-lstm128.txt",
+        &format!("charlm generate and {GOLDEN}"),
         true,
     );
 }
@@ -478,15 +481,9 @@ fn on_a_cortex_m3_without_an_fpu_the_default_model_prints_the_golden_text() {
     else {
         return;
     };
-    let golden = std::fs::read_to_string(firmware_dir().join("golden/shakespeare-lstm128.txt"))
-        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let golden = golden();
     let run = build_and_run_on(M3, None, None);
-    assert_text(
-        &run,
-        &golden,
-        "firmware-demo/golden/shakespeare-lstm128.txt",
-        true,
-    );
+    assert_text(&run, &golden, GOLDEN, true);
     assert!(
         run.stderr.contains("portable kernel only on this target"),
         "not the Cortex-M3 build:\n{}",
@@ -536,15 +533,9 @@ fn the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host() {
         return;
     };
     let features = Some("c-api,f16,int8,truncation");
-    let golden = std::fs::read_to_string(firmware_dir().join("golden/shakespeare-lstm128.txt"))
-        .expect("firmware-demo/golden/shakespeare-lstm128.txt");
+    let golden = golden();
     let run = build_and_run(None, features);
-    assert_text(
-        &run,
-        &golden,
-        "firmware-demo/golden/shakespeare-lstm128.txt",
-        false,
-    );
+    assert_text(&run, &golden, GOLDEN, false);
     let path = root().join("tests/fixtures/gru1-i8.clm");
     let bytes = std::fs::read(&path).expect("fixture");
     let run = build_and_run(Some(&path), features);

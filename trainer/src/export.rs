@@ -12,7 +12,7 @@ use charlm_runtime::format::{
 };
 
 use crate::error::CliError;
-use crate::params::Layout;
+use crate::params::{Layout, transpose};
 use crate::vocab::Vocab;
 
 /// What the file records about where the model came from.
@@ -207,13 +207,7 @@ pub fn quantize_file(bytes: &[u8]) -> Result<Vec<u8>, CliError> {
     // back as i8, the biases as the same f16 bits.
     let mut data = Vec::new();
     for (name, t) in body.tensors() {
-        let values: Vec<f32> = t
-            .data
-            .as_chunks::<2>()
-            .0
-            .iter()
-            .map(|b| half::f16::from_le_bytes(*b).to_f32())
-            .collect();
+        let values = tensor_values(t);
         // Validated f16 values are finite, so their scales are too.
         let encoded = encode_values(name, &values, t.shape[1] as usize, DType::I8)
             .map_err(|i| invalid(format!("{name}[{i}] cannot be quantized")))?;
@@ -431,11 +425,7 @@ pub fn safetensors(
         let values = &params[slot.range.clone()];
         let [rows, cols] = slot.shape;
         let (shape, values): (Vec<usize>, Vec<f32>) = if slot.name == "weight_ih_l0" {
-            let t = (0..cols)
-                .flat_map(|j| (0..rows).map(move |i| (i, j)))
-                .map(|(i, j)| values[i * cols + j])
-                .collect();
-            (vec![cols, rows], t)
+            (vec![cols, rows], transpose(values, rows, cols))
         } else if cols == 1 {
             (vec![rows], values.to_vec())
         } else {

@@ -51,7 +51,7 @@ use charlm_runtime::format::{Arch, CellKind, MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::CliError;
-use crate::params::Layout;
+use crate::params::{Layout, transpose};
 use crate::vocab::Vocab;
 
 /// Whose names and layouts the weights follow.
@@ -115,13 +115,9 @@ impl Tensor {
     /// The transpose of a matrix.
     fn transposed(&self) -> Tensor {
         let (r, c) = (self.shape[0], self.shape[1]);
-        let mut data = Vec::with_capacity(r * c);
-        for j in 0..c {
-            data.extend((0..r).map(|i| self.at(i, j)));
-        }
         Tensor {
             shape: vec![c, r],
-            data,
+            data: transpose(&self.data, r, c),
         }
     }
 }

@@ -24,6 +24,14 @@ use charlm_runtime::format::{Arch, CellKind};
 
 use crate::rng::Rng;
 
+/// The transpose of a row-major `rows` x `cols` matrix (PyTorch's
+/// `weight_ih_l0` is the transpose of the stored input table).
+pub fn transpose<T: Copy>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
+    (0..cols)
+        .flat_map(|j| (0..rows).map(move |i| values[i * cols + j]))
+        .collect()
+}
+
 /// One tensor of the flat parameter vector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {

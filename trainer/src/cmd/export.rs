@@ -104,8 +104,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         )));
     }
     let bytes = read_file(path)?;
-    let quantized = quantize_file(&bytes)
-        .map_err(|e| CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim())))?;
+    let quantized = quantized(path, &bytes)?;
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         path.with_file_name(format!("{stem}-i8.clm"))
@@ -157,14 +156,7 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     let (tensors, vocab) = charlm_trainer::export::safetensors(&layout, &params, &vocab)?;
     let vocab_path = out.with_extension("vocab.json");
     // Both files or neither: refuse before writing the first.
-    for p in [out, vocab_path.as_path()] {
-        if !args.force && p.exists() {
-            return Err(CliError::invalid(format!(
-                "{} exists (--force replaces it)",
-                p.display()
-            )));
-        }
-    }
+    refuse_existing(&[out, &vocab_path], args.force)?;
     write_atomic(out, &tensors)?;
     write_atomic(&vocab_path, vocab.as_bytes())?;
     println!(
@@ -176,6 +168,13 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     Ok(())
 }
 
+/// The f16 model file `bytes` (read from `path`) quantized to i8, or one
+/// line naming the file.
+fn quantized(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, CliError> {
+    quantize_file(bytes)
+        .map_err(|e| CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim())))
+}
+
 /// The model file of a run folder (its checkpoint) or a model file, as
 /// `--weights` asks, and how to name it.
 fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliError> {
@@ -184,9 +183,7 @@ fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliErro
         let bytes = read_file(path)?;
         return Ok(match weights {
             DType::I8 => (
-                quantize_file(&bytes).map_err(|e| {
-                    CliError::invalid(format!("{}: {}", path.display(), e.to_string().trim()))
-                })?,
+                quantized(path, &bytes)?,
                 format!("{}, quantized to i8", path.display()),
             ),
             DType::F16 => (bytes, path.display().to_string()),
@@ -201,13 +198,19 @@ fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliErro
 
 /// Writes `bytes` to `out` atomically, refusing to replace a file without `force`.
 pub(super) fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), CliError> {
-    if !force && out.exists() {
-        return Err(CliError::invalid(format!(
-            "{} exists (--force replaces it)",
-            out.display()
-        )));
-    }
+    refuse_existing(&[out], force)?;
     write_atomic(out, bytes)
+}
+
+/// One line naming the first of `paths` that exists, unless `force`.
+fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
+    match paths.iter().find(|p| !force && p.exists()) {
+        Some(p) => Err(CliError::invalid(format!(
+            "{} exists (--force replaces it)",
+            p.display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The next command to try on a model just written.
