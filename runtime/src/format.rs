@@ -287,7 +287,8 @@ pub struct Meta<'a> {
 pub struct Header {
     /// Always [`MAGIC`].
     pub magic: [u8; 4],
-    /// Format version: 1 (f16 weights) or 2 (adds i8 weights).
+    /// Format version: 1 (f16 weights), 2 (i8 weights with f32 activations,
+    /// no longer run) or 3 (i8 weights with integer products).
     pub version: u16,
 }
 

@@ -524,9 +524,10 @@ fn a_model_imported_from_keras_runs_on_the_firmware_as_on_the_host() {
 
 #[test]
 fn the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host() {
-    // Feature `c-api`: every text through `charlm_generate` (capi/), as a C
-    // firmware would make it, with the library's Cortex-M4F kernel, for the
-    // default model (the golden text) and an i8 GRU (the host).
+    // Feature `c-api`: every text through `charlm_load_model` and
+    // `charlm_generate_loaded` (capi/), as a C firmware would make it, with
+    // the library's Cortex-M4F kernel, for the default model (the golden
+    // text) and an i8 GRU (the host).
     let Some(_turn) =
         firmware_turn("the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host")
     else {

@@ -1,6 +1,6 @@
 //! Golden outputs through the library: the runtime must reproduce every
 //! committed text byte for byte. (The same files are checked through the
-//! `charlm generate` binary in trainer/tests/golden_cli.rs, and under QEMU
+//! `charlm generate` binary in trainer/tests/cli_generate.rs, and under QEMU
 //! by the firmware test.)
 
 use charlm_tests::{
