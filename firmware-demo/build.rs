@@ -3,9 +3,10 @@
 //! * puts the memory map (QEMU's mps2-an386, also the mps2-an385 of the
 //!   Cortex-M3 build, `thumbv7m-none-eabi`; with `board-stm32f4` the
 //!   STM32F407VG's; for `thumbv6m-none-eabi` the nRF51822's of QEMU's
-//!   `microbit`, a Cortex-M0; all in `boards/`) where cortex-m-rt's `link.x`
-//!   finds it as `memory.x` (deliberately not in this folder, which the
-//!   linker searches first);
+//!   `microbit`, a Cortex-M0; for `riscv32imc-unknown-none-elf` QEMU's
+//!   `virt` laid out as a microcontroller; all in `boards/`) where
+//!   cortex-m-rt's or riscv-rt's `link.x` finds it as `memory.x`
+//!   (deliberately not in this folder, which the linker searches first);
 //! * embeds the model: `CHARLM_MODEL` (absolute, or relative to this folder;
 //!   default `../tests/fixtures/shakespeare-lstm128.clm`, on the Cortex-M0
 //!   its i8 version, as the f16 one and the program do not fit in the
@@ -48,6 +49,8 @@ fn memory_map(manifest: &Path, out: &Path) {
         "boards/stm32f407vg-memory.x"
     } else if cortex_m0() {
         "boards/microbit-memory.x"
+    } else if env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|a| a == "riscv32") {
+        "boards/qemu-virt-rv32-memory.x"
     } else {
         "boards/mps2-an386-memory.x"
     };

@@ -3,15 +3,17 @@
 # workspace's `cargo test` (tests/tests/firmware_qemu.rs needs QEMU and the
 # thumbv7em target that this script installs):
 #
-#   1. installs qemu-system-arm (Debian package) when missing;
+#   1. installs qemu-system-arm and qemu-system-misc (Debian packages; the
+#      second has qemu-system-riscv32) when missing;
 #   2. adds the rustup targets: thumbv7em-none-eabihf (Cortex-M4F),
 #      thumbv6m-none-eabi (Cortex-M0+), thumbv7m-none-eabi (Cortex-M3),
 #      riscv32imc-unknown-none-elf;
 #   3. builds the firmware: default, no-panic (links only if no panic path
 #      survives), the product builds for f16 and for i8 models (no-panic),
 #      the build that generates through the C interface (capi/, no-panic),
-#      the STM32F4-Discovery profile (no-panic too) and the Cortex-M0+
-#      build (portable kernel, no-panic);
+#      the STM32F4-Discovery profile (no-panic too), the Cortex-M0+
+#      build (portable kernel, no-panic) and the RISC-V (riscv32imc) build,
+#      directly and through the C interface (no-panic);
 #   4. builds the runtime alone for thumbv6m-none-eabi and riscv32imc;
 #   5. runs the demo under QEMU (`cargo run --release`) and checks its status.
 #
@@ -21,14 +23,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 step() { printf '\n==> firmware-demo/ci.sh: %s\n' "$*"; }
 
-step "qemu-system-arm"
-if ! command -v qemu-system-arm >/dev/null; then
+step "qemu-system-arm, qemu-system-riscv32"
+missing=""
+command -v qemu-system-arm >/dev/null || missing="$missing qemu-system-arm"
+command -v qemu-system-riscv32 >/dev/null || missing="$missing qemu-system-misc"
+if [ -n "$missing" ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null
+    # shellcheck disable=SC2086 # a list of package names
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 qemu-system-arm --version | head -1
+qemu-system-riscv32 --version | head -1
 
 step "rustup targets"
 if command -v rustup >/dev/null; then
@@ -62,6 +69,11 @@ cargo build --release --locked --target thumbv6m-none-eabi --features no-panic
 step "Cortex-M0 through the C interface, workspace sized to the model, no panic"
 CHARLM_MAX_HIDDEN=128 CHARLM_MAX_LAYERS=1 CHARLM_MAX_VOCAB=128 \
     cargo build --release --locked --target thumbv6m-none-eabi --no-default-features --features c-api,int8,truncation,no-panic
+
+step "RISC-V (riscv32imc-unknown-none-elf, QEMU virt): the whole firmware, portable kernel, no panic; and through the C interface"
+cargo build --release --locked --target riscv32imc-unknown-none-elf --features no-panic
+CHARLM_MAX_HIDDEN=128 CHARLM_MAX_LAYERS=1 CHARLM_MAX_VOCAB=128 \
+    cargo build --release --locked --target riscv32imc-unknown-none-elf --no-default-features --features c-api,f16,int8,truncation,no-panic
 
 step "runtime portability builds"
 cd "$root"

@@ -2,7 +2,7 @@
 //! else). QEMU and probe-rs map `:tt` opened for writing to the host's
 //! stdout and opened for appending to its stderr.
 
-use cortex_m_semihosting::hio::{self, HostStream};
+use crate::platform::semihosting::hio::{self, HostStream};
 
 /// The two host streams; output to a stream that failed to open is dropped.
 pub struct Console {

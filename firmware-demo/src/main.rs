@@ -1,5 +1,6 @@
-//! charlm on a Cortex-M4F (or, built for `thumbv6m-none-eabi`, on a
-//! Cortex-M0 with the portable kernel): runs the embedded model on the cases of
+//! charlm on a Cortex-M4F (or, with the portable kernel, on a Cortex-M0
+//! or M3 without an FPU, or on a RISC-V RV32IMC core): runs the embedded
+//! model on the cases of
 //! `cases.tsv`, streams every text to semihosting standard output as it is
 //! produced, then prints a report (speed and memory) to standard error and
 //! exits with a status.
@@ -21,12 +22,13 @@ mod console;
 #[cfg(target_abi = "eabihf")]
 mod kernel_m4f;
 mod measure;
+mod platform;
 
 use core::fmt::Write as _;
 
 use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
-use cortex_m_rt::entry;
-use cortex_m_semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
+use platform::entry;
+use platform::semihosting::debug::{self, EXIT_FAILURE, EXIT_SUCCESS};
 
 use console::Console;
 use measure::{Calibration, Stopwatch};
@@ -104,7 +106,7 @@ fn main() -> ! {
     // none of it is left, whatever the run did may rest on damaged state.
     let mem = measure::Memory::now();
     if mem.stack_overflowed() {
-        if let Ok(mut err) = cortex_m_semihosting::hio::hstderr() {
+        if let Ok(mut err) = platform::semihosting::hio::hstderr() {
             let _ = writeln!(
                 err,
                 "charlm: the stack outgrew the {} bytes of RAM left beside {} bytes of statics and wrote over them; give it more room (smaller workspaces: CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB for the C interface)",
@@ -151,7 +153,7 @@ fn run() -> Result<(), ()> {
             return Err(());
         }
     };
-    let Some(ws) = cortex_m::singleton!(: Ws = Ws::new()) else {
+    let Some(ws) = platform::singleton!(: Ws = Ws::new()) else {
         let _ = writeln!(con.err, "charlm: workspace already taken");
         return Err(());
     };
@@ -438,9 +440,10 @@ fn report(
     let _ = writeln!(e, "{} prompt characters fed)", t.fed);
     let _ = writeln!(
         e,
-        "  SysTick calibration         {} {unit}s per tick ({} iterations of asm::delay's 2-instruction loop took {} ticks)",
+        "  {:<27} {} {unit}s per tick ({} instructions of the delay loop took {} ticks)",
+        measure::CLOCK_CALIBRATION,
         Fixed2(cal.per_tick_x100()),
-        cal.iterations,
+        cal.instructions,
         cal.ticks
     );
     if let Some(per_char) = cal.to_units(t.generate_ticks).checked_div(t.generated) {
@@ -516,7 +519,7 @@ impl core::fmt::Display for Fixed2 {
 #[cfg(not(any(feature = "no-panic", feature = "c-api")))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    if let Ok(mut err) = cortex_m_semihosting::hio::hstderr() {
+    if let Ok(mut err) = platform::semihosting::hio::hstderr() {
         let _ = writeln!(err, "charlm firmware: {info}");
     }
     debug::exit(EXIT_FAILURE);

@@ -1,38 +1,59 @@
-//! Measuring without a cycle counter: SysTick for time, linker symbols for
-//! flash and static RAM, a painted stack for the stack's high-water mark.
+//! Speed, flash and RAM: a clock for time, linker symbols for flash and
+//! static RAM, a painted stack for the stack's high-water mark.
 //!
-//! Under QEMU with `-icount shift=0` every guest instruction advances
-//! virtual time by 1 ns, and SysTick (on the core clock, 25 MHz on
-//! mps2-an386, 16 MHz on the micro:bit) ticks once per 40 ns, i.e. once per
-//! 40 instructions (62.5 on the micro:bit). We do
-//! not trust that constant: [`Calibration::measure`] times
-//! `cortex_m::asm::delay(n)`, a two-instruction loop (`subs`, `bne`) that
-//! runs n+1 times, for two values of n and takes the difference, so the
-//! report's figures are in instructions whatever the clock. On a real board
-//! SysTick counts core clock cycles and the report says cycles.
+//! The clock. On a Cortex-M it is SysTick. Under QEMU with `-icount
+//! shift=0` every guest instruction advances virtual time by 1 ns, and
+//! SysTick (on the core clock, 25 MHz on mps2-an386, 16 MHz on the
+//! micro:bit) ticks once per 40 ns, i.e. once per 40 instructions (62.5 on
+//! the micro:bit). On RISC-V it is the `minstret` counter, which QEMU with
+//! `-icount` advances once per instruction. We trust neither constant:
+//! [`Calibration::measure`] times the architecture's delay loop (two
+//! instructions an iteration: `subs`/`bne`, `addi`/`bne`) for two lengths
+//! and takes the difference, so the report's figures are in instructions
+//! whatever the clock. On a real board SysTick counts core clock cycles and
+//! the report says cycles.
 
 use core::num::NonZeroU64;
 
+#[cfg(target_arch = "arm")]
 use cortex_m::peripheral::SYST;
+#[cfg(target_arch = "arm")]
 use cortex_m::peripheral::syst::SystClkSource;
 
-/// What one SysTick tick counts.
+/// What one tick of the clock counts, after calibration.
 #[cfg(not(feature = "board-stm32f4"))]
 pub const UNIT: &str = "instruction";
-/// What one SysTick tick counts.
+/// What one tick of the clock counts, after calibration.
 #[cfg(feature = "board-stm32f4")]
 pub const UNIT: &str = "cycle";
 
+/// The report's name for the calibration line.
+#[cfg(target_arch = "arm")]
+pub const CLOCK_CALIBRATION: &str = "SysTick calibration";
+/// The report's name for the calibration line.
+#[cfg(target_arch = "riscv32")]
+pub const CLOCK_CALIBRATION: &str = "minstret calibration";
+
+/// A reading of the clock.
+#[cfg(target_arch = "arm")]
+pub type Lap = u32;
+/// A reading of the clock.
+#[cfg(target_arch = "riscv32")]
+pub type Lap = u64;
+
 /// SysTick's reload value: the full 24 bits.
+#[cfg(target_arch = "arm")]
 const RELOAD: u32 = 0x00ff_ffff;
 
 /// A free-running SysTick read as a down-counter. Intervals must stay below
 /// 2^24 ticks (671 million instructions under QEMU): one model step is far
 /// below that.
+#[cfg(target_arch = "arm")]
 pub struct Stopwatch {
     _syst: SYST,
 }
 
+#[cfg(target_arch = "arm")]
 impl Stopwatch {
     /// Takes SysTick and starts it on the core clock, no interrupt.
     pub fn start() -> Stopwatch {
@@ -51,17 +72,18 @@ impl Stopwatch {
 
     /// The counter now.
     #[inline(always)]
-    pub fn lap(&self) -> u32 {
+    pub fn lap(&self) -> Lap {
         SYST::get_current()
     }
 
     /// Ticks since `lap` returned `since`.
     #[inline(always)]
-    pub fn lap_since(&self, since: u32) -> u64 {
+    pub fn lap_since(&self, since: Lap) -> u64 {
         (since.wrapping_sub(SYST::get_current()) & RELOAD) as u64
     }
 }
 
+#[cfg(target_arch = "arm")]
 #[allow(unsafe_code)]
 fn steal_syst() -> SYST {
     // SAFETY: reached only if the peripherals were taken before, which this
@@ -69,26 +91,68 @@ fn steal_syst() -> SYST {
     unsafe { cortex_m::Peripherals::steal() }.SYST
 }
 
+/// The machine-mode instruction counter, `minstret` (64 bits, read as
+/// `minstreth`/`minstret`/`minstreth` until the high half holds still).
+#[cfg(target_arch = "riscv32")]
+pub struct Stopwatch;
+
+#[cfg(target_arch = "riscv32")]
+impl Stopwatch {
+    /// The counter runs from reset: nothing to start.
+    pub fn start() -> Stopwatch {
+        Stopwatch
+    }
+
+    /// The counter now.
+    #[inline(always)]
+    pub fn lap(&self) -> Lap {
+        riscv::register::minstret::read64()
+    }
+
+    /// Ticks since `lap` returned `since`.
+    #[inline(always)]
+    pub fn lap_since(&self, since: Lap) -> u64 {
+        self.lap().wrapping_sub(since)
+    }
+}
+
+/// The delay loop: `n + 1` iterations of `subs`/`bne` (cortex-m's
+/// `asm::delay`). Returns the instructions each unit of `n` adds.
+#[cfg(target_arch = "arm")]
+fn delay(n: u32) -> u64 {
+    cortex_m::asm::delay(n);
+    2
+}
+
+/// The delay loop: `1 + n / 2` iterations of `addi`/`bne` (riscv's
+/// `asm::delay`). Returns the instructions each unit of `n` adds.
+#[cfg(target_arch = "riscv32")]
+fn delay(n: u32) -> u64 {
+    riscv::asm::delay(n);
+    1
+}
+
 /// How many instructions (cycles on hardware) one tick is.
 pub struct Calibration {
-    /// Extra loop iterations of the longer delay.
-    pub iterations: u64,
+    /// Extra instructions of the longer delay.
+    pub instructions: u64,
     /// Extra ticks they took.
     pub ticks: NonZeroU64,
 }
 
 impl Calibration {
-    /// Times `asm::delay` for 100 000 and 1 100 000 iterations.
+    /// Times the delay loop for 100 000 and 1 100 000 units.
     pub fn measure(sw: &mut Stopwatch) -> Calibration {
-        let time = |n: u32| {
+        let mut per_unit = 0;
+        let mut time = |n: u32| {
             let t = sw.lap();
-            cortex_m::asm::delay(n);
+            per_unit = delay(n);
             sw.lap_since(t)
         };
         let short = time(100_000);
         let long = time(1_100_000);
         let ticks = NonZeroU64::new(long.saturating_sub(short)).unwrap_or(NonZeroU64::MIN);
-        Calibration { iterations: 1_000_000, ticks }
+        Calibration { instructions: 1_000_000 * per_unit, ticks }
     }
 
     /// Units (instructions, or cycles on hardware) per tick, times 100.
@@ -102,16 +166,11 @@ impl Calibration {
     }
 
     fn units(&self, ticks: u64) -> u64 {
-        // Each loop iteration is two instructions (`subs`, `bne`).
-        #[cfg(not(feature = "board-stm32f4"))]
-        let per_iteration = 2;
         // On hardware SysTick runs on the core clock: a tick is a cycle.
-        #[cfg(feature = "board-stm32f4")]
-        let per_iteration = 0;
-        if per_iteration == 0 {
+        if cfg!(feature = "board-stm32f4") {
             return ticks;
         }
-        ticks * per_iteration * self.iterations / self.ticks
+        ticks * self.instructions / self.ticks
     }
 }
 
@@ -121,7 +180,10 @@ const PAINT: u32 = 0xC0FF_EE55;
 // Declaring them is all the unsafety: only their addresses are taken.
 #[allow(unsafe_code)]
 unsafe extern "C" {
-    /// cortex-m-rt's linker script symbols (addresses only, never read).
+    /// The start-up crates' linker script symbols (addresses only, never
+    /// read): cortex-m-rt and riscv-rt name them alike, but for where flash
+    /// begins (the vector table, or the start-up code).
+    #[cfg(target_arch = "arm")]
     static __vector_table: u32;
     static __stext: u32;
     static __etext: u32;
@@ -147,7 +209,7 @@ macro_rules! addr {
 #[allow(unsafe_code)]
 pub fn paint_stack() {
     let bottom = addr!(__sheap);
-    let top = cortex_m::register::msp::read().saturating_sub(64) & !3;
+    let top = stack_pointer().saturating_sub(64) & !3;
     let mut p = bottom;
     while p < top {
         // SAFETY: [bottom, top) lies between the end of .bss/.uninit and
@@ -155,6 +217,31 @@ pub fn paint_stack() {
         unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
         p += 4;
     }
+}
+
+/// Where flash begins: the vector table.
+#[cfg(target_arch = "arm")]
+fn flash_start() -> u32 {
+    addr!(__vector_table)
+}
+
+/// Where flash begins: the start-up code.
+#[cfg(target_arch = "riscv32")]
+fn flash_start() -> u32 {
+    addr!(__stext)
+}
+
+/// The stack pointer now.
+#[cfg(target_arch = "arm")]
+fn stack_pointer() -> u32 {
+    cortex_m::register::msp::read()
+}
+
+/// The stack pointer now, near enough: the address of a local.
+#[cfg(target_arch = "riscv32")]
+fn stack_pointer() -> u32 {
+    let here = 0u32;
+    core::hint::black_box(&here) as *const u32 as usize as u32
 }
 
 /// Flash and RAM as the linker laid them out, and the stack as used so far.
@@ -189,7 +276,7 @@ impl Memory {
         }
         let data = addr!(__edata) - addr!(__sdata);
         Memory {
-            flash: addr!(__sidata) + data - addr!(__vector_table),
+            flash: addr!(__sidata) + data - flash_start(),
             text: addr!(__etext) - addr!(__stext),
             rodata: addr!(__erodata) - addr!(__srodata),
             data,

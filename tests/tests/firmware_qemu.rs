@@ -2,8 +2,8 @@
 //!
 //! Builds firmware-demo/ (`cargo build --release` there, its own target
 //! directory), runs it on QEMU's Cortex-M4F board (and on its Cortex-M0
-//! micro:bit and Cortex-M3 mps2-an385, cores without an FPU) with the runner
-//! of firmware-demo/.cargo/config.toml,
+//! micro:bit, Cortex-M3 mps2-an385 and a RISC-V RV32IMC core on `virt`,
+//! cores without an FPU) with the runner of firmware-demo/.cargo/config.toml,
 //! and compares its standard output byte
 //! for byte with the host's text for the same model and the cases of
 //! firmware-demo/cases.tsv (through `charlm_trainer::sample::generate`, the
@@ -11,8 +11,8 @@
 //! the committed firmware-demo/golden/shakespeare-lstm128.txt (written by `charlm
 //! generate` itself: firmware-demo/make-golden.sh).
 //!
-//! With CI=true a missing qemu-system-arm fails the test; elsewhere the
-//! tests skip with a loud message. Firmware builds share one target
+//! With CI=true a missing qemu-system-arm (or qemu-system-riscv32) fails
+//! the test; elsewhere the tests skip with a loud message. Firmware builds share one target
 //! directory, so the tests take turns.
 
 use std::io::Read;
@@ -114,33 +114,38 @@ fn host_text_of(model_bytes: &[u8], truncation: bool) -> String {
     out
 }
 
-/// qemu-system-arm on PATH, or `None` after a loud message (a failure in CI).
-fn qemu_or_skip(test: &str) -> Option<PathBuf> {
+/// `qemu` (a QEMU system emulator) on PATH, or `None` after a loud
+/// message (a failure in CI).
+fn qemu_or_skip(test: &str, qemu: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("qemu-system-arm"))
+        .map(|d| d.join(qemu))
         .find(|p| p.is_file());
     if found.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
         assert!(
             !ci,
-            "CI=true but qemu-system-arm is not installed: firmware-demo/ci.sh installs it"
+            "CI=true but {qemu} is not installed: firmware-demo/ci.sh installs it"
         );
+        let package = qemu.replace("riscv32", "misc");
         eprintln!();
-        eprintln!("!!!!!!!! SKIPPED {test}: qemu-system-arm is not installed !!!!!!!!");
-        eprintln!(
-            "!!!!!!!! (apt-get install qemu-system-arm, or run firmware-demo/ci.sh) !!!!!!!!"
-        );
+        eprintln!("!!!!!!!! SKIPPED {test}: {qemu} is not installed !!!!!!!!");
+        eprintln!("!!!!!!!! (apt-get install {package}, or run firmware-demo/ci.sh) !!!!!!!!");
         eprintln!();
     }
     found
 }
 
-/// QEMU's presence (see [`qemu_or_skip`]), then this test's turn at the
-/// firmware's target directory.
+/// qemu-system-arm's presence (see [`qemu_or_skip`]), then this test's
+/// turn at the firmware's target directory.
 fn firmware_turn(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
-    qemu_or_skip(test)?;
+    firmware_turn_on(test, "qemu-system-arm")
+}
+
+/// [`firmware_turn`] for a test that needs the QEMU `qemu`.
+fn firmware_turn_on(test: &str, qemu: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    qemu_or_skip(test, qemu)?;
     Some(FIRMWARE.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
@@ -157,6 +162,9 @@ const M4F: &str = "thumbv7em-none-eabihf";
 const M0: &str = "thumbv6m-none-eabi";
 /// A Cortex-M3, no FPU either: QEMU's mps2-an385.
 const M3: &str = "thumbv7m-none-eabi";
+/// A RISC-V core without an FPU or atomics (RV32IMC, the ESP32-C3's
+/// instruction set): QEMU's `virt`, its F, D and A extensions switched off.
+const RV32: &str = "riscv32imc-unknown-none-elf";
 
 /// Builds the firmware for the Cortex-M4F with `CHARLM_MODEL` (or its
 /// default) and runs it: see [`build_and_run_on`].
@@ -243,7 +251,7 @@ fn build_and_run_env(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = qemu.spawn().expect("start qemu-system-arm");
+    let mut child = qemu.spawn().expect("start QEMU");
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let out_reader = std::thread::spawn(move || {
@@ -489,6 +497,49 @@ fn on_a_cortex_m3_without_an_fpu_the_default_model_prints_the_golden_text() {
         "not the Cortex-M3 build:\n{}",
         run.stderr
     );
+}
+
+#[test]
+fn on_a_risc_v_core_without_an_fpu_the_firmware_matches_the_golden_text_and_the_host() {
+    // riscv32imc on QEMU's `virt` (F, D and A off): the portable kernel,
+    // every f32 operation and f16 conversion in compiler-builtins' software
+    // routines, and another compiler back end than ARM's. The bundled f16
+    // LSTM must print the golden text; its i8 version and the f16 GRU the
+    // host's text; and the C interface (its busy flag a plain load and
+    // store on a core without atomics) the golden text again.
+    let Some(_turn) = firmware_turn_on(
+        "on_a_risc_v_core_without_an_fpu_the_firmware_matches_the_golden_text_and_the_host",
+        "qemu-system-riscv32",
+    ) else {
+        return;
+    };
+    let golden = golden();
+    let run = build_and_run_on(RV32, None, None);
+    assert_text(&run, &golden, GOLDEN, true);
+    assert!(
+        run.stderr.contains("portable kernel only on this target")
+            && run.stderr.contains("minstret calibration"),
+        "not the RISC-V build:\n{}",
+        run.stderr
+    );
+    for name in ["shakespeare-lstm128-i8.clm", "gru1.clm"] {
+        let path = root().join("tests/fixtures").join(name);
+        let bytes = std::fs::read(&path).expect("fixture");
+        let run = build_and_run_on(RV32, Some(&path), None);
+        assert_text(
+            &run,
+            &host_text(&bytes),
+            &format!("charlm generate ({name})"),
+            true,
+        );
+    }
+    let fits = [
+        ("CHARLM_MAX_HIDDEN", "128"),
+        ("CHARLM_MAX_LAYERS", "1"),
+        ("CHARLM_MAX_VOCAB", "128"),
+    ];
+    let run = build_and_run_env(RV32, None, Some("c-api,f16,int8,truncation"), &fits);
+    assert_text(&run, &golden, GOLDEN, false);
 }
 
 #[test]
