@@ -26,6 +26,11 @@ pub enum CliError {
     /// Any other invalid input, already phrased for the user.
     #[error("{0}")]
     Invalid(String),
+    /// Stopped by Ctrl-C after saving its work, which the command has
+    /// already said: exit status 130, as for a program SIGINT ended, so
+    /// that `charlm train ... && next` does not go on.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl CliError {

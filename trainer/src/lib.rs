@@ -15,6 +15,7 @@ pub mod host_math;
 pub mod import;
 pub mod metrics;
 pub mod optim;
+pub mod out;
 pub mod params;
 pub mod rng;
 pub mod sample;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 use charlm_trainer::error::CliError;
+use charlm_trainer::{errln, out};
 
 /// Tiny character-level language models: train on a GPU or CPU, run anywhere.
 #[derive(Parser)]
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("charlm: error: {}", one_line(&e.to_string()));
+            errln!("charlm: error: {}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }
     };
@@ -67,10 +68,19 @@ fn main() -> ExitCode {
             cmd::pool(threads).and_then(|p| p.install(|| cmd::bench::run(b)))
         }
     };
+    // A command that could not write its standard output has failed,
+    // whatever else it did (a training run still wrote its run folder).
+    let result = result.and_then(|()| match out::failure() {
+        Some(e) => Err(CliError::invalid(format!(
+            "cannot write standard output: {e}"
+        ))),
+        None => Ok(()),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("charlm: error: {e}");
+            errln!("charlm: error: {e}");
             ExitCode::from(2)
         }
     }

@@ -44,6 +44,86 @@ pub enum SampleError {
     EmptyPrompt(String),
 }
 
+/// Where [`generate_each`] and [`generate_batch_each`] put a text while it
+/// is generated, one character at a time, so that a caller can write it
+/// out at once and end it early.
+pub trait TextSink {
+    /// What the sink's own failures are (and a [`SampleError`]).
+    type Error: From<SampleError>;
+    /// A text begins: the prompt as the model saw it (the characters it
+    /// knows) and how many prompt characters were dropped.
+    fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), Self::Error>;
+    /// One generated character; `false` ends the text here.
+    fn char(&mut self, c: char) -> Result<bool, Self::Error>;
+    /// The text has ended: at `<eos>`, at the length limit, or where
+    /// [`TextSink::char`] said so.
+    fn end(&mut self) -> Result<(), Self::Error>;
+}
+
+/// Generates one text from `prompt` into `sink`: the RNG is seeded with
+/// `seed`, the text ends at `<eos>`, after `max_chars` characters, or where
+/// the sink ends it.
+pub fn generate_each<S: TextSink>(
+    model: &Model<'_>,
+    ws: &mut HostWorkspace,
+    prompt: &str,
+    sampler: Sampler,
+    seed: u64,
+    max_chars: usize,
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    let kernel = HostKernel::detect();
+    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(seed), kernel)
+        .map_err(SampleError::from)?
+        .with_limit(max_chars);
+    let fed = g.feed(prompt);
+    if fed.fed == 0 {
+        return Err(SampleError::EmptyPrompt(prompt.to_owned()).into());
+    }
+    let vocab = model.vocab();
+    let known: String = prompt
+        .chars()
+        .filter(|&c| vocab.id_of(c).is_some())
+        .collect();
+    sink.begin(&known, fed.dropped)?;
+    for c in g {
+        if !sink.char(c)? {
+            break;
+        }
+    }
+    sink.end()
+}
+
+/// A [`TextSink`] that keeps the whole text.
+#[derive(Default)]
+struct Collect {
+    sample: Option<Sample>,
+}
+
+impl TextSink for Collect {
+    type Error = SampleError;
+
+    fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), SampleError> {
+        self.sample = Some(Sample {
+            prompt: prompt.to_owned(),
+            generated: String::new(),
+            dropped,
+        });
+        Ok(())
+    }
+
+    fn char(&mut self, c: char) -> Result<bool, SampleError> {
+        if let Some(s) = &mut self.sample {
+            s.generated.push(c);
+        }
+        Ok(true)
+    }
+
+    fn end(&mut self) -> Result<(), SampleError> {
+        Ok(())
+    }
+}
+
 /// Generates one text from `prompt`: the RNG is seeded with `seed`, the text
 /// ends at `<eos>` or after `max_chars` characters.
 pub fn generate(
@@ -54,24 +134,11 @@ pub fn generate(
     seed: u64,
     max_chars: usize,
 ) -> Result<Sample, SampleError> {
-    let kernel = HostKernel::detect();
-    let mut g = Generator::with_kernel(model, ws, sampler, SeededRng::new(seed), kernel)?
-        .with_limit(max_chars);
-    let fed = g.feed(prompt);
-    if fed.fed == 0 {
-        return Err(SampleError::EmptyPrompt(prompt.to_owned()));
-    }
-    let vocab = model.vocab();
-    let known: String = prompt
-        .chars()
-        .filter(|&c| vocab.id_of(c).is_some())
-        .collect();
-    let generated: String = g.by_ref().collect();
-    Ok(Sample {
-        prompt: known,
-        generated,
-        dropped: fed.dropped,
-    })
+    let mut sink = Collect::default();
+    generate_each(model, ws, prompt, sampler, seed, max_chars, &mut sink)?;
+    Ok(sink
+        .sample
+        .expect("generate_each begins every text it returns Ok for"))
 }
 
 /// A batch of texts as `charlm generate` produces them: every prompt `count`
@@ -90,23 +157,66 @@ pub struct Batch<'p> {
     pub max_chars: usize,
 }
 
+/// Generates every text of `batch` in order into `sink`, as it comes.
+pub fn generate_batch_each<S: TextSink>(
+    model: &Model<'_>,
+    ws: &mut HostWorkspace,
+    batch: &Batch<'_>,
+    sink: &mut S,
+) -> Result<(), S::Error> {
+    let mut seed = batch.seed;
+    for prompt in batch.prompts {
+        for _ in 0..batch.count {
+            generate_each(
+                model,
+                ws,
+                prompt,
+                batch.sampler,
+                seed,
+                batch.max_chars,
+                sink,
+            )?;
+            seed = seed.wrapping_add(1);
+        }
+    }
+    Ok(())
+}
+
 /// Generates every text of `batch` in order, handing each to `emit` as soon
 /// as it is complete.
 pub fn generate_batch<E: From<SampleError>>(
     model: &Model<'_>,
     ws: &mut HostWorkspace,
     batch: &Batch<'_>,
-    mut emit: impl FnMut(&Sample) -> Result<(), E>,
+    emit: impl FnMut(&Sample) -> Result<(), E>,
 ) -> Result<(), E> {
-    let mut seed = batch.seed;
-    for prompt in batch.prompts {
-        for _ in 0..batch.count {
-            let sample = generate(model, ws, prompt, batch.sampler, seed, batch.max_chars)?;
-            emit(&sample)?;
-            seed = seed.wrapping_add(1);
+    /// Collects each text and hands it on when it ends.
+    struct Emit<F, E> {
+        collect: Collect,
+        emit: F,
+        error: std::marker::PhantomData<E>,
+    }
+    impl<F: FnMut(&Sample) -> Result<(), E>, E: From<SampleError>> TextSink for Emit<F, E> {
+        type Error = E;
+        fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), E> {
+            Ok(self.collect.begin(prompt, dropped)?)
+        }
+        fn char(&mut self, c: char) -> Result<bool, E> {
+            Ok(self.collect.char(c)?)
+        }
+        fn end(&mut self) -> Result<(), E> {
+            match self.collect.sample.take() {
+                Some(sample) => (self.emit)(&sample),
+                None => Ok(()),
+            }
         }
     }
-    Ok(())
+    let mut sink = Emit {
+        collect: Collect::default(),
+        emit,
+        error: std::marker::PhantomData,
+    };
+    generate_batch_each(model, ws, batch, &mut sink)
 }
 
 impl From<SampleError> for CliError {

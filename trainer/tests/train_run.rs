@@ -912,11 +912,13 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(model_bytes(&full), model_bytes(&killed));
-    // Ctrl-C (SIGINT) saves a checkpoint and exits cleanly; the run resumes.
+    // Ctrl-C (SIGINT) saves a checkpoint and exits with status 130 (as a
+    // program SIGINT ended), without an error line; the run resumes.
     let interrupted = tmp.path().join("interrupted");
     let child = Command::new(BIN)
         .args(args(interrupted.to_str().unwrap()))
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let start = std::time::Instant::now();
@@ -926,10 +928,16 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let o = child.wait_with_output().unwrap();
-    assert!(
-        o.status.success(),
-        "Ctrl-C must exit cleanly: {:?}",
+    assert_eq!(
+        o.status.code(),
+        Some(130),
+        "Ctrl-C must save and exit with 130: {:?}",
         o.status
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("error"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
     let o = charlm(&[
         "train",

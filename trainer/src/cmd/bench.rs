@@ -11,6 +11,7 @@ use charlm_trainer::corpus::BUNDLED;
 use charlm_trainer::cpu::Cpu;
 use charlm_trainer::error::CliError;
 use charlm_trainer::optim::{Kind, Optimizer};
+use charlm_trainer::outln;
 use charlm_trainer::params::Layout;
 use charlm_trainer::vocab::Vocab;
 
@@ -76,7 +77,7 @@ fn measure(name: &str, hidden: u16, batches: &[Batch], vocab: &Vocab, seconds: f
         i += 1;
     }
     let rate = chars as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{name:<10} {rate:>10.0} chars/s  ({} steps, {chars} chars)",
         i - 5
     );
@@ -98,7 +99,7 @@ pub fn run(bench: Bench) -> Result<(), CliError> {
     let text = std::str::from_utf8(BUNDLED)
         .map_err(|_| CliError::invalid("bundled corpus is not UTF-8"))?;
     let vocab = Vocab::fit([text])?;
-    println!(
+    outln!(
         "charlm bench train: CPU backend, {} threads, RMSprop lr 1e-3, 1-layer LSTM",
         rayon::current_num_threads()
     );

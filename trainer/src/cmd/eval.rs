@@ -10,6 +10,7 @@ use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::eval::{EvalData, runtime_loss};
 use charlm_trainer::sample::host_workspace;
 use charlm_trainer::vocab::Vocab;
+use charlm_trainer::{errln, outln};
 
 use super::train::TextLayout;
 
@@ -104,14 +105,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             format!("running text, {s} streams of {l}")
         }
     };
-    println!(
+    outln!(
         "{:.4} bits per character on {name} ({} characters; {how}; {} weights through the runtime)",
         loss.bpc(),
         loss.count,
         model.weights()
     );
     if dropped > 0 {
-        eprintln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");
+        errln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use charlm_runtime::format::DType;
 use charlm_trainer::checkpoint::write_atomic;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{from_checkpoint, quantize_file};
+use charlm_trainer::outln;
 
 use super::Weights;
 
@@ -79,7 +80,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             snap.epochs
         )
     };
-    println!(
+    outln!(
         "wrote {} ({} bytes, {weights} weights): {} {}x{}, step {} ({stage}), train {} bpc, held-out {} bpc (f32)",
         out.display(),
         snap.bytes.len(),
@@ -110,7 +111,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         path.with_file_name(format!("{stem}-i8.clm"))
     });
     write_new(&out, &quantized, args.force)?;
-    println!(
+    outln!(
         "wrote {} ({} bytes, i8 weights; {} had {} bytes)",
         out.display(),
         quantized.len(),
@@ -126,7 +127,7 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     let (bytes, what) = model_bytes(args, weights)?;
     let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
     write_new(out, text.as_bytes(), args.force)?;
-    println!(
+    outln!(
         "wrote {} ({} bytes of model as `{}` and `{}_len`, for capi/include/charlm.h)",
         out.display(),
         bytes.len(),
@@ -159,7 +160,7 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     refuse_existing(&[out, &vocab_path], args.force)?;
     write_atomic(out, &tensors)?;
     write_atomic(&vocab_path, vocab.as_bytes())?;
-    println!(
+    outln!(
         "wrote {} (PyTorch tensors of {what}: rnn. an nn.{}, out. an nn.Linear, float32) and {}",
         out.display(),
         layout.arch.cell.name().to_uppercase(),
@@ -215,7 +216,7 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
 
 /// The next command to try on a model just written.
 pub(super) fn hint(out: &Path) {
-    println!(
+    outln!(
         "try: charlm generate --model {} --temperature 0.8",
         out.display()
     );

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use charlm_runtime::{Error, Model, Sampler};
+use charlm_trainer::errln;
 use charlm_trainer::error::{CliError, read_file};
-use charlm_trainer::sample::{Batch, generate_batch, host_workspace};
+use charlm_trainer::sample::{Batch, TextSink, generate_batch_each, host_workspace};
 
 /// The lesson's prompts, used when none is given.
 pub const DEFAULT_PROMPTS: [&str; 5] = [
@@ -77,14 +78,78 @@ fn unescape(s: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// `generated` up to the first place where one of `stops` begins.
-fn cut<'a>(generated: &'a str, stops: &[String]) -> &'a str {
-    let end = stops
-        .iter()
-        .filter_map(|s| generated.find(s.as_str()))
-        .min()
-        .unwrap_or(generated.len());
-    &generated[..end]
+/// Writes each text to `out` as it is generated: the prompt, the
+/// characters, a line break. A text ends as soon as its generated part
+/// contains one of `stops`, which is left out; characters that may be the
+/// start of a stop string are held back until they cannot be.
+struct Streamed<'s, W: Write> {
+    out: W,
+    stops: &'s [String],
+    /// Generated characters not written yet: at most the longest stop
+    /// string's length, less one.
+    pending: String,
+}
+
+impl<W: Write> Streamed<'_, W> {
+    fn write(&mut self, s: &str) -> Result<(), CliError> {
+        self.out
+            .write_all(s.as_bytes())
+            .map_err(|source| CliError::Write {
+                path: "standard output".into(),
+                source,
+            })
+    }
+
+    /// How many bytes at the end of `pending` begin one of the stop
+    /// strings (without completing it).
+    fn held(&self) -> usize {
+        let p = &self.pending;
+        p.char_indices()
+            .map(|(i, _)| &p[i..])
+            .find(|tail| {
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
+            })
+            .map_or(0, str::len)
+    }
+}
+
+impl<W: Write> TextSink for Streamed<'_, W> {
+    type Error = CliError;
+
+    fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), CliError> {
+        if dropped > 0 {
+            errln!(
+                "charlm: note: dropped {dropped} character(s) of a prompt that the vocabulary lacks"
+            );
+        }
+        self.pending.clear();
+        self.write(prompt)
+    }
+
+    fn char(&mut self, c: char) -> Result<bool, CliError> {
+        self.pending.push(c);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min()
+        {
+            self.pending.truncate(at);
+            return Ok(false);
+        }
+        let ready = self.pending.len() - self.held();
+        let done: String = self.pending.drain(..ready).collect();
+        self.write(&done)?;
+        Ok(true)
+    }
+
+    fn end(&mut self) -> Result<(), CliError> {
+        let rest = std::mem::take(&mut self.pending);
+        self.write(&rest)?;
+        self.write("\n")
+    }
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
@@ -118,26 +183,77 @@ pub fn run(args: Args) -> Result<(), CliError> {
         count: args.count,
         max_chars: args.max_chars,
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let write_err = |source| CliError::Write {
+    let mut out = Streamed {
+        out: std::io::stdout().lock(),
+        stops: &args.stop,
+        pending: String::new(),
+    };
+    generate_batch_each(&model, &mut ws, &batch, &mut out)?;
+    out.out.flush().map_err(|source| CliError::Write {
         path: "standard output".into(),
         source,
-    };
-    generate_batch(&model, &mut ws, &batch, |sample| {
-        if sample.dropped > 0 {
-            eprintln!(
-                "charlm: note: dropped {} character(s) of a prompt that the vocabulary lacks",
-                sample.dropped
-            );
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `Streamed` writes for one text of `chars`, and how many of
+    /// them it took before it ended the text.
+    fn stream(chars: &str, stops: &[&str]) -> (String, usize) {
+        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
+        let mut s = Streamed {
+            out: Vec::new(),
+            stops: &stops,
+            pending: String::new(),
+        };
+        s.begin("P:", 0).unwrap();
+        let mut taken = 0;
+        for c in chars.chars() {
+            taken += 1;
+            if !s.char(c).unwrap() {
+                break;
+            }
         }
-        writeln!(
-            out,
-            "{}{}",
-            sample.prompt,
-            cut(&sample.generated, &args.stop)
-        )
-        .map_err(write_err)
-    })?;
-    out.flush().map_err(write_err)
+        s.end().unwrap();
+        (String::from_utf8(s.out).unwrap(), taken)
+    }
+
+    #[test]
+    fn a_text_ends_where_it_first_holds_a_stop_string() {
+        // Ends at the stop string, taking no character after it.
+        assert_eq!(stream("ab\n\ncd", &["\n\n"]), ("P:ab\n".into(), 4));
+        // A partial match is written once it fails ("\nc" is no "\n\n").
+        assert_eq!(stream("a\nc\n", &["\n\n"]), ("P:a\nc\n\n".into(), 4));
+        // No stop string: the whole text.
+        assert_eq!(stream("abc", &[]), ("P:abc\n".into(), 3));
+        // The text first holds "b" (after 2 characters), before "abc" is
+        // complete: it ends there, cut where "b" begins.
+        assert_eq!(stream("abcd", &["abc", "b"]), ("P:a\n".into(), 2));
+        // Several characters long and multi-byte.
+        assert_eq!(stream("xÜbeRy", &["Übe"]), ("P:x\n".into(), 4));
+        assert_eq!(stream("xÜbÜberz", &["Über"]), ("P:xÜb\n".into(), 7));
+    }
+
+    #[test]
+    fn only_what_may_begin_a_stop_string_is_held_back() {
+        let stops = ["the".to_string()];
+        let mut s = Streamed {
+            out: Vec::new(),
+            stops: &stops,
+            pending: String::new(),
+        };
+        s.begin("", 0).unwrap();
+        for c in "oh t".chars() {
+            assert!(s.char(c).unwrap());
+        }
+        // "oh " is out; "t" may begin "the".
+        assert_eq!(
+            (String::from_utf8_lossy(&s.out).as_ref(), s.pending.as_str()),
+            ("oh ", "t")
+        );
+        assert!(s.char('o').unwrap());
+        assert_eq!(String::from_utf8_lossy(&s.out), "oh to");
+    }
 }

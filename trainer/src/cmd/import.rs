@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::import;
+use charlm_trainer::outln;
 
 use super::Weights;
 
@@ -65,7 +66,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Some(e) => format!("; its {e}-wide embedding folded into the input table"),
         None => String::new(),
     };
-    println!(
+    outln!(
         "imported a {} {}: {} layer(s), hidden {}, {} ids (padding, {} characters, <eos>){input}",
         m.framework,
         a.cell.name().to_uppercase(),
@@ -75,16 +76,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         m.vocab.symbols().len()
     );
     if m.pad_added {
-        println!(
+        outln!(
             "note: the vocabulary has no \"<pad>\": id 0 was added (never fed, never predicted)"
         );
     }
     if m.eos_added {
-        println!(
+        outln!(
             "note: the vocabulary has no \"<eos>\": one was added that is never predicted, so texts end at --max-chars"
         );
     }
-    println!(
+    outln!(
         "wrote {} ({} bytes, {weights} weights)",
         out.display(),
         model.len()

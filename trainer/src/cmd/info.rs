@@ -6,6 +6,7 @@ use charlm_runtime::cell::workspace_bytes;
 use charlm_runtime::format::{DType, ModelFile};
 use charlm_runtime::{Error, Model};
 use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::outln;
 use charlm_trainer::sample::host_workspace;
 
 #[derive(clap::Args)]
@@ -28,13 +29,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let arch = body.arch;
     let symbols = std::str::from_utf8(body.vocab.symbols).unwrap_or("");
     let weight_bytes: usize = body.tensors().map(|(_, t)| t.data.len()).sum();
-    println!(
+    outln!(
         "file        {} ({} bytes, format version {})",
         path.display(),
         bytes.len(),
         file.header.version
     );
-    println!(
+    outln!(
         "network     {}, {} layer{}, hidden {}",
         arch.cell.name().to_uppercase(),
         arch.layers,
@@ -45,12 +46,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         DType::F16 => "f16",
         DType::I8 => "i8 matrices with a scale per row, f16 biases",
     };
-    println!(
+    outln!(
         "parameters  {} ({weights}, {:.1} KiB of weights)",
         arch.param_count(),
         weight_bytes as f64 / 1024.0
     );
-    println!(
+    outln!(
         "compute     {} multiply-accumulates per character",
         arch.macs_per_char()
     );
@@ -69,24 +70,24 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ),
         DType::I8 => format!("{} bytes", workspace_bytes(h, l, v, true)),
     };
-    println!(
+    outln!(
         "memory      flash: the file ({} bytes); RAM: the state, {ram}",
         bytes.len()
     );
-    println!(
+    outln!(
         "vocabulary  {} ids: padding, {} symbols, <eos>",
         arch.vocab,
         symbols.chars().count()
     );
-    println!("symbols     {:?}", symbols);
+    outln!("symbols     {:?}", symbols);
     let m = &body.meta;
     let bpc = |x: Option<f32>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.4}"));
-    println!(
+    outln!(
         "corpus      {}",
         if m.corpus.is_empty() { "-" } else { m.corpus }
     );
-    println!("steps       {}", m.steps);
-    println!(
+    outln!("steps       {}", m.steps);
+    outln!(
         "bits/char   train {}, held-out {} (f32), {} ({})",
         bpc(m.train_bpc),
         bpc(m.val_bpc),
@@ -95,9 +96,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     );
     let fits = Model::from_bytes(&bytes).and_then(|m| host_workspace().check(&m));
     if stored == computed {
-        println!("checksum    ok ({stored:08x})");
+        outln!("checksum    ok ({stored:08x})");
     } else {
-        println!("checksum    MISMATCH (stored {stored:08x}, computed {computed:08x})");
+        outln!("checksum    MISMATCH (stored {stored:08x}, computed {computed:08x})");
         return Err(model_err(Error::ChecksumMismatch { stored, computed }));
     }
     fits.map_err(model_err)

@@ -150,8 +150,22 @@ pub struct Args {
     quiet: bool,
 }
 
-/// `runs/YYYYmmdd-HHMMSS` in UTC.
+/// `runs/YYYYmmdd-HHMMSS` in UTC, with `-2`, `-3`, ... added when a run of
+/// the same second has taken that name.
 fn default_out() -> PathBuf {
+    let base = utc_run_name();
+    std::iter::once(base.clone())
+        .chain((2..).map(|n| PathBuf::from(format!("{}-{n}", base.display()))))
+        .find(|p| {
+            // Creating the folder claims the name: two runs started in the
+            // same second cannot both succeed.
+            std::fs::create_dir_all("runs").is_err() || std::fs::create_dir(p).is_ok()
+        })
+        .unwrap_or(base)
+}
+
+/// `runs/YYYYmmdd-HHMMSS` in UTC.
+fn utc_run_name() -> PathBuf {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -182,12 +196,14 @@ fn config(a: &Args) -> Config {
         _ => Layout::Running,
     };
     Config {
+        // Absolute, so that the checkpoint names the files wherever the run
+        // is resumed from (their file names alone go into the model).
         corpus: Spec {
-            path: a.corpus.clone(),
+            path: a.corpus.as_deref().map(absolute),
             field,
             layout,
         },
-        val: a.val.clone(),
+        val: a.val.as_deref().map(absolute),
         val_frac: a.val_frac.unwrap_or(0.05),
         cell: match a.cell.as_deref().unwrap_or(defaults::CELL) {
             "gru" => CellKind::Gru,
@@ -211,6 +227,23 @@ fn config(a: &Args) -> Config {
         weights: a.weights.unwrap_or(Weights::F16).dtype(),
         patience: a.patience,
         eval_every: a.eval_every,
+    }
+}
+
+/// `path` made absolute against the current folder (as it is, if that fails).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether `given` (on --resume) names the file a run recorded as `stored`:
+/// the same file once links are resolved; or, where `stored` is a relative
+/// path that does not resolve from here (a run started elsewhere by an
+/// older charlm), the file given now stands in for it.
+fn same_file(given: &Path, stored: &Path) -> bool {
+    match (std::fs::canonicalize(given), std::fs::canonicalize(stored)) {
+        (Ok(a), Ok(b)) => a == b,
+        (Ok(_), Err(_)) => stored.is_relative(),
+        _ => given == stored,
     }
 }
 
@@ -250,10 +283,12 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
         given.dropout == ck.dropout,
     );
     cmp("--seed", a.seed.is_some(), given.seed == ck.seed);
+    // The corpus may be named by another path: its checksum, which the
+    // checkpoint holds, decides.
     cmp(
         "--corpus",
-        a.corpus.is_some(),
-        given.corpus.path == ck.corpus.path,
+        a.corpus.is_some() && ck.corpus.path.is_none(),
+        false,
     );
     cmp(
         "--field",
@@ -265,7 +300,11 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
         a.layout.is_some(),
         given.corpus.layout == ck.corpus.layout,
     );
-    cmp("--val", a.val.is_some(), given.val == ck.val);
+    cmp(
+        "--val",
+        a.val.is_some(),
+        matches!((&given.val, &ck.val), (Some(g), Some(s)) if same_file(g, s)),
+    );
     cmp(
         "--val-frac",
         a.val_frac.is_some(),
@@ -332,6 +371,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (None, Some(out)) => (out.clone(), false),
         (None, None) => (default_out(), false),
     };
+    let claimed = args.resume.is_none() && args.out.is_none();
     let mut cfg = config(&args);
     let init = match &args.init {
         Some(path) => Some(initial(&args, path, &mut cfg)?),
@@ -358,5 +398,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
         init,
     };
     train::install_ctrlc();
-    train::run(cfg_for_run, &opts).map(|_| ())
+    let result = train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
+        train::Outcome::Finished => Ok(()),
+        train::Outcome::Interrupted => Err(CliError::Interrupted),
+    });
+    if result.is_err() && claimed {
+        // The folder default_out made for this run, if nothing was written
+        // into it (remove_dir removes only an empty folder).
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    result
 }

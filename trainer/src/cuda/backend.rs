@@ -10,6 +10,7 @@ use super::CudaError;
 use super::dev::{Buf, Dev, Graph, NORM_BLOCKS, P, SEQ_BLOCKS, SeqPlan};
 use crate::batch::Batch;
 use crate::cpu::{Classes, Dropout, Loss};
+use crate::errln;
 use crate::optim::{self, Kind, Optimizer};
 use crate::params::Layout;
 
@@ -174,7 +175,7 @@ impl Graphs {
     fn refuse(&mut self, e: CudaError) {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
-            eprintln!(
+            errln!(
                 "charlm: note: capturing a training step as a CUDA graph failed ({e}); steps are launched kernel by kernel instead (CHARLM_CUDA_GRAPHS=off chooses that from the start)"
             )
         });
@@ -1244,7 +1245,7 @@ fn fatal<T>(r: Result<T, CudaError>) -> T {
     match r {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("charlm: error: CUDA backend: {e}");
+            errln!("charlm: error: CUDA backend: {e}");
             std::process::exit(2);
         }
     }

@@ -24,6 +24,7 @@ use crate::optim::{Kind, Optimizer};
 use crate::params::Layout;
 use crate::train::{Device, backend::select};
 use crate::vocab::Vocab;
+use crate::{errln, outln};
 
 /// Arguments of `charlm bench parity`.
 #[derive(clap::Args, Debug)]
@@ -186,7 +187,7 @@ impl Stepper for OnDevice {
     }
     fn queue(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) {
         if let Err(e) = crate::train::Resident::step(&mut self.0, batch, dropout, clip, lr) {
-            eprintln!("charlm: error: {e}");
+            errln!("charlm: error: {e}");
             self.1 = true;
         }
     }
@@ -207,7 +208,7 @@ impl Stepper for OnDevice {
             Ok(crate::train::Settled::Nats(n)) if !failed => n,
             Ok(_) => f64::NAN,
             Err(e) => {
-                eprintln!("charlm: error: {e}");
+                errln!("charlm: error: {e}");
                 f64::NAN
             }
         }
@@ -243,13 +244,13 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
             vocab: v,
         }),
     )?;
-    println!(
+    outln!(
         "charlm bench parity: {} against the CPU reference, batch {}, hidden {}",
         probe.describe(),
         args.batch,
         args.hidden
     );
-    println!(
+    outln!(
         "tolerances: loss {:e} + {:e}*|ref|; gradients {:e}*max|ref| of the tensor + {:e}*|ref|; curves: {}-step means within {}%",
         LOSS_TOL.abs,
         LOSS_TOL.rel,
@@ -288,7 +289,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
                 .max_by(|a, b| a.worst.total_cmp(&b.worst))
                 .expect("slots");
             let ok = r.passed();
-            println!(
+            outln!(
                 "{} {label:<10} {what:<22} loss {:.6} vs {:.6}  worst gradient {:.3} of tolerance ({}[{}])",
                 if ok { "PASS" } else { "FAIL" },
                 r.got,
@@ -298,9 +299,12 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
                 worst.worst_at
             );
             for s in r.slots.iter().filter(|s| s.failures > 0) {
-                println!(
+                outln!(
                     "       {}: {} elements off, max error {:e} (scale {:e})",
-                    s.name, s.failures, s.max_err, s.max_ref
+                    s.name,
+                    s.failures,
+                    s.max_err,
+                    s.max_ref
                 );
             }
             if !ok {
@@ -351,7 +355,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         let want = reference.loss(&params, padded, Classes::NoPadding).mean();
         let got = tested.loss(&params, padded, Classes::NoPadding).mean();
         let ok = LOSS_TOL.allows(got, want);
-        println!(
+        outln!(
             "{} {label:<10} {:<22} loss {got:.6} vs {want:.6}",
             if ok { "PASS" } else { "FAIL" },
             "held-out loss"
@@ -399,7 +403,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         let gap = curve_gap(&want, &got);
         let ok = gap <= CURVE_REL;
         let label = format!("{} {layers}x{}", cell.name(), args.hidden);
-        println!(
+        outln!(
             "{} {label:<10} {:<22} {} steps {}: loss {:.4} -> {:.4} (ref {:.4} -> {:.4}), largest gap {:.3}%  [{t_cpu:.1} s cpu, {t_dev:.1} s tested]",
             if ok { "PASS" } else { "FAIL" },
             "loss curve",
@@ -416,7 +420,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
         }
     }
     if failed.is_empty() {
-        println!("parity: all {checks} checks passed");
+        outln!("parity: all {checks} checks passed");
         Ok(())
     } else {
         Err(CliError::invalid(format!(
@@ -451,7 +455,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
             Some(t) => stream_batches(&vocab, &text, c.batch, t),
         };
         if !described {
-            println!(
+            outln!(
                 "charlm bench gpu: {}",
                 select(args.device, &layout)?.describe()
             );
@@ -485,7 +489,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
                 c.name
             )));
         }
-        println!(
+        outln!(
             "RESULT {} {rate:.0} chars/s ({} steps, {} layers x {}, batch {}, mean loss {:.3})",
             c.name,
             i - 5,
@@ -495,7 +499,7 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
             nats / chars.max(1) as f64
         );
         if let Some((captured, replayed)) = s.graph_counts() {
-            println!(
+            outln!(
                 "GRAPHS {}: {captured} step shapes captured as CUDA graphs, {replayed} steps replayed from them",
                 c.name
             );
@@ -517,7 +521,7 @@ fn profile(
     steps: usize,
 ) -> Result<(), CliError> {
     if !s.profile_start()? {
-        println!("PROFILE {name}: only the CUDA backend records phases");
+        outln!("PROFILE {name}: only the CUDA backend records phases");
         return Ok(());
     }
     for b in batches
@@ -536,12 +540,12 @@ fn profile(
         )));
     }
     let total: f64 = phases.iter().map(|p| p.1).sum();
-    println!(
+    outln!(
         "PROFILE {name}: {steps} steps, {:.1} us of GPU time per step (events between phases)",
         1e3 * total / steps as f64
     );
     for (phase, ms) in phases {
-        println!(
+        outln!(
             "  {phase:<48} {:>10.1} us {:>5.1}%",
             1e3 * ms / steps as f64,
             100.0 * ms / total.max(f64::MIN_POSITIVE)

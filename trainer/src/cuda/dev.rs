@@ -28,6 +28,7 @@ use cudarc::nvrtc::Ptx;
 use super::CudaError;
 use super::nvrtc::{self, Source};
 use super::profile::Profile;
+use crate::errln;
 
 /// A device allocation of `len` elements of `T`.
 pub struct Buf<T> {
@@ -686,7 +687,7 @@ impl Dev {
                     Err(e) => {
                         static SAID: std::sync::Once = std::sync::Once::new();
                         SAID.call_once(|| {
-                            eprintln!(
+                            errln!(
                                 "charlm: note: the CUDA driver refused page-locked host memory ({}); batches go up from pageable memory, which may stall each step",
                                 CudaError::from(e)
                             )
@@ -969,7 +970,7 @@ impl Dev {
             Err(e) if self.capturing.get() => Err(e),
             Err(e @ CudaError::CooperativeRefused(_)) if fall_back => {
                 if !SEQ_REFUSED.swap(true, Ordering::Relaxed) {
-                    eprintln!(
+                    errln!(
                         "charlm: note: {e}; the recurrence runs a step at a time instead (CHARLM_CUDA_RECURRENCE=stepwise chooses that from the start)"
                     );
                 }

@@ -27,6 +27,7 @@ use crate::eval::{EvalData, runtime_loss};
 use crate::export::{Provenance, export};
 use crate::metrics::{self, Row};
 use crate::optim::{self, Optimizer, clip_grad_norm, grad_norm};
+use crate::outln;
 use crate::params::Layout;
 use crate::rng::Rng;
 use crate::sample::{generate, host_workspace};
@@ -538,9 +539,9 @@ fn print_samples(records: &[SampleRecord]) {
             format!("T={}", r.temperature)
         };
         let mut lines = r.text.lines();
-        println!("  {label:<7} {}", lines.next().unwrap_or(""));
+        outln!("  {label:<7} {}", lines.next().unwrap_or(""));
         for l in lines {
-            println!("          {l}");
+            outln!("          {l}");
         }
     }
 }
@@ -622,13 +623,27 @@ fn bpc(x: f64) -> f32 {
     (x / std::f64::consts::LN_2) as f32
 }
 
-/// Refuses a folder that holds another run.
+/// The files a run writes in its folder besides those of [`RUN_FILES`].
+pub const OTHER_FILES: [&str; 3] = ["metrics.csv", "loss.svg", "samples.txt"];
+/// The files that say a folder holds a run.
+pub const RUN_FILES: [&str; 3] = [checkpoint::FILE, "model.clm", BEST_FILE];
+
+/// Refuses a folder that holds another run, or a file a run would write
+/// over (a user's own `metrics.csv` in `--out .`).
 fn check_out(out: &Path) -> Result<(), CliError> {
-    for f in [checkpoint::FILE, "model.clm", BEST_FILE] {
+    for f in RUN_FILES {
         if out.join(f).exists() {
             return Err(CliError::invalid(format!(
                 "{} already holds a run ({f}); continue it with --resume {} or choose another --out",
                 out.display(),
+                out.display()
+            )));
+        }
+    }
+    for f in OTHER_FILES {
+        if out.join(f).exists() {
+            return Err(CliError::invalid(format!(
+                "--out {}: holds {f}, which a run would write over; choose another --out",
                 out.display()
             )));
         }
@@ -649,7 +664,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let verbose = opts.verbose;
     let say = |s: &str| {
         if verbose {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let resumed = if opts.resume {
@@ -671,6 +686,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 c.eval_every = cfg.eval_every;
             }
             c.weights = cfg.weights;
+            // The data's files as given now (the command checked that they
+            // are the run's: the corpus by its checksum below, --val by
+            // the file it names), for a run that moved or is resumed from
+            // another folder than the one it started in.
+            if cfg.corpus.path.is_some() {
+                c.corpus.path = cfg.corpus.path.clone();
+            }
+            if cfg.val.is_some() {
+                c.val = cfg.val.clone();
+            }
             c
         }
         None => {
@@ -933,7 +958,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     row.chars_per_s / 1e3
                 ));
                 if verbose && !tty && progress.steps % (log_every * 5) == 0 {
-                    println!(
+                    outln!(
                         "  step {} (epoch {:.2}): {:.3} bpc, {:.1}k chars/s",
                         row.step,
                         row.epoch,
