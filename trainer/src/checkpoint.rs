@@ -27,6 +27,12 @@ use crate::optim::Optimizer;
 use crate::train::Config;
 
 const MAGIC: &[u8; 8] = b"CHLMCKPT";
+
+/// Whether `bytes` begin as a checkpoint file does (to tell a user who
+/// gives one where a model belongs what it is).
+pub fn looks_like_checkpoint(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
 /// patience, no best model; 3: no evaluations between epoch ends).
 pub const VERSION: u32 = 4;

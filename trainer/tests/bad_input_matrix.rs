@@ -95,6 +95,46 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run_s = run.display().to_string();
     let new_out = d.join("new-run").display().to_string();
+    let checkpoint = run.join("checkpoint.bin").display().to_string();
+    // A folder with a user's own file of a name a run writes.
+    std::fs::create_dir(d.join("notes")).unwrap();
+    std::fs::write(d.join("notes/metrics.csv"), "my numbers\n").unwrap();
+    let notes = d.join("notes").display().to_string();
+    // A PyTorch GRU wider than the host tools run (hidden 1100, f16
+    // tensors: 7 MB), which the format itself would allow.
+    let wide = {
+        let (h, v) = (1100usize, 3usize);
+        let shapes = [
+            ("rnn.weight_ih_l0", vec![3 * h, v]),
+            ("rnn.weight_hh_l0", vec![3 * h, h]),
+            ("rnn.bias_ih_l0", vec![3 * h]),
+            ("rnn.bias_hh_l0", vec![3 * h]),
+            ("out.weight", vec![v, h]),
+            ("out.bias", vec![v]),
+        ];
+        let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+            .iter()
+            .map(|(n, s)| {
+                (
+                    n.to_string(),
+                    s.clone(),
+                    vec![0u8; 2 * s.iter().product::<usize>()],
+                )
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+            .iter()
+            .map(|(n, s, b)| {
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b);
+                (n.clone(), view.unwrap())
+            })
+            .collect();
+        write(
+            "wide.safetensors",
+            &safetensors::serialize(views, None).unwrap(),
+        )
+    };
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         // generate
@@ -299,6 +339,35 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (vec!["train", "--resume", "missing-run"], "missing-run"),
         (
+            vec!["train", "--corpus", &text, "--out", &notes],
+            "holds metrics.csv, which a run would write over",
+        ),
+        // a checkpoint where a model belongs
+        (
+            vec!["info", &checkpoint],
+            "is a training checkpoint, not a model",
+        ),
+        (
+            vec!["generate", "--model", &checkpoint],
+            "is a training checkpoint, not a model",
+        ),
+        (
+            vec!["export", &checkpoint],
+            "is a training checkpoint, not a model",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--init",
+                &checkpoint,
+                "--out",
+                &new_out,
+            ],
+            "is a training checkpoint, not a model",
+        ),
+        (
             vec![
                 "train",
                 "--corpus",
@@ -353,6 +422,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "the model has 38 ids and the vocabulary lists 3",
         ),
         (vec!["import", &keras], "--vocab"),
+        (
+            vec!["import", &wide, "--vocab", &vocab_json],
+            "hidden size 1100 exceeds capacity 1024",
+        ),
         // bench
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
         (
@@ -400,4 +473,97 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "charlm {args:?} created or changed a file"
         );
     }
+}
+
+#[test]
+fn a_standard_output_that_cannot_be_written_is_one_line_and_status_2() {
+    // /dev/full fails every write with ENOSPC. `println!` would panic
+    // (status 101, a backtrace) and stop a training run midway; charlm
+    // finishes the command's work, then says so in one line.
+    if !Path::new("/dev/full").exists() {
+        eprintln!("no /dev/full here: not checked");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("tests/fixtures/gru1.clm");
+    let model = model.to_str().unwrap();
+    let keras = root.join("tests/fixtures/import/keras-lstm.safetensors");
+    let keras_vocab = root.join("tests/fixtures/import/keras-lstm.vocab.json");
+    let text = d.join("text.txt");
+    std::fs::write(
+        &text,
+        "To be, or not to be: that is the question.\n".repeat(100),
+    )
+    .unwrap();
+    let text = text.to_str().unwrap();
+    let run = d.join("run");
+    let imported = d.join("imported.clm");
+    let exported = d.join("gru1-i8.clm");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["info", model],
+        vec!["eval", "--model", model, "--corpus", text],
+        vec![
+            "export",
+            model,
+            "--weights",
+            "i8",
+            "--out",
+            exported.to_str().unwrap(),
+        ],
+        vec![
+            "import",
+            keras.to_str().unwrap(),
+            "--vocab",
+            keras_vocab.to_str().unwrap(),
+            "--out",
+            imported.to_str().unwrap(),
+        ],
+        vec![
+            "bench", "parity", "--device", "cpu", "--steps", "1", "--hidden", "8",
+        ],
+        vec![
+            "train",
+            "--corpus",
+            text,
+            "--out",
+            run.to_str().unwrap(),
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+            "--seq-len",
+            "16",
+            "--max-steps",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    ];
+    for args in &cases {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(BIN).args(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "charlm {args:?}: {:?}\n{stderr}",
+            o.status
+        );
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("charlm: error: cannot write standard output"),
+            "charlm {args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "charlm {args:?}: {stderr}");
+    }
+    // The work itself was done.
+    for f in ["model.clm", "checkpoint.bin", "metrics.csv"] {
+        assert!(run.join(f).is_file(), "the run has no {f}");
+    }
+    assert!(imported.is_file() && exported.is_file());
 }

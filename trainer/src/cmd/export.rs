@@ -50,6 +50,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    if args.run.is_file() {
+        super::refuse_checkpoint(&args.run)?;
+    }
     let weights = args.weights.dtype();
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);

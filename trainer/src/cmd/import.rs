@@ -51,11 +51,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ..Provenance::default()
     };
     let model = export(&m.layout, &m.params, &m.vocab, &prov, weights)?;
-    // The runtime's own validation, before anything is written.
-    charlm_runtime::Model::from_bytes(&model).map_err(|source| CliError::Model {
+    // The runtime's own validation, before anything is written, and room
+    // for it in the host tools' workspace (generate, eval, train --init).
+    let model_err = |source| CliError::Model {
         path: args.source.clone(),
         source,
-    })?;
+    };
+    let runnable = charlm_runtime::Model::from_bytes(&model).map_err(model_err)?;
+    charlm_trainer::sample::host_workspace()
+        .check(&runnable)
+        .map_err(model_err)?;
     let out = args
         .out
         .clone()

@@ -13,7 +13,7 @@ pub mod import;
 pub mod info;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
 use charlm_trainer::error::CliError;
@@ -43,6 +43,7 @@ impl Weights {
 /// when the folder holds a checkpoint of an unfinished run).
 pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
     if !path.is_dir() {
+        refuse_checkpoint(&path)?;
         return Ok(path);
     }
     let file = path.join("model.clm");
@@ -61,6 +62,26 @@ pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
         "{} is a folder without model.clm{hint}",
         path.display()
     )))
+}
+
+/// A training checkpoint where a model file belongs is one line that says
+/// what it is and how to get a model from it.
+pub fn refuse_checkpoint(path: &Path) -> Result<(), CliError> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if read.is_ok() && charlm_trainer::checkpoint::looks_like_checkpoint(&head) {
+        let run = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        return Err(CliError::invalid(format!(
+            "{} is a training checkpoint, not a model: `charlm export {}` writes a model from it",
+            path.display(),
+            run.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The worker threads that `train` and the benchmarks run on: `threads`

@@ -329,6 +329,14 @@ fn initial(args: &Args, path: &Path, cfg: &mut Config) -> Result<Init, CliError>
     let (layout, params, vocab) = parameters(&bytes)
         .map_err(|e| CliError::invalid(format!("--init {}: {e}", path.display())))?;
     let a = layout.arch;
+    if usize::from(a.hidden) > train::MAX_HIDDEN {
+        return Err(CliError::invalid(format!(
+            "--init {}: hidden {} is above the {} charlm trains",
+            path.display(),
+            a.hidden,
+            train::MAX_HIDDEN
+        )));
+    }
     let differs = [
         ("--cell", args.cell.is_some() && cfg.cell != a.cell),
         ("--layers", args.layers.is_some() && cfg.layers != a.layers),
