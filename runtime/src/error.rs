@@ -223,6 +223,12 @@ impl fmt::Display for Error {
                 f,
                 "model file is corrupted: checksum {computed:08x} does not match stored {stored:08x}"
             ),
+            Error::Malformed(postcard::Error::DeserializeUnexpectedEnd) => {
+                write!(
+                    f,
+                    "model file does not decode: it ends too early (truncated?)"
+                )
+            }
             Error::Malformed(e) => write!(f, "model file does not decode: {e}"),
             Error::TrailingBytes { count } => write!(f, "{count} unexpected bytes after the model"),
             Error::LayersOutOfRange { layers } => write!(f, "{layers} layers (must be 1 to 4)"),
@@ -317,7 +323,9 @@ impl fmt::Display for Error {
                 f,
                 "model too large for this runtime: {what} {needed} exceeds capacity {capacity}"
             ),
-            Error::BadTemperature => f.write_str("temperature must be a finite number above 0"),
+            Error::BadTemperature => {
+                f.write_str("temperature must be 0 (greedy) or a finite number above 0")
+            }
             Error::BadTopP => f.write_str("top-p must be above 0 and at most 1"),
         }
     }

@@ -138,8 +138,27 @@ impl Spec {
     }
 }
 
-/// Checks UTF-8, naming the file and the first bad byte.
-pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, CliError> {
+/// Checks UTF-8, naming the file and the first bad byte. A UTF-8
+/// byte-order mark is dropped (it is no character of the text); UTF-16,
+/// with a byte-order mark or without (NUL bytes between ASCII letters), is
+/// named as such, and a NUL character is refused: none belongs in a text
+/// to train on, and it would become the most frequent symbol.
+pub fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String, CliError> {
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return Err(CliError::invalid(format!(
+            "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); charlm reads UTF-8: convert it first (iconv -f UTF-16 -t UTF-8)",
+            path.display()
+        )));
+    }
+    if bytes.starts_with(&[0xef, 0xbb, 0xbf]) {
+        bytes.drain(..3);
+    }
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(CliError::invalid(format!(
+            "{}: a NUL byte at offset {at}: not UTF-8 text (UTF-16 without a byte-order mark? convert it with iconv -f UTF-16LE -t UTF-8)",
+            path.display()
+        )));
+    }
     String::from_utf8(bytes).map_err(|e| {
         CliError::invalid(format!(
             "{}: invalid UTF-8 at byte offset {}",
@@ -300,6 +319,21 @@ mod tests {
         };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("invalid UTF-8 at byte offset 3"), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_and_utf16_and_nul_are_named() {
+        let p = Path::new("c.txt");
+        let text = utf8(p, b"\xef\xbb\xbfAb".to_vec()).unwrap();
+        assert_eq!(text, "Ab");
+        for (bytes, says) in [
+            (&b"\xff\xfeA\x00b\x00"[..], "UTF-16 text"),
+            (&b"\xfe\xff\x00A\x00b"[..], "UTF-16 text"),
+            (&b"A\x00b\x00"[..], "a NUL byte at offset 1"),
+        ] {
+            let err = utf8(p, bytes.to_vec()).unwrap_err().to_string();
+            assert!(err.starts_with("c.txt: ") && err.contains(says), "{err}");
+        }
     }
 
     #[test]

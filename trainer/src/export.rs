@@ -277,14 +277,80 @@ pub fn checkpoint(
     Ok((ck, layout, vocab))
 }
 
-/// Whether `name` can name a C object (and the `NAME_len` beside it).
+/// C's keywords (C23, which holds C99's and C11's) and the standard
+/// headers' names that C23 makes keywords: none can name an object.
+const C_KEYWORDS: [&str; 55] = [
+    "alignas",
+    "alignof",
+    "auto",
+    "bool",
+    "break",
+    "case",
+    "char",
+    "const",
+    "constexpr",
+    "continue",
+    "default",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "nullptr",
+    "register",
+    "restrict",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "static_assert",
+    "struct",
+    "switch",
+    "thread_local",
+    "true",
+    "typedef",
+    "typeof",
+    "typeof_unqual",
+    "union",
+    "unsigned",
+    "void",
+    "volatile",
+    "while",
+    "_Alignas",
+    "_Alignof",
+    "_Atomic",
+    "_BitInt",
+    "_Bool",
+    "_Complex",
+    "_Generic",
+    "_Imaginary",
+    "_Noreturn",
+    "_Static_assert",
+];
+
+/// Whether `name` can name a C object (and the `NAME_len` beside it): an
+/// identifier, not a keyword, and not one the C standard reserves for the
+/// implementation (`__x`, `_X`).
 pub fn is_c_identifier(name: &str) -> bool {
     let mut chars = name.chars();
+    let reserved = name.starts_with("__")
+        || (name.starts_with('_') && name[1..].starts_with(|c: char| c.is_ascii_uppercase()));
     chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
         && name.len() <= 60
+        && !reserved
+        && !C_KEYWORDS.contains(&name)
 }
 
 /// The model file `bytes` as C99 source for a firmware built with the C
@@ -298,7 +364,7 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
 
     if !is_c_identifier(name) {
         return Err(CliError::invalid(format!(
-            "--c-name {name:?}: not a C identifier (letters, digits and _, not starting with a digit, at most 60)"
+            "--c-name {name:?}: not a name a C object can have (letters, digits and _, not starting with a digit, at most 60, no keyword, no __x or _X)"
         )));
     }
     let file = ModelFile::decode(bytes).map_err(|e| CliError::invalid(format!("{source}: {e}")))?;

@@ -243,8 +243,8 @@ struct Source {
 }
 
 /// The vocabulary list: which source id is padding, which `<eos>`, and the
-/// symbols with their source ids in list order.
-struct SourceVocab {
+/// symbols with their source ids in list order ([`read_vocabulary`]).
+pub struct SourceVocab {
     pad: Option<usize>,
     eos: Option<usize>,
     symbols: Vec<(char, usize)>,
@@ -263,11 +263,27 @@ enum VocabJson {
 /// The entries in id order. In the object form id 0 may be left out: it
 /// is then padding (Keras's tokenizer reserves it so).
 fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
-    let parsed: VocabJson = serde_json::from_str(json).map_err(|e| {
-        CliError::invalid(format!(
-            "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"), or an object from those strings to their ids: {e}"
-        ))
-    })?;
+    const FORMS: &str = "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"), or an object from those strings to their ids";
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| CliError::invalid(format!("{FORMS}: {e}")))?;
+    // Which part does not fit, in words (serde's own message for an
+    // untagged enum names only the enum).
+    let misfit = match &value {
+        serde_json::Value::Array(list) => list
+            .iter()
+            .position(|v| !v.is_string())
+            .map(|i| format!("entry {i} is {}, not a string", list[i])),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .find(|(_, id)| id.as_u64().is_none())
+            .map(|(k, id)| format!("the id of {k:?} is {id}, not a whole number from 0")),
+        other => Some(format!("it is {}", kind(other))),
+    };
+    if let Some(why) = misfit {
+        return Err(CliError::invalid(format!("{FORMS}: {why}")));
+    }
+    let parsed: VocabJson =
+        serde_json::from_value(value).map_err(|e| CliError::invalid(format!("{FORMS}: {e}")))?;
     let map = match parsed {
         VocabJson::List(list) => return Ok(list),
         VocabJson::Map(map) => map,
@@ -299,7 +315,20 @@ fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
         .collect()
 }
 
-fn read_vocab(json: &str) -> Result<SourceVocab, CliError> {
+/// A JSON value's kind, for messages.
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Reads a vocabulary in either JSON form (see [`import`]).
+pub fn read_vocabulary(json: &str) -> Result<SourceVocab, CliError> {
     let list = vocab_list(json)?;
     let mut v = SourceVocab {
         pad: None,
@@ -672,7 +701,12 @@ fn to_f16(v: f64, what: &str, i: usize) -> Result<f32, CliError> {
 
 /// Reads `weights` (safetensors) and `vocab_json` into charlm's layout.
 pub fn import(weights: &[u8], vocab_json: &str) -> Result<Imported, CliError> {
-    let sv = read_vocab(vocab_json)?;
+    import_with(weights, &read_vocabulary(vocab_json)?)
+}
+
+/// [`import`] with the vocabulary already read ([`read_vocabulary`]), so
+/// that a caller can tell the vocabulary's errors from the weights'.
+pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliError> {
     let mut t = Tensors::read(weights)?;
     let has = |end: &str| t.all.keys().any(|n| n.contains(end));
     let framework = match (has("weight_hh_l"), has("recurrent_kernel")) {

@@ -46,6 +46,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                // `charlm` or `charlm bench` alone: the help, which lists
+                // the subcommands, on standard error.
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
             errln!("charlm: error: {}", one_line(&e.to_string()));
             return ExitCode::from(2);
         }

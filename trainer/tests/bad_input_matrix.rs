@@ -331,6 +331,73 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             ],
             "sgd",
         ),
+        // train: flags the rest of the command line makes meaningless
+        (
+            vec![
+                "train",
+                "--corpus",
+                &csv_no_desc,
+                "--field",
+                "title",
+                "--layout",
+                "running",
+                "--out",
+                &new_out,
+            ],
+            "--layout running does not apply",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--layout",
+                "lines",
+                "--seq-len",
+                "50",
+                "--out",
+                &new_out,
+            ],
+            "--seq-len cuts running text",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--dropout",
+                "0.2",
+                "--out",
+                &new_out,
+            ],
+            "a 1-layer model has none",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--checkpoint-every",
+                "0",
+                "--out",
+                &new_out,
+            ],
+            "--checkpoint-every",
+        ),
+        (
+            vec![
+                "eval",
+                "--model",
+                &model,
+                "--corpus",
+                &csv_no_desc,
+                "--field",
+                "title",
+                "--layout",
+                "running",
+            ],
+            "--layout running does not apply",
+        ),
         // train: run folders
         (vec!["train", "--corpus", &text, "--out", &run_s], "run"),
         (
@@ -566,4 +633,18 @@ fn a_standard_output_that_cannot_be_written_is_one_line_and_status_2() {
         assert!(run.join(f).is_file(), "the run has no {f}");
     }
     assert!(imported.is_file() && exported.is_file());
+}
+
+#[test]
+fn charlm_alone_prints_its_help_and_status_2() {
+    for args in [&[][..], &["bench"][..]] {
+        let o = Command::new(BIN).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "charlm {args:?}: {stderr}");
+        assert!(
+            stderr.contains("Usage: charlm"),
+            "charlm {args:?}: {stderr}"
+        );
+        assert!(stderr.contains("Commands:"), "charlm {args:?}: {stderr}");
+    }
 }

@@ -693,17 +693,19 @@ fn export_writes_c_source_for_the_c_library() {
         &["export", model, "--c-source", out_s],
         "exists (--force replaces it)",
     );
-    fails(
-        &[
-            "export",
-            model,
-            "--c-source",
-            tmp.path().join("x.c").to_str().unwrap(),
-            "--c-name",
-            "2bad",
-        ],
-        "not a C identifier",
-    );
+    for bad in ["2bad", "int", "_Bool", "__x", "_Model"] {
+        fails(
+            &[
+                "export",
+                model,
+                "--c-source",
+                tmp.path().join("x.c").to_str().unwrap(),
+                "--c-name",
+                bad,
+            ],
+            "not a name a C object can have",
+        );
+    }
     assert!(!tmp.path().join("x.c").exists());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
 }
@@ -1152,7 +1154,9 @@ fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
         args.extend_from_slice(extra);
         let o = charlm(&args);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (out, String::from_utf8(o.stdout).unwrap())
+        // What it said: the log on standard output, notes on standard error.
+        let said = String::from_utf8(o.stdout).unwrap() + &String::from_utf8_lossy(&o.stderr);
+        (out, said)
     };
 
     // A step too small to move any f16 weight: the model written is the
@@ -1163,7 +1167,7 @@ fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
         "{said}"
     );
     assert!(
-        said.contains("note: dropped 1 training character(s) the vocabulary lacks"),
+        said.contains("charlm: note: dropped 1 training character(s) the vocabulary lacks"),
         "{said}"
     );
     tensors::assert_same_model(&init, &still.join("model.clm"));

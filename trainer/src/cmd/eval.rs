@@ -44,6 +44,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;
     host_workspace().check(&model).map_err(model_err)?;
+    if args.field.is_some() && args.layout == Some(TextLayout::Running) {
+        return Err(CliError::invalid(
+            "--field reads AG News rows, one sample each: --layout running does not apply (leave it out)",
+        ));
+    }
     let layout = match (args.field, args.layout) {
         (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
         _ => Layout::Running,

@@ -36,7 +36,9 @@ pub struct Args {
     c_source: Option<PathBuf>,
     /// Write the model as PyTorch tensors to this safetensors file instead of a .clm
     /// (`rnn.` an nn.LSTM/nn.GRU, `out.` an nn.Linear, float32), and its vocabulary
-    /// beside it as FILE.vocab.json: what `charlm import` reads back.
+    /// beside it as FILE.vocab.json: what `charlm import` reads back. A run's
+    /// tensors are its f32 parameters as trained; with --weights i8 its i8
+    /// model's values (`q * s`), as for an i8 model file.
     #[arg(long, value_name = "FILE.safetensors", conflicts_with_all = ["out", "c_source"])]
     safetensors: Option<PathBuf>,
     /// Name of the C object with --c-source (and of NAME_len).
@@ -144,7 +146,9 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
 /// values (i8 as `q * s`; `--weights i8` quantizes an f16 file first), or
 /// a run's f32 parameters as its checkpoint holds them (unrounded).
 fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
-    let (layout, params, vocab, what) = if args.run.is_file() {
+    // A model file's values (an i8 one's as `q * s`), or a run's f32
+    // parameters as trained; `--weights i8` of a run: its i8 model's.
+    let (layout, params, vocab, what) = if args.run.is_file() || weights == DType::I8 {
         let (bytes, what) = model_bytes(args, weights)?;
         let (layout, params, vocab) = charlm_trainer::export::parameters(&bytes)?;
         (layout, params, vocab, what)
@@ -159,10 +163,10 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     };
     let (tensors, vocab) = charlm_trainer::export::safetensors(&layout, &params, &vocab)?;
     let vocab_path = out.with_extension("vocab.json");
-    // Both files or neither: refuse before writing the first.
+    // Both files or neither: refuse before writing the first, and stage
+    // both before either replaces what is there.
     refuse_existing(&[out, &vocab_path], args.force)?;
-    write_atomic(out, &tensors)?;
-    write_atomic(&vocab_path, vocab.as_bytes())?;
+    write_pair([(out, &tensors), (&vocab_path, vocab.as_bytes())])?;
     outln!(
         "wrote {} (PyTorch tensors of {what}: rnn. an nn.{}, out. an nn.Linear, float32) and {}",
         out.display(),
@@ -196,7 +200,11 @@ fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliErro
     let snap = from_checkpoint(path, weights)?;
     Ok((
         snap.bytes,
-        format!("{}, step {}", path.display(), snap.progress.steps),
+        format!(
+            "{}, step {}, {weights} weights",
+            path.display(),
+            snap.progress.steps
+        ),
     ))
 }
 
@@ -206,8 +214,15 @@ pub(super) fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), Cli
     write_atomic(out, bytes)
 }
 
-/// One line naming the first of `paths` that exists, unless `force`.
+/// One line naming the first of `paths` that exists, unless `force`; a
+/// path that is a folder (or anything but a file) even then.
 fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
+    if let Some(p) = paths.iter().find(|p| p.exists() && !p.is_file()) {
+        return Err(CliError::invalid(format!(
+            "{} exists and is not a file",
+            p.display()
+        )));
+    }
     match paths.iter().find(|p| !force && p.exists()) {
         Some(p) => Err(CliError::invalid(format!(
             "{} exists (--force replaces it)",
@@ -215,6 +230,30 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Writes two files as one: each is written in full beside its place
+/// first (durably, [`write_atomic`]), and only then are both renamed into
+/// place, so that a failure while writing leaves the old files as they
+/// were and no new one.
+fn write_pair(files: [(&Path, &[u8]); 2]) -> Result<(), CliError> {
+    let staged = files.map(|(path, _)| {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        path.with_file_name(format!(".{name}.new{}", std::process::id()))
+    });
+    let clean = || staged.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    for ((_, bytes), tmp) in files.iter().zip(&staged) {
+        write_atomic(tmp, bytes).inspect_err(|_| clean())?;
+    }
+    for ((path, _), tmp) in files.iter().zip(&staged) {
+        std::fs::rename(tmp, path)
+            .map_err(|source| CliError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+            .inspect_err(|_| clean())?;
+    }
+    Ok(())
 }
 
 /// The next command to try on a model just written.

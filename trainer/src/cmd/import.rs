@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{Provenance, export};
-use charlm_trainer::import::import;
+use charlm_trainer::import::{import_with, read_vocabulary};
 use charlm_trainer::outln;
 
 use super::Weights;
@@ -38,7 +38,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let vocab_bytes = read_file(&args.vocab)?;
     let vocab = std::str::from_utf8(&vocab_bytes)
         .map_err(|_| CliError::invalid(format!("{}: not UTF-8 text", args.vocab.display())))?;
-    let m = import(&bytes, vocab)
+    let vocab = read_vocabulary(vocab)
+        .map_err(|e| CliError::invalid(format!("{}: {e}", args.vocab.display())))?;
+    let m = import_with(&bytes, &vocab)
         .map_err(|e| CliError::invalid(format!("{}: {e}", args.source.display())))?;
     let weights = args.weights.dtype();
     let file_name = args

@@ -39,7 +39,7 @@ pub mod defaults {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextLayout {
-    /// One continuous text, cut into --seq-len windows, state carried across.
+    /// One continuous text (train cuts it into --seq-len windows and carries the state across).
     Running,
     /// One sample per line, each ending in <eos>.
     Lines,
@@ -132,7 +132,7 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Write a checkpoint every this many steps (and after every epoch).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
     /// Prompt for the samples shown after each epoch (repeat for several).
     #[arg(long)]
@@ -228,6 +228,23 @@ fn config(a: &Args) -> Config {
         patience: a.patience,
         eval_every: a.eval_every,
     }
+}
+
+/// Flags that say something the rest of the command line makes impossible
+/// are refused, rather than ignored.
+fn check_combinations(a: &Args) -> Result<(), CliError> {
+    if a.field.is_some() && a.layout == Some(TextLayout::Running) {
+        return Err(CliError::invalid(
+            "--field reads AG News rows, one sample each: --layout running does not apply (leave it out)",
+        ));
+    }
+    let samples = a.field.is_some() || a.layout == Some(TextLayout::Lines);
+    if samples && a.seq_len.is_some() {
+        return Err(CliError::invalid(
+            "--seq-len cuts running text into windows; samples (--field, --layout lines) are whole: leave it out",
+        ));
+    }
+    Ok(())
 }
 
 /// `path` made absolute against the current folder (as it is, if that fails).
@@ -363,6 +380,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.prompt.iter().any(|p| p.is_empty()) {
         return Err(CliError::invalid("--prompt must not be empty"));
     }
+    check_combinations(&args)?;
     let mut weights = args.weights.map(Weights::dtype);
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), Some(out)) if dir != out => {
@@ -385,6 +403,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Some(path) => Some(initial(&args, path, &mut cfg)?),
         None => None,
     };
+    if !resume && cfg.dropout > 0.0 && cfg.layers == 1 {
+        return Err(CliError::invalid(format!(
+            "--dropout {}: dropout acts between layers, and a 1-layer model has none (add --layers 2, or leave it out)",
+            cfg.dropout
+        )));
+    }
     let mut cfg_for_run = cfg;
     if resume {
         // Only --epochs, --max-steps and --weights may change; run() merges

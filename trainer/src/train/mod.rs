@@ -27,11 +27,11 @@ use crate::eval::{EvalData, runtime_loss};
 use crate::export::{Provenance, export};
 use crate::metrics::{self, Row};
 use crate::optim::{self, Optimizer, clip_grad_norm, grad_norm};
-use crate::outln;
 use crate::params::Layout;
 use crate::rng::Rng;
 use crate::sample::{generate, host_workspace};
 use crate::vocab::Vocab;
+use crate::{errln, outln};
 pub use backend::{Backend, Device, Resident, Settled};
 
 /// Largest hidden size the host tools run (the host workspace's capacity).
@@ -297,7 +297,7 @@ struct Data {
     layout: TextLayout,
 }
 
-fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Data, CliError> {
+fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
     let corpus = cfg.corpus.load()?;
     let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
     let split = match &cfg.val {
@@ -333,14 +333,14 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, say: &dyn Fn(&str)) -> Result<Dat
     };
     let (train_ids, dropped) = encode(&split.train);
     if dropped > 0 {
-        say(&format!(
-            "note: dropped {dropped} training character(s) the vocabulary lacks"
+        note(&format!(
+            "dropped {dropped} training character(s) the vocabulary lacks"
         ));
     }
     let (val_ids, dropped) = encode(&split.val);
     if dropped > 0 {
-        say(&format!(
-            "note: dropped {dropped} held-out character(s) the vocabulary lacks"
+        note(&format!(
+            "dropped {dropped} held-out character(s) the vocabulary lacks"
         ));
     }
     let train = match layout {
@@ -667,6 +667,12 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             outln!("{s}");
         }
     };
+    // Notes go to standard error, as the other commands' do.
+    let note = |s: &str| {
+        if verbose {
+            errln!("charlm: note: {s}");
+        }
+    };
     let resumed = if opts.resume {
         Some(Checkpoint::load(&opts.out)?)
     } else {
@@ -709,7 +715,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         (None, Some(init)) => Some(init.vocab.clone()),
         (None, None) => None,
     };
-    let data = prepare(&cfg, vocab, &say)?;
+    let data = prepare(&cfg, vocab, &note)?;
     if let Some(ck) = resumed.as_ref().filter(|ck| ck.corpus_crc != data.crc) {
         return Err(CliError::invalid(format!(
             "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
@@ -717,14 +723,29 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         )));
     }
     if data.val.is_none() {
+        // Asked for, and none came out: too little data to hold some out.
+        let asked = match &cfg.val {
+            Some(path) => Some(format!("--val {} has none to score", path.display())),
+            None if cfg.val_frac > 0.0 => Some(format!(
+                "--val-frac {} of {} leaves none (too little data)",
+                cfg.val_frac, data.name
+            )),
+            None => None,
+        };
         let needs = [
             ("--patience", cfg.patience),
             ("--eval-every", cfg.eval_every),
         ];
         if let Some((flag, Some(n))) = needs.into_iter().find(|(_, v)| v.is_some()) {
-            return Err(CliError::invalid(format!(
-                "{flag} {n}: needs held-out data (--val-frac above 0, or --val)"
-            )));
+            return Err(CliError::invalid(match &asked {
+                Some(why) => format!("{flag} {n}: needs held-out data, and {why}"),
+                None => format!("{flag} {n}: needs held-out data (--val-frac above 0, or --val)"),
+            }));
+        }
+        if let Some(why) = asked {
+            note(&format!(
+                "no held-out data: {why}; the run has no held-out scores and no best.clm"
+            ));
         }
     }
     let layout = Layout::new(cfg.arch(data.vocab.size()));
@@ -772,7 +793,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let steps_per_epoch = data.train.len() as u64;
     let arch = layout.arch;
     say(&format!(
-        "charlm train: {} {}x{} on {} ({} ids), {} params, {} batches/epoch of {}, {} lr {:e}, device {}",
+        "charlm train: {} {}x{} on {} ({} ids), {} params, {} batch{}/epoch of {}, {} lr {:e}, device {}",
         arch.cell.name().to_uppercase(),
         arch.layers,
         arch.hidden,
@@ -780,9 +801,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         arch.vocab,
         layout.len,
         steps_per_epoch,
+        if steps_per_epoch == 1 { "" } else { "es" },
         match data.layout {
             TextLayout::Running => format!("{} windows of {}", cfg.batch, cfg.seq_len),
-            TextLayout::Samples => format!("{} samples", cfg.batch),
+            // the last batch of an epoch may be smaller
+            TextLayout::Samples => format!("up to {} samples", cfg.batch),
         },
         cfg.optimizer.name(),
         cfg.lr,
@@ -806,10 +829,25 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         say("this run is already finished; raise --epochs to train further");
     }
 
-    let prompts = opts
+    let mut prompts = opts
         .prompts
         .clone()
         .unwrap_or_else(|| default_prompts(&data.name, data.layout));
+    if !prompts
+        .iter()
+        .any(|p| p.chars().any(|c| data.vocab.id(c).is_some()))
+    {
+        // Samples start from a prompt the model can read: a corpus in
+        // another script than the default prompts' starts from its most
+        // frequent character (the vocabulary's first); prompts the user
+        // chose are theirs, and the run says it has none to show.
+        match (&opts.prompts, data.vocab.symbols().first()) {
+            (None, Some(&c)) => prompts = vec![c.to_string()],
+            _ => note(
+                "no --prompt has a character of the corpus: the run shows and saves no samples",
+            ),
+        }
+    }
     let sample_chars = opts.sample_chars.unwrap_or(match data.layout {
         TextLayout::Running => 200,
         TextLayout::Samples => 100,
@@ -1188,10 +1226,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             opts.out.display()
         ));
     }
-    // After an early stop (or a late rise) the best model is the one to try.
+    // After an early stop (or a late rise) the best model is the one to
+    // try; not after a --max-steps end inside an epoch that scored lower
+    // still (such an end is scored but does not compete for best.clm).
     let try_path = match &progress.best {
         Some(b) if b.steps != progress.steps => {
             let path = opts.out.join(BEST_FILE);
+            let final_lower = prov.val_bpc.is_some_and(|v| v < b.val_bpc);
             say(&format!(
                 "best held-out score: {:.3} bpc (f32){} {}: {}",
                 b.val_bpc,
@@ -1201,7 +1242,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 when(b, steps_per_epoch),
                 path.display()
             ));
-            path
+            if final_lower { model_path } else { path }
         }
         _ => model_path,
     };
