@@ -1213,3 +1213,105 @@ fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
     );
     assert!(!out.exists(), "a refused run left a folder");
 }
+
+#[test]
+fn the_end_of_a_run_names_the_model_to_try() {
+    // Epoch 1 ends at step 11 (best.clm); --max-steps 14 ends inside
+    // epoch 2, scored but not competing for best.clm. Where that end scored
+    // lower, model.clm is the one to try, and the last line must say so.
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 20_000);
+    let run = tmp.path().join("run");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--hidden",
+        "16",
+        "--max-steps",
+        "14",
+        "--threads",
+        "1",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (final_steps, final_val) = meta_of(&run.join("model.clm"));
+    let (best_steps, best_val) = meta_of(&run.join("best.clm"));
+    assert!(
+        final_steps == 14 && best_steps < 14,
+        "not the case this test is about: model.clm at step {final_steps}, best.clm at {best_steps}"
+    );
+    let (final_val, best_val) = (final_val.unwrap(), best_val.unwrap());
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    assert!(
+        final_val < best_val,
+        "the end at step 14 no longer scores below epoch 1 ({final_val} against {best_val}): \
+         this test shows nothing; change its step count"
+    );
+    assert!(
+        last.starts_with("try: charlm generate --model") && last.contains("model.clm"),
+        "held-out {final_val} at the end, {best_val} in best.clm: {last}"
+    );
+}
+
+#[test]
+fn samples_start_from_a_character_the_model_knows_and_missing_held_out_data_is_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cjk = tmp.path().join("cjk.txt");
+    std::fs::write(&cjk, "日本語のテキストです。".repeat(300)).unwrap();
+    let cjk = cjk.to_str().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["train", "--corpus", cjk, "--max-steps", "2", "--out"];
+        args.push(out.to_str().unwrap());
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(extra);
+        let o = charlm(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let samples = std::fs::read_to_string(out.join("samples.txt")).unwrap();
+        (samples, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    // The default prompts ("Today " ...) have no character of this corpus:
+    // the samples start from its most frequent one.
+    let (samples, _) = train("default", &[]);
+    let blocks = sample_blocks(&samples);
+    assert!(!blocks.is_empty(), "no samples:\n{samples}");
+    for (header, _) in &blocks {
+        assert_eq!(header[..2], ["--prompt", "日"], "{header:?}");
+    }
+    // Prompts the user chose are kept, and the run says it has no samples.
+    let (samples, stderr) = train("chosen", &["--prompt", "abc"]);
+    assert!(sample_blocks(&samples).is_empty(), "{samples}");
+    assert!(
+        stderr.contains("charlm: note: no --prompt has a character of the corpus"),
+        "{stderr}"
+    );
+
+    // Two titles: --val-frac's share of them is no title at all.
+    let csv = tmp.path().join("two.csv");
+    std::fs::write(&csv, "1,\"One title\",\"d\"\n2,\"Another one\",\"d\"\n").unwrap();
+    let out = tmp.path().join("titles");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        csv.to_str().unwrap(),
+        "--field",
+        "title",
+        "--max-steps",
+        "1",
+        "--hidden",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "charlm: note: no held-out data: --val-frac 0.05 of two.csv:title leaves none"
+        ),
+        "{stderr}"
+    );
+}
