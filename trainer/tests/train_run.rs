@@ -927,6 +927,14 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     while !interrupted.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
+    // While it trains, a second run in its folder is refused.
+    let o = charlm(&["train", "--resume", interrupted.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another charlm train is running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-INT", &pid]).status();
     let o = child.wait_with_output().unwrap();

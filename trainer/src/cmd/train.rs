@@ -389,6 +389,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
             ));
         }
         (Some(dir), _) => {
+            // A run still training there: say so, rather than whatever its
+            // files look like midway (train::run takes the lock for good).
+            if dir.join(train::LOCK_FILE).is_file() {
+                drop(train::lock_run(dir)?);
+            }
             let ck = Checkpoint::load(dir)?;
             check_resume(&args, &ck.config)?;
             weights = weights.or(Some(ck.config.weights));
@@ -435,8 +440,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         train::Outcome::Interrupted => Err(CliError::Interrupted),
     });
     if result.is_err() && claimed {
-        // The folder default_out made for this run, if nothing was written
-        // into it (remove_dir removes only an empty folder).
+        // The folder default_out made for this run, if nothing but the
+        // run's lock was written into it (remove_dir removes only an empty
+        // folder).
+        let _ = std::fs::remove_file(opts.out.join(train::LOCK_FILE));
         let _ = std::fs::remove_dir(&opts.out);
     }
     result

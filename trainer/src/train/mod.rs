@@ -657,6 +657,34 @@ fn check_out(out: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The lock file a run holds in its folder while it trains.
+pub const LOCK_FILE: &str = ".charlm-train.lock";
+
+/// Takes the run folder for this process: a second `charlm train` (or
+/// `--resume`) on the same folder would write the same checkpoint and
+/// models. The lock is the operating system's on an open file, so it ends
+/// with the process, however it ends (a killed run leaves no stale lock).
+pub fn lock_run(out: &Path) -> Result<std::fs::File, CliError> {
+    let path = out.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| CliError::Write {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::invalid(format!(
+            "{}: another charlm train is running in this folder",
+            out.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(CliError::Write { path, source }),
+    }
+}
+
 /// Trains (or resumes) a run. When resuming, the checkpoint's configuration
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
@@ -783,6 +811,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         path: opts.out.clone(),
         source,
     })?;
+    let _lock = lock_run(&opts.out)?;
     // On CUDA the parameters and optimizer state live on the device; the host
     // copies are refreshed at checkpoints and at the end of each epoch.
     let resident = backend.resident().is_some();
