@@ -154,12 +154,17 @@ pub struct Args {
 /// the same second has taken that name.
 fn default_out() -> PathBuf {
     let base = utc_run_name();
+    if std::fs::create_dir_all("runs").is_err() {
+        return base; // the run says why when it creates its folder
+    }
     std::iter::once(base.clone())
         .chain((2..).map(|n| PathBuf::from(format!("{}-{n}", base.display()))))
-        .find(|p| {
-            // Creating the folder claims the name: two runs started in the
-            // same second cannot both succeed.
-            std::fs::create_dir_all("runs").is_err() || std::fs::create_dir(p).is_ok()
+        // Creating the folder claims the name: two runs started in the same
+        // second cannot both get it. Any failure but "exists" ends the
+        // search; the run then reports it.
+        .find(|p| match std::fs::create_dir(p) {
+            Ok(()) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
         })
         .unwrap_or(base)
 }
