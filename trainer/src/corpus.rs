@@ -74,6 +74,10 @@ pub struct Corpus {
     pub texts: Vec<String>,
     /// The layout the texts follow.
     pub layout: Layout,
+    /// What the file does that its format does not allow but that could
+    /// be read anyway, for a note (CSV fields with text after their
+    /// closing quote).
+    pub quirk: Option<String>,
 }
 
 impl Spec {
@@ -103,6 +107,12 @@ impl Spec {
         };
         let crc = charlm_runtime::format::crc32(&bytes);
         let text = utf8(&path, bytes)?;
+        let quirk = match self.field {
+            Some(_) => check_quotes(&text)
+                .map_err(|why| CliError::invalid(format!("{}: CSV error: {why}", path.display())))?
+                .map(|q| format!("{}: {q}", path.display())),
+            None => None,
+        };
         let texts = match (self.field, self.layout) {
             (Some(field), _) => csv_samples(&path, &text, field)?,
             (None, Layout::Samples) => text
@@ -134,6 +144,7 @@ impl Spec {
             } else {
                 self.layout
             },
+            quirk,
         })
     }
 }
@@ -168,21 +179,63 @@ pub fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String, CliError> {
     })
 }
 
+/// Checks a CSV file's quoting against RFC 4180. A quoted field that
+/// never ends is an error (the CSV reader would run it to the end of the
+/// file). Text after a closing quote (`"ab"cd`, where a quote inside a
+/// quoted field should be written twice) is read as the CSV reader reads
+/// it, joined (`abcd`), and described for a note: how many fields, and the
+/// first one's line.
+fn check_quotes(text: &str) -> Result<Option<String>, String> {
+    #[derive(PartialEq)]
+    enum At {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        AfterQuote,
+        /// After a closing quote, text before the field's end.
+        Joined,
+    }
+    let (mut at, mut line, mut opened) = (At::FieldStart, 1, 1);
+    let (mut joined, mut first) = (0usize, 0usize);
+    for b in text.bytes() {
+        at = match (at, b) {
+            (At::Quoted, b'"') => At::AfterQuote,
+            (At::Quoted, _) => At::Quoted,
+            (At::AfterQuote, b'"') => At::Quoted,
+            (At::FieldStart, b'"') => {
+                opened = line;
+                At::Quoted
+            }
+            (_, b',' | b'\n' | b'\r') => At::FieldStart,
+            (At::AfterQuote, _) => {
+                joined += 1;
+                if joined == 1 {
+                    first = line;
+                }
+                At::Joined
+            }
+            (At::Joined, _) => At::Joined,
+            (_, _) => At::Unquoted,
+        };
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    if at == At::Quoted {
+        return Err(format!(
+            "a quoted field is never closed (it opens on line {opened})"
+        ));
+    }
+    Ok((joined > 0).then(|| {
+        format!(
+            "{joined} field(s) have text after their closing quote (the first on line {first}); read joined, as CSV readers do (a quote inside a quoted field is written twice)"
+        )
+    }))
+}
+
 /// AG News rows `class,title,description` (RFC 4180 quoting, no header;
 /// backslash sequences such as `\$` or `#39;` are kept as they are).
 fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, CliError> {
-    // Quotes come in pairs in RFC 4180 (a quote inside a quoted field is
-    // doubled); an odd count means a quoted field never ends, which the CSV
-    // reader would silently run to the end of the file.
-    if text.bytes().filter(|&b| b == b'"').count() % 2 == 1 {
-        let line = text
-            .rfind('"')
-            .map_or(0, |i| text[..i].lines().count().max(1));
-        return Err(CliError::invalid(format!(
-            "{}: CSV error: a quoted field is never closed (unbalanced quotes; the last quote is on line {line})",
-            path.display()
-        )));
-    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -306,7 +359,35 @@ mod tests {
             layout: Layout::Samples,
         };
         let err = spec.load().unwrap_err().to_string();
-        assert!(err.contains("never closed"), "{err}");
+        assert!(err.contains("never closed (it opens on line 1)"), "{err}");
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_is_counted_and_doubled_quotes_are_text() {
+        assert_eq!(
+            check_quotes("1,\"a\"\"b\",\"c\"\r\n2,x,\"multi\nline\"\n"),
+            Ok(None)
+        );
+        let quirk = check_quotes("1,\"ok\",d\n3,\"ab\"cd,\"e\"f\n")
+            .unwrap()
+            .unwrap();
+        assert!(
+            quirk.starts_with("2 field(s)") && quirk.contains("first on line 2"),
+            "{quirk}"
+        );
+        // and the reader joins them
+        let f = file(b"1,\"ab\"cd,desc\n");
+        let c = Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Title),
+            layout: Layout::Samples,
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.texts, ["abcd"]);
+        assert!(c.quirk.is_some_and(|q| q.contains("1 field(s)")));
+        let err = check_quotes("1,a,b\n2,\"open,d\n3,x,y\n").unwrap_err();
+        assert!(err.contains("never closed (it opens on line 2)"), "{err}");
     }
 
     #[test]
@@ -361,6 +442,7 @@ mod tests {
             crc: 0,
             texts: (0..100).map(|i| i.to_string()).collect(),
             layout: Layout::Samples,
+            quirk: None,
         };
         let s = c.split(0.05);
         assert_eq!(s.val, ["19", "39", "59", "79", "99"]);
@@ -370,6 +452,7 @@ mod tests {
             crc: 0,
             texts: vec!["abcdéfghij".into()],
             layout: Layout::Running,
+            quirk: None,
         };
         let s = c.split(0.2);
         assert_eq!((s.train[0].as_str(), s.val[0].as_str()), ("abcdéfgh", "ij"));

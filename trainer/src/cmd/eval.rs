@@ -59,6 +59,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
         layout,
     };
     let corpus = spec.load()?;
+    if let Some(q) = &corpus.quirk {
+        errln!("charlm: note: {q}");
+    }
     let name = corpus.name.clone();
     let frac = args.val_frac.or(if args.corpus.is_none() {
         Some(0.05)

@@ -299,6 +299,9 @@ struct Data {
 
 fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
     let corpus = cfg.corpus.load()?;
+    if let Some(q) = &corpus.quirk {
+        note(q);
+    }
     let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
     let split = match &cfg.val {
         Some(path) => {
@@ -307,6 +310,9 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Da
                 ..cfg.corpus.clone()
             }
             .load()?;
+            if let Some(q) = &val.quirk {
+                note(q);
+            }
             corpus::Split {
                 train: corpus.texts,
                 val: val.texts,
