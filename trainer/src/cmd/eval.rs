@@ -106,15 +106,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let loss = runtime_loss(&model, &data);
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let how = match &data {
-        EvalData::Samples(s) => format!("{} samples", s.len()),
+        EvalData::Samples(s) => plural(s.len(), "sample", "samples"),
         EvalData::Running(t) => {
             let (s, l) = eval_streams(t.len());
-            format!("running text, {s} streams of {l}")
+            format!("running text, {} of {l}", plural(s, "stream", "streams"))
         }
     };
     outln!(
-        "{:.4} bits per character on {name} ({} characters; {how}; {} weights through the runtime)",
+        "{:.4} bits per character on {name}: {} characters; {how}; {} weights through the runtime",
         loss.bpc(),
         loss.count,
         model.weights()
