@@ -96,6 +96,9 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     let run_s = run.display().to_string();
     let new_out = d.join("new-run").display().to_string();
     let checkpoint = run.join("checkpoint.bin").display().to_string();
+    // A folder where `export --safetensors st.safetensors` puts its vocabulary.
+    std::fs::create_dir(d.join("st.vocab.json")).unwrap();
+    let st = d.join("st.safetensors").display().to_string();
     // A folder with a user's own file of a name a run writes.
     std::fs::create_dir(d.join("notes")).unwrap();
     std::fs::write(d.join("notes/metrics.csv"), "my numbers\n").unwrap();
@@ -408,6 +411,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (
             vec!["train", "--corpus", &text, "--out", &notes],
             "holds metrics.csv, which a run would write over",
+        ),
+        // neither file of the pair is written when one cannot be
+        (
+            vec!["export", &model, "--safetensors", &st, "--force"],
+            "st.vocab.json exists and is not a file",
         ),
         // a checkpoint where a model belongs
         (

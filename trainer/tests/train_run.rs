@@ -1323,3 +1323,106 @@ fn samples_start_from_a_character_the_model_knows_and_missing_held_out_data_is_n
         "{stderr}"
     );
 }
+
+#[test]
+fn a_run_resumes_from_another_folder_and_default_run_folders_do_not_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    small_corpus(&a, 3000);
+    let in_dir = |dir: &Path, args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(TINY)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    // Started in a/ with relative paths ...
+    let o = in_dir(
+        &a,
+        &[
+            "train",
+            "--corpus",
+            "small.txt",
+            "--max-steps",
+            "2",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = a.join("run");
+    let run_s = run.to_str().unwrap();
+    // ... resumed from b/: the checkpoint names the corpus absolutely.
+    let o = in_dir(&b, &["train", "--resume", run_s, "--max-steps", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The corpus under another path is the run's by its checksum; another
+    // text is not.
+    let other_path = a.join("small.txt");
+    let o = in_dir(
+        &b,
+        &[
+            "train",
+            "--resume",
+            run_s,
+            "--max-steps",
+            "4",
+            "--corpus",
+            other_path.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(b.join("small.txt"), "another text entirely\n".repeat(100)).unwrap();
+    let o = in_dir(
+        &b,
+        &[
+            "train",
+            "--resume",
+            run_s,
+            "--max-steps",
+            "5",
+            "--corpus",
+            "small.txt",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the corpus differs"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // runs/<UTC second> already taken for the next seconds: a run without
+    // --out takes the same name with -2.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let taken: Vec<String> = (now..now + 10)
+        .map(|s| {
+            let o = Command::new("date")
+                .args(["-u", "-d", &format!("@{s}"), "+%Y%m%d-%H%M%S"])
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    for name in &taken {
+        std::fs::create_dir_all(b.join("runs").join(name)).unwrap();
+    }
+    let o = in_dir(&b, &["train", "--corpus", "small.txt", "--max-steps", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let made: Vec<String> = std::fs::read_dir(b.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !taken.contains(n))
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(
+        taken.iter().any(|t| made[0] == format!("{t}-2")),
+        "{made:?} is no taken name with -2"
+    );
+    assert!(b.join("runs").join(&made[0]).join("model.clm").is_file());
+}

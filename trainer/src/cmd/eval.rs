@@ -106,7 +106,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let loss = runtime_loss(&model, &data);
-    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let how = match &data {
         EvalData::Samples(s) => plural(s.len(), "sample", "samples"),
         EvalData::Running(t) => {
