@@ -87,9 +87,13 @@ impl Spec {
         match &self.path {
             None => BUNDLED_NAME.to_string(),
             Some(p) => {
-                let file_name = p
-                    .file_name()
-                    .map_or_else(|| p.display().to_string(), |f| f.to_string_lossy().into());
+                // A pipe (`<(zcat news.csv.gz)` is /dev/fd/63) is named by
+                // its whole path: "63" alone says nothing.
+                let whole = p.starts_with("/dev") || p.starts_with("/proc");
+                let file_name = match p.file_name() {
+                    Some(f) if !whole => f.to_string_lossy().into(),
+                    _ => p.display().to_string(),
+                };
                 match self.field {
                     Some(f) => format!("{file_name}:{}", f.name()),
                     None => file_name,
@@ -228,7 +232,8 @@ fn check_quotes(text: &str) -> Result<Option<String>, String> {
     }
     Ok((joined > 0).then(|| {
         format!(
-            "{joined} field(s) have text after their closing quote (the first on line {first}); read joined, as CSV readers do (a quote inside a quoted field is written twice)"
+            "{} text after their closing quote (the first on line {first}); read joined, as CSV readers do (a quote inside a quoted field is written twice)",
+            crate::out::count(joined as u64, "field has", "fields have")
         )
     }))
 }
@@ -248,10 +253,10 @@ fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, Cli
         for &col in field.columns() {
             let value = rec.get(col).ok_or_else(|| {
                 CliError::invalid(format!(
-                    "{}: row {} has {} column(s), no {} (AG News CSV is class,title,description)",
+                    "{}: row {} has {}, no {} (AG News CSV is class,title,description)",
                     path.display(),
                     row + 1,
-                    rec.len(),
+                    crate::out::count(rec.len() as u64, "column", "columns"),
                     if col == 1 { "title" } else { "description" }
                 ))
             })?;
@@ -339,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_named_by_its_name_and_a_pipe_by_its_path() {
+        let spec = |path: &str, field| Spec {
+            path: Some(path.into()),
+            field,
+            layout: Layout::Samples,
+        };
+        assert_eq!(
+            spec("data/train.csv", Some(Field::Title)).name(),
+            "train.csv:title"
+        );
+        assert_eq!(spec("/dev/fd/63", None).name(), "/dev/fd/63");
+        assert_eq!(spec("/proc/self/fd/0", None).name(), "/proc/self/fd/0");
+    }
+
+    #[test]
     fn csv_without_the_field_is_an_error() {
         let f = file(b"1,only a title\n");
         let spec = Spec {
@@ -372,7 +392,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            quirk.starts_with("2 field(s)") && quirk.contains("first on line 2"),
+            quirk.starts_with("2 fields have") && quirk.contains("first on line 2"),
             "{quirk}"
         );
         // and the reader joins them
@@ -385,7 +405,7 @@ mod tests {
         .load()
         .unwrap();
         assert_eq!(c.texts, ["abcd"]);
-        assert!(c.quirk.is_some_and(|q| q.contains("1 field(s)")));
+        assert!(c.quirk.is_some_and(|q| q.contains("1 field has")));
         let err = check_quotes("1,a,b\n2,\"open,d\n3,x,y\n").unwrap_err();
         assert!(err.contains("never closed (it opens on line 2)"), "{err}");
     }

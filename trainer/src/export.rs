@@ -383,16 +383,16 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
             file.header.version
         ),
         format!(
-            " * network  {}, {} layer(s), hidden {}, {} ids, {} weights",
+            " * network  {}, {}, hidden {}, {} ids, {} weights",
             a.cell.name().to_uppercase(),
-            a.layers,
+            crate::out::count(a.layers as u64, "layer", "layers"),
             a.hidden,
             a.vocab,
             file.body.weights()
         ),
         format!(
-            " * layout   the file's bytes start {} byte(s) into a word-aligned array, which",
-            align.pad
+            " * layout   the file's bytes start {} into a word-aligned array, which",
+            crate::out::count(align.pad as u64, "byte", "bytes")
         ),
         format!(
             " *          puts {} of the {} weight multiply-accumulates per character on",

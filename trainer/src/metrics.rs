@@ -33,10 +33,14 @@ pub fn csv(rows: &[Row]) -> String {
     let mut s = String::from("step,epoch,lr,train_bpc,val_bpc,chars_per_s,seconds\n");
     for r in rows {
         let val = r.val_bpc.map_or(String::new(), |v| format!("{v:.5}"));
+        // The rate to f32's 7 significant digits, written as briefly as
+        // they allow: a decayed 2.7e-3 is "2.7e-3", not its f32 value's
+        // exact "2.6999998e-3".
+        let lr: f64 = format!("{:.6e}", r.lr).parse().unwrap_or(f64::from(r.lr));
         let _ = writeln!(
             s,
-            "{},{:.4},{:e},{:.5},{val},{:.0},{:.2}",
-            r.step, r.epoch, r.lr, r.train_bpc, r.chars_per_s, r.seconds
+            "{},{:.4},{lr:e},{:.5},{val},{:.0},{:.2}",
+            r.step, r.epoch, r.train_bpc, r.chars_per_s, r.seconds
         );
     }
     s
@@ -142,5 +146,23 @@ mod tests {
         );
         let svg = plot(&rows).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("held-out"));
+    }
+
+    #[test]
+    fn a_decayed_rate_is_written_to_the_digits_f32_holds() {
+        let decayed = 3e-3f32 * 0.9;
+        assert_eq!(format!("{decayed:e}"), "2.6999998e-3");
+        let row = |lr| Row {
+            step: 1,
+            epoch: 0.1,
+            lr,
+            train_bpc: 3.0,
+            val_bpc: None,
+            chars_per_s: 1.0,
+            seconds: 1.0,
+        };
+        let text = csv(&[row(decayed), row(1.234_567_8e-7)]);
+        let rates: Vec<_> = text.lines().skip(1).map(|l| l.split(',').nth(2)).collect();
+        assert_eq!(rates, [Some("2.7e-3"), Some("1.234568e-7")]);
     }
 }

@@ -53,3 +53,19 @@ macro_rules! errln {
         $crate::out::err_line(format_args!($($arg)*))
     };
 }
+
+/// `n` and the noun that goes with it: `count(1, "step", "steps")` is
+/// "1 step", `count(3, ...)` "3 steps".
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(super::count(1, "step", "steps"), "1 step");
+        assert_eq!(super::count(0, "step", "steps"), "0 steps");
+        assert_eq!(super::count(2, "layer", "layers"), "2 layers");
+    }
+}

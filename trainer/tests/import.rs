@@ -131,7 +131,7 @@ fn a_pytorch_gru_with_an_embedding_runs_as_pytorch_computes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (model, said) = import("torch-gru-embed", dir.path(), &[]);
     assert!(
-        said.contains("imported a PyTorch GRU: 2 layer(s), hidden 24")
+        said.contains("imported a PyTorch GRU: 2 layers, hidden 24")
             && said.contains("its 8-wide embedding folded into the input table"),
         "{said}"
     );
@@ -144,7 +144,7 @@ fn the_lessons_keras_lstm_runs_as_keras_computes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (model, said) = import("keras-lstm", dir.path(), &[]);
     assert!(
-        said.contains("imported a Keras LSTM: 1 layer(s), hidden 32"),
+        said.contains("imported a Keras LSTM: 1 layer, hidden 32"),
         "{said}"
     );
     compare("keras-lstm", &model, "logits", 2e-5, 2e-5);
@@ -176,7 +176,7 @@ fn a_keras_gru_with_an_embedding_runs_as_keras_computes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (model, said) = import("keras-gru-embed", dir.path(), &[]);
     assert!(
-        said.contains("imported a Keras GRU: 2 layer(s), hidden 16"),
+        said.contains("imported a Keras GRU: 2 layers, hidden 16"),
         "{said}"
     );
     // The fold rounds the table to f16 here too; Keras computed with the

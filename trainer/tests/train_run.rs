@@ -1175,7 +1175,7 @@ fn a_run_initialised_from_a_model_starts_from_its_weights_and_vocabulary() {
         "{said}"
     );
     assert!(
-        said.contains("charlm: note: dropped 1 training character(s) the vocabulary lacks"),
+        said.contains("charlm: note: dropped 1 training character the vocabulary lacks"),
         "{said}"
     );
     tensors::assert_same_model(&init, &still.join("model.clm"));

@@ -106,8 +106,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let loss = runtime_loss(&model, &data);
-    let plural =
-        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let plural = |n: usize, one: &str, many: &str| crate::out::count(n as u64, one, many);
     let how = match &data {
         EvalData::Samples(s) => plural(s.len(), "sample", "samples"),
         EvalData::Running(t) => {
@@ -116,13 +115,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
     };
     outln!(
-        "{:.4} bits per character on {name}: {} characters; {how}; {} weights through the runtime",
+        "{:.4} bits per character on {name}: {}; {how}; {} weights through the runtime",
         loss.bpc(),
-        loss.count,
+        plural(loss.count as usize, "character", "characters"),
         model.weights()
     );
     if dropped > 0 {
-        errln!("charlm: note: dropped {dropped} character(s) not in the model's vocabulary");
+        errln!(
+            "charlm: note: dropped {} not in the model's vocabulary",
+            crate::out::count(dropped as u64, "character", "characters")
+        );
     }
     Ok(())
 }

@@ -74,10 +74,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
         None => String::new(),
     };
     outln!(
-        "imported a {} {}: {} layer(s), hidden {}, {} ids (padding, {} characters, <eos>){input}",
+        "imported a {} {}: {}, hidden {}, {} ids (padding, {} characters, <eos>){input}",
         m.framework,
         a.cell.name().to_uppercase(),
-        a.layers,
+        crate::out::count(a.layers as u64, "layer", "layers"),
         a.hidden,
         a.vocab,
         m.vocab.symbols().len()

@@ -340,13 +340,15 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Da
     let (train_ids, dropped) = encode(&split.train);
     if dropped > 0 {
         note(&format!(
-            "dropped {dropped} training character(s) the vocabulary lacks"
+            "dropped {} the vocabulary lacks",
+            crate::out::count(dropped as u64, "training character", "training characters")
         ));
     }
     let (val_ids, dropped) = encode(&split.val);
     if dropped > 0 {
         note(&format!(
-            "dropped {dropped} held-out character(s) the vocabulary lacks"
+            "dropped {} the vocabulary lacks",
+            crate::out::count(dropped as u64, "held-out character", "held-out characters")
         ));
     }
     let train = match layout {
@@ -838,9 +840,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         steps_per_epoch,
         if steps_per_epoch == 1 { "" } else { "es" },
         match data.layout {
-            TextLayout::Running => format!("{} windows of {}", cfg.batch, cfg.seq_len),
+            TextLayout::Running => format!(
+                "{} of {}",
+                crate::out::count(cfg.batch as u64, "window", "windows"),
+                cfg.seq_len
+            ),
             // the last batch of an epoch may be smaller
-            TextLayout::Samples => format!("up to {} samples", cfg.batch),
+            TextLayout::Samples => format!(
+                "up to {}",
+                crate::out::count(cfg.batch as u64, "sample", "samples")
+            ),
         },
         cfg.optimizer.name(),
         cfg.lr,
@@ -903,9 +912,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // steps).
     let eval_point = |steps: u64| cfg.eval_every.is_some_and(|n| steps.is_multiple_of(n));
     let patience_unit = if cfg.eval_every.is_some() {
-        "evaluation(s)"
+        ("evaluation", "evaluations")
     } else {
-        "epoch(s)"
+        ("epoch", "epochs")
     };
     let save = |params: &Vec<f32>,
                 opt: &Optimizer,
@@ -1170,7 +1179,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
             say(&format!(
-                "stopping early: no lower held-out score in {n} {patience_unit} since the best, {:.3} bpc {} ({})",
+                "stopping early: no lower held-out score in {} since the best, {:.3} bpc {} ({})",
+                crate::out::count(n.into(), patience_unit.0, patience_unit.1),
                 b.val_bpc,
                 when(b, steps_per_epoch),
                 opts.out.join(BEST_FILE).display()
@@ -1240,11 +1250,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     save(&params, &opt, &progress, &rows, backend.as_ref())?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
-        "wrote {} ({} bytes, {} weights): {} steps, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
+        "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
         model_path.display(),
         bytes.len(),
         cfg.weights,
-        progress.steps,
+        crate::out::count(progress.steps, "step", "steps"),
         prov.train_bpc.map_or("-".into(), |v| format!("{v:.3}")),
         prov.val_bpc.map_or("-".into(), |v| format!("{v:.3}")),
         written.map_or("-".into(), |(v, _)| format!("{v:.3}")),
