@@ -1180,7 +1180,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         {
             say(&format!(
                 "stopping early: no lower held-out score in {} since the best, {:.3} bpc {} ({})",
-                crate::out::count(n.into(), patience_unit.0, patience_unit.1),
+                crate::out::count(n, patience_unit.0, patience_unit.1),
                 b.val_bpc,
                 when(b, steps_per_epoch),
                 opts.out.join(BEST_FILE).display()
