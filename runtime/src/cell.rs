@@ -11,8 +11,9 @@
 //! * i8 weight matrices (cargo feature `int8`, format version 3): the
 //!   vector a matrix multiplies (a hidden state, every element in
 //!   `[-1, 1]`) is first quantized to Q14 by [`quantize`],
-//!   `xq = clamp(trunc(x * 2^14 + copysign(0.5, x)), -2^14, 2^14)` (round
-//!   half away from zero). A dot product is the exact integer sum
+//!   `xq = clamp(trunc(x * 2^14 + copysign(0.5, x)), -2^14, 2^14)`, the sum
+//!   rounded to f32 (round half away from zero but for two inputs: see
+//!   [`quantize`]). A dot product is the exact integer sum
 //!   `sum(q[i] * xq[i])`: at most `127 * 2^14 * 1024 < 2^31` for the
 //!   largest hidden size an i8 model may have
 //!   ([`crate::format::MAX_HIDDEN_I8`]). It becomes f32 (rounded), times
@@ -340,10 +341,13 @@ impl Weights for F16 {
 /// Fraction bits of the quantized hidden states: `1.0` is `2^Q_BITS`.
 pub const Q_BITS: u32 = 14;
 
-/// `x` in Q14: `x * 2^14` rounded half away from zero, clamped to
+/// `x` in Q14: `trunc(f32(x * 2^14 + copysign(0.5, x)))`, clamped to
 /// `[-2^14, 2^14]` (a hidden state never leaves `[-1, 1]`; NaN gives 0).
-/// `x * 2^14` is exact and so is adding the half (`|x * 2^14| < 2^23`), so
-/// every platform gets the same integer. What the i8 cells (feature
+/// `x * 2^14` is exact; the sum is rounded to f32 (nearest, ties to even)
+/// before it is truncated. That is `x * 2^14` rounded half away from zero
+/// for every f32 but `x = ±(2^-15 - 2^-39)` (`x * 2^14` just under one
+/// half), where the sum rounds up to ±1. Every platform does the same two
+/// f32 operations and gets the same integer. What the i8 cells (feature
 /// `int8`) multiply their weights with.
 #[inline(always)]
 pub fn quantize(x: f32) -> i16 {
@@ -875,12 +879,27 @@ mod tests {
         for (x, want) in cases {
             assert_eq!(quantize(x), want, "{x}");
         }
+        // The two inputs where the f32 sum rounds up across the half, as
+        // documented, and their neighbours, which follow the f64 rule.
+        let just_under = f32::from_bits(0x37ff_ffff);
+        assert_eq!(f64::from(just_under), 2f64.powi(-15) - 2f64.powi(-39));
+        for sign in [1.0f32, -1.0] {
+            let x = sign * just_under;
+            assert_eq!(quantize(x), sign as i16, "{x:e}");
+            assert_eq!(q14(f64::from(x)), 0);
+            for y in [f32::from_bits(0x37ff_fffe), f32::from_bits(0x3800_0000)] {
+                let y = sign * y;
+                assert_eq!(quantize(y), q14(f64::from(y)), "{y:e}");
+            }
+        }
         // Every f32 in [-1, 1] the state can hold, sampled: the f64 rule.
         let mut rng = crate::SeededRng::new(14);
         for _ in 0..1_000_000 {
             let x = f32::from_bits(rng.next_u32() & 0xbf80_0000 | rng.next_u32() & 0x007f_ffff);
             let x = if x.abs() <= 1.0 { x } else { x / 2.0 };
-            assert_eq!(quantize(x), q14(f64::from(x)), "{x:e}");
+            if x.abs() != just_under {
+                assert_eq!(quantize(x), q14(f64::from(x)), "{x:e}");
+            }
         }
     }
 }

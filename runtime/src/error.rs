@@ -164,6 +164,11 @@ pub enum Error {
         /// Which tensor.
         tensor: TensorName,
     },
+    /// An i8 tensor holds -128 (weights are -127 to 127).
+    WeightOutOfRange {
+        /// Which tensor.
+        tensor: TensorName,
+    },
     /// A tensor's element type is not allowed where it is: biases are f16,
     /// and a model's weight matrices all have one type (that of `out_w`).
     MixedDTypes {
@@ -288,6 +293,12 @@ impl fmt::Display for Error {
                 )
             }
             Error::NonFinite { tensor } => write!(f, "tensor {tensor} contains inf or NaN"),
+            Error::WeightOutOfRange { tensor } => {
+                write!(
+                    f,
+                    "tensor {tensor} holds the i8 value -128 (weights are -127 to 127)"
+                )
+            }
             Error::MixedDTypes { tensor, dtype } => write!(
                 f,
                 "tensor {tensor} is {dtype}, but biases must be f16 and all weight matrices the type of out_w"

@@ -48,7 +48,8 @@ pub const MAX_LAYERS: usize = 4;
 /// Largest hidden size the format describes (a workspace may allow less).
 pub const MAX_HIDDEN: usize = 4096;
 /// Largest hidden size of a model with i8 weights: every dot product's
-/// integer sum, at most `127 * 2^14 * 1024 < 2^31`, then fits an i32.
+/// integer sum, at most `127 * 2^14 * 1024 < 2^31` (weights are
+/// `-127..=127`: -128 is refused), then fits an i32.
 pub const MAX_HIDDEN_I8: usize = 1024;
 /// Largest vocabulary (ids including padding and `<eos>`) the format describes.
 pub const MAX_VOCAB: usize = 1024;
@@ -562,6 +563,13 @@ impl<'a> Body<'a> {
                 .any(|&[_, hi]| hi & 0x7c == 0x7c)
             {
                 return Err(Error::NonFinite { tensor: name });
+            }
+            // i8 weights are -127..=127: the bound on an integer dot
+            // product's sum (MAX_HIDDEN_I8) counts on it, and the exporter
+            // never writes -128.
+            let values = t.data.get(..len - halves.len()).unwrap_or(&[]);
+            if t.dtype == DType::I8 && values.contains(&0x80) {
+                return Err(Error::WeightOutOfRange { tensor: name });
             }
         }
         Ok(())

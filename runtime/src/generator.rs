@@ -49,6 +49,9 @@ pub struct Generator<'g, 'a, R, const H: usize, const L: usize, const V: usize, 
     limit: usize,
     produced: usize,
     primed: bool,
+    /// The workspace's logits are those of the last character run (a draw
+    /// with a temperature works in their place and uses them up).
+    fresh: bool,
     stop: Option<Stop>,
 }
 
@@ -90,6 +93,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
             limit: usize::MAX,
             produced: 0,
             primed: false,
+            fresh: false,
             stop: None,
         })
     }
@@ -110,6 +114,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
         self.ws.reset();
         self.produced = 0;
         self.primed = false;
+        self.fresh = false;
         self.stop = None;
     }
 
@@ -138,6 +143,7 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
         }
         if fed.fed > 0 {
             self.primed = true;
+            self.fresh = true;
             self.stop = None;
             self.produced = 0;
         }
@@ -145,20 +151,27 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
     }
 
     /// Runs one id (a symbol id, `1..eos`) through the model, as `feed` does
-    /// for a character. Ids out of range are ignored and return `false`.
+    /// for a character (the count toward [`Self::with_limit`] starts again
+    /// too). Ids out of range are ignored and return `false`.
     pub fn feed_id(&mut self, id: u16) -> bool {
         if id == 0 || id >= self.model.vocab().eos() {
             return false;
         }
         self.ws.step(&self.kernel, self.model, id, true);
         self.primed = true;
+        self.fresh = true;
         self.stop = None;
+        self.produced = 0;
         true
     }
 
-    /// Logits of the next character, indexed by id (id 0, padding, is `-inf`).
-    pub fn logits(&self) -> &[f32] {
-        self.ws.logits(self.model.vocab().size())
+    /// Logits of the next character, indexed by id (id 0, padding, is
+    /// `-inf`). `None` before anything is fed (after [`Self::new`] or
+    /// [`Self::reset`]) and after [`Self::next_char`] drew `<eos>` with a
+    /// temperature: the draw works in the logits' place.
+    pub fn logits(&self) -> Option<&[f32]> {
+        self.fresh
+            .then(|| self.ws.logits(self.model.vocab().size()))
     }
 
     /// The next character, or `None` when generation has stopped (see [`Self::stop`]).
@@ -178,11 +191,13 @@ impl<'g, 'a, R: RngCore, const H: usize, const L: usize, const V: usize, K: Kern
         let id = self
             .sampler
             .sample(self.ws.logits_mut(vocab.size()), &mut self.rng);
+        self.fresh = false;
         let Some(c) = vocab.symbol(id) else {
             self.stop = Some(Stop::Eos);
             return None;
         };
         self.ws.step(&self.kernel, self.model, id, true);
+        self.fresh = true;
         self.produced += 1;
         Some(c)
     }

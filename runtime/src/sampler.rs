@@ -148,14 +148,17 @@ fn draw<R: RngCore + ?Sized>(
     rng: &mut R,
 ) -> u16 {
     let weights = logits.get_mut(1..).unwrap_or(&mut []);
+    // T so small that the largest logit / T overflows: the limit T -> 0 is
+    // greedy. Decided before dividing, while several logits that would all
+    // overflow to +inf can still be told apart.
+    let top = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
+    if !(top / t).is_finite() {
+        return argmax(logits);
+    }
     let mut max = f32::NEG_INFINITY;
     for w in weights.iter_mut() {
         *w /= t;
         max = max.max(*w);
-    }
-    if !max.is_finite() {
-        // T so small that logits / T overflowed: the limit T -> 0 is greedy.
-        return argmax(logits);
     }
     let mut total = 0.0f32;
     for w in weights.iter_mut() {

@@ -362,7 +362,8 @@ pub fn digest_logits<K: charlm_runtime::Kernel>(
         .into_iter()
         .map(|id| {
             g.feed_id(id);
-            g.logits().iter().map(|x| x.to_bits()).collect()
+            let logits = g.logits().unwrap_or(&[]);
+            logits.iter().map(|x| x.to_bits()).collect()
         })
         .collect())
 }

@@ -285,6 +285,13 @@ fn tiny_temperatures_fall_back_to_greedy_instead_of_nan() {
     let mut rng = SeededRng::new(1);
     let mut logits = [0.0f32, 1.0, 2.0, 1.5];
     assert_eq!(t.sample(&mut logits, &mut rng), 2);
+    // Both 3.5 / T and 4.0 / T overflow to +inf: the larger logit still
+    // wins, here and at a subnormal temperature.
+    for t in [1e-38, 1e-40] {
+        let t = Sampler::from_temperature(t).unwrap();
+        let mut logits = [0.0f32, 3.5, 4.0, f32::NEG_INFINITY];
+        assert_eq!(t.sample(&mut logits, &mut rng), 2, "{t:?}");
+    }
 }
 
 #[test]
@@ -357,6 +364,49 @@ fn generation_stops_at_the_limit_at_eos_and_before_any_prompt() {
 }
 
 #[test]
+fn feeding_an_id_starts_the_limit_again_as_feeding_a_character_does() {
+    let bytes = fixture("lstm2");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0))
+        .unwrap()
+        .with_limit(5);
+    let a = model.vocab().id_of('a').unwrap();
+    for round in 0..2 {
+        assert!(g.feed_id(a));
+        let text: String = g.by_ref().collect();
+        assert_eq!(text.chars().count(), 5, "round {round}");
+        assert_eq!(g.stop(), Some(Stop::Limit));
+    }
+}
+
+#[test]
+fn logits_are_there_only_while_they_belong_to_the_last_character_run() {
+    let bytes = fixture("lstm2");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let hot = Sampler::Temperature(Temperature::new(1.5).unwrap());
+    let mut g = Generator::new(&model, &mut *ws, hot, SeededRng::new(3)).unwrap();
+    assert!(g.logits().is_none(), "before anything is fed");
+    let mut ends = 0;
+    for _ in 0..20 {
+        g.feed("the ");
+        assert!(g.logits().is_some());
+        while g.by_ref().take(1).next().is_some() {
+            assert!(g.logits().is_some());
+        }
+        if g.stop() == Some(Stop::Eos) {
+            // The draw that chose <eos> worked in the logits' place.
+            assert!(g.logits().is_none());
+            ends += 1;
+        }
+        g.reset();
+        assert!(g.logits().is_none(), "after reset");
+    }
+    assert!(ends > 0, "no text ended at <eos>");
+}
+
+#[test]
 fn reset_and_continue() {
     let bytes = fixture("gru1");
     let model = Model::from_bytes(&bytes).unwrap();
@@ -392,7 +442,7 @@ fn every_weight_bit_matters() {
         let mut ws = charlm_trainer::sample::host_workspace();
         let mut g = Generator::new(&model, &mut *ws, Sampler::Greedy, SeededRng::new(0)).unwrap();
         g.feed("the rain in spain");
-        g.logits().iter().map(|x| x.to_bits()).collect()
+        g.logits().unwrap().iter().map(|x| x.to_bits()).collect()
     };
     assert_ne!(logits(&good), logits(&flipped));
 }
@@ -421,7 +471,7 @@ fn a_prompt_fed_at_once_leaves_what_it_leaves_fed_a_character_at_a_time() {
                     assert!(g.feed_id(model.vocab().id_of(c).unwrap()));
                 }
             }
-            let logits: Vec<u32> = g.logits().iter().map(|x| x.to_bits()).collect();
+            let logits: Vec<u32> = g.logits().unwrap().iter().map(|x| x.to_bits()).collect();
             let text: String = std::iter::from_fn(|| g.next_char()).take(40).collect();
             (logits, text)
         };
@@ -556,6 +606,8 @@ fn i8_weights_are_validated() {
     assert_eq!(w_hh.data.len(), 108 * 27 + 2 * 108);
     let mut inf_scale = w_hh.data.to_vec();
     inf_scale[108 * 27 + 1] = 0x7c;
+    let mut minus_128 = w_hh.data.to_vec();
+    minus_128[108 * 27 - 1] = 0x80;
     let f16_bias = f16_file.body.layers[0].b_ih;
     let cases: Vec<(Vec<u8>, Error)> = vec![
         // A bias in i8 (with the length an i8 [108, 1] would have).
@@ -598,6 +650,14 @@ fn i8_weights_are_validated() {
         (
             edited(&good, |b| b.layers[1].w_hh.data = &inf_scale),
             Error::NonFinite {
+                tensor: TensorName::WHh(1),
+            },
+        ),
+        // -128, which would let a dot product's sum reach 2^31 at hidden
+        // 1024; 0x80 among the scales is a half like any other.
+        (
+            edited(&good, |b| b.layers[1].w_hh.data = &minus_128),
+            Error::WeightOutOfRange {
                 tensor: TensorName::WHh(1),
             },
         ),

@@ -52,7 +52,7 @@ fn score(
     let mut total = 0.0;
     for (i, &id) in ids.iter().enumerate() {
         g.feed_id(id);
-        total += nats(g.logits(), target(i));
+        total += g.logits().map_or(f64::NAN, |l| nats(l, target(i)));
     }
     total
 }
