@@ -26,6 +26,13 @@ fn capacity(name: &str, default: usize, range: std::ops::RangeInclusive<usize>) 
 
 fn main() {
     use charlm_runtime::format::{MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB};
+    // The Cortex-M4F kernel (VCVTB, VMLA, and SMLAD/SXTB16 for i8) is for
+    // ARMv7E-M with an FPU: the target says so only by its name.
+    println!("cargo::rustc-check-cfg=cfg(charlm_m4f)");
+    let target = env::var("TARGET").unwrap_or_default();
+    if target.starts_with("thumbv7em-") && target.ends_with("eabihf") {
+        println!("cargo::rustc-cfg=charlm_m4f");
+    }
     let hidden = capacity("CHARLM_MAX_HIDDEN", 256, 1..=MAX_HIDDEN);
     let layers = capacity("CHARLM_MAX_LAYERS", 4, 1..=MAX_LAYERS);
     let vocab = capacity("CHARLM_MAX_VOCAB", 256, 3..=MAX_VOCAB);

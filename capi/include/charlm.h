@@ -41,9 +41,8 @@
 // Another call is using the workspace.
 #define CHARLM_ERR_BUSY -7
 
-// `charlm_self_test` failed: the FPU is not in the mode the numerics
-// need (round to nearest, no flush-to-zero), or the kernel disagrees with
-// the portable one.
+// `charlm_self_test` failed: the Cortex-M4F kernel disagrees with the
+// portable one.
 #define CHARLM_ERR_SELF_TEST -8
 
 // `charlm_generate_loaded` without a model loaded by `charlm_load_model`.
@@ -135,7 +134,14 @@ int32_t charlm_model_info(const uint8_t *model,
 // through the model (characters it does not know are skipped), then
 // generates up to `params->max_chars` characters, ending early at
 // `<eos>`. `write` receives the prompt's known characters, then each
-// generated one as it is produced (with `ctx`).
+// generated one as it is produced (with `ctx`). A character is 1 to 4
+// bytes: a buffer that collects the whole text needs up to 4 bytes per
+// prompt character and per `max_chars`.
+//
+// The call computes in round-to-nearest without flush-to-zero whatever
+// the caller's floating-point mode (`-ffast-math` sets flush-to-zero),
+// and gives the caller's mode back when it returns; `write` runs in the
+// call's mode.
 //
 // Each call validates the model first, checksum and every weight
 // included. To validate once and generate many texts, use
@@ -159,8 +165,10 @@ int32_t charlm_generate(const uint8_t *model,
                         void *ctx);
 
 // Validates the `model_len` bytes at `model` once and keeps the model for
-// `charlm_generate_loaded`, replacing any model loaded before (a model
-// that fails leaves none loaded).
+// `charlm_generate_loaded`, replacing any model loaded before. A model
+// that fails validation leaves none loaded; a NULL `model`
+// (`CHARLM_ERR_NULL`) or a call while another is generating
+// (`CHARLM_ERR_BUSY`) leaves the loaded model as it was.
 //
 // Returns `CHARLM_OK`, or `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`,
 // `CHARLM_ERR_TOO_LARGE`, `CHARLM_ERR_WEIGHT_TYPE` or `CHARLM_ERR_BUSY`.
@@ -195,12 +203,12 @@ int32_t charlm_generate_loaded(const char *prompt,
 const char *charlm_status_text(int32_t status);
 
 // Checks, on the device, what the text being the same bits as on the
-// host rests on: on a Cortex-M4F that the FPU is in its reset mode (round
-// to nearest, no flush-to-zero; startup code or an RTOS may change it) and
-// that the `VCVTB`/`VMLA` kernel gives the portable kernel's bits on
-// random rows and on every finite half. Elsewhere there is nothing to
-// check. Returns `CHARLM_OK` or `CHARLM_ERR_SELF_TEST`. Call it once
-// at start-up: it converts every finite half, so it is not instant.
+// host rests on: on a Cortex-M4F, that the `VCVTB`/`VMLA` kernel gives the
+// portable kernel's bits on random rows and on every finite half, in the
+// floating-point mode every call sets (see `charlm_generate`). Elsewhere
+// there is nothing to check. Returns `CHARLM_OK` or
+// `CHARLM_ERR_SELF_TEST`. Call it once at start-up: it converts every
+// finite half, so it is not instant.
 int32_t charlm_self_test(void);
 
 // The workspace's capacities in this build: hidden units, layers and

@@ -40,8 +40,11 @@ use charlm_runtime::{Error, Generator, Model, Sampler, SeededRng, Workspace};
 include!(concat!(env!("OUT_DIR"), "/capacity.rs"));
 
 // The Cortex-M4F kernel of the firmware demo, the same file: `VCVTB`/`VCVTT`
-// and the non-fused `VMLA`, the runtime's bits.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+// and the non-fused `VMLA`, the runtime's bits. Only for `thumbv7em-*-eabihf`
+// (build.rs sets `charlm_m4f`): its i8 products use DSP instructions that
+// other hard-float ARM targets (Cortex-M33 without the DSP extension, Linux
+// on ARMv7-A) may lack.
+#[cfg(charlm_m4f)]
 #[allow(dead_code)]
 // (formatted as in the firmware demo, outside the workspace's cargo fmt)
 #[rustfmt::skip]
@@ -62,7 +65,7 @@ mod host_kernel;
 mod host_math;
 
 /// The fastest kernel for this target; every one gives the same bits.
-#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+#[cfg(charlm_m4f)]
 fn kernel() -> kernel_m4f::CortexM4F {
     kernel_m4f::CortexM4F
 }
@@ -71,11 +74,130 @@ fn kernel() -> host_kernel::HostKernel {
     host_kernel::HostKernel::detect()
 }
 #[cfg(not(any(
-    all(target_arch = "arm", target_abi = "eabihf"),
+    charlm_m4f,
     all(target_arch = "x86_64", not(target_os = "none"), not(test))
 )))]
 fn kernel() -> charlm_runtime::Portable {
     charlm_runtime::Portable
+}
+
+/// The floating-point mode the numerics are defined in: round to nearest
+/// (ties to even), no flush-to-zero, no denormals-are-zero. A caller may
+/// run in another: a C program linked with `gcc -ffast-math` starts with
+/// FTZ and DAZ set, and an RTOS may set FZ for its threads. Each call that
+/// computes runs in the default mode ([`fp::DefaultMode`]) and gives the
+/// caller's mode back when it returns.
+mod fp {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    pub(crate) mod reg {
+        pub type Value = u32;
+        /// MXCSR with every exception masked, round to nearest, FTZ (15)
+        /// and DAZ (6) off; the sticky flags (0-5) kept.
+        pub fn normal(v: Value) -> Value {
+            v & 0x3f | 0x1f80
+        }
+        pub fn get() -> Value {
+            let mut v: Value = 0;
+            // SAFETY: STMXCSR stores 4 bytes at a valid, aligned address.
+            unsafe {
+                core::arch::asm!("stmxcsr [{}]", in(reg) &raw mut v, options(nostack, preserves_flags));
+            }
+            v
+        }
+        pub fn set(v: Value) {
+            // SAFETY: LDMXCSR of a value read from MXCSR or `normal` of one
+            // (no reserved bit set).
+            unsafe {
+                core::arch::asm!("ldmxcsr [{}]", in(reg) &raw const v, options(nostack, preserves_flags, readonly));
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    pub(crate) mod reg {
+        pub type Value = u64;
+        /// FPCR: round to nearest, FZ/FZ16/DN/AHP off, no traps (its flags
+        /// are in FPSR).
+        pub fn normal(_: Value) -> Value {
+            0
+        }
+        pub fn get() -> Value {
+            let v: Value;
+            // SAFETY: reading FPCR is allowed at every exception level.
+            unsafe {
+                core::arch::asm!("mrs {}, fpcr", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+            v
+        }
+        pub fn set(v: Value) {
+            // SAFETY: a value read from FPCR, or zero.
+            unsafe {
+                core::arch::asm!("msr fpcr, {}", in(reg) v, options(nomem, nostack, preserves_flags))
+            };
+        }
+    }
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    pub(crate) mod reg {
+        pub type Value = u32;
+        /// FPSCR with its control bits clear: AHP (26: IEEE halves), DN
+        /// (25), FZ (24), RMode (22-23: to nearest); flags kept.
+        pub fn normal(v: Value) -> Value {
+            v & !(0b1111 << 22)
+        }
+        pub fn get() -> Value {
+            let v: Value;
+            // SAFETY: VMRS FPSCR (hard-float ABI: the FPU is on).
+            unsafe {
+                core::arch::asm!("vmrs {}, fpscr", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+            v
+        }
+        pub fn set(v: Value) {
+            // SAFETY: a value read from FPSCR, or `normal` of one.
+            unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) v, options(nomem, nostack)) };
+        }
+    }
+    #[cfg(not(any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        all(target_arch = "arm", target_abi = "eabihf")
+    )))]
+    pub(crate) mod reg {
+        // Software floating point (Cortex-M0/M3, RISC-V without F): the
+        // compiler's routines have no mode.
+        pub type Value = ();
+        pub fn normal(_: Value) -> Value {}
+        pub fn get() -> Value {}
+        pub fn set(_: Value) {}
+    }
+
+    /// The default mode while it lives; the caller's again when dropped.
+    pub struct DefaultMode {
+        caller: Option<reg::Value>,
+    }
+
+    impl DefaultMode {
+        /// Sets the default mode, if it is not the mode already.
+        pub fn enter() -> Self {
+            let caller = reg::get();
+            let normal = reg::normal(caller);
+            if normal == caller {
+                return DefaultMode { caller: None };
+            }
+            reg::set(normal);
+            DefaultMode {
+                caller: Some(caller),
+            }
+        }
+    }
+
+    impl Drop for DefaultMode {
+        fn drop(&mut self) {
+            if let Some(v) = self.caller {
+                reg::set(v);
+            }
+        }
+    }
 }
 
 /// Success.
@@ -98,9 +220,8 @@ pub const CHARLM_ERR_PARAMS: i32 = -5;
 pub const CHARLM_ERR_PROMPT: i32 = -6;
 /// Another call is using the workspace.
 pub const CHARLM_ERR_BUSY: i32 = -7;
-/// `charlm_self_test` failed: the FPU is not in the mode the numerics
-/// need (round to nearest, no flush-to-zero), or the kernel disagrees with
-/// the portable one.
+/// `charlm_self_test` failed: the Cortex-M4F kernel disagrees with the
+/// portable one.
 pub const CHARLM_ERR_SELF_TEST: i32 = -8;
 /// `charlm_generate_loaded` without a model loaded by `charlm_load_model`.
 pub const CHARLM_ERR_NO_MODEL: i32 = -9;
@@ -205,11 +326,13 @@ impl Slot {
         if !self.take() {
             return CHARLM_ERR_BUSY;
         }
+        let mode = fp::DefaultMode::enter();
         // SAFETY: `take` succeeded, so no other reference to either exists
         // until `busy` is cleared below.
         let status = f(unsafe { &mut *self.ws.get() }, unsafe {
             &mut *LOADED.0.get()
         });
+        drop(mode);
         self.busy.store(false, Ordering::Release);
         status
     }
@@ -432,7 +555,14 @@ impl Request<'_> {
 /// through the model (characters it does not know are skipped), then
 /// generates up to `params->max_chars` characters, ending early at
 /// `<eos>`. `write` receives the prompt's known characters, then each
-/// generated one as it is produced (with `ctx`).
+/// generated one as it is produced (with `ctx`). A character is 1 to 4
+/// bytes: a buffer that collects the whole text needs up to 4 bytes per
+/// prompt character and per `max_chars`.
+///
+/// The call computes in round-to-nearest without flush-to-zero whatever
+/// the caller's floating-point mode (`-ffast-math` sets flush-to-zero),
+/// and gives the caller's mode back when it returns; `write` runs in the
+/// call's mode.
 ///
 /// Each call validates the model first, checksum and every weight
 /// included. To validate once and generate many texts, use
@@ -474,8 +604,10 @@ pub unsafe extern "C" fn charlm_generate(
 }
 
 /// Validates the `model_len` bytes at `model` once and keeps the model for
-/// `charlm_generate_loaded`, replacing any model loaded before (a model
-/// that fails leaves none loaded).
+/// `charlm_generate_loaded`, replacing any model loaded before. A model
+/// that fails validation leaves none loaded; a NULL `model`
+/// (`CHARLM_ERR_NULL`) or a call while another is generating
+/// (`CHARLM_ERR_BUSY`) leaves the loaded model as it was.
 ///
 /// Returns `CHARLM_OK`, or `CHARLM_ERR_NULL`, `CHARLM_ERR_MODEL`,
 /// `CHARLM_ERR_TOO_LARGE`, `CHARLM_ERR_WEIGHT_TYPE` or `CHARLM_ERR_BUSY`.
@@ -550,14 +682,20 @@ pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
     let text: &'static core::ffi::CStr = match status {
         CHARLM_OK => c"ok",
         CHARLM_ERR_NULL => c"a required pointer is NULL",
-        CHARLM_ERR_MODEL => c"not a usable charlm model (truncated, damaged or another format version)",
-        CHARLM_ERR_TOO_LARGE => c"the model is larger than this build's workspace (CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB)",
-        CHARLM_ERR_WEIGHT_TYPE => c"this build leaves out the model's weight type (cargo feature f16 or int8)",
+        CHARLM_ERR_MODEL => {
+            c"not a usable charlm model (truncated, damaged or another format version)"
+        }
+        CHARLM_ERR_TOO_LARGE => {
+            c"the model is larger than this build's workspace (CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB)"
+        }
+        CHARLM_ERR_WEIGHT_TYPE => {
+            c"this build leaves out the model's weight type (cargo feature f16 or int8)"
+        }
         CHARLM_ERR_PARAMS => c"a parameter is out of range (sampler, temperature, top_k / top_p)",
         CHARLM_ERR_PROMPT => c"the prompt is not UTF-8 or has no character the model knows",
         CHARLM_ERR_BUSY => c"another call is generating",
         CHARLM_ERR_NO_MODEL => c"no model is loaded (charlm_load_model)",
-        CHARLM_ERR_SELF_TEST => c"self-test failed: the FPU is not round-to-nearest without flush-to-zero, or the kernel disagrees with the portable one",
+        CHARLM_ERR_SELF_TEST => c"self-test failed: the kernel disagrees with the portable one",
         s if s > 0 => c"ok (characters generated)",
         _ => c"unknown status",
     };
@@ -565,17 +703,20 @@ pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
 }
 
 /// Checks, on the device, what the text being the same bits as on the
-/// host rests on: on a Cortex-M4F that the FPU is in its reset mode (round
-/// to nearest, no flush-to-zero; startup code or an RTOS may change it) and
-/// that the `VCVTB`/`VMLA` kernel gives the portable kernel's bits on
-/// random rows and on every finite half. Elsewhere there is nothing to
-/// check. Returns `CHARLM_OK` or `CHARLM_ERR_SELF_TEST`. Call it once
-/// at start-up: it converts every finite half, so it is not instant.
+/// host rests on: on a Cortex-M4F, that the `VCVTB`/`VMLA` kernel gives the
+/// portable kernel's bits on random rows and on every finite half, in the
+/// floating-point mode every call sets (see `charlm_generate`). Elsewhere
+/// there is nothing to check. Returns `CHARLM_OK` or
+/// `CHARLM_ERR_SELF_TEST`. Call it once at start-up: it converts every
+/// finite half, so it is not instant.
 #[unsafe(no_mangle)]
 pub extern "C" fn charlm_self_test() -> i32 {
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    if kernel_m4f::self_test().is_err() {
-        return CHARLM_ERR_SELF_TEST;
+    #[cfg(charlm_m4f)]
+    {
+        let _mode = fp::DefaultMode::enter();
+        if kernel_m4f::self_test().is_err() {
+            return CHARLM_ERR_SELF_TEST;
+        }
     }
     CHARLM_OK
 }
@@ -689,6 +830,43 @@ mod tests {
     }
 
     unsafe extern "C" fn collect_nothing(_: *mut c_void, _: *const c_char, _: usize) {}
+
+    /// A caller in `-ffast-math` mode (x86: MXCSR's flush-to-zero and
+    /// denormals-are-zero) gets the same text as in the default mode, and
+    /// its mode back.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_caller_that_flushes_denormals_gets_the_same_text_and_its_mode_back() {
+        use charlm_runtime::format::ModelFile;
+        let _one = one_at_a_time();
+        // The output layer's weights made subnormal halves (sign and
+        // mantissa kept) and its biases zero: DAZ would read every weight
+        // as 0 and every logit would tie.
+        let body = ModelFile::decode(MODEL).unwrap().body;
+        let out_w: Vec<u8> = (body.out_w.data.as_chunks::<2>().0.iter())
+            .flat_map(|&b| (u16::from_le_bytes(b) & 0x83ff).to_le_bytes())
+            .collect();
+        let out_b = vec![0u8; body.out_b.data.len()];
+        let mut file = ModelFile::decode(MODEL).unwrap();
+        file.body.out_w.data = &out_w;
+        file.body.out_b.data = &out_b;
+        let model = file.encode().unwrap();
+        let mut p = params(40);
+        p.sampler = CHARLM_GREEDY;
+        let expected = generate(&model, "ein ", &p);
+        let caller = fp::reg::get();
+        let fast_math = caller | 1 << 15 | 1 << 6;
+        fp::reg::set(fast_math);
+        let got = generate(&model, "ein ", &p);
+        let after = fp::reg::get();
+        fp::reg::set(caller);
+        assert_eq!(
+            after & !0x3f,
+            fast_math & !0x3f,
+            "the caller's mode was not restored"
+        );
+        assert_eq!(got, expected);
+    }
 
     #[test]
     fn a_text_counts_its_generated_characters_and_repeats_with_its_seed() {
