@@ -449,7 +449,10 @@ CUresult cuDeviceGetAttribute(int* v, int attribute, CUdevice) {
         case 95: *v = 1; break;    // cooperative launch
         case 8: *v = smem_per_block(); break;  // shared memory per block
         case 97: *v = smem_optin(); break;      // the same after opting in
-        case 115: *v = 0; break;   // memory pools: no, so cudarc uses cuMemAlloc
+        // memory pools: yes, as on an H100, so cudarc allocates and frees
+        // with cuMemAllocAsync/cuMemFreeAsync (no synchronisation before a
+        // free); CHARLM_CUDA_SIM_MEMPOOLS=0 for cuMemAlloc/cuMemFree
+        case 115: *v = env_int("CHARLM_CUDA_SIM_MEMPOOLS", 1); break;
         case 1: *v = 1024; break;  // max threads per block
         default: *v = 0; break;
     }

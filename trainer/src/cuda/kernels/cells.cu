@@ -186,9 +186,15 @@ __device__ __forceinline__ float load_cg(const float* p) { return __ldcg(p); }
 // Every thread of the grid waits here until all have arrived; what any of
 // them wrote before is visible to all after. bar[0] counts arrivals, bar[1]
 // is the generation, which the last block to arrive advances. A wait of
-// more than 2^26 polls (seconds; a step takes microseconds) means a block
-// is not running at all: the kernel traps, and the host gets an error
-// instead of a hung GPU.
+// more than 10 s by the GPU's clock (a step takes microseconds, and even
+// under compute-sanitizer milliseconds) means a block is not running at
+// all: the kernel traps, and the host gets an error instead of a hung GPU.
+__device__ __forceinline__ unsigned long long global_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
 __device__ void grid_barrier(unsigned* bar) {
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -200,11 +206,11 @@ __device__ void grid_barrier(unsigned* bar) {
             __threadfence();
             atomicAdd(bar + 1, 1u);
         } else {
-            unsigned polls = 0;
+            const unsigned long long start = global_ns();
             while (*gen == seen) {
-                if (++polls == (1u << 26)) {
+                if (global_ns() - start > 10000000000ull) {
                     // the trap alone reads as "unspecified launch failure"
-                    printf("charlm: grid barrier timeout: block %u of %u waited 2^26 polls at generation %u "
+                    printf("charlm: grid barrier timeout: block %u of %u waited 10 s at generation %u "
                            "(%u arrived)\n",
                            blockIdx.x, gridDim.x, seen, *(volatile unsigned*)bar);
                     __trap();
