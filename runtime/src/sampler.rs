@@ -148,17 +148,22 @@ fn draw<R: RngCore + ?Sized>(
     rng: &mut R,
 ) -> u16 {
     let weights = logits.get_mut(1..).unwrap_or(&mut []);
-    // T so small that the largest logit / T overflows: the limit T -> 0 is
-    // greedy. Decided before dividing, while several logits that would all
-    // overflow to +inf can still be told apart.
-    let top = weights.iter().fold(f32::NEG_INFINITY, |m, &w| m.max(w));
-    if !(top / t).is_finite() {
-        return argmax(logits);
-    }
-    let mut max = f32::NEG_INFINITY;
-    for w in weights.iter_mut() {
+    // The largest logit (and the first id that has it) is found as the
+    // logits are divided: `x / t` is monotonic, so `top / t` is the largest
+    // quotient, bit for bit.
+    let mut top = (1u16, f32::NEG_INFINITY);
+    for (id, w) in (1u16..).zip(weights.iter_mut()) {
+        if *w > top.1 {
+            top = (id, *w);
+        }
         *w /= t;
-        max = max.max(*w);
+    }
+    let max = top.1 / t;
+    if !max.is_finite() {
+        // T so small that the largest logit / T overflows: the limit T -> 0
+        // is greedy, the largest logit before dividing (several may have
+        // overflowed to +inf alike).
+        return top.0;
     }
     let mut total = 0.0f32;
     for w in weights.iter_mut() {
