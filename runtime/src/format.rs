@@ -568,7 +568,7 @@ impl<'a> Body<'a> {
             // product's sum (MAX_HIDDEN_I8) counts on it, and the exporter
             // never writes -128.
             let values = t.data.get(..len - halves.len()).unwrap_or(&[]);
-            if t.dtype == DType::I8 && values.contains(&0x80) {
+            if t.dtype == DType::I8 && values.iter().any(|&b| b == 0x80) {
                 return Err(Error::WeightOutOfRange { tensor: name });
             }
         }
