@@ -75,9 +75,9 @@ pub struct Corpus {
     /// The layout the texts follow.
     pub layout: Layout,
     /// What the file does that its format does not allow but that could
-    /// be read anyway, for a note (CSV fields with text after their
-    /// closing quote).
-    pub quirk: Option<String>,
+    /// be read anyway, for notes (CSV fields with text after their closing
+    /// quote, a header row left out).
+    pub notes: Vec<String>,
 }
 
 impl Spec {
@@ -111,14 +111,15 @@ impl Spec {
         };
         let crc = charlm_runtime::format::crc32(&bytes);
         let text = utf8(&path, bytes)?;
-        let quirk = match self.field {
-            Some(_) => check_quotes(&text)
-                .map_err(|why| CliError::invalid(format!("{}: CSV error: {why}", path.display())))?
-                .map(|q| format!("{}: {q}", path.display())),
-            None => None,
-        };
+        let mut notes = Vec::new();
+        if self.field.is_some() {
+            let quirk = check_quotes(&text).map_err(|why| {
+                CliError::invalid(format!("{}: CSV error: {why}", path.display()))
+            })?;
+            notes.extend(quirk.map(|q| format!("{}: {q}", path.display())));
+        }
         let texts = match (self.field, self.layout) {
-            (Some(field), _) => csv_samples(&path, &text, field)?,
+            (Some(field), _) => csv_samples(&path, &text, field, &mut notes)?,
             (None, Layout::Samples) => text
                 .split('\n')
                 .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -148,7 +149,7 @@ impl Spec {
             } else {
                 self.layout
             },
-            quirk,
+            notes,
         })
     }
 }
@@ -211,6 +212,14 @@ fn check_quotes(text: &str) -> Result<Option<String>, String> {
                 At::Quoted
             }
             (_, b',' | b'\n' | b'\r') => At::FieldStart,
+            // A field that ran over a line break and is followed by text:
+            // its quote was never closed, and the next row's opening quote
+            // closed it (`"3","never closed,d` then `"4","title"...`).
+            (At::AfterQuote, _) if line != opened => {
+                return Err(format!(
+                    "a quoted field that opens on line {opened} seems never closed: it runs on to line {line}, where text follows the quote that ends it"
+                ));
+            }
             (At::AfterQuote, _) => {
                 joined += 1;
                 if joined == 1 {
@@ -231,16 +240,27 @@ fn check_quotes(text: &str) -> Result<Option<String>, String> {
         ));
     }
     Ok((joined > 0).then(|| {
+        let what = if joined == 1 {
+            "1 field has text after its closing quote (on line".to_string()
+        } else {
+            format!("{joined} fields have text after their closing quote (the first on line")
+        };
         format!(
-            "{} text after their closing quote (the first on line {first}); read joined, as CSV readers do (a quote inside a quoted field is written twice)",
-            crate::out::count(joined as u64, "field has", "fields have")
+            "{what} {first}); read joined, as CSV readers do (a quote inside a quoted field is written twice)"
         )
     }))
 }
 
-/// AG News rows `class,title,description` (RFC 4180 quoting, no header;
-/// backslash sequences such as `\$` or `#39;` are kept as they are).
-fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, CliError> {
+/// AG News rows `class,title,description` (RFC 4180 quoting; backslash
+/// sequences such as `\$` or `#39;` are kept as they are). A first row
+/// whose class is not a number is a header (Kaggle's copy starts with
+/// `Class Index,Title,Description`): left out, with a note.
+fn csv_samples(
+    path: &Path,
+    text: &str,
+    field: Field,
+    notes: &mut Vec<String>,
+) -> Result<Vec<String>, CliError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -249,6 +269,14 @@ fn csv_samples(path: &Path, text: &str, field: Field) -> Result<Vec<String>, Cli
     for (row, rec) in reader.records().enumerate() {
         let rec =
             rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
+        let class = rec.get(0).unwrap_or_default().trim();
+        if row == 0 && class.parse::<f64>().is_err() {
+            notes.push(format!(
+                "{}: row 1 (\"{class}\", ...) is a header, not a sample: left out",
+                path.display()
+            ));
+            continue;
+        }
         let mut parts = Vec::with_capacity(2);
         for &col in field.columns() {
             let value = rec.get(col).ok_or_else(|| {
@@ -405,9 +433,42 @@ mod tests {
         .load()
         .unwrap();
         assert_eq!(c.texts, ["abcd"]);
-        assert!(c.quirk.is_some_and(|q| q.contains("1 field has")));
+        assert!(c.notes[0].contains("1 field has text after its closing quote (on line 1)"));
         let err = check_quotes("1,a,b\n2,\"open,d\n3,x,y\n").unwrap_err();
         assert!(err.contains("never closed (it opens on line 2)"), "{err}");
+        // Not closed mid-file: the next row's opening quote ends the field,
+        // and text follows it.
+        let err = check_quotes("\"1\",\"a\",\"b\"\n\"3\",\"never closed,d\n\"4\",\"t\",\"d\"\n")
+            .unwrap_err();
+        assert!(
+            err.contains("opens on line 2 seems never closed: it runs on to line 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_header_row_is_left_out_with_a_note() {
+        let f = file(b"Class Index,Title,Description\n\"3\",\"Wall St.\",\"d\"\n4,Second,d\n");
+        let c = Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Title),
+            layout: Layout::Samples,
+        }
+        .load()
+        .unwrap();
+        assert_eq!(c.texts, ["Wall St.", "Second"]);
+        assert_eq!(c.notes.len(), 1);
+        assert!(c.notes[0].ends_with("row 1 (\"Class Index\", ...) is a header, not a sample: left out"));
+        // a first row with a class number is a sample
+        let f = file(b" 1 ,First,d\n");
+        let c = Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Title),
+            layout: Layout::Samples,
+        }
+        .load()
+        .unwrap();
+        assert_eq!((c.texts.as_slice(), c.notes.len()), (&["First".to_string()][..], 0));
     }
 
     #[test]
@@ -462,7 +523,7 @@ mod tests {
             crc: 0,
             texts: (0..100).map(|i| i.to_string()).collect(),
             layout: Layout::Samples,
-            quirk: None,
+            notes: vec![],
         };
         let s = c.split(0.05);
         assert_eq!(s.val, ["19", "39", "59", "79", "99"]);
@@ -472,7 +533,7 @@ mod tests {
             crc: 0,
             texts: vec!["abcdéfghij".into()],
             layout: Layout::Running,
-            quirk: None,
+            notes: vec![],
         };
         let s = c.split(0.2);
         assert_eq!((s.train[0].as_str(), s.val[0].as_str()), ("abcdéfgh", "ij"));

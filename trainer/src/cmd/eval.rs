@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         layout,
     };
     let corpus = spec.load()?;
-    if let Some(q) = &corpus.quirk {
+    for q in &corpus.notes {
         errln!("charlm: note: {q}");
     }
     let name = corpus.name.clone();

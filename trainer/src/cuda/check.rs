@@ -490,10 +490,10 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
             )));
         }
         outln!(
-            "RESULT {} {rate:.0} chars/s ({} steps, {} layers x {}, batch {}, mean loss {:.3})",
+            "RESULT {} {rate:.0} chars/s ({} steps, {} x {}, batch {}, mean loss {:.3})",
             c.name,
             i - 5,
-            c.layers,
+            crate::out::count(c.layers as u64, "layer", "layers"),
             c.hidden,
             c.batch,
             nats / chars.max(1) as f64

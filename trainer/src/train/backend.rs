@@ -75,7 +75,8 @@ pub enum Settled {
 
 impl Backend for Cpu<f32> {
     fn describe(&self) -> String {
-        format!("cpu ({} threads)", rayon::current_num_threads())
+        let threads = rayon::current_num_threads() as u64;
+        format!("cpu ({})", crate::out::count(threads, "thread", "threads"))
     }
     fn loss_and_grad(
         &mut self,

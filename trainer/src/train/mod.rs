@@ -299,7 +299,7 @@ struct Data {
 
 fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
     let corpus = cfg.corpus.load()?;
-    if let Some(q) = &corpus.quirk {
+    for q in &corpus.notes {
         note(q);
     }
     let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
@@ -310,7 +310,7 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Da
                 ..cfg.corpus.clone()
             }
             .load()?;
-            if let Some(q) = &val.quirk {
+            for q in &val.notes {
                 note(q);
             }
             corpus::Split {
