@@ -458,7 +458,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.texts, ["Wall St.", "Second"]);
         assert_eq!(c.notes.len(), 1);
-        assert!(c.notes[0].ends_with("row 1 (\"Class Index\", ...) is a header, not a sample: left out"));
+        assert!(
+            c.notes[0]
+                .ends_with("row 1 (\"Class Index\", ...) is a header, not a sample: left out")
+        );
         // a first row with a class number is a sample
         let f = file(b" 1 ,First,d\n");
         let c = Spec {
@@ -468,7 +471,10 @@ mod tests {
         }
         .load()
         .unwrap();
-        assert_eq!((c.texts.as_slice(), c.notes.len()), (&["First".to_string()][..], 0));
+        assert_eq!(
+            (c.texts.as_slice(), c.notes.len()),
+            (&["First".to_string()][..], 0)
+        );
     }
 
     #[test]

@@ -337,9 +337,43 @@ const C_KEYWORDS: [&str; 55] = [
     "_Static_assert",
 ];
 
+/// Whether `name` is declared by a header the C source includes
+/// (`<stddef.h>`, `<stdint.h>`) or by `charlm.h`, or reserved for them:
+/// POSIX reserves `_t` for types (`size_t`, `uint8_t`), the headers' macros
+/// are `NULL`, `offsetof`, `unreachable` and upper-case names ending in
+/// `_MAX`, `_MIN`, `_C` or `_WIDTH` (`SIZE_MAX`, `INT8_C`); the C
+/// library's own names are its functions and types (`charlm_generate`) and
+/// its `CHARLM_` macros.
+fn clashes_with_headers(name: &str) -> bool {
+    const CAPI: [&str; 11] = [
+        "charlm_capacity",
+        "charlm_generate",
+        "charlm_generate_loaded",
+        "charlm_info",
+        "charlm_load_model",
+        "charlm_model_info",
+        "charlm_params",
+        "charlm_self_test",
+        "charlm_status_text",
+        "charlm_unload_model",
+        "charlm_write_fn",
+    ];
+    let macro_like = name
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && ["_MAX", "_MIN", "_C", "_WIDTH"]
+            .iter()
+            .any(|s| name.ends_with(s));
+    name.ends_with("_t")
+        || matches!(name, "NULL" | "offsetof" | "unreachable")
+        || CAPI.contains(&name)
+        || name.starts_with("CHARLM_")
+        || macro_like
+}
+
 /// Whether `name` can name a C object (and the `NAME_len` beside it): an
-/// identifier, not a keyword, and not one the C standard reserves for the
-/// implementation (`__x`, `_X`).
+/// identifier, not a keyword, not one the C standard reserves for the
+/// implementation (`__x`, `_X`), and not one the included headers declare.
 pub fn is_c_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     let reserved = name.starts_with("__")
@@ -351,6 +385,7 @@ pub fn is_c_identifier(name: &str) -> bool {
         && name.len() <= 60
         && !reserved
         && !C_KEYWORDS.contains(&name)
+        && !clashes_with_headers(name)
 }
 
 /// The model file `bytes` as C99 source for a firmware built with the C
@@ -364,7 +399,7 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
 
     if !is_c_identifier(name) {
         return Err(CliError::invalid(format!(
-            "--c-name {name:?}: not a name a C object can have (letters, digits and _, not starting with a digit, at most 60, no keyword, no __x or _X)"
+            "--c-name {name:?}: not a name a C object can have (letters, digits and _, not starting with a digit, at most 60, no keyword, no __x or _X, and none that <stdint.h>, <stddef.h> or charlm.h declare, such as size_t, uint8_t, NULL, SIZE_MAX or charlm_generate)"
         )));
     }
     let file = ModelFile::decode(bytes).map_err(|e| CliError::invalid(format!("{source}: {e}")))?;
@@ -573,6 +608,22 @@ mod tests {
         let g = 3 * 8;
         let row3 = &file.body.layers[0].w_ih.data[3 * g * 2..4 * g * 2];
         assert_eq!(row3, to_f16_bytes(&params[3 * g..4 * g]).unwrap());
+    }
+
+    #[test]
+    fn every_name_the_c_header_declares_is_refused_as_a_c_name() {
+        let header = include_str!("../../capi/include/charlm.h");
+        let mut names: Vec<&str> = header
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("charlm_") || w.starts_with("CHARLM_"))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 20, "{names:?}");
+        for name in names {
+            assert!(!is_c_identifier(name), "{name} is accepted");
+        }
+        assert!(is_c_identifier("charlm_model"));
     }
 
     #[test]

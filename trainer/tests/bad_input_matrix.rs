@@ -37,6 +37,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model_bytes = std::fs::read(root.join("tests/fixtures/gru1.clm")).unwrap();
     let model = write("model.clm", &model_bytes);
+    let model_i8 = write(
+        "model-i8.clm",
+        &std::fs::read(root.join("tests/fixtures/lstm2-i8.clm")).unwrap(),
+    );
+    let c_out = d.join("model.c").display().to_string();
     let empty = write("empty.txt", b"");
     let binary = write(
         "binary.bin",
@@ -405,12 +410,35 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["train", "--corpus", &text, "--out", &run_s], "run"),
         (
             vec!["train", "--resume", &run_s, "--hidden", "16"],
-            "architecture",
+            "--hidden differs from the run's",
         ),
         (vec!["train", "--resume", "missing-run"], "missing-run"),
         (
             vec!["train", "--corpus", &text, "--out", &notes],
             "holds metrics.csv, which a run would write over",
+        ),
+        // an i8 model asked for as f16 (before, silently written as i8)
+        (
+            vec![
+                "export",
+                &model_i8,
+                "--weights",
+                "f16",
+                "--c-source",
+                &c_out,
+            ],
+            "an i8 model cannot become f16 again",
+        ),
+        (
+            vec![
+                "export",
+                &model_i8,
+                "--weights",
+                "f16",
+                "--safetensors",
+                &c_out,
+            ],
+            "an i8 model cannot become f16 again",
         ),
         // neither file of the pair is written when one cannot be
         (

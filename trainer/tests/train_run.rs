@@ -693,7 +693,18 @@ fn export_writes_c_source_for_the_c_library() {
         &["export", model, "--c-source", out_s],
         "exists (--force replaces it)",
     );
-    for bad in ["2bad", "int", "_Bool", "__x", "_Model"] {
+    for bad in [
+        "2bad",
+        "int",
+        "_Bool",
+        "__x",
+        "_Model",
+        "size_t",
+        "uint8_t",
+        "NULL",
+        "INT8_C",
+        "charlm_generate",
+    ] {
         fails(
             &[
                 "export",

@@ -26,9 +26,10 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Type of the weight matrices: f16, or i8 with a scale per row (about
-    /// half the size; needs a runtime with cargo feature int8). Biases stay f16.
-    #[arg(long, value_enum, default_value_t = Weights::F16)]
-    weights: Weights,
+    /// half the size; needs a runtime with cargo feature int8). Biases stay
+    /// f16. Default: f16 from a run folder; a model file as it is.
+    #[arg(long, value_enum)]
+    weights: Option<Weights>,
     /// Write the model as C source to this file instead of a .clm (a
     /// word-aligned array for firmware built with the C library, capi/; a
     /// model file is embedded as it is, or quantized with --weights i8).
@@ -55,7 +56,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if args.run.is_file() {
         super::refuse_checkpoint(&args.run)?;
     }
-    let weights = args.weights.dtype();
+    let weights = args.weights.map_or(DType::F16, Weights::dtype);
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);
     }
@@ -189,6 +190,13 @@ fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliErro
     let path = &args.run;
     if path.is_file() {
         let bytes = read_file(path)?;
+        let stored = charlm_runtime::Model::from_bytes(&bytes).map(|m| m.weights());
+        if args.weights == Some(Weights::F16) && stored == Ok(DType::I8) {
+            return Err(CliError::invalid(format!(
+                "{}: an i8 model cannot become f16 again (export the run folder it came from with --weights f16, or leave --weights out)",
+                path.display()
+            )));
+        }
         return Ok(match weights {
             DType::I8 => (
                 quantized(path, &bytes)?,

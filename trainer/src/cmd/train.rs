@@ -339,7 +339,11 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
             "{} {} from the run's (a resumed run keeps its settings but for --epochs, --max-steps, --patience and --weights); \
              leave {} out to resume, or start a new run with another --out",
             diffs.join(", "),
-            if diffs.len() == 1 { "differs" } else { "differ" },
+            if diffs.len() == 1 {
+                "differs"
+            } else {
+                "differ"
+            },
             if diffs.len() == 1 { "it" } else { "them" },
         )))
     }
