@@ -17,7 +17,7 @@ fn charlm(args: &[&str]) -> Output {
 }
 
 /// Asserts a clean refusal: status 2, exactly one stderr line containing
-/// `needle`, no panic, nothing on stdout.
+/// `needle`, no panic.
 fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -346,5 +346,79 @@ fn stop_strings_cut_each_text_where_its_generated_part_first_holds_one() {
     assert!(
         cut_somewhere > 0,
         "no text held a stop string: the test shows nothing"
+    );
+}
+
+#[test]
+fn every_prompt_is_checked_before_any_text_is_written() {
+    // "Today" is readable, "ZZZ" is not: nothing is written, not the first
+    // text and then an error.
+    let out = charlm(&[
+        "generate",
+        "--model",
+        "tests/fixtures/lstm2.clm",
+        "-p",
+        "today",
+        "-p",
+        "ZZZ",
+        "--max-chars",
+        "5",
+    ]);
+    assert_refused(
+        &out,
+        "prompt \"ZZZ\" has no character in the model's vocabulary",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+#[test]
+fn without_prompts_a_model_of_another_script_starts_from_its_first_character() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("digits.txt");
+    std::fs::write(&corpus, "3141592653\n2718281828\n1414213562\n".repeat(30)).unwrap();
+    let run = tmp.path().join("run");
+    let trained = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--layout",
+        "lines",
+        "--hidden",
+        "8",
+        "--max-steps",
+        "2",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    let model = run.join("model.clm");
+    let out = charlm(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--max-chars",
+        "3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the default prompts have no character of this model"),
+        "{stderr}"
+    );
+    let first = charlm(&["info", model.to_str().unwrap()]);
+    let symbols = String::from_utf8_lossy(&first.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("symbols     \""))
+        .and_then(|s| s.chars().next())
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(symbols),
+        "{stdout:?} does not start with {symbols:?}"
     );
 }

@@ -172,9 +172,31 @@ pub fn run(args: Args) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
+    let vocab = model.vocab();
+    let readable = |p: &str| p.chars().any(|c| vocab.id_of(c).is_some());
     let prompts: Vec<String> = if args.prompt.is_empty() {
-        DEFAULT_PROMPTS.iter().map(|p| p.to_string()).collect()
+        // The lesson's prompts the model can read; a model of another
+        // script starts from its most frequent character (its first).
+        let mut usable: Vec<String> = DEFAULT_PROMPTS
+            .iter()
+            .filter(|p| readable(p))
+            .map(|p| p.to_string())
+            .collect();
+        if usable.is_empty() {
+            let first = vocab.symbol(1).unwrap_or(' ').to_string();
+            errln!(
+                "charlm: note: the default prompts have no character of this model: starting from {first:?}, the first character of its vocabulary (--prompt to choose)"
+            );
+            usable.push(first);
+        }
+        usable
     } else {
+        // Every prompt is checked before any text is written.
+        if let Some(p) = args.prompt.iter().find(|p| !readable(p)) {
+            return Err(CliError::invalid(format!(
+                "prompt {p:?} has no character in the model's vocabulary"
+            )));
+        }
         args.prompt
     };
     let batch = Batch {
