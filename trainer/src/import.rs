@@ -688,9 +688,27 @@ fn head(
     })
 }
 
+/// `v` rounded to the nearest f16 (ties to even). `half`'s own
+/// `f16::from_f64` drops the low 32 bits of the f64 first, so a value just
+/// past a tie (an f32 such as -0.066802986, 0xbd88d001) rounds the wrong
+/// way. Here `v` goes to f32 rounded to odd (toward zero, the last bit set
+/// when inexact), which keeps the information the f32 -> f16 rounding
+/// needs (13 bits more than f16's), then to f16 by `f16::from_f32`.
+fn f16_nearest(v: f64) -> half::f16 {
+    let mut f = v as f32;
+    if f.is_finite() && f64::from(f) != v {
+        if f64::from(f).abs() > v.abs() {
+            // one step toward zero (f != 0 here: |f| > |v| >= 0)
+            f = f32::from_bits(f.to_bits() - 1);
+        }
+        f = f32::from_bits(f.to_bits() | 1);
+    }
+    half::f16::from_f32(f)
+}
+
 /// Rounds `v` (element `i` of tensor `what`) to the nearest f16, as f32.
 fn to_f16(v: f64, what: &str, i: usize) -> Result<f32, CliError> {
-    let h = half::f16::from_f64(v);
+    let h = f16_nearest(v);
     if !h.is_finite() {
         return Err(CliError::invalid(format!(
             "{what}[{i}] = {v} does not fit in f16 (largest magnitude 65504)"
@@ -843,6 +861,48 @@ mod tests {
 
     /// A tensor to write: name, shape, f32 values.
     type Spec = (String, Vec<usize>, Vec<f32>);
+
+    /// The nearest f16 by brute force: the f16 neighbours of `v` and the
+    /// exact distances to them (f64 subtraction of nearby values is exact).
+    fn nearest_by_distance(v: f64) -> half::f16 {
+        let guess = half::f16::from_f64(v);
+        let bits = guess.to_bits();
+        let mut best = guess;
+        for b in [bits.wrapping_sub(1), bits, bits.wrapping_add(1)] {
+            let c = half::f16::from_bits(b);
+            if !c.is_finite() {
+                continue;
+            }
+            let (d, e) = ((c.to_f64() - v).abs(), (best.to_f64() - v).abs());
+            if d < e || (d == e && b & 1 == 0) {
+                best = c;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn values_round_to_the_nearest_f16() {
+        // The value half::f16::from_f64 rounds the wrong way (just past a tie).
+        let v = f64::from(f32::from_bits(0xbd88_d001));
+        assert_eq!(f16_nearest(v).to_bits(), 0xac47);
+        assert_eq!(half::f16::from_f32(v as f32).to_bits(), 0xac47);
+        let mut rng = crate::rng::Rng::new(7);
+        for i in 0..200_000 {
+            // f32 values (the usual source) and f64 ones, in f16's range
+            let x = f32::from_bits((rng.next_u64() >> 32) as u32 & 0x8fff_ffff | 0x3000_0000);
+            let v = if i % 2 == 0 {
+                f64::from(x)
+            } else {
+                f64::from(x) * (1.0 + (rng.next_u64() >> 32) as f64 * 2f64.powi(-60))
+            };
+            let want = nearest_by_distance(v);
+            assert_eq!(f16_nearest(v).to_bits(), want.to_bits(), "{v:e}");
+            if i % 2 == 0 {
+                assert_eq!(half::f16::from_f32(x).to_bits(), want.to_bits(), "{v:e}");
+            }
+        }
+    }
 
     fn file(tensors: &[Spec]) -> Vec<u8> {
         let bytes: Vec<Vec<u8>> = tensors
