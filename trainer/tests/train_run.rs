@@ -1273,6 +1273,20 @@ fn the_end_of_a_run_names_the_model_to_try() {
         last.starts_with("try: charlm generate --model") && last.contains("model.clm"),
         "held-out {final_val} at the end, {best_val} in best.clm: {last}"
     );
+    // --max-steps ended the run inside epoch 2 of the 5 default: it says
+    // so, and a resume with more epochs but the same cap says why it does
+    // not train.
+    assert!(
+        stdout.contains("stopped at --max-steps 14, in epoch 2 of 5"),
+        "{stdout}"
+    );
+    let o = charlm(&["train", "--resume", run.to_str().unwrap(), "--epochs", "7"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        stdout.contains("this run is at its --max-steps 14 (step 14); raise --max-steps"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -866,6 +866,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         say(
             "this run stopped early (its held-out score stopped improving); raise --patience to train further",
         );
+    } else if let Some(m) = cfg
+        .max_steps
+        .filter(|&m| progress.steps >= m && progress.epoch < cfg.epochs)
+    {
+        say(&format!(
+            "this run is at its --max-steps {m} (step {}); raise --max-steps to train further",
+            progress.steps
+        ));
     } else if progress.done
         && progress.epoch >= cfg.epochs
         && cfg.max_steps.is_none_or(|m| progress.steps >= m)
@@ -1188,6 +1196,17 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     }
 
+    if outcome == Outcome::Finished
+        && progress.epoch < cfg.epochs
+        && let Some(m) = cfg.max_steps.filter(|&m| progress.steps >= m)
+    {
+        say(&format!(
+            "stopped at --max-steps {m}, in epoch {} of {} (charlm train --resume {} --max-steps N trains on)",
+            progress.epoch + 1,
+            cfg.epochs,
+            opts.out.display()
+        ));
+    }
     let mut summary = Summary {
         outcome: outcome.clone(),
         steps: progress.steps,
