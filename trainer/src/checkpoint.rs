@@ -189,6 +189,18 @@ impl Checkpoint {
 
     /// Reads `dir/checkpoint.bin`.
     pub fn load(dir: &Path) -> Result<Self, CliError> {
+        if dir.is_file() {
+            return Err(CliError::invalid(format!(
+                "{}: a file, where a run folder (one holding {FILE}) belongs",
+                dir.display()
+            )));
+        }
+        if dir.is_dir() && !dir.join(FILE).exists() {
+            return Err(CliError::invalid(format!(
+                "{}: not a run folder (it holds no {FILE})",
+                dir.display()
+            )));
+        }
         let path = dir.join(FILE);
         let bytes = std::fs::read(&path).map_err(|source| CliError::Read {
             path: path.clone(),

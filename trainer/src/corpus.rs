@@ -169,6 +169,19 @@ pub fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String, CliError> {
     if bytes.starts_with(&[0xef, 0xbb, 0xbf]) {
         bytes.drain(..3);
     }
+    // Files that are no text at all, named by what they are.
+    let what = if bytes.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip-compressed: decompress it first (gunzip, or --corpus <(zcat FILE))")
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        Some("a zip archive: unzip it first")
+    } else if bytes.starts_with(&charlm_runtime::format::MAGIC) {
+        Some("a charlm model or checkpoint, not a text")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(CliError::invalid(format!("{}: {what}", path.display())));
+    }
     if let Some(at) = bytes.iter().position(|&b| b == 0) {
         return Err(CliError::invalid(format!(
             "{}: a NUL byte at offset {at}: not UTF-8 text (UTF-16 without a byte-order mark? convert it with iconv -f UTF-16LE -t UTF-8)",
@@ -444,6 +457,20 @@ mod tests {
             err.contains("opens on line 2 seems never closed: it runs on to line 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn compressed_files_and_models_are_named_as_such() {
+        for (bytes, what) in [
+            (&b"\x1f\x8b\x08\x00rest"[..], "gzip-compressed"),
+            (b"PK\x03\x04rest", "a zip archive"),
+            (b"CHLMCKPT\x00\x01", "a charlm model or checkpoint"),
+        ] {
+            let err = utf8(Path::new("f"), bytes.to_vec())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{err}");
+        }
     }
 
     #[test]

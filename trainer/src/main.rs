@@ -107,15 +107,26 @@ fn quiet_on_closed_pipe() {
 
 /// clap's message without its usage block and tips, on one line.
 fn one_line(message: &str) -> String {
-    message
+    let lines: Vec<&str> = message
         .lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
+        .collect();
+    // clap's "tip: a similar argument exists: '--temperature'" is kept
+    // (a typo's fix); its other tips and pointers to --help are not.
+    let text = lines
+        .iter()
         .filter(|l| {
             !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information")
         })
+        .copied()
         .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .to_string()
+        .join(" ");
+    let similar = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("tip: "))
+        .filter(|t| t.contains("similar"))
+        .map(|t| format!("; {t}"))
+        .collect::<String>();
+    format!("{}{similar}", text.trim_start_matches("error: "))
 }

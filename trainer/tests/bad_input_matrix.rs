@@ -43,6 +43,7 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     );
     let c_out = d.join("model.c").display().to_string();
     let empty = write("empty.txt", b"");
+    let gzipped = write("news.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00");
     let binary = write(
         "binary.bin",
         &[0xff, 0xfe, 0x00, 0x9c, 0x80, 0x81, b'C', b'H', 0xc3, 0x28],
@@ -187,6 +188,18 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "missing.txt",
         ),
         (vec!["eval", "--model", &model, "--corpus", &empty], "empty"),
+        (
+            vec!["eval", "--model", &model, "--corpus", &gzipped],
+            "gzip-compressed: decompress it first",
+        ),
+        (
+            vec!["train", "--corpus", &model, "--out", &new_out],
+            "a charlm model or checkpoint, not a text",
+        ),
+        (
+            vec!["eval", "--model", &model, "--field", "title"],
+            "--field reads an AG News CSV given with --corpus",
+        ),
         (
             vec!["eval", "--model", &model, "--corpus", &binary],
             "UTF-8",

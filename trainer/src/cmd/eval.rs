@@ -44,6 +44,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;
     host_workspace().check(&model).map_err(model_err)?;
+    if args.field.is_some() && args.corpus.is_none() {
+        return Err(CliError::invalid(
+            "--field reads an AG News CSV given with --corpus (the bundled corpus is plain text)",
+        ));
+    }
     if args.field.is_some() && args.layout == Some(TextLayout::Running) {
         return Err(CliError::invalid(
             "--field reads AG News rows, one sample each: --layout running does not apply (leave it out)",
@@ -74,7 +79,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let texts = match frac {
-        Some(f) => corpus.split(f).val,
+        Some(f) => {
+            let val = corpus.split(f).val;
+            if val.is_empty() {
+                return Err(CliError::invalid(format!(
+                    "{name}: --val-frac {f} holds out nothing of so short a corpus (leave --val-frac out to score all of it)"
+                )));
+            }
+            val
+        }
         None => corpus.texts,
     };
     let vocab = Vocab::from_symbols(model.vocab().symbols().chars().collect());
