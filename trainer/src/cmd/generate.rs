@@ -37,13 +37,13 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     top_p: f32,
     /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
-    #[arg(long, short, default_value_t = 0)]
+    #[arg(long, short, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Stop after this many generated characters (or at <eos>).
     #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     max_chars: usize,
     /// Texts per prompt.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<u32>, allow_negative_numbers = true)]
     count: u32,
     /// End a text where its generated part first contains this string,
     /// which is left out (repeat for several; \n, \t and \\ are a line

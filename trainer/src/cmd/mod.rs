@@ -41,6 +41,15 @@ impl Weights {
 /// The model file a command was given: a run folder stands for its
 /// `model.clm`. A folder without one is one line (naming `charlm export`
 /// when the folder holds a checkpoint of an unfinished run).
+/// A count flag's value parser: a whole number from 1 (clap's own range
+/// check would print the type's whole range, 1..18446744073709551615).
+pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(v) if v >= T::from(1) => Ok(v),
+        _ => Err("must be a whole number, at least 1".into()),
+    }
+}
+
 pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
     if !path.is_dir() {
         refuse_checkpoint(&path)?;

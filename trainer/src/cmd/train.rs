@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use charlm_runtime::format::CellKind;
 use charlm_trainer::checkpoint::Checkpoint;
 use charlm_trainer::corpus::{Field, Layout, Spec};
+use charlm_trainer::errln;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::parameters;
 use charlm_trainer::optim;
@@ -115,7 +116,7 @@ pub struct Args {
     #[arg(long, visible_alias = "max-grad-norm")]
     clip: Option<f32>,
     /// Seed of everything random: the same seed gives the same model.clm, bit for bit (default 1).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Where to train: auto (a GPU when a driver is present, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -132,7 +133,7 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Write a checkpoint every this many steps (and after every epoch).
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = super::at_least_one::<u64>, allow_negative_numbers = true)]
     checkpoint_every: u64,
     /// Prompt for the samples shown after each epoch (repeat for several).
     #[arg(long)]
@@ -420,8 +421,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         None => None,
     };
     if !resume && cfg.dropout > 0.0 && cfg.layers == 1 {
+        let fix = if args.init.is_some() {
+            "the --init model has 1 layer: leave --dropout out"
+        } else {
+            "add --layers 2, or leave it out"
+        };
         return Err(CliError::invalid(format!(
-            "--dropout {}: dropout acts between layers, and a 1-layer model has none (add --layers 2, or leave it out)",
+            "--dropout {}: dropout acts between layers, and a 1-layer model has none ({fix})",
             cfg.dropout
         )));
     }
@@ -445,6 +451,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         stop_after: None,
         init,
     };
+    if let (Some(val), Some(corpus)) = (&args.val, &args.corpus)
+        && !resume
+        && std::fs::canonicalize(val).ok() == std::fs::canonicalize(corpus).ok()
+        && val.exists()
+    {
+        errln!(
+            "charlm: note: --val {} is the --corpus file: its held-out scores are on the training text",
+            val.display()
+        );
+    }
     train::install_ctrlc();
     let result = train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
         train::Outcome::Finished => Ok(()),

@@ -528,7 +528,8 @@ pub fn make_samples(
 fn samples_text(records: &[SampleRecord], epoch: f64, steps: u64) -> String {
     let mut s = format!(
         "# samples after epoch {epoch:.2} (step {steps}); each reproduces with\n\
-         #   charlm generate --model model.clm --prompt P --temperature T --seed S --max-chars N\n"
+         #   charlm generate --model model.clm --prompt P --temperature T --seed S --max-chars N\n\
+         # (P is quoted with escapes: \"ROMEO:\\n\" ends in a line break, which bash writes $'ROMEO:\\n')\n"
     );
     for r in records {
         s.push_str(&format!(
