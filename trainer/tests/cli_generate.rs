@@ -422,3 +422,46 @@ fn without_prompts_a_model_of_another_script_starts_from_its_first_character() {
         "{stdout:?} does not start with {symbols:?}"
     );
 }
+
+#[test]
+fn json_lines_hold_each_text_and_the_seed_that_reproduces_it() {
+    let model = "tests/fixtures/shakespeare-lstm128.clm";
+    let common = ["--temperature", "0.9", "--max-chars", "80"];
+    let mut args = vec!["generate", "--model", model, "-p", "ROMEO:", "-p", "To be"];
+    args.extend(["--count", "2", "--seed", "5", "--json"]);
+    args.extend(common);
+    let out = charlm(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let mut newlines = 0;
+    for (k, line) in lines.iter().enumerate() {
+        let (prompt, seed) = (
+            line["prompt"].as_str().unwrap(),
+            line["seed"].as_u64().unwrap(),
+        );
+        assert_eq!((prompt, seed), (["ROMEO:", "To be"][k / 2], 5 + k as u64));
+        let generated = line["generated"].as_str().unwrap();
+        newlines += generated.matches('\n').count();
+        let seed = seed.to_string();
+        let mut one = vec!["generate", "--model", model, "-p", prompt, "--seed", &seed];
+        one.extend(common);
+        let plain = charlm(&one);
+        assert_eq!(
+            String::from_utf8(plain.stdout).unwrap(),
+            format!("{prompt}{generated}\n")
+        );
+    }
+    assert!(
+        newlines > 0,
+        "no text held a line break: the test shows little"
+    );
+}

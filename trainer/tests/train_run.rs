@@ -977,7 +977,7 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         "32",
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("another architecture"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--hidden differs from the run's"));
     // eval through the runtime reproduces the f16 held-out score in the file.
     let model = full.join("model.clm");
     let bytes = std::fs::read(&model).unwrap();

@@ -50,6 +50,11 @@ pub struct Args {
     /// break, a tab and a backslash). "\n\n" ends it at a blank line.
     #[arg(long, value_parser = unescape)]
     stop: Vec<String>,
+    /// Write each text as one line of JSON, {"prompt": ..., "seed": ...,
+    /// "generated": ...} (the prompt as the model read it), for texts that
+    /// hold line breaks, or for programs.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--stop`'s value with `\n`, `\t` and `\\` replaced; any other escape,
@@ -88,16 +93,27 @@ struct Streamed<'s, W: Write> {
     /// Generated characters not written yet: at most the longest stop
     /// string's length, less one.
     pending: String,
+    /// `--json`: the next text's seed (texts count up from `--seed`).
+    json: Option<u64>,
 }
 
 impl<W: Write> Streamed<'_, W> {
-    fn write(&mut self, s: &str) -> Result<(), CliError> {
+    fn raw(&mut self, s: &str) -> Result<(), CliError> {
         self.out
             .write_all(s.as_bytes())
             .map_err(|source| CliError::Write {
                 path: "standard output".into(),
                 source,
             })
+    }
+
+    /// Text of the text: as it is, or escaped inside a JSON string.
+    fn write(&mut self, s: &str) -> Result<(), CliError> {
+        if self.json.is_none() {
+            return self.raw(s);
+        }
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        self.raw(&quoted[1..quoted.len() - 1])
     }
 
     /// How many bytes at the end of `pending` begin one of the stop
@@ -126,7 +142,16 @@ impl<W: Write> TextSink for Streamed<'_, W> {
             );
         }
         self.pending.clear();
-        self.write(prompt)
+        match self.json {
+            None => self.write(prompt),
+            Some(seed) => {
+                self.json = Some(seed.wrapping_add(1));
+                let prompt = serde_json::to_string(prompt).unwrap_or_default();
+                self.raw(&format!(
+                    "{{\"prompt\":{prompt},\"seed\":{seed},\"generated\":\""
+                ))
+            }
+        }
     }
 
     fn char(&mut self, c: char) -> Result<bool, CliError> {
@@ -149,7 +174,7 @@ impl<W: Write> TextSink for Streamed<'_, W> {
     fn end(&mut self) -> Result<(), CliError> {
         let rest = std::mem::take(&mut self.pending);
         self.write(&rest)?;
-        self.write("\n")
+        self.raw(if self.json.is_some() { "\"}\n" } else { "\n" })
     }
 }
 
@@ -210,6 +235,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         out: std::io::stdout().lock(),
         stops: &args.stop,
         pending: String::new(),
+        json: args.json.then_some(args.seed),
     };
     generate_batch_each(&model, &mut ws, &batch, &mut out)?;
     out.out.flush().map_err(|source| CliError::Write {
