@@ -363,6 +363,18 @@ mod tests {
         f
     }
 
+    /// The titles of a CSV file with `bytes`.
+    fn titles(bytes: &[u8]) -> Corpus {
+        let f = file(bytes);
+        Spec {
+            path: Some(f.path().into()),
+            field: Some(Field::Title),
+            layout: Layout::Samples,
+        }
+        .load()
+        .unwrap()
+    }
+
     #[test]
     fn ag_news_csv_fields() {
         let f = file(b"\"3\",\"Wall St. Bears Claw Back\",\"Reuters - Short-sellers, \\$5 #39;s\"\n\"4\",\"Title, with \"\"quotes\"\"\",\"d\"\n");
@@ -437,14 +449,7 @@ mod tests {
             "{quirk}"
         );
         // and the reader joins them
-        let f = file(b"1,\"ab\"cd,desc\n");
-        let c = Spec {
-            path: Some(f.path().into()),
-            field: Some(Field::Title),
-            layout: Layout::Samples,
-        }
-        .load()
-        .unwrap();
+        let c = titles(b"1,\"ab\"cd,desc\n");
         assert_eq!(c.texts, ["abcd"]);
         assert!(c.notes[0].contains("1 field has text after its closing quote (on line 1)"));
         let err = check_quotes("1,a,b\n2,\"open,d\n3,x,y\n").unwrap_err();
@@ -475,14 +480,7 @@ mod tests {
 
     #[test]
     fn a_header_row_is_left_out_with_a_note() {
-        let f = file(b"Class Index,Title,Description\n\"3\",\"Wall St.\",\"d\"\n4,Second,d\n");
-        let c = Spec {
-            path: Some(f.path().into()),
-            field: Some(Field::Title),
-            layout: Layout::Samples,
-        }
-        .load()
-        .unwrap();
+        let c = titles(b"Class Index,Title,Description\n\"3\",\"Wall St.\",\"d\"\n4,Second,d\n");
         assert_eq!(c.texts, ["Wall St.", "Second"]);
         assert_eq!(c.notes.len(), 1);
         assert!(
@@ -490,14 +488,7 @@ mod tests {
                 .ends_with("row 1 (\"Class Index\", ...) is a header, not a sample: left out")
         );
         // a first row with a class number is a sample
-        let f = file(b" 1 ,First,d\n");
-        let c = Spec {
-            path: Some(f.path().into()),
-            field: Some(Field::Title),
-            layout: Layout::Samples,
-        }
-        .load()
-        .unwrap();
+        let c = titles(b" 1 ,First,d\n");
         assert_eq!(
             (c.texts.as_slice(), c.notes.len()),
             (&["First".to_string()][..], 0)
