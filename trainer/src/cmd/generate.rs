@@ -256,6 +256,7 @@ mod tests {
             out: Vec::new(),
             stops: &stops,
             pending: String::new(),
+            json: None,
         };
         s.begin("P:", 0).unwrap();
         let mut taken = 0;
@@ -292,6 +293,7 @@ mod tests {
             out: Vec::new(),
             stops: &stops,
             pending: String::new(),
+            json: None,
         };
         s.begin("", 0).unwrap();
         for c in "oh t".chars() {
