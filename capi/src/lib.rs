@@ -88,7 +88,10 @@ fn kernel() -> charlm_runtime::Portable {
 /// computes runs in the default mode ([`fp::DefaultMode`]) and gives the
 /// caller's mode back when it returns.
 mod fp {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    #[cfg(any(
+        target_arch = "x86_64",
+        all(target_arch = "x86", target_feature = "sse")
+    ))]
     pub(crate) mod reg {
         pub type Value = u32;
         /// MXCSR with every exception masked, round to nearest, FTZ (15)
@@ -157,14 +160,15 @@ mod fp {
         }
     }
     #[cfg(not(any(
-        target_arch = "x86",
         target_arch = "x86_64",
+        all(target_arch = "x86", target_feature = "sse"),
         target_arch = "aarch64",
         all(target_arch = "arm", target_abi = "eabihf")
     )))]
     pub(crate) mod reg {
-        // Software floating point (Cortex-M0/M3, RISC-V without F): the
-        // compiler's routines have no mode.
+        // Software floating point (Cortex-M0/M3, RISC-V without F), or a
+        // mode this library does not set (x87, RISC-V's F extension): the
+        // compiler's routines have no mode, or the caller keeps its own.
         pub type Value = ();
         pub fn normal(_: Value) -> Value {}
         pub fn get() -> Value {}
