@@ -201,7 +201,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let readable = |p: &str| p.chars().any(|c| vocab.id_of(c).is_some());
     let prompts: Vec<String> = if args.prompt.is_empty() {
         // The lesson's prompts the model can read; a model of another
-        // script starts from its most frequent character (its first).
+        // script starts from its vocabulary's first character (in a model
+        // charlm trained, its most frequent).
         let mut usable: Vec<String> = DEFAULT_PROMPTS
             .iter()
             .filter(|p| readable(p))
