@@ -82,6 +82,10 @@ pub struct Imported {
     /// The parameters, each already rounded to the nearest f16 (from the
     /// source's own precision, once).
     pub params: Vec<f32>,
+    /// The same with the weight matrices as the source has them (to f32):
+    /// what i8 weights are quantized from, as `charlm export --weights i8`
+    /// quantizes a run's f32 parameters (biases as in `params`).
+    pub matrices_f32: Vec<f32>,
     /// The renumbered vocabulary.
     pub vocab: Vocab,
     /// Width of the embedding folded into the input table, if there was one.
@@ -774,13 +778,19 @@ pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliErro
     };
     let layout = Layout::new(arch);
     let mut params = vec![0.0f32; layout.len];
+    let mut matrices_f32 = vec![0.0f32; layout.len];
     let gh = src.cell.gates() * src.hidden;
 
     // Every value is rounded from the source's precision (f64 here) to f16
-    // once; `export` then finds each exactly representable.
-    let mut put = |range: std::ops::Range<usize>, values: &[f64], what: &str| {
-        for (i, (p, &x)) in params[range].iter_mut().zip(values).enumerate() {
+    // once; `export` then finds each exactly representable. Matrices are
+    // kept as f32 too, for i8.
+    let mut put = |range: std::ops::Range<usize>, values: &[f64], what: &str, matrix: bool| {
+        let both = params[range.clone()]
+            .iter_mut()
+            .zip(&mut matrices_f32[range]);
+        for (i, ((p, e), &x)) in both.zip(values).enumerate() {
             *p = to_f16(x, what, i)?;
+            *e = if matrix { x as f32 } else { *p };
         }
         Ok::<(), CliError>(())
     };
@@ -810,21 +820,33 @@ pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliErro
     }
     for (l, (layer, ranges)) in src.layers.iter().zip(&layout.layers).enumerate() {
         if l == 0 {
-            put(ranges[0].clone(), &table, "layer 0's input table")?;
+            put(ranges[0].clone(), &table, "layer 0's input table", true)?;
         } else {
             put(
                 ranges[0].clone(),
                 &layer.w_ih.data,
                 &format!("weight_ih_l{l}"),
+                true,
             )?;
         }
         put(
             ranges[1].clone(),
             &layer.w_hh.data,
             &format!("weight_hh_l{l}"),
+            true,
         )?;
-        put(ranges[2].clone(), &layer.b_ih, &format!("bias_ih_l{l}"))?;
-        put(ranges[3].clone(), &layer.b_hh, &format!("bias_hh_l{l}"))?;
+        put(
+            ranges[2].clone(),
+            &layer.b_ih,
+            &format!("bias_ih_l{l}"),
+            false,
+        )?;
+        put(
+            ranges[3].clone(),
+            &layer.b_hh,
+            &format!("bias_hh_l{l}"),
+            false,
+        )?;
     }
     let h = src.hidden;
     let mut out_w = vec![0.0f64; v * h];
@@ -839,14 +861,15 @@ pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliErro
             None => {}
         }
     }
-    put(layout.out_w.clone(), &out_w, "the output weight")?;
-    put(layout.out_b.clone(), &out_b, "the output bias")?;
+    put(layout.out_w.clone(), &out_w, "the output weight", true)?;
+    put(layout.out_b.clone(), &out_b, "the output bias", false)?;
 
     let vocab = Vocab::from_symbols(sv.symbols.iter().map(|&(c, _)| c).collect());
     Ok(Imported {
         framework,
         layout,
         params,
+        matrices_f32,
         vocab,
         embedding: src.embedding.as_ref().map(|e| e.shape[1]),
         pad_added: sv.pad.is_none(),

@@ -390,4 +390,34 @@ fn a_run_exports_its_f32_parameters_and_they_import_to_its_model() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     tensors::assert_same_model(&run.join("model.clm"), &back);
+    // As i8, they quantize as the run's own i8 export quantizes its f32
+    // parameters (not from the f16 rounding, which moves some across a
+    // level).
+    let (back_i8, run_i8) = (
+        dir.path().join("back-i8.clm"),
+        dir.path().join("run-i8.clm"),
+    );
+    let vocab = dir.path().join("run.vocab.json");
+    let (st, vocab) = (st.to_str().unwrap(), vocab.to_str().unwrap());
+    let o = charlm(&[
+        "import",
+        st,
+        "--vocab",
+        vocab,
+        "--weights",
+        "i8",
+        "--out",
+        back_i8.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = charlm(&[
+        "export",
+        run.to_str().unwrap(),
+        "--weights",
+        "i8",
+        "--out",
+        run_i8.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tensors::assert_same_model(&run_i8, &back_i8);
 }

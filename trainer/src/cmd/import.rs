@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use charlm_runtime::format::DType;
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::{import_with, read_vocabulary};
@@ -52,7 +53,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
         corpus: format!("imported from {file_name} ({})", m.framework),
         ..Provenance::default()
     };
-    let model = export(&m.layout, &m.params, &m.vocab, &prov, weights)?;
+    let params = match weights {
+        DType::I8 => &m.matrices_f32,
+        DType::F16 => &m.params,
+    };
+    let model = export(&m.layout, params, &m.vocab, &prov, weights)?;
     // The runtime's own validation, before anything is written, and room
     // for it in the host tools' workspace (generate, eval, train --init).
     let model_err = |source| CliError::Model {
