@@ -9,14 +9,18 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_charlm");
 
-/// Every file under `dir` with its contents, to prove nothing changed.
+/// Every file under `dir` with its contents (a symbolic link: where it
+/// points), to prove nothing changed.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
+            if p.is_symlink() {
+                let to = std::fs::read_link(&p).unwrap();
+                out.insert(p.clone(), to.into_os_string().into_encoded_bytes());
+            } else if p.is_dir() {
                 stack.push(p);
             } else {
                 out.insert(p.clone(), std::fs::read(&p).unwrap());
@@ -42,6 +46,9 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         &std::fs::read(root.join("tests/fixtures/lstm2-i8.clm")).unwrap(),
     );
     let c_out = d.join("model.c").display().to_string();
+    let dangling = d.join("dangling.clm");
+    std::os::unix::fs::symlink(d.join("gone"), &dangling).unwrap();
+    let dangling = dangling.display().to_string();
     let empty = write("empty.txt", b"");
     let gzipped = write("news.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00");
     let binary = write(
@@ -429,6 +436,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (
             vec!["train", "--corpus", &text, "--out", &notes],
             "holds metrics.csv, which a run would write over",
+        ),
+        // a symbolic link whose target is gone is still something there
+        (
+            vec!["export", &model, "--weights", "i8", "--out", &dangling],
+            "dangling.clm exists (--force replaces it)",
         ),
         // an i8 model asked for as f16 (before, silently written as i8)
         (

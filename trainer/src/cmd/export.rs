@@ -231,7 +231,12 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
             p.display()
         )));
     }
-    match paths.iter().find(|p| !force && p.exists()) {
+    // (a symbolic link counts, even one whose target is gone: replacing it
+    // would be replacing something the user made)
+    match paths
+        .iter()
+        .find(|p| !force && p.symlink_metadata().is_ok())
+    {
         Some(p) => Err(CliError::invalid(format!(
             "{} exists (--force replaces it)",
             p.display()
