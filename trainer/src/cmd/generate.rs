@@ -137,7 +137,7 @@ impl<W: Write> TextSink for Streamed<'_, W> {
     fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), CliError> {
         if dropped > 0 {
             errln!(
-                "charlm: note: dropped {} of a prompt that the vocabulary lacks",
+                "charlm: note: dropped {} of a prompt that the vocabulary lacks (it runs as {prompt:?})",
                 crate::out::count(dropped as u64, "character", "characters")
             );
         }
