@@ -60,6 +60,11 @@ pub trait TextSink {
     fn end(&mut self) -> Result<(), Self::Error>;
 }
 
+/// Whether `prompt` has a character `model` knows (a text can start from it).
+pub fn readable(model: &Model<'_>, prompt: &str) -> bool {
+    prompt.chars().any(|c| model.vocab().id_of(c).is_some())
+}
+
 /// Generates one text from `prompt` into `sink`: the RNG is seeded with
 /// `seed`, the text ends at `<eos>`, after `max_chars` characters, or where
 /// the sink ends it.

@@ -119,18 +119,20 @@ pub fn run(args: Args) -> Result<(), CliError> {
         )));
     }
     let loss = runtime_loss(&model, &data);
-    let plural = |n: usize, one: &str, many: &str| crate::out::count(n as u64, one, many);
     let how = match &data {
-        EvalData::Samples(s) => plural(s.len(), "sample", "samples"),
+        EvalData::Samples(s) => crate::out::count(s.len() as u64, "sample", "samples"),
         EvalData::Running(t) => {
             let (s, l) = eval_streams(t.len());
-            format!("running text, {} of {l}", plural(s, "stream", "streams"))
+            format!(
+                "running text, {} of {l}",
+                crate::out::count(s as u64, "stream", "streams")
+            )
         }
     };
     outln!(
         "{:.4} bits per character on {name}: {}; {how}; {} weights through the runtime",
         loss.bpc(),
-        plural(loss.count as usize, "character", "characters"),
+        crate::out::count(loss.count as u64, "character", "characters"),
         model.weights()
     );
     if dropped > 0 {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use charlm_runtime::{Error, Model, Sampler};
 use charlm_trainer::errln;
 use charlm_trainer::error::{CliError, read_file};
-use charlm_trainer::sample::{Batch, TextSink, generate_batch_each, host_workspace};
+use charlm_trainer::sample::{
+    Batch, SampleError, TextSink, generate_batch_each, host_workspace, readable,
+};
 
 /// The lesson's prompts, used when none is given.
 pub const DEFAULT_PROMPTS: [&str; 5] = [
@@ -197,19 +199,17 @@ pub fn run(args: Args) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
-    let vocab = model.vocab();
-    let readable = |p: &str| p.chars().any(|c| vocab.id_of(c).is_some());
     let prompts: Vec<String> = if args.prompt.is_empty() {
         // The lesson's prompts the model can read; a model of another
         // script starts from its vocabulary's first character (in a model
         // charlm trained, its most frequent).
         let mut usable: Vec<String> = DEFAULT_PROMPTS
             .iter()
-            .filter(|p| readable(p))
+            .filter(|p| readable(&model, p))
             .map(|p| p.to_string())
             .collect();
         if usable.is_empty() {
-            let first = vocab.symbol(1).unwrap_or(' ').to_string();
+            let first = model.vocab().symbol(1).unwrap_or(' ').to_string();
             errln!(
                 "charlm: note: the default prompts have no character of this model: starting from {first:?}, the first character of its vocabulary (--prompt to choose)"
             );
@@ -218,10 +218,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         usable
     } else {
         // Every prompt is checked before any text is written.
-        if let Some(p) = args.prompt.iter().find(|p| !readable(p)) {
-            return Err(CliError::invalid(format!(
-                "prompt {p:?} has no character in the model's vocabulary"
-            )));
+        if let Some(p) = args.prompt.iter().find(|p| !readable(&model, p)) {
+            return Err(SampleError::EmptyPrompt(p.clone()).into());
         }
         args.prompt
     };

@@ -497,7 +497,7 @@ pub fn make_samples(
     let mut ws = host_workspace();
     let usable: Vec<&String> = prompts
         .iter()
-        .filter(|p| p.chars().any(|c| model.vocab().id_of(c).is_some()))
+        .filter(|p| crate::sample::readable(model, p))
         .collect();
     let mut out = Vec::new();
     let mut run = |prompt: &str, temperature: f32| {
