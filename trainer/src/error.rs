@@ -26,11 +26,12 @@ pub enum CliError {
     /// Any other invalid input, already phrased for the user.
     #[error("{0}")]
     Invalid(String),
-    /// Stopped by Ctrl-C after saving its work, which the command has
-    /// already said: exit status 130, as for a program SIGINT ended, so
-    /// that `charlm train ... && next` does not go on.
+    /// Stopped by this signal (SIGINT for Ctrl-C, SIGTERM, SIGHUP) after
+    /// saving its work, which the command has already said: exit status
+    /// 128 + the signal's number (130 for Ctrl-C), as for a program that
+    /// signal ended, so that `charlm train ... && next` does not go on.
     #[error("interrupted")]
-    Interrupted,
+    Interrupted(usize),
 }
 
 impl CliError {

@@ -84,7 +84,9 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Interrupted) => ExitCode::from(130),
+        Err(CliError::Interrupted(signal)) => {
+            ExitCode::from(u8::try_from(128 + signal).unwrap_or(130))
+        }
         Err(e) => {
             errln!("charlm: error: {e}");
             ExitCode::from(2)

@@ -151,7 +151,7 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
         let mut o = options(&dir);
         o.stop_after = Some(stop);
         let first = train::run(config(&corpus, CellKind::Lstm), &o).unwrap();
-        assert_eq!(first.outcome, Outcome::Interrupted);
+        assert_eq!(first.outcome, Outcome::Interrupted(0));
         assert!(!dir.join("model.clm").exists());
         let mut o = options(&dir);
         o.resume = true;
@@ -408,7 +408,7 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
     let mut o = options(&stopped);
     o.stop_after = Some(7);
     let s = train::run(config(&corpus, CellKind::Gru), &o).unwrap();
-    assert_eq!(s.outcome, Outcome::Interrupted);
+    assert_eq!(s.outcome, Outcome::Interrupted(0));
     assert!(!stopped.join("model.clm").exists());
     let out = charlm(&["export", stopped.to_str().unwrap()]);
     assert!(
@@ -925,49 +925,61 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(model_bytes(&full), model_bytes(&killed));
-    // Ctrl-C (SIGINT) saves a checkpoint and exits with status 130 (as a
-    // program SIGINT ended), without an error line; the run resumes.
-    let interrupted = tmp.path().join("interrupted");
-    let child = Command::new(BIN)
-        .args(args(interrupted.to_str().unwrap()))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while !interrupted.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    // Ctrl-C (SIGINT), SIGTERM and SIGHUP save a checkpoint and exit with
+    // 128 + the signal's number (as a program the signal ended), naming the
+    // signal and without an error line; each run resumes to the same model.
+    for (signal, status) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let interrupted = tmp.path().join(format!("interrupted-{signal}"));
+        let mut run = args(interrupted.to_str().unwrap());
+        run.retain(|a| a != "--quiet");
+        let child = Command::new(BIN)
+            .args(run)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !interrupted.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // While it trains, a second run in its folder is refused.
+        let o = charlm(&["train", "--resume", interrupted.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("another charlm train is running"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let pid = child.id().to_string();
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(status),
+            "SIG{signal} must save and exit with {status}: {:?}",
+            o.status
+        );
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains(&format!("interrupted by SIG{signal} at step")),
+            "{stdout}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("error"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = charlm(&[
+            "train",
+            "--resume",
+            interrupted.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     }
-    // While it trains, a second run in its folder is refused.
-    let o = charlm(&["train", "--resume", interrupted.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("another charlm train is running"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-INT", &pid]).status();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(130),
-        "Ctrl-C must save and exit with 130: {:?}",
-        o.status
-    );
-    assert!(
-        !String::from_utf8_lossy(&o.stderr).contains("error"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let o = charlm(&[
-        "train",
-        "--resume",
-        interrupted.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     // Resuming with another architecture is refused.
     let o = charlm(&[
         "train",
@@ -991,6 +1003,72 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         text.starts_with(&format!("{want:.4} bits per character")),
         "{text} vs {want}"
     );
+}
+
+/// A second stop signal while the run is still finishing its step ends it
+/// at once, as the signal does by default; the checkpoint on disk is whole
+/// (the one before, or the new one), and the run resumes from it.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 20000);
+    let out = tmp.path().join("run");
+    // Steps of about 0.1 s (hidden 256, 3,200 characters, one thread).
+    let child = Command::new(BIN)
+        .args(["train", "--corpus", corpus.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .args(["--hidden", "256", "--batch", "32", "--seq-len", "100"])
+        .args([
+            "--epochs",
+            "50",
+            "--max-steps",
+            "6",
+            "--checkpoint-every",
+            "1",
+        ])
+        .args(["--threads", "1", "--device", "cpu", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !out.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let pid = child.id() as i32;
+    // Two SIGINTs pending at once count as one, so the second is sent once
+    // the first has been taken (no longer pending in /proc's masks); the
+    // run then still has its checkpoint to write (milliseconds, with fsync).
+    let pending = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+            .any(|l| {
+                u64::from_str_radix(l[7..].trim(), 16).unwrap_or(0) & 1 << (libc::SIGINT - 1) != 0
+            })
+    };
+    for _ in 0..2 {
+        // SAFETY: kill(2) with a child's pid and a signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        while pending() {
+            std::thread::yield_now();
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGINT),
+        "a second Ctrl-C must end the run as SIGINT does: {:?}, {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = charlm(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(out.join("model.clm")).unwrap();
+    assert_eq!(Model::from_bytes(&bytes).unwrap().meta().steps, 6);
 }
 
 #[test]

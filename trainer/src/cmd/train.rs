@@ -461,10 +461,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
             val.display()
         );
     }
-    train::install_ctrlc();
+    train::install_stop_signals();
     let result = train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
         train::Outcome::Finished => Ok(()),
-        train::Outcome::Interrupted => Err(CliError::Interrupted),
+        train::Outcome::Interrupted(signal) => Err(CliError::Interrupted(signal)),
     });
     if result.is_err() && claimed {
         // The folder default_out made for this run, if nothing but the

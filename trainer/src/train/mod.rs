@@ -10,7 +10,7 @@
 pub mod backend;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use charlm_runtime::format::{Arch, CellKind, DType, ModelFile};
@@ -217,15 +217,48 @@ pub struct Init {
     pub vocab: Vocab,
 }
 
-/// Set by the Ctrl-C handler; the loop saves a checkpoint and returns.
-pub static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that asked the run to stop (0 while none has): set by the
+/// handlers [`install_stop_signals`] registers; the loop then saves a
+/// checkpoint and returns.
+pub static STOP: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs the Ctrl-C handler (once per process).
-pub fn install_ctrlc() {
+/// The signals that stop a run after saving: Ctrl-C (SIGINT), SIGTERM
+/// (`kill`, `docker stop`, a batch scheduler's preemption) and, on Unix,
+/// SIGHUP (the terminal closed).
+#[cfg(unix)]
+const STOP_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+#[cfg(not(unix))]
+const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+
+/// Installs the stop handlers (once per process). The first stop signal
+/// sets [`STOP`]; a second one, while the run is still finishing its step
+/// or writing its checkpoint, ends the process as that signal does by
+/// default (the last checkpoint written stays whole: it is replaced by a
+/// rename).
+pub fn install_stop_signals() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    static ARMED: AtomicBool = AtomicBool::new(false);
     ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
+        for sig in STOP_SIGNALS {
+            // In this order: the default action is armed by the first
+            // signal, after its own check.
+            let _ = signal_hook::flag::register_conditional_default(sig, &ARMED);
+            let _ = signal_hook::flag::register(sig, &ARMED);
+            let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
+        }
     });
+}
+
+/// The name of a stop signal, for messages ("SIGTERM").
+pub fn signal_name(sig: usize) -> &'static str {
+    i32::try_from(sig)
+        .ok()
+        .and_then(signal_hook::low_level::signal_name)
+        .unwrap_or("a signal")
 }
 
 /// One generated text of the samples shown after an epoch.
@@ -248,8 +281,9 @@ pub struct SampleRecord {
 pub enum Outcome {
     /// All epochs (or `max_steps`) done; `model.clm` written.
     Finished,
-    /// Stopped by Ctrl-C; the checkpoint holds the state.
-    Interrupted,
+    /// Stopped by this signal (Ctrl-C's SIGINT, SIGTERM, SIGHUP) or the
+    /// test hook (0); the checkpoint holds the state.
+    Interrupted(usize),
 }
 
 /// What a run produced.
@@ -1066,9 +1100,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             // from any checkpoint never skips an evaluation: Ctrl-C there
             // stops after the next step.
             let pending_eval = eval_point(progress.steps);
+            let signal = STOP.load(Ordering::SeqCst);
             let stop_now = !pending_eval
-                && (STOP.load(Ordering::SeqCst)
-                    || opts.stop_after.is_some_and(|s| progress.steps >= s));
+                && (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
                 bar.abandon();
                 let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
@@ -1076,12 +1110,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref())?;
                 metrics::write(&opts.out, &rows)?;
+                let by = match signal {
+                    0 => String::new(),
+                    s => format!(" by {}", signal_name(s)),
+                };
                 say(&format!(
-                    "interrupted at step {}: checkpoint saved; continue with: charlm train --resume {1}, or write its model with: charlm export {1}",
+                    "interrupted{by} at step {}: checkpoint saved; continue with: charlm train --resume {1}, or write its model with: charlm export {1}",
                     progress.steps,
                     opts.out.display()
                 ));
-                outcome = Outcome::Interrupted;
+                outcome = Outcome::Interrupted(signal);
                 break 'epochs;
             }
             if progress.steps % opts.checkpoint_every.max(1) == 0 && !pending_eval {
@@ -1216,7 +1254,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         chars_per_s: session_chars as f64 / session_train_s.max(1e-9),
         best: progress.best.clone(),
     };
-    if outcome == Outcome::Interrupted {
+    if let Outcome::Interrupted(_) = outcome {
         return Ok(summary);
     }
     // Final export: held-out score of the f16 model through the runtime.
