@@ -1399,6 +1399,22 @@ fn samples_start_from_a_character_the_model_knows_and_missing_held_out_data_is_n
         stderr.contains("charlm: note: no --prompt has a character of the corpus"),
         "{stderr}"
     );
+    // Among prompts it can read, the characters and prompts it cannot are
+    // named, with the text the samples run.
+    let (samples, stderr) = train("mixed", &["--prompt", "abc", "--prompt", "x日本y"]);
+    assert!(
+        stderr.contains("charlm: note: --prompt \"abc\" has no character of the corpus: no samples start from it"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("charlm: note: --prompt \"x日本y\" has 2 characters the corpus lacks: samples run it as \"日本\""),
+        "{stderr}"
+    );
+    let blocks = sample_blocks(&samples);
+    assert!(!blocks.is_empty(), "no samples:\n{samples}");
+    for (header, _) in &blocks {
+        assert_eq!(header[..2], ["--prompt", "x日本y"], "{header:?}");
+    }
 
     // Two titles: --val-frac's share of them is no title at all.
     let csv = tmp.path().join("two.csv");

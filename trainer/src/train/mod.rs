@@ -920,10 +920,25 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         .prompts
         .clone()
         .unwrap_or_else(|| default_prompts(&data.name, data.layout));
-    if !prompts
-        .iter()
-        .any(|p| p.chars().any(|c| data.vocab.id(c).is_some()))
-    {
+    // The characters of each prompt the corpus has (what samples run).
+    let known = |p: &str| -> String { p.chars().filter(|&c| data.vocab.id(c).is_some()).collect() };
+    if opts.prompts.is_some() && prompts.iter().any(|p| !known(p).is_empty()) {
+        for p in &prompts {
+            let runs = known(p);
+            let lacking = p.chars().count() - runs.chars().count();
+            if runs.is_empty() {
+                note(&format!(
+                    "--prompt {p:?} has no character of the corpus: no samples start from it"
+                ));
+            } else if lacking > 0 {
+                note(&format!(
+                    "--prompt {p:?} has {} the corpus lacks: samples run it as {runs:?}",
+                    crate::out::count(lacking as u64, "character", "characters")
+                ));
+            }
+        }
+    }
+    if prompts.iter().all(|p| known(p).is_empty()) {
         // Samples start from a prompt the model can read: a corpus in
         // another script than the default prompts' starts from its most
         // frequent character (the vocabulary's first); prompts the user
