@@ -107,7 +107,10 @@ impl Spec {
         let name = self.name();
         let (bytes, path) = match &self.path {
             None => (BUNDLED.to_vec(), PathBuf::from(BUNDLED_NAME)),
-            Some(p) => (read_file(p)?, p.clone()),
+            Some(p) => {
+                let p = from_here(p);
+                (read_file(&p)?, p)
+            }
         };
         let crc = charlm_runtime::format::crc32(&bytes);
         let text = utf8(&path, bytes)?;
@@ -152,6 +155,18 @@ impl Spec {
             notes,
         })
     }
+}
+
+/// `path` (which a run stores absolute, to resume from any folder) as
+/// messages show it: relative to the current folder where it lies under
+/// it or was given relative (`../data/news.csv`, not
+/// `/home/me/run/../data/news.csv`), else as it is. It names the same file.
+pub fn from_here(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|here| path.strip_prefix(here).ok())
+        .filter(|rest| !rest.as_os_str().is_empty())
+        .map_or_else(|| path.to_path_buf(), Path::to_path_buf)
 }
 
 /// Checks UTF-8, naming the file and the first bad byte. A UTF-8

@@ -55,6 +55,9 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         "binary.bin",
         &[0xff, 0xfe, 0x00, 0x9c, 0x80, 0x81, b'C', b'H', 0xc3, 0x28],
     );
+    // binary.bin by way of the folder above.
+    let binary_up = format!("../{}/binary.bin", d.file_name().unwrap().to_str().unwrap());
+    let binary_up_named = format!("error: {binary_up}: ");
     let text = write(
         "text.txt",
         "To be, or not to be: that is the question.\n"
@@ -224,13 +227,23 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "description",
         ),
         // train: inputs
+        // (a file given relative is named as given, though the run keeps
+        // its absolute path)
         (
             vec!["train", "--corpus", "missing.txt", "--out", &new_out],
-            "missing.txt",
+            "error: cannot read missing.txt: ",
         ),
         (
             vec!["train", "--corpus", &empty, "--out", &new_out],
             "empty",
+        ),
+        (
+            vec!["train", "--corpus", "empty.txt", "--out", &new_out],
+            "error: empty.txt: the corpus is empty",
+        ),
+        (
+            vec!["train", "--corpus", &binary_up, "--out", &new_out],
+            &binary_up_named,
         ),
         (
             vec!["train", "--corpus", &binary, "--out", &new_out],

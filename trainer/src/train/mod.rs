@@ -796,7 +796,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     if data.val.is_none() {
         // Asked for, and none came out: too little data to hold some out.
         let asked = match &cfg.val {
-            Some(path) => Some(format!("--val {} has none to score", path.display())),
+            Some(path) => Some(format!(
+                "--val {} has none to score",
+                corpus::from_here(path).display()
+            )),
             None if cfg.val_frac > 0.0 => Some(format!(
                 "--val-frac {} of {} leaves none (too little data)",
                 cfg.val_frac, data.name
