@@ -294,6 +294,9 @@ fn csv_samples(
         .flexible(true)
         .from_reader(text.as_bytes());
     let mut out = Vec::new();
+    // Rows with more than three columns (an unquoted comma splits a field):
+    // how many, and the first.
+    let (mut wide, mut first_wide) = (0u64, 0);
     for (row, rec) in reader.records().enumerate() {
         let rec =
             rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
@@ -304,6 +307,12 @@ fn csv_samples(
                 path.display()
             ));
             continue;
+        }
+        if rec.len() > 3 {
+            wide += 1;
+            if wide == 1 {
+                first_wide = row + 1;
+            }
         }
         let mut parts = Vec::with_capacity(2);
         for &col in field.columns() {
@@ -322,6 +331,13 @@ fn csv_samples(
         if !sample.is_empty() {
             out.push(sample);
         }
+    }
+    if wide > 0 {
+        notes.push(format!(
+            "{}: {} more than 3 columns (the first: row {first_wide}); an unquoted comma may have split a field: the title is read from column 2, the description from column 3",
+            path.display(),
+            crate::out::count(wide, "row has", "rows have")
+        ));
     }
     Ok(out)
 }
@@ -508,6 +524,21 @@ mod tests {
             (c.texts.as_slice(), c.notes.len()),
             (&["First".to_string()][..], 0)
         );
+    }
+
+    #[test]
+    fn rows_with_more_than_three_columns_are_noted() {
+        let c = titles(b"1,Oil, gold rise,d\n2,Two,d\n3,a,b,c,d\n");
+        assert_eq!(c.texts, ["Oil", "Two", "a"]);
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(
+            c.notes[0].contains(": 2 rows have more than 3 columns (the first: row 1);"),
+            "{}",
+            c.notes[0]
+        );
+        let c = titles(b"1,One,d\n2,Two,d,e\n");
+        assert!(c.notes[0].contains(": 1 row has more than 3 columns (the first: row 2);"));
+        assert!(titles(b"1,One,d\n2,Two,d\n").notes.is_empty());
     }
 
     #[test]
