@@ -356,10 +356,22 @@ impl Slot {
         cortex_m::interrupt::free(|_| self.take_unguarded())
     }
 
-    /// Other cores without compare-and-swap (RISC-V without the A
-    /// extension): a load and a store, which an interrupt between the two
-    /// can defeat. Do not call charlm from an interrupt there.
-    #[cfg(all(not(target_has_atomic = "8"), not(target_arch = "arm")))]
+    /// RISC-V without the A extension (riscv32imc): the same, with
+    /// machine-mode interrupts masked (`mstatus.MIE`, restored as it was).
+    /// The library runs in machine mode there, as bare-metal RISC-V
+    /// firmware does.
+    #[cfg(all(not(target_has_atomic = "8"), target_arch = "riscv32"))]
+    fn take(&self) -> bool {
+        riscv::interrupt::free(|| self.take_unguarded())
+    }
+
+    /// Other cores without compare-and-swap: a load and a store, which an
+    /// interrupt between the two can defeat. Do not call charlm from an
+    /// interrupt there.
+    #[cfg(all(
+        not(target_has_atomic = "8"),
+        not(any(target_arch = "arm", target_arch = "riscv32"))
+    ))]
     fn take(&self) -> bool {
         self.take_unguarded()
     }
