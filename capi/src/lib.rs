@@ -182,6 +182,8 @@ mod fp {
 
     impl DefaultMode {
         /// Sets the default mode, if it is not the mode already.
+        // Where there is no mode, `reg::Value` is `()`.
+        #[allow(clippy::let_unit_value, clippy::unit_cmp)]
         pub fn enter() -> Self {
             let caller = reg::get();
             let normal = reg::normal(caller);
