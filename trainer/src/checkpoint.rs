@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -218,36 +218,71 @@ impl Checkpoint {
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames
 /// it over `path`: readers see the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    let err = |source| CliError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
+    let staged = Staged::write(path, bytes)?;
+    staged.commit()
+}
+
+/// A file's new contents written in full and synced beside it (a hidden
+/// temporary file in the same folder), not yet in its place: [`commit`]
+/// renames it there; dropped uncommitted, it is removed.
+///
+/// [`commit`]: Staged::commit
+pub struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Staged {
+    /// Writes and syncs `bytes` beside `path`.
+    pub fn write(path: &Path, bytes: &[u8]) -> Result<Staged, CliError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staged = Staged {
+            path: path.to_owned(),
+            tmp: path.with_file_name(format!(".{name}.tmp{}", std::process::id())),
+        };
+        let result = (|| {
+            let mut f = File::create(&staged.tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        // On failure `staged` is dropped, which removes what was written.
+        result.map_err(|source| staged.error(source))?;
+        Ok(staged)
+    }
+
+    /// Renames the file into its place and makes the rename durable.
+    pub fn commit(self) -> Result<(), CliError> {
+        std::fs::rename(&self.tmp, &self.path).map_err(|source| self.error(source))?;
         // Make the rename itself durable (best effort: not every platform
         // can open a directory).
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
+        // Renamed: nothing left to remove.
+        std::mem::forget(self);
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(err)
+
+    fn error(&self, source: std::io::Error) -> CliError {
+        CliError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +339,40 @@ mod tests {
         let crc = charlm_runtime::format::crc32(&content);
         content.extend_from_slice(&crc.to_le_bytes());
         content
+    }
+
+    #[test]
+    fn a_staged_file_is_in_place_only_once_committed_and_gone_if_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
+        std::fs::write(&a, b"old").unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // Staged, not committed: the old file stays, and dropping the
+        // staged one leaves no trace.
+        let staged = Staged::write(&a, b"new").unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        assert_eq!(names().len(), 2);
+        drop(staged);
+        assert_eq!(names(), ["a.bin"]);
+        // A second file that cannot be written: the first is not
+        // committed either (export's pair).
+        let first = Staged::write(&a, b"new").unwrap();
+        assert!(Staged::write(&tmp.path().join("missing/b.bin"), b"x").is_err());
+        drop(first);
+        assert_eq!(names(), ["a.bin"]);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        // Committed: in place, and nothing else left.
+        Staged::write(&a, b"new").unwrap().commit().unwrap();
+        Staged::write(&b, b"bee").unwrap().commit().unwrap();
+        assert_eq!(names(), ["a.bin", "b.bin"]);
+        assert_eq!(std::fs::read(&a).unwrap(), b"new");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
-use charlm_trainer::checkpoint::write_atomic;
+use charlm_trainer::checkpoint::{Staged, write_atomic};
 use charlm_trainer::error::{CliError, read_file};
 use charlm_trainer::export::{from_checkpoint, quantize_file};
 use charlm_trainer::outln;
@@ -246,27 +246,14 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
 }
 
 /// Writes two files as one: each is written in full beside its place
-/// first (durably, [`write_atomic`]), and only then are both renamed into
-/// place, so that a failure while writing leaves the old files as they
-/// were and no new one.
+/// first (durably, [`Staged`]), and only then are both renamed into place,
+/// so that a failure while writing leaves the old files as they were and
+/// no new one.
 fn write_pair(files: [(&Path, &[u8]); 2]) -> Result<(), CliError> {
-    let staged = files.map(|(path, _)| {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        path.with_file_name(format!(".{name}.new{}", std::process::id()))
-    });
-    let clean = || staged.iter().for_each(|p| drop(std::fs::remove_file(p)));
-    for ((_, bytes), tmp) in files.iter().zip(&staged) {
-        write_atomic(tmp, bytes).inspect_err(|_| clean())?;
-    }
-    for ((path, _), tmp) in files.iter().zip(&staged) {
-        std::fs::rename(tmp, path)
-            .map_err(|source| CliError::Write {
-                path: path.to_path_buf(),
-                source,
-            })
-            .inspect_err(|_| clean())?;
-    }
-    Ok(())
+    let [a, b] = files;
+    let (a, b) = (Staged::write(a.0, a.1)?, Staged::write(b.0, b.1)?);
+    a.commit()?;
+    b.commit()
 }
 
 /// The next command to try on a model just written.
