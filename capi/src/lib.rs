@@ -15,7 +15,7 @@
 //! --temperature T --seed S --max-chars N [--top-k K --top-p P]` prints on
 //! the host, without its newline: the same runtime, the same numerics, the
 //! same bits (`tests/c_program.rs` compiles a C program against the library
-//! and compares). On a Cortex-M4F (and M7, M33: hard-float ARM) the dot
+//! and compares). On a Cortex-M4F or M7 (`thumbv7em-none-eabihf`) the dot
 //! products run on the firmware demo's `VCVTB`/`VMLA` kernel, on x86-64
 //! hosts on `charlm generate`'s AVX2 kernel, elsewhere on the runtime's
 //! portable one.

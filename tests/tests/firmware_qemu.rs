@@ -462,7 +462,7 @@ fn on_a_cortex_m0_without_an_fpu_the_firmware_matches_the_host() {
         "charlm generate (shakespeare-lstm128-i8.clm, through the C interface)",
         false,
     );
-    // With the library's default workspace (10 KiB) the stack has no room
+    // With the library's default workspace (12 KiB with `int8`) the stack has no room
     // left and runs over the statics: the firmware must say so and fail,
     // whatever else went wrong first.
     let run = build_and_run_env(M0, None, c_api, &[]);
