@@ -136,7 +136,9 @@ int32_t charlm_model_info(const uint8_t *model,
 // `<eos>`. `write` receives the prompt's known characters, then each
 // generated one as it is produced (with `ctx`). A character is 1 to 4
 // bytes: a buffer that collects the whole text needs up to 4 bytes per
-// prompt character and per `max_chars`.
+// prompt character and per `max_chars`. The calls to `write` less the
+// value returned are the prompt characters the model ran; the prompt's
+// characters less those are the ones it skipped.
 //
 // The call computes in round-to-nearest without flush-to-zero whatever
 // the caller's floating-point mode (`-ffast-math` sets flush-to-zero),

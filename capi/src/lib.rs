@@ -575,7 +575,9 @@ impl Request<'_> {
 /// `<eos>`. `write` receives the prompt's known characters, then each
 /// generated one as it is produced (with `ctx`). A character is 1 to 4
 /// bytes: a buffer that collects the whole text needs up to 4 bytes per
-/// prompt character and per `max_chars`.
+/// prompt character and per `max_chars`. The calls to `write` less the
+/// value returned are the prompt characters the model ran; the prompt's
+/// characters less those are the ones it skipped.
 ///
 /// The call computes in round-to-nearest without flush-to-zero whatever
 /// the caller's floating-point mode (`-ffast-math` sets flush-to-zero),
@@ -902,6 +904,26 @@ mod tests {
         let greedy = generate(MODEL, "ein ", &g);
         g.seed = 99;
         assert_eq!(generate(MODEL, "ein ", &g), greedy);
+    }
+
+    /// One call to `write` per character: the calls less the value
+    /// returned are the prompt characters the model ran, and the rest of
+    /// the prompt is what it skipped (as charlm.h tells the caller).
+    #[test]
+    fn the_prompt_characters_skipped_can_be_counted_from_the_calls() {
+        let _one = one_at_a_time();
+        let prompt = "eXin\u{1F600} Zq";
+        let model = charlm_runtime::Model::from_bytes(MODEL).unwrap();
+        let vocab = model.vocab();
+        let ran: String = prompt
+            .chars()
+            .filter(|&c| vocab.id_of(c).is_some())
+            .collect();
+        assert!(ran.chars().count() < prompt.chars().count() && !ran.is_empty());
+        let (n, text) = generate(MODEL, prompt, &params(10));
+        assert!(n > 0);
+        assert_eq!(text.chars().count() - n as usize, ran.chars().count());
+        assert!(text.starts_with(&ran), "{text:?}");
     }
 
     #[test]
