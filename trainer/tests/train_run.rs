@@ -966,6 +966,14 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
             stdout.contains(&format!("interrupted by SIG{signal} at step")),
             "{stdout}"
         );
+        // Said at once, when the signal came.
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(&format!(
+                "charlm: SIG{signal}: stopping after this step to save a checkpoint"
+            )),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(
             !String::from_utf8_lossy(&o.stderr).contains("error"),
             "{}",

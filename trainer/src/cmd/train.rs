@@ -461,7 +461,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             val.display()
         );
     }
-    train::install_stop_signals();
+    train::install_stop_signals(!args.quiet);
     let result = train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
         train::Outcome::Finished => Ok(()),
         train::Outcome::Interrupted(signal) => Err(CliError::Interrupted(signal)),

@@ -235,11 +235,12 @@ const STOP_SIGNALS: [i32; 3] = [
 const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
 
 /// Installs the stop handlers (once per process). The first stop signal
-/// sets [`STOP`]; a second one, while the run is still finishing its step
-/// or writing its checkpoint, ends the process as that signal does by
-/// default (the last checkpoint written stays whole: it is replaced by a
-/// rename).
-pub fn install_stop_signals() {
+/// sets [`STOP`] and, with `announce`, says at once on standard error that
+/// the run stops after its step; a second one, while the run is still
+/// finishing its step or writing its checkpoint, ends the process as that
+/// signal does by default (the last checkpoint written stays whole: it is
+/// replaced by a rename).
+pub fn install_stop_signals(announce: bool) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     static ARMED: AtomicBool = AtomicBool::new(false);
     ONCE.call_once(|| {
@@ -247,11 +248,38 @@ pub fn install_stop_signals() {
             // In this order: the default action is armed by the first
             // signal, after its own check.
             let _ = signal_hook::flag::register_conditional_default(sig, &ARMED);
+            if announce {
+                announce_stop(sig);
+            }
             let _ = signal_hook::flag::register(sig, &ARMED);
             let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
         }
     });
 }
+
+/// Registers, for `sig`, a line written to standard error when the signal
+/// arrives (on a line of its own: the progress bar may be half drawn).
+#[cfg(unix)]
+fn announce_stop(sig: i32) {
+    let name = signal_name(sig as usize);
+    let again = if sig == signal_hook::consts::SIGINT {
+        "; Ctrl-C again quits at once"
+    } else {
+        ""
+    };
+    // Made here: the handler may not allocate.
+    let line = format!("\ncharlm: {name}: stopping after this step to save a checkpoint{again}\n");
+    // SAFETY: the action only calls write(2), which is async-signal-safe,
+    // on bytes it owns.
+    let _ = unsafe {
+        signal_hook::low_level::register(sig, move || {
+            let _ = libc::write(2, line.as_ptr().cast(), line.len());
+        })
+    };
+}
+
+#[cfg(not(unix))]
+fn announce_stop(_: i32) {}
 
 /// The name of a stop signal, for messages ("SIGTERM").
 pub fn signal_name(sig: usize) -> &'static str {
