@@ -161,8 +161,14 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["generate", "--model", &empty], "too short"),
         (vec!["generate", "--model", &binary], "not a charlm model"),
         (vec!["generate", "--model", &text], "not a charlm model"),
-        (vec!["generate", "--model", &truncated], "truncated.clm"),
-        (vec!["generate", "--model", &corrupted], "corrupted"),
+        (
+            vec!["generate", "--model", &truncated],
+            "truncated.clm: model file is corrupted: checksum",
+        ),
+        (
+            vec!["generate", "--model", &corrupted],
+            "corrupted.clm: model file is corrupted: checksum",
+        ),
         (
             vec!["generate", "--model", &model, "--temperature", "-0.5"],
             "temperature",
@@ -235,7 +241,7 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (
             vec!["train", "--corpus", &empty, "--out", &new_out],
-            "empty",
+            "the corpus is empty",
         ),
         (
             vec!["train", "--corpus", "empty.txt", "--out", &new_out],
@@ -306,25 +312,25 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec![
                 "train", "--corpus", &text, "--hidden", "0", "--out", &new_out,
             ],
-            "--hidden",
+            "'--hidden <HIDDEN>': must be 1 to 1024",
         ),
         (
             vec![
                 "train", "--corpus", &text, "--hidden", "70000", "--out", &new_out,
             ],
-            "--hidden",
+            "'--hidden <HIDDEN>': must be 1 to 1024",
         ),
         (
             vec![
                 "train", "--corpus", &text, "--layers", "5", "--out", &new_out,
             ],
-            "--layers",
+            "'--layers <LAYERS>': must be 1 to 4",
         ),
         (
             vec![
                 "train", "--corpus", &text, "--batch", "0", "--out", &new_out,
             ],
-            "--batch",
+            "--batch 0: must be 1 to 4096",
         ),
         (
             vec![
@@ -440,7 +446,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "--layout running does not apply",
         ),
         // train: run folders
-        (vec!["train", "--corpus", &text, "--out", &run_s], "run"),
+        (
+            vec!["train", "--corpus", &text, "--out", &run_s],
+            "already holds a run (checkpoint.bin)",
+        ),
         (
             vec!["train", "--resume", &run_s, "--hidden", "16"],
             "--hidden differs from the run's",
@@ -524,7 +533,7 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec![
                 "train", "--corpus", &text, "--init", &corrupted, "--out", &new_out,
             ],
-            "--init",
+            "corrupted.clm: not a valid model: model file is corrupted",
         ),
         (
             vec![
@@ -571,11 +580,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
         (
             vec!["bench", "parity", "--device", "cpu", "--batch", "1"],
-            "--batch",
+            "--batch 2 to 256",
         ),
         (
             vec!["bench", "parity", "--device", "cpu", "--hidden", "0"],
-            "--hidden",
+            "--hidden must be 1 to 1024",
         ),
         // the command line itself
         (vec!["frobnicate"], "frobnicate"),

@@ -87,8 +87,14 @@ fn generate_refuses_bad_input_with_one_line() {
             vec!["generate", "--model", "no/such/file.clm"],
             "no/such/file.clm",
         ),
-        (vec!["generate", "--model", &truncated], "truncated.clm"),
-        (vec!["generate", "--model", &corrupted], "corrupted"),
+        (
+            vec!["generate", "--model", &truncated],
+            "truncated.clm: model file is corrupted: checksum",
+        ),
+        (
+            vec!["generate", "--model", &corrupted],
+            "corrupted.clm: model file is corrupted: checksum",
+        ),
         (vec!["generate", "--model", &text], "not a charlm model"),
         (vec!["generate", "--model", &empty], "too short"),
         (

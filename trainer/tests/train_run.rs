@@ -1168,13 +1168,19 @@ fn bad_input_is_one_line_and_exit_status_2() {
         &["train", "--corpus", &d("many.txt"), "--out", &out],
         "distinct characters",
     );
-    fails(&["train", "--hidden", "0", "--out", &out], "--hidden 0");
+    fails(
+        &["train", "--hidden", "0", "--out", &out],
+        "'--hidden <HIDDEN>': must be 1 to 1024",
+    );
     fails(&["train", "--batch", "0", "--out", &out], "--batch 0");
-    fails(&["train", "--layers", "9", "--out", &out], "--layers 9");
+    fails(
+        &["train", "--layers", "9", "--out", &out],
+        "invalid value '9' for '--layers <LAYERS>': must be 1 to 4",
+    );
     fails(&["train", "--lr=0", "--out", &out], "--lr 0");
     fails(
         &["train", "--hidden", "5000", "--out", &out],
-        "--hidden 5000",
+        "invalid value '5000' for '--hidden <HIDDEN>': must be 1 to 1024",
     );
     fails(
         &[
@@ -1188,7 +1194,10 @@ fn bad_input_is_one_line_and_exit_status_2() {
         ],
         "too few",
     );
-    fails(&["train", "--device", "cuda", "--out", &out], "cuda");
+    fails(
+        &["train", "--device", "cuda", "--out", &out],
+        "--device cuda:0: no NVIDIA driver found",
+    );
     fails(&["train", "--patience", "0", "--out", &out], "--patience 0");
     fails(
         &["train", "--patience", "2", "--val-frac", "0", "--out", &out],

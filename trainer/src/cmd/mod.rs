@@ -38,9 +38,6 @@ impl Weights {
     }
 }
 
-/// The model file a command was given: a run folder stands for its
-/// `model.clm`. A folder without one is one line (naming `charlm export`
-/// when the folder holds a checkpoint of an unfinished run).
 /// A count flag's value parser: a whole number from 1 (clap's own range
 /// check would print the type's whole range, 1..18446744073709551615).
 pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
@@ -50,6 +47,26 @@ pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Re
     }
 }
 
+/// A size flag's value parser: a whole number from 1 to `max`, whatever
+/// the type could hold (`--hidden 70000` is out of charlm's range, not of
+/// u16's).
+pub fn one_to<T>(max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |s: &str| match s.parse::<i128>() {
+        Ok(_) => s
+            .parse::<T>()
+            .ok()
+            .filter(|t| *t >= T::from(1) && *t <= max)
+            .ok_or_else(|| format!("must be 1 to {max}")),
+        Err(_) => Err(format!("must be a whole number, 1 to {max}")),
+    }
+}
+
+/// The model file a command was given: a run folder stands for its
+/// `model.clm`. A folder without one is one line (naming `charlm export`
+/// when the folder holds a checkpoint of an unfinished run).
 pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
     if !path.is_dir() {
         refuse_checkpoint(&path)?;

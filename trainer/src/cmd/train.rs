@@ -91,10 +91,10 @@ pub struct Args {
     #[arg(long, value_parser = ["lstm", "gru"])]
     cell: Option<String>,
     /// Stacked recurrent layers, 1 to 4 (default 1).
-    #[arg(long)]
+    #[arg(long, value_parser = super::one_to::<u8>(4), allow_negative_numbers = true)]
     layers: Option<u8>,
     /// Hidden units per layer (default 256).
-    #[arg(long)]
+    #[arg(long, value_parser = super::one_to::<u16>(train::MAX_HIDDEN as u16), allow_negative_numbers = true)]
     hidden: Option<u16>,
     /// Dropout between layers (default 0).
     #[arg(long)]
