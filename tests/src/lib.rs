@@ -361,8 +361,10 @@ pub fn digest_logits<K: charlm_runtime::Kernel>(
     Ok(digest_input(model.arch().vocab)
         .into_iter()
         .map(|id| {
-            g.feed_id(id);
-            let logits = g.logits().unwrap_or(&[]);
+            // A digest of nothing would compare equal to any other.
+            assert!(g.feed_id(id), "id {id} refused");
+            let logits = g.logits().expect("logits after a feed");
+            assert_eq!(logits.len(), usize::from(model.arch().vocab));
             logits.iter().map(|x| x.to_bits()).collect()
         })
         .collect())
