@@ -79,11 +79,14 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
     let best = std::fs::read(full.join("best.clm")).unwrap();
     let duration = started.elapsed();
 
-    // Kill points spread over the run, drawn from a fixed seed so a failure
-    // can be replayed; each round kills the resumed process again.
+    // Kill points spread over the run, fractions of its measured duration
+    // drawn from a fixed seed (a rerun lands near the same steps, not on
+    // them: the machine's speed decides); each round kills the resumed
+    // process again.
     let mut rng = charlm_runtime::SeededRng::new(2026);
     let dir = tmp.path().join("killed");
     let mut kills = 0;
+    let mut resumed_kills = 0;
     let mut resume = false;
     let mut done = false;
     for _ in 0..5 {
@@ -98,14 +101,21 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0 * 0.6);
+        let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0 * 0.3);
         std::thread::sleep(wait.max(Duration::from_millis(20)));
         let finished = child.try_wait().unwrap().is_some();
         if !finished {
             child.kill().unwrap(); // SIGKILL: no chance to clean up
             kills += 1;
+            resumed_kills += usize::from(resume);
         }
-        child.wait().unwrap();
+        let status = child.wait().unwrap();
+        // Killed, or (a round that came too late) finished well.
+        assert!(
+            finished == status.success(),
+            "round ended with {status:?} (killed: {})",
+            !finished
+        );
         assert_whole(&dir);
         if dir.join("checkpoint.bin").exists() {
             resume = true;
@@ -123,6 +133,10 @@ fn sigkill_at_random_moments_then_resume_gives_the_same_model() {
     assert!(
         kills > 0,
         "no kill landed: the run finished before every kill point"
+    );
+    assert!(
+        resumed_kills > 0,
+        "no resumed run was killed: every kill came before the first checkpoint"
     );
     if !done {
         // Finish the run.

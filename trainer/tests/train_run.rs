@@ -870,6 +870,21 @@ fn generate_prints_the_samples_shown_during_training() {
     assert!(written.contains(&s.samples[3].text));
 }
 
+/// Waits (up to 60 s) for the run in `dir` to write its first checkpoint,
+/// and requires it to be still training then: a run that had already
+/// finished would make what follows prove nothing.
+fn wait_for_checkpoint(child: &mut std::process::Child, dir: &Path) {
+    let start = std::time::Instant::now();
+    while !dir.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(dir.join("checkpoint.bin").exists(), "no checkpoint in 60 s");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run finished before the test could stop it: make it longer"
+    );
+}
+
 #[test]
 fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -889,7 +904,7 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
             "--seq-len",
             "20",
             "--epochs",
-            "3",
+            "10",
             "--layers",
             "1",
             "--cell",
@@ -916,12 +931,14 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         .args(args(killed.to_str().unwrap()))
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !killed.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    wait_for_checkpoint(&mut child, &killed);
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{status:?}"
+    );
     let o = charlm(&["train", "--resume", killed.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(model_bytes(&full), model_bytes(&killed));
@@ -932,16 +949,13 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         let interrupted = tmp.path().join(format!("interrupted-{signal}"));
         let mut run = args(interrupted.to_str().unwrap());
         run.retain(|a| a != "--quiet");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(run)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let start = std::time::Instant::now();
-        while !interrupted.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        wait_for_checkpoint(&mut child, &interrupted);
         // While it trains, a second run in its folder is refused.
         let o = charlm(&["train", "--resume", interrupted.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2));
@@ -1024,7 +1038,7 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
     let corpus = small_corpus(tmp.path(), 20000);
     let out = tmp.path().join("run");
     // Steps of about 0.1 s (hidden 256, 3,200 characters, one thread).
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["train", "--corpus", corpus.to_str().unwrap(), "--out"])
         .arg(&out)
         .args(["--hidden", "256", "--batch", "32", "--seq-len", "100"])
@@ -1041,10 +1055,7 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = std::time::Instant::now();
-    while !out.join("checkpoint.bin").exists() && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    wait_for_checkpoint(&mut child, &out);
     let pid = child.id() as i32;
     // Two SIGINTs pending at once count as one, so the second is sent once
     // the first has been taken (no longer pending in /proc's masks); the
@@ -1061,7 +1072,9 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
     for _ in 0..2 {
         // SAFETY: kill(2) with a child's pid and a signal number.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let sent = std::time::Instant::now();
         while pending() {
+            assert!(sent.elapsed().as_secs() < 60, "SIGINT not taken in 60 s");
             std::thread::yield_now();
         }
     }
