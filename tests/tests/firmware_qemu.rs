@@ -123,7 +123,7 @@ fn qemu_or_skip(test: &str, qemu: &str) -> Option<PathBuf> {
         .map(|d| d.join(qemu))
         .find(|p| p.is_file());
     if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
             !ci,
             "CI=true but {qemu} is not installed: firmware-demo/ci.sh installs it"

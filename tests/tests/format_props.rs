@@ -74,6 +74,7 @@ proptest! {
         let file = ModelFile::decode(&bytes).expect("decodes");
         prop_assert_eq!(file.body.arch, weights.arch);
         prop_assert_eq!(file.body.vocab.symbols, symbols.as_bytes());
+        prop_assert_eq!(file.body.tensors().count(), weights.tensors.len());
         for ((_, t), (_, shape, values)) in file.body.tensors().zip(&weights.tensors) {
             prop_assert_eq!(t.shape, *shape);
             let expected: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

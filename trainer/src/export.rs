@@ -607,7 +607,11 @@ mod tests {
         // Layer 0's table row 3 is what the layout stores there, rounded.
         let g = 3 * 8;
         let row3 = &file.body.layers[0].w_ih.data[3 * g * 2..4 * g * 2];
-        assert_eq!(row3, to_f16_bytes(&params[3 * g..4 * g]).unwrap());
+        let want: Vec<u8> = params[3 * g..4 * g]
+            .iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect();
+        assert_eq!(row3, want);
     }
 
     #[test]
@@ -679,6 +683,25 @@ mod tests {
         let f16 = export(&layout, &params, &vocab, &Provenance::default(), DType::F16).unwrap();
         let again = quantize_file(&f16).unwrap();
         assert_eq!(again.len(), bytes.len());
+        let (direct, twice) = (
+            ModelFile::decode(&bytes).unwrap().body,
+            ModelFile::decode(&again).unwrap().body,
+        );
+        for (a, b) in direct.layers.iter().zip(&twice.layers) {
+            for (x, y) in [(&a.w_ih, &b.w_ih), (&a.w_hh, &b.w_hh)] {
+                // The quantized values (the bytes before the rows' f16
+                // scales) within one step of each other, most of them equal.
+                let n = (x.shape[0] * x.shape[1]) as usize;
+                assert_eq!((x.shape, x.data.len()), (y.shape, y.data.len()));
+                let mut equal = 0;
+                for (&p, &q) in x.data[..n].iter().zip(&y.data[..n]) {
+                    let d = (i16::from(p as i8) - i16::from(q as i8)).abs();
+                    assert!(d <= 1, "{} against {}", p as i8, q as i8);
+                    equal += usize::from(d == 0);
+                }
+                assert!(equal * 10 > n * 9, "{equal} of {n} equal");
+            }
+        }
         assert!(
             quantize_file(&again).is_err(),
             "an i8 model is not quantized twice"
