@@ -21,7 +21,8 @@ documents: the embedding of `torch-gru-embed` is folded into the input
 table, and that fold is rounded to f16. For that model the file also holds
 the logits of the folded model (PyTorch, the same GRU with a one-hot input
 whose weights are the fold computed in float64 by numpy and rounded to f16
-once).
+once); so does `keras-gru-embed`'s (Keras, its first GRU with a one-hot
+input).
 
 - torch-gru-embed: nn.Embedding(V, 8) + 2-layer nn.GRU(hidden 24) +
   nn.Linear, `<eos>` and `<pad>` in the middle of the vocabulary (the import
@@ -166,11 +167,18 @@ def keras_gru_embed():
     save_keras(model, name)
     ids = np.array([[vocab.index(c) for c in TEXT]], dtype=np.int32)
     logits = keras_logits([keras.Input((None,), dtype="int32")] + layers(), model.get_weights(), ids)
+    # The folded model: one-hot input, the first GRU's input kernel
+    # f16(E W) (the product in float64, rounded once), everything else as is.
+    embed, kernel0, *rest = model.get_weights()
+    folded = to_f16(embed.astype(np.float64) @ kernel0.astype(np.float64)).astype(np.float32)
+    folded_layers = [keras.Input((None, V))] + layers()[1:]
+    folded_logits = keras_logits(folded_layers, [folded] + rest, np.eye(V, dtype=np.float32)[ids])
     write(name, "vocab.json", vocab)
     write(name, "logits.json", {
         "written_by": f"tests/reference/import_models.py, keras {keras.__version__} ({keras.backend.backend()}), float32",
         "text": TEXT,
         "logits": logits,
+        "folded_logits": folded_logits,
     })
 
 

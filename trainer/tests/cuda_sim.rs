@@ -220,7 +220,11 @@ fn train_on_cuda_follows_the_cpu_and_resumes_exactly() {
         "--device auto did not pick the GPU:\n{out}"
     );
 
-    // The same run on both devices: every logged loss within 1%.
+    // The same run on both devices: every logged loss within 1%, the
+    // bound the CUDA issue sets for loss curves. One step's parity is held
+    // far tighter (`bench parity`, loss within 1e-5); over 120 Adam steps
+    // the products' other summation orders compound, and the bound is for
+    // the curve, not for bits.
     let (a, b) = (metrics(&cpu), metrics(&cuda));
     assert_eq!(a.len(), b.len());
     assert!(!a.is_empty());
