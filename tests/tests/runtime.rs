@@ -758,6 +758,43 @@ fn i8_weights_cost_little_against_the_f16_model_they_come_from() {
     assert!((i8 - f16).abs() < 0.01 * f16, "i8 {i8} against f16 {f16}");
 }
 
+/// `eval`'s bits per character, computed here without its code: each
+/// character's logits from the generator, a log-softmax in f64, the next
+/// character (or `<eos>` after the last) as the target, nats over ln 2.
+#[test]
+fn eval_scores_a_sample_as_its_log_probabilities_say() {
+    let bytes = fixture("shakespeare-lstm128");
+    let model = Model::from_bytes(&bytes).unwrap();
+    let text = "To be, or not to be, that is the question:";
+    let ids: Vec<u16> = text
+        .chars()
+        .filter_map(|c| model.vocab().id_of(c))
+        .collect();
+    assert_eq!(ids.len(), text.chars().count());
+    let mut ws = charlm_trainer::sample::host_workspace();
+    let mut g = Generator::new(&model, &mut ws, Sampler::Greedy, SeededRng::new(0)).unwrap();
+    let mut nats = 0.0f64;
+    for (i, &id) in ids.iter().enumerate() {
+        assert!(g.feed_id(id));
+        let logits: Vec<f64> = g.logits().unwrap().iter().map(|&x| f64::from(x)).collect();
+        let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log_sum = top + logits.iter().map(|x| (x - top).exp()).sum::<f64>().ln();
+        let target = ids.get(i + 1).copied().unwrap_or(model.vocab().eos());
+        nats += log_sum - logits[usize::from(target)];
+    }
+    let want = nats / ids.len() as f64 / std::f64::consts::LN_2;
+    let data = charlm_trainer::eval::EvalData::Samples(vec![ids]);
+    let got = charlm_trainer::eval::runtime_loss(&model, &data).bpc();
+    eprintln!("{text:?}: {got:.6} bits per character, {want:.6} computed here");
+    assert!(
+        (got - want).abs() <= 1e-9 * want,
+        "eval {got} against {want}"
+    );
+    // A trained model knows this line far better than chance (log2 of its
+    // 60-odd symbols is about 6 bits).
+    assert!(want < 4.0, "{want}");
+}
+
 #[test]
 fn the_fuzzers_seed_models_are_valid() {
     // A seed that fails validation only ever exercises the loader's error
