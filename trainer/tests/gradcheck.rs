@@ -55,6 +55,17 @@ fn check(
     let mut grads = vec![0.0; layout.len];
     let loss = cpu.loss_and_grad(&params, batch, &mut grads, dropout);
     assert!(loss.count > 0);
+    if warmup.is_some() {
+        // The state carried in from the warm-up batch was used: from a
+        // zero state the same batch scores otherwise.
+        let fresh =
+            Cpu::<f64>::new(layout.clone()).loss(&params, batch, charlm_trainer::cpu::Classes::All);
+        assert!(
+            (fresh.mean() - loss.mean()).abs() > 1e-9,
+            "the carried state changed nothing: {} both ways",
+            loss.mean()
+        );
+    }
     let mut p = params.clone();
     let mut eval = |p: &[f64]| {
         cpu.set_carried_state(rows, state.clone());

@@ -372,6 +372,7 @@ fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
     // Interrupted at an evaluation's step (before it is made), or at a
     // --max-steps end on one, then resumed: the same files as the run that
     // went straight through.
+    let mut ways = [0; 2];
     for (k, &(step, _)) in scores[..stop - 1].iter().enumerate().skip(1).step_by(3) {
         let dir = tmp.path().join(format!("split{k}"));
         let mut first = p4.clone();
@@ -381,6 +382,7 @@ fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
         } else {
             first.max_steps = Some(step);
         }
+        ways[k % 2] += 1;
         train::run(first, &o).unwrap();
         let mut o = options(&dir);
         o.resume = true;
@@ -396,6 +398,10 @@ fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
             );
         }
     }
+    assert!(
+        ways.iter().all(|&n| n > 0),
+        "stops, --max-steps ends: {ways:?}"
+    );
 }
 
 #[test]
