@@ -29,8 +29,9 @@ input).
   renumbers them), float64;
 - keras-lstm: the lesson's model at a smaller size (Masking, LSTM(32),
   Dense(V, softmax)), ids as the lesson's tokenizer makes them (padding 0,
-  `<eos>` last), float32, the logits from the same layers with a linear
-  Dense;
+  `<eos>` last), float32, noise added to Keras's initial weights (its zero
+  biases would hide a gate's bias in the wrong place), the logits from the
+  same layers with a linear Dense;
 - keras-gru-embed: Embedding(V, 6) + GRU(16) + GRU(16) + Dense (Keras's
   gate order z, r, h and its two GRU biases), float32.
 """
@@ -136,6 +137,9 @@ def keras_lstm():
         keras.layers.Dense(V, activation="softmax"),
     ]
     model = keras.Sequential([keras.Input((None, V))] + layers())
+    # Keras starts the biases at zero (the forget gate's at one): noise on
+    # every weight, so that each gate's bias and its place in the row count.
+    model.set_weights([w + 0.1 * np.random.default_rng(5).standard_normal(w.shape) for w in model.get_weights()])
     round_keras(model)
     save_keras(model, name)
     ids = np.array([[vocab.index(c) for c in TEXT]])
