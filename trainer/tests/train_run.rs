@@ -1008,6 +1008,26 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     }
+    // Started under nohup (SIGHUP ignored), a run keeps ignoring it: the
+    // terminal closing does not stop it.
+    let nohup = tmp.path().join("nohup");
+    let mut command = Command::new(BIN);
+    command.args(args(nohup.to_str().unwrap()));
+    // SAFETY: signal(2) between fork and exec, as nohup does.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    wait_for_checkpoint(&mut child, &nohup);
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGHUP under nohup: {status:?}");
+    assert_eq!(model_bytes(&full), model_bytes(&nohup));
     // Resuming with another architecture is refused.
     let o = charlm(&[
         "train",

@@ -244,7 +244,7 @@ pub fn install_stop_signals(announce: bool) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     static ARMED: AtomicBool = AtomicBool::new(false);
     ONCE.call_once(|| {
-        for sig in STOP_SIGNALS {
+        for sig in STOP_SIGNALS.into_iter().filter(|&s| !ignored(s)) {
             // In this order: the default action is armed by the first
             // signal, after its own check.
             let _ = signal_hook::flag::register_conditional_default(sig, &ARMED);
@@ -255,6 +255,24 @@ pub fn install_stop_signals(announce: bool) {
             let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
         }
     });
+}
+
+/// Whether `sig` is ignored now, as `nohup` leaves SIGHUP and a shell
+/// leaves SIGINT for a job it starts in the background: a run started so
+/// keeps ignoring it, rather than stopping when the terminal closes.
+#[cfg(unix)]
+fn ignored(sig: i32) -> bool {
+    // SAFETY: sigaction(2) with no new action only reads the current one
+    // into `old`, a zeroed sigaction.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(not(unix))]
+fn ignored(_: i32) -> bool {
+    false
 }
 
 /// Registers, for `sig`, a line written to standard error when the signal
