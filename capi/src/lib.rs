@@ -362,7 +362,11 @@ impl Slot {
     /// machine-mode interrupts masked (`mstatus.MIE`, restored as it was).
     /// The library runs in machine mode there, as bare-metal RISC-V
     /// firmware does.
-    #[cfg(all(not(target_has_atomic = "8"), target_arch = "riscv32"))]
+    #[cfg(all(
+        not(target_has_atomic = "8"),
+        target_arch = "riscv32",
+        target_os = "none"
+    ))]
     fn take(&self) -> bool {
         riscv::interrupt::free(|| self.take_unguarded())
     }
@@ -372,7 +376,8 @@ impl Slot {
     /// interrupt there.
     #[cfg(all(
         not(target_has_atomic = "8"),
-        not(any(target_arch = "arm", target_arch = "riscv32"))
+        not(target_arch = "arm"),
+        not(all(target_arch = "riscv32", target_os = "none"))
     ))]
     fn take(&self) -> bool {
         self.take_unguarded()
@@ -922,8 +927,27 @@ mod tests {
         assert!(ran.chars().count() < prompt.chars().count() && !ran.is_empty());
         let (n, text) = generate(MODEL, prompt, &params(10));
         assert!(n > 0);
-        assert_eq!(text.chars().count() - n as usize, ran.chars().count());
         assert!(text.starts_with(&ran), "{text:?}");
+        // Count the calls themselves.
+        unsafe extern "C" fn count(ctx: *mut c_void, _: *const c_char, _: usize) {
+            // SAFETY: `ctx` is the `usize` below.
+            unsafe { *ctx.cast::<usize>() += 1 };
+        }
+        let mut calls = 0usize;
+        let returned = unsafe {
+            charlm_generate(
+                MODEL.as_ptr(),
+                MODEL.len(),
+                prompt.as_ptr().cast(),
+                prompt.len(),
+                &params(10),
+                Some(count),
+                (&raw mut calls).cast(),
+            )
+        };
+        assert_eq!(returned, n);
+        assert_eq!(calls - n as usize, ran.chars().count());
+        assert_eq!(calls, text.chars().count());
     }
 
     #[test]

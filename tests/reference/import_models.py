@@ -139,7 +139,8 @@ def keras_lstm():
     model = keras.Sequential([keras.Input((None, V))] + layers())
     # Keras starts the biases at zero (the forget gate's at one): noise on
     # every weight, so that each gate's bias and its place in the row count.
-    model.set_weights([w + 0.1 * np.random.default_rng(5).standard_normal(w.shape) for w in model.get_weights()])
+    rng = np.random.default_rng(5)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape) for w in model.get_weights()])
     round_keras(model)
     save_keras(model, name)
     ids = np.array([[vocab.index(c) for c in TEXT]])
@@ -166,7 +167,8 @@ def keras_gru_embed():
     ]
     model = keras.Sequential([keras.Input((None,), dtype="int32")] + layers())
     # Non-zero biases, so that their order and their two rows count.
-    model.set_weights([w + 0.1 * np.random.default_rng(4).standard_normal(w.shape) for w in model.get_weights()])
+    rng = np.random.default_rng(4)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape) for w in model.get_weights()])
     round_keras(model)
     save_keras(model, name)
     ids = np.array([[vocab.index(c) for c in TEXT]], dtype=np.int32)

@@ -254,8 +254,10 @@ impl Staged {
     }
 
     /// Renames the file into its place and makes the rename durable.
-    pub fn commit(self) -> Result<(), CliError> {
+    pub fn commit(mut self) -> Result<(), CliError> {
         std::fs::rename(&self.tmp, &self.path).map_err(|source| self.error(source))?;
+        // Renamed: nothing left for `drop` to remove.
+        self.tmp = PathBuf::new();
         // Make the rename itself durable (best effort: not every platform
         // can open a directory).
         let dir = self
@@ -266,8 +268,6 @@ impl Staged {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
-        // Renamed: nothing left to remove.
-        std::mem::forget(self);
         Ok(())
     }
 
@@ -281,7 +281,9 @@ impl Staged {
 
 impl Drop for Staged {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.tmp);
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

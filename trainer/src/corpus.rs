@@ -158,9 +158,9 @@ impl Spec {
 }
 
 /// `path` (which a run stores absolute, to resume from any folder) as
-/// messages show it: relative to the current folder where it lies under
-/// it or was given relative (`../data/news.csv`, not
-/// `/home/me/run/../data/news.csv`), else as it is. It names the same file.
+/// messages show it: relative to the current folder where it lies under it
+/// (so a path given relative reads as given, `../data/news.csv` and not
+/// `/home/me/run/../data/news.csv`), else absolute. It names the same file.
 pub fn from_here(path: &Path) -> PathBuf {
     std::env::current_dir()
         .ok()

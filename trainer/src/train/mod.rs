@@ -10,7 +10,7 @@
 pub mod backend;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use charlm_runtime::format::{Arch, CellKind, DType, ModelFile};
@@ -234,32 +234,98 @@ const STOP_SIGNALS: [i32; 3] = [
 #[cfg(not(unix))]
 const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
 
+/// A second Ctrl-C counts only this long after the first: some launchers
+/// deliver one request twice within microseconds (GNU `timeout` signals
+/// the child and then its process group), and a person pressing twice
+/// takes longer.
+#[cfg(unix)]
+const REPEAT_MS: u64 = 100;
+
 /// Installs the stop handlers (once per process). The first stop signal
-/// sets [`STOP`] and, with `announce`, says at once on standard error that
-/// the run stops after its step; a second one, while the run is still
-/// finishing its step or writing its checkpoint, ends the process as that
-/// signal does by default (the last checkpoint written stays whole: it is
-/// replaced by a rename).
+/// sets [`STOP`] and, with `announce` and standard error on a terminal,
+/// says at once that the run stops after its step. A second Ctrl-C, at
+/// least [`REPEAT_MS`] later, while the run is still finishing its step or
+/// writing its checkpoint, ends the process as SIGINT does by default (the
+/// last checkpoint written stays whole: it is replaced by a rename);
+/// SIGTERM and SIGHUP never do (a supervisor that will not wait sends
+/// SIGKILL). A signal ignored when the run starts (SIGHUP under `nohup`,
+/// SIGINT in a background job) stays ignored.
 pub fn install_stop_signals(announce: bool) {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    static ARMED: AtomicBool = AtomicBool::new(false);
     ONCE.call_once(|| {
         for sig in STOP_SIGNALS.into_iter().filter(|&s| !ignored(s)) {
-            // In this order: the default action is armed by the first
-            // signal, after its own check.
-            let _ = signal_hook::flag::register_conditional_default(sig, &ARMED);
-            if announce {
-                announce_stop(sig);
-            }
-            let _ = signal_hook::flag::register(sig, &ARMED);
-            let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
+            register_stop(sig, announce);
         }
     });
 }
 
+/// When the first Ctrl-C came (milliseconds of the monotonic clock, 0 for
+/// none yet).
+#[cfg(unix)]
+static FIRST_CTRL_C_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The monotonic clock in milliseconds (at least 1); clock_gettime is
+/// async-signal-safe.
+#[cfg(unix)]
+fn monotonic_ms() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the time into `t`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000).max(1)
+}
+
+#[cfg(unix)]
+fn register_stop(sig: i32, announce: bool) {
+    let ctrl_c = sig == signal_hook::consts::SIGINT;
+    // Made here, as the handler may not allocate; announced only to a
+    // terminal (written to a pipe whose reader is gone, as `| tee` is after
+    // Ctrl-C, it would raise SIGPIPE and end the run unsaved).
+    // SAFETY: isatty only inspects the descriptor.
+    let line = (announce && unsafe { libc::isatty(2) } == 1).then(|| {
+        let again = if ctrl_c {
+            "; Ctrl-C again quits at once"
+        } else {
+            ""
+        };
+        format!(
+            "\ncharlm: {}: stopping after this step to save a checkpoint{again}\n",
+            signal_name(sig as usize)
+        )
+    });
+    // SAFETY: the action calls only async-signal-safe functions
+    // (clock_gettime, write, and emulate_default_handler's sigaction,
+    // sigprocmask and raise) and atomics, on data it owns.
+    let _ = unsafe {
+        signal_hook::low_level::register(sig, move || {
+            if ctrl_c {
+                let now = monotonic_ms();
+                match FIRST_CTRL_C_MS.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+                    Err(first) if now >= first + REPEAT_MS => {
+                        let _ = signal_hook::low_level::emulate_default_handler(sig);
+                    }
+                    _ => {}
+                }
+            }
+            let first = STOP
+                .compare_exchange(0, sig as usize, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+            if let (true, Some(line)) = (first, &line) {
+                let _ = libc::write(2, line.as_ptr().cast(), line.len());
+            }
+        })
+    };
+}
+
+#[cfg(not(unix))]
+fn register_stop(sig: i32, _: bool) {
+    let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
+}
+
 /// Whether `sig` is ignored now, as `nohup` leaves SIGHUP and a shell
-/// leaves SIGINT for a job it starts in the background: a run started so
-/// keeps ignoring it, rather than stopping when the terminal closes.
+/// leaves SIGINT for a job it starts in the background.
 #[cfg(unix)]
 fn ignored(sig: i32) -> bool {
     // SAFETY: sigaction(2) with no new action only reads the current one
@@ -274,30 +340,6 @@ fn ignored(sig: i32) -> bool {
 fn ignored(_: i32) -> bool {
     false
 }
-
-/// Registers, for `sig`, a line written to standard error when the signal
-/// arrives (on a line of its own: the progress bar may be half drawn).
-#[cfg(unix)]
-fn announce_stop(sig: i32) {
-    let name = signal_name(sig as usize);
-    let again = if sig == signal_hook::consts::SIGINT {
-        "; Ctrl-C again quits at once"
-    } else {
-        ""
-    };
-    // Made here: the handler may not allocate.
-    let line = format!("\ncharlm: {name}: stopping after this step to save a checkpoint{again}\n");
-    // SAFETY: the action only calls write(2), which is async-signal-safe,
-    // on bytes it owns.
-    let _ = unsafe {
-        signal_hook::low_level::register(sig, move || {
-            let _ = libc::write(2, line.as_ptr().cast(), line.len());
-        })
-    };
-}
-
-#[cfg(not(unix))]
-fn announce_stop(_: i32) {}
 
 /// The name of a stop signal, for messages ("SIGTERM").
 pub fn signal_name(sig: usize) -> &'static str {
@@ -774,6 +816,27 @@ pub fn lock_run(out: &Path) -> Result<std::fs::File, CliError> {
     }
 }
 
+/// Removes what a run killed while writing left in its folder: the
+/// temporary files of [`checkpoint::Staged`] (`.NAME.tmpPID`), which are as
+/// large as a checkpoint. Called with the run's lock held, so no other
+/// process is writing them.
+fn remove_stale_temporaries(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale = name.starts_with('.')
+            && name
+                .rsplit_once(".tmp")
+                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Trains (or resumes) a run. When resuming, the checkpoint's configuration
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
@@ -904,6 +967,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         source,
     })?;
     let _lock = lock_run(&opts.out)?;
+    remove_stale_temporaries(&opts.out);
     // On CUDA the parameters and optimizer state live on the device; the host
     // copies are refreshed at checkpoints and at the end of each epoch.
     let resident = backend.resident().is_some();
