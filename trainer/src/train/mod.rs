@@ -259,6 +259,11 @@ pub fn install_stop_signals(announce: bool) {
     });
 }
 
+/// Set once the training loop is over: a stop signal then no longer stops
+/// anything (the run writes its models and ends), and its announcement
+/// says so.
+pub static FINISHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// When the first Ctrl-C came (milliseconds of the monotonic clock, 0 for
 /// none yet).
 #[cfg(unix)]
@@ -284,16 +289,17 @@ fn register_stop(sig: i32, announce: bool) {
     // terminal (written to a pipe whose reader is gone, as `| tee` is after
     // Ctrl-C, it would raise SIGPIPE and end the run unsaved).
     // SAFETY: isatty only inspects the descriptor.
-    let line = (announce && unsafe { libc::isatty(2) } == 1).then(|| {
+    let lines = (announce && unsafe { libc::isatty(2) } == 1).then(|| {
         let again = if ctrl_c {
             "; Ctrl-C again quits at once"
         } else {
             ""
         };
-        format!(
-            "\ncharlm: {}: stopping after this step to save a checkpoint{again}\n",
-            signal_name(sig as usize)
-        )
+        let name = signal_name(sig as usize);
+        [
+            format!("\ncharlm: {name}: stopping after this step to save a checkpoint{again}\n"),
+            format!("\ncharlm: {name}: training is over; the run is writing its models{again}\n"),
+        ]
     });
     // SAFETY: the action calls only async-signal-safe functions
     // (clock_gettime, write, and emulate_default_handler's sigaction,
@@ -312,7 +318,8 @@ fn register_stop(sig: i32, announce: bool) {
             let first = STOP
                 .compare_exchange(0, sig as usize, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok();
-            if let (true, Some(line)) = (first, &line) {
+            if let (true, Some(lines)) = (first, &lines) {
+                let line = &lines[usize::from(FINISHING.load(Ordering::SeqCst))];
                 let _ = libc::write(2, line.as_ptr().cast(), line.len());
             }
         })
@@ -841,6 +848,7 @@ fn remove_stale_temporaries(out: &Path) {
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
 pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
+    FINISHING.store(false, Ordering::SeqCst);
     let verbose = opts.verbose;
     let say = |s: &str| {
         if verbose {
@@ -1374,6 +1382,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             opts.out.display()
         ));
     }
+    FINISHING.store(true, Ordering::SeqCst);
     let mut summary = Summary {
         outcome: outcome.clone(),
         steps: progress.steps,
