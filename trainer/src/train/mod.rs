@@ -824,9 +824,9 @@ pub fn lock_run(out: &Path) -> Result<std::fs::File, CliError> {
 }
 
 /// Removes what a run killed while writing left in its folder: the
-/// temporary files of [`checkpoint::Staged`] (`.NAME.tmpPID`), which are as
-/// large as a checkpoint. Called with the run's lock held, so no other
-/// process is writing them.
+/// temporary files of [`checkpoint::Staged`] (`.NAME.tmpPID`, for the
+/// names a run writes), as large as a checkpoint, of processes that are
+/// gone. Called with the run's lock held, so no other run writes them.
 fn remove_stale_temporaries(out: &Path) {
     let Ok(entries) = std::fs::read_dir(out) else {
         return;
@@ -834,20 +834,40 @@ fn remove_stale_temporaries(out: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let stale = name.starts_with('.')
-            && name
-                .rsplit_once(".tmp")
-                .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-        if stale {
+        let Some((file, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp")) else {
+            continue;
+        };
+        let ours = RUN_FILES.contains(&file) || OTHER_FILES.contains(&file);
+        if ours && pid.parse::<u32>().is_ok_and(|pid| !process_alive(pid)) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether a process `pid` exists (its temporary may be in use: `charlm
+/// export` writes into a run folder without its lock).
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+#[cfg(not(unix))]
+fn process_alive(_: u32) -> bool {
+    true
 }
 
 /// Trains (or resumes) a run. When resuming, the checkpoint's configuration
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
 pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
+    STOP.store(0, Ordering::SeqCst);
     FINISHING.store(false, Ordering::SeqCst);
     let verbose = opts.verbose;
     let say = |s: &str| {
@@ -1272,6 +1292,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             }
         }
         bar.finish_and_clear();
+        // The last step is taken: a stop signal from here on lets the run
+        // write its models and end (its announcement says so).
+        if limit_reached(progress.steps)
+            || (progress.batch >= steps_per_epoch && progress.epoch + 1 >= cfg.epochs)
+        {
+            FINISHING.store(true, Ordering::SeqCst);
+        }
         // End of an epoch, of the step budget or at an evaluation of
         // --eval-every's: score, sample, save.
         let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
