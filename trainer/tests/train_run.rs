@@ -1172,20 +1172,21 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         sent
     };
     // Steps of about half a second (hidden 512, 6,400 characters, one
-    // thread).
+    // thread), each checkpointed.
+    let one_step_at_a_time = [
+        "--checkpoint-every",
+        "1",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+    ];
     let mut child = stop_signals_default(&mut Command::new(BIN))
         .args(["train", "--corpus", corpus.to_str().unwrap(), "--out"])
         .arg(&out)
         .args(["--hidden", "512", "--batch", "64", "--seq-len", "100"])
         .args(["--epochs", "50", "--max-steps", "6"])
-        .args([
-            "--checkpoint-every",
-            "1",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-        ])
+        .args(one_step_at_a_time)
         .stdout(std::process::Stdio::piped())
         .stderr(slave)
         .spawn()
@@ -1223,14 +1224,7 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
     let before = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
     let mut child = stop_signals_default(&mut Command::new(BIN))
         .args(["train", "--resume", out.to_str().unwrap(), "--quiet"])
-        .args([
-            "--checkpoint-every",
-            "1",
-            "--threads",
-            "1",
-            "--device",
-            "cpu",
-        ])
+        .args(one_step_at_a_time)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
