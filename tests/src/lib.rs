@@ -399,3 +399,9 @@ pub fn logits_digest(model_bytes: &[u8]) -> Result<String, charlm_runtime::Error
     }
     Ok(out)
 }
+
+/// Whether this is a CI run (`CI=true` or `CI=1`): there a check that
+/// cannot run fails instead of being skipped.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}

@@ -123,9 +123,8 @@ fn qemu_or_skip(test: &str, qemu: &str) -> Option<PathBuf> {
         .map(|d| d.join(qemu))
         .find(|p| p.is_file());
     if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
-            !ci,
+            !charlm_tests::ci(),
             "CI=true but {qemu} is not installed: firmware-demo/ci.sh installs it"
         );
         let package = qemu.replace("riscv32", "misc");

@@ -720,9 +720,8 @@ fn one_unit_and_eight_lane_cells_give_the_same_logits_for_every_weight_type() {
         let host = charlm_trainer::host_kernel::HostKernel::detect();
         // On CI (x86-64 with AVX2) the third kernel must be the AVX2 one,
         // not the portable one again.
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         assert!(
-            !(ci && cfg!(target_arch = "x86_64") && host.name() == "portable"),
+            !(charlm_tests::ci() && cfg!(target_arch = "x86_64") && host.name() == "portable"),
             "CI=true but no AVX2+F16C kernel here"
         );
         assert_eq!(

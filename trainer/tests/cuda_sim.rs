@@ -8,7 +8,7 @@
 use std::process::{Command, Output};
 
 mod common;
-use common::have_nvrtc;
+use common::{ci, have_nvrtc};
 
 /// The library path with the simulator first.
 fn sim_path() -> String {
@@ -691,8 +691,10 @@ fn a_missing_nvrtc_or_cublas_is_one_line_and_status_2() {
     }
     // CI's machine has neither library in its cache (.ci/run takes NVRTC
     // from a wheel, and cuBLAS comes from nowhere): both cases run there.
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci || ran == 2, "CI=true but only {ran} of the 2 cases ran");
+    assert!(
+        !ci() || ran == 2,
+        "CI=true but only {ran} of the 2 cases ran"
+    );
 }
 
 #[test]
