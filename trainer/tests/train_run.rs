@@ -1112,6 +1112,137 @@ fn stop_signals_default(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// A stop signal that comes while a run is still reading its corpus ends
+/// it before its first step, with 128 + the signal: a new run writes
+/// nothing (no run folder), a resumed one leaves its folder as it was. The
+/// corpus is a named pipe, so the run waits in its read until the test has
+/// sent the signal (opening the pipe to write waits for the run to open it
+/// to read, by which time its handlers are installed).
+#[cfg(unix)]
+#[test]
+fn a_stop_before_the_first_step_writes_nothing() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 6000);
+    let text = std::fs::read(&corpus).unwrap();
+    let pipe = tmp.path().join("corpus.pipe");
+    let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let args = |corpus: &Path, out: &Path, resume: bool| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "--corpus", corpus.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if resume {
+            a.extend(["--resume".into(), out.to_str().unwrap().into()]);
+            a.extend(["--max-steps".into(), "8".into()]);
+        } else {
+            a.extend(
+                [
+                    "--hidden",
+                    "16",
+                    "--seq-len",
+                    "20",
+                    "--batch",
+                    "4",
+                    "--max-steps",
+                    "4",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            );
+            a.extend(["--out".into(), out.to_str().unwrap().into()]);
+        }
+        a
+    };
+    // The run, stopped by `signal` while it reads the pipe.
+    let stopped = |args: Vec<String>, signal: &str| -> Output {
+        let child = stop_signals_default(&mut Command::new(BIN))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        // A run that died of the signal has no reader left: the write fails.
+        let _ = w.write_all(&text);
+        drop(w);
+        child.wait_with_output().unwrap()
+    };
+    for (signal, status) in [("INT", 130), ("TERM", 143)] {
+        let out = tmp.path().join(format!("new-{signal}"));
+        let o = stopped(args(&pipe, &out, false), signal);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(status),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            stdout.contains(&format!(
+                "interrupted by SIG{signal} before training started: nothing written"
+            )),
+            "{stdout}"
+        );
+        assert!(
+            !out.exists(),
+            "a run stopped before its first step wrote {}",
+            out.display()
+        );
+    }
+    // A run with a checkpoint, resumed from the same text through the pipe.
+    let out = tmp.path().join("resumed");
+    let o = charlm(
+        &args(&corpus, &out, false)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let before = folder_bytes(&out);
+    let o = stopped(args(&pipe, &out, true), "TERM");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(143),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("interrupted by SIGTERM before training resumed: the run is as it was"),
+        "{stdout}"
+    );
+    assert!(
+        before == folder_bytes(&out),
+        "the stopped resume changed its run folder"
+    );
+}
+
+/// Every file of a folder (names and bytes), in name order.
+fn folder_bytes(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = if e.path().is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (e.file_name(), bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// Ctrl-C during training, by the clock: the same request delivered twice
 /// at once (GNU `timeout` signals the child, then its group) still saves;
 /// a second Ctrl-C 200 ms later, while the run is still in its step, ends

@@ -217,10 +217,38 @@ pub struct Init {
     pub vocab: Vocab,
 }
 
-/// The signal that asked the run to stop (0 while none has): set by the
-/// handlers [`install_stop_signals`] registers; the loop then saves a
-/// checkpoint and returns.
-pub static STOP: AtomicUsize = AtomicUsize::new(0);
+/// Where a run is and which signal asked it to stop: the phase
+/// ([`PREPARING`], [`TRAINING`], [`FINISHING`]) in the low byte, the first
+/// stop signal above it (0 while none has come). One word, so that the
+/// handlers and the loop agree on the phase a signal came in: before
+/// training starts the run ends without writing anything; during training
+/// it saves after the step; once the loop is over a signal no longer stops
+/// anything (the run writes its models and ends). Set by the handlers
+/// [`install_stop_signals`] registers and by [`enter`].
+static RUN_STATE: AtomicUsize = AtomicUsize::new(PREPARING);
+/// Reading the corpus, building batches, starting the backend.
+pub const PREPARING: usize = 0;
+/// In the training loop.
+pub const TRAINING: usize = 1;
+/// The last step is taken.
+pub const FINISHING: usize = 2;
+
+/// The first stop signal of this run (0 while none has come).
+pub fn stop_signal() -> usize {
+    RUN_STATE.load(Ordering::SeqCst) >> 8
+}
+
+/// Moves the run to `phase`, keeping any stop signal; into [`TRAINING`]
+/// only if none has come yet (else `Err` with it: a stop that came while
+/// the run was preparing ends it before its first step).
+fn enter(phase: usize) -> Result<(), usize> {
+    RUN_STATE
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+            (phase != TRAINING || s >> 8 == 0).then_some((s & !0xff) | phase)
+        })
+        .map(drop)
+        .map_err(|s| s >> 8)
+}
 
 /// The signals that stop a run after saving: Ctrl-C (SIGINT), SIGTERM
 /// (`kill`, `docker stop`, a batch scheduler's preemption) and, on Unix,
@@ -242,7 +270,7 @@ const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts
 const REPEAT_MS: u64 = 100;
 
 /// Installs the stop handlers (once per process). The first stop signal
-/// sets [`STOP`] and, with `announce` and standard error on a terminal,
+/// is kept in [`RUN_STATE`] and, with `announce` and standard error on a terminal,
 /// says at once that the run stops after its step. A second Ctrl-C, at
 /// least [`REPEAT_MS`] later, while the run is still finishing its step or
 /// writing its checkpoint, ends the process as SIGINT does by default (the
@@ -258,11 +286,6 @@ pub fn install_stop_signals(announce: bool) {
         }
     });
 }
-
-/// Set once the training loop is over: a stop signal then no longer stops
-/// anything (the run writes its models and ends), and its announcement
-/// says so.
-pub static FINISHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// When the first Ctrl-C came (milliseconds of the monotonic clock, 0 for
 /// none yet).
@@ -297,6 +320,7 @@ fn register_stop(sig: i32, announce: bool) {
         };
         let name = signal_name(sig as usize);
         [
+            format!("\ncharlm: {name}: stopping before training starts; nothing is written\n"),
             format!("\ncharlm: {name}: stopping after this step to save a checkpoint{again}\n"),
             format!("\ncharlm: {name}: training is over; the run is writing its models{again}\n"),
         ]
@@ -315,11 +339,12 @@ fn register_stop(sig: i32, announce: bool) {
                     _ => {}
                 }
             }
-            let first = STOP
-                .compare_exchange(0, sig as usize, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-            if let (true, Some(lines)) = (first, &lines) {
-                let line = &lines[usize::from(FINISHING.load(Ordering::SeqCst))];
+            // The first signal is kept, with the phase it came in.
+            let first = RUN_STATE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> 8 == 0).then_some(s | (sig as usize) << 8)
+            });
+            if let (Ok(state), Some(lines)) = (first, &lines) {
+                let line = &lines[(state & 0xff).min(lines.len() - 1)];
                 let _ = libc::write(2, line.as_ptr().cast(), line.len());
             }
         })
@@ -328,7 +353,14 @@ fn register_stop(sig: i32, announce: bool) {
 
 #[cfg(not(unix))]
 fn register_stop(sig: i32, _: bool) {
-    let _ = signal_hook::flag::register_usize(sig, &STOP, sig as usize);
+    // SAFETY: the action only updates an atomic.
+    let _ = unsafe {
+        signal_hook::low_level::register(sig, move || {
+            let _ = RUN_STATE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s >> 8 == 0).then_some(s | (sig as usize) << 8)
+            });
+        })
+    };
 }
 
 /// Whether `sig` is ignored now, as `nohup` leaves SIGHUP and a shell
@@ -867,8 +899,7 @@ fn process_alive(_: u32) -> bool {
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
 pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
-    STOP.store(0, Ordering::SeqCst);
-    FINISHING.store(false, Ordering::SeqCst);
+    RUN_STATE.store(PREPARING, Ordering::SeqCst);
     let verbose = opts.verbose;
     let say = |s: &str| {
         if verbose {
@@ -990,6 +1021,20 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             )
         }
     };
+    // A stop signal that came while the run prepared (reading the corpus,
+    // starting the backend) ends it here, before anything is written.
+    if let Err(signal) = enter(TRAINING) {
+        say(&format!(
+            "interrupted by {} before training {}",
+            signal_name(signal),
+            if opts.resume {
+                "resumed: the run is as it was"
+            } else {
+                "started: nothing written"
+            }
+        ));
+        return Err(CliError::Interrupted(signal));
+    }
     std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write {
         path: opts.out.clone(),
         source,
@@ -1256,7 +1301,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             // from any checkpoint never skips an evaluation: Ctrl-C there
             // stops after the next step.
             let pending_eval = eval_point(progress.steps);
-            let signal = STOP.load(Ordering::SeqCst);
+            let signal = stop_signal();
             let stop_now = !pending_eval
                 && (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
@@ -1297,7 +1342,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         if limit_reached(progress.steps)
             || (progress.batch >= steps_per_epoch && progress.epoch + 1 >= cfg.epochs)
         {
-            FINISHING.store(true, Ordering::SeqCst);
+            let _ = enter(FINISHING);
         }
         // End of an epoch, of the step budget or at an evaluation of
         // --eval-every's: score, sample, save.
@@ -1409,7 +1454,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             opts.out.display()
         ));
     }
-    FINISHING.store(true, Ordering::SeqCst);
+    let _ = enter(FINISHING);
     let mut summary = Summary {
         outcome: outcome.clone(),
         steps: progress.steps,
