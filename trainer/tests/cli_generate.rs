@@ -223,6 +223,61 @@ fn info_describes_a_model() {
     }
 }
 
+/// A model read through a pipe (`/dev/stdin`, `<(cat m.clm)`) is read once,
+/// so the commands see all of it: the same text and description as from
+/// the file.
+#[cfg(unix)]
+#[test]
+fn a_model_can_come_through_a_pipe() {
+    use std::io::Write;
+    let model = root().join("tests/fixtures/gru1.clm");
+    let bytes = std::fs::read(&model).unwrap();
+    let piped = |args: &[&str]| -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_charlm"))
+            .args(args)
+            .current_dir(root())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run charlm");
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let sampling = [
+        "--prompt",
+        "Über",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "3",
+        "--max-chars",
+        "60",
+    ];
+    let from_file = charlm(
+        &[
+            &["generate", "--model", model.to_str().unwrap()][..],
+            &sampling,
+        ]
+        .concat(),
+    );
+    let from_pipe = piped(&[&["generate", "--model", "/dev/stdin"][..], &sampling].concat());
+    assert!(
+        from_pipe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_pipe.stderr)
+    );
+    assert!(!from_file.stdout.is_empty());
+    assert_eq!(from_pipe.stdout, from_file.stdout);
+    let info = piped(&["info", "/dev/stdin"]);
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    assert!(String::from_utf8_lossy(&info.stdout).contains("checksum    ok"));
+}
+
 #[test]
 fn generate_warns_about_dropped_characters_but_succeeds() {
     let out = charlm(&[

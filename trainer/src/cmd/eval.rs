@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use charlm_runtime::Model;
 use charlm_trainer::batch::eval_streams;
 use charlm_trainer::corpus::{Field, Layout, Spec};
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::CliError;
 use charlm_trainer::eval::{EvalData, runtime_loss};
 use charlm_trainer::sample::host_workspace;
 use charlm_trainer::vocab::Vocab;
@@ -36,8 +36,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path = super::model_path(args.model)?;
-    let bytes = read_file(&path)?;
+    let (path, bytes) = super::read_model(args.model)?;
     let model_err = |source| CliError::Model {
         path: path.clone(),
         source,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use charlm_runtime::{Error, Model, Sampler};
 use charlm_trainer::errln;
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::CliError;
 use charlm_trainer::sample::{
     Batch, SampleError, TextSink, generate_batch_each, host_workspace, readable,
 };
@@ -188,8 +188,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         };
         CliError::invalid(format!("{flag}: {e}"))
     })?;
-    let path = super::model_path(args.model)?;
-    let bytes = read_file(&path)?;
+    let (path, bytes) = super::read_model(args.model)?;
     let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
         path: path.clone(),
         source,

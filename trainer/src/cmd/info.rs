@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use charlm_runtime::cell::workspace_bytes;
 use charlm_runtime::format::{DType, ModelFile};
 use charlm_runtime::{Error, Model};
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::CliError;
 use charlm_trainer::outln;
 use charlm_trainer::sample::host_workspace;
 
@@ -16,8 +16,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let path = super::model_path(args.file)?;
-    let bytes = read_file(&path)?;
+    let (path, bytes) = super::read_model(args.file)?;
     let model_err = |source| CliError::Model {
         path: path.clone(),
         source,

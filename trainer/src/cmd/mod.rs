@@ -16,7 +16,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
-use charlm_trainer::error::CliError;
+use charlm_trainer::error::{CliError, read_file};
 
 /// `--weights` of `train` and `export`: the type of a model file's weight
 /// matrices.
@@ -64,12 +64,23 @@ where
     }
 }
 
-/// The model file a command was given: a run folder stands for its
-/// `model.clm`. A folder without one is one line (naming `charlm export`
-/// when the folder holds a checkpoint of an unfinished run).
-pub fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
+/// The model file a command was given, and its bytes: a run folder stands
+/// for its `model.clm`. A folder without one is one line (naming `charlm
+/// export` when the folder holds a checkpoint of an unfinished run), and so
+/// is a training checkpoint given as a model. The file is read once, so a
+/// model can come through a pipe (`<(cat m.clm)`, `/dev/stdin`).
+pub fn read_model(path: PathBuf) -> Result<(PathBuf, Vec<u8>), CliError> {
+    let path = model_path(path)?;
+    let bytes = read_file(&path)?;
+    if charlm_trainer::checkpoint::looks_like_checkpoint(&bytes) {
+        return Err(checkpoint_given(&path));
+    }
+    Ok((path, bytes))
+}
+
+/// A run folder's `model.clm`, or `path` itself when it is no folder.
+fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
     if !path.is_dir() {
-        refuse_checkpoint(&path)?;
         return Ok(path);
     }
     let file = path.join("model.clm");
@@ -97,17 +108,22 @@ pub fn refuse_checkpoint(path: &Path) -> Result<(), CliError> {
     let mut head = [0u8; 8];
     let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
     if read.is_ok() && charlm_trainer::checkpoint::looks_like_checkpoint(&head) {
-        let run = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        return Err(CliError::invalid(format!(
-            "{} is a training checkpoint, not a model: `charlm export {}` writes a model from it",
-            path.display(),
-            run.display()
-        )));
+        return Err(checkpoint_given(path));
     }
     Ok(())
+}
+
+/// The error for a training checkpoint given as a model.
+fn checkpoint_given(path: &Path) -> CliError {
+    let run = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    CliError::invalid(format!(
+        "{} is a training checkpoint, not a model: `charlm export {}` writes a model from it",
+        path.display(),
+        run.display()
+    ))
 }
 
 /// The worker threads that `train` and the benchmarks run on: `threads`

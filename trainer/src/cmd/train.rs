@@ -6,7 +6,7 @@ use charlm_runtime::format::CellKind;
 use charlm_trainer::checkpoint::Checkpoint;
 use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::errln;
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::CliError;
 use charlm_trainer::export::parameters;
 use charlm_trainer::optim;
 use charlm_trainer::train::{self, Config, Device, Init, Options};
@@ -353,8 +353,7 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
 /// `--init MODEL`: its parameters and vocabulary, its architecture put
 /// into `cfg`; an architecture flag that says otherwise is an error.
 fn initial(args: &Args, path: &Path, cfg: &mut Config) -> Result<Init, CliError> {
-    let path = super::model_path(path.to_path_buf())?;
-    let bytes = read_file(&path)?;
+    let (path, bytes) = super::read_model(path.to_path_buf())?;
     let (layout, params, vocab) = parameters(&bytes)
         .map_err(|e| CliError::invalid(format!("--init {}: {e}", path.display())))?;
     let a = layout.arch;
