@@ -1052,6 +1052,32 @@ fn the_binary_trains_resumes_after_a_kill_and_evaluates() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(model_bytes(&full), model_bytes(&interrupted));
     }
+    // Standard output's reader gone before the run writes its first line
+    // (`charlm train | head -c 10`): SIGPIPE stops the run as a hangup
+    // does, after a step, saved, status 141, and it resumes to the same
+    // model (before, the signal's default action ended it with a run
+    // folder that held nothing but its lock).
+    let piped = tmp.path().join("reader-gone");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut run = args(piped.to_str().unwrap());
+    run.retain(|a| a != "--quiet");
+    let o = stop_signals_default(&mut Command::new(BIN))
+        .args(run)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(141),
+        "{:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(piped.join("checkpoint.bin").is_file());
+    let o = charlm(&["train", "--resume", piped.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(model_bytes(&full), model_bytes(&piped));
     // Started under nohup (SIGHUP ignored), a run keeps ignoring it: the
     // terminal closing does not stop it.
     let nohup = tmp.path().join("nohup");

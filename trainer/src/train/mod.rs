@@ -252,12 +252,16 @@ fn enter(phase: usize) -> Result<(), usize> {
 
 /// The signals that stop a run after saving: Ctrl-C (SIGINT), SIGTERM
 /// (`kill`, `docker stop`, a batch scheduler's preemption) and, on Unix,
-/// SIGHUP (the terminal closed).
+/// SIGHUP (the terminal closed) and SIGPIPE (the reader of standard output
+/// went away: `charlm train | head`; rather than die by the signal's
+/// default action with nothing saved, the run stops as for a hangup, and
+/// what it prints from then on is lost).
 #[cfg(unix)]
-const STOP_SIGNALS: [i32; 3] = [
+const STOP_SIGNALS: [i32; 4] = [
     signal_hook::consts::SIGINT,
     signal_hook::consts::SIGTERM,
     signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGPIPE,
 ];
 #[cfg(not(unix))]
 const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
