@@ -1558,9 +1558,56 @@ fn bad_input_is_one_line_and_exit_status_2() {
     );
     fails(&["train", "--resume", &d("nowhere")], "cannot read");
     fails(&["eval", "--model", &d("missing.clm")], "cannot read");
+    // A corpus with no character of the vocabulary that --init fixes: that
+    // is the problem, not --batch or --seq-len.
+    let gru = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/gru1.clm");
+    fails(
+        &[
+            "train",
+            "--corpus",
+            &d("many.txt"),
+            "--init",
+            gru.to_str().unwrap(),
+            "--out",
+            &out,
+        ],
+        "many.txt: none of its characters is in --init",
+    );
     assert!(
         !Path::new(&out).exists(),
         "a failed run left a folder behind"
+    );
+    // Resumed with another corpus: the checksum says so before anything
+    // else is made of the text (here, before its characters are dropped).
+    let run = d("run");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        &small_corpus(tmp.path(), 3000).to_string_lossy(),
+        "--out",
+        &run,
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--max-steps",
+        "2",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fails(
+        &[
+            "train",
+            "--resume",
+            &run,
+            "--corpus",
+            &d("many.txt"),
+            "--max-steps",
+            "4",
+        ],
+        "many.txt: the corpus differs from the one this run was trained on",
     );
     // A folder holding a run is refused.
     std::fs::create_dir(&out).unwrap();

@@ -462,12 +462,31 @@ struct Data {
     layout: TextLayout,
 }
 
-fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
+/// What a resumed run or `--init` fixes before the data is read.
+struct Given {
+    /// The vocabulary the data is encoded with.
+    vocab: Vocab,
+    /// The checksum the corpus must have (a resumed run's).
+    corpus_crc: Option<u32>,
+    /// Whose vocabulary, for messages ("the run's", "--init m.clm's").
+    source: String,
+}
+
+fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
     let corpus = cfg.corpus.load()?;
+    let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
+    if let Some(want) = given
+        .as_ref()
+        .and_then(|g| g.corpus_crc)
+        .filter(|&c| c != crc)
+    {
+        return Err(CliError::invalid(format!(
+            "{name}: the corpus differs from the one this run was trained on (checksum {crc:08x}, expected {want:08x})"
+        )));
+    }
     for q in &corpus.notes {
         note(q);
     }
-    let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
     let split = match &cfg.val {
         Some(path) => {
             let val = Spec {
@@ -485,9 +504,9 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Da
         }
         None => corpus.split(cfg.val_frac),
     };
-    let vocab = match vocab {
-        Some(v) => v,
-        None => Vocab::fit(split.train.iter().map(|s| s.as_str()))?,
+    let (vocab, source) = match given {
+        Some(g) => (g.vocab, Some(g.source)),
+        None => (Vocab::fit(split.train.iter().map(|s| s.as_str()))?, None),
     };
     let encode = |texts: &[String]| -> (Vec<Vec<u16>>, usize) {
         let mut dropped = 0;
@@ -503,6 +522,13 @@ fn prepare(cfg: &Config, vocab: Option<Vocab>, note: &dyn Fn(&str)) -> Result<Da
         (ids, dropped)
     };
     let (train_ids, dropped) = encode(&split.train);
+    if let Some(source) = source.filter(|_| dropped > 0 && train_ids.is_empty()) {
+        return Err(CliError::invalid(format!(
+            "{name}: none of its characters is in {source} vocabulary ({} symbols, e.g. {:?})",
+            vocab.symbols().len(),
+            vocab.symbols().iter().take(12).collect::<String>()
+        )));
+    }
     if dropped > 0 {
         note(&format!(
             "dropped {} the vocabulary lacks",
@@ -953,18 +979,20 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     };
     cfg.validate()?;
-    let vocab = match (&resumed, &opts.init) {
-        (Some(ck), _) => Some(Vocab::from_symbols(ck.vocab.chars().collect())),
-        (None, Some(init)) => Some(init.vocab.clone()),
+    let given = match (&resumed, &opts.init) {
+        (Some(ck), _) => Some(Given {
+            vocab: Vocab::from_symbols(ck.vocab.chars().collect()),
+            corpus_crc: Some(ck.corpus_crc),
+            source: "the run's".to_string(),
+        }),
+        (None, Some(init)) => Some(Given {
+            vocab: init.vocab.clone(),
+            corpus_crc: None,
+            source: format!("--init {}'s", init.source),
+        }),
         (None, None) => None,
     };
-    let data = prepare(&cfg, vocab, &note)?;
-    if let Some(ck) = resumed.as_ref().filter(|ck| ck.corpus_crc != data.crc) {
-        return Err(CliError::invalid(format!(
-            "{}: the corpus differs from the one this run was trained on (checksum {:08x}, expected {:08x})",
-            data.name, data.crc, ck.corpus_crc
-        )));
-    }
+    let data = prepare(&cfg, given, &note)?;
     if data.val.is_none() {
         // Asked for, and none came out: too little data to hold some out.
         let asked = match &cfg.val {
