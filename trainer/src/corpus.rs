@@ -301,7 +301,11 @@ fn csv_samples(
         let rec =
             rec.map_err(|e| CliError::invalid(format!("{}: CSV error: {e}", path.display())))?;
         let class = rec.get(0).unwrap_or_default().trim();
-        if row == 0 && class.parse::<f64>().is_err() {
+        // A first row that names its columns is a header; one that lacks
+        // the field's column is no AG News row at all (plain text given
+        // with --field), and is reported below as such.
+        let has_field = field.columns().iter().all(|&c| c < rec.len());
+        if row == 0 && class.parse::<f64>().is_err() && has_field {
             notes.push(format!(
                 "{}: row 1 (\"{class}\", ...) is a header, not a sample: left out",
                 path.display()
@@ -452,6 +456,21 @@ mod tests {
         };
         let err = spec.load().unwrap_err().to_string();
         assert!(err.contains("no description"), "{err}");
+        // Plain text given with --field: its first line is no header (it
+        // lacks the field's column) but the first row that is not AG News.
+        for text in [
+            &b"just one line of plain text\n"[..],
+            b"two lines\nof plain text\n",
+        ] {
+            let f = file(text);
+            let spec = Spec {
+                path: Some(f.path().into()),
+                field: Some(Field::Title),
+                layout: Layout::Samples,
+            };
+            let err = spec.load().unwrap_err().to_string();
+            assert!(err.contains("row 1 has 1 column, no title"), "{err}");
+        }
     }
 
     #[test]
