@@ -234,7 +234,21 @@ impl fmt::Display for Error {
                     "model file does not decode: it ends too early (truncated?)"
                 )
             }
-            Error::Malformed(e) => write!(f, "model file does not decode: {e}"),
+            Error::Malformed(e) => {
+                use postcard::Error as P;
+                // In the file's own terms, not the decoder's.
+                let what = match e {
+                    P::DeserializeBadVarint => "a count or length is not a valid number",
+                    P::DeserializeBadBool => "a yes/no field is neither 0 nor 1",
+                    P::DeserializeBadChar | P::DeserializeBadUtf8 => "a text field is not UTF-8",
+                    P::DeserializeBadOption => "an optional field's marker is neither 0 nor 1",
+                    P::DeserializeBadEnum | P::SerdeDeCustom => {
+                        "a field holds a value no model has (an unknown cell or weight type?)"
+                    }
+                    _ => "its layout is not a model's",
+                };
+                write!(f, "model file does not decode: {what}")
+            }
             Error::TrailingBytes { count } => write!(f, "{count} unexpected bytes after the model"),
             Error::LayersOutOfRange { layers } => write!(f, "{layers} layers (must be 1 to 4)"),
             Error::LayerCountMismatch { arch, found } => {

@@ -159,6 +159,36 @@ fn inconsistent_contents_are_rejected_even_with_a_valid_checksum() {
     );
 }
 
+/// A file with a valid checksum whose content the decoder refuses is
+/// described in the file's terms, not the decoder library's.
+#[test]
+fn contents_that_do_not_decode_are_described_in_the_files_terms() {
+    let good = fixture("gru1");
+    // `at`: which byte, set to what; the checksum fixed up.
+    for (at, value, needle) in [
+        (
+            5,
+            127,
+            "a field holds a value no model has (an unknown cell or weight type?)",
+        ),
+        (7, 128, "a count or length is not a valid number"),
+    ] {
+        let mut bad = good[..good.len() - 4].to_vec();
+        bad[at] = value;
+        let crc = charlm_runtime::format::crc32(&bad);
+        bad.extend_from_slice(&crc.to_le_bytes());
+        let e = Model::from_bytes(&bad).unwrap_err();
+        assert!(
+            matches!(e, Error::Malformed(_)),
+            "byte {at} = {value}: {e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("model file does not decode: {needle}")
+        );
+    }
+}
+
 #[test]
 fn errors_read_as_one_line() {
     let e = Error::ShapeMismatch {
