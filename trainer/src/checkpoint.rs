@@ -33,6 +33,10 @@ const MAGIC: &[u8; 8] = b"CHLMCKPT";
 pub fn looks_like_checkpoint(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
+/// Why a checkpoint with a valid checksum is refused when its content does
+/// not decode (in the file's terms, not the decoder's).
+const UNDECODABLE: &str = "its content does not decode (a layout this charlm does not know)";
+
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
 /// patience, no best model; 3: no evaluations between epoch ends).
 pub const VERSION: u32 = 4;
@@ -129,8 +133,14 @@ impl Checkpoint {
                 path.display()
             ))
         };
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        if !bytes.starts_with(&MAGIC[..bytes.len().min(MAGIC.len())]) {
             return Err(bad("wrong magic"));
+        }
+        if bytes.len() < MAGIC.len() + 4 {
+            return Err(bad(&format!(
+                "{} bytes, too short to hold one (cut short?)",
+                bytes.len()
+            )));
         }
         let (content, crc) = bytes.split_at(bytes.len() - 4);
         if charlm_runtime::format::crc32(content)
@@ -139,14 +149,14 @@ impl Checkpoint {
             return Err(bad("checksum mismatch (damaged file)"));
         }
         let (mut ck, rest): (Checkpoint, _) =
-            postcard::take_from_bytes(&content[MAGIC.len()..]).map_err(|e| bad(&e.to_string()))?;
+            postcard::take_from_bytes(&content[MAGIC.len()..]).map_err(|_| bad(UNDECODABLE))?;
         if !(1..=VERSION).contains(&ck.version) {
             return Err(bad(&format!(
                 "version {} (this charlm reads 1 to {VERSION})",
                 ck.version
             )));
         }
-        let damaged = |e: postcard::Error| bad(&e.to_string());
+        let damaged = |_: postcard::Error| bad(UNDECODABLE);
         let (weights, rest) = match ck.version {
             1 => (DType::F16, rest),
             _ => postcard::take_from_bytes(rest).map_err(damaged)?,
@@ -375,6 +385,28 @@ mod tests {
         Staged::write(&b, b"bee").unwrap().commit().unwrap();
         assert_eq!(names(), ["a.bin", "b.bin"]);
         assert_eq!(std::fs::read(&a).unwrap(), b"new");
+    }
+
+    /// Each kind of damage is named as what it is: another file, a file
+    /// cut short (even inside the magic), content that does not decode.
+    #[test]
+    fn damage_is_named_as_what_it_is() {
+        let bytes = checkpoint(DType::F16).to_bytes();
+        let why = |b: &[u8]| read(b).unwrap_err().to_string();
+        for cut in [0, 3, 8, 10, MAGIC.len() + 3] {
+            assert!(
+                why(&bytes[..cut]).ends_with("too short to hold one (cut short?)"),
+                "{cut}: {}",
+                why(&bytes[..cut])
+            );
+        }
+        assert!(why(b"CHLMXXXXwhatever").ends_with("wrong magic"));
+        assert!(why(&bytes[..bytes.len() - 1]).contains("checksum mismatch"));
+        // A valid checksum over content that is no checkpoint.
+        let mut junk = MAGIC.to_vec();
+        junk.extend([0xff; 12]);
+        let e = why(&sealed(junk));
+        assert!(e.ends_with(UNDECODABLE), "{e}");
     }
 
     #[test]
