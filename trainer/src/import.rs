@@ -712,6 +712,11 @@ fn f16_nearest(v: f64) -> half::f16 {
 
 /// Rounds `v` (element `i` of tensor `what`) to the nearest f16, as f32.
 fn to_f16(v: f64, what: &str, i: usize) -> Result<f32, CliError> {
+    if !v.is_finite() {
+        return Err(CliError::invalid(format!(
+            "{what}[{i}] = {v}: the weights hold a value that is not a finite number"
+        )));
+    }
     let h = f16_nearest(v);
     if !h.is_finite() {
         return Err(CliError::invalid(format!(
@@ -1274,6 +1279,15 @@ mod tests {
         let mut huge = m.clone();
         huge[1].2[3] = 1e6;
         assert!(refusal(&huge, VOCAB).contains("weight_hh_l0[3] = 1000000 does not fit in f16"));
+        for (v, shown) in [(f32::NAN, "NaN"), (f32::NEG_INFINITY, "-inf")] {
+            let mut bad = m.clone();
+            bad[1].2[3] = v;
+            let why = refusal(&bad, VOCAB);
+            assert!(
+                why.contains(&format!("weight_hh_l0[3] = {shown}: the weights hold a value that is not a finite number")),
+                "{why}"
+            );
+        }
 
         assert!(
             refusal(&m, r#"["<pad>", "a", "b", "<eos>"]"#)
