@@ -183,7 +183,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (
             vec!["generate", "--model", &model, "--count", "0"],
-            "--count",
+            "invalid value '0' for '--count <COUNT>': must be 1 to 4294967295",
+        ),
+        (
+            vec!["generate", "--model", &model, "--count", "4294967296"],
+            "invalid value '4294967296' for '--count <COUNT>': must be 1 to 4294967295",
         ),
         // info
         (vec!["info", "missing.clm"], "missing.clm"),

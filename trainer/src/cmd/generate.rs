@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     max_chars: usize,
     /// Texts per prompt.
-    #[arg(long, default_value_t = 1, value_parser = super::at_least_one::<u32>, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = super::one_to(u32::MAX), allow_negative_numbers = true)]
     count: u32,
     /// End a text where its generated part first contains this string,
     /// which is left out (repeat for several; \n, \t and \\ are a line

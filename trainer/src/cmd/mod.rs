@@ -38,15 +38,6 @@ impl Weights {
     }
 }
 
-/// A count flag's value parser: a whole number from 1 (clap's own range
-/// check would print the type's whole range, 1..18446744073709551615).
-pub fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
-    match s.parse::<T>() {
-        Ok(v) if v >= T::from(1) => Ok(v),
-        _ => Err("must be a whole number, at least 1".into()),
-    }
-}
-
 /// A size flag's value parser: a whole number from 1 to `max`, whatever
 /// the type could hold (`--hidden 70000` is out of charlm's range, not of
 /// u16's).

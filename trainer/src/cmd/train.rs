@@ -133,7 +133,7 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Write a checkpoint every this many steps (and after every epoch).
-    #[arg(long, default_value_t = 200, value_parser = super::at_least_one::<u64>, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 200, value_parser = super::one_to(u64::MAX), allow_negative_numbers = true)]
     checkpoint_every: u64,
     /// Prompt for the samples shown after each epoch (repeat for several).
     #[arg(long)]
