@@ -584,11 +584,15 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
         (
             vec!["bench", "parity", "--device", "cpu", "--batch", "1"],
-            "--batch 2 to 256",
+            "--batch 1: must be 2 to 256",
         ),
         (
             vec!["bench", "parity", "--device", "cpu", "--hidden", "0"],
-            "--hidden must be 1 to 1024",
+            "--hidden 0: must be 1 to 1024",
+        ),
+        (
+            vec!["bench", "parity", "--device", "cpu", "--steps", "0"],
+            "--steps 0: must be 1 to 100000",
         ),
         // the command line itself
         (vec!["frobnicate"], "frobnicate"),

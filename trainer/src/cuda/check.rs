@@ -217,14 +217,18 @@ impl Stepper for OnDevice {
 
 /// `charlm bench parity`.
 pub fn parity(args: ParityArgs) -> Result<(), CliError> {
-    if !(1..=1024).contains(&args.hidden)
-        || args.steps == 0
-        || args.steps > 100_000
-        || !(2..=256).contains(&args.batch)
+    let ranges = [
+        ("--hidden", usize::from(args.hidden), 1, 1024),
+        ("--steps", args.steps, 1, 100_000),
+        ("--batch", args.batch, 2, 256),
+    ];
+    if let Some((flag, v, lo, hi)) = ranges
+        .into_iter()
+        .find(|&(_, v, lo, hi)| !(lo..=hi).contains(&v))
     {
-        return Err(CliError::invalid(
-            "--hidden must be 1 to 1024, --steps 1 to 100000 and --batch 2 to 256",
-        ));
+        return Err(CliError::invalid(format!(
+            "{flag} {v}: must be {lo} to {hi}"
+        )));
     }
     let (text, vocab) = bundled()?;
     let v = vocab.size() as u16;
