@@ -491,6 +491,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             ],
             "an i8 model cannot become f16 again",
         ),
+        (
+            vec!["export", &model_i8],
+            "model-i8.clm is an i8 model: an i8 model cannot become f16 again",
+        ),
         // neither file of the pair is written when one cannot be
         (
             vec!["export", &model, "--safetensors", &st, "--force"],
@@ -582,6 +586,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         // bench
         (vec!["bench", "train", "--frobnicate"], "frobnicate"),
+        (
+            vec!["bench", "train", "--seconds", "-1"],
+            "--seconds -1.0: must be above 0 and at most 3600",
+        ),
         (
             vec!["bench", "parity", "--device", "cpu", "--batch", "1"],
             "--batch 1: must be 2 to 256",

@@ -43,7 +43,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "all")]
     config: Config,
     /// Seconds of timed training per configuration (after warm-up steps).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     seconds: f64,
     /// Worker threads (default: one per core).
     #[arg(long)]
@@ -92,7 +92,7 @@ pub fn run(bench: Bench) -> Result<(), CliError> {
     };
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err(CliError::invalid(format!(
-            "--seconds {}: must be above 0 and at most 3600",
+            "--seconds {:?}: must be above 0 and at most 3600",
             args.seconds
         )));
     }

@@ -104,13 +104,23 @@ pub fn run(args: Args) -> Result<(), CliError> {
 /// `charlm export MODEL.clm --weights i8`.
 fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
     let path = &args.run;
-    if weights != DType::I8 {
-        return Err(CliError::invalid(format!(
-            "{} is a model file: give --weights i8 to quantize it (f16 comes from a run folder's checkpoint)",
-            path.display()
-        )));
-    }
     let bytes = read_file(path)?;
+    if weights != DType::I8 {
+        // What the file is decides the advice (an i8 model is not made f16).
+        let is_i8 = charlm_runtime::format::ModelFile::decode(&bytes)
+            .is_ok_and(|f| f.body.weights() == DType::I8);
+        return Err(CliError::invalid(if is_i8 {
+            format!(
+                "{} is an i8 model: an i8 model cannot become f16 again (f16 weights come from its run folder's checkpoint: charlm export RUN)",
+                path.display()
+            )
+        } else {
+            format!(
+                "{} is a model file: give --weights i8 to quantize it (f16 comes from a run folder's checkpoint)",
+                path.display()
+            )
+        }));
+    }
     let quantized = quantized(path, &bytes)?;
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();

@@ -74,9 +74,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
         bytes.len()
     );
     outln!(
-        "vocabulary  {} ids: padding, {} symbols, <eos>",
+        "vocabulary  {} ids: padding, {}, <eos>",
         arch.vocab,
-        symbols.chars().count()
+        crate::out::count(symbols.chars().count() as u64, "symbol", "symbols")
     );
     outln!("symbols     {:?}", symbols);
     let m = &body.meta;

@@ -54,11 +54,11 @@ pub struct SpeedArgs {
     #[arg(long, default_value = "all")]
     pub config: String,
     /// Seconds of timed training per configuration (after 5 warm-up steps).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
     pub seconds: f64,
     /// After the timed run, this many more steps with the GPU time of each
     /// phase recorded (events between phases), printed as a table.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub profile: usize,
 }
 
@@ -439,7 +439,7 @@ pub fn parity(args: ParityArgs) -> Result<(), CliError> {
 pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
     if !(args.seconds > 0.0 && args.seconds <= 3600.0) {
         return Err(CliError::invalid(format!(
-            "--seconds {}: must be above 0 and at most 3600",
+            "--seconds {:?}: must be above 0 and at most 3600",
             args.seconds
         )));
     }

@@ -524,8 +524,8 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
     let (train_ids, dropped) = encode(&split.train);
     if let Some(source) = source.filter(|_| dropped > 0 && train_ids.is_empty()) {
         return Err(CliError::invalid(format!(
-            "{name}: none of its characters is in {source} vocabulary ({} symbols, e.g. {:?})",
-            vocab.symbols().len(),
+            "{name}: none of its characters is in {source} vocabulary ({}, e.g. {:?})",
+            crate::out::count(vocab.symbols().len() as u64, "symbol", "symbols"),
             vocab.symbols().iter().take(12).collect::<String>()
         )));
     }
@@ -564,15 +564,22 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         TextLayout::Running => {
             let ids = train_ids.into_iter().next().unwrap_or_default();
             let n = ids.len();
-            Train::Stream(StreamBatcher::new(ids, cfg.batch, cfg.seq_len).ok_or_else(|| {
-                CliError::invalid(format!(
-                    "{name}: {n} training characters are too few for --batch {} streams of --seq-len {} \
+            Train::Stream(
+                StreamBatcher::new(ids, cfg.batch, cfg.seq_len).ok_or_else(|| {
+                    CliError::invalid(format!(
+                        "{name}: {} too few for --batch {} streams of --seq-len {} \
                      (need at least {}); lower --batch or --seq-len",
-                    cfg.batch,
-                    cfg.seq_len,
-                    cfg.batch * cfg.seq_len + 1
-                ))
-            })?)
+                        crate::out::count(
+                            n as u64,
+                            "training character is",
+                            "training characters are"
+                        ),
+                        cfg.batch,
+                        cfg.seq_len,
+                        cfg.batch * cfg.seq_len + 1
+                    ))
+                })?,
+            )
         }
     };
     let (val, val_batches) = match layout {
