@@ -333,7 +333,8 @@ fn kind(v: &serde_json::Value) -> &'static str {
 
 /// Reads a vocabulary in either JSON form (see [`import`]).
 pub fn read_vocabulary(json: &str) -> Result<SourceVocab, CliError> {
-    let list = vocab_list(json)?;
+    // A byte-order mark (some Windows editors write one) is not JSON.
+    let list = vocab_list(json.strip_prefix('\u{feff}').unwrap_or(json))?;
     let mut v = SourceVocab {
         pad: None,
         eos: None,
@@ -1015,6 +1016,9 @@ mod tests {
         let m = torch_model(4, 3, 5, 2);
         let got = import(&file(&m), VOCAB).unwrap();
         assert_eq!(got.framework, Framework::PyTorch);
+        // The same vocabulary file saved with a byte-order mark.
+        let bom = import(&file(&m), &format!("\u{feff}{VOCAB}")).unwrap();
+        assert_eq!(bom.vocab.symbols_string(), got.vocab.symbols_string());
         let a = got.layout.arch;
         assert_eq!(
             (a.cell, a.layers, a.hidden, a.vocab),
