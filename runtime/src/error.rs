@@ -252,10 +252,9 @@ impl fmt::Display for Error {
             Error::TrailingBytes { count } => write!(f, "{count} unexpected bytes after the model"),
             Error::LayersOutOfRange { layers } => write!(f, "{layers} layers (must be 1 to 4)"),
             Error::LayerCountMismatch { arch, found } => {
-                let layers = if *arch == 1 { "layer" } else { "layers" };
                 write!(
                     f,
-                    "architecture declares {arch} {layers} but the file stores {found}"
+                    "the architecture's layer count is {arch} but the file stores {found}"
                 )
             }
             Error::HiddenOutOfRange { hidden } => {
