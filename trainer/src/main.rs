@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let trains = matches!(cli.command, Command::Train(_));
     let result: Result<(), CliError> = match cli.command {
         Command::Generate(args) => cmd::generate::run(args),
         Command::Info(args) => cmd::info::run(args),
@@ -78,7 +79,12 @@ fn main() -> ExitCode {
     // whatever else it did (a training run still wrote its run folder).
     let result = result.and_then(|()| match out::failure() {
         Some(e) => Err(CliError::invalid(format!(
-            "cannot write standard output: {e}"
+            "cannot write standard output: {e}{}",
+            if trains {
+                " (the run itself finished: its folder holds model.clm)"
+            } else {
+                ""
+            }
         ))),
         None => Ok(()),
     });

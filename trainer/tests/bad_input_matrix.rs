@@ -726,6 +726,12 @@ fn a_standard_output_that_cannot_be_written_is_one_line_and_status_2() {
             "charlm {args:?}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "charlm {args:?}: {stderr}");
+        // A training run says that only its output was lost.
+        assert_eq!(
+            last.ends_with("(the run itself finished: its folder holds model.clm)"),
+            args[0] == "train",
+            "charlm {args:?}: {stderr}"
+        );
     }
     // The work itself was done.
     for f in ["model.clm", "checkpoint.bin", "metrics.csv"] {
