@@ -281,6 +281,42 @@ impl Staged {
         Ok(())
     }
 
+    /// Commits two staged files that belong together (a model and its
+    /// vocabulary): both in place, or, if the second cannot be renamed into
+    /// its place after the first was, the first put back as it was (the old
+    /// file restored from a hard link kept until then, or the new one
+    /// removed where there was none), so that a pair never mixes an old
+    /// file with a new one.
+    pub fn commit_pair(first: Staged, second: Staged) -> Result<(), CliError> {
+        let path = first.path.clone();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let keep = path.with_file_name(format!(".{name}.old{}", std::process::id()));
+        let _ = std::fs::remove_file(&keep);
+        let kept = match std::fs::hard_link(&path, &keep) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            // A file system without hard links: a copy does as well.
+            Err(_) => {
+                std::fs::copy(&path, &keep).map_err(|source| first.error(source))?;
+                true
+            }
+        };
+        first.commit()?;
+        let result = second.commit();
+        if result.is_err() {
+            let _ = if kept {
+                std::fs::rename(&keep, &path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+        let _ = std::fs::remove_file(&keep);
+        result
+    }
+
     fn error(&self, source: std::io::Error) -> CliError {
         CliError::Write {
             path: self.path.clone(),
@@ -385,6 +421,53 @@ mod tests {
         Staged::write(&b, b"bee").unwrap().commit().unwrap();
         assert_eq!(names(), ["a.bin", "b.bin"]);
         assert_eq!(std::fs::read(&a).unwrap(), b"new");
+    }
+
+    /// A pair is replaced whole or not at all, even when the second file
+    /// cannot take its place after the first has.
+    #[test]
+    fn a_pair_whose_second_file_cannot_be_placed_leaves_the_first_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b"));
+        // `b` is a folder with something in it: no file is renamed over it.
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(b.join("x"), b"x").unwrap();
+        // With an old first file: it is put back.
+        std::fs::write(&a, b"old").unwrap();
+        let pair = (
+            Staged::write(&a, b"new").unwrap(),
+            Staged::write(&b, b"bee").unwrap(),
+        );
+        assert!(Staged::commit_pair(pair.0, pair.1).is_err());
+        assert_eq!(names(), ["a.bin", "b"]);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        // Without one: the new first file does not stay alone.
+        std::fs::remove_file(&a).unwrap();
+        let pair = (
+            Staged::write(&a, b"new").unwrap(),
+            Staged::write(&b, b"bee").unwrap(),
+        );
+        assert!(Staged::commit_pair(pair.0, pair.1).is_err());
+        assert_eq!(names(), ["b"]);
+        // Both placeable: both new, nothing else left.
+        std::fs::remove_dir_all(&b).unwrap();
+        std::fs::write(&a, b"old").unwrap();
+        let pair = (
+            Staged::write(&a, b"new").unwrap(),
+            Staged::write(&b, b"bee").unwrap(),
+        );
+        Staged::commit_pair(pair.0, pair.1).unwrap();
+        assert_eq!(names(), ["a.bin", "b"]);
+        assert_eq!(std::fs::read(&a).unwrap(), b"new");
+        assert_eq!(std::fs::read(&b).unwrap(), b"bee");
     }
 
     /// Each kind of damage is named as what it is: another file, a file

@@ -258,14 +258,12 @@ fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
 /// Writes two files as one: each is written in full beside its place
 /// first (durably, [`Staged`]), and only then are both renamed into place,
 /// so that a failure while writing (a full disk) leaves the old files as
-/// they were and no new one. (A failure of the second rename, after the
-/// first, would leave the first new: renames do not fail for want of
-/// space.)
+/// they were and no new one; a second rename that fails after the first
+/// puts the first file back ([`Staged::commit_pair`]).
 fn write_pair(files: [(&Path, &[u8]); 2]) -> Result<(), CliError> {
     let [a, b] = files;
     let (a, b) = (Staged::write(a.0, a.1)?, Staged::write(b.0, b.1)?);
-    a.commit()?;
-    b.commit()
+    Staged::commit_pair(a, b)
 }
 
 /// The next command to try on a model just written.
