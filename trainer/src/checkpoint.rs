@@ -304,15 +304,15 @@ impl Staged {
                 true
             }
         };
-        first.commit()?;
-        let result = second.commit();
-        if result.is_err() {
-            let _ = if kept {
-                std::fs::rename(&keep, &path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
+        let result = first.commit().and_then(|()| {
+            second.commit().inspect_err(|_| {
+                let _ = if kept {
+                    std::fs::rename(&keep, &path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+            })
+        });
         let _ = std::fs::remove_file(&keep);
         result
     }
