@@ -1139,101 +1139,121 @@ fn stop_signals_default(cmd: &mut Command) -> &mut Command {
 }
 
 /// A stop signal that comes while a run is still reading its corpus ends
-/// it before its first step, with 128 + the signal: a new run writes
-/// nothing (no run folder), a resumed one leaves its folder as it was. The
-/// corpus is a named pipe, so the run waits in its read until the test has
-/// sent the signal (opening the pipe to write waits for the run to open it
+/// it at once, with 128 + the signal, whatever the read is doing: a new run
+/// writes nothing (no run folder, and the one `charlm train` made for it
+/// without --out is removed), a resumed one leaves its folder as it was.
+/// The corpus is a named pipe whose writer never writes: the read would
+/// wait for ever (opening the pipe to write waits for the run to open it
 /// to read, by which time its handlers are installed).
 #[cfg(unix)]
 #[test]
 fn a_stop_before_the_first_step_writes_nothing() {
-    use std::io::Write;
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 6000);
-    let text = std::fs::read(&corpus).unwrap();
     let pipe = tmp.path().join("corpus.pipe");
     let c = std::ffi::CString::new(pipe.to_str().unwrap()).unwrap();
     // SAFETY: mkfifo(3) with a valid path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let args = |corpus: &Path, out: &Path, resume: bool| -> Vec<String> {
-        let mut a: Vec<String> = ["train", "--corpus", corpus.to_str().unwrap()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        if resume {
-            a.extend(["--resume".into(), out.to_str().unwrap().into()]);
-            a.extend(["--max-steps".into(), "8".into()]);
-        } else {
-            a.extend(
-                [
-                    "--hidden",
-                    "16",
-                    "--seq-len",
-                    "20",
-                    "--batch",
-                    "4",
-                    "--max-steps",
-                    "4",
-                ]
-                .iter()
-                .map(|s| s.to_string()),
-            );
-            a.extend(["--out".into(), out.to_str().unwrap().into()]);
-        }
-        a
-    };
-    // The run, stopped by `signal` while it reads the pipe.
-    let stopped = |args: Vec<String>, signal: &str| -> Output {
-        let child = stop_signals_default(&mut Command::new(BIN))
+    let small = ["--hidden", "16", "--seq-len", "20", "--batch", "4"];
+    // The run (in `dir`), stopped by `signal` while it waits for the pipe.
+    let stopped = |args: Vec<String>, signal: &str, dir: &Path| -> Output {
+        let mut child = stop_signals_default(&mut Command::new(BIN))
             .args(args)
+            .current_dir(dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+        let writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
-        // A run that died of the signal has no reader left: the write fails.
-        let _ = w.write_all(&text);
-        drop(w);
-        child.wait_with_output().unwrap()
+        // The writer stays open (and silent) until the run has ended: a run
+        // that waited for its data would wait here for ever, so it is
+        // killed after 30 s and the test fails on its status.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let o = child.wait_with_output().unwrap();
+        drop(writer);
+        o
     };
-    for (signal, status) in [("INT", 130), ("TERM", 143)] {
-        let out = tmp.path().join(format!("new-{signal}"));
-        let o = stopped(args(&pipe, &out, false), signal);
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (signal, status, out) in [
+        ("INT", 130, Some("new")),
+        ("TERM", 143, None),
+        ("HUP", 129, None),
+    ] {
+        let dir = tmp.path().join(format!("cwd-{signal}"));
+        std::fs::create_dir(&dir).unwrap();
+        let mut args = strings(&["train", "--corpus", pipe.to_str().unwrap()]);
+        args.extend(strings(&small));
+        if let Some(out) = out {
+            args.extend(strings(&["--out", out]));
+        }
+        let o = stopped(args, signal, &dir);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(
             o.status.code(),
             Some(status),
-            "{stdout}{}",
+            "{:?}: {stdout}{}",
+            o.status,
             String::from_utf8_lossy(&o.stderr)
         );
         assert!(
             stdout.contains(&format!(
-                "interrupted by SIG{signal} before training started: nothing written"
+                "interrupted by SIG{signal} while preparing to train: nothing written"
             )),
             "{stdout}"
         );
+        // Nothing in the folder it ran in but `runs/` (left empty) where
+        // the run would have had its default folder.
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        if out.is_none() {
+            let runs = dir.join("runs");
+            assert!(
+                std::fs::read_dir(&runs).unwrap().next().is_none(),
+                "a stopped run left a folder in runs/"
+            );
+            left.retain(|p| *p != runs);
+        }
         assert!(
-            !out.exists(),
-            "a run stopped before its first step wrote {}",
-            out.display()
+            left.is_empty(),
+            "a run stopped before its first step wrote {left:?}"
         );
     }
     // A run with a checkpoint, resumed from the same text through the pipe.
     let out = tmp.path().join("resumed");
-    let o = charlm(
-        &args(&corpus, &out, false)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let mut args = strings(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "4",
+    ]);
+    args.extend(strings(&small));
+    let o = charlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let before = folder_bytes(&out);
-    let o = stopped(args(&pipe, &out, true), "TERM");
+    let args = strings(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--corpus",
+        pipe.to_str().unwrap(),
+        "--max-steps",
+        "8",
+    ]);
+    let o = stopped(args, "TERM", tmp.path());
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -1242,7 +1262,7 @@ fn a_stop_before_the_first_step_writes_nothing() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        stdout.contains("interrupted by SIGTERM before training resumed: the run is as it was"),
+        stdout.contains("interrupted by SIGTERM while preparing to train: nothing written"),
         "{stdout}"
     );
     assert!(
@@ -1577,6 +1597,39 @@ fn bad_input_is_one_line_and_exit_status_2() {
         !Path::new(&out).exists(),
         "a failed run left a folder behind"
     );
+    // A run refused after `charlm train` made its default folder (a bad
+    // --init, --dropout on one layer) leaves no folder in runs/, and a
+    // failed run leaves none where --out named a new one.
+    let cwd = d("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    for extra in [
+        &["--init", "missing.clm"][..],
+        &["--dropout", "0.5"][..],
+        &["--out", "new", "--seq-len", "100000"][..],
+    ] {
+        let o = Command::new(BIN)
+            .arg("train")
+            .args(extra)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let runs = Path::new(&cwd).join("runs");
+        let left: Vec<_> = std::fs::read_dir(&cwd)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.iter().all(|n| n == "runs"), "{extra:?} left {left:?}");
+        assert!(
+            !runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none(),
+            "{extra:?} left a run folder"
+        );
+    }
     // Resumed with another corpus: the checksum says so before anything
     // else is made of the text (here, before its characters are dropped).
     let run = d("run");

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use charlm_runtime::format::CellKind;
+use charlm_runtime::format::{CellKind, DType};
 use charlm_trainer::checkpoint::Checkpoint;
 use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::errln;
@@ -413,8 +413,31 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (None, Some(out)) => (out.clone(), false),
         (None, None) => (default_out(), false),
     };
-    let claimed = args.resume.is_none() && args.out.is_none();
-    let mut cfg = config(&args);
+    // The run folder this command made (default_out claims one) or that
+    // the run will make (an --out that does not exist yet): removed again
+    // if the command fails while the folder holds nothing but the run's
+    // lock (remove_dir removes only an empty folder).
+    let made_here = !resume && (args.out.is_none() || !out.exists());
+    if !resume && args.out.is_none() {
+        // A stop signal before the first step removes it too.
+        train::claimed_folder(&out);
+    }
+    let result = train_in(&args, out.clone(), resume, weights);
+    if result.is_err() && made_here {
+        let _ = std::fs::remove_file(out.join(train::LOCK_FILE));
+        let _ = std::fs::remove_dir(&out);
+    }
+    result
+}
+
+/// The rest of `charlm train`, once the run folder is known.
+fn train_in(
+    args: &Args,
+    out: PathBuf,
+    resume: bool,
+    weights: Option<DType>,
+) -> Result<(), CliError> {
+    let mut cfg = config(args);
     let init = match &args.init {
         Some(path) => Some(initial(&args, path, &mut cfg)?),
         None => None,
@@ -461,16 +484,8 @@ pub fn run(args: Args) -> Result<(), CliError> {
         );
     }
     train::install_stop_signals(!args.quiet);
-    let result = train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
+    train::run(cfg_for_run, &opts).and_then(|s| match s.outcome {
         train::Outcome::Finished => Ok(()),
         train::Outcome::Interrupted(signal) => Err(CliError::Interrupted(signal)),
-    });
-    if result.is_err() && claimed {
-        // The folder default_out made for this run, if nothing but the
-        // run's lock was written into it (remove_dir removes only an empty
-        // folder).
-        let _ = std::fs::remove_file(opts.out.join(train::LOCK_FILE));
-        let _ = std::fs::remove_dir(&opts.out);
-    }
-    result
+    })
 }

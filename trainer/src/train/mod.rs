@@ -324,14 +324,19 @@ fn register_stop(sig: i32, announce: bool) {
         };
         let name = signal_name(sig as usize);
         [
-            format!("\ncharlm: {name}: stopping before training starts; nothing is written\n"),
             format!("\ncharlm: {name}: stopping after this step to save a checkpoint{again}\n"),
             format!("\ncharlm: {name}: training is over; the run is writing its models{again}\n"),
         ]
     });
+    // Before the first step the run has written nothing, and its reading
+    // (a corpus on a pipe that never ends, /dev/zero, a huge file) may not
+    // come back soon: the handler ends the process itself, with this line
+    // on standard output (as the run's other lines) unless --quiet.
+    let prepared = announce.then(|| stopped_while_preparing(sig as usize) + "\n");
     // SAFETY: the action calls only async-signal-safe functions
-    // (clock_gettime, write, and emulate_default_handler's sigaction,
-    // sigprocmask and raise) and atomics, on data it owns.
+    // (clock_gettime, write, rmdir, _exit, and emulate_default_handler's
+    // sigaction, sigprocmask and raise) and atomics, on data it owns or
+    // that is never freed ([`CLAIMED`]).
     let _ = unsafe {
         signal_hook::low_level::register(sig, move || {
             if ctrl_c {
@@ -347,12 +352,48 @@ fn register_stop(sig: i32, announce: bool) {
             let first = RUN_STATE.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
                 (s >> 8 == 0).then_some(s | (sig as usize) << 8)
             });
+            if first.is_ok_and(|state| state & 0xff == PREPARING) {
+                if let Some(line) = &prepared {
+                    let _ = libc::write(1, line.as_ptr().cast(), line.len());
+                }
+                let dir = CLAIMED.load(Ordering::SeqCst);
+                if !dir.is_null() {
+                    let _ = libc::rmdir(dir);
+                }
+                libc::_exit(128 + sig);
+            }
             if let (Ok(state), Some(lines)) = (first, &lines) {
-                let line = &lines[(state & 0xff).min(lines.len() - 1)];
+                let line = &lines[(state & 0xff).saturating_sub(TRAINING).min(lines.len() - 1)];
                 let _ = libc::write(2, line.as_ptr().cast(), line.len());
             }
         })
     };
+}
+
+/// The folder `charlm train` made for a new run before it started it
+/// (`runs/<time>`), for the stop handler to remove (a leaked C string; null
+/// while there is none).
+#[cfg(unix)]
+static CLAIMED: std::sync::atomic::AtomicPtr<libc::c_char> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Names the empty folder the command made for this run: a stop signal
+/// before the first step removes it.
+pub fn claimed_folder(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) {
+        CLAIMED.store(c.into_raw(), Ordering::SeqCst);
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+/// What a run stopped before its first step says.
+fn stopped_while_preparing(signal: usize) -> String {
+    format!(
+        "interrupted by {} while preparing to train: nothing written",
+        signal_name(signal)
+    )
 }
 
 #[cfg(not(unix))]
@@ -1062,16 +1103,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     };
     // A stop signal that came while the run prepared (reading the corpus,
     // starting the backend) ends it here, before anything is written.
+    // (On Unix the handler has ended the process already.)
     if let Err(signal) = enter(TRAINING) {
-        say(&format!(
-            "interrupted by {} before training {}",
-            signal_name(signal),
-            if opts.resume {
-                "resumed: the run is as it was"
-            } else {
-                "started: nothing written"
-            }
-        ));
+        say(&stopped_while_preparing(signal));
         return Err(CliError::Interrupted(signal));
     }
     std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write {
