@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{CliError, read_file};
+use crate::error::CliError;
 
 /// Tiny Shakespeare (public domain), bundled so `charlm train` needs no download.
 pub const BUNDLED: &[u8] = include_bytes!("../corpora/tinyshakespeare.txt");
@@ -109,7 +109,7 @@ impl Spec {
             None => (BUNDLED.to_vec(), PathBuf::from(BUNDLED_NAME)),
             Some(p) => {
                 let p = from_here(p);
-                (read_file(&p)?, p)
+                (read_text(&p)?, p)
             }
         };
         let crc = charlm_runtime::format::crc32(&bytes);
@@ -175,15 +175,41 @@ pub fn from_here(path: &Path) -> PathBuf {
 /// named as such, and a NUL character is refused: none belongs in a text
 /// to train on, and it would become the most frequent symbol.
 pub fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String, CliError> {
+    let bom = check_text(path, &bytes, true)?;
+    bytes.drain(..bom);
+    String::from_utf8(bytes).map_err(|e| {
+        CliError::invalid(format!(
+            "{}: invalid UTF-8 at byte offset {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
+/// Reads a corpus file, judging its first 64 KiB as text before reading
+/// the rest: a binary file, or a device that never ends (`/dev/zero`,
+/// `/dev/urandom`), is refused at once, not after it has filled memory.
+pub fn read_text(path: &Path) -> Result<Vec<u8>, CliError> {
+    let head = |b: &[u8]| check_text(path, b, false).map(|_| true);
+    crate::error::read_file_at_most(path, u64::MAX, "a corpus", Some(&head))
+}
+
+/// [`utf8`]'s checks on `bytes`, the whole file or (`whole` false) its
+/// beginning, where a character cut at the end is no error. Returns the
+/// length of the UTF-8 byte-order mark (0 or 3).
+fn check_text(path: &Path, bytes: &[u8], whole: bool) -> Result<usize, CliError> {
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         return Err(CliError::invalid(format!(
             "{}: UTF-16 text (it starts with a UTF-16 byte-order mark); charlm reads UTF-8: convert it first (iconv -f UTF-16 -t UTF-8)",
             path.display()
         )));
     }
-    if bytes.starts_with(&[0xef, 0xbb, 0xbf]) {
-        bytes.drain(..3);
-    }
+    let bom = if bytes.starts_with(&[0xef, 0xbb, 0xbf]) {
+        3
+    } else {
+        0
+    };
+    let bytes = &bytes[bom..];
     // Files that are no text at all, named by what they are.
     let what = if bytes.starts_with(&[0x1f, 0x8b]) {
         Some("gzip-compressed: decompress it first (gunzip, or --corpus <(zcat FILE))")
@@ -203,13 +229,14 @@ pub fn utf8(path: &Path, mut bytes: Vec<u8>) -> Result<String, CliError> {
             path.display()
         )));
     }
-    String::from_utf8(bytes).map_err(|e| {
-        CliError::invalid(format!(
+    match std::str::from_utf8(bytes) {
+        Err(e) if whole || e.error_len().is_some() => Err(CliError::invalid(format!(
             "{}: invalid UTF-8 at byte offset {}",
             path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })
+            e.valid_up_to()
+        ))),
+        _ => Ok(bom),
+    }
 }
 
 /// Checks a CSV file's quoting against RFC 4180. A quoted field that

@@ -48,3 +48,66 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
         source,
     })
 }
+
+/// Reads a whole file of at most `max` bytes (`what` names the kind, for
+/// the message), refusing a larger one without reading more than `max + 1`
+/// bytes of it: a device or pipe that never ends (`/dev/zero`) or a huge
+/// file given by mistake is one line, not the machine's memory. `head`, if
+/// given, sees the first bytes (up to 64 KiB) before the rest is read: it
+/// may refuse the file from them, or (`Ok(false)`) have them returned as
+/// all there is to read, for a caller that can tell from them what the
+/// file is not.
+pub fn read_file_at_most(
+    path: &std::path::Path,
+    max: u64,
+    what: &str,
+    head: Option<&dyn Fn(&[u8]) -> Result<bool, CliError>>,
+) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let read_err = |source| CliError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let too_large = || {
+        CliError::invalid(format!(
+            "{}: larger than {max} bytes, the most {what} can be",
+            path.display()
+        ))
+    };
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    if file.metadata().is_ok_and(|m| m.is_file() && m.len() > max) {
+        return Err(too_large());
+    }
+    let limit = max.saturating_add(1);
+    let mut bytes = Vec::new();
+    let first = (64 * 1024).min(limit);
+    (&mut file)
+        .take(first)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if let Some(check) = head
+        && !check(&bytes)?
+    {
+        return Ok(bytes);
+    }
+    file.take(limit - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// The most parameters a model can have: an LSTM (four gates) of the
+/// format's most layers and hidden units over its most ids.
+pub const MAX_PARAMS: u64 = {
+    use charlm_runtime::format::{MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB};
+    let (h, l, v) = (MAX_HIDDEN as u64, MAX_LAYERS as u64, MAX_VOCAB as u64);
+    let g = 4 * h;
+    v * g + l * h * g + (l - 1) * h * g + 2 * l * g + v * h + v
+};
+
+/// The most bytes a `.clm` file can hold: [`MAX_PARAMS`] in f16, and a
+/// mebibyte for its vocabulary, provenance and framing.
+pub const MAX_MODEL_FILE: u64 = 2 * MAX_PARAMS + (1 << 20);

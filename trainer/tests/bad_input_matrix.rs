@@ -753,3 +753,85 @@ fn charlm_alone_prints_its_help_and_status_2() {
         assert!(stderr.contains("Commands:"), "charlm {args:?}: {stderr}");
     }
 }
+
+/// Inputs that never end (`/dev/zero`, `/dev/urandom`) or are far too large
+/// are refused from their first bytes or their size, in one line: before,
+/// each was read whole first (a device until memory ran out). The runs are
+/// held to 4 GiB of address space, so that a reader that reads on fails
+/// here rather than taking the machine's memory.
+#[cfg(target_os = "linux")]
+#[test]
+fn endless_or_huge_inputs_are_refused_without_reading_them() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let fixture = |p: &str| root.join(p).to_str().unwrap().to_string();
+    let model = fixture("tests/fixtures/gru1.clm");
+    let keras = fixture("tests/fixtures/import/keras-lstm.safetensors");
+    let vocab = fixture("tests/fixtures/import/keras-lstm.vocab.json");
+    // One byte more than a model file can hold, sparse, beginning as one.
+    let huge = tmp.path().join("huge.clm");
+    let f = std::fs::File::create(&huge).unwrap();
+    std::io::Write::write_all(&mut &f, &charlm_runtime::format::MAGIC).unwrap();
+    f.set_len(charlm_trainer::error::MAX_MODEL_FILE + 1)
+        .unwrap();
+    let huge = huge.to_str().unwrap().to_string();
+    let out = tmp.path().join("out").to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["info", "/dev/zero"], "/dev/zero: not a charlm model"),
+        (
+            vec!["generate", "--model", "/dev/urandom"],
+            "/dev/urandom: not a charlm model",
+        ),
+        (vec!["info", &huge], "the most a model file can be"),
+        (
+            vec!["export", &huge, "--weights", "i8"],
+            "the most a model file can be",
+        ),
+        (
+            vec!["train", "--corpus", "/dev/zero", "--out", &out],
+            "/dev/zero: a NUL byte at offset 0",
+        ),
+        (
+            vec!["eval", "--model", &model, "--corpus", "/dev/zero"],
+            "/dev/zero: a NUL byte at offset 0",
+        ),
+        (
+            vec!["import", "/dev/zero", "--vocab", &vocab, "--out", &out],
+            "/dev/zero: not a safetensors file",
+        ),
+        (
+            vec!["import", &keras, "--vocab", "/dev/zero", "--out", &out],
+            "the most a vocabulary file can be",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(&args);
+        // SAFETY: setrlimit(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = libc::rlimit {
+                    rlim_cur: 4 << 30,
+                    rlim_max: 4 << 30,
+                };
+                libc::setrlimit(libc::RLIMIT_AS, &limit);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "charlm {args:?}: {:?} {stderr}",
+            o.status
+        );
+        assert_eq!(stderr.lines().count(), 1, "charlm {args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "charlm {args:?}: {stderr:?} does not name {needle:?}"
+        );
+    }
+    assert!(!Path::new(&out).exists());
+}

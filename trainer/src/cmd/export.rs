@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
 use charlm_trainer::checkpoint::{Staged, write_atomic};
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::CliError;
 use charlm_trainer::export::{from_checkpoint, quantize_file};
 use charlm_trainer::outln;
 
@@ -104,7 +104,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 /// `charlm export MODEL.clm --weights i8`.
 fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
     let path = &args.run;
-    let bytes = read_file(path)?;
+    let (_, bytes) = super::read_model(path.to_path_buf())?;
     if weights != DType::I8 {
         // What the file is decides the advice (an i8 model is not made f16).
         let is_i8 = charlm_runtime::format::ModelFile::decode(&bytes)
@@ -199,7 +199,7 @@ fn quantized(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, CliError> {
 fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliError> {
     let path = &args.run;
     if path.is_file() {
-        let bytes = read_file(path)?;
+        let (_, bytes) = super::read_model(path.to_path_buf())?;
         let stored = charlm_runtime::Model::from_bytes(&bytes).map(|m| m.weights());
         if args.weights == Some(Weights::F16) && stored == Ok(DType::I8) {
             return Err(CliError::invalid(format!(

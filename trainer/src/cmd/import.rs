@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use charlm_runtime::format::DType;
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::{CliError, MAX_PARAMS, read_file_at_most};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::{import_with, read_vocabulary};
 use charlm_trainer::outln;
@@ -35,8 +35,23 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let bytes = read_file(&args.source)?;
-    let vocab_bytes = read_file(&args.vocab)?;
+    // Weights of the largest model in f64, with room for the header; a
+    // vocabulary of the most ids, however it is spelled.
+    let weights_max = 8 * MAX_PARAMS + (16 << 20);
+    // A safetensors file begins with its header's length and the header's
+    // opening brace: a file that does not is judged by its first bytes
+    // (the parser names what is wrong).
+    let head = |b: &[u8]| {
+        Ok(match b.get(..9) {
+            Some(h) => {
+                let len = u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
+                h[8] == b'{' && (2..=100 << 20).contains(&len)
+            }
+            None => true,
+        })
+    };
+    let bytes = read_file_at_most(&args.source, weights_max, "a model's weights", Some(&head))?;
+    let vocab_bytes = read_file_at_most(&args.vocab, 16 << 20, "a vocabulary file", None)?;
     let vocab = std::str::from_utf8(&vocab_bytes)
         .map_err(|_| CliError::invalid(format!("{}: not UTF-8 text", args.vocab.display())))?;
     let vocab = read_vocabulary(vocab)

@@ -16,7 +16,7 @@ pub mod train;
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
-use charlm_trainer::error::{CliError, read_file};
+use charlm_trainer::error::{CliError, MAX_MODEL_FILE, read_file_at_most};
 
 /// `--weights` of `train` and `export`: the type of a model file's weight
 /// matrices.
@@ -62,10 +62,15 @@ where
 /// model can come through a pipe (`<(cat m.clm)`, `/dev/stdin`).
 pub fn read_model(path: PathBuf) -> Result<(PathBuf, Vec<u8>), CliError> {
     let path = model_path(path)?;
-    let bytes = read_file(&path)?;
-    if charlm_trainer::checkpoint::looks_like_checkpoint(&bytes) {
-        return Err(checkpoint_given(&path));
-    }
+    // A file that does not begin as a model is judged by its first bytes
+    // (the decoder names what is wrong), however long it is.
+    let head = |b: &[u8]| {
+        if charlm_trainer::checkpoint::looks_like_checkpoint(b) {
+            return Err(checkpoint_given(&path));
+        }
+        Ok(b.starts_with(&charlm_runtime::format::MAGIC))
+    };
+    let bytes = read_file_at_most(&path, MAX_MODEL_FILE, "a model file", Some(&head))?;
     Ok((path, bytes))
 }
 
