@@ -557,6 +557,7 @@ pub fn safetensors(
         ),
     ]);
     let st = safetensors::tensor::serialize(views, Some(metadata))
+        .map(sorted_header)
         .map_err(|e| CliError::invalid(format!("cannot write safetensors: {e}")))?;
     let vocab: Vec<String> = std::iter::once("<pad>".to_string())
         .chain(vocab.symbols().iter().map(|c| c.to_string()))
@@ -564,6 +565,29 @@ pub fn safetensors(
         .collect();
     let json = serde_json::to_string(&vocab).expect("a list of strings");
     Ok((st, json))
+}
+
+/// A safetensors file with its JSON header's keys in sorted order, so that
+/// the same model gives the same bytes (the library writes its metadata
+/// from a `HashMap`, whose order changes from run to run). The header keeps
+/// its length (the same keys and values, reordered), so the tensors' offsets
+/// hold; a header that cannot be reordered so is left as it is.
+fn sorted_header(mut st: Vec<u8>) -> Vec<u8> {
+    let Some(n) = st
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .filter(|&n| st.len() >= 8 + n)
+    else {
+        return st;
+    };
+    let sorted = serde_json::from_slice::<serde_json::Value>(&st[8..8 + n])
+        .ok()
+        .and_then(|v| serde_json::to_string(&v).ok());
+    if let Some(text) = sorted.filter(|t| t.len() <= n) {
+        st[8..8 + text.len()].copy_from_slice(text.as_bytes());
+        st[8 + text.len()..8 + n].fill(b' ');
+    }
+    st
 }
 
 #[cfg(test)]
@@ -612,6 +636,22 @@ mod tests {
             .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
             .collect();
         assert_eq!(row3, want);
+    }
+
+    /// The same model gives the same safetensors bytes every time, and
+    /// the library still reads them (the header reordered in place).
+    #[test]
+    fn safetensors_exports_are_reproducible() {
+        let (vocab, layout, params) = small("hello, wörld", CellKind::Lstm, 8, 1);
+        let (first, json) = safetensors(&layout, &params, &vocab).unwrap();
+        for _ in 0..8 {
+            let again = safetensors(&layout, &params, &vocab).unwrap().0;
+            assert!(again == first, "a second export of the same model differs");
+        }
+        let st = safetensors::SafeTensors::deserialize(&first).unwrap();
+        assert_eq!(st.len(), layout.slots.len());
+        let back = crate::import::import(&first, &json).unwrap();
+        assert_eq!(back.layout.arch, layout.arch);
     }
 
     #[test]
