@@ -545,6 +545,39 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
         "checkpoint.bin",
     );
     assert!(!elsewhere.exists());
+
+    // The run that ended at --max-steps 7 is finished; resumed to train
+    // further and stopped midway, it is not.
+    let stage = |dir: &Path| {
+        let o = charlm(&[
+            "export",
+            dir.to_str().unwrap(),
+            "--out",
+            elsewhere.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        stage(&ended).contains("step 7 (the finished run)"),
+        "{}",
+        stage(&ended)
+    );
+    let mut cfg = config(&corpus, CellKind::Gru);
+    cfg.max_steps = Some(12);
+    let mut o = options(&ended);
+    o.resume = true;
+    o.stop_after = Some(9);
+    assert_eq!(
+        train::run(cfg, &o).unwrap().outcome,
+        Outcome::Interrupted(0)
+    );
+    assert!(
+        stage(&ended).contains("step 9 (epoch 1 of 2)"),
+        "{}",
+        stage(&ended)
+    );
 }
 
 fn charlm(args: &[&str]) -> Output {

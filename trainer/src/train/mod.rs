@@ -1286,6 +1286,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 (Train::Stream(b), _) => b.batch(offset, k),
                 _ => unreachable!("samples always have a plan"),
             };
+            // A finished run resumed to train further is no longer finished
+            // (its checkpoints from here on say so: `charlm export`).
+            progress.done = false;
             let t0 = Instant::now();
             let dropout = (cfg.dropout > 0.0).then(|| Dropout {
                 p: cfg.dropout,
