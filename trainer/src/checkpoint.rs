@@ -6,7 +6,9 @@
 //! version 2 the run's weight type (`config.weights`; version 1's runs write
 //! f16), version 3 `config.patience` and `progress.best` (absent before:
 //! no early stop, no best model yet), version 4 `config.eval_every`
-//! (absent before: held-out scores at epoch ends only); then the CRC-32 of everything before
+//! (absent before: held-out scores at epoch ends only), version 5
+//! `progress.interval` (absent before: the metrics row after a resumed
+//! checkpoint counted only the steps after it); then the CRC-32 of everything before
 //! it. Appending keeps older files readable without a second copy of the
 //! structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
@@ -38,8 +40,9 @@ pub fn looks_like_checkpoint(bytes: &[u8]) -> bool {
 const UNDECODABLE: &str = "its content does not decode (a layout this charlm does not know)";
 
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
-/// patience, no best model; 3: no evaluations between epoch ends).
-pub const VERSION: u32 = 4;
+/// patience, no best model; 3: no evaluations between epoch ends; 4: no
+/// sums of the metrics row in progress).
+pub const VERSION: u32 = 5;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -70,6 +73,22 @@ pub struct Progress {
     /// (stored after the struct: version 3, see the module docs).
     #[serde(skip)]
     pub best: Option<Best>,
+    /// The sums of the metrics row in progress (stored after the struct:
+    /// version 5), so that a resumed run writes the rows an uninterrupted
+    /// one would.
+    #[serde(skip)]
+    pub interval: Interval,
+}
+
+/// Loss, positions and seconds of the steps since the last metrics row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Loss summed over the positions (nats).
+    pub nats: f64,
+    /// Positions in `nats`.
+    pub count: u64,
+    /// Seconds those steps took.
+    pub seconds: f64,
 }
 
 /// The held-out evaluation with the lowest score so far.
@@ -118,6 +137,7 @@ impl Checkpoint {
             self.config.patience,
             &self.progress.best,
             self.config.eval_every,
+            self.progress.interval,
         );
         out.extend(postcard::to_stdvec(&tail).expect("the appended fields encode"));
         let crc = charlm_runtime::format::crc32(&out);
@@ -169,11 +189,16 @@ impl Checkpoint {
             1..=3 => (None, rest),
             _ => postcard::take_from_bytes(rest).map_err(damaged)?,
         };
+        let (interval, rest) = match ck.version {
+            1..=4 => (Interval::default(), rest),
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
+        };
         if !rest.is_empty() {
             return Err(bad("bytes after the end"));
         }
         (ck.config.weights, ck.config.patience, ck.progress.best) = (weights, patience, best);
         ck.config.eval_every = eval_every;
+        ck.progress.interval = interval;
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -513,6 +538,11 @@ mod tests {
             val_bpc: 3.25,
             since: 1,
         });
+        ck.progress.interval = Interval {
+            nats: 12.5,
+            count: 40,
+            seconds: 0.25,
+        };
         ck
     }
 
@@ -533,6 +563,9 @@ mod tests {
         if version >= 4 {
             content.extend(postcard::to_stdvec(&ck.config.eval_every).unwrap());
         }
+        if version >= 5 {
+            content.extend(postcard::to_stdvec(&ck.progress.interval).unwrap());
+        }
         sealed(content)
     }
 
@@ -552,6 +585,9 @@ mod tests {
             }
             if version < 4 {
                 expected.config.eval_every = None;
+            }
+            if version < 5 {
+                expected.progress.interval = Interval::default();
             }
             assert_eq!(
                 read(&file_of(&ck, version)).unwrap(),

@@ -164,7 +164,30 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
             model_bytes(&dir),
             "resumed after step {stop}: different model"
         );
+        // The same metrics rows too, but for their speed and time.
+        assert_eq!(
+            metrics_rows(&full),
+            metrics_rows(&dir),
+            "resumed after step {stop}: different metrics"
+        );
     }
+}
+
+/// metrics.csv's rows without the columns that time them (chars_per_s,
+/// seconds).
+fn metrics_rows(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(
+        text.starts_with("step,epoch,lr,train_bpc,val_bpc,chars_per_s,seconds\n"),
+        "{text}"
+    );
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(","))
+        .collect();
+    assert!(rows.len() > 2, "{text}");
+    rows
 }
 
 /// The held-out scores of a run, one per evaluation (epoch end), with the

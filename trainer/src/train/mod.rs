@@ -1219,7 +1219,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let mut session_chars = 0u64;
     let mut session_train_s = 0.0f64;
     let log_every = (steps_per_epoch / 10).clamp(1, 100);
-    let (mut int_nats, mut int_count, mut int_s) = (0.0f64, 0u64, 0.0f64);
+    // The sums of the metrics row in progress (a resumed run's from its
+    // checkpoint, so that it writes the rows an uninterrupted run would).
+    let checkpoint::Interval {
+        nats: mut int_nats,
+        count: mut int_count,
+        seconds: mut int_s,
+    } = progress.interval;
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
@@ -1237,7 +1243,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 opt: &Optimizer,
                 progress: &Progress,
                 rows: &Vec<Row>,
-                backend: &dyn Backend| {
+                backend: &dyn Backend,
+                (nats, count, seconds): (f64, u64, f64)| {
         Checkpoint {
             version: checkpoint::VERSION,
             config: cfg.clone(),
@@ -1245,7 +1252,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             vocab: data.vocab.symbols_string(),
             params: params.clone(),
             optimizer: opt.clone(),
-            progress: progress.clone(),
+            progress: Progress {
+                interval: checkpoint::Interval {
+                    nats,
+                    count,
+                    seconds,
+                },
+                ..progress.clone()
+            },
             carry: backend.carried_state(),
             metrics: rows.clone(),
         }
@@ -1385,7 +1399,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
                 settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                save(&params, &opt, &progress, &rows, backend.as_ref())?;
+                save(
+                    &params,
+                    &opt,
+                    &progress,
+                    &rows,
+                    backend.as_ref(),
+                    (int_nats, int_count, int_s),
+                )?;
                 metrics::write(&opts.out, &rows)?;
                 let by = match signal {
                     0 => String::new(),
@@ -1404,7 +1425,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
                     .inspect_err(|_| bar.abandon())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                save(&params, &opt, &progress, &rows, backend.as_ref())?;
+                save(
+                    &params,
+                    &opt,
+                    &progress,
+                    &rows,
+                    backend.as_ref(),
+                    (int_nats, int_count, int_s),
+                )?;
             }
             // The step budget's end, or an evaluation of --eval-every's
             // (scored below; the epoch then goes on where it was).
@@ -1505,7 +1533,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
             )?;
         }
-        save(&params, &opt, &progress, &rows, backend.as_ref())?;
+        save(
+            &params,
+            &opt,
+            &progress,
+            &rows,
+            backend.as_ref(),
+            (int_nats, int_count, int_s),
+        )?;
         metrics::write(&opts.out, &rows)?;
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
@@ -1590,7 +1625,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         _ => None,
     };
     progress.done = true;
-    save(&params, &opt, &progress, &rows, backend.as_ref())?;
+    save(
+        &params,
+        &opt,
+        &progress,
+        &rows,
+        backend.as_ref(),
+        (int_nats, int_count, int_s),
+    )?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
         "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
