@@ -325,7 +325,10 @@ impl Staged {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             // A file system without hard links: a copy does as well.
             Err(_) => {
-                std::fs::copy(&path, &keep).map_err(|source| first.error(source))?;
+                if let Err(source) = std::fs::copy(&path, &keep) {
+                    let _ = std::fs::remove_file(&keep);
+                    return Err(first.error(source));
+                }
                 true
             }
         };

@@ -195,8 +195,8 @@ pub fn read_text(path: &Path) -> Result<Vec<u8>, CliError> {
 }
 
 /// [`utf8`]'s checks on `bytes`, the whole file or (`whole` false) its
-/// beginning, where a character cut at the end is no error. Returns the
-/// length of the UTF-8 byte-order mark (0 or 3).
+/// beginning, where all but the UTF-8 check apply. Returns the length of
+/// the UTF-8 byte-order mark (0 or 3).
 fn check_text(path: &Path, bytes: &[u8], whole: bool) -> Result<usize, CliError> {
     if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         return Err(CliError::invalid(format!(
@@ -229,8 +229,10 @@ fn check_text(path: &Path, bytes: &[u8], whole: bool) -> Result<usize, CliError>
             path.display()
         )));
     }
+    // UTF-8 itself is judged on the whole file only (a NUL byte further on
+    // is named first, as it always was).
     match std::str::from_utf8(bytes) {
-        Err(e) if whole || e.error_len().is_some() => Err(CliError::invalid(format!(
+        Err(e) if whole => Err(CliError::invalid(format!(
             "{}: invalid UTF-8 at byte offset {}",
             path.display(),
             e.valid_up_to()

@@ -49,6 +49,10 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
     })
 }
 
+/// A judge of a file's first bytes for [`read_file_at_most`]: `Ok(true)`
+/// to read on, `Ok(false)` to stop there, an error to refuse the file.
+pub type HeadCheck<'a> = dyn Fn(&[u8]) -> Result<bool, CliError> + 'a;
+
 /// Reads a whole file of at most `max` bytes (`what` names the kind, for
 /// the message), refusing a larger one without reading more than `max + 1`
 /// bytes of it: a device or pipe that never ends (`/dev/zero`) or a huge
@@ -61,7 +65,7 @@ pub fn read_file_at_most(
     path: &std::path::Path,
     max: u64,
     what: &str,
-    head: Option<&dyn Fn(&[u8]) -> Result<bool, CliError>>,
+    head: Option<&HeadCheck<'_>>,
 ) -> Result<Vec<u8>, CliError> {
     use std::io::Read;
     let read_err = |source| CliError::Read {
@@ -88,7 +92,11 @@ pub fn read_file_at_most(
     if let Some(check) = head
         && !check(&bytes)?
     {
-        return Ok(bytes);
+        return if bytes.len() as u64 > max {
+            Err(too_large())
+        } else {
+            Ok(bytes)
+        };
     }
     file.take(limit - bytes.len() as u64)
         .read_to_end(&mut bytes)

@@ -1204,6 +1204,7 @@ fn stop_signals_default(cmd: &mut Command) -> &mut Command {
 #[cfg(unix)]
 #[test]
 fn a_stop_before_the_first_step_writes_nothing() {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 6000);
     let pipe = tmp.path().join("corpus.pipe");
@@ -1220,7 +1221,24 @@ fn a_stop_before_the_first_step_writes_nothing() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+        // Opened to write once the run has opened it to read (until then
+        // a non-blocking open fails), or the test fails if it never does.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let writer = loop {
+            let w = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&pipe);
+            if let Ok(w) = w {
+                break w;
+            }
+            let done = child.try_wait().unwrap();
+            assert!(
+                done.is_none() && std::time::Instant::now() < deadline,
+                "the run never opened its corpus: {done:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
         let sent = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
@@ -1654,8 +1672,8 @@ fn bad_input_is_one_line_and_exit_status_2() {
         "a failed run left a folder behind"
     );
     // A run refused after `charlm train` made its default folder (a bad
-    // --init, --dropout on one layer) leaves no folder in runs/, and a
-    // failed run leaves none where --out named a new one.
+    // --init, --dropout on one layer) leaves no folder in runs/, nor one
+    // refused where --out names a new folder.
     let cwd = d("cwd");
     std::fs::create_dir(&cwd).unwrap();
     for extra in [

@@ -42,10 +42,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // opening brace: a file that does not is judged by its first bytes
     // (the parser names what is wrong).
     let head = |b: &[u8]| {
-        Ok(match b.get(..9) {
+        Ok(match b.get(..8) {
             Some(h) => {
-                let len = u64::from_le_bytes(h[..8].try_into().unwrap_or_default());
-                h[8] == b'{' && (2..=100 << 20).contains(&len)
+                let len = u64::from_le_bytes(h.try_into().unwrap_or_default());
+                let brace = b[8..].iter().find(|c| !c.is_ascii_whitespace());
+                (2..=100 << 20).contains(&len) && brace.is_none_or(|&c| c == b'{')
             }
             None => true,
         })

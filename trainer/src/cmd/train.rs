@@ -413,17 +413,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (None, Some(out)) => (out.clone(), false),
         (None, None) => (default_out(), false),
     };
-    // The run folder this command made (default_out claims one) or that
-    // the run will make (an --out that does not exist yet): removed again
-    // if the command fails while the folder holds nothing but the run's
-    // lock (remove_dir removes only an empty folder).
-    let made_here = !resume && (args.out.is_none() || !out.exists());
-    if !resume && args.out.is_none() {
-        // A stop signal before the first step removes it too.
+    // The run folder default_out made for this run (no other process
+    // has it): removed again if the command fails while the folder holds
+    // nothing but the run's lock (remove_dir removes only an empty folder),
+    // and by a stop signal before the first step.
+    let claimed = !resume && args.out.is_none();
+    if claimed {
         train::claimed_folder(&out);
     }
     let result = train_in(&args, out.clone(), resume, weights);
-    if result.is_err() && made_here {
+    if result.is_err() && claimed {
         let _ = std::fs::remove_file(out.join(train::LOCK_FILE));
         let _ = std::fs::remove_dir(&out);
     }
@@ -439,7 +438,7 @@ fn train_in(
 ) -> Result<(), CliError> {
     let mut cfg = config(args);
     let init = match &args.init {
-        Some(path) => Some(initial(&args, path, &mut cfg)?),
+        Some(path) => Some(initial(args, path, &mut cfg)?),
         None => None,
     };
     if !resume && cfg.dropout > 0.0 && cfg.layers == 1 {

@@ -923,14 +923,26 @@ pub fn lock_run(out: &Path) -> Result<std::fs::File, CliError> {
             path: path.clone(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(CliError::invalid(format!(
-            "{}: another charlm train is running in this folder",
-            out.display()
-        ))),
-        Err(std::fs::TryLockError::Error(source)) => Err(CliError::Write { path, source }),
+    // A lock just given up can stay held for a moment: a process being
+    // started elsewhere in the program (fork, then exec) holds a copy of
+    // every descriptor until its exec. So a busy lock is tried again for a
+    // fifth of a second before another run is blamed.
+    for attempt in 0.. {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if attempt < 20 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => break,
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(CliError::Write { path, source });
+            }
+        }
     }
+    Err(CliError::invalid(format!(
+        "{}: another charlm train is running in this folder",
+        out.display()
+    )))
 }
 
 /// Removes what a run killed while writing left in its folder: the
