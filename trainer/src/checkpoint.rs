@@ -417,19 +417,22 @@ mod tests {
         content
     }
 
+    /// The names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn a_staged_file_is_in_place_only_once_committed_and_gone_if_dropped() {
         let tmp = tempfile::tempdir().unwrap();
         let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b.bin"));
         std::fs::write(&a, b"old").unwrap();
-        let names = || {
-            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
+        let names = || names_in(tmp.path());
         // Staged, not committed: the old file stays, and dropping the
         // staged one leaves no trace.
         let staged = Staged::write(&a, b"new").unwrap();
@@ -456,14 +459,7 @@ mod tests {
     #[test]
     fn a_pair_whose_second_file_cannot_be_placed_leaves_the_first_as_it_was() {
         let tmp = tempfile::tempdir().unwrap();
-        let names = || {
-            let mut v: Vec<String> = std::fs::read_dir(tmp.path())
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
+        let names = || names_in(tmp.path());
         let (a, b) = (tmp.path().join("a.bin"), tmp.path().join("b"));
         // `b` is a folder with something in it: no file is renamed over it.
         std::fs::create_dir(&b).unwrap();

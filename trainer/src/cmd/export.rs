@@ -53,9 +53,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    if args.run.is_file() {
-        super::refuse_checkpoint(&args.run)?;
-    }
     let weights = args.weights.map_or(DType::F16, Weights::dtype);
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);

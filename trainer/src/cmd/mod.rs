@@ -97,18 +97,6 @@ fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
     )))
 }
 
-/// A training checkpoint where a model file belongs is one line that says
-/// what it is and how to get a model from it.
-pub fn refuse_checkpoint(path: &Path) -> Result<(), CliError> {
-    use std::io::Read;
-    let mut head = [0u8; 8];
-    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
-    if read.is_ok() && charlm_trainer::checkpoint::looks_like_checkpoint(&head) {
-        return Err(checkpoint_given(path));
-    }
-    Ok(())
-}
-
 /// The error for a training checkpoint given as a model.
 fn checkpoint_given(path: &Path) -> CliError {
     let run = path
