@@ -62,6 +62,7 @@ fn options(out: &Path) -> Options {
         prompts: Some(vec!["First".into(), "The ".into()]),
         sample_chars: Some(40),
         verbose: false,
+        new_folder: false,
         stop_after: None,
         init: None,
     }
@@ -1745,6 +1746,72 @@ fn bad_input_is_one_line_and_exit_status_2() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+/// A new run whose first write fails (here: no file may grow past 0
+/// bytes, as on a full disk) says so and leaves no folder that holds only
+/// its lock: not the `runs/<time>` one `charlm train` made, nor a new one
+/// `--out` named. A folder that was there before is left.
+#[cfg(unix)]
+#[test]
+fn a_run_whose_first_write_fails_leaves_no_folder_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let old = tmp.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    for out in [None, Some("old"), Some("new/deeper")] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["train", "--corpus"])
+            .arg(&corpus)
+            .args(["--hidden", "8", "--batch", "2", "--seq-len", "8"])
+            .args(["--max-steps", "2", "--quiet"])
+            .current_dir(tmp.path());
+        if let Some(out) = out {
+            cmd.args(["--out", out]);
+        }
+        // SAFETY: signal(2) and setrlimit(2) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &none);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{out:?}: {err}");
+        assert!(
+            err.starts_with("charlm: error: cannot write ") && err.lines().count() == 1,
+            "{out:?}: {err}"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // `new`, the folder above the one --out named, stays: it may hold
+        // other runs.
+        let expected: &[&str] = match out {
+            Some("new/deeper") => &["new", "old", "runs", "small.txt"],
+            _ => &["old", "runs", "small.txt"],
+        };
+        assert_eq!(left, expected, "{out:?}");
+        let runs = std::fs::read_dir(tmp.path().join("runs")).unwrap().count();
+        assert_eq!(runs, 0, "{out:?} left a folder in runs/");
+        if out == Some("new/deeper") {
+            let inside = std::fs::read_dir(tmp.path().join("new")).unwrap().count();
+            assert_eq!(inside, 0, "the folder --out named is left");
+        }
+    }
+    assert!(old.is_dir(), "the folder that was there before is removed");
+    assert!(
+        std::fs::read_dir(&old).unwrap().next().is_some(),
+        "the folder that was there before does not hold the run's lock"
+    );
 }
 
 #[test]

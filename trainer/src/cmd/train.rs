@@ -413,17 +413,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
         (None, Some(out)) => (out.clone(), false),
         (None, None) => (default_out(), false),
     };
-    // The run folder default_out made for this run (no other process
-    // has it): removed again if the command fails while the folder holds
-    // nothing but the run's lock (remove_dir removes only an empty folder),
-    // and by a stop signal before the first step.
+    // The run folder default_out made for this run: removed again if the
+    // command fails before the run takes it (remove_dir removes only an
+    // empty folder), by a stop signal before the first step, and by the run
+    // if it fails having written nothing into it.
     let claimed = !resume && args.out.is_none();
     if claimed {
         train::claimed_folder(&out);
     }
-    let result = train_in(&args, out.clone(), resume, weights);
+    let result = train_in(&args, out.clone(), resume, weights, claimed);
     if result.is_err() && claimed {
-        let _ = std::fs::remove_file(out.join(train::LOCK_FILE));
         let _ = std::fs::remove_dir(&out);
     }
     result
@@ -435,6 +434,7 @@ fn train_in(
     out: PathBuf,
     resume: bool,
     weights: Option<DType>,
+    new_folder: bool,
 ) -> Result<(), CliError> {
     let mut cfg = config(args);
     let init = match &args.init {
@@ -469,6 +469,7 @@ fn train_in(
         prompts: (!args.prompt.is_empty()).then(|| args.prompt.clone()),
         sample_chars: args.sample_chars,
         verbose: !args.quiet,
+        new_folder,
         stop_after: None,
         init,
     };

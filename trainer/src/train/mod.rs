@@ -198,6 +198,10 @@ pub struct Options {
     pub sample_chars: Option<usize>,
     /// Print progress and samples.
     pub verbose: bool,
+    /// `out` was made for this run by the caller (`charlm train`'s
+    /// `runs/<time>`): removed again if the run writes nothing into it. (A
+    /// folder the run makes itself is treated so anyway.)
+    pub new_folder: bool,
     /// Test hook: behave as if Ctrl-C came after this many steps in total.
     pub stop_after: Option<u64>,
     /// Start a new run from these parameters and vocabulary (a model's,
@@ -945,6 +949,48 @@ pub fn lock_run(out: &Path) -> Result<std::fs::File, CliError> {
     )))
 }
 
+/// Makes the run folder (and the folders above it) where there is none:
+/// true if this process made it, false if it was there (or another process
+/// made it first).
+fn make_folder(out: &Path) -> Result<bool, CliError> {
+    let fail = |source| CliError::Write {
+        path: out.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    match std::fs::create_dir(out) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && out.is_dir() => Ok(false),
+        Err(source) => Err(fail(source)),
+    }
+}
+
+/// A run folder made for this run, removed again if the run ends having
+/// written nothing into it but its lock (its first write failed, e.g. on a
+/// full disk). Dropped while the run still holds the lock, so no other run
+/// is using the folder; a folder holding anything else is left alone.
+struct RemoveIfUnused<'a>(Option<&'a Path>);
+
+impl Drop for RemoveIfUnused<'_> {
+    fn drop(&mut self) {
+        let Some(dir) = self.0 else {
+            return;
+        };
+        let Ok(mut entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let only_lock = entries
+            .next()
+            .is_some_and(|e| e.is_ok_and(|e| e.file_name() == LOCK_FILE))
+            && entries.next().is_none();
+        if only_lock && std::fs::remove_file(dir.join(LOCK_FILE)).is_ok() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Removes what a run killed while writing left in its folder: the
 /// temporary files of [`checkpoint::Staged`] (`.NAME.tmpPID`, for the
 /// names a run writes), as large as a checkpoint, of processes that are
@@ -1120,11 +1166,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         say(&stopped_while_preparing(signal));
         return Err(CliError::Interrupted(signal));
     }
-    std::fs::create_dir_all(&opts.out).map_err(|source| CliError::Write {
-        path: opts.out.clone(),
-        source,
-    })?;
+    let made = make_folder(&opts.out)?;
     let _lock = lock_run(&opts.out)?;
+    // Declared after the lock, so dropped (and the folder looked at) while
+    // the lock is still held.
+    let _unused = RemoveIfUnused((made || opts.new_folder).then_some(opts.out.as_path()));
     remove_stale_temporaries(&opts.out);
     // On CUDA the parameters and optimizer state live on the device; the host
     // copies are refreshed at checkpoints and at the end of each epoch.
