@@ -119,3 +119,23 @@ pub const MAX_PARAMS: u64 = {
 /// The most bytes a `.clm` file can hold: [`MAX_PARAMS`] in f16, and a
 /// mebibyte for its vocabulary, provenance and framing.
 pub const MAX_MODEL_FILE: u64 = 2 * MAX_PARAMS + (1 << 20);
+
+/// A real-valued flag's value parser: a number the flag's type holds as a
+/// finite value, judged in the words given (`1e39` is too large for a
+/// 32-bit flag, rather than shown later as `inf`). The flag's own range is
+/// checked where it is used. Flags with it take values that begin with a
+/// hyphen (`-t -inf`, `--lr -1e-3`), so such a value reaches it.
+pub fn finite<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Into<f64> + Copy,
+{
+    let v: T = s.parse().map_err(|_| "must be a number".to_string())?;
+    let word = s.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    if v.into().is_finite() {
+        Ok(v)
+    } else if word.starts_with("inf") || word == "nan" {
+        Err("must be a finite number".into())
+    } else {
+        Err("is too large".into())
+    }
+}

@@ -175,7 +175,25 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (
             vec!["generate", "--model", &model, "--temperature", "inf"],
-            "temperature",
+            "invalid value 'inf' for '--temperature <TEMPERATURE>': must be a finite number",
+        ),
+        // A value that begins with a hyphen is the flag's value, not a flag.
+        (
+            vec!["generate", "--model", &model, "-t", "-inf"],
+            "invalid value '-inf' for '--temperature <TEMPERATURE>': must be a finite number",
+        ),
+        // Named as given, not as the 32-bit value it would become (inf).
+        (
+            vec!["generate", "--model", &model, "-t", "1e39"],
+            "invalid value '1e39' for '--temperature <TEMPERATURE>': is too large",
+        ),
+        (
+            vec!["train", "--lr", "1e39"],
+            "invalid value '1e39' for '--lr <LR>': is too large",
+        ),
+        (
+            vec!["train", "--val-frac", "-NaN"],
+            "invalid value '-NaN' for '--val-frac <VAL_FRAC>': must be a finite number",
         ),
         (
             vec!["generate", "--model", &model, "--prompt", "@@@"],

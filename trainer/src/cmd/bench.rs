@@ -43,7 +43,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "all")]
     config: Config,
     /// Seconds of timed training per configuration (after warm-up steps).
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10.0, value_parser = super::finite::<f64>, allow_hyphen_values = true)]
     seconds: f64,
     /// Worker threads (default: one per core).
     #[arg(long)]

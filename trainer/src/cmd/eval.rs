@@ -31,7 +31,7 @@ pub struct Args {
     layout: Option<TextLayout>,
     /// Score only the part `charlm train --val-frac X` holds out (default:
     /// the whole --corpus; 0.05 for the bundled corpus).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>, allow_hyphen_values = true)]
     val_frac: Option<f64>,
 }
 

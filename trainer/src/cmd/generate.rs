@@ -29,14 +29,14 @@ pub struct Args {
     #[arg(long, short)]
     prompt: Vec<String>,
     /// 0 picks the most likely character (greedy); above 0 samples with that temperature.
-    #[arg(long, short, default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, short, default_value_t = 0.0, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     temperature: f32,
     /// Sample only from the K most likely characters (0: all). Ignored when greedy.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     top_k: u16,
     /// Then only from the fewest most likely characters whose probabilities
     /// reach P (nucleus sampling; 1: all). Ignored when greedy.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     top_p: f32,
     /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
     #[arg(long, short, default_value_t = 0, allow_negative_numbers = true)]

@@ -38,6 +38,8 @@ impl Weights {
     }
 }
 
+pub use charlm_trainer::error::finite;
+
 /// A size flag's value parser: a whole number from 1 to `max`, whatever
 /// the type could hold (`--hidden 70000` is out of charlm's range, not of
 /// u16's).

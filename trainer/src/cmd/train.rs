@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "val_frac")]
     val: Option<PathBuf>,
     /// Fraction of the corpus held out (deterministic: the end of running text, every 1/x-th sample).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>, allow_hyphen_values = true)]
     val_frac: Option<f64>,
     /// Run folder (created; must not hold another run). Default: runs/<UTC time>.
     #[arg(long)]
@@ -97,7 +97,7 @@ pub struct Args {
     #[arg(long, value_parser = super::one_to::<u16>(train::MAX_HIDDEN as u16), allow_negative_numbers = true)]
     hidden: Option<u16>,
     /// Dropout between layers (default 0).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     dropout: Option<f32>,
     /// Characters per window of running text, the lesson's num_chars (default 100).
     #[arg(long)]
@@ -106,14 +106,14 @@ pub struct Args {
     #[arg(long, value_enum)]
     optimizer: Option<optim::Kind>,
     /// Learning rate (default 3e-3 for adam, 1e-3 for rmsprop).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     lr: Option<f32>,
     /// Multiply the learning rate by this after every epoch (default 0.9).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     lr_decay: Option<f32>,
     /// Clip the gradient's global norm to this (0 = off; default 5). A
     /// non-finite loss or gradient stops the run either way, keeping the last checkpoint.
-    #[arg(long, visible_alias = "max-grad-norm")]
+    #[arg(long, visible_alias = "max-grad-norm", value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     clip: Option<f32>,
     /// Seed of everything random: the same seed gives the same model.clm, bit for bit (default 1).
     #[arg(long, allow_negative_numbers = true)]

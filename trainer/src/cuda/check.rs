@@ -54,7 +54,7 @@ pub struct SpeedArgs {
     #[arg(long, default_value = "all")]
     pub config: String,
     /// Seconds of timed training per configuration (after 5 warm-up steps).
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 10.0, value_parser = crate::error::finite::<f64>, allow_hyphen_values = true)]
     pub seconds: f64,
     /// After the timed run, this many more steps with the GPU time of each
     /// phase recorded (events between phases), printed as a table.
