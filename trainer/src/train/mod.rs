@@ -663,12 +663,13 @@ fn diverged(step: u64, what: &str, out: &Path) -> CliError {
 }
 
 /// With device-resident training, waits for the queued steps and books
-/// their nats (into the epoch's sum and `tally[0]`) and the time waited
-/// (into the run's seconds and `tally[1..]`). Does nothing on the CPU.
+/// their nats (into the epoch's sum and the metrics row's) and the time
+/// waited (into the run's, the row's and this session's training seconds).
+/// Does nothing on the CPU.
 fn settle(
     backend: &mut dyn Backend,
     progress: &mut Progress,
-    tally: &mut [&mut f64; 3],
+    (row, session_s): (&mut checkpoint::Interval, &mut f64),
     out: &Path,
 ) -> Result<(), CliError> {
     let Some(r) = backend.resident() else {
@@ -680,10 +681,10 @@ fn settle(
     match settled {
         Settled::Nats(nats) => {
             progress.epoch_nats += nats;
-            *tally[0] += nats;
+            row.nats += nats;
             progress.seconds += waited;
-            *tally[1] += waited;
-            *tally[2] += waited;
+            row.seconds += waited;
+            *session_s += waited;
             Ok(())
         }
         Settled::Diverged { what, step } => Err(diverged(step, what, out)),
@@ -1279,11 +1280,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let log_every = (steps_per_epoch / 10).clamp(1, 100);
     // The sums of the metrics row in progress (a resumed run's from its
     // checkpoint, so that it writes the rows an uninterrupted run would).
-    let checkpoint::Interval {
-        nats: mut int_nats,
-        count: mut int_count,
-        seconds: mut int_s,
-    } = progress.interval;
+    let mut row_sums = progress.interval;
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
@@ -1302,7 +1299,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 progress: &Progress,
                 rows: &Vec<Row>,
                 backend: &dyn Backend,
-                (nats, count, seconds): (f64, u64, f64)| {
+                interval: checkpoint::Interval| {
         Checkpoint {
             version: checkpoint::VERSION,
             config: cfg.clone(),
@@ -1311,11 +1308,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             params: params.clone(),
             optimizer: opt.clone(),
             progress: Progress {
-                interval: checkpoint::Interval {
-                    nats,
-                    count,
-                    seconds,
-                },
+                interval,
                 ..progress.clone()
             },
             carry: backend.carried_state(),
@@ -1406,24 +1399,25 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             progress.chars += loss.count as u64;
             session_chars += loss.count as u64;
             session_train_s += dt;
-            int_nats += loss.nats;
-            int_count += loss.count as u64;
-            int_s += dt;
+            row_sums.nats += loss.nats;
+            row_sums.count += loss.count as u64;
+            row_sums.seconds += dt;
             if progress.steps % log_every == 0
                 || progress.batch == steps_per_epoch
                 || limit_reached(progress.steps)
                 || eval_point(progress.steps)
             {
-                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
-                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
+                let sums = (&mut row_sums, &mut session_train_s);
+                settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.abandon())?;
                 let row = Row {
                     step: progress.steps,
                     epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
                     lr,
-                    train_bpc: (int_nats / int_count.max(1) as f64) / std::f64::consts::LN_2,
+                    train_bpc: (row_sums.nats / row_sums.count.max(1) as f64)
+                        / std::f64::consts::LN_2,
                     val_bpc: None,
-                    chars_per_s: int_count as f64 / int_s.max(1e-9),
+                    chars_per_s: row_sums.count as f64 / row_sums.seconds.max(1e-9),
                     seconds: progress.seconds,
                 };
                 bar.set_message(format!(
@@ -1441,7 +1435,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     );
                 }
                 rows.push(row);
-                (int_nats, int_count, int_s) = (0.0, 0, 0.0);
+                row_sums = checkpoint::Interval::default();
             }
             bar.set_position(progress.batch);
             // No checkpoint is written at a step that --eval-every scores
@@ -1454,17 +1448,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 && (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
                 bar.abandon();
-                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
-                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
+                let sums = (&mut row_sums, &mut session_train_s);
+                settle(backend.as_mut(), &mut progress, sums, &opts.out)?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                save(
-                    &params,
-                    &opt,
-                    &progress,
-                    &rows,
-                    backend.as_ref(),
-                    (int_nats, int_count, int_s),
-                )?;
+                save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
                 metrics::write(&opts.out, &rows)?;
                 let by = match signal {
                     0 => String::new(),
@@ -1479,18 +1466,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 break 'epochs;
             }
             if progress.steps % opts.checkpoint_every.max(1) == 0 && !pending_eval {
-                let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
-                settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)
+                let sums = (&mut row_sums, &mut session_train_s);
+                settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.abandon())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                save(
-                    &params,
-                    &opt,
-                    &progress,
-                    &rows,
-                    backend.as_ref(),
-                    (int_nats, int_count, int_s),
-                )?;
+                save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
             }
             // The step budget's end, or an evaluation of --eval-every's
             // (scored below; the epoch then goes on where it was).
@@ -1508,8 +1488,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
         // End of an epoch, of the step budget or at an evaluation of
         // --eval-every's: score, sample, save.
-        let mut tally = [&mut int_nats, &mut int_s, &mut session_train_s];
-        settle(backend.as_mut(), &mut progress, &mut tally, &opts.out)?;
+        let sums = (&mut row_sums, &mut session_train_s);
+        settle(backend.as_mut(), &mut progress, sums, &opts.out)?;
         store(backend.as_mut(), &mut params, &mut opt)?;
         let train_mean = progress.epoch_nats / progress.epoch_count.max(1) as f64;
         progress.train_bpc = Some(bpc(train_mean));
@@ -1591,14 +1571,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
             )?;
         }
-        save(
-            &params,
-            &opt,
-            &progress,
-            &rows,
-            backend.as_ref(),
-            (int_nats, int_count, int_s),
-        )?;
+        save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
         metrics::write(&opts.out, &rows)?;
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
@@ -1683,14 +1656,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         _ => None,
     };
     progress.done = true;
-    save(
-        &params,
-        &opt,
-        &progress,
-        &rows,
-        backend.as_ref(),
-        (int_nats, int_count, int_s),
-    )?;
+    save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
         "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
