@@ -245,10 +245,26 @@ pub struct Snapshot {
 /// The model in the checkpoint of run folder `dir`, as `charlm train`
 /// would export it at that point: a run still going or one stopped before
 /// its end gets a model file too, with weight matrices of type `weights`.
-/// The held-out score of the exported weights is left out (it needs the
-/// corpus; `charlm eval` computes it).
+/// Its training score is the one a run ending at that step records (the
+/// mean over the epoch so far); its held-out score is the run's only where
+/// the run scored these weights (the checkpoint was written right after an
+/// evaluation), and the score after rounding to f16 is left out: both need
+/// the corpus (`charlm eval` computes them).
 pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot, CliError> {
-    let (ck, layout, vocab) = checkpoint(dir)?;
+    let (mut ck, layout, vocab) = checkpoint(dir)?;
+    let p = &mut ck.progress;
+    if p.epoch_count > 0 {
+        p.train_bpc = Some((p.epoch_nats / p.epoch_count as f64 / std::f64::consts::LN_2) as f32);
+    }
+    let scored_now = ck
+        .metrics
+        .iter()
+        .rev()
+        .find(|r| r.val_bpc.is_some())
+        .is_some_and(|r| r.step == p.steps);
+    if !scored_now {
+        p.val_bpc = None;
+    }
     let prov = Provenance {
         corpus: ck.config.corpus.name(),
         steps: ck.progress.steps,

@@ -489,7 +489,11 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("step 7 (epoch 1 of 2)"), "{stdout}");
+    assert!(
+        stdout.contains("step 7 (epoch 1 of 2)")
+            && stdout.contains("held-out not scored at step 7"),
+        "{stdout}"
+    );
     let exported = std::fs::read(stopped.join("model-step7.clm")).unwrap();
     // ... and the export holds what a run that ends at step 7 writes.
     let ended = tmp.path().join("ended");
@@ -508,9 +512,50 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
     };
     assert_eq!(tensors(&a), tensors(&b), "different weights");
     assert_eq!((a.meta.corpus, a.meta.steps), (b.meta.corpus, 7));
-    // Without the corpus, no f16 score; the runtime takes the file as it is.
+    // The training score of a run ending there (the epoch's mean so far);
+    // no held-out score, as the run never scored these weights; without
+    // the corpus, no f16 score; the runtime takes the file as it is.
+    assert!(b.meta.train_bpc.is_some() && b.meta.val_bpc.is_some());
+    assert_eq!(a.meta.train_bpc, b.meta.train_bpc);
+    assert_eq!(a.meta.val_bpc, None);
     assert_eq!(a.meta.val_bpc_f16, None);
+    // The run that ended at step 7 scored its weights: its export keeps
+    // that score.
+    let again = tmp.path().join("again.clm");
+    let o = charlm(&[
+        "export",
+        ended.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = std::fs::read(&again).unwrap();
+    let c = ModelFile::decode(&again).unwrap().body;
+    assert_eq!(
+        (c.meta.train_bpc, c.meta.val_bpc),
+        (b.meta.train_bpc, b.meta.val_bpc)
+    );
     assert!(Model::from_bytes(&exported).is_ok());
+    // A run stopped 3 steps into its second epoch: the held-out score of
+    // the first epoch's end is not its weights'.
+    let mut one = config(&corpus, CellKind::Gru);
+    one.epochs = 1;
+    let per_epoch = train::run(one, &options(&tmp.path().join("one")))
+        .unwrap()
+        .steps;
+    let later = tmp.path().join("later");
+    let mut o = options(&later);
+    o.stop_after = Some(per_epoch + 3);
+    train::run(config(&corpus, CellKind::Gru), &o).unwrap();
+    let o = charlm(&["export", later.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let step = per_epoch + 3;
+    assert!(
+        o.status.success() && stdout.contains(&format!("held-out not scored at step {step}")),
+        "{stdout}"
+    );
+    let file = std::fs::read(later.join(format!("model-step{step}.clm"))).unwrap();
+    assert_eq!(ModelFile::decode(&file).unwrap().body.meta.val_bpc, None);
 
     // A run folder stands for its model.clm; one without says how to get it.
     let run_dir = ended.to_str().unwrap();

@@ -83,8 +83,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
             snap.epochs
         )
     };
+    // A checkpoint between evaluations has no held-out score for its
+    // weights (nor has a run without held-out data).
+    let held_out = match p.val_bpc {
+        Some(v) => format!("held-out {v:.3} bpc (f32)"),
+        None => format!("held-out not scored at step {}", p.steps),
+    };
     outln!(
-        "wrote {} ({} bytes, {weights} weights): {} {}x{}, step {} ({stage}), train {} bpc, held-out {} bpc (f32)",
+        "wrote {} ({} bytes, {weights} weights): {} {}x{}, step {} ({stage}), train {} bpc, {held_out}",
         out.display(),
         snap.bytes.len(),
         a.cell.name().to_uppercase(),
@@ -92,7 +98,6 @@ pub fn run(args: Args) -> Result<(), CliError> {
         a.hidden,
         p.steps,
         bpc(p.train_bpc),
-        bpc(p.val_bpc),
     );
     hint(&out);
     Ok(())
