@@ -1782,10 +1782,28 @@ fn bad_input_is_one_line_and_exit_status_2() {
         ],
         "many.txt: the corpus differs from the one this run was trained on",
     );
-    // A folder holding a run is refused.
+    // A resumed run's limits are raised, not lowered: a lower one would be
+    // ignored (the run has taken 2 steps; it is set to 5 epochs).
+    fails(
+        &["train", "--resume", &run, "--max-steps", "1"],
+        "--max-steps 1: the run has taken 2 steps already",
+    );
+    fails(
+        &["train", "--resume", &run, "--epochs", "4"],
+        "--epochs 4: the run is set to 5 epochs, and a resumed run's --epochs may only be raised",
+    );
+    fails(
+        &["train", "--out", &run],
+        "already holds a run (checkpoint.bin); continue it with --resume",
+    );
+    // A folder holding a file a run would write is refused; without a
+    // checkpoint it is no run to resume.
     std::fs::create_dir(&out).unwrap();
     std::fs::write(Path::new(&out).join("model.clm"), b"x").unwrap();
-    fails(&["train", "--out", &out], "already holds a run");
+    fails(
+        &["train", "--out", &out],
+        "holds model.clm, which a run would write over; choose another --out",
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -337,7 +337,7 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::invalid(format!(
-            "{} {} from the run's (a resumed run keeps its settings but for --epochs, --max-steps, --patience and --weights); \
+            "{} {} from the run's (a resumed run keeps its settings but for --epochs, --max-steps, --patience, --eval-every and --weights); \
              leave {} out to resume, or start a new run with another --out",
             diffs.join(", "),
             if diffs.len() == 1 {
@@ -348,6 +348,26 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
             if diffs.len() == 1 { "it" } else { "them" },
         )))
     }
+}
+
+/// A resumed run's `--epochs` may be raised, not lowered (`--max-steps`
+/// ends a run sooner), and its `--max-steps` may not be below the steps it
+/// has taken: either would be ignored, and the run's last lines would name
+/// a limit it never stopped at.
+fn check_limits(a: &Args, ck: &Checkpoint) -> Result<(), CliError> {
+    if let Some(n) = a.epochs.filter(|&n| n < ck.config.epochs) {
+        return Err(CliError::invalid(format!(
+            "--epochs {n}: the run is set to {} epochs, and a resumed run's --epochs may only be raised (--max-steps N ends it sooner)",
+            ck.config.epochs
+        )));
+    }
+    if let Some(m) = a.max_steps.filter(|&m| m < ck.progress.steps) {
+        return Err(CliError::invalid(format!(
+            "--max-steps {m}: the run has taken {} steps already",
+            ck.progress.steps
+        )));
+    }
+    Ok(())
 }
 
 /// `--init MODEL`: its parameters and vocabulary, its architecture put
@@ -407,6 +427,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             }
             let ck = Checkpoint::load(dir)?;
             check_resume(&args, &ck.config)?;
+            check_limits(&args, &ck)?;
             weights = weights.or(Some(ck.config.weights));
             (dir.clone(), true)
         }

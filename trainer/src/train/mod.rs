@@ -884,16 +884,17 @@ pub const RUN_FILES: [&str; 3] = [checkpoint::FILE, "model.clm", BEST_FILE];
 /// Refuses a folder that holds another run, or a file a run would write
 /// over (a user's own `metrics.csv` in `--out .`).
 fn check_out(out: &Path) -> Result<(), CliError> {
-    for f in RUN_FILES {
-        if out.join(f).exists() {
-            return Err(CliError::invalid(format!(
-                "{} already holds a run ({f}); continue it with --resume {} or choose another --out",
-                out.display(),
-                out.display()
-            )));
-        }
+    // A run's checkpoint: --resume continues it. (A model.clm or best.clm
+    // without one is not a run --resume could continue.)
+    if out.join(checkpoint::FILE).exists() {
+        return Err(CliError::invalid(format!(
+            "{} already holds a run ({}); continue it with --resume {} or choose another --out",
+            out.display(),
+            checkpoint::FILE,
+            out.display()
+        )));
     }
-    for f in OTHER_FILES {
+    for f in RUN_FILES.into_iter().chain(OTHER_FILES) {
         if out.join(f).exists() {
             return Err(CliError::invalid(format!(
                 "--out {}: holds {f}, which a run would write over; choose another --out",
