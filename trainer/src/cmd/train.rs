@@ -152,13 +152,17 @@ pub struct Args {
 }
 
 /// `runs/YYYYmmdd-HHMMSS` in UTC, with `-2`, `-3`, ... added when a run of
-/// the same second has taken that name.
-fn default_out() -> PathBuf {
+/// the same second has taken that name; and whether this process made
+/// `runs/` too (removed with the run's folder if the run is refused).
+fn default_out() -> (PathBuf, bool) {
     let base = utc_run_name();
-    if std::fs::create_dir_all("runs").is_err() {
-        return base; // the run says why when it creates its folder
-    }
-    std::iter::once(base.clone())
+    let made_runs = match std::fs::create_dir(RUNS) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        // The run says why when it creates its folder.
+        Err(_) => return (base, false),
+    };
+    let out = std::iter::once(base.clone())
         .chain((2..).map(|n| PathBuf::from(format!("{}-{n}", base.display()))))
         // Creating the folder claims the name: two runs started in the same
         // second cannot both get it. Any failure but "exists" ends the
@@ -167,8 +171,12 @@ fn default_out() -> PathBuf {
             Ok(()) => true,
             Err(e) => e.kind() != std::io::ErrorKind::AlreadyExists,
         })
-        .unwrap_or(base)
+        .unwrap_or(base);
+    (out, made_runs)
 }
+
+/// The folder that holds the runs `charlm train` names itself.
+const RUNS: &str = "runs";
 
 /// `runs/YYYYmmdd-HHMMSS` in UTC.
 fn utc_run_name() -> PathBuf {
@@ -413,6 +421,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     check_combinations(&args)?;
     let mut weights = args.weights.map(Weights::dtype);
+    let mut made_runs = false;
     let (out, resume) = match (&args.resume, &args.out) {
         (Some(dir), Some(out)) if dir != out => {
             return Err(CliError::invalid(
@@ -432,7 +441,11 @@ pub fn run(args: Args) -> Result<(), CliError> {
             (dir.clone(), true)
         }
         (None, Some(out)) => (out.clone(), false),
-        (None, None) => (default_out(), false),
+        (None, None) => {
+            let out;
+            (out, made_runs) = default_out();
+            (out, false)
+        }
     };
     // The run folder default_out made for this run: removed again if the
     // command fails before the run takes it (remove_dir removes only an
@@ -440,11 +453,14 @@ pub fn run(args: Args) -> Result<(), CliError> {
     // if it fails having written nothing into it.
     let claimed = !resume && args.out.is_none();
     if claimed {
-        train::claimed_folder(&out);
+        train::claimed_folder(&out, made_runs);
     }
     let result = train_in(&args, out.clone(), resume, weights, claimed);
     if result.is_err() && claimed {
         let _ = std::fs::remove_dir(&out);
+        if made_runs {
+            let _ = std::fs::remove_dir(RUNS);
+        }
     }
     result
 }

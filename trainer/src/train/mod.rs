@@ -360,9 +360,11 @@ fn register_stop(sig: i32, announce: bool) {
                 if let Some(line) = &prepared {
                     let _ = libc::write(1, line.as_ptr().cast(), line.len());
                 }
-                let dir = CLAIMED.load(Ordering::SeqCst);
-                if !dir.is_null() {
-                    let _ = libc::rmdir(dir);
+                for dir in &CLAIMED {
+                    let dir = dir.load(Ordering::SeqCst);
+                    if !dir.is_null() {
+                        let _ = libc::rmdir(dir);
+                    }
                 }
                 libc::_exit(128 + sig);
             }
@@ -374,22 +376,33 @@ fn register_stop(sig: i32, announce: bool) {
     };
 }
 
-/// The folder `charlm train` made for a new run before it started it
-/// (`runs/<time>`), for the stop handler to remove (a leaked C string; null
-/// while there is none).
+/// The folders `charlm train` made for a new run before it started it
+/// (`runs/<time>`, and `runs/` where it made that too), in the order the
+/// stop handler removes them (leaked C strings; null where there is none).
 #[cfg(unix)]
-static CLAIMED: std::sync::atomic::AtomicPtr<libc::c_char> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static CLAIMED: [std::sync::atomic::AtomicPtr<libc::c_char>; 2] = [
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+];
 
-/// Names the empty folder the command made for this run: a stop signal
-/// before the first step removes it.
-pub fn claimed_folder(dir: &Path) {
+/// Names the empty folder the command made for this run (and, with
+/// `parent_too`, the one above it, made for it as well): a stop signal
+/// before the first step removes them.
+pub fn claimed_folder(dir: &Path, parent_too: bool) {
     #[cfg(unix)]
-    if let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) {
-        CLAIMED.store(c.into_raw(), Ordering::SeqCst);
+    {
+        let parent = dir.parent().filter(|_| parent_too);
+        for (slot, dir) in CLAIMED.iter().zip([Some(dir), parent]) {
+            let c = dir.and_then(|d| {
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(d.as_os_str())).ok()
+            });
+            if let Some(c) = c {
+                slot.store(c.into_raw(), Ordering::SeqCst);
+            }
+        }
     }
     #[cfg(not(unix))]
-    let _ = dir;
+    let _ = (dir, parent_too);
 }
 
 /// What a run stopped before its first step says.
