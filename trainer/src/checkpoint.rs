@@ -224,6 +224,13 @@ impl Checkpoint {
 
     /// Reads `dir/checkpoint.bin`.
     pub fn load(dir: &Path) -> Result<Self, CliError> {
+        // A folder that is not there is named itself (not its checkpoint).
+        if let Err(source) = std::fs::metadata(dir) {
+            return Err(CliError::Read {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
         if dir.is_file() {
             return Err(CliError::invalid(format!(
                 "{}: a file, where a run folder (one holding {FILE}) belongs",

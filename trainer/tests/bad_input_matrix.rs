@@ -476,7 +476,15 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec!["train", "--resume", &run_s, "--hidden", "16"],
             "--hidden differs from the run's",
         ),
-        (vec!["train", "--resume", "missing-run"], "missing-run"),
+        // A run folder that is not there is named itself.
+        (
+            vec!["train", "--resume", "missing-run"],
+            "cannot read missing-run: No such file",
+        ),
+        (
+            vec!["export", "missing.clm", "--weights", "i8"],
+            "cannot read missing.clm: No such file",
+        ),
         (
             vec!["train", "--corpus", &text, "--out", &notes],
             "holds metrics.csv, which a run would write over",

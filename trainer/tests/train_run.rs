@@ -1797,6 +1797,32 @@ fn bad_input_is_one_line_and_exit_status_2() {
         &["train", "--out", &run],
         "already holds a run (checkpoint.bin); continue it with --resume",
     );
+    // A resumed run's corpus that is gone: it may have moved.
+    let moving = d("moving.txt");
+    std::fs::copy(small_corpus(tmp.path(), 3000), &moving).unwrap();
+    let moved = d("moved");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        &moving,
+        "--out",
+        &moved,
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--max-steps",
+        "1",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&moving).unwrap();
+    fails(
+        &["train", "--resume", &moved, "--max-steps", "2"],
+        "moving.txt, the run's corpus: No such file or directory (os error 2); if it moved, give it again with --corpus FILE",
+    );
     // A folder holding a file a run would write is refused; without a
     // checkpoint it is no run to resume.
     std::fs::create_dir(&out).unwrap();

@@ -531,7 +531,22 @@ struct Given {
 }
 
 fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Data, CliError> {
-    let corpus = cfg.corpus.load()?;
+    // A resumed run's data file that is gone may have moved.
+    let resumed = given.as_ref().is_some_and(|g| g.corpus_crc.is_some());
+    let moved = |what: &'static str, flag: &'static str| {
+        move |e: CliError| match e {
+            CliError::Read { path, source }
+                if resumed && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                CliError::invalid(format!(
+                    "cannot read {}, the run's {what}: {source}; if it moved, give it again with {flag} FILE",
+                    path.display()
+                ))
+            }
+            e => e,
+        }
+    };
+    let corpus = cfg.corpus.load().map_err(moved("corpus", "--corpus"))?;
     let (name, crc, layout) = (corpus.name.clone(), corpus.crc, corpus.layout);
     if let Some(want) = given
         .as_ref()
@@ -551,7 +566,8 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
                 path: Some(path.clone()),
                 ..cfg.corpus.clone()
             }
-            .load()?;
+            .load()
+            .map_err(moved("held-out file", "--val"))?;
             for q in &val.notes {
                 note(q);
             }
