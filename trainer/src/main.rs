@@ -42,9 +42,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             if !e.use_stderr() {
-                // --help and --version
-                let _ = e.print();
-                return ExitCode::SUCCESS;
+                // --help and --version: shown, or the reason they are not.
+                use std::io::Write;
+                return match e.print().and_then(|()| std::io::stdout().flush()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        errln!("charlm: error: cannot write standard output: {e}");
+                        ExitCode::from(2)
+                    }
+                };
             }
             if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
                 // `charlm` or `charlm bench` alone: the help, which lists

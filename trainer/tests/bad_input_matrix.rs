@@ -694,6 +694,9 @@ fn a_standard_output_that_cannot_be_written_is_one_line_and_status_2() {
     let imported = d.join("imported.clm");
     let exported = d.join("gru1-i8.clm");
     let cases: Vec<Vec<&str>> = vec![
+        vec!["--help"],
+        vec!["train", "--help"],
+        vec!["--version"],
         vec!["info", model],
         vec!["eval", "--model", model, "--corpus", text],
         vec![

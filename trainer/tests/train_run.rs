@@ -2049,6 +2049,11 @@ fn the_end_of_a_run_names_the_model_to_try() {
         stdout.contains("this run is at its --max-steps 14 (step 14); raise --max-steps"),
         "{stdout}"
     );
+    // The time it names is this session's (the first run's line: in all).
+    assert!(
+        stdout.contains(" s this session\n") && !stdout.contains(" s in all"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -1689,7 +1689,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
-        "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s in all",
+        "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s {}",
         model_path.display(),
         bytes.len(),
         cfg.weights,
@@ -1698,7 +1698,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         prov.val_bpc.map_or("-".into(), |v| format!("{v:.3}")),
         written.map_or("-".into(), |(v, _)| format!("{v:.3}")),
         cfg.weights,
-        session_start.elapsed().as_secs_f64()
+        session_start.elapsed().as_secs_f64(),
+        // A resumed run's earlier sessions are not counted.
+        if opts.resume {
+            "this session"
+        } else {
+            "in all"
+        }
     ));
     if let Some((f16, i8)) = scores {
         let (other, (bpc, size)) = match cfg.weights {
