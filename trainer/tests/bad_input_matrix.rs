@@ -163,7 +163,7 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["generate", "--model", &text], "not a charlm model"),
         (
             vec!["generate", "--model", &truncated],
-            "truncated.clm: model file is corrupted: checksum",
+            "truncated.clm: model file does not decode: it ends too early (truncated?)",
         ),
         (
             vec!["generate", "--model", &corrupted],
@@ -212,6 +212,15 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         (vec!["info", &empty], "too short"),
         (vec!["info", &binary], "not a charlm model"),
         (vec!["info", &corrupted], "checksum"),
+        // A file cut short is named so by every command.
+        (
+            vec!["info", &truncated],
+            "truncated.clm: model file does not decode: it ends too early (truncated?)",
+        ),
+        (
+            vec!["eval", "--model", &truncated, "--corpus", &text],
+            "truncated.clm: model file does not decode: it ends too early (truncated?)",
+        ),
         // eval
         (
             vec!["eval", "--model", "missing.clm", "--corpus", &text],
