@@ -80,6 +80,14 @@ pub struct Progress {
     pub interval: Interval,
 }
 
+impl Progress {
+    /// Training bits per character of the epoch so far (what a run that
+    /// ends here records).
+    pub fn epoch_bpc(&self) -> f32 {
+        (self.epoch_nats / self.epoch_count.max(1) as f64 / std::f64::consts::LN_2) as f32
+    }
+}
+
 /// Loss, positions and seconds of the steps since the last metrics row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interval {

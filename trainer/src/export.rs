@@ -254,7 +254,7 @@ pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot
     let (mut ck, layout, vocab) = checkpoint(dir)?;
     let p = &mut ck.progress;
     if p.epoch_count > 0 {
-        p.train_bpc = Some((p.epoch_nats / p.epoch_count as f64 / std::f64::consts::LN_2) as f32);
+        p.train_bpc = Some(p.epoch_bpc());
     }
     let scored_now = ck
         .metrics

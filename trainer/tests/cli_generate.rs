@@ -89,7 +89,7 @@ fn generate_refuses_bad_input_with_one_line() {
         ),
         (
             vec!["generate", "--model", &truncated],
-            "truncated.clm: model file is corrupted: checksum",
+            "truncated.clm: model file does not decode: it ends too early (truncated?)",
         ),
         (
             vec!["generate", "--model", &corrupted],

@@ -78,7 +78,8 @@ pub fn read_model(path: PathBuf) -> Result<(PathBuf, Vec<u8>), CliError> {
     // most often one cut short, what is wrong with it rather than the
     // checksum (looked at only where the checksum is wrong).
     use charlm_runtime::format::ModelFile;
-    if ModelFile::checksums(&bytes).is_some_and(|(stored, computed)| stored != computed)
+    if bytes.starts_with(&charlm_runtime::format::MAGIC)
+        && ModelFile::checksums(&bytes).is_some_and(|(stored, computed)| stored != computed)
         && let Err(source) = ModelFile::decode_ignoring_checksum(&bytes)
     {
         return Err(CliError::Model { path, source });

@@ -901,10 +901,6 @@ fn when(b: &Best, steps_per_epoch: u64) -> String {
     }
 }
 
-fn bpc(x: f64) -> f32 {
-    (x / std::f64::consts::LN_2) as f32
-}
-
 /// The files a run writes in its folder besides those of [`RUN_FILES`].
 pub const OTHER_FILES: [&str; 3] = ["metrics.csv", "loss.svg", "samples.txt"];
 /// The files that say a folder holds a run.
@@ -1521,8 +1517,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         let sums = (&mut row_sums, &mut session_train_s);
         settle(backend.as_mut(), &mut progress, sums, &opts.out)?;
         store(backend.as_mut(), &mut params, &mut opt)?;
-        let train_mean = progress.epoch_nats / progress.epoch_count.max(1) as f64;
-        progress.train_bpc = Some(bpc(train_mean));
+        progress.train_bpc = Some(progress.epoch_bpc());
         let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
         progress.val_bpc = val.map(|l| l.bpc() as f32);
         if let Some(last) = rows.last_mut() {
@@ -1585,7 +1580,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     format!("{epoch_label:.2}")
                 },
                 cfg.epochs,
-                bpc(train_mean),
+                progress.train_bpc.unwrap_or(f32::NAN),
                 progress.steps,
                 progress.seconds,
                 session_chars as f64 / session_train_s.max(1e-9) / 1e3
