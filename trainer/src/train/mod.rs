@@ -1388,7 +1388,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             let loss = if resident {
                 let r = backend.resident().expect("checked at the start");
                 r.step(&batch, dropout, cfg.clip, lr)
-                    .inspect_err(|_| bar.abandon())?;
+                    .inspect_err(|_| bar.finish_and_clear())?;
                 // its nats arrive with the next settle()
                 Loss {
                     nats: 0.0,
@@ -1405,7 +1405,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     grad_norm(&grads)
                 };
                 if !loss.nats.is_finite() || !norm.is_finite() {
-                    bar.abandon();
+                    bar.finish_and_clear();
                     let what = if loss.nats.is_finite() {
                         "gradient"
                     } else {
@@ -1435,7 +1435,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             {
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
-                    .inspect_err(|_| bar.abandon())?;
+                    .inspect_err(|_| bar.finish_and_clear())?;
                 let row = Row {
                     step: progress.steps,
                     epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
@@ -1473,7 +1473,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             let stop_now = !pending_eval
                 && (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
-                bar.abandon();
+                bar.finish_and_clear();
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
@@ -1494,7 +1494,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             if progress.steps % opts.checkpoint_every.max(1) == 0 && !pending_eval {
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
-                    .inspect_err(|_| bar.abandon())?;
+                    .inspect_err(|_| bar.finish_and_clear())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
             }
