@@ -1753,24 +1753,28 @@ fn bad_input_is_one_line_and_exit_status_2() {
     }
     // Resumed with another corpus: the checksum says so before anything
     // else is made of the text (here, before its characters are dropped).
+    // A run of `steps` steps of a tiny model on `corpus` into `out`.
+    let tiny_run = |corpus: &str, out: &str, steps: &str| {
+        let o = charlm(&[
+            "train",
+            "--corpus",
+            corpus,
+            "--out",
+            out,
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+            "--max-steps",
+            steps,
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
     let run = d("run");
-    let o = charlm(&[
-        "train",
-        "--corpus",
-        &small_corpus(tmp.path(), 3000).to_string_lossy(),
-        "--out",
-        &run,
-        "--hidden",
-        "8",
-        "--batch",
-        "2",
-        "--seq-len",
-        "8",
-        "--max-steps",
-        "2",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tiny_run(&small_corpus(tmp.path(), 3000).to_string_lossy(), &run, "2");
     fails(
         &[
             "train",
@@ -1801,23 +1805,7 @@ fn bad_input_is_one_line_and_exit_status_2() {
     let moving = d("moving.txt");
     std::fs::copy(small_corpus(tmp.path(), 3000), &moving).unwrap();
     let moved = d("moved");
-    let o = charlm(&[
-        "train",
-        "--corpus",
-        &moving,
-        "--out",
-        &moved,
-        "--hidden",
-        "8",
-        "--batch",
-        "2",
-        "--seq-len",
-        "8",
-        "--max-steps",
-        "1",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tiny_run(&moving, &moved, "1");
     std::fs::remove_file(&moving).unwrap();
     fails(
         &["train", "--resume", &moved, "--max-steps", "2"],
