@@ -17,8 +17,9 @@
 extern const uint8_t *const charlm_model;
 extern const size_t charlm_model_len;
 
-static void write_text(void *ctx, const char *text, size_t len) {
-    fwrite(text, 1, len, (FILE *)ctx);
+static int write_text(void *ctx, const char *text, size_t len) {
+    /* A stream that fails ends the text (nonzero): nothing more would show. */
+    return fwrite(text, 1, len, (FILE *)ctx) != len;
 }
 
 int main(int argc, char **argv) {

@@ -22,8 +22,9 @@
 #include "charlm.h"
 
 /* Streams each character to stdout as the library produces it. */
-static void write_text(void *ctx, const char *text, size_t len) {
-    fwrite(text, 1, len, (FILE *)ctx);
+static int write_text(void *ctx, const char *text, size_t len) {
+    /* A stream that fails ends the text (nonzero): nothing more would show. */
+    return fwrite(text, 1, len, (FILE *)ctx) != len;
 }
 
 /* The whole file in memory (on a device the model is an array in flash). */

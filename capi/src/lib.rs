@@ -30,7 +30,7 @@
 #![allow(non_camel_case_types)]
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_void};
+use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use charlm_runtime::format::{CellKind, DType};
@@ -211,7 +211,9 @@ pub const CHARLM_OK: i32 = 0;
 /// A pointer the call needs is NULL.
 pub const CHARLM_ERR_NULL: i32 = -1;
 /// The model's bytes are not a usable model (truncated, damaged, another
-/// format version, or inconsistent; `charlm info FILE` on a host says which).
+/// format version, or inconsistent; `charlm info FILE` on a host says
+/// which). The length given must be the file's exact size: bytes after it
+/// (a flash sector's padding) make it unusable too.
 pub const CHARLM_ERR_MODEL: i32 = -2;
 /// The model is larger than this build's workspace (`CHARLM_MAX_*`).
 pub const CHARLM_ERR_TOO_LARGE: i32 = -3;
@@ -219,8 +221,10 @@ pub const CHARLM_ERR_TOO_LARGE: i32 = -3;
 /// `int8`).
 pub const CHARLM_ERR_WEIGHT_TYPE: i32 = -4;
 /// A parameter is out of range: an unknown sampler, a temperature that is
-/// not finite and above 0, a `top_p` outside (0, 1], or top-k / top-p in a
-/// build without them (feature `truncation`).
+/// not finite and above 0, a `top_p` outside (0, 1], a `max_chars` above
+/// `INT32_MAX`, or top-k / top-p in a build without them (feature
+/// `truncation`). (`top_k` itself has no upper limit: one above the
+/// vocabulary keeps every character.)
 pub const CHARLM_ERR_PARAMS: i32 = -5;
 /// The prompt is not UTF-8, or has no character the model knows.
 pub const CHARLM_ERR_PROMPT: i32 = -6;
@@ -266,7 +270,8 @@ pub struct charlm_params {
     /// Seed of the random number generator (PCG32): the same seed gives the
     /// same text.
     pub seed: u64,
-    /// Characters to generate at most (the text also ends at `<eos>`).
+    /// Characters to generate at most, 0 to `INT32_MAX` (the text also
+    /// ends at `<eos>`; 0 runs and writes the prompt only).
     pub max_chars: u32,
 }
 
@@ -282,19 +287,27 @@ pub struct charlm_info {
     pub hidden: u32,
     /// Ids: padding, the symbols, `<eos>`.
     pub vocab: u32,
-    /// [`CHARLM_F16`] or [`CHARLM_I8`].
+    /// `CHARLM_F16` or `CHARLM_I8`.
     pub weights: u32,
     /// Weight multiply-accumulates per generated character.
     pub macs_per_char: u32,
-    /// Bytes of RAM a workspace sized exactly to this model needs (this
-    /// library's is sized to its `CHARLM_MAX_*` capacities instead).
+    /// Bytes of RAM a workspace sized exactly to this model needs, in a
+    /// build with this model's weight type alone (a build with both types,
+    /// as x86-64 hosts always are, adds `2 * layers * hidden` for an f16
+    /// model). This library's workspace is sized to its `CHARLM_MAX_*`
+    /// capacities instead.
     pub workspace_bytes: u32,
 }
 
 /// Receives generated text: `len` bytes of UTF-8 at `text` (one whole
-/// character per call), and the `ctx` given to `charlm_generate`.
+/// character per call; not NUL-terminated, so not a C string), and the
+/// `ctx` given to `charlm_generate`. Returns 0 to go on, or any other value
+/// to end the text there (an output buffer that is full, a button
+/// pressed): the call then returns the characters generated so far. It
+/// must return: leaving it by `longjmp` (or a C++ exception) skips the
+/// library's own return and leaves it busy for good.
 pub type charlm_write_fn =
-    Option<unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize)>;
+    Option<unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize) -> c_int>;
 
 /// The workspace, sized to this build's capacities.
 type Ws = Workspace<MAX_HIDDEN, MAX_LAYERS, MAX_VOCAB>;
@@ -466,6 +479,7 @@ pub unsafe extern "C" fn charlm_model_info(
     model_len: usize,
     info: *mut charlm_info,
 ) -> i32 {
+    let _mode = fp::DefaultMode::enter();
     // SAFETY: the caller's promise.
     let m = match unsafe { model_at(model, model_len) } {
         Ok(m) => m,
@@ -491,7 +505,7 @@ pub unsafe extern "C" fn charlm_model_info(
                 h,
                 l,
                 v,
-                charlm_runtime::INT8_CELLS,
+                m.weights() == DType::I8,
             ))
             .unwrap_or(u32::MAX),
         };
@@ -507,7 +521,7 @@ struct Request<'p> {
     prompt: &'p str,
     sampler: Sampler,
     params: charlm_params,
-    write: unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize),
+    write: unsafe extern "C" fn(ctx: *mut c_void, text: *const c_char, len: usize) -> c_int,
     ctx: *mut c_void,
 }
 
@@ -532,6 +546,10 @@ impl Request<'_> {
         // SAFETY: the caller's promise.
         let (params, prompt) = unsafe { (*params, bytes(prompt.cast(), prompt_len)) };
         let prompt = core::str::from_utf8(prompt).map_err(|_| CHARLM_ERR_PROMPT)?;
+        // The count returned must fit the return value.
+        if i32::try_from(params.max_chars).is_err() {
+            return Err(CHARLM_ERR_PARAMS);
+        }
         Ok(Request {
             prompt,
             sampler: sampler(&params)?,
@@ -553,22 +571,25 @@ impl Request<'_> {
         if g.feed(self.prompt).fed == 0 {
             return CHARLM_ERR_PROMPT;
         }
-        // One whole character to the caller.
-        let emit = |c: char| {
+        // One whole character to the caller; true when it asks to stop.
+        let stop = |c: char| {
             let mut buf = [0u8; 4];
             let s = c.encode_utf8(&mut buf);
             // SAFETY: the caller's promise; `s` is `s.len()` readable bytes.
-            unsafe { (self.write)(self.ctx, s.as_ptr().cast(), s.len()) };
+            unsafe { (self.write)(self.ctx, s.as_ptr().cast(), s.len()) != 0 }
         };
         let vocab = m.vocab();
-        self.prompt
-            .chars()
-            .filter(|&c| vocab.id_of(c).is_some())
-            .for_each(emit);
+        let mut known = self.prompt.chars().filter(|&c| vocab.id_of(c).is_some());
+        if known.any(stop) {
+            return 0;
+        }
+        // At most `max_chars`, which `Request::new` checked fits an i32.
         let mut generated = 0i32;
         for c in g.by_ref() {
-            emit(c);
             generated = generated.saturating_add(1);
+            if stop(c) {
+                break;
+            }
         }
         generated
     }
@@ -578,16 +599,20 @@ impl Request<'_> {
 /// through the model (characters it does not know are skipped), then
 /// generates up to `params->max_chars` characters, ending early at
 /// `<eos>`. `write` receives the prompt's known characters, then each
-/// generated one as it is produced (with `ctx`). A character is 1 to 4
+/// generated one as it is produced (with `ctx`), and may end the text by
+/// returning nonzero. A character is 1 to 4
 /// bytes: a buffer that collects the whole text needs up to 4 bytes per
 /// prompt character and per `max_chars`. The calls to `write` less the
 /// value returned are the prompt characters the model ran; the prompt's
-/// characters less those are the ones it skipped.
+/// characters less those are the ones it skipped. An empty prompt, or one
+/// with no character the model knows, is `CHARLM_ERR_PROMPT`: a text
+/// starts from at least one.
 ///
-/// The call computes in round-to-nearest without flush-to-zero whatever
-/// the caller's floating-point mode (`-ffast-math` sets flush-to-zero),
-/// and gives the caller's mode back when it returns; `write` runs in the
-/// call's mode.
+/// The call computes, and checks its parameters, in round-to-nearest
+/// without flush-to-zero and with floating-point exceptions masked,
+/// whatever the caller's floating-point mode (`-ffast-math` sets
+/// flush-to-zero), and gives the caller's mode back when it returns;
+/// `write` runs in the call's mode.
 ///
 /// Each call validates the model first, checksum and every weight
 /// included. To validate once and generate many texts, use
@@ -612,6 +637,7 @@ pub unsafe extern "C" fn charlm_generate(
     write: charlm_write_fn,
     ctx: *mut c_void,
 ) -> i32 {
+    let _mode = fp::DefaultMode::enter();
     if model.is_null() {
         return CHARLM_ERR_NULL;
     }
@@ -643,6 +669,7 @@ pub unsafe extern "C" fn charlm_generate(
 /// (a model in flash, or a buffer the program keeps).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn charlm_load_model(model: *const u8, model_len: usize) -> i32 {
+    let _mode = fp::DefaultMode::enter();
     // (a NULL leaves the loaded model as it is)
     if model.is_null() {
         return CHARLM_ERR_NULL;
@@ -689,6 +716,7 @@ pub unsafe extern "C" fn charlm_generate_loaded(
     write: charlm_write_fn,
     ctx: *mut c_void,
 ) -> i32 {
+    let _mode = fp::DefaultMode::enter();
     // SAFETY: the caller's promise.
     let request = match unsafe { Request::new(prompt, prompt_len, params, write, ctx) } {
         Ok(r) => r,
@@ -701,14 +729,16 @@ pub unsafe extern "C" fn charlm_generate_loaded(
 }
 
 /// A short English description of a status (a static, NUL-terminated
-/// string; "unknown status" for a value that is none of them).
+/// string): "ok (characters generated)" for a count above 0, as
+/// `charlm_generate` returns, and "unknown status" for a negative value
+/// that is none of them.
 #[unsafe(no_mangle)]
 pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
     let text: &'static core::ffi::CStr = match status {
         CHARLM_OK => c"ok",
         CHARLM_ERR_NULL => c"a required pointer is NULL",
         CHARLM_ERR_MODEL => {
-            c"not a usable charlm model (truncated, damaged or another format version)"
+            c"not a usable charlm model (truncated, damaged, another format version, or a length that is not the file's exact size)"
         }
         CHARLM_ERR_TOO_LARGE => {
             c"the model is larger than this build's workspace (CHARLM_MAX_HIDDEN, _LAYERS, _VOCAB)"
@@ -716,7 +746,9 @@ pub extern "C" fn charlm_status_text(status: i32) -> *const c_char {
         CHARLM_ERR_WEIGHT_TYPE => {
             c"this build leaves out the model's weight type (cargo feature f16 or int8)"
         }
-        CHARLM_ERR_PARAMS => c"a parameter is out of range (sampler, temperature, top_k / top_p)",
+        CHARLM_ERR_PARAMS => {
+            c"a parameter is out of range (sampler, temperature, top_p, max_chars; top_k / top_p in a build without them)"
+        }
         CHARLM_ERR_PROMPT => c"the prompt is not UTF-8 or has no character the model knows",
         CHARLM_ERR_BUSY => c"another call is generating",
         CHARLM_ERR_NO_MODEL => c"no model is loaded (charlm_load_model)",
@@ -811,12 +843,13 @@ mod tests {
         }
     }
 
-    unsafe extern "C" fn collect(ctx: *mut c_void, text: *const c_char, len: usize) {
+    unsafe extern "C" fn collect(ctx: *mut c_void, text: *const c_char, len: usize) -> c_int {
         // SAFETY: `ctx` is the `Vec<u8>` the tests pass, `text` `len` bytes.
         unsafe {
             let out = &mut *ctx.cast::<Vec<u8>>();
             out.extend_from_slice(core::slice::from_raw_parts(text.cast::<u8>(), len));
         }
+        0
     }
 
     fn generate(model: &[u8], prompt: &str, p: &charlm_params) -> (i32, String) {
@@ -837,7 +870,7 @@ mod tests {
 
     /// Tries to generate again from inside the callback: the result goes
     /// into the `i32` behind `ctx`.
-    unsafe extern "C" fn reenter(ctx: *mut c_void, _: *const c_char, _: usize) {
+    unsafe extern "C" fn reenter(ctx: *mut c_void, _: *const c_char, _: usize) -> c_int {
         let p = params(5);
         let prompt = "ein";
         // SAFETY: `ctx` is the tests' `i32`.
@@ -852,9 +885,12 @@ mod tests {
                 core::ptr::null_mut(),
             );
         }
+        0
     }
 
-    unsafe extern "C" fn collect_nothing(_: *mut c_void, _: *const c_char, _: usize) {}
+    unsafe extern "C" fn collect_nothing(_: *mut c_void, _: *const c_char, _: usize) -> c_int {
+        0
+    }
 
     /// A caller in `-ffast-math` mode (x86: MXCSR's flush-to-zero and
     /// denormals-are-zero) gets the same text as in the default mode, and
@@ -929,9 +965,10 @@ mod tests {
         assert!(n > 0);
         assert!(text.starts_with(&ran), "{text:?}");
         // Count the calls themselves.
-        unsafe extern "C" fn count(ctx: *mut c_void, _: *const c_char, _: usize) {
+        unsafe extern "C" fn count(ctx: *mut c_void, _: *const c_char, _: usize) -> c_int {
             // SAFETY: `ctx` is the `usize` below.
             unsafe { *ctx.cast::<usize>() += 1 };
+            0
         }
         let mut calls = 0usize;
         let returned = unsafe {
@@ -948,6 +985,42 @@ mod tests {
         assert_eq!(returned, n);
         assert_eq!(calls - n as usize, ran.chars().count());
         assert_eq!(calls, text.chars().count());
+    }
+
+    /// Ends the text after the number of calls in the `usize` behind
+    /// `ctx` (counting down).
+    unsafe extern "C" fn stop_after(ctx: *mut c_void, _: *const c_char, _: usize) -> c_int {
+        // SAFETY: `ctx` is the tests' `usize`.
+        let left = unsafe { &mut *ctx.cast::<usize>() };
+        *left -= 1;
+        c_int::from(*left == 0)
+    }
+
+    /// `write` returning nonzero ends the text at once: the call returns
+    /// the characters generated so far (0 while the prompt is written), and
+    /// the next call is free to run.
+    #[test]
+    fn the_writer_can_end_a_text_early() {
+        let _one = one_at_a_time();
+        let (full, text) = generate(MODEL, "ein ", &params(40));
+        assert!(full > 10, "{full}");
+        let prompt_chars = "ein ".chars().count();
+        for (calls, expected) in [(1, 0), (prompt_chars, 0), (prompt_chars + 3, 3)] {
+            let mut left = calls;
+            let n = unsafe {
+                charlm_generate(
+                    MODEL.as_ptr(),
+                    MODEL.len(),
+                    c"ein ".as_ptr(),
+                    4,
+                    &params(40),
+                    Some(stop_after),
+                    (&raw mut left).cast(),
+                )
+            };
+            assert_eq!((n, left), (expected, 0), "stopped after {calls} calls");
+        }
+        assert_eq!(generate(MODEL, "ein ", &params(40)), (full, text));
     }
 
     #[test]
@@ -1015,16 +1088,19 @@ mod tests {
         assert_eq!(bad_prompt, CHARLM_ERR_PROMPT);
         assert_eq!(generate(MODEL, "", &p).0, CHARLM_ERR_PROMPT);
         assert_eq!(generate(&MODEL[..100], "ein", &p).0, CHARLM_ERR_MODEL);
-        for (sampler, temperature, top_p) in [
-            (2, 1.0, 1.0),
-            (CHARLM_SAMPLE, 0.0, 1.0),
-            (CHARLM_SAMPLE, f32::NAN, 1.0),
-            (CHARLM_SAMPLE, 1.0, 0.0),
+        // (a max_chars whose count the return value could not hold)
+        for (sampler, temperature, top_p, max_chars) in [
+            (2, 1.0, 1.0, 5),
+            (CHARLM_SAMPLE, 0.0, 1.0, 5),
+            (CHARLM_SAMPLE, f32::NAN, 1.0, 5),
+            (CHARLM_SAMPLE, 1.0, 0.0, 5),
+            (CHARLM_GREEDY, 1.0, 1.0, 1 << 31),
         ] {
             let q = charlm_params {
                 sampler,
                 temperature,
                 top_p,
+                max_chars,
                 ..params(5)
             };
             assert_eq!(
@@ -1135,5 +1211,9 @@ mod tests {
             .map(|&s| unsafe { core::ffi::CStr::from_ptr(charlm_status_text(s)) })
             .collect();
         assert_eq!(texts.len(), all.len());
+        // A count is no error; an unknown negative value is unknown.
+        let text = |s| unsafe { core::ffi::CStr::from_ptr(charlm_status_text(s)) };
+        assert_eq!(text(7), c"ok (characters generated)");
+        assert_eq!(text(i32::MIN), c"unknown status");
     }
 }

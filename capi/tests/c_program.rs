@@ -209,7 +209,8 @@ fn the_c_program_describes_a_model() {
         a.hidden as usize,
         a.layers as usize,
         a.vocab as usize,
-        charlm_runtime::INT8_CELLS,
+        // an f16 model: a build with f16 alone
+        false,
     );
     assert_eq!(
         out,
@@ -308,17 +309,54 @@ fn a_model_exported_as_c_source_runs_from_its_array_at_the_best_offset() {
     }
 }
 
+/// Older firmware toolchains compile C90: the header must too (no `//`
+/// comments, nothing after `#endif`), and included twice.
+#[test]
+fn the_header_compiles_as_c90() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("use.c");
+    std::fs::write(
+        &src,
+        "#include \"charlm.h\"\n#include \"charlm.h\"\nint status(void) { return CHARLM_OK; }\n",
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let o = Command::new(&cc)
+        .args([
+            "-std=c89",
+            "-pedantic",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-c",
+            "-I",
+        ])
+        .arg(manifest().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(tmp.path().join("use.o"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "charlm.h as C90:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn the_header_works_from_cpp_too() {
     // Arduino sketches and much firmware are C++: the header must compile
-    // there and declare the functions `extern "C"` (unmangled names).
+    // there (included twice) and declare the functions `extern "C"`
+    // (unmangled names).
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("use.cpp");
     std::fs::write(
         &src,
         r#"
         #include "charlm.h"
-        static void out(void *, const char *, size_t) {}
+        #include "charlm.h"
+        static int out(void *, const char *, size_t) { return 0; }
         int run(const uint8_t *model, size_t len) {
             charlm_params p = {};
             p.sampler = CHARLM_GREEDY;

@@ -297,13 +297,14 @@ fn generate(
     stopwatch: &mut Stopwatch,
     totals: &mut Totals,
 ) -> Result<(), CaseError> {
-    use core::ffi::{c_char, c_void};
+    use core::ffi::{c_char, c_int, c_void};
 
     // SAFETY (the write callback): `ctx` is the `Console` passed below, and
     // the library hands over one whole UTF-8 character.
-    unsafe extern "C" fn write(ctx: *mut c_void, text: *const c_char, len: usize) {
+    unsafe extern "C" fn write(ctx: *mut c_void, text: *const c_char, len: usize) -> c_int {
         let (con, bytes) = unsafe { (&mut *ctx.cast::<Console>(), core::slice::from_raw_parts(text.cast::<u8>(), len)) };
         con.out_str(core::str::from_utf8(bytes).unwrap_or("\u{fffd}"));
+        0 // go on
     }
     #[cfg(feature = "truncation")]
     let (top_k, top_p) = (case.top_k, case.top_p);
