@@ -992,7 +992,7 @@ mod tests {
     unsafe extern "C" fn stop_after(ctx: *mut c_void, _: *const c_char, _: usize) -> c_int {
         // SAFETY: `ctx` is the tests' `usize`.
         let left = unsafe { &mut *ctx.cast::<usize>() };
-        *left -= 1;
+        *left = left.saturating_sub(1);
         c_int::from(*left == 0)
     }
 
