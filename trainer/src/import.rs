@@ -135,8 +135,17 @@ struct Tensors {
 
 impl Tensors {
     fn read(bytes: &[u8]) -> Result<Tensors, CliError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| CliError::invalid(format!("not a safetensors file ({e}): save the weights with safetensors.torch.save_file(model.state_dict(), F) or safetensors.numpy.save_file")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            // What PyTorch users save by habit is named as such.
+            let how = "save the weights with safetensors.torch.save_file(model.state_dict(), F) or safetensors.numpy.save_file";
+            CliError::invalid(if bytes.starts_with(b"PK\x03\x04") {
+                format!("a zip archive, as torch.save writes, not a safetensors file: {how}")
+            } else if bytes.first() == Some(&0x80) && bytes.get(1).is_some_and(|v| (2..=5).contains(v)) {
+                format!("a Python pickle (torch.save's older format, or a whole pickled model), not a safetensors file: {how}")
+            } else {
+                format!("not a safetensors file ({e}): {how}")
+            })
+        })?;
         let mut all = BTreeMap::new();
         for (name, view) in st.tensors() {
             let raw = view.data();
@@ -435,17 +444,57 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
             "tensor {n}: an LSTM with proj_size is not one charlm runs"
         )));
     }
-    // Recurrent modules (a prefix each, `rnn.` of `rnn.weight_hh_l0`), in
-    // their names' natural order: one `nn.LSTM(num_layers=2)`, or
-    // `lstm1`, `lstm2` stacked by hand.
+    // Recurrent modules (a prefix each, `rnn.` of `rnn.weight_hh_l0`): one
+    // `nn.LSTM(num_layers=2)`, or `lstm1`, `lstm2` stacked by hand. A
+    // layer is known by either of its matrices (the other is then named
+    // missing). An `nn.LSTMCell`/`nn.GRUCell` (`cell.weight_hh`, no `_l0`)
+    // is a module of one layer.
     let mut modules = BTreeMap::<String, BTreeSet<usize>>::new();
+    let mut cells = BTreeSet::<String>::new();
     for n in &names {
-        if let Some((p, k)) = layer_of(n, "weight_hh_l") {
+        let layer = layer_of(n, "weight_hh_l").or_else(|| layer_of(n, "weight_ih_l"));
+        if let Some((p, k)) = layer {
             modules.entry(p.to_string()).or_default().insert(k);
+        } else if let Some(p) = n
+            .strip_suffix("weight_hh")
+            .or_else(|| n.strip_suffix("weight_ih"))
+        {
+            cells.insert(p.to_string());
+            modules.entry(p.to_string()).or_default().insert(0);
         }
     }
-    let mut modules: Vec<(String, BTreeSet<usize>)> = modules.into_iter().collect();
-    modules.sort_by_key(|(p, _)| natural(p));
+    if let Some(p) = cells.iter().find(|p| modules[*p].len() > 1) {
+        return Err(CliError::invalid(format!(
+            "{p}weight_hh and {p}weight_hh_l*: one module is either a cell or a stack of layers"
+        )));
+    }
+    // Layer 0's input: the characters (one-hot or embedded), which tells
+    // the first module where its width is not the hidden size.
+    let reads_characters = |t: &Tensors, p: &str| {
+        let l0 = |s: &str| {
+            if cells.contains(p) {
+                format!("{p}{s}")
+            } else {
+                format!("{p}{s}_l0")
+            }
+        };
+        let (ih, hh) = (t.all.get(&l0("weight_ih")), t.all.get(&l0("weight_hh")));
+        matches!((ih, hh), (Some(ih), Some(hh)) if ih.shape.len() == 2 && hh.shape.len() == 2 && ih.shape[1] != hh.shape[1])
+    };
+    let prefixes: Vec<String> = modules.keys().cloned().collect();
+    let first = prefixes.iter().position(|p| reads_characters(t, p));
+    let order = stack_order(
+        &prefixes,
+        first,
+        "nn.LSTM(num_layers=N) or modules numbered in order (rnn1, rnn2)",
+    )?;
+    let modules: Vec<(String, BTreeSet<usize>)> = order
+        .into_iter()
+        .map(|p| {
+            let ks = modules[&p].clone();
+            (p, ks)
+        })
+        .collect();
     let total: usize = modules.iter().map(|(_, ks)| ks.len()).sum();
     if total > MAX_LAYERS {
         return Err(CliError::invalid(format!(
@@ -455,9 +504,14 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
     let Some((first, _)) = modules.first() else {
         return Err(CliError::invalid("no recurrent layer"));
     };
-    let w_hh0 = t.need_matrix(&format!("{first}weight_hh_l0"))?;
+    let l0 = if cells.contains(first) {
+        format!("{first}weight_hh")
+    } else {
+        format!("{first}weight_hh_l0")
+    };
+    let w_hh0 = t.need_matrix(&l0)?;
     let (gh, hidden) = (w_hh0.shape[0], w_hh0.shape[1]);
-    let cell = cell_of(gh, hidden, &format!("{first}weight_hh_l0"))?;
+    let cell = cell_of(gh, hidden, &l0)?;
     let mut layers = Vec::new();
     let mut input = 0;
     for (prefix, ks) in &modules {
@@ -466,8 +520,26 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
                 "layers {ks:?} of {prefix}weight_hh_l*: a module's layers are numbered 0, 1, ... in a row"
             )));
         }
+        // PyTorch's `bias=False` drops every bias of a module; one that
+        // has some but not all was saved incompletely.
+        let cell_module = cells.contains(prefix);
+        let name = |s: &str, k: usize| {
+            if cell_module {
+                format!("{prefix}{s}")
+            } else {
+                format!("{prefix}{s}_l{k}")
+            }
+        };
+        let biases = (0..ks.len()).flat_map(|k| [name("bias_ih", k), name("bias_hh", k)]);
+        let (present, absent): (Vec<String>, Vec<String>) =
+            biases.partition(|b| t.all.contains_key(b));
+        if let (Some(have), Some(lack)) = (present.first(), absent.first()) {
+            return Err(CliError::invalid(format!(
+                "tensor {lack} is missing ({have} is there: a module has all its biases or, with bias=False, none)"
+            )));
+        }
         for k in 0..ks.len() {
-            let name = |s: &str| format!("{prefix}{s}_l{k}");
+            let name = |s: &str| name(s, k);
             let w_ih = t.need_matrix(&name("weight_ih"))?;
             let width = if layers.is_empty() {
                 w_ih.shape[1]
@@ -496,26 +568,79 @@ fn pytorch(t: &mut Tensors) -> Result<Source, CliError> {
     head(t, cell, hidden, layers, input, false)
 }
 
-/// A name's natural-order key: runs of digits compare as numbers.
-fn natural(name: &str) -> Vec<(String, u64)> {
-    let mut key = Vec::new();
-    let mut text = String::new();
+/// A name without its numbers (each run of digits, with a `_` or `-`
+/// before it), and the numbers with where they stood in what is left.
+fn numbered(name: &str) -> (String, BTreeMap<usize, u64>) {
+    let (mut text, mut numbers) = (String::new(), BTreeMap::new());
     let mut chars = name.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_ascii_digit() {
-            let mut n = 0u64;
+    while let Some(c) = chars.next() {
+        let digit_follows = chars.peek().is_some_and(char::is_ascii_digit);
+        if c.is_ascii_digit() || ((c == '_' || c == '-') && digit_follows) {
+            let mut n = c.to_digit(10).map_or(0, u64::from);
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                n = n.saturating_mul(10).saturating_add(d as u64);
+                n = n.saturating_mul(10).saturating_add(u64::from(d));
                 chars.next();
             }
-            key.push((std::mem::take(&mut text), n));
+            numbers.insert(text.len(), n);
         } else {
             text.push(c);
-            chars.next();
         }
     }
-    key.push((text, 0));
-    key
+    (text, numbers)
+}
+
+/// The order in which separately built recurrent modules (their name
+/// prefixes) are stacked, where it can be told: from their names where
+/// they differ only in numbers (`rnn1`, `rnn2`; `lstm`, `lstm2`; Keras's
+/// `lstm`, `lstm_1`), a name without the number first; else from their
+/// shapes where two modules are stacked and one of them (`first`) reads
+/// the characters. Anything else (`lstm_top`, `lstm_bottom` of one width)
+/// is refused rather than guessed: the file's names are its only record
+/// of the order. `how` says how to save them so that it can be told.
+fn stack_order(
+    prefixes: &[String],
+    first: Option<usize>,
+    how: &str,
+) -> Result<Vec<String>, CliError> {
+    if prefixes.len() <= 1 {
+        return Ok(prefixes.to_vec());
+    }
+    let keys: Vec<(String, BTreeMap<usize, u64>)> = prefixes.iter().map(|p| numbered(p)).collect();
+    let places: BTreeSet<usize> = keys.iter().flat_map(|(_, n)| n.keys().copied()).collect();
+    let by_name = keys.iter().all(|(text, _)| *text == keys[0].0).then(|| {
+        // Each module's numbers, -1 where it has none.
+        let rank = |n: &BTreeMap<usize, u64>| -> Vec<i128> {
+            places
+                .iter()
+                .map(|at| n.get(at).map_or(-1, |&v| i128::from(v)))
+                .collect()
+        };
+        let mut order: Vec<usize> = (0..prefixes.len()).collect();
+        order.sort_by_key(|&i| rank(&keys[i].1));
+        let distinct = order
+            .windows(2)
+            .all(|w| rank(&keys[w[0]].1) != rank(&keys[w[1]].1));
+        distinct.then_some(order)
+    });
+    let order = match (by_name.flatten(), first) {
+        (Some(order), Some(f)) if order[0] != f => {
+            return Err(CliError::invalid(format!(
+                "recurrent layers {}: their names put {} first, but {} is the one that reads the characters",
+                prefixes.join(", "),
+                prefixes[order[0]],
+                prefixes[f]
+            )));
+        }
+        (Some(order), _) => order,
+        (None, Some(f)) if prefixes.len() == 2 => vec![f, 1 - f],
+        (None, _) => {
+            return Err(CliError::invalid(format!(
+                "recurrent layers {}: their order cannot be told from their names (nor from their shapes): save them as {how}",
+                prefixes.join(", ")
+            )));
+        }
+    };
+    Ok(order.into_iter().map(|i| prefixes[i].clone()).collect())
 }
 
 /// Keras's `[I, G*H]` blocks `z, r, h` to rows `r, z, n` (GRU), or the
@@ -544,7 +669,16 @@ fn keras_bias(b: &[f64], cell: CellKind, hidden: usize) -> Vec<f64> {
 }
 
 fn keras(t: &mut Tensors) -> Result<Source, CliError> {
-    let mut prefixes: Vec<String> = t
+    if let Some(n) = t
+        .all
+        .keys()
+        .find(|n| n.contains("backward_") || n.contains("bidirectional"))
+    {
+        return Err(CliError::invalid(format!(
+            "tensor {n}: a Bidirectional layer reads the text backwards too, so it cannot generate one character after another"
+        )));
+    }
+    let prefixes: Vec<String> = t
         .all
         .keys()
         .filter_map(|n| n.strip_suffix("recurrent_kernel").map(str::to_string))
@@ -555,7 +689,20 @@ fn keras(t: &mut Tensors) -> Result<Source, CliError> {
             prefixes.len()
         )));
     }
-    prefixes.sort_by_key(|p| natural(p));
+    // Layer 0 reads the characters: its kernel is not `hidden` rows tall.
+    let reads_characters = |p: &str| {
+        let (k, rk) = (
+            t.all.get(&format!("{p}kernel")),
+            t.all.get(&format!("{p}recurrent_kernel")),
+        );
+        matches!((k, rk), (Some(k), Some(rk)) if k.shape.len() == 2 && rk.shape.len() == 2 && k.shape[0] != rk.shape[0])
+    };
+    let first = prefixes.iter().position(|p| reads_characters(p));
+    let prefixes = stack_order(
+        &prefixes,
+        first,
+        "Keras names them by default (lstm, lstm_1, ...)",
+    )?;
     let first = &prefixes[0];
     let rk = t.need_matrix(&format!("{first}recurrent_kernel"))?;
     let (hidden, gh) = (rk.shape[0], rk.shape[1]);
@@ -611,8 +758,14 @@ fn head(
     keras: bool,
 ) -> Result<Source, CliError> {
     // The output weight: the one matrix left with a side of `hidden` that
-    // is not the embedding.
-    let is_embedding = |n: &str| n.to_ascii_lowercase().contains("emb");
+    // is not the embedding (which, as wide as the hidden size, only its
+    // name tells: `embed`, `tok_emb`, `wte`, PyTorch's example's `encoder`).
+    let is_embedding = |n: &str| {
+        let n = n.to_ascii_lowercase();
+        ["emb", "tok", "wte", "encoder", "lookup"]
+            .iter()
+            .any(|k| n.contains(k))
+    };
     let candidates: Vec<String> = t
         .all
         .iter()
@@ -649,39 +802,60 @@ fn head(
         matrix(w, w.shape[0], hidden, &name)?
     };
     let vocab = out_w.shape[0];
-    let biases = t.unused_of_shape(&[vocab]);
-    let out_b = match &biases[..] {
-        [] => vec![0.0; vocab],
-        [b] => {
-            let b = b.clone();
-            t.need(&b)?.data.clone()
+    // Its bias: the one of its own layer (`out.weight`: `out.bias`; a
+    // layer built with bias=False has none), never another vector that
+    // happens to be as long.
+    let own_bias = name
+        .strip_suffix("weight")
+        .or_else(|| name.strip_suffix("kernel"))
+        .map(|layer| format!("{layer}bias"));
+    let out_b = match own_bias {
+        Some(b) => match t.take(&b) {
+            Some(bt) => vector(bt, vocab, &b)?,
+            None => vec![0.0; vocab],
+        },
+        None => {
+            let biases = t.unused_of_shape(&[vocab]);
+            match &biases[..] {
+                [] => vec![0.0; vocab],
+                [b] => {
+                    let b = b.clone();
+                    t.need(&b)?.data.clone()
+                }
+                more => {
+                    return Err(CliError::invalid(format!(
+                        "more than one output bias could be {}",
+                        more.join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    // The input: an embedding `[V, E]` where the file has one (E may
+    // equal V), else one-hot characters, which needs layer 0 to be `V`
+    // wide.
+    let found = t.unused_of_shape(&[vocab, input]);
+    let embedding = match &found[..] {
+        [] if input == vocab => None,
+        [] => {
+            return Err(CliError::invalid(format!(
+                "layer 0 takes {input} inputs and the output layer has {vocab} ids, and no [{vocab}, {input}] embedding is in the file"
+            )));
+        }
+        [e] => {
+            let e = e.clone();
+            let e = t.need(&e)?;
+            Some(Tensor {
+                shape: e.shape.clone(),
+                data: e.data.clone(),
+            })
         }
         more => {
             return Err(CliError::invalid(format!(
-                "more than one output bias could be {}",
+                "more than one embedding could be {}",
                 more.join(", ")
             )));
         }
-    };
-    let embedding = if input == vocab {
-        None
-    } else {
-        let found = t.unused_of_shape(&[vocab, input]);
-        let [e] = &found[..] else {
-            return Err(CliError::invalid(if found.is_empty() {
-                format!(
-                    "layer 0 takes {input} inputs and the output layer has {vocab} ids, and no [{vocab}, {input}] embedding is in the file"
-                )
-            } else {
-                format!("more than one embedding could be {}", found.join(", "))
-            }));
-        };
-        let e = e.clone();
-        let e = t.need(&e)?;
-        Some(Tensor {
-            shape: e.shape.clone(),
-            data: e.data.clone(),
-        })
     };
     Ok(Source {
         cell,
@@ -737,7 +911,10 @@ pub fn import(weights: &[u8], vocab_json: &str) -> Result<Imported, CliError> {
 pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliError> {
     let mut t = Tensors::read(weights)?;
     let has = |end: &str| t.all.keys().any(|n| n.contains(end));
-    let framework = match (has("weight_hh_l"), has("recurrent_kernel")) {
+    let framework = match (
+        has("weight_hh") || has("weight_ih"),
+        has("recurrent_kernel"),
+    ) {
         (true, false) => Framework::PyTorch,
         (false, true) => Framework::Keras,
         (true, true) => {
@@ -1108,6 +1285,113 @@ mod tests {
         }
         // lstm10 after lstm2 (natural order), not before it.
         assert_eq!(import(&file(&renamed), VOCAB).unwrap().params, a.params);
+        // `lstm` then `lstm2`: the name without a number first (a plain
+        // sort puts `lstm2.` before `lstm.`).
+        let mut bare = split.clone();
+        for s in bare.iter_mut() {
+            s.0 = s.0.replace("lstm1.", "lstm.");
+        }
+        assert_eq!(import(&file(&bare), VOCAB).unwrap().params, a.params);
+        // An nn.LSTMCell's tensors (no `_l0`) are a layer too.
+        let cell: Vec<Spec> = split
+            .iter()
+            .map(|(n, s, v)| {
+                (
+                    n.replace("lstm1.", "cell.")
+                        .replace("cell.weight_ih_l0", "cell.weight_ih")
+                        .replace("cell.weight_hh_l0", "cell.weight_hh")
+                        .replace("cell.bias_ih_l0", "cell.bias_ih")
+                        .replace("cell.bias_hh_l0", "cell.bias_hh"),
+                    s.clone(),
+                    v.clone(),
+                )
+            })
+            .collect();
+        assert!(cell.iter().any(|s| s.0 == "cell.weight_hh"));
+        assert_eq!(import(&file(&cell), VOCAB).unwrap().params, a.params);
+    }
+
+    #[test]
+    fn the_order_of_stacked_modules_comes_from_their_numbers_or_is_refused() {
+        let order = |names: &[&str], first: Option<usize>| {
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            stack_order(&names, first, "numbered").map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            order(&["lstm2.", "lstm."], None).unwrap(),
+            ["lstm.", "lstm2."]
+        );
+        assert_eq!(
+            order(
+                &["seq/lstm_1/cell/", "seq/lstm/cell/", "seq/lstm_2/cell/"],
+                None
+            )
+            .unwrap(),
+            ["seq/lstm/cell/", "seq/lstm_1/cell/", "seq/lstm_2/cell/"]
+        );
+        assert_eq!(
+            order(&["layers.1.rnn.", "layers.0.rnn."], Some(1)).unwrap(),
+            ["layers.0.rnn.", "layers.1.rnn."]
+        );
+        // Names that do not say: two modules, one reading the characters.
+        assert_eq!(
+            order(&["top.", "bottom."], Some(1)).unwrap(),
+            ["bottom.", "top."]
+        );
+        let why = order(&["top.", "bottom."], None).unwrap_err();
+        assert!(
+            why.contains("their order cannot be told from their names"),
+            "{why}"
+        );
+        assert!(order(&["a.", "b.", "c."], Some(0)).is_err());
+        assert!(order(&["lstm_1.", "lstm-1."], None).is_err());
+        // Names that contradict the shapes.
+        let why = order(&["rnn1.", "rnn2."], Some(1)).unwrap_err();
+        assert!(
+            why.contains("their names put rnn1. first, but rnn2."),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn biases_come_whole_and_from_their_own_layer() {
+        let m = torch_model(4, 2, 5, 2);
+        // bias=False: no bias anywhere in the module, zeros.
+        let unbiased: Vec<Spec> = m
+            .iter()
+            .filter(|s| !s.0.starts_with("rnn.bias"))
+            .cloned()
+            .collect();
+        assert!(import(&file(&unbiased), VOCAB).is_ok());
+        // Some but not all: a file saved incompletely.
+        let partial: Vec<Spec> = m
+            .iter()
+            .filter(|s| s.0 != "rnn.bias_hh_l1")
+            .cloned()
+            .collect();
+        let why = refusal(&partial, VOCAB);
+        assert!(why.contains("tensor rnn.bias_hh_l1 is missing"), "{why}");
+        // A layer's missing matrix is named, whichever it is.
+        for gone in ["rnn.weight_hh_l1", "rnn.weight_ih_l1"] {
+            let lacking: Vec<Spec> = m.iter().filter(|s| s.0 != gone).cloned().collect();
+            let why = refusal(&lacking, VOCAB);
+            assert!(why.contains(&format!("tensor {gone} is missing")), "{why}");
+        }
+        // Linear(bias=False) and a [V] buffer beside it: not the bias.
+        let mut buffer: Vec<Spec> = m.iter().filter(|s| s.0 != "out.bias").cloned().collect();
+        buffer.push(t("char_counts", &[5], values(5, 7)));
+        let why = refusal(&buffer, VOCAB);
+        assert!(why.contains("tensor char_counts [5] has no place"), "{why}");
+    }
+
+    #[test]
+    fn an_embedding_as_wide_as_the_vocabulary_is_an_embedding() {
+        let m = torch_model(3, 2, 5, 1);
+        let mut e = m.clone();
+        e.push(t("embed.weight", &[5, 5], values(25, 8)));
+        let got = import(&file(&e), VOCAB).unwrap();
+        assert_eq!(got.embedding, Some(5));
+        assert_ne!(got.params, import(&file(&m), VOCAB).unwrap().params);
     }
 
     #[test]
@@ -1260,6 +1544,24 @@ mod tests {
         let mut bi = m.clone();
         bi.push(t("rnn.weight_hh_l0_reverse", &[8, 2], values(16, 5)));
         assert!(refusal(&bi, VOCAB).contains("bidirectional"));
+        let keras_bi: Vec<Spec> = keras_of(&m, 4, 2, 1, &["bidirectional/forward_lstm"]);
+        assert!(
+            refusal(&keras_bi, VOCAB).contains("a Bidirectional layer reads the text backwards")
+        );
+        // What torch.save writes is named.
+        for (bytes, what) in [
+            (
+                &b"PK\x03\x04rest"[..],
+                "a zip archive, as torch.save writes",
+            ),
+            (&b"\x80\x02rest"[..], "a Python pickle"),
+        ] {
+            let why = import(bytes, VOCAB).unwrap_err().to_string();
+            assert!(
+                why.contains(what) && why.contains("safetensors.torch.save_file"),
+                "{why}"
+            );
+        }
 
         let mut proj = m.clone();
         proj.push(t("rnn.weight_hr_l0", &[1, 2], values(2, 5)));

@@ -81,6 +81,15 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         "keras.safetensors",
         &std::fs::read(root.join("tests/fixtures/import/keras-lstm.safetensors")).unwrap(),
     );
+    // The same weights under a name whose default output is itself.
+    let keras_clm = write(
+        "weights.clm",
+        &std::fs::read(root.join("tests/fixtures/import/keras-lstm.safetensors")).unwrap(),
+    );
+    let keras_vocab = write(
+        "keras.vocab.json",
+        &std::fs::read(root.join("tests/fixtures/import/keras-lstm.vocab.json")).unwrap(),
+    );
 
     // A finished run folder, to show that another run cannot overwrite it
     // and that resuming it with another architecture is refused.
@@ -615,6 +624,35 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "the model has 38 ids and the vocabulary lists 3",
         ),
         (vec!["import", &keras], "--vocab"),
+        // An output that is an input, even with --force.
+        (
+            vec!["import", &keras_clm, "--vocab", &keras_vocab, "--force"],
+            "weights.clm: the output would replace the input",
+        ),
+        (
+            vec![
+                "import",
+                &keras,
+                "--vocab",
+                &keras_vocab,
+                "--out",
+                &keras_vocab,
+                "--force",
+            ],
+            "keras.vocab.json: the output would replace the input",
+        ),
+        (
+            vec![
+                "export",
+                &model,
+                "--weights",
+                "i8",
+                "--out",
+                &model,
+                "--force",
+            ],
+            "the output would replace the input",
+        ),
         (
             vec!["import", &wide, "--vocab", &vocab_json],
             "hidden size 1100 exceeds capacity 1024",

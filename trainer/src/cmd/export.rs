@@ -128,6 +128,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         path.with_file_name(format!("{stem}-i8.clm"))
     });
+    super::not_an_input(&out, &[path])?;
     write_new(&out, &quantized, args.force)?;
     outln!(
         "wrote {} ({} bytes, i8 weights; {} had {} bytes)",
@@ -144,6 +145,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
 fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     let (bytes, what) = model_bytes(args, weights)?;
     let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
+    super::not_an_input(out, &[&args.run])?;
     write_new(out, text.as_bytes(), args.force)?;
     outln!(
         "wrote {} ({} bytes of model as `{}` and `{}_len`, for capi/include/charlm.h)",
@@ -178,6 +180,8 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     let vocab_path = out.with_extension("vocab.json");
     // Both files or neither: refuse before writing the first, and stage
     // both before either replaces what is there.
+    super::not_an_input(out, &[&args.run])?;
+    super::not_an_input(&vocab_path, &[&args.run])?;
     refuse_existing(&[out, &vocab_path], args.force)?;
     write_pair([(out, &tensors), (&vocab_path, vocab.as_bytes())])?;
     outln!(

@@ -88,6 +88,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .out
         .clone()
         .unwrap_or_else(|| args.source.with_extension("clm"));
+    super::not_an_input(&out, &[&args.source, &args.vocab])?;
     super::export::write_new(&out, &model, args.force)?;
     let a = m.layout.arch;
     let input = match m.embedding {

@@ -57,6 +57,26 @@ where
     }
 }
 
+/// Refuses an output file that is one of the command's inputs (even with
+/// `--force`, which is for replacing an earlier output): `import s.clm`
+/// would write `s.clm` over its own weights.
+pub fn not_an_input(out: &Path, inputs: &[&Path]) -> Result<(), CliError> {
+    let Ok(target) = std::fs::canonicalize(out) else {
+        return Ok(()); // no file there yet
+    };
+    match inputs
+        .iter()
+        .find(|i| std::fs::canonicalize(i).is_ok_and(|i| i == target))
+    {
+        Some(i) => Err(CliError::invalid(format!(
+            "{}: the output would replace the input {} itself; choose another --out",
+            out.display(),
+            i.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The model file a command was given, and its bytes: a run folder stands
 /// for its `model.clm`. A folder without one is one line (naming `charlm
 /// export` when the folder holds a checkpoint of an unfinished run), and so
