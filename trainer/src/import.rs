@@ -178,6 +178,24 @@ impl Tensors {
                     "tensor {name} has shape {shape:?}: an LSTM/GRU, embedding or linear layer has vectors and matrices only"
                 )));
             }
+            // A value charlm cannot hold, named where the file has it.
+            if let Some((i, &v)) = data
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !f16_nearest(**v).is_finite())
+            {
+                let at = match shape[..] {
+                    [_, cols] => format!("[{}, {}]", i / cols, i % cols),
+                    _ => format!("[{i}]"),
+                };
+                return Err(CliError::invalid(if v.is_finite() {
+                    format!("tensor {name}{at} = {v} does not fit in f16 (largest magnitude 65504)")
+                } else {
+                    format!(
+                        "tensor {name}{at} = {v}: the weights hold a value that is not a finite number"
+                    )
+                }));
+            }
             let key = name.strip_suffix(":0").unwrap_or(&name).to_string();
             all.insert(key, Tensor { shape, data });
         }
@@ -273,12 +291,64 @@ enum VocabJson {
     Map(BTreeMap<String, usize>),
 }
 
+/// The first key a JSON object repeats, if any (read from the text, as a
+/// parsed object keeps only one of them).
+struct NoRepeats(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for NoRepeats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = NoRepeats;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NoRepeats, A::Error> {
+                let mut seen = BTreeSet::new();
+                let mut repeated = None;
+                while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    if !seen.insert(k.clone()) && repeated.is_none() {
+                        repeated = Some(k);
+                    }
+                }
+                Ok(NoRepeats(repeated))
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
+
 /// The entries in id order. In the object form id 0 may be left out: it
 /// is then padding (Keras's tokenizer reserves it so).
 fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
     const FORMS: &str = "the vocabulary must be a JSON list of strings, one per id (a character, \"<pad>\" or \"<eos>\"), or an object from those strings to their ids";
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| CliError::invalid(format!("{FORMS}: {e}")))?;
+    if value.is_object() {
+        // A key given twice (a JSON object's later value silently wins).
+        let keys: NoRepeats =
+            serde_json::from_str(json).map_err(|e| CliError::invalid(format!("{FORMS}: {e}")))?;
+        if let Some(k) = keys.0 {
+            return Err(CliError::invalid(format!(
+                "vocabulary: {k:?} is given twice"
+            )));
+        }
+    }
+    // An id written as a float that is whole (1.0, as Python's json.dump
+    // of a float writes it) is that whole number.
+    if let serde_json::Value::Object(map) = &mut value {
+        for id in map.values_mut() {
+            if let Some(f) = id
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..1e15).contains(f))
+            {
+                *id = serde_json::Value::from(f as u64);
+            }
+        }
+    }
     // Which part does not fit, in words (serde's own message for an
     // untagged enum names only the enum).
     let misfit = match &value {
@@ -1406,6 +1476,12 @@ mod tests {
         assert!(refusal(&m, r#"{"a": 1, "b": 1}"#).contains("id 1 is both"));
         assert!(refusal(&m, r#"{"a": 1, "b": 3}"#).contains("no entry has id 2"));
         assert!(refusal(&m, r#"{"a": 18446744073709551615}"#).contains("beyond"));
+        // Whole ids written as floats are those ids; a key twice is named.
+        let floats = import(&file(&m), r#"{"b": 2.0, "<eos>": 4, "a": 1.0, "c": 3}"#).unwrap();
+        assert_eq!(floats.params, list.params);
+        assert!(refusal(&m, r#"{"a": 1.5}"#).contains("not a whole number"));
+        let why = refusal(&m, r#"{"a": 1, "b": 2, "a": 3, "c": 4}"#);
+        assert!(why.contains("\"a\" is given twice"), "{why}");
     }
 
     #[test]
@@ -1582,18 +1658,26 @@ mod tests {
         }
         assert!(refusal(&five, VOCAB).contains("neither an LSTM (4 gates) nor a GRU (3)"));
 
+        // Named as the file has them: rnn.weight_hh_l0 is [8, 2].
         let mut huge = m.clone();
         huge[1].2[3] = 1e6;
-        assert!(refusal(&huge, VOCAB).contains("weight_hh_l0[3] = 1000000 does not fit in f16"));
+        let why = refusal(&huge, VOCAB);
+        assert!(
+            why.contains("tensor rnn.weight_hh_l0[1, 1] = 1000000 does not fit in f16"),
+            "{why}"
+        );
         for (v, shown) in [(f32::NAN, "NaN"), (f32::NEG_INFINITY, "-inf")] {
             let mut bad = m.clone();
             bad[1].2[3] = v;
             let why = refusal(&bad, VOCAB);
             assert!(
-                why.contains(&format!("weight_hh_l0[3] = {shown}: the weights hold a value that is not a finite number")),
+                why.contains(&format!("tensor rnn.weight_hh_l0[1, 1] = {shown}: the weights hold a value that is not a finite number")),
                 "{why}"
             );
         }
+        let mut bias = m.clone();
+        bias[2].2[5] = f32::NAN;
+        assert!(refusal(&bias, VOCAB).contains("tensor rnn.bias_ih_l0[5] = NaN"));
 
         assert!(
             refusal(&m, r#"["<pad>", "a", "b", "<eos>"]"#)
