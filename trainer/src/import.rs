@@ -847,6 +847,46 @@ fn head(
         })
         .map(|(n, _)| n.clone())
         .collect();
+    // Tied weights (`decoder.weight = encoder.weight`): the file holds
+    // the shared matrix once, as the embedding (safetensors' save_model
+    // keeps one name), and it is the output layer's weight as well.
+    let tied = (candidates.is_empty() && !keras && input == hidden)
+        .then(|| {
+            t.all.iter().find(|(n, w)| {
+                !t.used.contains(*n)
+                    && is_embedding(n)
+                    && w.shape.len() == 2
+                    && w.shape[1] == hidden
+            })
+        })
+        .flatten()
+        .map(|(n, _)| n.clone());
+    if let Some(name) = tied {
+        let w = t.need(&name)?;
+        let shared = matrix(w, w.shape[0], hidden, &name)?;
+        let vocab = shared.shape[0];
+        let out_b = match &t.unused_of_shape(&[vocab])[..] {
+            [] => vec![0.0; vocab],
+            [b] => {
+                let b = b.clone();
+                t.need(&b)?.data.clone()
+            }
+            more => {
+                return Err(CliError::invalid(format!(
+                    "more than one output bias could be {}",
+                    more.join(", ")
+                )));
+            }
+        };
+        return Ok(Source {
+            cell,
+            hidden,
+            layers,
+            embedding: Some(matrix(&shared, vocab, hidden, &name)?),
+            out_w: shared,
+            out_b,
+        });
+    }
     let [name] = &candidates[..] else {
         return Err(CliError::invalid(if candidates.is_empty() {
             format!(
@@ -1452,6 +1492,31 @@ mod tests {
         buffer.push(t("char_counts", &[5], values(5, 7)));
         let why = refusal(&buffer, VOCAB);
         assert!(why.contains("tensor char_counts [5] has no place"), "{why}");
+    }
+
+    /// Tied weights saved once (`safetensors.torch.save_model`): the
+    /// embedding is the output layer's weight too.
+    #[test]
+    fn tied_weights_are_the_embedding_and_the_output_layer() {
+        let (g, h, v) = (4, 2, 5);
+        let mut m = torch_model(g, h, v, 1);
+        // layer 0 reads an H-wide embedding: [G*H, H]
+        for s in m.iter_mut().filter(|s| s.0 == "rnn.weight_ih_l0") {
+            s.1 = vec![g * h, h];
+            s.2 = values(g * h * h, 1);
+        }
+        let out = get(&m, "out.weight").clone();
+        let mut untied = m.clone();
+        untied.push(t("encoder.weight", &[v, h], out.2.clone()));
+        let tied: Vec<Spec> = untied
+            .iter()
+            .filter(|s| s.0 != "out.weight")
+            .cloned()
+            .collect();
+        let a = import(&file(&untied), VOCAB).unwrap();
+        let b = import(&file(&tied), VOCAB).unwrap();
+        assert_eq!(b.embedding, Some(h));
+        assert_eq!(a.params, b.params);
     }
 
     #[test]
