@@ -771,7 +771,7 @@ fn keras(t: &mut Tensors) -> Result<Source, CliError> {
     let prefixes = stack_order(
         &prefixes,
         first,
-        "Keras names them by default (lstm, lstm_1, ...)",
+        "layers named in order, as Keras names them by default (lstm, lstm_1, ...)",
     )?;
     let first = &prefixes[0];
     let rk = t.need_matrix(&format!("{first}recurrent_kernel"))?;
