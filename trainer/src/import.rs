@@ -865,19 +865,8 @@ fn head(
         let w = t.need(&name)?;
         let shared = matrix(w, w.shape[0], hidden, &name)?;
         let vocab = shared.shape[0];
-        let out_b = match &t.unused_of_shape(&[vocab])[..] {
-            [] => vec![0.0; vocab],
-            [b] => {
-                let b = b.clone();
-                t.need(&b)?.data.clone()
-            }
-            more => {
-                return Err(CliError::invalid(format!(
-                    "more than one output bias could be {}",
-                    more.join(", ")
-                )));
-            }
-        };
+        // (its layer's bias is under another name than the matrix kept)
+        let out_b = lone_bias(t, vocab)?;
         return Ok(Source {
             cell,
             hidden,
@@ -924,22 +913,7 @@ fn head(
             Some(bt) => vector(bt, vocab, &b)?,
             None => vec![0.0; vocab],
         },
-        None => {
-            let biases = t.unused_of_shape(&[vocab]);
-            match &biases[..] {
-                [] => vec![0.0; vocab],
-                [b] => {
-                    let b = b.clone();
-                    t.need(&b)?.data.clone()
-                }
-                more => {
-                    return Err(CliError::invalid(format!(
-                        "more than one output bias could be {}",
-                        more.join(", ")
-                    )));
-                }
-            }
-        }
+        None => lone_bias(t, vocab)?,
     };
     // The input: an embedding `[V, E]` where the file has one (E may
     // equal V), else one-hot characters, which needs layer 0 to be `V`
@@ -975,6 +949,22 @@ fn head(
         out_w,
         out_b,
     })
+}
+
+/// The output bias where the output weight's name does not tell its
+/// layer's: the one `[vocab]` vector left, if any (zeros where none is).
+fn lone_bias(t: &mut Tensors, vocab: usize) -> Result<Vec<f64>, CliError> {
+    match &t.unused_of_shape(&[vocab])[..] {
+        [] => Ok(vec![0.0; vocab]),
+        [b] => {
+            let b = b.clone();
+            Ok(t.need(&b)?.data.clone())
+        }
+        more => Err(CliError::invalid(format!(
+            "more than one output bias could be {}",
+            more.join(", ")
+        ))),
+    }
 }
 
 /// `v` rounded to the nearest f16 (ties to even). `half`'s own
