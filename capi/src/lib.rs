@@ -638,17 +638,16 @@ pub unsafe extern "C" fn charlm_generate(
     ctx: *mut c_void,
 ) -> i32 {
     let _mode = fp::DefaultMode::enter();
-    if model.is_null() {
-        return CHARLM_ERR_NULL;
-    }
-    // SAFETY: the caller's promise.
-    let request = match unsafe { Request::new(prompt, prompt_len, params, write, ctx) } {
-        Ok(r) => r,
-        Err(status) => return status,
-    };
+    // The model first: with it and the prompt both wrong, the model is
+    // what to fix.
     // SAFETY: the caller's promise.
     let m = match unsafe { model_at(model, model_len) } {
         Ok(m) => m,
+        Err(status) => return status,
+    };
+    // SAFETY: the caller's promise.
+    let request = match unsafe { Request::new(prompt, prompt_len, params, write, ctx) } {
+        Ok(r) => r,
         Err(status) => return status,
     };
     SLOT.hold(|ws, _| request.run(&m, ws))
@@ -1110,6 +1109,20 @@ mod tests {
         }
         // nothing is written on an error
         assert_eq!(generate(&MODEL[..100], "ein", &p).1, "");
+        // a damaged model is named before a bad prompt
+        let cut = &MODEL[..100];
+        let both = unsafe {
+            charlm_generate(
+                cut.as_ptr(),
+                cut.len(),
+                not_utf8.as_ptr().cast(),
+                2,
+                &p,
+                Some(collect_nothing),
+                core::ptr::null_mut(),
+            )
+        };
+        assert_eq!(both, CHARLM_ERR_MODEL);
     }
 
     fn generate_loaded(prompt: &str, p: &charlm_params) -> (i32, String) {
