@@ -852,6 +852,11 @@ mod tests {
     }
 
     fn generate(model: &[u8], prompt: &str, p: &charlm_params) -> (i32, String) {
+        generate_bytes(model, prompt.as_bytes(), p)
+    }
+
+    /// `generate` with a prompt of any bytes.
+    fn generate_bytes(model: &[u8], prompt: &[u8], p: &charlm_params) -> (i32, String) {
         let mut out = Vec::new();
         let n = unsafe {
             charlm_generate(
@@ -1073,18 +1078,10 @@ mod tests {
         };
         assert_eq!(no_writer, CHARLM_ERR_NULL);
         let not_utf8 = [0xffu8, 0xfe];
-        let bad_prompt = unsafe {
-            charlm_generate(
-                MODEL.as_ptr(),
-                MODEL.len(),
-                not_utf8.as_ptr().cast(),
-                2,
-                &p,
-                Some(collect_nothing),
-                core::ptr::null_mut(),
-            )
-        };
-        assert_eq!(bad_prompt, CHARLM_ERR_PROMPT);
+        assert_eq!(
+            generate_bytes(MODEL, &not_utf8, &p),
+            (CHARLM_ERR_PROMPT, String::new())
+        );
         assert_eq!(generate(MODEL, "", &p).0, CHARLM_ERR_PROMPT);
         assert_eq!(generate(&MODEL[..100], "ein", &p).0, CHARLM_ERR_MODEL);
         // (a max_chars whose count the return value could not hold)
@@ -1110,19 +1107,10 @@ mod tests {
         // nothing is written on an error
         assert_eq!(generate(&MODEL[..100], "ein", &p).1, "");
         // a damaged model is named before a bad prompt
-        let cut = &MODEL[..100];
-        let both = unsafe {
-            charlm_generate(
-                cut.as_ptr(),
-                cut.len(),
-                not_utf8.as_ptr().cast(),
-                2,
-                &p,
-                Some(collect_nothing),
-                core::ptr::null_mut(),
-            )
-        };
-        assert_eq!(both, CHARLM_ERR_MODEL);
+        assert_eq!(
+            generate_bytes(&MODEL[..100], &not_utf8, &p).0,
+            CHARLM_ERR_MODEL
+        );
     }
 
     fn generate_loaded(prompt: &str, p: &charlm_params) -> (i32, String) {

@@ -89,18 +89,15 @@ pub fn read_file_at_most(
         .take(first)
         .read_to_end(&mut bytes)
         .map_err(read_err)?;
-    if let Some(check) = head
-        && !check(&bytes)?
-    {
-        return if bytes.len() as u64 > max {
-            Err(too_large())
-        } else {
-            Ok(bytes)
-        };
+    let read_on = match head {
+        Some(check) => check(&bytes)?,
+        None => true,
+    };
+    if read_on {
+        file.take(limit - bytes.len() as u64)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
     }
-    file.take(limit - bytes.len() as u64)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
     if bytes.len() as u64 > max {
         return Err(too_large());
     }
