@@ -72,6 +72,8 @@ pub struct Corpus {
     pub crc: u32,
     /// `Running`: exactly one text. `Samples`: the non-empty samples in file order.
     pub texts: Vec<String>,
+    /// The line of the file where each text starts (from 1), for messages.
+    pub lines: Vec<usize>,
     /// The layout the texts follow.
     pub layout: Layout,
     /// What the file does that its format does not allow but that could
@@ -121,19 +123,20 @@ impl Spec {
             })?;
             notes.extend(quirk.map(|q| format!("{}: {q}", path.display())));
         }
-        let texts = match (self.field, self.layout) {
+        let (texts, lines) = match (self.field, self.layout) {
             (Some(field), _) => csv_samples(&path, &text, field, &mut notes)?,
             (None, Layout::Samples) => text
                 .split('\n')
                 .map(|l| l.strip_suffix('\r').unwrap_or(l))
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect(),
+                .zip(1..)
+                .filter(|(l, _)| !l.is_empty())
+                .map(|(l, n)| (String::from(l), n))
+                .unzip(),
             (None, Layout::Running) => {
                 if text.is_empty() {
-                    vec![]
+                    (vec![], vec![])
                 } else {
-                    vec![text]
+                    (vec![text], vec![1])
                 }
             }
         };
@@ -147,6 +150,7 @@ impl Spec {
             name,
             crc,
             texts,
+            lines,
             layout: if self.field.is_some() {
                 Layout::Samples
             } else {
@@ -317,12 +321,12 @@ fn csv_samples(
     text: &str,
     field: Field,
     notes: &mut Vec<String>,
-) -> Result<Vec<String>, CliError> {
+) -> Result<(Vec<String>, Vec<usize>), CliError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .from_reader(text.as_bytes());
-    let mut out = Vec::new();
+    let (mut out, mut lines) = (Vec::new(), Vec::new());
     // Rows with more than three columns (an unquoted comma splits a field):
     // how many, and the first.
     let (mut wide, mut first_wide) = (0u64, 0);
@@ -363,6 +367,7 @@ fn csv_samples(
         let sample = parts.join(" ");
         if !sample.is_empty() {
             out.push(sample);
+            lines.push(rec.position().map_or(0, |p| p.line() as usize));
         }
     }
     if wide > 0 {
@@ -372,7 +377,7 @@ fn csv_samples(
             crate::out::count(wide, "row has", "rows have")
         ));
     }
-    Ok(out)
+    Ok((out, lines))
 }
 
 /// Training and held-out text.
@@ -380,6 +385,8 @@ fn csv_samples(
 pub struct Split {
     /// Training texts (one for running text).
     pub train: Vec<String>,
+    /// The line where each training text starts in its file (from 1).
+    pub train_lines: Vec<usize>,
     /// Held-out texts (possibly none).
     pub val: Vec<String>,
 }
@@ -399,18 +406,28 @@ impl Corpus {
                 train.truncate(cut);
                 Split {
                     train: vec![train],
+                    train_lines: vec![1],
                     val: if val.is_empty() { vec![] } else { vec![val] },
                 }
             }
             Layout::Samples => {
-                let (mut train, mut val) = (Vec::new(), Vec::new());
-                for (i, s) in self.texts.into_iter().enumerate() {
+                let (mut train, mut train_lines, mut val) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (s, line)) in self.texts.into_iter().zip(self.lines).enumerate() {
                     // Sample i is held out when the running count of held-out
                     // samples, floor((i + 1) * frac), steps up at i.
                     let held = ((i + 1) as f64 * frac).floor() > (i as f64 * frac).floor();
-                    if held { val.push(s) } else { train.push(s) }
+                    if held {
+                        val.push(s)
+                    } else {
+                        train.push(s);
+                        train_lines.push(line);
+                    }
                 }
-                Split { train, val }
+                Split {
+                    train,
+                    train_lines,
+                    val,
+                }
             }
         }
     }
@@ -640,16 +657,19 @@ mod tests {
             name: "x".into(),
             crc: 0,
             texts: (0..100).map(|i| i.to_string()).collect(),
+            lines: (1..=100).collect(),
             layout: Layout::Samples,
             notes: vec![],
         };
         let s = c.split(0.05);
         assert_eq!(s.val, ["19", "39", "59", "79", "99"]);
         assert_eq!(s.train.len(), 95);
+        assert_eq!(s.train_lines[18..20], [19, 21]);
         let c = Corpus {
             name: "x".into(),
             crc: 0,
             texts: vec!["abcdéfghij".into()],
+            lines: vec![1],
             layout: Layout::Running,
             notes: vec![],
         };

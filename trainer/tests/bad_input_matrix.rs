@@ -65,6 +65,16 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             .as_bytes(),
     );
     let huge_line = write("huge.txt", "a".repeat(300_000).as_bytes());
+    // Sample 4 (after an empty line) is on line 5; the CSV's third row on
+    // line 4 (a quoted field runs over a line break).
+    let long_sample = write(
+        "long.txt",
+        format!("one\n\ntwo\nthree\n{}\nsix\n", "b".repeat(10_001)).as_bytes(),
+    );
+    let long_csv = write(
+        "long.csv",
+        format!("1,t,d\n2,\"multi\nline\",x\n3,{},d\n", "c".repeat(10_001)).as_bytes(),
+    );
     let csv_no_desc = write(
         "titles.csv",
         b"3,\"Wall St. Bears Claw Back\"\n3,\"Carlyle Looks Toward\"\n",
@@ -300,6 +310,34 @@ fn every_subcommand_refuses_bad_input_cleanly() {
                 "train", "--corpus", &huge_line, "--layout", "lines", "--out", &new_out,
             ],
             "characters",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &long_sample,
+                "--layout",
+                "lines",
+                "--val-frac",
+                "0",
+                "--out",
+                &new_out,
+            ],
+            "long.txt: the sample on line 5 has 10001 characters; samples are limited to 10000 (train long text as running text",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &long_csv,
+                "--field",
+                "title",
+                "--val-frac",
+                "0",
+                "--out",
+                &new_out,
+            ],
+            "long.csv:title: the sample on line 4 has 10001 characters; samples are limited to 10000 (one CSV field is one sample",
         ),
         (
             vec![

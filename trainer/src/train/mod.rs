@@ -573,6 +573,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             }
             corpus::Split {
                 train: corpus.texts,
+                train_lines: corpus.lines,
                 val: val.texts,
             }
         }
@@ -582,20 +583,21 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         Some(g) => (g.vocab, Some(g.source)),
         None => (Vocab::fit(split.train.iter().map(|s| s.as_str()))?, None),
     };
-    let encode = |texts: &[String]| -> (Vec<Vec<u16>>, usize) {
-        let mut dropped = 0;
-        let ids = texts
-            .iter()
-            .map(|t| {
-                let (ids, d) = vocab.encode(t);
-                dropped += d;
-                ids
-            })
-            .filter(|ids| !ids.is_empty())
-            .collect();
-        (ids, dropped)
+    // The ids of the texts that keep any character, which texts those are
+    // (their indices), and how many characters the vocabulary lacks.
+    let encode = |texts: &[String]| -> (Vec<Vec<u16>>, Vec<usize>, usize) {
+        let (mut all, mut kept, mut dropped) = (Vec::new(), Vec::new(), 0);
+        for (i, t) in texts.iter().enumerate() {
+            let (ids, d) = vocab.encode(t);
+            dropped += d;
+            if !ids.is_empty() {
+                all.push(ids);
+                kept.push(i);
+            }
+        }
+        (all, kept, dropped)
     };
-    let (train_ids, dropped) = encode(&split.train);
+    let (train_ids, kept, dropped) = encode(&split.train);
     if let Some(source) = source.filter(|_| dropped > 0 && train_ids.is_empty()) {
         return Err(CliError::invalid(format!(
             "{name}: none of its characters is in {source} vocabulary ({}, e.g. {:?})",
@@ -609,7 +611,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             crate::out::count(dropped as u64, "training character", "training characters")
         ));
     }
-    let (val_ids, dropped) = encode(&split.val);
+    let (val_ids, _, dropped) = encode(&split.val);
     if dropped > 0 {
         note(&format!(
             "dropped {} the vocabulary lacks",
@@ -621,15 +623,19 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             if train_ids.is_empty() {
                 return Err(CliError::invalid(format!("{name}: no training samples")));
             }
-            if let Some((i, s)) = train_ids
+            if let Some((s, &i)) = train_ids
                 .iter()
-                .enumerate()
-                .find(|(_, s)| s.len() > MAX_SAMPLE)
+                .zip(&kept)
+                .find(|(s, _)| s.len() > MAX_SAMPLE)
             {
+                let hint = if cfg.corpus.field.is_some() {
+                    "one CSV field is one sample: is its quoting broken?"
+                } else {
+                    "train long text as running text: leave out --layout lines"
+                };
                 return Err(CliError::invalid(format!(
-                    "{name}: training sample {} has {} characters; samples are limited to {MAX_SAMPLE} \
-                     (train long text as running text: leave out --layout lines)",
-                    i + 1,
+                    "{name}: the sample on line {} has {} characters; samples are limited to {MAX_SAMPLE} ({hint})",
+                    split.train_lines[i],
                     s.len()
                 )));
             }
