@@ -18,6 +18,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::SeqCst};
 
 use serde::{Deserialize, Serialize};
 
@@ -272,6 +273,72 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     staged.commit()
 }
 
+/// How many [`Hold`]s this process has now: staged files not yet in place
+/// or removed, and pairs being committed.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// A stop signal that came while something was held (0: none).
+static DEFERRED: AtomicI32 = AtomicI32::new(0);
+
+/// For the commands that write files but do not train (`export`, `import`;
+/// a training run stops at a step's end instead): a stop signal (Ctrl-C,
+/// SIGTERM, SIGHUP) that comes while a file is staged or a pair is being
+/// committed waits until that is done, so that no hidden temporary file is
+/// left beside the output and a pair never mixes an old file with a new
+/// one; it then ends the process as it would have at once. At any other
+/// time it ends the process at once, as by default. A signal ignored now
+/// (`nohup`) stays ignored.
+pub fn defer_stops_while_writing() {
+    #[cfg(unix)]
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        if crate::train::ignored(sig) {
+            continue;
+        }
+        // SAFETY: the action uses atomics and emulate_default_handler
+        // (sigaction, sigprocmask and raise), all async-signal-safe.
+        let _ = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                // Kept first, then HELD read: of this and Hold's drop (which
+                // lowers HELD, then reads DEFERRED) at least one sees the
+                // other's write and ends the process.
+                DEFERRED.store(sig, SeqCst);
+                if HELD.load(SeqCst) == 0 {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                }
+            })
+        };
+    }
+}
+
+/// While one is alive, a stop signal waits (see
+/// [`defer_stops_while_writing`]); when the last is dropped, a signal that
+/// came meanwhile takes effect.
+struct Hold;
+
+impl Hold {
+    fn new() -> Hold {
+        HELD.fetch_add(1, SeqCst);
+        Hold
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if HELD.fetch_sub(1, SeqCst) == 1 {
+            let sig = DEFERRED.load(SeqCst);
+            #[cfg(unix)]
+            if sig != 0 {
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+            }
+            #[cfg(not(unix))]
+            let _ = sig;
+        }
+    }
+}
+
 /// A file's new contents written in full and synced beside it (a hidden
 /// temporary file in the same folder), not yet in its place: [`commit`]
 /// renames it there; dropped uncommitted, it is removed.
@@ -280,6 +347,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
 pub struct Staged {
     path: PathBuf,
     tmp: PathBuf,
+    /// Declared last: dropped after the temporary file is removed.
+    _hold: Hold,
 }
 
 impl Staged {
@@ -292,6 +361,7 @@ impl Staged {
         let staged = Staged {
             path: path.to_owned(),
             tmp: path.with_file_name(format!(".{name}.tmp{}", std::process::id())),
+            _hold: Hold::new(),
         };
         let result = (|| {
             let mut f = File::create(&staged.tmp)?;
@@ -328,6 +398,8 @@ impl Staged {
     /// removed where there was none), so that a pair never mixes an old
     /// file with a new one.
     pub fn commit_pair(first: Staged, second: Staged) -> Result<(), CliError> {
+        // Until the pair is whole again, old or new, and the link is gone.
+        let _hold = Hold::new();
         let path = first.path.clone();
         let name = path
             .file_name()

@@ -192,3 +192,77 @@ fn a_checkpoint_with_non_finite_values_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("non-finite"));
 }
+
+/// `export --safetensors` writes two files that belong together. SIGTERM
+/// at random moments of an export that replaces one pair with another must
+/// leave either pair whole, never the new tensors beside the old
+/// vocabulary, and no hidden temporary file or kept link beside them: a
+/// stop signal waits while files are staged or being renamed
+/// (`checkpoint::defer_stops_while_writing`), then acts.
+#[cfg(unix)]
+#[test]
+fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else() {
+    use std::os::unix::process::ExitStatusExt;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let models = [
+        fixtures.join("shakespeare-lstm128.clm"),
+        fixtures.join("gru1.clm"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o.safetensors");
+    let export = |model: &Path| {
+        let mut c = Command::new(BIN);
+        c.arg("export")
+            .arg(model)
+            .arg("--safetensors")
+            .arg(&out)
+            .arg("--force")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c
+    };
+    let pair = || {
+        let vocab = tmp.path().join("o.vocab.json");
+        (std::fs::read(&out).unwrap(), std::fs::read(vocab).unwrap())
+    };
+    // Each model's pair, written uninterrupted, and the longer time taken.
+    let mut whole = Vec::new();
+    let mut duration = Duration::ZERO;
+    for m in &models {
+        let started = Instant::now();
+        assert!(export(m).status().unwrap().success());
+        duration = duration.max(started.elapsed());
+        whole.push(pair());
+    }
+    let mut rng = charlm_runtime::SeededRng::new(2027);
+    let (mut stopped, mut finished) = (0, 0);
+    for round in 0..200 {
+        let mut child = export(&models[round % 2]).spawn().unwrap();
+        let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0);
+        std::thread::sleep(wait);
+        // SAFETY: kill(2) on our own child, not yet waited for.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        match status.signal() {
+            Some(libc::SIGTERM) => stopped += 1,
+            _ if status.success() => finished += 1,
+            _ => panic!("round {round} ended with {status:?}"),
+        }
+        let names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with('.')),
+            "round {round} ({status:?}) left {names:?}"
+        );
+        assert!(
+            whole.contains(&pair()),
+            "round {round} ({status:?}) left a pair that mixes two exports"
+        );
+    }
+    assert!(
+        stopped > 0 && finished > 0,
+        "the signals did not spread over the exports: {stopped} stopped, {finished} finished"
+    );
+}

@@ -53,6 +53,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    charlm_trainer::checkpoint::defer_stops_while_writing();
     let weights = args.weights.map_or(DType::F16, Weights::dtype);
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);

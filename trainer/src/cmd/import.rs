@@ -35,6 +35,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
+    charlm_trainer::checkpoint::defer_stops_while_writing();
     // Weights of the largest model in f64, with room for the header; a
     // vocabulary of the most ids, however it is spelled.
     let weights_max = 8 * MAX_PARAMS + (16 << 20);

@@ -428,7 +428,7 @@ fn register_stop(sig: i32, _: bool) {
 /// Whether `sig` is ignored now, as `nohup` leaves SIGHUP and a shell
 /// leaves SIGINT for a job it starts in the background.
 #[cfg(unix)]
-fn ignored(sig: i32) -> bool {
+pub(crate) fn ignored(sig: i32) -> bool {
     // SAFETY: sigaction(2) with no new action only reads the current one
     // into `old`, a zeroed sigaction.
     unsafe {
@@ -438,7 +438,7 @@ fn ignored(sig: i32) -> bool {
 }
 
 #[cfg(not(unix))]
-fn ignored(_: i32) -> bool {
+pub(crate) fn ignored(_: i32) -> bool {
     false
 }
 
