@@ -238,7 +238,8 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
     let (mut stopped, mut finished) = (0, 0);
     for round in 0..200 {
         let mut child = export(&models[round % 2]).spawn().unwrap();
-        let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0);
+        // Up to twice the measured time: a loaded machine's exports vary.
+        let wait = duration.mul_f64((rng.next_u32() % 1000) as f64 / 500.0);
         std::thread::sleep(wait);
         // SAFETY: kill(2) on our own child, not yet waited for.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
