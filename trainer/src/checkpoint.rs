@@ -339,6 +339,50 @@ impl Drop for Hold {
     }
 }
 
+/// Removes from `dir` what writers of the files `of` accepts left when
+/// they were killed (SIGKILL, a power cut) before they could clean up: a
+/// [`Staged`] temporary (`.NAME.tmpPID`) or the link a pair's commit keeps
+/// (`.NAME.oldPID`), of a process that is gone. Files of a live process,
+/// this one included, stay: they may be in use.
+pub fn remove_leftovers(dir: &Path, of: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
+            continue;
+        };
+        let gone = |(file, pid): (&str, &str)| {
+            of(file) && pid.parse::<u32>().is_ok_and(|pid| !process_alive(pid))
+        };
+        if [".tmp", ".old"]
+            .iter()
+            .any(|mark| rest.rsplit_once(mark).is_some_and(gone))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Whether a process `pid` exists.
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+#[cfg(not(unix))]
+fn process_alive(_: u32) -> bool {
+    true
+}
+
 /// A file's new contents written in full and synced beside it (a hidden
 /// temporary file in the same folder), not yet in its place: [`commit`]
 /// renames it there; dropped uncommitted, it is removed.
@@ -363,6 +407,8 @@ impl Staged {
             tmp: path.with_file_name(format!(".{name}.tmp{}", std::process::id())),
             _hold: Hold::new(),
         };
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        remove_leftovers(dir.unwrap_or(Path::new(".")), |file| file == name);
         let result = (|| {
             let mut f = File::create(&staged.tmp)?;
             f.write_all(bytes)?;
@@ -539,6 +585,35 @@ mod tests {
         Staged::write(&b, b"bee").unwrap().commit().unwrap();
         assert_eq!(names(), ["a.bin", "b.bin"]);
         assert_eq!(std::fs::read(&a).unwrap(), b"new");
+    }
+
+    /// Writing a file removes what a killed writer of the same name left
+    /// (its temporary, a pair's kept link), and nothing that may be in use.
+    #[cfg(unix)]
+    #[test]
+    fn writing_a_file_removes_what_a_gone_writer_of_it_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let alive = std::os::unix::process::parent_id();
+        let own = std::process::id();
+        let left = [format!(".a.bin.tmp{gone}"), format!(".a.bin.old{gone}")];
+        let kept = [
+            format!(".a.bin.tmp{alive}"),
+            format!(".a.bin.old{own}"),
+            format!(".b.bin.tmp{gone}"),
+            format!(".a.bin.tmp{gone}x"),
+            ".a.bin.tmp".to_string(),
+        ];
+        for n in left.iter().chain(&kept) {
+            std::fs::write(tmp.path().join(n), b"x").unwrap();
+        }
+        write_atomic(&tmp.path().join("a.bin"), b"new").unwrap();
+        let mut expected: Vec<String> = kept.to_vec();
+        expected.push("a.bin".into());
+        expected.sort();
+        assert_eq!(names_in(tmp.path()), expected);
     }
 
     /// A pair is replaced whole or not at all, even when the second file

@@ -225,6 +225,12 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
         let vocab = tmp.path().join("o.vocab.json");
         (std::fs::read(&out).unwrap(), std::fs::read(vocab).unwrap())
     };
+    let names = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
     // Each model's pair, written uninterrupted, and the longer time taken.
     let mut whole = Vec::new();
     let mut duration = Duration::ZERO;
@@ -249,10 +255,7 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
             _ if status.success() => finished += 1,
             _ => panic!("round {round} ended with {status:?}"),
         }
-        let names: Vec<String> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let names = names();
         assert!(
             names.iter().all(|n| !n.starts_with('.')),
             "round {round} ({status:?}) left {names:?}"
@@ -266,4 +269,20 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
         stopped > 0 && finished > 0,
         "the signals did not spread over the exports: {stopped} stopped, {finished} finished"
     );
+    // SIGKILL leaves what it leaves; the next export of the pair removes it.
+    let mut killed = 0;
+    for round in 0..40 {
+        let mut child = export(&models[round % 2]).spawn().unwrap();
+        std::thread::sleep(duration.mul_f64((rng.next_u32() % 1000) as f64 / 1000.0));
+        child.kill().unwrap();
+        killed += usize::from(!child.wait().unwrap().success());
+    }
+    assert!(killed > 0, "no SIGKILL landed before an export ended");
+    assert!(export(&models[0]).status().unwrap().success());
+    let names = names();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "an export after {killed} SIGKILLs left {names:?}"
+    );
+    assert!(whole[0] == pair());
 }

@@ -1024,46 +1024,6 @@ impl Drop for RemoveIfUnused<'_> {
     }
 }
 
-/// Removes what a run killed while writing left in its folder: the
-/// temporary files of [`checkpoint::Staged`] (`.NAME.tmpPID`, for the
-/// names a run writes), as large as a checkpoint, of processes that are
-/// gone. Called with the run's lock held, so no other run writes them.
-fn remove_stale_temporaries(out: &Path) {
-    let Ok(entries) = std::fs::read_dir(out) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let Some((file, pid)) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp")) else {
-            continue;
-        };
-        let ours = RUN_FILES.contains(&file) || OTHER_FILES.contains(&file);
-        if ours && pid.parse::<u32>().is_ok_and(|pid| !process_alive(pid)) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Whether a process `pid` exists (its temporary may be in use: `charlm
-/// export` writes into a run folder without its lock).
-#[cfg(unix)]
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 sends nothing; it only checks the pid.
-    unsafe {
-        libc::kill(pid, 0) == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-    }
-}
-
-#[cfg(not(unix))]
-fn process_alive(_: u32) -> bool {
-    true
-}
-
 /// Trains (or resumes) a run. When resuming, the checkpoint's configuration
 /// is used, with four settings from `cfg`: `epochs` (the larger),
 /// `max_steps` and `patience` (where set) and `weights`.
@@ -1204,7 +1164,12 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // Declared after the lock, so dropped (and the folder looked at) while
     // the lock is still held.
     let _unused = RemoveIfUnused((made || opts.new_folder).then_some(opts.out.as_path()));
-    remove_stale_temporaries(&opts.out);
+    // What a killed run left (temporaries as large as a checkpoint); the
+    // lock is held, so no other run writes them (`charlm export` may, and
+    // a live process's files stay).
+    checkpoint::remove_leftovers(&opts.out, |file| {
+        RUN_FILES.contains(&file) || OTHER_FILES.contains(&file)
+    });
     // On CUDA the parameters and optimizer state live on the device; the host
     // copies are refreshed at checkpoints and at the end of each epoch.
     let resident = backend.resident().is_some();
