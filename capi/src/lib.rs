@@ -88,9 +88,12 @@ fn kernel() -> charlm_runtime::Portable {
 /// computes runs in the default mode ([`fp::DefaultMode`]) and gives the
 /// caller's mode back when it returns.
 mod fp {
-    #[cfg(any(
-        target_arch = "x86_64",
-        all(target_arch = "x86", target_feature = "sse")
+    #[cfg(all(
+        not(miri),
+        any(
+            target_arch = "x86_64",
+            all(target_arch = "x86", target_feature = "sse")
+        )
     ))]
     pub(crate) mod reg {
         pub type Value = u32;
@@ -115,7 +118,7 @@ mod fp {
             }
         }
     }
-    #[cfg(target_arch = "aarch64")]
+    #[cfg(all(not(miri), target_arch = "aarch64"))]
     pub(crate) mod reg {
         pub type Value = u64;
         /// FPCR: round to nearest, FZ/FZ16/DN/AHP off, no traps (its flags
@@ -138,7 +141,7 @@ mod fp {
             };
         }
     }
-    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    #[cfg(all(not(miri), target_arch = "arm", target_abi = "eabihf"))]
     pub(crate) mod reg {
         pub type Value = u32;
         /// FPSCR with its control bits clear: AHP (26: IEEE halves), DN
@@ -159,16 +162,20 @@ mod fp {
             unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) v, options(nomem, nostack)) };
         }
     }
-    #[cfg(not(any(
-        target_arch = "x86_64",
-        all(target_arch = "x86", target_feature = "sse"),
-        target_arch = "aarch64",
-        all(target_arch = "arm", target_abi = "eabihf")
-    )))]
+    #[cfg(any(
+        miri,
+        not(any(
+            target_arch = "x86_64",
+            all(target_arch = "x86", target_feature = "sse"),
+            target_arch = "aarch64",
+            all(target_arch = "arm", target_abi = "eabihf")
+        ))
+    ))]
     pub(crate) mod reg {
         // Software floating point (Cortex-M0/M3, RISC-V without F), or a
         // mode this library does not set (x87, RISC-V's F extension): the
         // compiler's routines have no mode, or the caller keeps its own.
+        // Miri (the tests under `cargo miri test`) runs no assembly.
         pub type Value = ();
         pub fn normal(_: Value) -> Value {}
         pub fn get() -> Value {}
@@ -898,8 +905,8 @@ mod tests {
 
     /// A caller in `-ffast-math` mode (x86: MXCSR's flush-to-zero and
     /// denormals-are-zero) gets the same text as in the default mode, and
-    /// its mode back.
-    #[cfg(target_arch = "x86_64")]
+    /// its mode back. (Not under Miri, which runs no assembly.)
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     #[test]
     fn a_caller_that_flushes_denormals_gets_the_same_text_and_its_mode_back() {
         use charlm_runtime::format::ModelFile;
