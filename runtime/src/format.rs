@@ -379,7 +379,13 @@ impl<'a> ModelFile<'a> {
         if verify {
             let computed = crc32(content);
             if stored != computed {
-                return Err(Error::ChecksumMismatch { stored, computed });
+                // A file that does not decode either, most often one cut
+                // short, is named by what is wrong with it: the same
+                // message on every platform, from every caller.
+                return Err(match Self::decode_inner(bytes, false) {
+                    Err(e) => e,
+                    Ok(_) => Error::ChecksumMismatch { stored, computed },
+                });
             }
         }
         let (file, rest) =

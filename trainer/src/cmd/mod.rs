@@ -93,17 +93,6 @@ pub fn read_model(path: PathBuf) -> Result<(PathBuf, Vec<u8>), CliError> {
         Ok(b.starts_with(&charlm_runtime::format::MAGIC))
     };
     let bytes = read_file_at_most(&path, MAX_MODEL_FILE, "a model file", Some(&head))?;
-    // A damaged file gets the same message from every command (`info`
-    // does not check the checksum): where the file does not decode either,
-    // most often one cut short, what is wrong with it rather than the
-    // checksum (looked at only where the checksum is wrong).
-    use charlm_runtime::format::ModelFile;
-    if bytes.starts_with(&charlm_runtime::format::MAGIC)
-        && ModelFile::checksums(&bytes).is_some_and(|(stored, computed)| stored != computed)
-        && let Err(source) = ModelFile::decode_ignoring_checksum(&bytes)
-    {
-        return Err(CliError::Model { path, source });
-    }
     Ok((path, bytes))
 }
 
