@@ -365,6 +365,13 @@ pub fn remove_leftovers(dir: &Path, of: impl Fn(&str) -> bool) {
     }
 }
 
+/// The folder a file is in (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Whether a process `pid` exists.
 #[cfg(unix)]
 fn process_alive(pid: u32) -> bool {
@@ -407,8 +414,7 @@ impl Staged {
             tmp: path.with_file_name(format!(".{name}.tmp{}", std::process::id())),
             _hold: Hold::new(),
         };
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-        remove_leftovers(dir.unwrap_or(Path::new(".")), |file| file == name);
+        remove_leftovers(folder_of(path), |file| file == name);
         let result = (|| {
             let mut f = File::create(&staged.tmp)?;
             f.write_all(bytes)?;
@@ -426,12 +432,7 @@ impl Staged {
         self.tmp = PathBuf::new();
         // Make the rename itself durable (best effort: not every platform
         // can open a directory).
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if let Ok(d) = File::open(dir) {
+        if let Ok(d) = File::open(folder_of(&self.path)) {
             let _ = d.sync_all();
         }
         Ok(())
