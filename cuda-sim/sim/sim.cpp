@@ -156,19 +156,22 @@ static bool trace_on() {
         }                                            \
     } while (0)
 
-// Position `i` of `n` in the run order.
+[[noreturn]] static void die(const char* what, const char* detail) {
+    fprintf(stderr, "cuda-sim: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    abort();
+}
+
+// Position `i` of `n` in the run order (CHARLM_CUDA_SIM_ORDER: forward,
+// the default, or reverse; anything else stops the test that set it).
 static unsigned order(unsigned i, unsigned n) {
     static int reverse = -1;
     if (reverse < 0) {
         const char* v = getenv("CHARLM_CUDA_SIM_ORDER");
+        if (v && *v && strcmp(v, "forward") != 0 && strcmp(v, "reverse") != 0)
+            die("CHARLM_CUDA_SIM_ORDER must be forward or reverse, not", v);
         reverse = v && strcmp(v, "reverse") == 0;
     }
     return reverse ? n - 1 - i : i;
-}
-
-[[noreturn]] static void die(const char* what, const char* detail) {
-    fprintf(stderr, "cuda-sim: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    abort();
 }
 
 // ---- fibers for cooperative kernels ----------------------------------------
@@ -432,7 +435,11 @@ CUresult cuDeviceGetName(char* name, int len, CUdevice) {
 // the second alone (tests of other plans).
 static int env_int(const char* name, int fallback) {
     const char* e = getenv(name);
-    return e && *e ? atoi(e) : fallback;
+    if (!e || !*e) return fallback;
+    char* end = nullptr;
+    long v = strtol(e, &end, 10);
+    if (*end || v < 1 || v > (1 << 30)) die(name, "must be a number of bytes from 1 to 2^30");
+    return int(v);
 }
 static int smem_per_block() { return env_int("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", 49152); }
 static int smem_optin() {

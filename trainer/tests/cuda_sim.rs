@@ -507,7 +507,7 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
     let out_s = out.display().to_string();
     /// (CHARLM_CUDA_RECURRENCE, other settings, arguments, the error wanted)
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             "auto",
             &[],
@@ -544,12 +544,26 @@ fn a_missing_gpu_number_or_a_bad_setting_is_one_line_and_status_2() {
             &["--device", "cuda"],
             "CHARLM_CUDA_GRAPHS=yes: use on or off",
         ),
+        // Not a reason to train on the CPU unasked.
+        (
+            "auto",
+            &[("CHARLM_CUDA_SEQ_TILE", "3")],
+            &["--device", "auto"],
+            "--device auto: CHARLM_CUDA_SEQ_TILE=3: use 1, 2 or 4",
+        ),
     ];
     for (recurrence, env, device, wanted) in cases {
         let mut args = vec!["train", "--max-steps", "2", "--out", &out_s];
         args.extend_from_slice(device);
         let o = charlm_env(recurrence, env, &args);
         refused(&o, &format!("{device:?}"), wanted, &out);
+        // A setting is to be fixed, not avoided by another device.
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.contains("use --device cpu"),
+            wanted.starts_with("cuda:1"),
+            "{device:?}: {err}"
+        );
     }
 }
 
@@ -623,6 +637,19 @@ fn a_refused_cooperative_launch_runs_auto_stepwise_and_fails_forced_persistent()
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn a_forced_persistent_recurrence_that_no_plan_fits_says_it_runs_stepwise() {
+    // One byte of shared memory per block, even after opting in: no
+    // sequence-kernel plan fits, so `persistent` (which uses them whenever
+    // one does) runs a step at a time, and says so once.
+    let env = [
+        ("CHARLM_CUDA_SIM_SMEM_PER_BLOCK", "1"),
+        ("CHARLM_CUDA_SIM_SMEM_OPTIN", "1"),
+    ];
+    let note = "CHARLM_CUDA_RECURRENCE=persistent: no sequence-kernel plan fits batches of 8 sequences at hidden 8";
+    parity_with_one_note("persistent", &env, &PARITY_SMALL, note);
 }
 
 /// True when the system's library cache lists `lib` (then a test of its

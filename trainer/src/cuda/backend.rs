@@ -803,14 +803,26 @@ impl Cuda {
         {
             return None;
         }
-        let mut plan = SeqPlan::new(
+        let Some(mut plan) = SeqPlan::new(
             arch.cell.gates(),
             h,
             rows,
             self.dev.sms,
             self.dev.seq_smem,
             self.spread.aim(self.dev.sms),
-        )?;
+        ) else {
+            if self.recurrence == Recurrence::Persistent {
+                // Asked for by name: say it is not what runs.
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    errln!(
+                        "charlm: note: CHARLM_CUDA_RECURRENCE=persistent: no sequence-kernel plan fits batches of {rows} sequences at hidden {h} in this GPU's {} bytes of shared memory per block; those run a step at a time",
+                        self.dev.seq_smem
+                    )
+                });
+            }
+            return None;
+        };
         if let Some(t) = self.tile {
             (plan.fwd.tile, plan.bwd.tile) = (t, t);
         }

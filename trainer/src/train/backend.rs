@@ -169,8 +169,10 @@ pub fn select(device: Device, layout: &Layout) -> Result<Box<dyn Backend>, CliEr
     use crate::cuda;
     match device {
         Device::Cpu => Ok(Box::new(Cpu::<f32>::new(layout.clone()))),
-        Device::Cuda(n) => cuda::open_backend(layout, n).map_err(|e| {
-            CliError::invalid(format!("--device cuda:{n}: {e}; use --device cpu or auto"))
+        Device::Cuda(n) => cuda::open_backend(layout, n).map_err(|e| match e {
+            // A setting of the user's: to be fixed, whatever the device.
+            cuda::CudaError::Config(_) => CliError::invalid(format!("--device cuda:{n}: {e}")),
+            _ => CliError::invalid(format!("--device cuda:{n}: {e}; use --device cpu or auto")),
         }),
         Device::Auto => {
             let why = if !cuda::BUILT {
@@ -180,6 +182,11 @@ pub fn select(device: Device, layout: &Layout) -> Result<Box<dyn Backend>, CliEr
             } else {
                 match cuda::open_backend(layout, 0) {
                     Ok(b) => return Ok(b),
+                    // A bad CHARLM_CUDA_* setting is the user's to fix, not
+                    // a reason to train on the CPU unasked.
+                    Err(e @ cuda::CudaError::Config(_)) => {
+                        return Err(CliError::invalid(format!("--device auto: {e}")));
+                    }
                     Err(e) => format!("CUDA unusable: {e}"),
                 }
             };
