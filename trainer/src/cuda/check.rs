@@ -21,10 +21,10 @@ use crate::corpus::BUNDLED;
 use crate::cpu::{Classes, Cpu, Dropout};
 use crate::error::CliError;
 use crate::optim::{Kind, Optimizer};
+use crate::outln;
 use crate::params::Layout;
 use crate::train::{Device, backend::select};
 use crate::vocab::Vocab;
-use crate::{errln, outln};
 
 /// Arguments of `charlm bench parity`.
 #[derive(clap::Args, Debug)]
@@ -187,7 +187,7 @@ impl Stepper for OnDevice {
     }
     fn queue(&mut self, batch: &Batch, dropout: Option<Dropout>, clip: f32, lr: f32) {
         if let Err(e) = crate::train::Resident::step(&mut self.0, batch, dropout, clip, lr) {
-            errln!("charlm: error: {e}");
+            crate::errln!("charlm: error: {e}");
             self.1 = true;
         }
     }
@@ -208,7 +208,7 @@ impl Stepper for OnDevice {
             Ok(crate::train::Settled::Nats(n)) if !failed => n,
             Ok(_) => f64::NAN,
             Err(e) => {
-                errln!("charlm: error: {e}");
+                crate::errln!("charlm: error: {e}");
                 f64::NAN
             }
         }
