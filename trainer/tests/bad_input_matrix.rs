@@ -703,7 +703,7 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (
             vec!["bench", "parity", "--device", "cpu", "--batch", "1"],
-            "--batch 1: must be 2 to 256",
+            "--batch 1: must be 2 to 256 (the checks need padded batches",
         ),
         (
             vec!["bench", "parity", "--device", "cpu", "--hidden", "0"],

@@ -218,16 +218,22 @@ impl Stepper for OnDevice {
 /// `charlm bench parity`.
 pub fn parity(args: ParityArgs) -> Result<(), CliError> {
     let ranges = [
-        ("--hidden", usize::from(args.hidden), 1, 1024),
-        ("--steps", args.steps, 1, 100_000),
-        ("--batch", args.batch, 2, 256),
+        ("--hidden", usize::from(args.hidden), 1, 1024, ""),
+        ("--steps", args.steps, 1, 100_000, ""),
+        (
+            "--batch",
+            args.batch,
+            2,
+            256,
+            " (the checks need padded batches: samples of different lengths)",
+        ),
     ];
-    if let Some((flag, v, lo, hi)) = ranges
+    if let Some((flag, v, lo, hi, why)) = ranges
         .into_iter()
-        .find(|&(_, v, lo, hi)| !(lo..=hi).contains(&v))
+        .find(|&(_, v, lo, hi, _)| !(lo..=hi).contains(&v))
     {
         return Err(CliError::invalid(format!(
-            "{flag} {v}: must be {lo} to {hi}"
+            "{flag} {v}: must be {lo} to {hi}{why}"
         )));
     }
     let (text, vocab) = bundled()?;
