@@ -653,3 +653,52 @@ fn firmware_refuses_a_corrupted_model_with_a_message_and_a_failure_status() {
     );
     assert!(run.stdout.is_empty(), "text printed from a corrupted model");
 }
+
+#[test]
+fn a_case_whose_prompt_the_model_cannot_read_fails_alone() {
+    // The GRU fixture with `a` renamed `α`: the case whose prompt is "a"
+    // has no character the model knows. On the host that is one failed
+    // `charlm generate`; the firmware reports it, runs the other cases
+    // (the host's texts, in order) and fails at the end.
+    let Some(_turn) = firmware_turn("a_case_whose_prompt_the_model_cannot_read_fails_alone") else {
+        return;
+    };
+    let original = std::fs::read(root().join("tests/fixtures/gru1.clm")).expect("fixture");
+    let symbols = Model::from_bytes(&original)
+        .expect("fixture")
+        .vocab()
+        .symbols()
+        .chars()
+        .map(|c| if c == 'a' { 'α' } else { c })
+        .collect::<String>();
+    let mut file = charlm_runtime::format::ModelFile::decode(&original).expect("fixture");
+    file.body.vocab.symbols = symbols.as_bytes();
+    let bytes = file.encode().expect("encode");
+    let model = Model::from_bytes(&bytes).expect("a valid model");
+    let mut ws = host_workspace();
+    let (mut expected, mut failing) = (String::new(), Vec::new());
+    for (k, c) in cases().iter().enumerate() {
+        let sampler = Sampler::new(c.temperature, c.top_k, c.top_p).expect("sampler");
+        match generate(&model, &mut ws, &c.prompt, sampler, c.seed, c.max_chars) {
+            Ok(sample) => expected += &(sample.text() + "\n"),
+            Err(_) => failing.push(k + 1),
+        }
+    }
+    assert!(
+        !failing.is_empty() && failing.len() < cases().len(),
+        "cases failing on the host: {failing:?}"
+    );
+    let run = build_and_run_bytes(&bytes, "no-a");
+    assert_eq!(run.status, Some(1), "{}", run.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        expected,
+        "{}",
+        run.stderr
+    );
+    for k in failing {
+        let line =
+            format!("charlm: case {k}: the prompt has no character in the model's vocabulary");
+        assert!(run.stderr.contains(&line), "{line}\n{}", run.stderr);
+    }
+}
