@@ -320,26 +320,26 @@ fn the_header_compiles_as_c90() {
         "#include \"charlm.h\"\n#include \"charlm.h\"\nint status(void) { return CHARLM_OK; }\n",
     )
     .unwrap();
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let o = Command::new(&cc)
-        .args([
-            "-std=c89",
-            "-pedantic",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-c",
-            "-I",
-        ])
+    let flags = ["-std=c89", "-pedantic"];
+    compile_with_header(("CC", "cc"), &flags, &src, &tmp.path().join("use.o"));
+}
+
+/// Compiles `src` to the object `obj` with the header on the include path,
+/// warnings as errors and `flags`, by the compiler `$VAR` (else `default`).
+fn compile_with_header((var, default): (&str, &str), flags: &[&str], src: &Path, obj: &Path) {
+    let compiler = std::env::var(var).unwrap_or_else(|_| default.into());
+    let o = Command::new(&compiler)
+        .args(flags)
+        .args(["-Wall", "-Wextra", "-Werror", "-c", "-I"])
         .arg(manifest().join("include"))
-        .arg(&src)
+        .arg(src)
         .arg("-o")
-        .arg(tmp.path().join("use.o"))
+        .arg(obj)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run the compiler {compiler:?}: {e}"));
     assert!(
         o.status.success(),
-        "charlm.h as C90:\n{}",
+        "charlm.h with {compiler} {flags:?}:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -369,28 +369,7 @@ fn the_header_works_from_cpp_too() {
     )
     .unwrap();
     let obj = tmp.path().join("use.o");
-    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    let o = Command::new(&cxx)
-        .args([
-            "-std=c++11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-c",
-            "-I",
-        ])
-        .arg(manifest().join("include"))
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "charlm.h as C++:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    compile_with_header(("CXX", "c++"), &["-std=c++11", "-pedantic"], &src, &obj);
     let nm = Command::new("nm")
         .arg("-u")
         .arg(&obj)
