@@ -70,22 +70,38 @@ fn library() -> &'static Path {
 /// `sources` compiled with the system's C compiler, strictly, and linked
 /// against the library into `out`.
 fn compile(sources: &[PathBuf], out: &Path) {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let o = Command::new(&cc)
-        .args([
-            "-std=c99",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-O2",
-            "-I",
-        ])
+    let flags = ["-std=c99", "-pedantic", "-O2"];
+    build(("CC", "cc"), &flags, sources, Made::Program, out);
+}
+
+/// What [`build`] makes.
+enum Made {
+    /// An object file (`-c`).
+    Object,
+    /// A program linked against the library.
+    Program,
+}
+
+/// Compiles `sources` into `out` with the header on the include path,
+/// warnings as errors and `flags`, by the compiler `$VAR` (else
+/// `default`).
+fn build(
+    (var, default): (&str, &str),
+    flags: &[&str],
+    sources: &[PathBuf],
+    what: Made,
+    out: &Path,
+) {
+    let compiler = std::env::var(var).unwrap_or_else(|_| default.into());
+    let mut cmd = Command::new(&compiler);
+    cmd.args(flags)
+        .args(["-Wall", "-Wextra", "-Werror", "-I"])
         .arg(manifest().join("include"))
-        .args(sources)
-        .arg(library())
+        .args(sources);
+    match what {
+        Made::Object => cmd.arg("-c"),
         // what `rustc --print native-static-libs` lists for a hosted build
-        .args([
+        Made::Program => cmd.arg(library()).args([
             "-lgcc_s",
             "-lutil",
             "-lrt",
@@ -93,14 +109,16 @@ fn compile(sources: &[PathBuf], out: &Path) {
             "-lm",
             "-ldl",
             "-lc",
-            "-o",
-        ])
+        ]),
+    };
+    let o = cmd
+        .arg("-o")
         .arg(out)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run the compiler {compiler:?}: {e}"));
     assert!(
         o.status.success(),
-        "compiling {sources:?} failed:\n{}",
+        "{compiler} {flags:?} {sources:?}:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -321,27 +339,8 @@ fn the_header_compiles_as_c90() {
     )
     .unwrap();
     let flags = ["-std=c89", "-pedantic"];
-    compile_with_header(("CC", "cc"), &flags, &src, &tmp.path().join("use.o"));
-}
-
-/// Compiles `src` to the object `obj` with the header on the include path,
-/// warnings as errors and `flags`, by the compiler `$VAR` (else `default`).
-fn compile_with_header((var, default): (&str, &str), flags: &[&str], src: &Path, obj: &Path) {
-    let compiler = std::env::var(var).unwrap_or_else(|_| default.into());
-    let o = Command::new(&compiler)
-        .args(flags)
-        .args(["-Wall", "-Wextra", "-Werror", "-c", "-I"])
-        .arg(manifest().join("include"))
-        .arg(src)
-        .arg("-o")
-        .arg(obj)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the compiler {compiler:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "charlm.h with {compiler} {flags:?}:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let obj = tmp.path().join("use.o");
+    build(("CC", "cc"), &flags, &[src], Made::Object, &obj);
 }
 
 #[test]
@@ -369,7 +368,8 @@ fn the_header_works_from_cpp_too() {
     )
     .unwrap();
     let obj = tmp.path().join("use.o");
-    compile_with_header(("CXX", "c++"), &["-std=c++11", "-pedantic"], &src, &obj);
+    let flags = ["-std=c++11", "-pedantic"];
+    build(("CXX", "c++"), &flags, &[src], Made::Object, &obj);
     let nm = Command::new("nm")
         .arg("-u")
         .arg(&obj)
