@@ -11,9 +11,10 @@
 //! it compiles the same sources for the GPU, and the image is then ignored.
 //!
 //! What this proves: the Rust side and the kernels compute what the CPU
-//! reference computes (`charlm bench parity --device cuda` passes here).
-//! What it cannot: real-hardware timing, races between concurrent threads
-//! (simulated threads never overlap) or asynchronous-copy hazards (every call
+//! reference computes (`charlm bench parity --device cuda` passes here),
+//! and page-locked memory is not reused or freed before its copy was waited
+//! for (checked). What it cannot: real-hardware timing, or races between
+//! concurrent threads (simulated threads never overlap; every call
 //! completes before it returns). Those need `scripts/gpu-check.sh` on a GPU.
 //! See `sim/sim.cpp`.
 

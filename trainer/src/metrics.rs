@@ -46,6 +46,27 @@ pub fn csv(rows: &[Row]) -> String {
     s
 }
 
+/// Where a `metrics.csv` (its text) and a run's rows tell of different
+/// runs: the 1-based line of the first data row whose step or training
+/// score differs from the row the run has at that place, compared as far as
+/// both go (a file may be a row ahead of its checkpoint, or behind it where
+/// a save was cut short). The other columns are left out: the rate's and
+/// the timings' formats have changed between versions, and a step with its
+/// score to 5 decimals already tells one run from another.
+pub fn disagreement(file: &str, rows: &[Row]) -> Option<usize> {
+    let ours = csv(rows);
+    fn key(line: &str) -> (Option<&str>, Option<&str>) {
+        let mut f = line.split(',');
+        (f.next(), f.nth(2))
+    }
+    file.lines()
+        .zip(ours.lines())
+        .enumerate()
+        .skip(1)
+        .find(|(_, (theirs, ours))| key(theirs) != key(ours))
+        .map(|(i, _)| i + 1)
+}
+
 /// Writes `metrics.csv` and `loss.svg` into `dir`.
 pub fn write(dir: &Path, rows: &[Row]) -> Result<(), CliError> {
     write_atomic(&dir.join("metrics.csv"), csv(rows).as_bytes())?;
@@ -146,6 +167,37 @@ mod tests {
         );
         let svg = plot(&rows).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("held-out"));
+    }
+
+    #[test]
+    fn a_file_and_rows_disagree_only_where_steps_or_scores_differ() {
+        let row = |step, train_bpc| Row {
+            step,
+            epoch: 0.1,
+            lr: 2.7e-3,
+            train_bpc,
+            val_bpc: None,
+            chars_per_s: 1.0,
+            seconds: 1.0,
+        };
+        let rows = [row(10, 3.0), row(20, 2.5)];
+        let file = csv(&rows);
+        // The file a row ahead or behind; an older version's rate format
+        // and other timings.
+        assert_eq!(disagreement(&file, &rows[..1]), None);
+        assert_eq!(disagreement(&csv(&rows[..1]), &rows), None);
+        let older = "step,epoch,lr,train_bpc,val_bpc,chars_per_s,seconds\n\
+                     10,0.1000,2.6999998e-3,3.00000,,9,7.00\n\
+                     20,0.1000,2.6999998e-3,2.50000,,9,8.00\n";
+        assert_ne!(older, file);
+        assert_eq!(disagreement(older, &rows), None);
+        assert_eq!(disagreement(&file, &[]), None);
+        assert_eq!(
+            disagreement(&file, &[row(10, 3.0), row(20, 2.50001)]),
+            Some(3)
+        );
+        assert_eq!(disagreement(&file, &[row(11, 3.0)]), Some(2));
+        assert_eq!(disagreement("", &rows), None);
     }
 
     #[test]

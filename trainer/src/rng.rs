@@ -1,6 +1,7 @@
 //! The trainer's small random number generator: SplitMix64. Its whole state
-//! is one `u64`, so a checkpoint stores it exactly and a resumed run draws
-//! the same numbers as an uninterrupted one.
+//! is one `u64`. A run seeds one from its seed and a counter (the epoch,
+//! the step) wherever it draws, so a resumed run draws the same numbers as
+//! an uninterrupted one without storing a generator in its checkpoint.
 
 use serde::{Deserialize, Serialize};
 

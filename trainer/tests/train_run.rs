@@ -1811,6 +1811,64 @@ fn bad_input_is_one_line_and_exit_status_2() {
         &["train", "--resume", &moved, "--max-steps", "2"],
         "moving.txt, the run's corpus: No such file or directory (os error 2); if it moved, give it again with --corpus FILE",
     );
+    // A checkpoint copied in from another run's folder is refused, and
+    // this folder's model is kept; with its metrics.csv moved away, the
+    // checkpoint's run continues there.
+    let other = d("other");
+    let corpus = small_corpus(tmp.path(), 3000);
+    let tiny = |out: &str, seed: &str| {
+        let o = charlm(&[
+            "train",
+            "--device",
+            "cpu",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--out",
+            out,
+            "--hidden",
+            "8",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+            "--max-steps",
+            "2",
+            "--seed",
+            seed,
+            "--quiet",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    tiny(&other, "7");
+    let copied = d("copied");
+    tiny(&copied, "8");
+    std::fs::copy(
+        Path::new(&other).join("checkpoint.bin"),
+        Path::new(&copied).join("checkpoint.bin"),
+    )
+    .unwrap();
+    let model = std::fs::read(Path::new(&copied).join("model.clm")).unwrap();
+    fails(
+        &["train", "--resume", &copied, "--max-steps", "3"],
+        "checkpoint.bin and metrics.csv are from different runs (line 2 of metrics.csv differs)",
+    );
+    assert_eq!(
+        std::fs::read(Path::new(&copied).join("model.clm")).unwrap(),
+        model
+    );
+    // The same run's folder, copied whole, is that run.
+    let whole = d("whole");
+    std::fs::create_dir(&whole).unwrap();
+    for f in ["checkpoint.bin", "metrics.csv"] {
+        std::fs::copy(Path::new(&other).join(f), Path::new(&whole).join(f)).unwrap();
+    }
+    for dir in [&whole, &copied] {
+        if dir == &copied {
+            std::fs::remove_file(Path::new(dir).join("metrics.csv")).unwrap();
+        }
+        let o = charlm(&["train", "--resume", dir, "--max-steps", "3", "--quiet"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     // A folder holding a file a run would write is refused; without a
     // checkpoint it is no run to resume.
     std::fs::create_dir(&out).unwrap();

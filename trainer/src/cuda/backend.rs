@@ -816,7 +816,7 @@ impl Cuda {
                 static SAID: std::sync::Once = std::sync::Once::new();
                 SAID.call_once(|| {
                     errln!(
-                        "charlm: note: CHARLM_CUDA_RECURRENCE=persistent: no sequence-kernel plan fits batches of {rows} sequences at hidden {h} in this GPU's {} bytes of shared memory per block; those run a step at a time",
+                        "charlm: note: CHARLM_CUDA_RECURRENCE=persistent: no sequence-kernel plan fits batches of {rows} sequences at hidden {h} in the shared memory this GPU gives a block ({} B); those run a step at a time",
                         self.dev.seq_smem
                     )
                 });

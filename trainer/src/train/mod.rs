@@ -942,6 +942,25 @@ fn check_out(out: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Refuses a checkpoint that is not the run of the folder it was found in
+/// (one copied in from another run's folder): its metrics rows and the
+/// folder's `metrics.csv` must agree, or resuming would write that other
+/// run over this folder's models and metrics. A `metrics.csv` that is gone
+/// or unreadable is no evidence either way (the checkpoint writes its own).
+fn check_metrics(out: &Path, rows: &[Row]) -> Result<(), CliError> {
+    let Ok(file) = std::fs::read_to_string(out.join("metrics.csv")) else {
+        return Ok(());
+    };
+    match metrics::disagreement(&file, rows) {
+        None => Ok(()),
+        Some(line) => Err(CliError::invalid(format!(
+            "{}: {f} and metrics.csv are from different runs (line {line} of metrics.csv differs): was {f} copied from another run's folder? To continue its run here, move metrics.csv away first",
+            out.display(),
+            f = checkpoint::FILE
+        ))),
+    }
+}
+
 /// The lock file a run holds in its folder while it trains.
 pub const LOCK_FILE: &str = ".charlm-train.lock";
 
@@ -1042,7 +1061,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
     };
     let resumed = if opts.resume {
-        Some(Checkpoint::load(&opts.out)?)
+        let ck = Checkpoint::load(&opts.out)?;
+        check_metrics(&opts.out, &ck.metrics)?;
+        Some(ck)
     } else {
         None
     };
