@@ -376,18 +376,15 @@ impl<'a> ModelFile<'a> {
             .split_last_chunk::<4>()
             .ok_or(Error::Truncated { len: bytes.len() })?;
         let stored = u32::from_le_bytes(*stored);
-        if verify {
-            let computed = crc32(content);
-            if stored != computed {
-                // A file that does not decode either, most often one cut
-                // short, is named by what is wrong with it: the same
-                // message on every platform, from every caller.
-                return Err(match Self::decode_inner(bytes, false) {
-                    Err(e) => e,
-                    Ok(_) => Error::ChecksumMismatch { stored, computed },
-                });
-            }
-        }
+        // A wrong checksum is reported last: a file that does not decode
+        // either, most often one cut short, is named by what is wrong with
+        // it, the same message on every platform, from every caller. (Not
+        // by decoding again: a recursive call doubled the firmware's stack.)
+        let mismatch = if verify {
+            Some(crc32(content)).filter(|&computed| computed != stored)
+        } else {
+            None
+        };
         let (file, rest) =
             postcard::take_from_bytes::<ModelFile<'a>>(content).map_err(Error::Malformed)?;
         if !rest.is_empty() {
@@ -401,7 +398,10 @@ impl<'a> ModelFile<'a> {
                 version: header.version,
             });
         }
-        Ok(file)
+        match mismatch {
+            Some(computed) => Err(Error::ChecksumMismatch { stored, computed }),
+            None => Ok(file),
+        }
     }
 
     /// Encodes the file and appends its checksum.
