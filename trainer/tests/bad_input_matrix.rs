@@ -582,6 +582,19 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec!["export", &model, "--safetensors", &st, "--force"],
             "st.vocab.json exists and is not a file",
         ),
+        // a run's own checkpoint as the output, even with --force
+        (
+            vec!["export", &run_s, "--out", &checkpoint, "--force"],
+            "the output would replace the input",
+        ),
+        (
+            vec!["export", &run_s, "--c-source", &checkpoint, "--force"],
+            "the output would replace the input",
+        ),
+        (
+            vec!["export", &run_s, "--safetensors", &checkpoint, "--force"],
+            "the output would replace the input",
+        ),
         // a checkpoint where a model belongs
         (
             vec!["info", &checkpoint],

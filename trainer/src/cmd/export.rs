@@ -52,6 +52,16 @@ pub struct Args {
     c_name: String,
 }
 
+impl Args {
+    /// The file read: a model file, or a run folder's checkpoint.
+    fn input(&self) -> PathBuf {
+        match self.run.is_dir() {
+            true => self.run.join(charlm_trainer::checkpoint::FILE),
+            false => self.run.clone(),
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
     charlm_trainer::checkpoint::defer_stops_while_writing();
     let weights = args.weights.map_or(DType::F16, Weights::dtype);
@@ -71,6 +81,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         .out
         .clone()
         .unwrap_or_else(|| args.run.join(format!("model-step{}{suffix}.clm", p.steps)));
+    super::not_an_input(&out, &[&args.input()])?;
     write_new(&out, &snap.bytes, args.force)?;
     let a = snap.arch;
     let bpc = |x: Option<f32>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
@@ -129,7 +140,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
         path.with_file_name(format!("{stem}-i8.clm"))
     });
-    super::not_an_input(&out, &[path])?;
+    super::not_an_input(&out, &[&args.input()])?;
     write_new(&out, &quantized, args.force)?;
     outln!(
         "wrote {} ({} bytes, i8 weights; {} had {} bytes)",
@@ -146,7 +157,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
 fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     let (bytes, what) = model_bytes(args, weights)?;
     let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
-    super::not_an_input(out, &[&args.run])?;
+    super::not_an_input(out, &[&args.input()])?;
     write_new(out, text.as_bytes(), args.force)?;
     outln!(
         "wrote {} ({} bytes of model as `{}` and `{}_len`, for capi/include/charlm.h)",
@@ -181,8 +192,8 @@ fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> 
     let vocab_path = out.with_extension("vocab.json");
     // Both files or neither: refuse before writing the first, and stage
     // both before either replaces what is there.
-    super::not_an_input(out, &[&args.run])?;
-    super::not_an_input(&vocab_path, &[&args.run])?;
+    super::not_an_input(out, &[&args.input()])?;
+    super::not_an_input(&vocab_path, &[&args.input()])?;
     refuse_existing(&[out, &vocab_path], args.force)?;
     write_pair([(out, &tensors), (&vocab_path, vocab.as_bytes())])?;
     outln!(
