@@ -16,7 +16,7 @@ pub fn host_workspace() -> Box<HostWorkspace> {
 }
 
 /// One generated text: the prompt as the model saw it, then the continuation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sample {
     /// Prompt characters the model knows, in order.
     pub prompt: String,
@@ -58,6 +58,20 @@ pub trait TextSink {
     /// The text has ended: at `<eos>`, at the length limit, or where
     /// [`TextSink::char`] said so.
     fn end(&mut self) -> Result<(), Self::Error>;
+}
+
+/// A prompt as a vocabulary reads it: the characters it lacks (each once,
+/// in order) and the prompt without them, as it runs.
+pub fn split_prompt(prompt: &str, known: impl Fn(char) -> bool) -> (String, String) {
+    let (mut lacks, mut runs) = (String::new(), String::new());
+    for c in prompt.chars() {
+        match known(c) {
+            true => runs.push(c),
+            false if !lacks.contains(c) => lacks.push(c),
+            false => {}
+        }
+    }
+    (lacks, runs)
 }
 
 /// Whether `prompt` has a character `model` knows (a text can start from it).

@@ -1240,6 +1240,71 @@ fn stop_signals_default(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// A stop signal while a run writes its samples (after an epoch that is
+/// not its last) cuts them short: the checkpoint was written before them,
+/// and the run stops with none shown. Eight texts of 100,000 characters at
+/// hidden 64 take seconds; the signal comes as soon as the epoch's line is
+/// printed, before the samples are.
+#[cfg(unix)]
+#[test]
+fn a_stop_while_samples_are_written_cuts_them_short() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let out = tmp.path().join("run");
+    let mut child = stop_signals_default(Command::new(BIN).args([
+        "train",
+        "--device",
+        "cpu",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--hidden",
+        "64",
+        "--batch",
+        "4",
+        "--seq-len",
+        "20",
+        "--epochs",
+        "2",
+        "--sample-chars",
+        "100000",
+        "--threads",
+        "1",
+    ]))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let epoch_end = line.starts_with("epoch 1/2:");
+        seen.push(line);
+        if epoch_end {
+            // SAFETY: kill(2) on our own child.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+            break;
+        }
+    }
+    seen.extend(lines.map(Result::unwrap));
+    let status = child.wait().unwrap();
+    let text = seen.join("\n");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        None,
+        "{text}"
+    );
+    assert_eq!(status.code(), Some(143), "{text}");
+    assert!(text.contains("interrupted by SIGTERM at step"), "{text}");
+    assert!(!text.contains("greedy"), "samples were shown: {text}");
+    assert!(!out.join("samples.txt").exists());
+    let o = charlm(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// A stop signal that comes while a run is still reading its corpus ends
 /// it at once, with 128 + the signal, whatever the read is doing: a new run
 /// writes nothing (no run folder, and the one `charlm train` made for it
@@ -1884,10 +1949,11 @@ fn bad_input_is_one_line_and_exit_status_2() {
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }
 
-/// A new run whose first write fails (here: no file may grow past 0
-/// bytes, as on a full disk) says so and leaves no folder that holds only
-/// its lock: not the `runs/<time>` one `charlm train` made, nor a new one
-/// `--out` named. A folder that was there before is left.
+/// A new run whose first save fails (here: no file may grow past 0 bytes,
+/// or past 16 KB, as on a full disk) says so and leaves no folder that it
+/// made and could not resume: not the `runs/<time>` one `charlm train`
+/// made, nor a new one `--out` named, even where `best.clm` was written
+/// before the checkpoint failed. A folder that was there before is left.
 #[cfg(unix)]
 #[test]
 fn a_run_whose_first_write_fails_leaves_no_folder_behind() {
@@ -1895,25 +1961,29 @@ fn a_run_whose_first_write_fails_leaves_no_folder_behind() {
     let corpus = small_corpus(tmp.path(), 3000);
     let old = tmp.path().join("old");
     std::fs::create_dir(&old).unwrap();
-    for out in [None, Some("old"), Some("new/deeper")] {
+    // No write at all; then room for best.clm (5 KB, written at the
+    // epoch's end before the checkpoint that records it) but not for the
+    // checkpoint (31 KB).
+    let cases = [None, Some("old"), Some("new/deeper")].map(|out| (out, 0));
+    for (out, room) in cases.into_iter().chain([(Some("late"), 16 << 10)]) {
         let mut cmd = Command::new(BIN);
         cmd.args(["train", "--corpus"])
             .arg(&corpus)
             .args(["--hidden", "8", "--batch", "2", "--seq-len", "8"])
-            .args(["--max-steps", "2", "--quiet"])
+            .args(["--epochs", "1", "--quiet"])
             .current_dir(tmp.path());
         if let Some(out) = out {
             cmd.args(["--out", out]);
         }
         // SAFETY: signal(2) and setrlimit(2) between fork and exec.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
                 libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let none = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
+                let limit = libc::rlimit {
+                    rlim_cur: room,
+                    rlim_max: room,
                 };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &none);
+                libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
                 Ok(())
             });
         }
@@ -1924,6 +1994,9 @@ fn a_run_whose_first_write_fails_leaves_no_folder_behind() {
             err.starts_with("charlm: error: cannot write ") && err.lines().count() == 1,
             "{out:?}: {err}"
         );
+        if room > 0 {
+            assert!(err.contains("checkpoint.bin"), "{err}");
+        }
         let mut left: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -1933,7 +2006,7 @@ fn a_run_whose_first_write_fails_leaves_no_folder_behind() {
         // other runs.
         // Nor `runs/`, made for the first case's run.
         let expected: &[&str] = match out {
-            Some("new/deeper") => &["new", "old", "small.txt"],
+            Some("new/deeper" | "late") => &["new", "old", "small.txt"],
             _ => &["old", "small.txt"],
         };
         assert_eq!(left, expected, "{out:?}");
@@ -2119,6 +2192,25 @@ fn samples_start_from_a_character_the_model_knows_and_missing_held_out_data_is_n
         let samples = std::fs::read_to_string(out.join("samples.txt")).unwrap();
         (samples, String::from_utf8_lossy(&o.stderr).into_owned())
     };
+    // A default prompt that loses characters to the corpus is noted too.
+    let lower = tmp.path().join("lower.txt");
+    std::fs::write(&lower, "today is sunday in moscow, ".repeat(300)).unwrap();
+    let lower_out = tmp.path().join("lower");
+    let mut args = vec![
+        "train",
+        "--corpus",
+        lower.to_str().unwrap(),
+        "--max-steps",
+        "2",
+    ];
+    args.extend_from_slice(&["--out", lower_out.to_str().unwrap()]);
+    args.extend_from_slice(TINY);
+    let o = charlm(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("charlm: note: the samples' prompt \"Today \": the corpus lacks \"T\"; samples run it as \"oday \""),
+        "{stderr}"
+    );
     // The default prompts ("Today " ...) have no character of this corpus:
     // the samples start from its most frequent one.
     let (samples, _) = train("default", &[]);
@@ -2142,7 +2234,9 @@ fn samples_start_from_a_character_the_model_knows_and_missing_held_out_data_is_n
         "{stderr}"
     );
     assert!(
-        stderr.contains("charlm: note: --prompt \"x日本y\" has 2 characters the corpus lacks: samples run it as \"日本\""),
+        stderr.contains(
+            "charlm: note: --prompt \"x日本y\": the corpus lacks \"xy\"; samples run it as \"日本\""
+        ),
         "{stderr}"
     );
     let blocks = sample_blocks(&samples);

@@ -46,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10.0, value_parser = super::finite::<f64>, allow_hyphen_values = true)]
     seconds: f64,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<usize>, allow_negative_numbers = true)]
     pub threads: Option<usize>,
 }
 

@@ -7,7 +7,7 @@ use charlm_runtime::{Error, Model, Sampler};
 use charlm_trainer::errln;
 use charlm_trainer::error::CliError;
 use charlm_trainer::sample::{
-    Batch, SampleError, TextSink, generate_batch_each, host_workspace, readable,
+    Batch, SampleError, TextSink, generate_batch_each, host_workspace, readable, split_prompt,
 };
 
 /// The lesson's prompts, used when none is given.
@@ -32,17 +32,17 @@ pub struct Args {
     #[arg(long, short, default_value_t = 0.0, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     temperature: f32,
     /// Sample only from the K most likely characters (0: all). Ignored when greedy.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole::<u16>)]
     top_k: u16,
     /// Then only from the fewest most likely characters whose probabilities
     /// reach P (nucleus sampling; 1: all). Ignored when greedy.
     #[arg(long, default_value_t = 1.0, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     top_p: f32,
     /// Seed of the random generator; text number k (counting across prompts) uses seed + k.
-    #[arg(long, short, default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(long, short, default_value_t = 0, allow_negative_numbers = true, value_parser = super::whole::<u64>)]
     seed: u64,
     /// Stop after this many generated characters (or at <eos>).
-    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
     max_chars: usize,
     /// Texts per prompt.
     #[arg(long, default_value_t = 1, value_parser = super::one_to(u32::MAX), allow_negative_numbers = true)]
@@ -136,13 +136,7 @@ impl<W: Write> Streamed<'_, W> {
 impl<W: Write> TextSink for Streamed<'_, W> {
     type Error = CliError;
 
-    fn begin(&mut self, prompt: &str, dropped: usize) -> Result<(), CliError> {
-        if dropped > 0 {
-            errln!(
-                "charlm: note: dropped {} of a prompt that the vocabulary lacks (it runs as {prompt:?})",
-                crate::out::count(dropped as u64, "character", "characters")
-            );
-        }
+    fn begin(&mut self, prompt: &str, _dropped: usize) -> Result<(), CliError> {
         self.pending.clear();
         match self.json {
             None => self.write(prompt),
@@ -222,6 +216,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         args.prompt
     };
+    // Once per prompt, not per text.
+    for p in &prompts {
+        let (lacks, runs) = split_prompt(p, |c| model.vocab().id_of(c).is_some());
+        if !lacks.is_empty() {
+            errln!(
+                "charlm: note: prompt {p:?}: the vocabulary lacks {lacks:?}; it runs as {runs:?}"
+            );
+        }
+    }
     let batch = Batch {
         prompts: &prompts,
         sampler,

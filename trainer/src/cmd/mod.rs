@@ -47,14 +47,39 @@ pub fn one_to<T>(max: T) -> impl Fn(&str) -> Result<T, String> + Clone + Send + 
 where
     T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display + Copy + Send + Sync + 'static,
 {
+    between(T::from(1), max)
+}
+
+/// A whole number from `min` to `max`.
+pub fn between<T>(
+    min: T,
+    max: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
     move |s: &str| match s.parse::<i128>() {
         Ok(_) => s
             .parse::<T>()
             .ok()
-            .filter(|t| *t >= T::from(1) && *t <= max)
-            .ok_or_else(|| format!("must be 1 to {max}")),
-        Err(_) => Err(format!("must be a whole number, 1 to {max}")),
+            .filter(|t| *t >= min && *t <= max)
+            .ok_or_else(|| format!("must be {min} to {max}")),
+        Err(_) => Err(format!("must be a whole number, {min} to {max}")),
     }
+}
+
+/// A count or seed flag's value parser where the command checks the range
+/// itself, if it has one: the reason in the user's words (Rust's parser
+/// says "invalid digit found in string" of `8.5` and of `-1`).
+pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    s.parse::<T>().map_err(|_| {
+        match s.parse::<i128>() {
+            Ok(n) if n < 0 => "must not be negative",
+            Ok(_) => "is too large",
+            Err(_) => "must be a whole number",
+        }
+        .to_string()
+    })
 }
 
 /// Refuses an output file that is one of the command's inputs (even with

@@ -68,24 +68,24 @@ pub struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Passes over the training data (default 5).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<u64>, allow_negative_numbers = true)]
     epochs: Option<u64>,
     /// Stop after this many optimizer steps in total (before --epochs ends).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<u64>, allow_negative_numbers = true)]
     max_steps: Option<u64>,
     /// Stop early once the held-out score has not improved for this many
     /// epochs in a row (evaluations, with --eval-every; default: train every
     /// epoch). Either way, the model of the lowest held-out score so far is
     /// kept as best.clm.
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<u64>, allow_negative_numbers = true)]
     patience: Option<u64>,
     /// Also score the held-out data every N optimizer steps, not only at
     /// each epoch's end: those scores compete for best.clm and count for
     /// --patience too (for corpora whose epochs are long).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::whole::<u64>, allow_negative_numbers = true)]
     eval_every: Option<u64>,
     /// Sequences per batch (default 16).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<usize>, allow_negative_numbers = true)]
     batch: Option<usize>,
     /// Recurrent cell (default lstm).
     #[arg(long, value_parser = ["lstm", "gru"])]
@@ -100,7 +100,7 @@ pub struct Args {
     #[arg(long, value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     dropout: Option<f32>,
     /// Characters per window of running text, the lesson's num_chars (default 100).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<usize>, allow_negative_numbers = true)]
     seq_len: Option<usize>,
     /// Update rule: adam, or rmsprop (rho 0.9, eps 1e-7: the lesson's Keras defaults).
     #[arg(long, value_enum)]
@@ -116,7 +116,7 @@ pub struct Args {
     #[arg(long, visible_alias = "max-grad-norm", value_parser = super::finite::<f32>, allow_hyphen_values = true)]
     clip: Option<f32>,
     /// Seed of everything random: the same seed gives the same model.clm, bit for bit (default 1).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole::<u64>)]
     seed: Option<u64>,
     /// Where to train: auto (a GPU when a driver is present, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -130,7 +130,7 @@ pub struct Args {
     #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Worker threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, value_parser = super::whole::<usize>, allow_negative_numbers = true)]
     pub threads: Option<usize>,
     /// Write a checkpoint every this many steps (and after every epoch).
     #[arg(long, default_value_t = 200, value_parser = super::one_to(u64::MAX), allow_negative_numbers = true)]
@@ -138,8 +138,8 @@ pub struct Args {
     /// Prompt for the samples shown after each epoch (repeat for several).
     #[arg(long)]
     prompt: Vec<String>,
-    /// Characters per sample.
-    #[arg(long)]
+    /// Characters per sample (0: the run shows and saves no samples).
+    #[arg(long, value_parser = super::between(0, train::MAX_SAMPLE_CHARS), allow_negative_numbers = true)]
     sample_chars: Option<usize>,
     /// Weight type of model.clm (and of the model the samples come from):
     /// f16 (default), or i8 with a scale per row, about half the size. A

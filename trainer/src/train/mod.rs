@@ -29,7 +29,7 @@ use crate::metrics::{self, Row};
 use crate::optim::{self, Optimizer, clip_grad_norm, grad_norm};
 use crate::params::Layout;
 use crate::rng::Rng;
-use crate::sample::{generate, host_workspace};
+use crate::sample::{Sample, SampleError, TextSink, generate_each, host_workspace, split_prompt};
 use crate::vocab::Vocab;
 use crate::{errln, outln};
 pub use backend::{Backend, Device, Resident, Settled};
@@ -766,42 +766,67 @@ fn default_prompts(corpus_name: &str, layout: TextLayout) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-/// Greedy text from every prompt, then one text per lesson temperature.
+/// The longest sample `--sample-chars` asks for (`charlm generate` writes
+/// longer texts).
+pub const MAX_SAMPLE_CHARS: usize = 100_000;
+
+/// Greedy text from every prompt, then one text per lesson temperature;
+/// `None` where a stop signal came while they were written (the run then
+/// stops without them).
 pub fn make_samples(
     model: &Model<'_>,
     prompts: &[String],
     seed: u64,
     max_chars: usize,
-) -> Vec<SampleRecord> {
+) -> Option<Vec<SampleRecord>> {
+    /// Keeps a text until a stop signal comes.
+    struct Watch(Sample, bool);
+    impl TextSink for Watch {
+        type Error = SampleError;
+        fn begin(&mut self, prompt: &str, _: usize) -> Result<(), Self::Error> {
+            self.0.prompt = prompt.to_string();
+            Ok(())
+        }
+        fn char(&mut self, c: char) -> Result<bool, Self::Error> {
+            self.0.generated.push(c);
+            self.1 = stop_signal() != 0;
+            Ok(!self.1)
+        }
+        fn end(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
     let mut ws = host_workspace();
     let usable: Vec<&String> = prompts
         .iter()
         .filter(|p| crate::sample::readable(model, p))
         .collect();
+    let greedy = usable.iter().map(|&p| (p, 0.0));
+    let warm = TEMPERATURES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &t)| Some((*usable.get(i % usable.len().max(1))?, t)));
     let mut out = Vec::new();
-    let mut run = |prompt: &str, temperature: f32| {
+    for (prompt, temperature) in greedy.chain(warm) {
         let Ok(sampler) = Sampler::from_temperature(temperature) else {
-            return;
+            continue;
         };
-        if let Ok(s) = generate(model, &mut ws, prompt, sampler, seed, max_chars) {
+        let mut text = Watch(Sample::default(), false);
+        let made = generate_each(model, &mut ws, prompt, sampler, seed, max_chars, &mut text);
+        if text.1 {
+            return None;
+        }
+        if made.is_ok() {
             out.push(SampleRecord {
                 prompt: prompt.to_string(),
                 temperature,
                 seed,
                 max_chars,
-                text: s.text(),
+                text: text.0.text(),
             });
         }
-    };
-    for p in &usable {
-        run(p, 0.0);
     }
-    for (i, &t) in TEMPERATURES.iter().enumerate() {
-        if let Some(p) = usable.get(i % usable.len().max(1)) {
-            run(p, t);
-        }
-    }
-    out
+    Some(out)
 }
 
 fn samples_text(records: &[SampleRecord], epoch: f64, steps: u64) -> String {
@@ -1019,10 +1044,13 @@ fn make_folder(out: &Path) -> Result<bool, CliError> {
     }
 }
 
-/// A run folder made for this run, removed again if the run ends having
-/// written nothing into it but its lock (its first write failed, e.g. on a
-/// full disk). Dropped while the run still holds the lock, so no other run
-/// is using the folder; a folder holding anything else is left alone.
+/// A run folder made for this run, removed again if the run ends before
+/// its first checkpoint (its first save failed, e.g. on a full disk): it
+/// could not be resumed, and it would stand in the way of the same `--out`.
+/// What such a run wrote first (its lock; `best.clm`, which comes before
+/// the checkpoint that records it) goes with it. Dropped while the run
+/// still holds the lock, so no other run is using the folder; a folder
+/// holding a checkpoint or anything the run does not write is left alone.
 struct RemoveIfUnused<'a>(Option<&'a Path>);
 
 impl Drop for RemoveIfUnused<'_> {
@@ -1030,14 +1058,29 @@ impl Drop for RemoveIfUnused<'_> {
         let Some(dir) = self.0 else {
             return;
         };
-        let Ok(mut entries) = std::fs::read_dir(dir) else {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
-        let only_lock = entries
-            .next()
-            .is_some_and(|e| e.is_ok_and(|e| e.file_name() == LOCK_FILE))
-            && entries.next().is_none();
-        if only_lock && std::fs::remove_file(dir.join(LOCK_FILE)).is_ok() {
+        let Ok(names) = entries
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            return;
+        };
+        let ours = |n: &std::ffi::OsString| {
+            n != checkpoint::FILE
+                && (n == LOCK_FILE || RUN_FILES.iter().chain(&OTHER_FILES).any(|f| n == f))
+        };
+        if !names.iter().all(ours) {
+            return;
+        }
+        // The lock last: while it is there, no other run takes the folder.
+        let (lock, files): (Vec<_>, Vec<_>) = names.iter().partition(|&n| n == LOCK_FILE);
+        if files
+            .into_iter()
+            .chain(lock)
+            .all(|n| std::fs::remove_file(dir.join(n)).is_ok())
+        {
             let _ = std::fs::remove_dir(dir);
         }
     }
@@ -1257,24 +1300,28 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         .clone()
         .unwrap_or_else(|| default_prompts(&data.name, data.layout));
     // The characters of each prompt the corpus has (what samples run).
-    let known = |p: &str| -> String { p.chars().filter(|&c| data.vocab.id(c).is_some()).collect() };
-    if opts.prompts.is_some() && prompts.iter().any(|p| !known(p).is_empty()) {
+    let known = |p: &str| split_prompt(p, |c| data.vocab.id(c).is_some());
+    let given = opts.prompts.is_some();
+    if prompts.iter().any(|p| !known(p).1.is_empty()) {
         for p in &prompts {
-            let runs = known(p);
-            let lacking = p.chars().count() - runs.chars().count();
-            if runs.is_empty() {
+            let (lacks, runs) = known(p);
+            let flag = if given {
+                "--prompt"
+            } else {
+                "the samples' prompt"
+            };
+            if runs.is_empty() && given {
                 note(&format!(
                     "--prompt {p:?} has no character of the corpus: no samples start from it"
                 ));
-            } else if lacking > 0 {
+            } else if !runs.is_empty() && !lacks.is_empty() {
                 note(&format!(
-                    "--prompt {p:?} has {} the corpus lacks: samples run it as {runs:?}",
-                    crate::out::count(lacking as u64, "character", "characters")
+                    "{flag} {p:?}: the corpus lacks {lacks:?}; samples run it as {runs:?}"
                 ));
             }
         }
     }
-    if prompts.iter().all(|p| known(p).is_empty()) {
+    if prompts.iter().all(|p| known(p).1.is_empty()) {
         // Samples start from a prompt the model can read: a corpus in
         // another script than the default prompts' starts from its most
         // frequent character (the vocabulary's first); prompts the user
@@ -1578,8 +1625,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 session_chars as f64 / session_train_s.max(1e-9) / 1e3
             ));
         }
-        if !interim {
-            last_samples = make_samples(&model, &prompts, cfg.seed, sample_chars);
+        // The checkpoint first: samples can take a while (a stop signal
+        // cuts them short), and a run whose first save fails must not
+        // have written anything else.
+        save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
+        metrics::write(&opts.out, &rows)?;
+        if !interim
+            && sample_chars > 0
+            && let Some(samples) = make_samples(&model, &prompts, cfg.seed, sample_chars)
+        {
+            last_samples = samples;
             if verbose {
                 print_samples(&last_samples);
             }
@@ -1588,8 +1643,6 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
             )?;
         }
-        save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
-        metrics::write(&opts.out, &rows)?;
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
             say(&format!(
