@@ -247,8 +247,16 @@ impl Checkpoint {
             )));
         }
         if dir.is_dir() && !dir.join(FILE).exists() {
+            // A run's lock without a checkpoint: the run ended before its
+            // first save (a second Ctrl-C during it, a kill).
+            let why = match dir.join(crate::train::LOCK_FILE).exists() {
+                true => {
+                    "; the run there ended before its first checkpoint: start it again with --out"
+                }
+                false => "",
+            };
             return Err(CliError::invalid(format!(
-                "{}: not a run folder (it holds no {FILE})",
+                "{}: not a run folder (it holds no {FILE}){why}",
                 dir.display()
             )));
         }
@@ -258,6 +266,28 @@ impl Checkpoint {
             source,
         })?;
         Self::from_bytes(&path, &bytes)
+    }
+
+    /// A checkpoint file under any name (one copied out of its run folder),
+    /// or a run folder's: what `charlm export` reads.
+    pub fn load_any(path: &Path) -> Result<Self, CliError> {
+        if !path.is_file() {
+            return Self::load(path);
+        }
+        let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Whether `path` is a file that begins as a checkpoint.
+    pub fn is_file(path: &Path) -> bool {
+        use std::io::Read;
+        let mut head = [0u8; MAGIC.len()];
+        path.is_file()
+            && std::fs::File::open(path).is_ok_and(|mut f| f.read_exact(&mut head).is_ok())
+            && looks_like_checkpoint(&head)
     }
 
     /// Writes `dir/checkpoint.bin` atomically.

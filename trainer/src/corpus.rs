@@ -117,6 +117,18 @@ impl Spec {
         let crc = charlm_runtime::format::crc32(&bytes);
         let text = utf8(&path, bytes)?;
         let mut notes = Vec::new();
+        // The lesson's data without --field: every column, commas and
+        // quotes would be read as text.
+        if self.field.is_none()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            notes.push(format!(
+                "{}: read as plain text; to read one column of an AG News CSV, give --field title (or description, title+description)",
+                path.display()
+            ));
+        }
         if self.field.is_some() {
             let quirk = check_quotes(&text).map_err(|why| {
                 CliError::invalid(format!("{}: CSV error: {why}", path.display()))

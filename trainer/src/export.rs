@@ -285,7 +285,7 @@ pub fn from_checkpoint(dir: &std::path::Path, weights: DType) -> Result<Snapshot
 pub fn checkpoint(
     dir: &std::path::Path,
 ) -> Result<(crate::checkpoint::Checkpoint, Layout, Vocab), CliError> {
-    let ck = crate::checkpoint::Checkpoint::load(dir)?;
+    let ck = crate::checkpoint::Checkpoint::load_any(dir)?;
     ck.config.validate()?;
     let vocab = Vocab::from_symbols(ck.vocab.chars().collect());
     let layout = Layout::new(ck.config.arch(vocab.size()));

@@ -138,6 +138,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
     std::fs::create_dir(d.join("notes")).unwrap();
     std::fs::write(d.join("notes/metrics.csv"), "my numbers\n").unwrap();
     let notes = d.join("notes").display().to_string();
+    // What a run stopped before its first checkpoint leaves: its lock.
+    std::fs::create_dir(d.join("unsaved")).unwrap();
+    std::fs::write(d.join("unsaved/.charlm-train.lock"), "").unwrap();
+    let unsaved = d.join("unsaved").display().to_string();
     // A PyTorch GRU wider than the host tools run (hidden 1100, f16
     // tensors: 7 MB), which the format itself would allow.
     let wide = {
@@ -532,6 +536,10 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec!["train", "--resume", &run_s, "--hidden", "16"],
             "--hidden differs from the run's",
         ),
+        (
+            vec!["train", "--resume", &unsaved],
+            "not a run folder (it holds no checkpoint.bin); the run there ended before its first checkpoint: start it again with --out",
+        ),
         // A run folder that is not there is named itself.
         (
             vec!["train", "--resume", "missing-run"],
@@ -605,8 +613,16 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "is a training checkpoint, not a model",
         ),
         (
-            vec!["export", &checkpoint],
-            "is a training checkpoint, not a model",
+            vec![
+                "export",
+                &checkpoint,
+                "--weights",
+                "f16",
+                "--force",
+                "--out",
+                &checkpoint,
+            ],
+            "the output would replace the input",
         ),
         (
             vec![

@@ -309,6 +309,8 @@ fn steps_replayed_as_cuda_graphs_train_the_same_model_bit_for_bit() {
                 "0.5",
                 "--max-steps",
                 "60",
+                "--prompt",
+                "ab c",
             ],
         ),
         (

@@ -495,6 +495,25 @@ fn export_writes_the_model_of_a_stopped_run_as_training_would() {
         "{stdout}"
     );
     let exported = std::fs::read(stopped.join("model-step7.clm")).unwrap();
+    // The checkpoint copied out of its folder under another name exports
+    // the same model, beside it; `info` names that command.
+    let copy = tmp.path().join("saved.ckpt");
+    std::fs::copy(stopped.join("checkpoint.bin"), &copy).unwrap();
+    let info = charlm(&["info", copy.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&info.stderr);
+    assert!(
+        said.contains(&format!(
+            "`charlm export {}` writes a model from it",
+            copy.display()
+        )),
+        "{said}"
+    );
+    let o = charlm(&["export", copy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(tmp.path().join("model-step7.clm")).unwrap(),
+        exported
+    );
     // ... and the export holds what a run that ends at step 7 writes.
     let ended = tmp.path().join("ended");
     let mut cfg = config(&corpus, CellKind::Gru);
@@ -1662,6 +1681,37 @@ fn titles_from_an_ag_news_csv() {
         "quotes are CSV syntax here, not text"
     );
     assert!(model.vocab().symbols().contains('S'));
+    // Without --field the CSV is plain text, with a note; and `eval`
+    // without --corpus notes that the bundled text is not the model's.
+    let csv_s = csv.to_str().unwrap();
+    let run_s = out.to_str().unwrap();
+    let plain = tmp.path().join("plain");
+    let mut args = vec!["train", "--corpus", csv_s, "--max-steps", "2", "--out"];
+    args.push(plain.to_str().unwrap());
+    args.extend_from_slice(TINY);
+    let o = charlm(&args);
+    let said = String::from_utf8_lossy(&o.stderr);
+    let hint = "train.csv: read as plain text; to read one column of an AG News CSV, give --field title (or description, title+description)";
+    assert!(o.status.success() && said.contains(hint), "{said}");
+    let o = charlm(&[
+        "eval", "--model", run_s, "--corpus", csv_s, "--field", "title",
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !said.contains("note"), "{said}");
+    let o = charlm(&["eval", "--model", run_s]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("charlm: note: no --corpus: scoring the bundled Tiny Shakespeare, but this model was trained on train.csv:title"),
+        "{said}"
+    );
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/shakespeare-lstm128.clm");
+    let o = charlm(&["eval", "--model", fixture.to_str().unwrap()]);
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn fails(args: &[&str], needle: &str) {

@@ -66,6 +66,12 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for q in &corpus.notes {
         errln!("charlm: note: {q}");
     }
+    let trained_on = model.meta().corpus;
+    if args.corpus.is_none() && !trained_on.is_empty() && trained_on != corpus.name {
+        errln!(
+            "charlm: note: no --corpus: scoring the bundled Tiny Shakespeare, but this model was trained on {trained_on}"
+        );
+    }
     let name = corpus.name.clone();
     let frac = args.val_frac.or(if args.corpus.is_none() {
         Some(0.05)

@@ -1,11 +1,12 @@
 //! `charlm export`: a model file from a run folder's checkpoint (for a run
-//! that is still going or that stopped before its end, or in i8), or an
-//! existing f16 model file quantized to i8.
+//! that is still going or that stopped before its end, or in i8; or from a
+//! checkpoint file copied out of its folder), or an existing f16 model file
+//! quantized to i8.
 
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::DType;
-use charlm_trainer::checkpoint::{Staged, write_atomic};
+use charlm_trainer::checkpoint::{Checkpoint, Staged, write_atomic};
 use charlm_trainer::error::CliError;
 use charlm_trainer::export::{from_checkpoint, quantize_file};
 use charlm_trainer::outln;
@@ -15,7 +16,8 @@ use super::Weights;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Run folder (written by `charlm train`; its checkpoint.bin is read),
-    /// or an f16 model file (.clm) to quantize with --weights i8.
+    /// a checkpoint file copied out of one, or an f16 model file (.clm) to
+    /// quantize with --weights i8.
     run: PathBuf,
     /// Model file to write (default: RUN/model-step<N>.clm, N the steps
     /// taken, with -i8 before .clm for i8 weights; for a model file,
@@ -53,12 +55,19 @@ pub struct Args {
 }
 
 impl Args {
-    /// The file read: a model file, or a run folder's checkpoint.
+    /// The file read: a model file, a checkpoint file, or a run folder's
+    /// checkpoint.
     fn input(&self) -> PathBuf {
         match self.run.is_dir() {
             true => self.run.join(charlm_trainer::checkpoint::FILE),
             false => self.run.clone(),
         }
+    }
+
+    /// Whether the input is a model file (else a run's checkpoint, in its
+    /// folder or copied out of it).
+    fn model_file(&self) -> bool {
+        self.run.is_file() && !Checkpoint::is_file(&self.run)
     }
 }
 
@@ -71,16 +80,19 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if let Some(out) = &args.safetensors {
         return safetensors(&args, out, weights);
     }
-    if args.run.is_file() {
+    if args.model_file() {
         return quantize(&args, weights);
     }
     let snap = from_checkpoint(&args.run, weights)?;
     let p = &snap.progress;
     let suffix = if weights == DType::I8 { "-i8" } else { "" };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| args.run.join(format!("model-step{}{suffix}.clm", p.steps)));
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = format!("model-step{}{suffix}.clm", p.steps);
+        match args.run.is_dir() {
+            true => args.run.join(name),
+            false => args.run.with_file_name(name),
+        }
+    });
     super::not_an_input(&out, &[&args.input()])?;
     write_new(&out, &snap.bytes, args.force)?;
     let a = snap.arch;
@@ -130,7 +142,7 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
             )
         } else {
             format!(
-                "{} is a model file: give --weights i8 to quantize it (f16 comes from a run folder's checkpoint)",
+                "{} is a model file: give --weights i8 to quantize it, or --c-source FILE.c or --safetensors FILE to convert it (f16 comes from a run folder's checkpoint)",
                 path.display()
             )
         }));
@@ -175,7 +187,7 @@ fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
 fn safetensors(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     // A model file's values (an i8 one's as `q * s`), or a run's f32
     // parameters as trained; `--weights i8` of a run: its i8 model's.
-    let (layout, params, vocab, what) = if args.run.is_file() || weights == DType::I8 {
+    let (layout, params, vocab, what) = if args.model_file() || weights == DType::I8 {
         let (bytes, what) = model_bytes(args, weights)?;
         let (layout, params, vocab) = charlm_trainer::export::parameters(&bytes)?;
         (layout, params, vocab, what)
@@ -216,7 +228,7 @@ fn quantized(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, CliError> {
 /// `--weights` asks, and how to name it.
 fn model_bytes(args: &Args, weights: DType) -> Result<(Vec<u8>, String), CliError> {
     let path = &args.run;
-    if path.is_file() {
+    if args.model_file() {
         let (_, bytes) = super::read_model(path.to_path_buf())?;
         let stored = charlm_runtime::Model::from_bytes(&bytes).map(|m| m.weights());
         if args.weights == Some(Weights::F16) && stored == Ok(DType::I8) {

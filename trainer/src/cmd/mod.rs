@@ -146,14 +146,19 @@ fn model_path(path: PathBuf) -> Result<PathBuf, CliError> {
 
 /// The error for a training checkpoint given as a model.
 fn checkpoint_given(path: &Path) -> CliError {
+    // Its run folder where it has its own name there, else the file.
     let run = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let from = match path.file_name() == Some(charlm_trainer::checkpoint::FILE.as_ref()) {
+        true => run,
+        false => path,
+    };
     CliError::invalid(format!(
         "{} is a training checkpoint, not a model: `charlm export {}` writes a model from it",
         path.display(),
-        run.display()
+        from.display()
     ))
 }
 

@@ -40,7 +40,7 @@ pub mod defaults {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextLayout {
-    /// One continuous text (train cuts it into --seq-len windows and carries the state across).
+    /// One continuous text (train cuts it into --seq-len windows and carries the state across; eval scores it in streams).
     Running,
     /// One sample per line, each ending in <eos>.
     Lines,

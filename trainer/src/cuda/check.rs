@@ -29,7 +29,7 @@ use crate::vocab::Vocab;
 /// Arguments of `charlm bench parity`.
 #[derive(clap::Args, Debug)]
 pub struct ParityArgs {
-    /// Device under test (compared with the CPU reference): cuda, cuda:N or cpu.
+    /// Device under test (compared with the CPU reference): cuda, cuda:N, cpu, or auto (a GPU where a driver is present, else the CPU).
     #[arg(long, default_value = "cuda")]
     pub device: Device,
     /// Optimizer steps of each loss-curve comparison.
@@ -47,7 +47,7 @@ pub struct ParityArgs {
 /// Arguments of `charlm bench gpu`.
 #[derive(clap::Args, Debug)]
 pub struct SpeedArgs {
-    /// Device: cuda, cuda:N (parameters and optimizer stay on the GPU) or cpu.
+    /// Device: cuda, cuda:N (parameters and optimizer stay on the GPU), cpu, or auto (a GPU where a driver is present, else the CPU).
     #[arg(long, default_value = "cuda")]
     pub device: Device,
     /// Configurations (comma-separated): titles8, titles64, text256, big, or all.
