@@ -1869,7 +1869,7 @@ fn bad_input_is_one_line_and_exit_status_2() {
     // Resumed with another corpus: the checksum says so before anything
     // else is made of the text (here, before its characters are dropped).
     // A run of `steps` steps of a tiny model on `corpus` into `out`.
-    let tiny_run = |corpus: &str, out: &str, steps: &str| {
+    let tiny_run = |corpus: &str, out: &str, steps: &str, seed: &str| {
         let o = charlm(&[
             "train",
             "--corpus",
@@ -1884,12 +1884,15 @@ fn bad_input_is_one_line_and_exit_status_2() {
             "8",
             "--max-steps",
             steps,
+            "--seed",
+            seed,
             "--quiet",
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
+    let small = small_corpus(tmp.path(), 3000).display().to_string();
     let run = d("run");
-    tiny_run(&small_corpus(tmp.path(), 3000).to_string_lossy(), &run, "2");
+    tiny_run(&small, &run, "2", "1");
     fails(
         &[
             "train",
@@ -1920,7 +1923,7 @@ fn bad_input_is_one_line_and_exit_status_2() {
     let moving = d("moving.txt");
     std::fs::copy(small_corpus(tmp.path(), 3000), &moving).unwrap();
     let moved = d("moved");
-    tiny_run(&moving, &moved, "1");
+    tiny_run(&moving, &moved, "1", "1");
     std::fs::remove_file(&moving).unwrap();
     fails(
         &["train", "--resume", &moved, "--max-steps", "2"],
@@ -1930,33 +1933,9 @@ fn bad_input_is_one_line_and_exit_status_2() {
     // this folder's model is kept; with its metrics.csv moved away, the
     // checkpoint's run continues there.
     let other = d("other");
-    let corpus = small_corpus(tmp.path(), 3000);
-    let tiny = |out: &str, seed: &str| {
-        let o = charlm(&[
-            "train",
-            "--device",
-            "cpu",
-            "--corpus",
-            corpus.to_str().unwrap(),
-            "--out",
-            out,
-            "--hidden",
-            "8",
-            "--batch",
-            "2",
-            "--seq-len",
-            "8",
-            "--max-steps",
-            "2",
-            "--seed",
-            seed,
-            "--quiet",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    tiny(&other, "7");
+    tiny_run(&small, &other, "2", "7");
     let copied = d("copied");
-    tiny(&copied, "8");
+    tiny_run(&small, &copied, "2", "8");
     std::fs::copy(
         Path::new(&other).join("checkpoint.bin"),
         Path::new(&copied).join("checkpoint.bin"),
