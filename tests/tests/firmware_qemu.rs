@@ -334,7 +334,23 @@ fn assert_text(run: &Run, expected: &str, what: &str, diagnostics: bool) {
             run.stderr
         );
     }
+    // docs/FIRMWARE.md promises every build a stack of under STACK_BUDGET
+    // bytes (a recursive call in the decoder once took 1.3 KiB more,
+    // unnoticed for a session).
+    let stack: Option<usize> = run
+        .stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stack high-water mark"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok());
+    assert!(
+        stack.is_some_and(|b| b < STACK_BUDGET),
+        "stack high-water mark {stack:?} bytes, the budget is under {STACK_BUDGET}:\n{}",
+        run.stderr
+    );
 }
+
+/// The stack every firmware run stays under (docs/FIRMWARE.md).
+const STACK_BUDGET: usize = 4096;
 
 #[test]
 fn firmware_matches_host_and_golden_for_the_default_model() {

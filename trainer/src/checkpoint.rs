@@ -136,6 +136,27 @@ pub struct Checkpoint {
     pub metrics: Vec<Row>,
 }
 
+/// Why a folder that holds nothing but a run's lock (and what a cut save
+/// left) has no checkpoint: its run is still starting, or ended before its
+/// first save (a second Ctrl-C during it, a kill). Empty for any other
+/// folder.
+fn before_first_checkpoint(dir: &Path) -> &'static str {
+    let lock = crate::train::LOCK_FILE;
+    let temporary = format!(".{FILE}.tmp");
+    let only_a_start = std::fs::read_dir(dir).is_ok_and(|entries| {
+        let mut names = entries.map(|e| e.map(|e| e.file_name()));
+        names.all(|n| n.is_ok_and(|n| n == lock || n.to_string_lossy().starts_with(&temporary)))
+    });
+    if !only_a_start || !dir.join(lock).is_file() {
+        return "";
+    }
+    let free = std::fs::File::open(dir.join(lock)).is_ok_and(|f| f.try_lock_shared().is_ok());
+    match free {
+        true => "; the run there ended before its first checkpoint: start it again with --out",
+        false => "; the run there has not written its first checkpoint yet",
+    }
+}
+
 impl Checkpoint {
     /// Encodes with magic and checksum.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -247,17 +268,10 @@ impl Checkpoint {
             )));
         }
         if dir.is_dir() && !dir.join(FILE).exists() {
-            // A run's lock without a checkpoint: the run ended before its
-            // first save (a second Ctrl-C during it, a kill).
-            let why = match dir.join(crate::train::LOCK_FILE).exists() {
-                true => {
-                    "; the run there ended before its first checkpoint: start it again with --out"
-                }
-                false => "",
-            };
             return Err(CliError::invalid(format!(
-                "{}: not a run folder (it holds no {FILE}){why}",
-                dir.display()
+                "{}: not a run folder (it holds no {FILE}){}",
+                dir.display(),
+                before_first_checkpoint(dir)
             )));
         }
         let path = dir.join(FILE);
@@ -531,6 +545,25 @@ mod tests {
     use crate::corpus::{Layout, Spec};
     use crate::optim::{Kind, Optimizer};
     use charlm_runtime::format::CellKind;
+
+    #[test]
+    fn a_folder_with_only_a_lock_tells_whether_its_run_goes_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(before_first_checkpoint(dir), "");
+        let lock = dir.join(crate::train::LOCK_FILE);
+        std::fs::write(&lock, b"").unwrap();
+        std::fs::write(dir.join(format!(".{FILE}.tmp123")), b"").unwrap();
+        assert!(before_first_checkpoint(dir).contains("ended before its first checkpoint"));
+        let held = std::fs::File::open(&lock).unwrap();
+        held.lock().unwrap();
+        assert!(before_first_checkpoint(dir).contains("has not written its first checkpoint yet"));
+        held.unlock().unwrap();
+        // Anything else there (a finished run whose checkpoint is gone):
+        // no guess.
+        std::fs::write(dir.join("best.clm"), b"").unwrap();
+        assert_eq!(before_first_checkpoint(dir), "");
+    }
 
     fn checkpoint(weights: DType) -> Checkpoint {
         Checkpoint {

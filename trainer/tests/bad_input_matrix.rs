@@ -603,6 +603,19 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             vec!["export", &run_s, "--safetensors", &checkpoint, "--force"],
             "the output would replace the input",
         ),
+        // another run's checkpoint as the output, even with --force
+        (
+            vec![
+                "export",
+                &model,
+                "--weights",
+                "i8",
+                "--force",
+                "--out",
+                &checkpoint,
+            ],
+            "is a training checkpoint, which --force does not replace (its run could not resume)",
+        ),
         // a checkpoint where a model belongs
         (
             vec!["info", &checkpoint],

@@ -1317,7 +1317,16 @@ fn a_stop_while_samples_are_written_cuts_them_short() {
         "{text}"
     );
     assert_eq!(status.code(), Some(143), "{text}");
-    assert!(text.contains("interrupted by SIGTERM at step"), "{text}");
+    // At the epoch's last step: no step is taken after the samples.
+    let step = text
+        .lines()
+        .find(|l| l.starts_with("epoch 1/2:"))
+        .and_then(|l| l.split(", step ").nth(1)?.split(',').next())
+        .unwrap();
+    assert!(
+        text.contains(&format!("interrupted by SIGTERM at step {step}:")),
+        "{text}"
+    );
     assert!(!text.contains("greedy"), "samples were shown: {text}");
     assert!(!out.join("samples.txt").exists());
     let o = charlm(&["train", "--resume", out.to_str().unwrap(), "--quiet"]);
@@ -1558,7 +1567,8 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         sent
     };
     // Steps of about half a second (hidden 512, 6,400 characters, one
-    // thread), each checkpointed.
+    // thread), each checkpointed. Each is an epoch: without samples after
+    // it (a stop during them ends the run at once, cleanly).
     let one_step_at_a_time = [
         "--checkpoint-every",
         "1",
@@ -1566,6 +1576,8 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         "1",
         "--device",
         "cpu",
+        "--sample-chars",
+        "0",
     ];
     let mut child = stop_signals_default(&mut Command::new(BIN))
         .args(["train", "--corpus", corpus.to_str().unwrap(), "--out"])
@@ -1711,6 +1723,15 @@ fn titles_from_an_ag_news_csv() {
         o.status.success() && o.stderr.is_empty(),
         "{}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    // Nor for a model charlm did not train (no steps; its "corpus" names
+    // where it came from).
+    let synthetic = fixture.with_file_name("gru1.clm");
+    let o = charlm(&["eval", "--model", synthetic.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !said.contains("no --corpus"),
+        "{said}"
     );
 }
 

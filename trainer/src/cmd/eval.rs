@@ -66,8 +66,10 @@ pub fn run(args: Args) -> Result<(), CliError> {
     for q in &corpus.notes {
         errln!("charlm: note: {q}");
     }
+    // (A model charlm trained names its corpus and has taken steps; an
+    // imported one names its source file.)
     let trained_on = model.meta().corpus;
-    if args.corpus.is_none() && !trained_on.is_empty() && trained_on != corpus.name {
+    if args.corpus.is_none() && model.meta().steps > 0 && trained_on != corpus.name {
         errln!(
             "charlm: note: no --corpus: scoring the bundled Tiny Shakespeare, but this model was trained on {trained_on}"
         );

@@ -263,11 +263,18 @@ pub(super) fn write_new(out: &Path, bytes: &[u8], force: bool) -> Result<(), Cli
 }
 
 /// One line naming the first of `paths` that exists, unless `force`; a
-/// path that is a folder (or anything but a file) even then.
+/// path that is a folder (or anything but a file), or a run's checkpoint
+/// (the run could not resume), even then.
 fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CliError> {
     if let Some(p) = paths.iter().find(|p| p.exists() && !p.is_file()) {
         return Err(CliError::invalid(format!(
             "{} exists and is not a file",
+            p.display()
+        )));
+    }
+    if let Some(p) = paths.iter().find(|p| Checkpoint::is_file(p)) {
+        return Err(CliError::invalid(format!(
+            "{} is a training checkpoint, which --force does not replace (its run could not resume); choose another --out",
             p.display()
         )));
     }

@@ -74,7 +74,7 @@ where
 pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     s.parse::<T>().map_err(|_| {
         match s.parse::<i128>() {
-            Ok(n) if n < 0 => "must not be negative",
+            Ok(_) if s.starts_with('-') => "must not be negative",
             Ok(_) => "is too large",
             Err(_) => "must be a whole number",
         }

@@ -766,6 +766,18 @@ fn default_prompts(corpus_name: &str, layout: TextLayout) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// What a run stopped by `signal` (0: `stop_after`) at `steps` says.
+fn interrupted(signal: usize, steps: u64, out: &Path) -> String {
+    let by = match signal {
+        0 => String::new(),
+        s => format!(" by {}", signal_name(s)),
+    };
+    format!(
+        "interrupted{by} at step {steps}: checkpoint saved; continue with: charlm train --resume {0}, or write its model with: charlm export {0}",
+        out.display()
+    )
+}
+
 /// The longest sample `--sample-chars` asks for (`charlm generate` writes
 /// longer texts).
 pub const MAX_SAMPLE_CHARS: usize = 100_000;
@@ -1302,7 +1314,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // The characters of each prompt the corpus has (what samples run).
     let known = |p: &str| split_prompt(p, |c| data.vocab.id(c).is_some());
     let given = opts.prompts.is_some();
-    if prompts.iter().any(|p| !known(p).1.is_empty()) {
+    if opts.sample_chars != Some(0) && prompts.iter().any(|p| !known(p).1.is_empty()) {
         for p in &prompts {
             let (lacks, runs) = known(p);
             let flag = if given {
@@ -1518,15 +1530,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 store(backend.as_mut(), &mut params, &mut opt)?;
                 save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
                 metrics::write(&opts.out, &rows)?;
-                let by = match signal {
-                    0 => String::new(),
-                    s => format!(" by {}", signal_name(s)),
-                };
-                say(&format!(
-                    "interrupted{by} at step {}: checkpoint saved; continue with: charlm train --resume {1}, or write its model with: charlm export {1}",
-                    progress.steps,
-                    opts.out.display()
-                ));
+                say(&interrupted(signal, progress.steps, &opts.out));
                 outcome = Outcome::Interrupted(signal);
                 break 'epochs;
             }
@@ -1630,18 +1634,29 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // have written anything else.
         save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
         metrics::write(&opts.out, &rows)?;
-        if !interim
-            && sample_chars > 0
-            && let Some(samples) = make_samples(&model, &prompts, cfg.seed, sample_chars)
-        {
-            last_samples = samples;
-            if verbose {
-                print_samples(&last_samples);
+        if !interim && sample_chars > 0 {
+            match make_samples(&model, &prompts, cfg.seed, sample_chars) {
+                Some(samples) => {
+                    last_samples = samples;
+                    if verbose {
+                        print_samples(&last_samples);
+                    }
+                    write_atomic(
+                        &opts.out.join("samples.txt"),
+                        samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
+                    )?;
+                }
+                // Cut short by a stop signal, with the checkpoint written:
+                // the run stops here, unless it is finishing (then it
+                // writes its models and ends).
+                None if RUN_STATE.load(Ordering::SeqCst) & 0xff != FINISHING => {
+                    let signal = stop_signal();
+                    say(&interrupted(signal, progress.steps, &opts.out));
+                    outcome = Outcome::Interrupted(signal);
+                    break 'epochs;
+                }
+                None => {}
             }
-            write_atomic(
-                &opts.out.join("samples.txt"),
-                samples_text(&last_samples, epoch_label, progress.steps).as_bytes(),
-            )?;
         }
         if let (true, Some(n), Some(b)) = (patience_spent(&progress), cfg.patience, &progress.best)
         {
