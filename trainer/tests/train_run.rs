@@ -1710,7 +1710,19 @@ fn titles_from_an_ag_news_csv() {
     ]);
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && !said.contains("note"), "{said}");
+    // The run folder without --corpus: its own held-out titles, the score
+    // its model.clm records (f16, through the runtime).
     let o = charlm(&["eval", "--model", run_s]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    let recorded = model.meta().val_bpc_f16.unwrap();
+    assert!(
+        said.starts_with(&format!(
+            "{recorded:.4} bits per character on the held-out 0.1 of train.csv:title (the run's split): "
+        )),
+        "{said}"
+    );
+    let model_file = out.join("model.clm");
+    let o = charlm(&["eval", "--model", model_file.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(
         said.contains("charlm: note: no --corpus: scoring the bundled Tiny Shakespeare, but this model was trained on train.csv:title"),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use charlm_runtime::Model;
 use charlm_trainer::batch::eval_streams;
+use charlm_trainer::checkpoint::{self, Checkpoint};
 use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::error::CliError;
 use charlm_trainer::eval::{EvalData, runtime_loss};
@@ -19,8 +20,10 @@ pub struct Args {
     /// Model file (.clm), or a run folder (its model.clm).
     #[arg(long, short)]
     model: PathBuf,
-    /// Text to score (a text file, or AG News CSV with --field). Default: the
-    /// held-out part of the bundled Tiny Shakespeare (as `charlm train` splits it).
+    /// Text to score (a text file, or AG News CSV with --field). Default:
+    /// for a run folder, the run's own held-out data (as it split it); for a
+    /// model file, the held-out part of the bundled Tiny Shakespeare (as
+    /// `charlm train` splits it).
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Read --corpus as AG News CSV and score this field.
@@ -36,7 +39,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let (path, bytes) = super::read_model(args.model)?;
+    // A run folder and nothing to say what to score: its own held-out data.
+    let run = (args.model.join(checkpoint::FILE).is_file()
+        && args.corpus.is_none()
+        && args.field.is_none()
+        && args.layout.is_none())
+    .then(|| Checkpoint::load(&args.model))
+    .transpose()?;
+    let (path, bytes) = super::read_model(args.model.clone())?;
     let model_err = |source| CliError::Model {
         path: path.clone(),
         source,
@@ -52,6 +62,9 @@ pub fn run(args: Args) -> Result<(), CliError> {
         return Err(CliError::invalid(
             "--field reads AG News rows, one sample each: --layout running does not apply (leave it out)",
         ));
+    }
+    if let Some(ck) = run {
+        return score(&model, &run_held_out(&args, &ck)?);
     }
     let layout = match (args.field, args.layout) {
         (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
@@ -97,6 +110,81 @@ pub fn run(args: Args) -> Result<(), CliError> {
         }
         None => corpus.texts,
     };
+    score(
+        &model,
+        &Held {
+            name,
+            texts,
+            layout,
+        },
+    )
+}
+
+/// Text to score: its name in the report, the texts, their layout.
+struct Held {
+    name: String,
+    texts: Vec<String>,
+    layout: Layout,
+}
+
+/// A run's own held-out data, as the run split it: its `--val` file, or the
+/// part `--val-frac` held out of its corpus (this command's `--val-frac`
+/// where given).
+fn run_held_out(args: &Args, ck: &Checkpoint) -> Result<Held, CliError> {
+    let cfg = &ck.config;
+    let corpus = cfg.corpus.load()?;
+    let (corpus_name, layout) = (corpus.name.clone(), corpus.layout);
+    let dir = args.model.display();
+    if corpus.crc != ck.corpus_crc {
+        return Err(CliError::invalid(format!(
+            "{}: the corpus differs from the one the run in {dir} was trained on; give --corpus to score it",
+            corpus.name
+        )));
+    }
+    let (name, texts) = match &cfg.val {
+        Some(val) => {
+            let val = Spec {
+                path: Some(val.clone()),
+                ..cfg.corpus.clone()
+            }
+            .load()?;
+            (format!("{} (the run's --val)", val.name), val.texts)
+        }
+        None => {
+            let f = args.val_frac.unwrap_or(cfg.val_frac);
+            if !(0.0..=0.5).contains(&f) {
+                return Err(CliError::invalid(format!(
+                    "--val-frac {f}: must be above 0 and at most 0.5"
+                )));
+            }
+            let whose = if args.val_frac.is_some() {
+                ""
+            } else {
+                " (the run's split)"
+            };
+            let name = format!("the held-out {f} of {}{whose}", corpus.name);
+            (name, corpus.split(f).val)
+        }
+    };
+    if texts.is_empty() {
+        return Err(CliError::invalid(format!(
+            "{dir}: the run holds nothing out of {corpus_name} to score; give --corpus"
+        )));
+    }
+    Ok(Held {
+        name,
+        texts,
+        layout,
+    })
+}
+
+/// Scores `held` through the runtime and reports it.
+fn score(model: &Model<'_>, held: &Held) -> Result<(), CliError> {
+    let Held {
+        name,
+        texts,
+        layout,
+    } = held;
     let vocab = Vocab::from_symbols(model.vocab().symbols().chars().collect());
     let mut dropped = 0;
     let mut ids: Vec<Vec<u16>> = texts
@@ -125,7 +213,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
             "{name}: nothing to score (no character the model knows)"
         )));
     }
-    let loss = runtime_loss(&model, &data);
+    let loss = runtime_loss(model, &data);
     let how = match &data {
         EvalData::Samples(s) => crate::out::count(s.len() as u64, "sample", "samples"),
         EvalData::Running(t) => {
