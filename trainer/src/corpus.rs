@@ -403,6 +403,35 @@ pub struct Split {
     pub val: Vec<String>,
 }
 
+impl Spec {
+    /// `corpus` (this spec's) split as a run splits it: the held-out texts
+    /// from the `val` file, read as this spec reads its corpus, else the
+    /// fraction `frac` of the corpus; with the notes on the `val` file.
+    pub fn split(
+        &self,
+        corpus: Corpus,
+        val: Option<&Path>,
+        frac: f64,
+    ) -> Result<(Split, Vec<String>), CliError> {
+        Ok(match val {
+            Some(path) => {
+                let val = Spec {
+                    path: Some(path.to_path_buf()),
+                    ..self.clone()
+                }
+                .load()?;
+                let split = Split {
+                    train: corpus.texts,
+                    train_lines: corpus.lines,
+                    val: val.texts,
+                };
+                (split, val.notes)
+            }
+            None => (corpus.split(frac), Vec::new()),
+        })
+    }
+}
+
 impl Corpus {
     /// Holds out a fraction `frac` (0 to 0.5): the last part of running text,
     /// or every `1/frac`-th sample (spread evenly, the same every time).

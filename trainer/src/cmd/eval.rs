@@ -93,11 +93,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     } else {
         None
     });
-    if let Some(f) = frac.filter(|f| !(0.0..=0.5).contains(f) || *f == 0.0) {
-        return Err(CliError::invalid(format!(
-            "--val-frac {f}: must be above 0 and at most 0.5"
-        )));
-    }
+    let frac = frac.map(checked_val_frac).transpose()?;
     let texts = match frac {
         Some(f) => {
             let val = corpus.split(f).val;
@@ -118,6 +114,16 @@ pub fn run(args: Args) -> Result<(), CliError> {
             layout,
         },
     )
+}
+
+/// `--val-frac`'s value where it is allowed.
+fn checked_val_frac(f: f64) -> Result<f64, CliError> {
+    match f > 0.0 && f <= 0.5 {
+        true => Ok(f),
+        false => Err(CliError::invalid(format!(
+            "--val-frac {f}: must be above 0 and at most 0.5"
+        ))),
+    }
 }
 
 /// Text to score: its name in the report, the texts, their layout.
@@ -141,31 +147,22 @@ fn run_held_out(args: &Args, ck: &Checkpoint) -> Result<Held, CliError> {
             corpus.name
         )));
     }
-    let (name, texts) = match &cfg.val {
+    let frac = match args.val_frac {
+        Some(f) => checked_val_frac(f)?,
+        None => cfg.val_frac,
+    };
+    let name = match &cfg.val {
         Some(val) => {
-            let val = Spec {
+            let spec = Spec {
                 path: Some(val.clone()),
                 ..cfg.corpus.clone()
-            }
-            .load()?;
-            (format!("{} (the run's --val)", val.name), val.texts)
-        }
-        None => {
-            let f = args.val_frac.unwrap_or(cfg.val_frac);
-            if !(0.0..=0.5).contains(&f) {
-                return Err(CliError::invalid(format!(
-                    "--val-frac {f}: must be above 0 and at most 0.5"
-                )));
-            }
-            let whose = if args.val_frac.is_some() {
-                ""
-            } else {
-                " (the run's split)"
             };
-            let name = format!("the held-out {f} of {}{whose}", corpus.name);
-            (name, corpus.split(f).val)
+            format!("{} (the run's --val)", spec.name())
         }
+        None if args.val_frac.is_some() => format!("the held-out {frac} of {corpus_name}"),
+        None => format!("the held-out {frac} of {corpus_name} (the run's split)"),
     };
+    let texts = cfg.corpus.split(corpus, cfg.val.as_deref(), frac)?.0.val;
     if texts.is_empty() {
         return Err(CliError::invalid(format!(
             "{dir}: the run holds nothing out of {corpus_name} to score; give --corpus"

@@ -560,25 +560,14 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
     for q in &corpus.notes {
         note(q);
     }
-    let split = match &cfg.val {
-        Some(path) => {
-            let val = Spec {
-                path: Some(path.clone()),
-                ..cfg.corpus.clone()
-            }
-            .load()
-            .map_err(moved("held-out file", "--val"))?;
-            for q in &val.notes {
-                note(q);
-            }
-            corpus::Split {
-                train: corpus.texts,
-                train_lines: corpus.lines,
-                val: val.texts,
-            }
-        }
-        None => corpus.split(cfg.val_frac),
-    };
+    // (The corpus is read: a file not found now is the --val file.)
+    let (split, val_notes) = cfg
+        .corpus
+        .split(corpus, cfg.val.as_deref(), cfg.val_frac)
+        .map_err(moved("held-out file", "--val"))?;
+    for q in &val_notes {
+        note(q);
+    }
     let (vocab, source) = match given {
         Some(g) => (g.vocab, Some(g.source)),
         None => (Vocab::fit(split.train.iter().map(|s| s.as_str()))?, None),
