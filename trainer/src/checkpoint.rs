@@ -416,6 +416,33 @@ fn folder_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Syncs the folder that holds `path`, so that a file renamed into it
+/// stays there after a crash. Where that cannot be done at all (a platform
+/// that cannot open a folder, a file system that cannot sync one) there is
+/// nothing more to do; any other failure (an I/O error) is one: the file is
+/// in place but may not outlive a crash.
+pub fn sync_folder(path: &Path) -> std::io::Result<()> {
+    let Ok(folder) = File::open(folder_of(path)) else {
+        return Ok(());
+    };
+    match folder.sync_all() {
+        Err(e) if cannot_sync_folders(&e) => Ok(()),
+        result => {
+            result.map_err(|e| std::io::Error::new(e.kind(), format!("syncing its folder: {e}")))
+        }
+    }
+}
+
+/// Whether `e`, from syncing a folder, says the file system cannot do that
+/// (rather than that it failed to).
+fn cannot_sync_folders(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    if let Some(code) = e.raw_os_error() {
+        return [libc::EINVAL, libc::ENOTSUP, libc::EOPNOTSUPP, libc::EBADF].contains(&code);
+    }
+    e.kind() == std::io::ErrorKind::Unsupported
+}
+
 /// Whether a process `pid` exists.
 #[cfg(unix)]
 fn process_alive(pid: u32) -> bool {
@@ -471,14 +498,15 @@ impl Staged {
 
     /// Renames the file into its place and makes the rename durable.
     pub fn commit(mut self) -> Result<(), CliError> {
+        self.rename()?;
+        sync_folder(&self.path).map_err(|source| self.error(source))
+    }
+
+    /// Renames the file into its place (not yet durable: [`sync_folder`]).
+    fn rename(&mut self) -> Result<(), CliError> {
         std::fs::rename(&self.tmp, &self.path).map_err(|source| self.error(source))?;
         // Renamed: nothing left for `drop` to remove.
         self.tmp = PathBuf::new();
-        // Make the rename itself durable (best effort: not every platform
-        // can open a directory).
-        if let Ok(d) = File::open(folder_of(&self.path)) {
-            let _ = d.sync_all();
-        }
         Ok(())
     }
 
@@ -488,7 +516,7 @@ impl Staged {
     /// file restored from a hard link kept until then, or the new one
     /// removed where there was none), so that a pair never mixes an old
     /// file with a new one.
-    pub fn commit_pair(first: Staged, second: Staged) -> Result<(), CliError> {
+    pub fn commit_pair(mut first: Staged, mut second: Staged) -> Result<(), CliError> {
         // Until the pair is whole again, old or new, and the link is gone.
         let _hold = Hold::new();
         let path = first.path.clone();
@@ -510,8 +538,8 @@ impl Staged {
                 true
             }
         };
-        let result = first.commit().and_then(|()| {
-            second.commit().inspect_err(|_| {
+        let result = first.rename().and_then(|()| {
+            second.rename().inspect_err(|_| {
                 let _ = if kept {
                     std::fs::rename(&keep, &path)
                 } else {
@@ -520,7 +548,13 @@ impl Staged {
             })
         });
         let _ = std::fs::remove_file(&keep);
-        result
+        result?;
+        // Both in place: now make that durable.
+        sync_folder(&first.path).map_err(|source| first.error(source))?;
+        if folder_of(&second.path) != folder_of(&first.path) {
+            sync_folder(&second.path).map_err(|source| second.error(source))?;
+        }
+        Ok(())
     }
 
     fn error(&self, source: std::io::Error) -> CliError {

@@ -286,3 +286,119 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
     );
     assert!(whole[0] == pair());
 }
+
+/// A file system that fails to sync a folder (an I/O error) after a file
+/// was renamed into it: the rename may not outlive a crash, so `train` and
+/// `export` stop with one line naming the file, and what was there before
+/// stays usable. One that cannot sync folders at all (EINVAL, as some
+/// network file systems say) is no error. The failure comes from a small
+/// preloaded library that answers `fsync` on a folder with the error
+/// number in `FAIL_FOLDER_SYNC`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_folder_that_fails_to_sync_stops_the_command_and_one_that_cannot_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = tmp.path().join("fail_folder_sync.so");
+    let source = tmp.path().join("fail_folder_sync.c");
+    std::fs::write(
+        &source,
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+int fsync(int fd) {
+    const char *code = getenv("FAIL_FOLDER_SYNC");
+    struct stat st;
+    if (code && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+        errno = atoi(code);
+        return -1;
+    }
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    return real(fd);
+}
+"#,
+    )
+    .unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the preloaded library");
+    assert!(built.success());
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(&corpus, &charlm_trainer::corpus::BUNDLED[..3000]).unwrap();
+    let run = |errno: Option<i32>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).current_dir(tmp.path());
+        if let Some(errno) = errno {
+            cmd.env("LD_PRELOAD", &shim)
+                .env("FAIL_FOLDER_SYNC", errno.to_string());
+        }
+        cmd.output().unwrap()
+    };
+    let train = |errno, out: &str, more: &[&str]| {
+        let mut args = vec!["train", "--corpus", "c.txt", "--hidden", "8"];
+        args.extend(["--batch", "2", "--seq-len", "8", "--quiet", "--out", out]);
+        args.extend(more);
+        run(errno, &args)
+    };
+    let one_line_error = |o: &std::process::Output, names: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        let expected = format!("charlm: error: cannot write {names}: syncing its folder: ");
+        assert!(
+            err.starts_with(&expected) && err.lines().count() == 1,
+            "{err}"
+        );
+    };
+
+    // Cannot sync folders: the run is written as usual.
+    let o = train(Some(libc::EINVAL), "a", &["--epochs", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = std::fs::read(tmp.path().join("a/model.clm")).unwrap();
+    Model::from_bytes(&model).unwrap();
+
+    // Fails to: a new run stops before it trains, and leaves no folder.
+    let o = train(Some(libc::EIO), "b", &["--epochs", "1"]);
+    one_line_error(&o, "b");
+    assert!(!tmp.path().join("b").exists());
+
+    // A resumed run stops at its first save; its folder still resumes.
+    let o = run(
+        Some(libc::EIO),
+        &["train", "--resume", "a", "--epochs", "2"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    let name = ["checkpoint.bin", "model.clm", "best.clm", "metrics.csv"]
+        .into_iter()
+        .find(|f| err.contains(&format!("cannot write a/{f}:")))
+        .unwrap_or_else(|| panic!("{err}"));
+    one_line_error(&o, &format!("a/{name}"));
+    let o = run(
+        None,
+        &["train", "--resume", "a", "--epochs", "2", "--quiet"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // `export`: one file, and a pair (tensors and vocabulary). What was
+    // renamed into place is whole; only its durability is in doubt.
+    let o = run(Some(libc::EIO), &["export", "a", "--out", "m.clm"]);
+    one_line_error(&o, "m.clm");
+    Model::from_bytes(&std::fs::read(tmp.path().join("m.clm")).unwrap()).unwrap();
+    let o = run(Some(libc::EIO), &["export", "a", "--safetensors", "m.st"]);
+    one_line_error(&o, "m.st");
+    let pair = |dir: &str| {
+        ["m.st", "m.vocab.json"].map(|f| std::fs::read(tmp.path().join(dir).join(f)).unwrap())
+    };
+    let failed = pair(".");
+    std::fs::create_dir(tmp.path().join("ok")).unwrap();
+    let o = run(
+        Some(libc::EINVAL),
+        &["export", "a", "--safetensors", "ok/m.st"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(failed, pair("ok"));
+}

@@ -1229,6 +1229,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // Declared after the lock, so dropped (and the folder looked at) while
     // the lock is still held.
     let _unused = RemoveIfUnused((made || opts.new_folder).then_some(opts.out.as_path()));
+    if made || opts.new_folder {
+        // The new folder's own entry, durable before the files in it are.
+        checkpoint::sync_folder(&opts.out).map_err(|source| CliError::Write {
+            path: opts.out.clone(),
+            source,
+        })?;
+    }
     // What a killed run left (temporaries as large as a checkpoint); the
     // lock is held, so no other run writes them (`charlm export` may, and
     // a live process's files stay).
