@@ -101,6 +101,7 @@ pub struct Imported {
 pub const ABSENT_EOS_LOGIT: f32 = -65504.0;
 
 /// One tensor of the file, as f64.
+#[derive(Clone)]
 struct Tensor {
     shape: Vec<usize>,
     data: Vec<f64>,
@@ -198,6 +199,21 @@ impl Tensors {
             }
             let key = name.strip_suffix(":0").unwrap_or(&name).to_string();
             all.insert(key, Tensor { shape, data });
+        }
+        // Tied weights saved once (`safetensors.torch.save_model`) keep one
+        // of their names (the first in order: `decoder.weight` before
+        // `encoder.weight`, `head` before `tok_emb`); the file's metadata
+        // maps each dropped name to the kept one. The dropped names are
+        // given back, so the tensor serves both places.
+        if let Ok((_, meta)) = SafeTensors::read_metadata(bytes) {
+            for (dropped, kept) in meta.metadata().iter().flatten() {
+                let same_kind = dropped.rsplit('.').next() == kept.rsplit('.').next();
+                if same_kind && !all.contains_key(dropped) {
+                    if let Some(t) = all.get(kept) {
+                        all.insert(dropped.clone(), t.clone());
+                    }
+                }
+            }
         }
         Ok(Tensors {
             all,
@@ -1211,6 +1227,11 @@ mod tests {
     }
 
     fn file(tensors: &[Spec]) -> Vec<u8> {
+        file_with(tensors, &[])
+    }
+
+    /// A safetensors file of `tensors` whose metadata holds `meta`.
+    fn file_with(tensors: &[Spec], meta: &[(&str, &str)]) -> Vec<u8> {
         let bytes: Vec<Vec<u8>> = tensors
             .iter()
             .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -1225,7 +1246,9 @@ mod tests {
                 )
             })
             .collect();
-        safetensors::tensor::serialize(views, None).unwrap()
+        let meta = (!meta.is_empty())
+            .then(|| meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        safetensors::tensor::serialize(views, meta).unwrap()
     }
 
     /// Values that f16 holds exactly and whose products and short sums
@@ -1507,6 +1530,36 @@ mod tests {
         let b = import(&file(&tied), VOCAB).unwrap();
         assert_eq!(b.embedding, Some(h));
         assert_eq!(a.params, b.params);
+    }
+
+    /// Tied weights as `safetensors.torch.save_model` really saves them:
+    /// under the name that comes first (here the output layer's), the
+    /// other named in the metadata; at any hidden size, the one equal to
+    /// the vocabulary's included.
+    #[test]
+    fn tied_weights_kept_under_the_output_layers_name_are_the_embedding_too() {
+        for (g, h, v) in [(4, 2, 5), (3, 5, 5)] {
+            let mut m = torch_model(g, h, v, 1);
+            for s in m.iter_mut().filter(|s| s.0 == "rnn.weight_ih_l0") {
+                s.1 = vec![g * h, h];
+                s.2 = values(g * h * h, 1);
+            }
+            // PyTorch's example's names: `decoder` sorts before `encoder`.
+            for s in m.iter_mut() {
+                s.0 = s.0.replace("out.", "decoder.");
+            }
+            let mut untied = m.clone();
+            let out = get(&m, "decoder.weight").clone();
+            untied.push(t("encoder.weight", &[v, h], out.2));
+            let meta = [("encoder.weight", "decoder.weight"), ("format", "pt")];
+            let a = import(&file(&untied), VOCAB).unwrap();
+            let b = import(&file_with(&m, &meta), VOCAB).unwrap();
+            assert_eq!(b.embedding, Some(h), "hidden {h}");
+            assert_eq!(a.params, b.params, "hidden {h}");
+            // Without the metadata the file is another model, or none.
+            let c = import(&file(&m), VOCAB).ok().map(|c| c.params);
+            assert!(c.as_ref() != Some(&a.params), "hidden {h}");
+        }
     }
 
     #[test]
