@@ -14,6 +14,9 @@ use crate::sample::{HostWorkspace, host_workspace};
 pub enum EvalData {
     /// Independent samples: each predicts its characters 2.. and `<eos>`.
     Samples(Vec<Vec<u16>>),
+    /// Independent samples for a model that never ends a text (imported
+    /// from one without `<eos>`): each predicts its characters 2.. only.
+    Unended(Vec<Vec<u16>>),
     /// Running text, scored in the streams of [`eval_streams`].
     Running(Vec<u16>),
 }
@@ -23,6 +26,7 @@ impl EvalData {
     pub fn count(&self) -> usize {
         match self {
             EvalData::Samples(s) => s.iter().map(|s| s.len()).sum(),
+            EvalData::Unended(s) => s.iter().map(|s| s.len().saturating_sub(1)).sum(),
             EvalData::Running(ids) => {
                 let (s, l) = eval_streams(ids.len());
                 s * l
@@ -69,6 +73,17 @@ pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
                 chunk
                     .iter()
                     .map(|s| score(model, &mut ws, s, |i| s.get(i + 1).copied().unwrap_or(eos)))
+                    .sum()
+            })
+            .collect(),
+        EvalData::Unended(samples) => samples
+            .par_chunks(64)
+            .map(|chunk| {
+                let mut ws = host_workspace();
+                chunk
+                    .iter()
+                    .filter(|s| s.len() > 1)
+                    .map(|s| score(model, &mut ws, &s[..s.len() - 1], |i| s[i + 1]))
                     .sum()
             })
             .collect(),

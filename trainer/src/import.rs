@@ -100,6 +100,29 @@ pub struct Imported {
 /// that softmax gives it exactly zero next to any finite logit.
 pub const ABSENT_EOS_LOGIT: f32 = -65504.0;
 
+/// Whether a model's parameters (in `layout`'s order) never end a text:
+/// its `<eos>` (the last id) is the one [`import`] adds to a source model
+/// that had none, a zero row of the output layer with the bias
+/// [`ABSENT_EOS_LOGIT`].
+pub fn never_ends(layout: &Layout, params: &[f32]) -> bool {
+    let h = usize::from(layout.arch.hidden);
+    let row = &params[layout.out_w.end - h..layout.out_w.end];
+    params[layout.out_b.end - 1] == ABSENT_EOS_LOGIT && row.iter().all(|&w| w == 0.0)
+}
+
+/// Makes the `<eos>` of a model that [`never_ends`] one that training can
+/// learn: its bias becomes the lowest of the other characters' (softmax's
+/// gradient cannot move a logit of -65504 back into range at any useful
+/// learning rate).
+pub fn learnable_end(layout: &Layout, params: &mut [f32]) {
+    let b = layout.out_b.clone();
+    // (id 0, padding, is never predicted)
+    let lowest = params[b.start + 1..b.end - 1]
+        .iter()
+        .fold(f32::INFINITY, |m, &x| m.min(x));
+    params[b.end - 1] = if lowest.is_finite() { lowest } else { 0.0 };
+}
+
 /// One tensor of the file, as f64.
 #[derive(Clone)]
 struct Tensor {
@@ -1246,8 +1269,11 @@ mod tests {
                 )
             })
             .collect();
-        let meta = (!meta.is_empty())
-            .then(|| meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let meta = (!meta.is_empty()).then(|| {
+            meta.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        });
         safetensors::tensor::serialize(views, meta).unwrap()
     }
 

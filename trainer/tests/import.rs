@@ -430,3 +430,118 @@ fn a_run_exports_its_f32_parameters_and_they_import_to_its_model() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     tensors::assert_same_model(&run_i8, &back_i8);
 }
+
+/// A model whose source had no `<eos>` never ends a text. Scoring line
+/// samples leaves their ends out (before, each end scored about 65,000
+/// nats), and fine-tuning it on line samples makes its `<eos>` learnable
+/// (before, its bias of -65504 barely moved and the loss stayed in the
+/// thousands of bits).
+#[test]
+fn a_model_without_eos_scores_and_learns_line_samples() {
+    use safetensors::{Dtype, tensor::TensorView};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    // A GRU, hidden 8, over "a", "b", "c", " " (no padding, no <eos>),
+    // with small deterministic weights.
+    let (g, h, v) = (3, 8, 4);
+    let values = |n: usize, k: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (((i * 7 + k * 13) % 17) as f32 / 17.0 - 0.5).to_le_bytes())
+            .collect()
+    };
+    let specs = [
+        ("rnn.weight_ih_l0", vec![g * h, v]),
+        ("rnn.weight_hh_l0", vec![g * h, h]),
+        ("rnn.bias_ih_l0", vec![g * h]),
+        ("rnn.bias_hh_l0", vec![g * h]),
+        ("out.weight", vec![v, h]),
+        ("out.bias", vec![v]),
+    ];
+    let bytes: Vec<Vec<u8>> = specs
+        .iter()
+        .enumerate()
+        .map(|(k, (_, s))| values(s.iter().product(), k))
+        .collect();
+    let views: Vec<(&str, TensorView<'_>)> = specs
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s), b)| (*n, TensorView::new(Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(
+        path("n.safetensors"),
+        safetensors::tensor::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(path("n.vocab.json"), r#"["a", "b", "c", " "]"#).unwrap();
+    let o = charlm(&[
+        "import",
+        &path("n.safetensors"),
+        "--vocab",
+        &path("n.vocab.json"),
+        "--out",
+        &path("n.clm"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bpc = |o: &Output| -> f64 {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8_lossy(&o.stdout);
+        out.split(' ').next().unwrap().parse().unwrap()
+    };
+
+    // One sample scored as a line is its characters 2.. exactly as running
+    // text scores them.
+    std::fs::write(path("one.txt"), "abc ab ba ca").unwrap();
+    let eval = |layout: &str| {
+        let m = path("n.clm");
+        let c = path("one.txt");
+        charlm(&["eval", "--model", &m, "--corpus", &c, "--layout", layout])
+    };
+    let line = eval("lines");
+    assert!(
+        String::from_utf8_lossy(&line.stderr).contains("never ends a text"),
+        "{}",
+        String::from_utf8_lossy(&line.stderr)
+    );
+    let line = bpc(&line);
+    assert_eq!(line, bpc(&eval("running")));
+    assert!(line < 4.0, "{line}");
+
+    // Fine-tuned on line samples, it learns where they end.
+    let lines: String = (0..400)
+        .map(|i| ["ab ca\n", "ba\n", "cab c\n", "a b\n"][i % 4])
+        .collect();
+    std::fs::write(path("lines.txt"), lines).unwrap();
+    let o = charlm(&[
+        "train",
+        "--init",
+        &path("n.clm"),
+        "--corpus",
+        &path("lines.txt"),
+        "--layout",
+        "lines",
+        "--epochs",
+        "5",
+        "--sample-chars",
+        "0",
+        "--out",
+        &path("run"),
+    ]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("its <eos> starts from the lowest output bias"),
+        "{said}"
+    );
+    let m = path("run/model.clm");
+    let tuned = bpc(&charlm(&[
+        "eval",
+        "--model",
+        &m,
+        "--corpus",
+        &path("lines.txt"),
+        "--layout",
+        "lines",
+    ]));
+    // (uniform over its 5 symbols would be log2 5 = 2.32 bits)
+    assert!(tuned < 2.0, "{tuned}");
+}

@@ -9,6 +9,8 @@ use charlm_trainer::checkpoint::{self, Checkpoint};
 use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::error::CliError;
 use charlm_trainer::eval::{EvalData, runtime_loss};
+use charlm_trainer::export::parameters;
+use charlm_trainer::import::never_ends;
 use charlm_trainer::sample::host_workspace;
 use charlm_trainer::vocab::Vocab;
 use charlm_trainer::{errln, outln};
@@ -53,6 +55,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     let model = Model::from_bytes(&bytes).map_err(model_err)?;
     host_workspace().check(&model).map_err(model_err)?;
+    let ends = !parameters(&bytes).is_ok_and(|(layout, params, _)| never_ends(&layout, &params));
     if args.field.is_some() && args.corpus.is_none() {
         return Err(CliError::invalid(
             "--field reads an AG News CSV given with --corpus (the bundled corpus is plain text)",
@@ -64,7 +67,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
         ));
     }
     if let Some(ck) = run {
-        return score(&model, &run_held_out(&args, &ck)?);
+        return score(&model, ends, &run_held_out(&args, &ck)?);
     }
     let layout = match (args.field, args.layout) {
         (Some(_), _) | (None, Some(TextLayout::Lines)) => Layout::Samples,
@@ -108,6 +111,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     };
     score(
         &model,
+        ends,
         &Held {
             name,
             texts,
@@ -175,8 +179,9 @@ fn run_held_out(args: &Args, ck: &Checkpoint) -> Result<Held, CliError> {
     })
 }
 
-/// Scores `held` through the runtime and reports it.
-fn score(model: &Model<'_>, held: &Held) -> Result<(), CliError> {
+/// Scores `held` through the runtime and reports it; `ends`: whether the
+/// model ends texts (one imported without `<eos>` does not).
+fn score(model: &Model<'_>, ends: bool, held: &Held) -> Result<(), CliError> {
     let Held {
         name,
         texts,
@@ -194,7 +199,13 @@ fn score(model: &Model<'_>, held: &Held) -> Result<(), CliError> {
         .filter(|s| !s.is_empty())
         .collect();
     let data = match layout {
-        Layout::Samples => EvalData::Samples(ids),
+        Layout::Samples if ends => EvalData::Samples(ids),
+        Layout::Samples => {
+            errln!(
+                "charlm: note: the model never ends a text (its source had no <eos>): each sample's end is not scored"
+            );
+            EvalData::Unended(ids)
+        }
         Layout::Running => {
             let text = ids.pop().unwrap_or_default();
             if text.len() < 2 {
@@ -213,6 +224,10 @@ fn score(model: &Model<'_>, held: &Held) -> Result<(), CliError> {
     let loss = runtime_loss(model, &data);
     let how = match &data {
         EvalData::Samples(s) => crate::out::count(s.len() as u64, "sample", "samples"),
+        EvalData::Unended(s) => format!(
+            "{}, their ends not scored",
+            crate::out::count(s.len() as u64, "sample", "samples")
+        ),
         EvalData::Running(t) => {
             let (s, l) = eval_streams(t.len());
             format!(

@@ -8,6 +8,7 @@ use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::errln;
 use charlm_trainer::error::CliError;
 use charlm_trainer::export::parameters;
+use charlm_trainer::import::{learnable_end, never_ends};
 use charlm_trainer::optim;
 use charlm_trainer::train::{self, Config, Device, Init, Options};
 
@@ -408,6 +409,15 @@ fn initial(args: &Args, path: &Path, cfg: &mut Config) -> Result<Init, CliError>
         )));
     }
     (cfg.cell, cfg.layers, cfg.hidden) = (a.cell, a.layers, a.hidden);
+    let mut params = params;
+    if cfg.corpus.layout == Layout::Samples && never_ends(&layout, &params) {
+        // Samples end in <eos>, which such a model gives probability 0.
+        learnable_end(&layout, &mut params);
+        errln!(
+            "charlm: note: --init {} never ends a text (its source had no <eos>): its <eos> starts from the lowest output bias and is learned from the samples",
+            path.display()
+        );
+    }
     Ok(Init {
         source: path.display().to_string(),
         params,
