@@ -231,10 +231,11 @@ impl Tensors {
         if let Ok((_, meta)) = SafeTensors::read_metadata(bytes) {
             for (dropped, kept) in meta.metadata().iter().flatten() {
                 let same_kind = dropped.rsplit('.').next() == kept.rsplit('.').next();
-                if same_kind && !all.contains_key(dropped) {
-                    if let Some(t) = all.get(kept) {
-                        all.insert(dropped.clone(), t.clone());
-                    }
+                if same_kind
+                    && !all.contains_key(dropped)
+                    && let Some(t) = all.get(kept)
+                {
+                    all.insert(dropped.clone(), t.clone());
                 }
             }
         }
