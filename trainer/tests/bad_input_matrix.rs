@@ -583,7 +583,30 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         ),
         (
             vec!["export", &model_i8],
+            "model-i8.clm is an i8 model already: give --c-source FILE.c or --safetensors FILE",
+        ),
+        (
+            vec!["export", &model_i8, "--weights", "f16"],
             "model-i8.clm is an i8 model: an i8 model cannot become f16 again",
+        ),
+        // --c-name without --c-source (clap's `requires` lets it through
+        // beside --out and --safetensors)
+        (
+            vec![
+                "export",
+                &model,
+                "--weights",
+                "i8",
+                "--c-name",
+                "m",
+                "-o",
+                &dangling,
+            ],
+            "--c-name names the C object of --c-source",
+        ),
+        (
+            vec!["export", &model, "--c-name", "m", "--safetensors", &st],
+            "--c-name names the C object of --c-source",
         ),
         // neither file of the pair is written when one cannot be
         (

@@ -44,14 +44,10 @@ pub struct Args {
     /// model's values (`q * s`), as for an i8 model file.
     #[arg(long, value_name = "FILE.safetensors", conflicts_with_all = ["out", "c_source"])]
     safetensors: Option<PathBuf>,
-    /// Name of the C object with --c-source (and of NAME_len).
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "charlm_model",
-        requires = "c_source"
-    )]
-    c_name: String,
+    /// Name of the C object with --c-source (and of NAME_len; default
+    /// charlm_model).
+    #[arg(long, value_name = "NAME", requires = "c_source")]
+    c_name: Option<String>,
 }
 
 impl Args {
@@ -76,6 +72,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
     let weights = args.weights.map_or(DType::F16, Weights::dtype);
     if let Some(out) = &args.c_source {
         return c_source(&args, out, weights);
+    }
+    // (clap's `requires` is not checked beside --out or --safetensors,
+    // which --c-source conflicts with)
+    if args.c_name.is_some() {
+        return Err(CliError::invalid(
+            "--c-name names the C object of --c-source: give --c-source FILE.c too, or leave --c-name out",
+        ));
     }
     if let Some(out) = &args.safetensors {
         return safetensors(&args, out, weights);
@@ -135,7 +138,12 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
         // What the file is decides the advice (an i8 model is not made f16).
         let is_i8 = charlm_runtime::format::ModelFile::decode(&bytes)
             .is_ok_and(|f| f.body.weights() == DType::I8);
-        return Err(CliError::invalid(if is_i8 {
+        return Err(CliError::invalid(if is_i8 && args.weights.is_none() {
+            format!(
+                "{} is an i8 model already: give --c-source FILE.c or --safetensors FILE to convert it (f16 weights come from its run folder's checkpoint: charlm export RUN)",
+                path.display()
+            )
+        } else if is_i8 {
             format!(
                 "{} is an i8 model: an i8 model cannot become f16 again (f16 weights come from its run folder's checkpoint: charlm export RUN)",
                 path.display()
@@ -168,15 +176,16 @@ fn quantize(args: &Args, weights: DType) -> Result<(), CliError> {
 /// `charlm export (RUN | MODEL.clm) --c-source FILE.c`.
 fn c_source(args: &Args, out: &Path, weights: DType) -> Result<(), CliError> {
     let (bytes, what) = model_bytes(args, weights)?;
-    let text = charlm_trainer::export::c_source(&bytes, &what, &args.c_name)?;
+    let name = args.c_name.as_deref().unwrap_or("charlm_model");
+    let text = charlm_trainer::export::c_source(&bytes, &what, name)?;
     super::not_an_input(out, &[&args.input()])?;
     write_new(out, text.as_bytes(), args.force)?;
     outln!(
         "wrote {} ({} bytes of model as `{}` and `{}_len`, for capi/include/charlm.h)",
         out.display(),
         bytes.len(),
-        args.c_name,
-        args.c_name
+        name,
+        name
     );
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::Weights;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The model's weights as safetensors (PyTorch: `safetensors.torch.save_file(model.state_dict(), F)`;
-    /// Keras: `safetensors.numpy.save_file({w.path: w.numpy() for w in model.weights}, F)`).
+    /// Keras: `safetensors.numpy.save_file({getattr(w, "path", w.name): w.numpy() for w in model.weights}, F)`).
     /// One-hot or embedded characters, 1-4 LSTM or GRU layers, one linear output layer.
     #[arg(value_name = "WEIGHTS.safetensors")]
     source: PathBuf,
