@@ -1141,6 +1141,21 @@ pub fn import_with(weights: &[u8], sv: &SourceVocab) -> Result<Imported, CliErro
             }
         }
     }
+    // A table entry f16 cannot hold, named by the source's id and gate
+    // row (with an embedding, a product the file does not hold itself).
+    if let Some(i) = table.iter().position(|&x| !f16_nearest(x).is_finite()) {
+        let (k, j) = (i / gh, i % gh);
+        let s = from[k].unwrap_or_default();
+        return Err(CliError::invalid(format!(
+            "layer 0's input for source id {s}, gate row {j}, is {}{}: it does not fit in f16 (largest magnitude 65504)",
+            table[i],
+            if src.embedding.is_some() {
+                " (its embedding row times weight_ih_l0, which charlm folds into one table)"
+            } else {
+                ""
+            }
+        )));
+    }
     for (l, (layer, ranges)) in src.layers.iter().zip(&layout.layers).enumerate() {
         if l == 0 {
             put(ranges[0].clone(), &table, "layer 0's input table", true)?;
@@ -1799,6 +1814,24 @@ mod tests {
         let why = refusal(&huge, VOCAB);
         assert!(
             why.contains("tensor rnn.weight_hh_l0[1, 1] = 1000000 does not fit in f16"),
+            "{why}"
+        );
+        // A folded product too large: named by source id and gate row.
+        let (g, h) = (4, 2);
+        let mut folded = m.clone();
+        for s in folded.iter_mut().filter(|s| s.0 == "rnn.weight_ih_l0") {
+            s.1 = vec![g * h, h];
+            s.2 = values(g * h * h, 1);
+            s.2[3 * h] = 300.0;
+        }
+        let mut e = values(5 * h, 2);
+        e[2 * h] = 300.0;
+        e[2 * h + 1] = 0.0;
+        folded.push(t("embed.weight", &[5, h], e));
+        let why = refusal(&folded, VOCAB);
+        assert!(
+            why.contains("layer 0's input for source id 2, gate row 3, is 90000")
+                && why.contains("its embedding row times weight_ih_l0"),
             "{why}"
         );
         for (v, shown) in [(f32::NAN, "NaN"), (f32::NEG_INFINITY, "-inf")] {
