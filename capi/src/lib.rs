@@ -147,7 +147,7 @@ mod fp {
         /// FPSCR with its control bits clear: AHP (26: IEEE halves), DN
         /// (25), FZ (24), RMode (22-23: to nearest); flags kept.
         pub fn normal(v: Value) -> Value {
-            v & !(0b1111 << 22)
+            v & !(0b11111 << 22)
         }
         pub fn get() -> Value {
             let v: Value;

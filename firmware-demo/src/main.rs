@@ -208,6 +208,8 @@ fn run() -> Result<(), ()> {
             let _ = writeln!(con.err, "charlm: charlm_load_model: {}", CaseError::CApi(status));
             return Err(());
         }
+        #[cfg(target_abi = "eabihf")]
+        c_api_fpscr(&mut con)?;
     }
     // A case that fails (a prompt with no character of the model's
     // vocabulary) is reported and the others still run, as each case is a
@@ -252,6 +254,34 @@ fn self_test(con: &mut Console) -> Result<(), ()> {
             Err(())
         }
     }
+}
+
+/// Each call of the C interface runs in its own floating-point mode and
+/// gives the caller's back: under a caller's FPSCR with AHP set (the
+/// alternative half-precision format, which some start-up code chooses),
+/// `charlm_self_test` must still pass, and AHP must be set again after.
+#[cfg(all(feature = "c-api", target_abi = "eabihf"))]
+#[allow(unsafe_code)]
+fn c_api_fpscr(con: &mut Console) -> Result<(), ()> {
+    const AHP: u32 = 1 << 26;
+    let before = cortex_m::register::fpscr::read().bits();
+    // SAFETY: VMSR FPSCR with the current value and AHP; put back below.
+    unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) before | AHP) };
+    let status = charlm::charlm_self_test();
+    let after = cortex_m::register::fpscr::read().bits();
+    // SAFETY: the value read before.
+    unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) before) };
+    if status != charlm::CHARLM_OK || after != before | AHP {
+        let _ = writeln!(
+            con.err,
+            "charlm: charlm_self_test under FPSCR {:#010x}: {}, FPSCR after {after:#010x}",
+            before | AHP,
+            CaseError::CApi(status)
+        );
+        return Err(());
+    }
+    let _ = writeln!(con.err, "  C interface: charlm_self_test passes under the caller's FPSCR.AHP, and gives it back");
+    Ok(())
 }
 
 /// Without an FPU there is only the portable kernel: nothing to compare.

@@ -603,6 +603,13 @@ fn the_c_interface_on_the_firmware_matches_the_golden_text_and_the_host() {
     let golden = golden();
     let run = build_and_run(None, features);
     assert_text(&run, &golden, GOLDEN, false);
+    // The library's own floating-point mode, whatever the caller's FPSCR.
+    assert!(
+        run.stderr
+            .contains("charlm_self_test passes under the caller's FPSCR.AHP"),
+        "{}",
+        run.stderr
+    );
     let path = root().join("tests/fixtures/gru1-i8.clm");
     let bytes = std::fs::read(&path).expect("fixture");
     let run = build_and_run(Some(&path), features);
