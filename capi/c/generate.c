@@ -7,14 +7,18 @@
  * prints exactly what
  *   charlm generate --model MODEL.clm --prompt PROMPT --temperature T
  *                   --seed S --max-chars N [--top-k K --top-p P]
- * prints (temperature 0 is greedy, as on that command line). On an error it
- * prints charlm's description of it on stderr and exits with status 2.
+ * prints (temperature 0 is greedy, as on that command line), and refuses
+ * what that command refuses: on an error it prints one line on stderr
+ * (charlm's description of a status, or the argument that is wrong) and
+ * exits with status 2.
  *
  * Build (capi/tests/c_program.rs does this):
  *   cargo build -p charlm-c --release
  *   cc -std=c99 -I capi/include capi/c/generate.c target/release/libcharlm.a \
  *      -lpthread -ldl -lm -o generate
  */
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +66,31 @@ static int fail(int32_t status) {
     return 2;
 }
 
+/* ARG as a whole number from 0 to MAX (digits only), or 0 after a line on
+ * stderr naming it. */
+static int whole(const char *name, const char *arg, unsigned long long max,
+                 unsigned long long *out) {
+    char *end = NULL;
+    errno = 0;
+    *out = arg[0] >= '0' && arg[0] <= '9' ? strtoull(arg, &end, 10) : 0;
+    if (end == NULL || *end != '\0' || errno == ERANGE || *out > max) {
+        fprintf(stderr, "charlm: %s %s: must be a whole number from 0 to %llu\n", name, arg, max);
+        return 0;
+    }
+    return 1;
+}
+
+/* ARG as a finite float, or 0 after a line on stderr naming it. */
+static int number(const char *name, const char *arg, float *out) {
+    char *end = NULL;
+    *out = strtof(arg, &end);
+    if (end == arg || *end != '\0' || !isfinite(*out)) {
+        fprintf(stderr, "charlm: %s %s: must be a finite number\n", name, arg);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     int info_only = argc == 3 && strcmp(argv[1], "--info") == 0;
     if (!info_only && argc != 6 && argc != 8) {
@@ -96,13 +125,28 @@ int main(int argc, char **argv) {
 
     charlm_params params;
     memset(&params, 0, sizeof params);
-    double temperature = strtod(argv[3], NULL);
-    params.sampler = temperature == 0.0 ? CHARLM_GREEDY : CHARLM_SAMPLE;
-    params.temperature = (float)temperature;
-    params.seed = strtoull(argv[4], NULL, 10);
-    params.max_chars = (uint32_t)strtoul(argv[5], NULL, 10);
-    params.top_k = argc == 8 ? (uint16_t)strtoul(argv[6], NULL, 10) : 0;
-    params.top_p = argc == 8 ? strtof(argv[7], NULL) : 1.0f;
+    unsigned long long seed = 0, max_chars = 0, top_k = 0;
+    float top_p = 1.0f;
+    int ok = number("TEMPERATURE", argv[3], &params.temperature)
+             && whole("SEED", argv[4], 18446744073709551615ULL, &seed)
+             && whole("MAX_CHARS", argv[5], 2147483647ULL, &max_chars)
+             && (argc != 8 || (whole("TOP_K", argv[6], 65535ULL, &top_k)
+                               && number("TOP_P", argv[7], &top_p)));
+    if (ok && params.temperature == 0.0f && !(top_p > 0.0f && top_p <= 1.0f)) {
+        /* Greedy reads no top-p (sampling checks it in the library), but the
+         * command line refuses a bad one anyway. */
+        fprintf(stderr, "charlm: TOP_P %s: must be above 0 and at most 1\n", argv[7]);
+        ok = 0;
+    }
+    if (!ok) {
+        free(model);
+        return 2;
+    }
+    params.sampler = params.temperature == 0.0f ? CHARLM_GREEDY : CHARLM_SAMPLE;
+    params.seed = seed;
+    params.max_chars = (uint32_t)max_chars;
+    params.top_k = (uint16_t)top_k;
+    params.top_p = top_p;
 
     status = charlm_self_test();
     if (status != CHARLM_OK) {
@@ -123,5 +167,9 @@ int main(int argc, char **argv) {
         return fail(generated);
     }
     putchar('\n');
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "charlm: cannot write standard output: %s\n", strerror(errno));
+        return 2;
+    }
     return 0;
 }

@@ -46,10 +46,11 @@ extern "C" {
 #define CHARLM_ERR_WEIGHT_TYPE -4
 
 /**
- * A parameter is out of range: an unknown sampler, a temperature that is
- * not finite and above 0, a `top_p` outside (0, 1], a `max_chars` above
- * `INT32_MAX`, or top-k / top-p in a build without them (feature
- * `truncation`). (`top_k` itself has no upper limit: one above the
+ * A parameter is out of range: an unknown sampler, a `max_chars` above
+ * `INT32_MAX`; with `CHARLM_SAMPLE`, a temperature that is not finite and
+ * above 0, a `top_p` outside (0, 1], or top-k / top-p in a build without
+ * them (feature `truncation`). `CHARLM_GREEDY` reads none of temperature,
+ * `top_k` and `top_p`. (`top_k` itself has no upper limit: one above the
  * vocabulary keeps every character.)
  */
 #define CHARLM_ERR_PARAMS -5

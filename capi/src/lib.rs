@@ -227,10 +227,11 @@ pub const CHARLM_ERR_TOO_LARGE: i32 = -3;
 /// The model's weight type is left out of this build (feature `f16` or
 /// `int8`).
 pub const CHARLM_ERR_WEIGHT_TYPE: i32 = -4;
-/// A parameter is out of range: an unknown sampler, a temperature that is
-/// not finite and above 0, a `top_p` outside (0, 1], a `max_chars` above
-/// `INT32_MAX`, or top-k / top-p in a build without them (feature
-/// `truncation`). (`top_k` itself has no upper limit: one above the
+/// A parameter is out of range: an unknown sampler, a `max_chars` above
+/// `INT32_MAX`; with `CHARLM_SAMPLE`, a temperature that is not finite and
+/// above 0, a `top_p` outside (0, 1], or top-k / top-p in a build without
+/// them (feature `truncation`). `CHARLM_GREEDY` reads none of temperature,
+/// `top_k` and `top_p`. (`top_k` itself has no upper limit: one above the
 /// vocabulary keeps every character.)
 pub const CHARLM_ERR_PARAMS: i32 = -5;
 /// The prompt is not UTF-8, or has no character the model knows.

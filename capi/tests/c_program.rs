@@ -252,7 +252,7 @@ fn errors_are_reported_in_one_line() {
     std::fs::write(&damaged_path, damaged).unwrap();
     let gru = fixture("gru1.clm");
     let gru = gru.to_str().unwrap();
-    let cases: [(Vec<&str>, &str); 4] = [
+    let cases: [(Vec<&str>, &str); 10] = [
         (
             vec![damaged_path.to_str().unwrap(), "ab", "0", "1", "10"],
             "not a usable charlm model",
@@ -269,6 +269,32 @@ fn errors_are_reported_in_one_line() {
             vec![gru, "ein", "0.8", "1", "10", "0", "1.5"],
             "a parameter is out of range",
         ),
+        // Arguments the command line refuses, refused here too (before:
+        // read as 0, or wrapped around).
+        (
+            vec![gru, "ein", "warm", "1", "10"],
+            "TEMPERATURE warm: must be a finite number",
+        ),
+        (
+            vec![gru, "ein", "0.8", "-1", "10"],
+            "SEED -1: must be a whole number",
+        ),
+        (
+            vec![gru, "ein", "0.8", "1", "4294967296"],
+            "MAX_CHARS 4294967296: must be a whole number from 0 to 2147483647",
+        ),
+        (
+            vec![gru, "ein", "0.8", "1", "10", "70000", "1"],
+            "TOP_K 70000: must be a whole number from 0 to 65535",
+        ),
+        (
+            vec![gru, "ein", "0", "1", "10", "0", "1.5"],
+            "TOP_P 1.5: must be above 0 and at most 1",
+        ),
+        (
+            vec![gru, "ein", "0", "1", "10", "0", "nan"],
+            "TOP_P nan: must be a finite number",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(&args);
@@ -283,6 +309,21 @@ fn errors_are_reported_in_one_line() {
         assert!(
             err.starts_with("charlm: ") && err.contains(needle),
             "{args:?}: {err}"
+        );
+    }
+    // A standard output that cannot be written.
+    #[cfg(target_os = "linux")]
+    {
+        let o = Command::new(program())
+            .args([gru, "ein", "0", "1", "10"])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.starts_with("charlm: cannot write standard output") && err.lines().count() == 1,
+            "{err}"
         );
     }
 }

@@ -457,6 +457,9 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
         format!(
             " *   charlm_generate({name}, {name}_len, prompt, strlen(prompt), &params, write, ctx);"
         ),
+        " *".into(),
+        " * This file is C99: compile it as C, in a C++ project too (C++ gives".into(),
+        " * const objects internal linkage and lacks this initializer).".into(),
         " */".into(),
         "#include <stddef.h>".into(),
         "#include <stdint.h>".into(),
