@@ -66,27 +66,30 @@ fn score(
 pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
     let eos = model.vocab().eos();
     let parts: Vec<f64> = match data {
-        EvalData::Samples(samples) => samples
-            .par_chunks(64)
-            .map(|chunk| {
-                let mut ws = host_workspace();
-                chunk
-                    .iter()
-                    .map(|s| score(model, &mut ws, s, |i| s.get(i + 1).copied().unwrap_or(eos)))
-                    .sum()
-            })
-            .collect(),
-        EvalData::Unended(samples) => samples
-            .par_chunks(64)
-            .map(|chunk| {
-                let mut ws = host_workspace();
-                chunk
-                    .iter()
-                    .filter(|s| s.len() > 1)
-                    .map(|s| score(model, &mut ws, &s[..s.len() - 1], |i| s[i + 1]))
-                    .sum()
-            })
-            .collect(),
+        EvalData::Samples(samples) | EvalData::Unended(samples) => {
+            let ends = matches!(data, EvalData::Samples(_));
+            samples
+                .par_chunks(64)
+                .map(|chunk| {
+                    let mut ws = host_workspace();
+                    chunk
+                        .iter()
+                        .map(|s| {
+                            // Without an end to predict, the last character
+                            // is a target only, not fed.
+                            let fed = if ends {
+                                s
+                            } else {
+                                &s[..s.len().saturating_sub(1)]
+                            };
+                            score(model, &mut ws, fed, |i| {
+                                s.get(i + 1).copied().unwrap_or(eos)
+                            })
+                        })
+                        .sum()
+                })
+                .collect()
+        }
         EvalData::Running(ids) => {
             let (streams, len) = eval_streams(ids.len());
             (0..streams)
