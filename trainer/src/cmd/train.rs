@@ -181,8 +181,15 @@ const RUNS: &str = "runs";
 
 /// `runs/YYYYmmdd-HHMMSS` in UTC.
 fn utc_run_name() -> PathBuf {
-    // "2026-12-07T15:24:34Z": its digits, the date's and the time's.
-    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // "2026-12-07T15:24:34Z": its digits, the date's and the time's. (A
+    // clock before 1970 or after 9999 has no such stamp: it names the run
+    // as at 1970's start.)
+    use std::fmt::Write;
+    let now = std::time::SystemTime::now().max(std::time::UNIX_EPOCH);
+    let mut stamp = String::new();
+    if write!(stamp, "{}", humantime::format_rfc3339_seconds(now)).is_err() {
+        stamp = "1970-01-01T00:00:00Z".into();
+    }
     let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
     let (date, time) = digits.split_at(8.min(digits.len()));
     PathBuf::from(format!("runs/{date}-{time}"))
