@@ -328,6 +328,8 @@ fn the_best_held_out_model_is_kept_and_patience_stops_the_run() {
             "{f} differs after a --max-steps stop"
         );
     }
+    // metrics.csv too: the row written at the --max-steps end is not kept.
+    assert_eq!(metrics_rows(&split), metrics_rows(&early));
 
     // Resumed with more patience, the run trains on to the end of the
     // uninterrupted one, with the same models.
@@ -414,6 +416,11 @@ fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
         (rest.epochs, rest.max_steps) = (0, Some(1_000_000));
         train::run(rest, &o).unwrap();
         assert_eq!(held_out(&dir), scores[..stop], "stopped at step {step}");
+        assert_eq!(
+            metrics_rows(&dir),
+            metrics_rows(&early),
+            "stopped at step {step}"
+        );
         for f in ["best.clm", "model.clm"] {
             let read = |d: &Path| std::fs::read(d.join(f)).unwrap();
             assert!(
@@ -426,6 +433,33 @@ fn eval_every_scores_between_epoch_ends_and_those_scores_compete() {
         ways.iter().all(|&n| n > 0),
         "stops, --max-steps ends: {ways:?}"
     );
+}
+
+/// With --eval-every 1 every step is scored, and a stop signal still ends
+/// the run (once that step is scored and saved; before, the run went on
+/// to its end), which then resumes to the files of one that ran straight
+/// through.
+#[test]
+fn a_stop_ends_a_run_that_scores_every_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let mut cfg = config(&corpus, CellKind::Lstm);
+    cfg.eval_every = Some(1);
+    let full = tmp.path().join("full");
+    train::run(cfg.clone(), &options(&full)).unwrap();
+    let dir = tmp.path().join("split");
+    let mut o = options(&dir);
+    o.stop_after = Some(5);
+    let s = train::run(cfg.clone(), &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), 5));
+    o.stop_after = None;
+    o.resume = true;
+    train::run(cfg, &o).unwrap();
+    for f in ["best.clm", "model.clm"] {
+        let read = |d: &Path| std::fs::read(d.join(f)).unwrap();
+        assert!(read(&dir) == read(&full), "{f} differs after the stop");
+    }
+    assert_eq!(metrics_rows(&dir), metrics_rows(&full));
 }
 
 /// A run killed while writing a file leaves its temporary beside it (as
@@ -1618,7 +1652,7 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         1,
         "{said}"
     );
-    // Resumed, then Ctrl-C at the start of a step and again 200 ms later.
+    // Resumed, then Ctrl-C early in a step and again 200 ms later.
     let before = std::fs::metadata(&ckpt).unwrap().modified().unwrap();
     let mut child = stop_signals_default(&mut Command::new(BIN))
         .args(["train", "--resume", out.to_str().unwrap(), "--quiet"])
@@ -1633,6 +1667,9 @@ fn a_second_ctrl_c_ends_the_run_at_once_and_the_checkpoint_still_resumes() {
         assert!(child.try_wait().unwrap().is_none(), "the run ended");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    // Into the next step (a Ctrl-C right after an epoch's checkpoint, as
+    // the epoch's files are written, stops the run there, cleanly).
+    std::thread::sleep(std::time::Duration::from_millis(100));
     ctrl_c(pid_of(&child));
     std::thread::sleep(std::time::Duration::from_millis(200));
     ctrl_c(pid_of(&child));

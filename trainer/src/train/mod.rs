@@ -1354,6 +1354,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // The sums of the metrics row in progress (a resumed run's from its
     // checkpoint, so that it writes the rows an uninterrupted run would).
     let mut row_sums = progress.interval;
+    // The sums of a row written only because --max-steps ends the run here.
+    let mut provisional: Option<checkpoint::Interval> = None;
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
@@ -1362,6 +1364,21 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // that is a multiple of it (wherever a run stops and resumes, the same
     // steps).
     let eval_point = |steps: u64| cfg.eval_every.is_some_and(|n| steps.is_multiple_of(n));
+    // A run that --max-steps ended inside an epoch (not at an evaluation
+    // of --eval-every's) scored its weights there and may have written a
+    // row for that step alone (its sums then still in progress): a run
+    // continued from it drops both, as one that ran straight through has
+    // neither.
+    if let Some(last) = rows.last_mut()
+        && last.step == progress.steps
+        && progress.batch > 0
+        && !eval_point(progress.steps)
+    {
+        last.val_bpc = None;
+        if row_sums.count > 0 {
+            rows.pop();
+        }
+    }
     let patience_unit = if cfg.eval_every.is_some() {
         ("evaluation", "evaluations")
     } else {
@@ -1370,7 +1387,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let save = |params: &Vec<f32>,
                 opt: &Optimizer,
                 progress: &Progress,
-                rows: &Vec<Row>,
+                rows: &[Row],
                 backend: &dyn Backend,
                 interval: checkpoint::Interval| {
         Checkpoint {
@@ -1385,7 +1402,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 ..progress.clone()
             },
             carry: backend.carried_state(),
-            metrics: rows.clone(),
+            metrics: rows.to_vec(),
         }
         .save(&opts.out)
     };
@@ -1475,11 +1492,10 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             row_sums.nats += loss.nats;
             row_sums.count += loss.count as u64;
             row_sums.seconds += dt;
-            if progress.steps % log_every == 0
+            let regular = progress.steps % log_every == 0
                 || progress.batch == steps_per_epoch
-                || limit_reached(progress.steps)
-                || eval_point(progress.steps)
-            {
+                || eval_point(progress.steps);
+            if regular || limit_reached(progress.steps) {
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.finish_and_clear())?;
@@ -1508,6 +1524,12 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     );
                 }
                 rows.push(row);
+                // A row only for --max-steps' end: the checkpoint keeps its
+                // sums as the row in progress too, and a run continued with
+                // a higher --max-steps drops the row and goes on with them,
+                // so that it writes the rows of one that ran straight
+                // through.
+                provisional = (!regular).then_some(row_sums);
                 row_sums = checkpoint::Interval::default();
             }
             bar.set_position(progress.batch);
@@ -1628,7 +1650,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // The checkpoint first: samples can take a while (a stop signal
         // cuts them short), and a run whose first save fails must not
         // have written anything else.
-        save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
+        save(
+            &params,
+            &opt,
+            &progress,
+            &rows,
+            backend.as_ref(),
+            provisional.unwrap_or(row_sums),
+        )?;
         metrics::write(&opts.out, &rows)?;
         if !interim && sample_chars > 0 {
             match make_samples(&model, &prompts, cfg.seed, sample_chars) {
@@ -1663,6 +1692,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 when(b, steps_per_epoch),
                 opts.out.join(BEST_FILE).display()
             ));
+        }
+        // A stop signal that came during a step --eval-every scores (with
+        // `--eval-every 1`, every step), or while the run scored it: the
+        // checkpoint written above holds everything, so the run stops here
+        // unless it is finishing anyway.
+        let signal = stop_signal();
+        if (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s))
+            && !patience_spent(&progress)
+            && RUN_STATE.load(Ordering::SeqCst) & 0xff != FINISHING
+        {
+            say(&interrupted(signal, progress.steps, &opts.out));
+            outcome = Outcome::Interrupted(signal);
+            break 'epochs;
         }
     }
 
@@ -1737,7 +1779,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         _ => None,
     };
     progress.done = true;
-    save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
+    save(
+        &params,
+        &opt,
+        &progress,
+        &rows,
+        backend.as_ref(),
+        provisional.unwrap_or(row_sums),
+    )?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
         "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s {}",
