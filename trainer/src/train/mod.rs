@@ -1536,7 +1536,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             // No checkpoint is written at a step that --eval-every scores
             // until it is scored (below the loop), so that a run resumed
             // from any checkpoint never skips an evaluation: Ctrl-C there
-            // stops after the next step.
+            // stops once the step is scored (below the loop).
             let pending_eval = eval_point(progress.steps);
             let signal = stop_signal();
             let stop_now = !pending_eval
