@@ -8,8 +8,9 @@
 //! no early stop, no best model yet), version 4 `config.eval_every`
 //! (absent before: held-out scores at epoch ends only), version 5
 //! `progress.interval` (absent before: the metrics row after a resumed
-//! checkpoint counted only the steps after it); then the CRC-32 of everything before
-//! it. Appending keeps older files readable without a second copy of the
+//! checkpoint counted only the steps after it), version 6 `val_crc` (absent
+//! before: a changed `--val` file went unnoticed); then the CRC-32 of
+//! everything before it. Appending keeps older files readable without a second copy of the
 //! structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
 //! parameters, optimizer state, position in the data, the recurrent state
@@ -42,8 +43,8 @@ const UNDECODABLE: &str = "its content does not decode (a layout this charlm doe
 
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
 /// patience, no best model; 3: no evaluations between epoch ends; 4: no
-/// sums of the metrics row in progress).
-pub const VERSION: u32 = 5;
+/// sums of the metrics row in progress; 5: no checksum of the `--val` file).
+pub const VERSION: u32 = 6;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -122,6 +123,10 @@ pub struct Checkpoint {
     pub config: Config,
     /// CRC-32 of the corpus file (to refuse a different corpus on resume).
     pub corpus_crc: u32,
+    /// CRC-32 of the `--val` file, if the run has one (stored after the
+    /// struct: version 6).
+    #[serde(skip)]
+    pub val_crc: Option<u32>,
     /// Symbols of ids `1..eos`.
     pub vocab: String,
     /// Parameters (see [`crate::params::Layout`]).
@@ -168,6 +173,7 @@ impl Checkpoint {
             &self.progress.best,
             self.config.eval_every,
             self.progress.interval,
+            self.val_crc,
         );
         out.extend(postcard::to_stdvec(&tail).expect("the appended fields encode"));
         let crc = charlm_runtime::format::crc32(&out);
@@ -223,12 +229,17 @@ impl Checkpoint {
             1..=4 => (Interval::default(), rest),
             _ => postcard::take_from_bytes(rest).map_err(damaged)?,
         };
+        let (val_crc, rest) = match ck.version {
+            1..=5 => (None, rest),
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
+        };
         if !rest.is_empty() {
             return Err(bad("bytes after the end"));
         }
         (ck.config.weights, ck.config.patience, ck.progress.best) = (weights, patience, best);
         ck.config.eval_every = eval_every;
         ck.progress.interval = interval;
+        ck.val_crc = val_crc;
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -628,6 +639,7 @@ mod tests {
                 eval_every: None,
             },
             corpus_crc: 0x1234_5678,
+            val_crc: None,
             vocab: "ab".into(),
             params: vec![0.5, -0.25, 1.0],
             optimizer: Optimizer::new(Kind::Adam, 3),
@@ -797,6 +809,7 @@ mod tests {
             val_bpc: 3.25,
             since: 1,
         });
+        ck.val_crc = Some(0x9abc_def0);
         ck.progress.interval = Interval {
             nats: 12.5,
             count: 40,
@@ -825,6 +838,9 @@ mod tests {
         if version >= 5 {
             content.extend(postcard::to_stdvec(&ck.progress.interval).unwrap());
         }
+        if version >= 6 {
+            content.extend(postcard::to_stdvec(&ck.val_crc).unwrap());
+        }
         sealed(content)
     }
 
@@ -847,6 +863,9 @@ mod tests {
             }
             if version < 5 {
                 expected.progress.interval = Interval::default();
+            }
+            if version < 6 {
+                expected.val_crc = None;
             }
             assert_eq!(
                 read(&file_of(&ck, version)).unwrap(),

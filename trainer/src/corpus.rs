@@ -401,6 +401,8 @@ pub struct Split {
     pub train_lines: Vec<usize>,
     /// Held-out texts (possibly none).
     pub val: Vec<String>,
+    /// CRC-32 of the `--val` file they came from, if they came from one.
+    pub val_crc: Option<u32>,
 }
 
 impl Spec {
@@ -424,6 +426,7 @@ impl Spec {
                     train: corpus.texts,
                     train_lines: corpus.lines,
                     val: val.texts,
+                    val_crc: Some(val.crc),
                 };
                 (split, val.notes)
             }
@@ -449,6 +452,7 @@ impl Corpus {
                     train: vec![train],
                     train_lines: vec![1],
                     val: if val.is_empty() { vec![] } else { vec![val] },
+                    val_crc: None,
                 }
             }
             Layout::Samples => {
@@ -468,6 +472,7 @@ impl Corpus {
                     train,
                     train_lines,
                     val,
+                    val_crc: None,
                 }
             }
         }

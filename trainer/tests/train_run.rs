@@ -2473,3 +2473,58 @@ fn a_run_resumes_from_another_folder_and_default_run_folders_do_not_collide() {
     );
     assert!(b.join("runs").join(&made[0]).join("model.clm").is_file());
 }
+
+/// A run's `--val` file is checksummed as its corpus is: changed since,
+/// it is refused by `train --resume` and by `eval` of the run folder
+/// (before, both used the new text silently: held-out scores and best.clm
+/// from another file than the run's first ones).
+#[test]
+fn a_changed_val_file_is_refused_on_resume_and_by_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let val = tmp.path().join("val.txt");
+    let text = std::str::from_utf8(&charlm_trainer::corpus::BUNDLED[5000..5600]).unwrap();
+    std::fs::write(&val, text).unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--val",
+        val.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--hidden",
+        "8",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--max-steps",
+        "5",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(&val, format!("{text} and more")).unwrap();
+    let refused = |o: &Output, needle: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
+    };
+    let resume = || charlm(&["train", "--resume", run_s, "--max-steps", "8", "--quiet"]);
+    refused(
+        &resume(),
+        "the held-out file differs from the one this run was scored on",
+    );
+    refused(
+        &charlm(&["eval", "--model", run_s]),
+        "the held-out file differs from the one the run in",
+    );
+    // The same file again: both go on.
+    std::fs::write(&val, text).unwrap();
+    let o = charlm(&["eval", "--model", run_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = resume();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -166,7 +166,15 @@ fn run_held_out(args: &Args, ck: &Checkpoint) -> Result<Held, CliError> {
         None if args.val_frac.is_some() => format!("the held-out {frac} of {corpus_name}"),
         None => format!("the held-out {frac} of {corpus_name} (the run's split)"),
     };
-    let texts = cfg.corpus.split(corpus, cfg.val.as_deref(), frac)?.0.val;
+    let split = cfg.corpus.split(corpus, cfg.val.as_deref(), frac)?.0;
+    if let (Some(want), Some(crc)) = (ck.val_crc, split.val_crc)
+        && want != crc
+    {
+        return Err(CliError::invalid(format!(
+            "{name}: the held-out file differs from the one the run in {dir} was scored on; give --corpus to score it"
+        )));
+    }
+    let texts = split.val;
     if texts.is_empty() {
         return Err(CliError::invalid(format!(
             "{dir}: the run holds nothing out of {corpus_name} to score; give --corpus"

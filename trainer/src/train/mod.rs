@@ -513,6 +513,8 @@ impl Train {
 struct Data {
     name: String,
     crc: u32,
+    /// The `--val` file's checksum, if the run has one.
+    val_crc: Option<u32>,
     vocab: Vocab,
     train: Train,
     val: Option<EvalData>,
@@ -526,6 +528,9 @@ struct Given {
     vocab: Vocab,
     /// The checksum the corpus must have (a resumed run's).
     corpus_crc: Option<u32>,
+    /// The checksum the `--val` file must have (a resumed run's, where
+    /// its checkpoint recorded one).
+    val_crc: Option<u32>,
     /// Whose vocabulary, for messages ("the run's", "--init m.clm's").
     source: String,
 }
@@ -565,6 +570,17 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         .corpus
         .split(corpus, cfg.val.as_deref(), cfg.val_frac)
         .map_err(moved("held-out file", "--val"))?;
+    if let (Some(want), Some(crc), Some(val)) = (
+        given.as_ref().and_then(|g| g.val_crc),
+        split.val_crc,
+        &cfg.val,
+    ) && want != crc
+    {
+        return Err(CliError::invalid(format!(
+            "--val {}: the held-out file differs from the one this run was scored on (checksum {crc:08x}, expected {want:08x})",
+            corpus::from_here(val).display()
+        )));
+    }
     for q in &val_notes {
         note(q);
     }
@@ -668,6 +684,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
     Ok(Data {
         name,
         crc,
+        val_crc: split.val_crc,
         vocab,
         train,
         val,
@@ -1147,11 +1164,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         (Some(ck), _) => Some(Given {
             vocab: Vocab::from_symbols(ck.vocab.chars().collect()),
             corpus_crc: Some(ck.corpus_crc),
+            val_crc: ck.val_crc,
             source: "the run's".to_string(),
         }),
         (None, Some(init)) => Some(Given {
             vocab: init.vocab.clone(),
             corpus_crc: None,
+            val_crc: None,
             source: format!("--init {}'s", init.source),
         }),
         (None, None) => None,
@@ -1394,6 +1413,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             version: checkpoint::VERSION,
             config: cfg.clone(),
             corpus_crc: data.crc,
+            val_crc: data.val_crc,
             vocab: data.vocab.symbols_string(),
             params: params.clone(),
             optimizer: opt.clone(),
