@@ -71,6 +71,11 @@ fn every_subcommand_refuses_bad_input_cleanly() {
         "long.txt",
         format!("one\n\ntwo\nthree\n{}\nsix\n", "b".repeat(10_001)).as_bytes(),
     );
+    // --val-frac 0.25 holds out sample 4, of characters the others have.
+    let long_held = write(
+        "long-held.txt",
+        format!("one\ntwo\nthree\n{}\nsix\n", "e".repeat(10_001)).as_bytes(),
+    );
     let long_csv = write(
         "long.csv",
         format!("1,t,d\n2,\"multi\nline\",x\n3,{},d\n", "c".repeat(10_001)).as_bytes(),
@@ -328,6 +333,36 @@ fn every_subcommand_refuses_bad_input_cleanly() {
                 &new_out,
             ],
             "long.txt: the sample on line 5 has 10001 characters; samples are limited to 10000 (train long text as running text",
+        ),
+        // held-out samples have the same limit (before: batches as long as
+        // the longest, hundreds of megabytes)
+        (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--layout",
+                "lines",
+                "--val",
+                &long_sample,
+                "--out",
+                &new_out,
+            ],
+            "long.txt: the held-out sample that begins \"bbbbbbbbbbbbbbbbbbbb\" has 10001 characters; samples are limited to 10000",
+        ),
+        (
+            vec![
+                "train",
+                "--corpus",
+                &long_held,
+                "--layout",
+                "lines",
+                "--val-frac",
+                "0.25",
+                "--out",
+                &new_out,
+            ],
+            "the part of long-held.txt --val-frac holds out: the held-out sample that begins \"eeee",
         ),
         (
             vec![

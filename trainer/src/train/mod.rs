@@ -616,7 +616,25 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             crate::out::count(dropped as u64, "training character", "training characters")
         ));
     }
-    let (val_ids, _, dropped) = encode(&split.val);
+    let (val_ids, val_kept, dropped) = encode(&split.val);
+    // Held-out samples are scored in batches as long as their longest, as
+    // training samples are: the same limit.
+    if layout == TextLayout::Samples
+        && let Some((s, &i)) = val_ids
+            .iter()
+            .zip(&val_kept)
+            .find(|(s, _)| s.len() > MAX_SAMPLE)
+    {
+        let from = match &cfg.val {
+            Some(path) => format!("--val {}", corpus::from_here(path).display()),
+            None => format!("the part of {name} --val-frac holds out"),
+        };
+        let start: String = split.val[i].chars().take(20).collect();
+        return Err(CliError::invalid(format!(
+            "{from}: the held-out sample that begins {start:?} has {} characters; samples are limited to {MAX_SAMPLE}",
+            s.len()
+        )));
+    }
     if dropped > 0 {
         note(&format!(
             "dropped {} the vocabulary lacks",
