@@ -2528,3 +2528,37 @@ fn a_changed_val_file_is_refused_on_resume_and_by_eval() {
     let o = resume();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Resuming a finished run says so, also when only --max-steps was raised
+/// (before: silent, as if it trained on).
+#[test]
+fn resuming_a_finished_run_says_it_is_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        run_s,
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for extra in [&[][..], &["--max-steps", "100000"]] {
+        let mut args = vec!["train", "--resume", run_s, "--sample-chars", "0"];
+        args.extend(extra);
+        let o = charlm(&args);
+        let said = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            said.contains("this run is already finished; raise --epochs to train further"),
+            "{extra:?}: {said}"
+        );
+    }
+}

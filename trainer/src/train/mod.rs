@@ -1333,10 +1333,8 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             "this run is at its --max-steps {m} (step {}); raise --max-steps to train further",
             progress.steps
         ));
-    } else if progress.done
-        && progress.epoch >= cfg.epochs
-        && cfg.max_steps.is_none_or(|m| progress.steps >= m)
-    {
+    } else if progress.done && progress.epoch >= cfg.epochs {
+        // (a higher --max-steps alone cannot go past the last epoch)
         say("this run is already finished; raise --epochs to train further");
     }
 
