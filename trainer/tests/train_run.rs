@@ -2561,4 +2561,34 @@ fn resuming_a_finished_run_says_it_is_finished() {
             "{extra:?}: {said}"
         );
     }
+    // Ended by --patience: says how, in the run's units.
+    let early = tmp.path().join("early");
+    let early_s = early.to_str().unwrap();
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        early_s,
+        "--hidden",
+        "32",
+        "--batch",
+        "2",
+        "--seq-len",
+        "8",
+        "--epochs",
+        "60",
+        "--patience",
+        "1",
+        "--sample-chars",
+        "0",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = charlm(&["train", "--resume", early_s, "--sample-chars", "0"]);
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("this run stops here: no lower held-out score in 1 epoch since its best (--patience 1); raise --patience to train further"),
+        "{said}"
+    );
 }

@@ -1321,10 +1321,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             .zip(p.best.as_ref())
             .is_some_and(|(n, b)| b.since >= n)
     };
-    if progress.done && patience_spent(&progress) {
-        say(
-            "this run stopped early (its held-out score stopped improving); raise --patience to train further",
-        );
+    if progress.done
+        && patience_spent(&progress)
+        && let (Some(n), Some(b)) = (cfg.patience, &progress.best)
+    {
+        // (its own --patience ended it, or a lower one given on resume)
+        let unit = match cfg.eval_every {
+            Some(_) => ("evaluation", "evaluations"),
+            None => ("epoch", "epochs"),
+        };
+        say(&format!(
+            "this run stops here: no lower held-out score in {} since its best (--patience {n}); raise --patience to train further",
+            crate::out::count(b.since, unit.0, unit.1)
+        ));
     } else if let Some(m) = cfg
         .max_steps
         .filter(|&m| progress.steps >= m && progress.epoch < cfg.epochs)
