@@ -106,6 +106,12 @@ impl Spec {
 
     /// Reads and parses the corpus.
     pub fn load(&self) -> Result<Corpus, CliError> {
+        self.load_as("corpus")
+    }
+
+    /// [`load`](Spec::load), naming the file `what` ("held-out file") where
+    /// it has no text.
+    fn load_as(&self, what: &str) -> Result<Corpus, CliError> {
         let name = self.name();
         let (bytes, path) = match &self.path {
             None => (BUNDLED.to_vec(), PathBuf::from(BUNDLED_NAME)),
@@ -154,7 +160,7 @@ impl Spec {
         };
         if texts.is_empty() {
             return Err(CliError::invalid(format!(
-                "{}: the corpus is empty",
+                "{}: the {what} is empty",
                 path.display()
             )));
         }
@@ -421,7 +427,7 @@ impl Spec {
                     path: Some(path.to_path_buf()),
                     ..self.clone()
                 }
-                .load()?;
+                .load_as("held-out file")?;
                 let split = Split {
                     train: corpus.texts,
                     train_lines: corpus.lines,

@@ -307,6 +307,18 @@ fn every_subcommand_refuses_bad_input_cleanly() {
             "error: empty.txt: the corpus is empty",
         ),
         (
+            vec![
+                "train",
+                "--corpus",
+                &text,
+                "--val",
+                "empty.txt",
+                "--out",
+                &new_out,
+            ],
+            "error: empty.txt: the held-out file is empty",
+        ),
+        (
             vec!["train", "--corpus", &binary_up, "--out", &new_out],
             &binary_up_named,
         ),

@@ -39,7 +39,7 @@ pub struct Args {
     c_source: Option<PathBuf>,
     /// Write the model as PyTorch tensors to this safetensors file instead of a .clm
     /// (`rnn.` an nn.LSTM/nn.GRU, `out.` an nn.Linear, float32), and its vocabulary
-    /// beside it as FILE.vocab.json: what `charlm import` reads back. A run's
+    /// beside it (m.safetensors: m.vocab.json): what `charlm import` reads back. A run's
     /// tensors are its f32 parameters as trained; with --weights i8 its i8
     /// model's values (`q * s`), as for an i8 model file.
     #[arg(long, value_name = "FILE.safetensors", conflicts_with_all = ["out", "c_source"])]
