@@ -66,13 +66,14 @@ static int fail(int32_t status) {
     return 2;
 }
 
-/* ARG as a whole number from 0 to MAX (digits only), or 0 after a line on
- * stderr naming it. */
+/* ARG as a whole number from 0 to MAX (digits, after an optional '+', as
+ * the command line reads it), or 0 after a line on stderr naming it. */
 static int whole(const char *name, const char *arg, unsigned long long max,
                  unsigned long long *out) {
     char *end = NULL;
+    const char *digits = arg[0] == '+' ? arg + 1 : arg;
     errno = 0;
-    *out = arg[0] >= '0' && arg[0] <= '9' ? strtoull(arg, &end, 10) : 0;
+    *out = digits[0] >= '0' && digits[0] <= '9' ? strtoull(digits, &end, 10) : 0;
     if (end == NULL || *end != '\0' || errno == ERANGE || *out > max) {
         fprintf(stderr, "charlm: %s %s: must be a whole number from 0 to %llu\n", name, arg, max);
         return 0;
@@ -80,11 +81,13 @@ static int whole(const char *name, const char *arg, unsigned long long max,
     return 1;
 }
 
-/* ARG as a finite float, or 0 after a line on stderr naming it. */
+/* ARG as a finite float, or 0 after a line on stderr naming it (decimal
+ * only, as the command line reads it: no leading space, no hexadecimal). */
 static int number(const char *name, const char *arg, float *out) {
     char *end = NULL;
     *out = strtof(arg, &end);
-    if (end == arg || *end != '\0' || !isfinite(*out)) {
+    if (end == arg || *end != '\0' || !isfinite(*out) || arg[0] == ' ' || arg[0] == '\t'
+        || strpbrk(arg, "xX") != NULL) {
         fprintf(stderr, "charlm: %s %s: must be a finite number\n", name, arg);
         return 0;
     }

@@ -252,7 +252,7 @@ fn errors_are_reported_in_one_line() {
     std::fs::write(&damaged_path, damaged).unwrap();
     let gru = fixture("gru1.clm");
     let gru = gru.to_str().unwrap();
-    let cases: [(Vec<&str>, &str); 10] = [
+    let cases: [(Vec<&str>, &str); 12] = [
         (
             vec![damaged_path.to_str().unwrap(), "ab", "0", "1", "10"],
             "not a usable charlm model",
@@ -295,6 +295,14 @@ fn errors_are_reported_in_one_line() {
             vec![gru, "ein", "0", "1", "10", "0", "nan"],
             "TOP_P nan: must be a finite number",
         ),
+        (
+            vec![gru, "ein", "0x1p-1", "1", "10"],
+            "TEMPERATURE 0x1p-1: must be a finite number",
+        ),
+        (
+            vec![gru, "ein", " 0.8", "1", "10"],
+            "TEMPERATURE  0.8: must be a finite number",
+        ),
     ];
     for (args, needle) in cases {
         let o = run(&args);
@@ -311,6 +319,11 @@ fn errors_are_reported_in_one_line() {
             "{args:?}: {err}"
         );
     }
+    // A leading '+' reads as the command line reads it.
+    assert_eq!(
+        stdout_of(&[gru, "ein", "0.8", "+5", "+20", "+3", "0.9"]),
+        stdout_of(&[gru, "ein", "0.8", "5", "20", "3", "0.9"])
+    );
     // A standard output that cannot be written.
     #[cfg(target_os = "linux")]
     {

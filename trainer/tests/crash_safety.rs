@@ -366,6 +366,21 @@ int fsync(int fd) {
     one_line_error(&o, "b");
     assert!(!tmp.path().join("b").exists());
 
+    // Without --out: runs/ made for the run is synced into its folder too;
+    // failing, nothing is left.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let corpus_path = corpus.to_str().unwrap();
+    let o = Command::new(BIN)
+        .args(["train", "--corpus", corpus_path, "--hidden", "8", "--quiet"])
+        .current_dir(&fresh)
+        .env("LD_PRELOAD", &shim)
+        .env("FAIL_FOLDER_SYNC", libc::EIO.to_string())
+        .output()
+        .unwrap();
+    one_line_error(&o, "runs");
+    assert_eq!(std::fs::read_dir(&fresh).unwrap().count(), 0);
+
     // A resumed run stops at its first save; its folder still resumes.
     let o = run(
         Some(libc::EIO),

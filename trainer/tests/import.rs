@@ -505,6 +505,16 @@ fn a_model_without_eos_scores_and_learns_line_samples() {
     let line = bpc(&line);
     assert_eq!(line, bpc(&eval("running")));
     assert!(line < 4.0, "{line}");
+    // Samples of one character: nothing to predict, and it says why.
+    std::fs::write(path("one.txt"), "a\nb\nc\n").unwrap();
+    let o = eval("lines");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("samples of one character, and the model predicts no end"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Fine-tuned on line samples, it learns where they end.
     let lines: String = (0..400)

@@ -2527,6 +2527,14 @@ fn a_changed_val_file_is_refused_on_resume_and_by_eval() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = resume();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Moved, it is given again by its new path (before: refused as another
+    // --val, so the run could not go on at all).
+    let moved = tmp.path().join("moved.txt");
+    std::fs::rename(&val, &moved).unwrap();
+    let more = ["train", "--resume", run_s, "--max-steps", "10", "--quiet"];
+    refused(&charlm(&more), "give it again with --val FILE");
+    let o = charlm(&[&more[..], &["--val", moved.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Resuming a finished run says so, also when only --max-steps was raised
@@ -2590,5 +2598,126 @@ fn resuming_a_finished_run_says_it_is_finished() {
     assert!(
         said.contains("this run stops here: no lower held-out score in 1 epoch since its best (--patience 1); raise --patience to train further"),
         "{said}"
+    );
+}
+
+/// Stops at steps that are scored next (an epoch's last, --max-steps',
+/// an --eval-every one) wait for the score; a run resumed from any of them
+/// writes the files of one that ran straight through, also when the
+/// resumed run scores at other steps than the stopped one did.
+#[test]
+fn stops_at_scored_steps_resume_to_the_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let mut cfg = config(&corpus, CellKind::Lstm);
+    cfg.eval_every = Some(4);
+    let full = tmp.path().join("full");
+    train::run(cfg.clone(), &options(&full)).unwrap();
+    let per_epoch = charlm_trainer::checkpoint::Checkpoint::load(&full)
+        .unwrap()
+        .metrics
+        .iter()
+        .find(|r| r.val_bpc.is_some() && r.step % 4 != 0)
+        .map(|r| r.step)
+        .unwrap();
+    let same = |dir: &Path, what: &str| {
+        for f in ["best.clm", "model.clm"] {
+            let read = |d: &Path| std::fs::read(d.join(f)).unwrap();
+            assert!(read(dir) == read(&full), "{what}: {f} differs");
+        }
+        assert_eq!(metrics_rows(dir), metrics_rows(&full), "{what}");
+    };
+    let go_on = |dir: &Path| {
+        let mut o = options(dir);
+        o.resume = true;
+        let mut rest = cfg.clone();
+        (rest.epochs, rest.max_steps) = (0, Some(1_000_000));
+        train::run(rest, &o).unwrap()
+    };
+    // Ctrl-C at --max-steps' step (not one --eval-every scores): the run
+    // finishes there, scored, and goes on later as if never stopped.
+    let dir = tmp.path().join("limit");
+    let mut first = cfg.clone();
+    first.max_steps = Some(9);
+    let mut o = options(&dir);
+    o.stop_after = Some(9);
+    let s = train::run(first, &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Finished, 9));
+    assert_eq!(meta_of(&dir.join("model.clm")).0, 9);
+    assert!(meta_of(&dir.join("model.clm")).1.is_some());
+    go_on(&dir);
+    same(&dir, "Ctrl-C at --max-steps 9");
+    // Ctrl-C at an epoch's last step: stopped once it is scored.
+    let dir = tmp.path().join("epoch");
+    let mut o = options(&dir);
+    o.stop_after = Some(per_epoch);
+    let s = train::run(cfg.clone(), &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), per_epoch));
+    let ck = charlm_trainer::checkpoint::Checkpoint::load(&dir).unwrap();
+    assert!(
+        ck.metrics
+            .last()
+            .is_some_and(|r| r.step == per_epoch && r.val_bpc.is_some())
+    );
+    go_on(&dir);
+    same(&dir, "Ctrl-C at the epoch's end");
+    // Ended by --max-steps at an --eval-every step, resumed with another
+    // --eval-every: the score there was a real evaluation and stays.
+    let dir = tmp.path().join("changed");
+    let mut first = cfg.clone();
+    first.max_steps = Some(8);
+    train::run(first, &options(&dir)).unwrap();
+    let mut o = options(&dir);
+    o.resume = true;
+    let mut rest = cfg.clone();
+    (rest.epochs, rest.max_steps, rest.eval_every) = (0, Some(9), Some(3));
+    train::run(rest, &o).unwrap();
+    let rows = charlm_trainer::checkpoint::Checkpoint::load(&dir)
+        .unwrap()
+        .metrics;
+    assert!(
+        rows.iter().any(|r| r.step == 8 && r.val_bpc.is_some()),
+        "step 8's score was dropped: {rows:?}"
+    );
+}
+
+/// A run stopped between evaluations and resumed with nothing left to
+/// train (a --patience already spent) scores the weights it writes: its
+/// model.clm records their own held-out score, as a run that --max-steps
+/// ended at that step records (before: the last evaluation's, of other
+/// weights).
+#[test]
+fn a_resumed_run_with_nothing_to_train_scores_what_it_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let mut cfg = config(&corpus, CellKind::Lstm);
+    cfg.eval_every = Some(3);
+    cfg.epochs = 6;
+    // Where patience 1 stops this run.
+    let mut p1 = cfg.clone();
+    p1.patience = Some(1);
+    let early = tmp.path().join("early");
+    let stop = train::run(p1.clone(), &options(&early)).unwrap().steps;
+    assert!(stop < 6 * 40, "patience 1 never stopped the run");
+    // Without patience, stopped one step after that; resumed with it.
+    let dir = tmp.path().join("dir");
+    let mut o = options(&dir);
+    o.stop_after = Some(stop + 1);
+    let s = train::run(cfg.clone(), &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), stop + 1));
+    let mut o = options(&dir);
+    o.resume = true;
+    let mut resumed = p1.clone();
+    resumed.epochs = 0;
+    let s = train::run(resumed, &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Finished, stop + 1));
+    // The same weights, ended by --max-steps there instead.
+    let limit = tmp.path().join("limit");
+    let mut m = cfg.clone();
+    m.max_steps = Some(stop + 1);
+    train::run(m, &options(&limit)).unwrap();
+    assert_eq!(
+        meta_of(&dir.join("model.clm")),
+        meta_of(&limit.join("model.clm"))
     );
 }

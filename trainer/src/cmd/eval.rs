@@ -225,9 +225,12 @@ fn score(model: &Model<'_>, ends: bool, held: &Held) -> Result<(), CliError> {
         }
     };
     if data.count() == 0 {
-        return Err(CliError::invalid(format!(
-            "{name}: nothing to score (no character the model knows)"
-        )));
+        return Err(CliError::invalid(match data {
+            EvalData::Unended(_) => format!(
+                "{name}: nothing to score (samples of one character, and the model predicts no end)"
+            ),
+            _ => format!("{name}: nothing to score (no character the model knows)"),
+        }));
     }
     let loss = runtime_loss(model, &data);
     let how = match &data {

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use charlm_runtime::format::{CellKind, DType};
-use charlm_trainer::checkpoint::Checkpoint;
+use charlm_trainer::checkpoint::{self, Checkpoint};
 use charlm_trainer::corpus::{Field, Layout, Spec};
 use charlm_trainer::errln;
 use charlm_trainer::error::CliError;
@@ -272,7 +272,9 @@ fn same_file(given: &Path, stored: &Path) -> bool {
 }
 
 /// Flags that define the model or its data may not change on --resume.
-fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
+fn check_resume(a: &Args, ck: &Checkpoint) -> Result<(), CliError> {
+    let val_crc = ck.val_crc;
+    let ck = &ck.config;
     let given = config(a);
     let mut diffs = Vec::new();
     let mut cmp = |flag: &str, set: bool, same: bool| {
@@ -324,10 +326,16 @@ fn check_resume(a: &Args, ck: &Config) -> Result<(), CliError> {
         a.layout.is_some(),
         given.corpus.layout == ck.corpus.layout,
     );
+    // So may the --val file where the checkpoint holds its checksum (it
+    // decides when the data is read); before that, its path decides.
     cmp(
         "--val",
         a.val.is_some(),
-        matches!((&given.val, &ck.val), (Some(g), Some(s)) if same_file(g, s)),
+        match (&given.val, &ck.val) {
+            (Some(_), Some(_)) if val_crc.is_some() => true,
+            (Some(g), Some(s)) => same_file(g, s),
+            _ => false,
+        },
     );
     cmp(
         "--val-frac",
@@ -437,7 +445,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
                 drop(train::lock_run(dir)?);
             }
             let ck = Checkpoint::load(dir)?;
-            check_resume(&args, &ck.config)?;
+            check_resume(&args, &ck)?;
             check_limits(&args, &ck)?;
             weights = weights.or(Some(ck.config.weights));
             (dir.clone(), true)
@@ -457,7 +465,15 @@ pub fn run(args: Args) -> Result<(), CliError> {
     if claimed {
         train::claimed_folder(&out, made_runs);
     }
-    let result = train_in(&args, out.clone(), resume, weights, claimed);
+    // A runs/ made now: its entry durable too (the run syncs its own).
+    let runs_synced = match made_runs {
+        true => checkpoint::sync_folder(Path::new(RUNS)).map_err(|source| CliError::Write {
+            path: RUNS.into(),
+            source,
+        }),
+        false => Ok(()),
+    };
+    let result = runs_synced.and_then(|()| train_in(&args, out.clone(), resume, weights, claimed));
     if result.is_err() && claimed {
         let _ = std::fs::remove_dir(&out);
         if made_runs {

@@ -1226,6 +1226,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let layout = Layout::new(cfg.arch(data.vocab.size()));
     let mut backend = backend::select(opts.device, &layout)?;
     let mut eval_backend = backend::select(opts.device, &layout)?;
+    // The --eval-every the checkpoint was written under (a resumed run may
+    // change it).
+    let saved_eval_every = resumed.as_ref().and_then(|ck| ck.config.eval_every);
     let (mut params, mut opt, mut progress, mut rows) = match resumed {
         Some(ck) => {
             ck.fits(&layout)?;
@@ -1321,8 +1324,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             .zip(p.best.as_ref())
             .is_some_and(|(n, b)| b.since >= n)
     };
-    if progress.done
-        && patience_spent(&progress)
+    if patience_spent(&progress)
         && let (Some(n), Some(b)) = (cfg.patience, &progress.best)
     {
         // (its own --patience ended it, or a lower one given on resume)
@@ -1409,14 +1411,17 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // steps).
     let eval_point = |steps: u64| cfg.eval_every.is_some_and(|n| steps.is_multiple_of(n));
     // A run that --max-steps ended inside an epoch (not at an evaluation
-    // of --eval-every's) scored its weights there and may have written a
-    // row for that step alone (its sums then still in progress): a run
-    // continued from it drops both, as one that ran straight through has
-    // neither.
+    // of --eval-every's, as the checkpoint's run counted them) scored its
+    // weights there and may have written a row for that step alone (its
+    // sums then still in progress): a run that goes on from it drops both,
+    // as one that ran straight through has neither.
+    let trains_on =
+        progress.epoch < cfg.epochs && !limit_reached(progress.steps) && !patience_spent(&progress);
     if let Some(last) = rows.last_mut()
+        && trains_on
         && last.step == progress.steps
         && progress.batch > 0
-        && !eval_point(progress.steps)
+        && !saved_eval_every.is_some_and(|n| progress.steps.is_multiple_of(n))
     {
         last.val_bpc = None;
         if row_sums.count > 0 {
@@ -1581,10 +1586,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             // No checkpoint is written at a step that --eval-every scores
             // until it is scored (below the loop), so that a run resumed
             // from any checkpoint never skips an evaluation: Ctrl-C there
-            // stops once the step is scored (below the loop).
+            // stops once the step is scored (below the loop). So does
+            // Ctrl-C at an epoch's last step, and at --max-steps' (where
+            // the run then finishes).
             let pending_eval = eval_point(progress.steps);
+            let scored_next =
+                pending_eval || progress.batch == steps_per_epoch || limit_reached(progress.steps);
             let signal = stop_signal();
-            let stop_now = !pending_eval
+            let stop_now = !scored_next
                 && (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s));
             if stop_now {
                 bar.finish_and_clear();
@@ -1775,6 +1784,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     };
     if let Outcome::Interrupted(_) = outcome {
         return Ok(summary);
+    }
+    // Weights no evaluation has scored (a run stopped between evaluations
+    // and resumed with nothing left to train: a lower --patience) are
+    // scored now, so that the files record their own score.
+    let scored = rows.iter().rev().find_map(|r| r.val_bpc.map(|_| r.step));
+    if scored != Some(progress.steps) && !data.val_batches.is_empty() {
+        let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
+        progress.val_bpc = val.map(|l| l.bpc() as f32);
     }
     // Final export: held-out score of the f16 model through the runtime.
     let mut prov = Provenance {
