@@ -1611,7 +1611,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.finish_and_clear())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
+                // (at --max-steps' step, a row of its own keeps its sums)
+                let sums = provisional.unwrap_or(row_sums);
+                save(&params, &opt, &progress, &rows, backend.as_ref(), sums)?;
             }
             // The step budget's end, or an evaluation of --eval-every's
             // (scored below; the epoch then goes on where it was).
