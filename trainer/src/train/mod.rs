@@ -1400,8 +1400,6 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // The sums of the metrics row in progress (a resumed run's from its
     // checkpoint, so that it writes the rows an uninterrupted run would).
     let mut row_sums = progress.interval;
-    // The sums of a row written only because --max-steps ends the run here.
-    let mut provisional: Option<checkpoint::Interval> = None;
     let tty = verbose && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut outcome = Outcome::Finished;
     let limit_reached = |steps: u64| cfg.max_steps.is_some_and(|m| steps >= m);
@@ -1574,13 +1572,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     );
                 }
                 rows.push(row);
-                // A row only for --max-steps' end: the checkpoint keeps its
-                // sums as the row in progress too, and a run continued with
-                // a higher --max-steps drops the row and goes on with them,
-                // so that it writes the rows of one that ran straight
-                // through.
-                provisional = (!regular).then_some(row_sums);
-                row_sums = checkpoint::Interval::default();
+                // A row only for --max-steps' end keeps its sums as the row
+                // in progress (no step follows it in this run): a run
+                // continued with a higher --max-steps drops the row and goes
+                // on with them, so that it writes the rows of one that ran
+                // straight through.
+                if regular {
+                    row_sums = checkpoint::Interval::default();
+                }
             }
             bar.set_position(progress.batch);
             // No checkpoint is written at a step that --eval-every scores
@@ -1611,9 +1610,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.finish_and_clear())?;
                 store(backend.as_mut(), &mut params, &mut opt)?;
-                // (at --max-steps' step, a row of its own keeps its sums)
-                let sums = provisional.unwrap_or(row_sums);
-                save(&params, &opt, &progress, &rows, backend.as_ref(), sums)?;
+                save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
             }
             // The step budget's end, or an evaluation of --eval-every's
             // (scored below; the epoch then goes on where it was).
@@ -1706,14 +1703,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // The checkpoint first: samples can take a while (a stop signal
         // cuts them short), and a run whose first save fails must not
         // have written anything else.
-        save(
-            &params,
-            &opt,
-            &progress,
-            &rows,
-            backend.as_ref(),
-            provisional.unwrap_or(row_sums),
-        )?;
+        save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
         metrics::write(&opts.out, &rows)?;
         if !interim && sample_chars > 0 {
             match make_samples(&model, &prompts, cfg.seed, sample_chars) {
@@ -1843,14 +1833,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         _ => None,
     };
     progress.done = true;
-    save(
-        &params,
-        &opt,
-        &progress,
-        &rows,
-        backend.as_ref(),
-        provisional.unwrap_or(row_sums),
-    )?;
+    save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
     let written = scores.map(|(f16, i8)| if cfg.weights == DType::I8 { i8 } else { f16 });
     say(&format!(
         "wrote {} ({} bytes, {} weights): {}, train {} bpc, held-out {} bpc (f32), {} bpc ({}, through the runtime), {:.0} s {}",
