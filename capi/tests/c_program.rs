@@ -349,34 +349,43 @@ fn a_model_exported_as_c_source_runs_from_its_array_at_the_best_offset() {
         let source = charlm_trainer::export::c_source(&bytes, name, "charlm_model").unwrap();
         let model_c = tmp.path().join(format!("{name}.c"));
         std::fs::write(&model_c, source).unwrap();
+        // As C, and as C++ (a sketch may include it), linked to a C main
+        // that declares the two names extern.
         let exe = tmp.path().join(format!("{name}.exe"));
-        compile(&[manifest().join("c/embedded.c"), model_c], &exe);
-        let run = |args: &[&str]| {
-            let o = Command::new(&exe).args(args).output().unwrap();
-            assert!(
-                o.status.success(),
-                "{name} {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            String::from_utf8(o.stdout).unwrap()
-        };
-        // The array is word-aligned, and the file starts where the most
-        // rows land on words.
-        let file = charlm_runtime::format::ModelFile::decode(&bytes).unwrap();
-        let best = charlm_runtime::format::row_alignment(&bytes, &file);
-        assert_eq!(run(&["--offset"]), format!("{}\n", best.pad), "{name}");
-        // The compiled-in bytes are the model: the host's text.
-        let model = Model::from_bytes(&bytes).unwrap();
-        let prompt: String = (1..4).filter_map(|id| model.vocab().symbol(id)).collect();
-        let mut ws = host_workspace();
-        for (t, seed) in [("0", 0u64), ("0.9", 7)] {
-            let sampler = Sampler::from_temperature(t.parse().unwrap()).unwrap();
-            let want = generate(&model, &mut ws, &prompt, sampler, seed, 50).unwrap();
-            assert_eq!(
-                run(&[&prompt, t, &seed.to_string(), "50"]),
-                format!("{}\n", want.text()),
-                "{name}"
-            );
+        compile(&[manifest().join("c/embedded.c"), model_c.clone()], &exe);
+        let model_o = tmp.path().join(format!("{name}.o"));
+        let cxx = ["-x", "c++", "-std=c++11", "-pedantic"];
+        build(("CXX", "c++"), &cxx, &[model_c], Made::Object, &model_o);
+        let exe_cxx = tmp.path().join(format!("{name}-cxx.exe"));
+        compile(&[manifest().join("c/embedded.c"), model_o], &exe_cxx);
+        for exe in [exe, exe_cxx] {
+            let run = |args: &[&str]| {
+                let o = Command::new(&exe).args(args).output().unwrap();
+                assert!(
+                    o.status.success(),
+                    "{name} {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                String::from_utf8(o.stdout).unwrap()
+            };
+            // The array is word-aligned, and the file starts where the most
+            // rows land on words.
+            let file = charlm_runtime::format::ModelFile::decode(&bytes).unwrap();
+            let best = charlm_runtime::format::row_alignment(&bytes, &file);
+            assert_eq!(run(&["--offset"]), format!("{}\n", best.pad), "{name}");
+            // The compiled-in bytes are the model: the host's text.
+            let model = Model::from_bytes(&bytes).unwrap();
+            let prompt: String = (1..4).filter_map(|id| model.vocab().symbol(id)).collect();
+            let mut ws = host_workspace();
+            for (t, seed) in [("0", 0u64), ("0.9", 7)] {
+                let sampler = Sampler::from_temperature(t.parse().unwrap()).unwrap();
+                let want = generate(&model, &mut ws, &prompt, sampler, seed, 50).unwrap();
+                assert_eq!(
+                    run(&[&prompt, t, &seed.to_string(), "50"]),
+                    format!("{}\n", want.text()),
+                    "{name}"
+                );
+            }
         }
     }
 }

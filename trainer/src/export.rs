@@ -404,8 +404,8 @@ pub fn is_c_identifier(name: &str) -> bool {
         && !clashes_with_headers(name)
 }
 
-/// The model file `bytes` as C99 source for a firmware built with the C
-/// library (capi/): `const uint8_t *const NAME` and `const size_t
+/// The model file `bytes` as source that compiles as C99 and as C++11, for
+/// a firmware built with the C library (capi/): `const uint8_t *const NAME` and `const size_t
 /// NAME_len`, the file's bytes placed in a word-aligned array after the
 /// padding that puts the most weight rows on 4-byte boundaries (the
 /// Cortex-M4F kernel's fast path; [`charlm_runtime::format::row_alignment`]).
@@ -458,19 +458,32 @@ pub fn c_source(bytes: &[u8], source: &str, name: &str) -> Result<String, CliErr
             " *   charlm_generate({name}, {name}_len, prompt, strlen(prompt), &params, write, ctx);"
         ),
         " *".into(),
-        " * This file is C99: compile it as C, in a C++ project too (C++ gives".into(),
-        " * const objects internal linkage and lacks this initializer).".into(),
+        " * It compiles as C99 or as C++11 (the names keep C linkage), so it can".into(),
+        " * be a .c file of the firmware or be included from a C++ sketch.".into(),
         " */".into(),
         "#include <stddef.h>".into(),
         "#include <stdint.h>".into(),
+        String::new(),
+        // C++ gives a namespace-scope const object internal linkage unless
+        // it was declared extern first; extern "C" keeps the names unmangled.
+        "#ifdef __cplusplus".into(),
+        "extern \"C\" {".into(),
+        "#endif".into(),
+        format!("extern const uint8_t *const {name};"),
+        format!("extern const size_t {name}_len;"),
+        "#ifdef __cplusplus".into(),
+        "}".into(),
+        "#endif".into(),
         String::new(),
     ];
     let mut c = header.join("\n");
     c.push('\n');
     let total = align.pad + bytes.len();
+    // `bytes` first: a plain brace initializer sets it in C and C++ alike;
+    // `word` only gives the array its alignment.
     let _ = writeln!(
         c,
-        "static const union {{\n    uint32_t word;\n    uint8_t bytes[{total}];\n}} {name}_words = {{.bytes = {{"
+        "static const union {{\n    uint8_t bytes[{total}];\n    uint32_t word;\n}} {name}_words = {{{{"
     );
     let padded = std::iter::repeat_n(0u8, align.pad).chain(bytes.iter().copied());
     let all: Vec<u8> = padded.collect();
