@@ -298,10 +298,9 @@ fn sigterm_at_random_moments_of_an_export_leaves_a_whole_pair_and_nothing_else()
 #[test]
 fn a_folder_that_fails_to_sync_stops_the_command_and_one_that_cannot_does_not() {
     let tmp = tempfile::tempdir().unwrap();
-    let shim = tmp.path().join("fail_folder_sync.so");
-    let source = tmp.path().join("fail_folder_sync.c");
-    std::fs::write(
-        &source,
+    let shim = preload(
+        tmp.path(),
+        "fail_folder_sync",
         r#"#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -318,16 +317,7 @@ int fsync(int fd) {
     return real(fd);
 }
 "#,
-    )
-    .unwrap();
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&shim)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the preloaded library");
-    assert!(built.success());
+    );
     let corpus = tmp.path().join("c.txt");
     std::fs::write(&corpus, &charlm_trainer::corpus::BUNDLED[..3000]).unwrap();
     let run = |errno: Option<i32>, args: &[&str]| {
@@ -416,4 +406,143 @@ int fsync(int fd) {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(failed, pair("ok"));
+}
+
+/// Builds `source` (C) as a library to preload, `dir/name.so`.
+fn preload(dir: &Path, name: &str, source: &str) -> std::path::PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    let so = dir.join(format!("{name}.so"));
+    std::fs::write(&c, source).unwrap();
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the preloaded library");
+    assert!(built.success());
+    so
+}
+
+/// What a run leaves that must not depend on where it was killed: the
+/// models, the samples, the plot, and metrics.csv but for the columns that
+/// time it.
+fn run_files(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    [
+        "model.clm",
+        "best.clm",
+        "samples.txt",
+        "loss.svg",
+        "metrics.csv",
+    ]
+    .into_iter()
+    .map(|f| {
+        let bytes = std::fs::read(dir.join(f)).unwrap_or_default();
+        let bytes = match f {
+            "metrics.csv" => String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|l| l.split(',').take(5).collect::<Vec<_>>().join(",") + "\n")
+                .collect::<String>()
+                .into_bytes(),
+            _ => bytes,
+        };
+        (f, bytes)
+    })
+    .collect()
+}
+
+/// SIGKILL right after (and right before) each of a run's renames — every
+/// file it puts in place, checkpoints and all — then `--resume`: the run
+/// folder ends as the uninterrupted run's, every file of it. The run ends
+/// at --max-steps inside its second epoch, at a step --checkpoint-every
+/// also falls on, and --eval-every scores between epoch ends.
+#[test]
+fn a_kill_at_any_rename_then_resume_gives_the_uninterrupted_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = preload(
+        tmp.path(),
+        "kill_at_rename",
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdlib.h>
+static int renames;
+int rename(const char *from, const char *to) {
+    int (*real)(const char *, const char *) =
+        (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    const char *at = getenv("KILL_AT_RENAME");
+    int mine = at && atoi(at) == ++renames;
+    if (mine && getenv("KILL_BEFORE")) raise(SIGKILL);
+    int r = real(from, to);
+    if (mine) raise(SIGKILL);
+    return r;
+}
+"#,
+    );
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(&corpus, &charlm_trainer::corpus::BUNDLED[..4000]).unwrap();
+    let corpus = corpus.to_str().unwrap().to_owned();
+    let train = |out: &Path, kill: Option<(usize, bool)>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "train", "--corpus", &corpus, "--hidden", "8", "--batch", "4",
+        ])
+        .args(["--seq-len", "16", "--epochs", "2", "--max-steps", "90"])
+        .args(["--eval-every", "7", "--checkpoint-every", "3"])
+        .args(["--sample-chars", "20", "--seed", "3", "--quiet", "--out"])
+        .arg(out);
+        if let Some((n, before)) = kill {
+            cmd.env("LD_PRELOAD", &shim)
+                .env("KILL_AT_RENAME", n.to_string());
+            if before {
+                cmd.env("KILL_BEFORE", "1");
+            }
+        }
+        cmd.output().unwrap()
+    };
+    let full = tmp.path().join("full");
+    let o = train(&full, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = run_files(&full);
+    for before in [false, true] {
+        let mut kills = 0;
+        for n in 1.. {
+            let dir = tmp.path().join(format!("k{n}-{before}"));
+            let o = train(&dir, Some((n, before)));
+            if o.status.success() {
+                break; // the run has fewer renames than n
+            }
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(o.status.signal(), Some(libc::SIGKILL), "{o:?}");
+            kills += 1;
+            assert_whole(&dir);
+            if !dir.join("checkpoint.bin").exists() {
+                continue; // killed before the first checkpoint: nothing to resume
+            }
+            let o = Command::new(BIN)
+                .args(["train", "--quiet", "--sample-chars", "20", "--resume"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "kill at rename {n} (before: {before}): {o:?}"
+            );
+            for ((f, got), (_, want)) in run_files(&dir).iter().zip(&want) {
+                let show = |b: &[u8]| match f.ends_with(".clm") {
+                    true => format!("{} bytes", b.len()),
+                    false => String::from_utf8_lossy(b).into_owned(),
+                };
+                assert!(
+                    got == want,
+                    "kill at rename {n} (before: {before}), then --resume: {f} differs:\n{}\n--- the uninterrupted run's:\n{}",
+                    show(got),
+                    show(want)
+                );
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        assert!(kills > 20, "only {kills} renames");
+    }
 }

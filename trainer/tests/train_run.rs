@@ -2720,4 +2720,38 @@ fn a_resumed_run_with_nothing_to_train_scores_what_it_writes() {
         meta_of(&dir.join("model.clm")),
         meta_of(&limit.join("model.clm"))
     );
+    // All of it: the training score it records, and that step's metrics row.
+    assert!(model_bytes(&dir) == model_bytes(&limit));
+    assert_eq!(metrics_rows(&dir), metrics_rows(&limit));
+}
+
+/// A run stopped between evaluations and resumed with a --max-steps that
+/// ends it where it stopped writes what a run that --max-steps ended there
+/// straight through writes: the training score in model.clm, that step's
+/// metrics row with its held-out score, and the samples of those weights.
+#[test]
+fn a_run_resumed_with_max_steps_at_its_stop_ends_as_a_straight_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let cfg = config(&corpus, CellKind::Gru);
+    let stop = 13; // inside the first epoch, neither logged nor scored
+    let straight = tmp.path().join("straight");
+    let mut limited = cfg.clone();
+    limited.max_steps = Some(stop);
+    train::run(limited.clone(), &options(&straight)).unwrap();
+    let dir = tmp.path().join("dir");
+    let mut o = options(&dir);
+    o.stop_after = Some(stop);
+    let s = train::run(cfg.clone(), &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), stop));
+    let mut o = options(&dir);
+    o.resume = true;
+    limited.epochs = 0;
+    let s = train::run(limited, &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Finished, stop));
+    assert!(model_bytes(&dir) == model_bytes(&straight));
+    assert_eq!(metrics_rows(&dir), metrics_rows(&straight));
+    let samples = |d: &Path| std::fs::read_to_string(d.join("samples.txt")).unwrap();
+    assert!(samples(&straight).contains(&format!("(step {stop})")));
+    assert_eq!(samples(&dir), samples(&straight));
 }

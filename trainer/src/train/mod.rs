@@ -1426,6 +1426,20 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             rows.pop();
         }
     }
+    // The metrics row of the step just taken, from the sums since the last
+    // row (held-out score added when it is scored).
+    let row_now = |progress: &Progress, sums: &checkpoint::Interval, lr: f32| Row {
+        step: progress.steps,
+        epoch: progress.epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
+        lr,
+        train_bpc: (sums.nats / sums.count.max(1) as f64) / std::f64::consts::LN_2,
+        val_bpc: None,
+        chars_per_s: sums.count as f64 / sums.seconds.max(1e-9),
+        seconds: progress.seconds,
+    };
+    // The step whose evaluation (score, metrics.csv, samples) ran in this
+    // session, if any.
+    let mut evaluated_at = None;
     let patience_unit = if cfg.eval_every.is_some() {
         ("evaluation", "evaluations")
     } else {
@@ -1547,16 +1561,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.finish_and_clear())?;
-                let row = Row {
-                    step: progress.steps,
-                    epoch: epoch as f64 + progress.batch as f64 / steps_per_epoch as f64,
-                    lr,
-                    train_bpc: (row_sums.nats / row_sums.count.max(1) as f64)
-                        / std::f64::consts::LN_2,
-                    val_bpc: None,
-                    chars_per_s: row_sums.count as f64 / row_sums.seconds.max(1e-9),
-                    seconds: progress.seconds,
-                };
+                let row = row_now(&progress, &row_sums, lr);
                 bar.set_message(format!(
                     "{:.3} bpc, {:.1}k chars/s",
                     row.train_bpc,
@@ -1582,12 +1587,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 }
             }
             bar.set_position(progress.batch);
-            // No checkpoint is written at a step that --eval-every scores
-            // until it is scored (below the loop), so that a run resumed
-            // from any checkpoint never skips an evaluation: Ctrl-C there
-            // stops once the step is scored (below the loop). So does
-            // Ctrl-C at an epoch's last step, and at --max-steps' (where
-            // the run then finishes).
+            // No checkpoint is written at a step scored next (one that
+            // --eval-every scores, an epoch's last, --max-steps') until it
+            // is scored (below the loop), so that a run resumed from any
+            // checkpoint never skips an evaluation; Ctrl-C there stops once
+            // the step is scored (at --max-steps', the run then finishes).
             let pending_eval = eval_point(progress.steps);
             let scored_next =
                 pending_eval || progress.batch == steps_per_epoch || limit_reached(progress.steps);
@@ -1605,7 +1609,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 outcome = Outcome::Interrupted(signal);
                 break 'epochs;
             }
-            if progress.steps % opts.checkpoint_every.max(1) == 0 && !pending_eval {
+            if progress.steps % opts.checkpoint_every.max(1) == 0 && !scored_next {
                 let sums = (&mut row_sums, &mut session_train_s);
                 settle(backend.as_mut(), &mut progress, sums, &opts.out)
                     .inspect_err(|_| bar.finish_and_clear())?;
@@ -1637,6 +1641,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         if let Some(last) = rows.last_mut() {
             last.val_bpc = val.map(|l| l.bpc());
         }
+        evaluated_at = Some(progress.steps);
         let fraction = progress.batch as f64 / steps_per_epoch as f64;
         // Only whole epochs (and --eval-every's steps) compete for best.clm
         // and count for --patience: a --max-steps end elsewhere inside an
@@ -1677,6 +1682,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 || write_atomic(&opts.out.join(BEST_FILE), &bytes),
             )?,
         };
+        // A run --patience ends here is finishing: a stop signal from here
+        // on lets it write its models.
+        if patience_spent(&progress) {
+            let _ = enter(FINISHING);
+        }
         // An evaluation of --eval-every's inside an epoch, where the run goes
         // on: one line, no samples.
         let interim = !whole_epoch && !limit_reached(progress.steps) && !patience_spent(&progress);
@@ -1777,13 +1787,32 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     if let Outcome::Interrupted(_) = outcome {
         return Ok(summary);
     }
-    // Weights no evaluation has scored (a run stopped between evaluations
-    // and resumed with nothing left to train: a lower --patience) are
-    // scored now, so that the files record their own score.
-    let scored = rows.iter().rev().find_map(|r| r.val_bpc.map(|_| r.step));
-    if scored != Some(progress.steps) && !data.val_batches.is_empty() {
-        let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
-        progress.val_bpc = val.map(|l| l.bpc() as f32);
+    // A run resumed with nothing left to train ends at its checkpoint's
+    // step, which this session did not evaluate. What that evaluation
+    // writes, and the first session may not have written, is written now,
+    // as a run that ends there straight through writes it: after a stop
+    // between evaluations resumed with a --max-steps or --patience that
+    // ends it there, the step's metrics row, training score and held-out
+    // score; after a kill that came between the last checkpoint and
+    // metrics.csv or samples.txt, those files.
+    let resumed_end = evaluated_at != Some(progress.steps);
+    if resumed_end {
+        if progress.epoch_count > 0 {
+            progress.train_bpc = Some(progress.epoch_bpc());
+        }
+        if rows.last().map(|r| r.step) != Some(progress.steps) && row_sums.count > 0 {
+            let lr = cfg.lr * cfg.lr_decay.powi(progress.epoch as i32);
+            rows.push(row_now(&progress, &row_sums, lr));
+        }
+        let scored = rows.iter().rev().find_map(|r| r.val_bpc.map(|_| r.step));
+        if scored != Some(progress.steps) && !data.val_batches.is_empty() {
+            let val = val_loss(eval_backend.as_mut(), &params, &data.val_batches);
+            progress.val_bpc = val.map(|l| l.bpc() as f32);
+            if let Some(last) = rows.last_mut().filter(|r| r.step == progress.steps) {
+                last.val_bpc = val.map(|l| l.bpc());
+            }
+        }
+        metrics::write(&opts.out, &rows)?;
     }
     // Final export: held-out score of the f16 model through the runtime.
     let mut prov = Provenance {
@@ -1819,6 +1848,25 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     let bytes = export(&layout, &params, &data.vocab, &file_prov, cfg.weights)?;
     let model_path = opts.out.join("model.clm");
     write_atomic(&model_path, &bytes)?;
+    if resumed_end && sample_chars > 0 {
+        let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
+            path: model_path.clone(),
+            source,
+        })?;
+        // (cut short by a stop signal: the run is finishing; it keeps the
+        // samples file it had)
+        if let Some(samples) = make_samples(&model, &prompts, cfg.seed, sample_chars) {
+            if verbose {
+                print_samples(&samples);
+            }
+            let epoch = progress.epoch as f64 + progress.batch as f64 / steps_per_epoch as f64;
+            write_atomic(
+                &opts.out.join("samples.txt"),
+                samples_text(&samples, epoch, progress.steps).as_bytes(),
+            )?;
+            summary.samples = samples;
+        }
+    }
     // best.clm was written without its score through the runtime (a pass
     // over the held-out data for every new best would cost more than the
     // evaluation itself): it gets it now, as model.clm has (f16 files).
