@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use charlm_runtime::Model;
+use charlm_trainer::checkpoint::Checkpoint;
 use rand_core::RngCore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_charlm");
@@ -460,26 +461,7 @@ fn run_files(dir: &Path) -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn a_kill_at_any_rename_then_resume_gives_the_uninterrupted_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let shim = preload(
-        tmp.path(),
-        "kill_at_rename",
-        r#"#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <signal.h>
-#include <stdlib.h>
-static int renames;
-int rename(const char *from, const char *to) {
-    int (*real)(const char *, const char *) =
-        (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
-    const char *at = getenv("KILL_AT_RENAME");
-    int mine = at && atoi(at) == ++renames;
-    if (mine && getenv("KILL_BEFORE")) raise(SIGKILL);
-    int r = real(from, to);
-    if (mine) raise(SIGKILL);
-    return r;
-}
-"#,
-    );
+    let shim = kill_at_rename(tmp.path());
     let corpus = tmp.path().join("c.txt");
     std::fs::write(&corpus, &charlm_trainer::corpus::BUNDLED[..4000]).unwrap();
     let corpus = corpus.to_str().unwrap().to_owned();
@@ -545,4 +527,111 @@ int rename(const char *from, const char *to) {
         }
         assert!(kills > 20, "only {kills} renames");
     }
+}
+
+/// A library to preload that raises $KILL_SIGNAL (else SIGKILL) in the
+/// process at its $KILL_AT_RENAME-th rename, once the rename is done (or,
+/// with $KILL_BEFORE set, just before it), and writes the number of
+/// renames to the file $RENAME_COUNT when the process exits.
+fn kill_at_rename(dir: &Path) -> std::path::PathBuf {
+    preload(
+        dir,
+        "kill_at_rename",
+        r#"#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+static int renames;
+int rename(const char *from, const char *to) {
+    int (*real)(const char *, const char *) =
+        (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+    const char *at = getenv("KILL_AT_RENAME");
+    const char *sig = getenv("KILL_SIGNAL");
+    int mine = ++renames == (at ? atoi(at) : 0);
+    if (mine && getenv("KILL_BEFORE")) raise(sig ? atoi(sig) : SIGKILL);
+    int r = real(from, to);
+    if (mine) raise(sig ? atoi(sig) : SIGKILL);
+    return r;
+}
+__attribute__((destructor)) static void count(void) {
+    const char *path = getenv("RENAME_COUNT");
+    FILE *f = path ? fopen(path, "w") : NULL;
+    if (f) {
+        fprintf(f, "%d", renames);
+        fclose(f);
+    }
+}
+"#,
+    )
+}
+
+/// SIGTERM at each rename of a run that --patience ends: before its last
+/// step is taken the run stops (status 143), and `--resume` then ends as
+/// the uninterrupted run; once it is taken, the run writes its models and
+/// ends with status 0, as the uninterrupted run (but for samples the
+/// signal cut short).
+#[test]
+fn sigterm_at_any_rename_of_a_run_that_patience_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = kill_at_rename(tmp.path());
+    let corpus = tmp.path().join("c.txt");
+    std::fs::write(&corpus, &charlm_trainer::corpus::BUNDLED[..4000]).unwrap();
+    let corpus = corpus.to_str().unwrap().to_owned();
+    let train = |out: &Path, env: (&str, String)| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "train", "--corpus", &corpus, "--hidden", "32", "--batch", "4",
+        ])
+        .args(["--seq-len", "16", "--epochs", "20", "--eval-every", "10"])
+        .args(["--patience", "2", "--lr", "0.03", "--checkpoint-every", "3"])
+        .args(["--sample-chars", "20", "--seed", "3", "--quiet", "--out"])
+        .arg(out)
+        .env("LD_PRELOAD", &shim)
+        .env("KILL_SIGNAL", libc::SIGTERM.to_string())
+        .env(env.0, env.1);
+        cmd.output().unwrap()
+    };
+    let full = tmp.path().join("full");
+    let count = tmp.path().join("count");
+    let o = train(&full, ("RENAME_COUNT", count.display().to_string()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let steps = Checkpoint::load(&full).unwrap().progress.steps;
+    let ended = Checkpoint::load(&full).unwrap().config.epochs;
+    assert!(steps < ended * 59, "--patience did not end the run");
+    let renames: usize = std::fs::read_to_string(&count).unwrap().parse().unwrap();
+    let want = run_files(&full);
+    let mut stopped = 0;
+    for n in 1..=renames {
+        let dir = tmp.path().join(format!("t{n}"));
+        let o = train(&dir, ("KILL_AT_RENAME", n.to_string()));
+        let code = o.status.code();
+        if code == Some(143) {
+            stopped += 1;
+            let left = Checkpoint::load(&dir).unwrap().progress.steps;
+            assert!(
+                left < steps,
+                "SIGTERM at rename {n}: stopped (143) after the last step, {left}, without writing the models"
+            );
+            let o = Command::new(BIN)
+                .args(["train", "--quiet", "--sample-chars", "20", "--resume"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "SIGTERM at rename {n}: {o:?}");
+        } else {
+            assert_eq!(code, Some(0), "SIGTERM at rename {n}: {o:?}");
+        }
+        for ((f, got), (_, want)) in run_files(&dir).iter().zip(&want) {
+            // (a signal cuts the last samples short: samples.txt may stay
+            // an earlier evaluation's, as its first line says)
+            let cut = code == Some(0) && *f == "samples.txt";
+            assert!(got == want || cut, "SIGTERM at rename {n}: {f} differs");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert!(
+        stopped > 20,
+        "only {stopped} of {renames} SIGTERMs stopped the run"
+    );
 }
