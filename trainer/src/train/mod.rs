@@ -1491,7 +1491,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                     .progress_chars("=> "),
             );
             bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.epochs));
-            bar.set_position(progress.batch);
+            // Resumed inside the epoch (or going on after an evaluation of
+            // --eval-every's): the steps already taken are no progress of
+            // this bar's, or its estimate would count them as made in no
+            // time. The estimator records them with the tick, then forgets
+            // their rate.
+            if progress.batch > 0 {
+                bar.set_position(progress.batch);
+                bar.tick();
+                bar.reset_eta();
+            }
             bar
         } else {
             ProgressBar::hidden()
