@@ -1870,6 +1870,22 @@ fn bad_input_is_one_line_and_exit_status_2() {
         &["train", "--patience", "2", "--val-frac", "0", "--out", &out],
         "needs held-out data",
     );
+    // Held out, but every held-out character is one the training part
+    // lacks: that is the reason, not too little data.
+    let tail_only = "ab ".repeat(3000) + &"z".repeat(474);
+    std::fs::write(d("tail.txt"), tail_only).unwrap();
+    fails(
+        &[
+            "train",
+            "--corpus",
+            &d("tail.txt"),
+            "--patience",
+            "2",
+            "--out",
+            &out,
+        ],
+        "--patience 2: needs held-out data, and --val-frac 0.05 of tail.txt leaves none the vocabulary knows (every held-out character is one it lacks)",
+    );
     fails(
         &["train", "--eval-every", "0", "--out", &out],
         "--eval-every 0",
@@ -2259,6 +2275,34 @@ fn the_end_of_a_run_names_the_model_to_try() {
     assert!(
         stdout.contains("stopped at --max-steps 14, in epoch 2 of 5"),
         "{stdout}"
+    );
+    // Ended at an epoch's last step: no step of the next one was taken.
+    let per_epoch: u64 = stdout
+        .split(" batches/epoch")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let at_end = tmp.path().join("at-end");
+    let o = charlm(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--hidden",
+        "16",
+        "--max-steps",
+        &per_epoch.to_string(),
+        "--sample-chars",
+        "0",
+        "--out",
+        at_end.to_str().unwrap(),
+    ]);
+    let end = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        end.contains(&format!(
+            "stopped at --max-steps {per_epoch}, after epoch 1 of 5"
+        )),
+        "{end}"
     );
     let o = charlm(&["train", "--resume", run.to_str().unwrap(), "--epochs", "7"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

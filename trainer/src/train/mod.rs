@@ -520,6 +520,8 @@ struct Data {
     val: Option<EvalData>,
     val_batches: Vec<Batch>,
     layout: TextLayout,
+    /// Held-out characters dropped as the vocabulary lacks them.
+    val_dropped: usize,
 }
 
 /// What a resumed run or `--init` fixes before the data is read.
@@ -616,7 +618,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             crate::out::count(dropped as u64, "training character", "training characters")
         ));
     }
-    let (val_ids, val_kept, dropped) = encode(&split.val);
+    let (val_ids, val_kept, val_dropped) = encode(&split.val);
     // Held-out samples are scored in batches as long as their longest, as
     // training samples are: the same limit.
     if layout == TextLayout::Samples
@@ -635,10 +637,15 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             s.len()
         )));
     }
-    if dropped > 0 {
+    // (none left: the run says so where it says it has no held-out data)
+    if val_dropped > 0 && val_ids.iter().any(|s| !s.is_empty()) {
         note(&format!(
             "dropped {} the vocabulary lacks",
-            crate::out::count(dropped as u64, "held-out character", "held-out characters")
+            crate::out::count(
+                val_dropped as u64,
+                "held-out character",
+                "held-out characters"
+            )
         ));
     }
     let train = match layout {
@@ -708,6 +715,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         val,
         val_batches,
         layout,
+        val_dropped,
     })
 }
 
@@ -1195,15 +1203,25 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     };
     let data = prepare(&cfg, given, &note)?;
     if data.val.is_none() {
-        // Asked for, and none came out: too little data to hold some out.
+        // Asked for, and none came out: too little data to hold some out,
+        // or none of it in the vocabulary.
         let asked = match &cfg.val {
             Some(path) => Some(format!(
-                "--val {} has none to score",
-                corpus::from_here(path).display()
+                "--val {} has none to score{}",
+                corpus::from_here(path).display(),
+                match data.val_dropped {
+                    0 => "",
+                    _ => " (every character of it is one the vocabulary lacks)",
+                }
             )),
             None if cfg.val_frac > 0.0 => Some(format!(
-                "--val-frac {} of {} leaves none (too little data)",
-                cfg.val_frac, data.name
+                "--val-frac {} of {} leaves none {}",
+                cfg.val_frac,
+                data.name,
+                match data.val_dropped {
+                    0 => "(too little data)",
+                    _ => "the vocabulary knows (every held-out character is one it lacks)",
+                }
             )),
             None => None,
         };
@@ -1777,9 +1795,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         && progress.epoch < cfg.epochs
         && let Some(m) = cfg.max_steps.filter(|&m| progress.steps >= m)
     {
+        // (at an epoch's end, no step of the next one is taken)
+        let (at, epoch) = match progress.batch {
+            0 => ("after", progress.epoch),
+            _ => ("in", progress.epoch + 1),
+        };
         say(&format!(
-            "stopped at --max-steps {m}, in epoch {} of {} (charlm train --resume {} --max-steps N trains on)",
-            progress.epoch + 1,
+            "stopped at --max-steps {m}, {at} epoch {epoch} of {} (charlm train --resume {} --max-steps N trains on)",
             cfg.epochs,
             opts.out.display()
         ));
