@@ -847,3 +847,64 @@ fn the_fuzzers_seed_models_are_valid() {
     }
     assert_eq!(seen, 8, "4 seed models, each in f16 and i8");
 }
+
+/// An RNG whose every draw is the largest: the one that lands furthest
+/// along the cumulative weights (the only draw that can reach the last id
+/// when the others' weights leave it almost nothing).
+struct LastDraw;
+
+impl RngCore for LastDraw {
+    fn next_u32(&mut self) -> u32 {
+        u32::MAX
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::MAX
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        dst.fill(0xff);
+    }
+}
+
+/// `charlm import` gives a model without `<eos>` one whose logit is f16's
+/// lowest, -65504, as the last id; the docs promise it is never drawn
+/// greedily nor at temperatures up to 1,000 (far above, where every weight
+/// is about equal, it is).
+#[test]
+fn an_end_of_logit_minus_65504_is_drawn_only_far_above_temperature_1000() {
+    let eos = 65;
+    for spread in [1.0f32, 10.0, 40.0] {
+        let base: Vec<f32> = (0..=eos)
+            .map(|i| match i {
+                _ if i == eos => -65504.0,
+                _ => ((i * 37 % 23) as f32 / 11.0 - 1.0) * spread,
+            })
+            .collect();
+        for t in [0.0f32, 0.5, 1.0, 10.0, 100.0, 1000.0] {
+            for draw in [u32::MAX, u32::MAX - (1 << 8), 0] {
+                struct Fixed(u32);
+                impl RngCore for Fixed {
+                    fn next_u32(&mut self) -> u32 {
+                        self.0
+                    }
+                    fn next_u64(&mut self) -> u64 {
+                        self.0 as u64
+                    }
+                    fn fill_bytes(&mut self, dst: &mut [u8]) {
+                        dst.fill(0);
+                    }
+                }
+                let mut logits = base.clone();
+                let id = Sampler::from_temperature(t)
+                    .unwrap()
+                    .sample(&mut logits, &mut Fixed(draw));
+                assert_ne!(id as usize, eos, "T = {t}, spread {spread}, draw {draw:#x}");
+            }
+        }
+        // Far above, it is as likely as the rest: the last draw takes it.
+        let mut logits = base.clone();
+        let id = Sampler::from_temperature(1e7)
+            .unwrap()
+            .sample(&mut logits, &mut LastDraw);
+        assert_eq!(id as usize, eos, "spread {spread}");
+    }
+}

@@ -42,8 +42,11 @@
 //! renumbered to charlm's order (padding 0, the symbols in the list's
 //! order, `<eos>` last); a source without padding gets a zero row for it
 //! (never fed, never predicted), one without `<eos>` a zero row whose
-//! logit is -65504 (f16's lowest), so that it is never drawn and texts end
-//! at `--max-chars`.
+//! logit is -65504 (f16's lowest), so that texts end at `--max-chars`: it
+//! is never drawn greedily nor at temperatures up to 1,000 (its weight,
+//! about `exp(-65504 / T)` of the others', underflows or falls below the
+//! draw's resolution of 2^-24; at far higher temperatures, where every
+//! character is about as likely as any other, it can be drawn too).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,7 +100,8 @@ pub struct Imported {
 }
 
 /// The logit of an `<eos>` the source model did not have: f16's lowest, so
-/// that softmax gives it exactly zero next to any finite logit.
+/// that it is never drawn at any temperature a text is sampled at (see the
+/// module docs for the limit).
 pub const ABSENT_EOS_LOGIT: f32 = -65504.0;
 
 /// Whether a model's parameters (in `layout`'s order) never end a text:

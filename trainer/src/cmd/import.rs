@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
     }
     if m.eos_added {
         outln!(
-            "note: the vocabulary has no \"<eos>\": one was added that is never predicted, so texts end at --max-chars (eval of line samples leaves their ends out; train --init on line samples learns it)"
+            "note: the vocabulary has no \"<eos>\": one was added that is never predicted (greedily or at temperatures up to 1,000), so texts end at --max-chars (eval of line samples leaves their ends out; train --init on line samples learns it)"
         );
     }
     outln!(
