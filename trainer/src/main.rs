@@ -63,24 +63,25 @@ fn main() -> ExitCode {
         }
     };
     let trains = matches!(cli.command, Command::Train(_));
-    let result: Result<(), CliError> = match cli.command {
-        Command::Generate(args) => cmd::generate::run(args),
-        Command::Info(args) => cmd::info::run(args),
-        Command::Eval(args) => cmd::eval::run(args),
-        Command::Export(args) => cmd::export::run(args),
-        Command::Import(args) => cmd::import::run(args),
-        // The commands that train run on the CPU backend's worker threads.
-        Command::Train(args) => {
-            cmd::pool(args.threads).and_then(|p| p.install(|| cmd::train::run(*args)))
+    // A CUDA library that lacks a function charlm calls makes cudarc panic
+    // at that call: where the backend is opened that is an error of its own
+    // (`cuda::guarded`), anywhere later one line and exit status 2 as well,
+    // and the panic itself is never shown.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if charlm_trainer::cuda::missing_symbol(info.payload()).is_none() {
+            default_hook(info);
         }
-        Command::Bench(b) => {
-            let threads = match &b {
-                cmd::bench::Bench::Train(a) => a.threads,
-                _ => None,
-            };
-            cmd::pool(threads).and_then(|p| p.install(|| cmd::bench::run(b)))
-        }
-    };
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli.command)))
+        .unwrap_or_else(
+            |payload| match charlm_trainer::cuda::missing_symbol(&*payload) {
+                Some(message) => Err(CliError::invalid(
+                    charlm_trainer::cuda::CudaError::MissingSymbol(message).to_string(),
+                )),
+                None => std::panic::resume_unwind(payload),
+            },
+        );
     // A command that could not write its standard output has failed,
     // whatever else it did (a training run still wrote its run folder).
     let result = result.and_then(|()| match out::failure() {
@@ -102,6 +103,28 @@ fn main() -> ExitCode {
         Err(e) => {
             errln!("charlm: error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the command.
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Generate(args) => cmd::generate::run(args),
+        Command::Info(args) => cmd::info::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Import(args) => cmd::import::run(args),
+        // The commands that train run on the CPU backend's worker threads.
+        Command::Train(args) => {
+            cmd::pool(args.threads).and_then(|p| p.install(|| cmd::train::run(*args)))
+        }
+        Command::Bench(b) => {
+            let threads = match &b {
+                cmd::bench::Bench::Train(a) => a.threads,
+                _ => None,
+            };
+            cmd::pool(threads).and_then(|p| p.install(|| cmd::bench::run(b)))
         }
     }
 }

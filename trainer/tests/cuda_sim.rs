@@ -731,51 +731,209 @@ fn bench_gpu_profile_times_every_phase_of_a_step() {
     if !have_nvrtc() {
         return;
     }
-    let o = charlm(&[
-        "bench",
-        "gpu",
-        "--config",
-        "titles8",
-        "--seconds",
-        "0.01",
-        "--profile",
-        "2",
-    ]);
-    let t = text(&o);
-    assert!(o.status.success(), "{t}");
-    let table: Vec<&str> = t
-        .lines()
-        .skip_while(|l| !l.starts_with("PROFILE titles8: 2 steps"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .collect();
-    // every phase of a 1-layer LSTM step, once, in step order
-    let phases = [
-        "host: between steps",
-        "forward: batch upload, input projection",
-        "forward: recurrence",
-        "forward: state copies, dropout",
-        "forward: output layer, softmax, loss",
-        "backward: output layer",
-        "backward: recurrence",
-        "backward: weight gradients, input gradient",
-        "gradient norm, clip, guard",
-        "optimizer",
-    ];
-    let names: Vec<&str> = table
-        .iter()
-        .map(|l| l.split("  ").find(|s| !s.is_empty()).unwrap_or("").trim())
-        .collect();
-    assert_eq!(names, phases, "{t}");
-    let share: f64 = table
-        .iter()
-        .map(|l| {
-            let pct = l.split_whitespace().last().unwrap_or("");
-            pct.trim_end_matches('%').parse::<f64>().expect("a share")
+    // `auto` finds the (simulated) GPU and times the same on-device step;
+    // a --seconds too short for one step still times one.
+    for (device, seconds) in [("cuda", "0.01"), ("auto", "1e-9")] {
+        let o = charlm(&[
+            "bench",
+            "gpu",
+            "--device",
+            device,
+            "--config",
+            "titles8",
+            "--seconds",
+            seconds,
+            "--profile",
+            "2",
+        ]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains("GRAPHS titles8: "), "{device}: {t}");
+        assert!(!t.contains("RESULT titles8 0 chars/s"), "{device}: {t}");
+        let table: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.starts_with("PROFILE titles8: 2 steps"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        // every phase of a 1-layer LSTM step, once, in step order
+        let phases = [
+            "host: between steps",
+            "forward: batch upload, input projection",
+            "forward: recurrence",
+            "forward: state copies, dropout",
+            "forward: output layer, softmax, loss",
+            "backward: output layer",
+            "backward: recurrence",
+            "backward: weight gradients, input gradient",
+            "gradient norm, clip, guard",
+            "optimizer",
+        ];
+        let names: Vec<&str> = table
+            .iter()
+            .map(|l| l.split("  ").find(|s| !s.is_empty()).unwrap_or("").trim())
+            .collect();
+        assert_eq!(names, phases, "{t}");
+        let share: f64 = table
+            .iter()
+            .map(|l| {
+                let pct = l.split_whitespace().last().unwrap_or("");
+                pct.trim_end_matches('%').parse::<f64>().expect("a share")
+            })
+            .sum();
+        assert!(
+            (share - 100.0).abs() < 0.6,
+            "shares add up to {share}%: {t}"
+        );
+    }
+}
+
+/// A library that loads under a CUDA library's name but lacks a function
+/// charlm calls (an NVRTC link made to the wrong file, a driver too old, a
+/// stray file of that name) makes cudarc panic at that call: `--device
+/// cuda` is one line and status 2 naming the function, and `auto` trains on
+/// the CPU, saying why.
+#[test]
+fn a_cuda_library_lacking_a_function_is_one_line_and_auto_trains_on_the_cpu() {
+    if !have_nvrtc() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sim = std::path::Path::new(charlm_cuda_sim::LIB_DIR);
+    // NVRTC's builtins library (no nvrtcVersion) as libnvrtc.so, beside
+    // the simulator's driver and cuBLAS.
+    let builtins = std::env::var("LD_LIBRARY_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libnvrtc-builtins.so"))
         })
-        .sum();
-    assert!(
-        (share - 100.0).abs() < 0.6,
-        "shares add up to {share}%: {t}"
-    );
+        .expect("NVRTC's folder holds its builtins library");
+    let wrong_nvrtc = dir.path().join("nvrtc");
+    std::fs::create_dir(&wrong_nvrtc).unwrap();
+    std::os::unix::fs::symlink(&builtins, wrong_nvrtc.join("libnvrtc.so")).unwrap();
+    // The C library's libm as the driver (no cuInit).
+    let libm = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib64/libm.so.6",
+        "/lib64/libm.so.6",
+    ]
+    .into_iter()
+    .map(std::path::Path::new)
+    .find(|p| p.exists());
+    let wrong_driver = dir.path().join("driver");
+    std::fs::create_dir(&wrong_driver).unwrap();
+    let cases = [
+        (
+            format!("{}:{}", wrong_nvrtc.display(), sim.display()),
+            "Missing symbol nvrtcVersion",
+        ),
+        (
+            format!("{}:{}", wrong_driver.display(), sim_path()),
+            "Missing symbol cu",
+        ),
+    ];
+    let out = dir.path().join("run");
+    let out_s = out.display().to_string();
+    for (i, (path, wanted)) in cases.iter().enumerate() {
+        if i == 1 {
+            let Some(libm) = libm else {
+                eprintln!("*** SKIPPED the driver case: no libm.so.6 found");
+                continue;
+            };
+            for name in ["libcuda.so", "libcuda.so.1"] {
+                std::os::unix::fs::symlink(libm, wrong_driver.join(name)).unwrap();
+            }
+        }
+        let run = |device: &str| {
+            let o = Command::new(env!("CARGO_BIN_EXE_charlm"))
+                .args([
+                    "train",
+                    "--device",
+                    device,
+                    "--max-steps",
+                    "2",
+                    "--hidden",
+                    "8",
+                ])
+                .args(["--sample-chars", "0", "--out", &out_s])
+                .env("LD_LIBRARY_PATH", path)
+                .env("CHARLM_KERNEL_CACHE", "off")
+                .output()
+                .expect("running charlm");
+            let _ = std::fs::remove_dir_all(&out);
+            o
+        };
+        let o = run("cuda");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{wanted}: {err}");
+        assert_eq!(err.lines().count(), 1, "{wanted}: {err}");
+        assert!(err.contains(wanted) && !err.contains("panicked"), "{err}");
+        let o = run("auto");
+        let all = text(&o);
+        assert!(o.status.success(), "{wanted}: {all}");
+        assert!(
+            all.contains("device cpu") && all.contains(wanted) && !all.contains("panicked"),
+            "{wanted}: {all}"
+        );
+    }
+}
+
+/// Where a driver is present, a value the backend's settings do not take is
+/// one line and status 2 with `--device auto` too: also when NVRTC is
+/// missing (the settings are read first), and for a value that is not
+/// UTF-8 text (not taken for an unset one).
+#[test]
+fn a_bad_setting_is_refused_before_a_missing_library_and_when_not_utf8() {
+    if !have_nvrtc() {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.display().to_string();
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"of\xff");
+    let cases: [(&str, &std::ffi::OsStr, String, &str); 3] = [
+        (
+            "CHARLM_CUDA_GRAPHS",
+            "bogus".as_ref(),
+            charlm_cuda_sim::LIB_DIR.to_string(),
+            "--device auto: CHARLM_CUDA_GRAPHS=bogus: use on or off",
+        ),
+        (
+            "CHARLM_CUDA_GRAPHS",
+            not_utf8,
+            sim_path(),
+            "--device auto: CHARLM_CUDA_GRAPHS=of\u{fffd}: not UTF-8 text",
+        ),
+        (
+            "CHARLM_CUDA_SEQ_BLOCKS",
+            not_utf8,
+            sim_path(),
+            "--device auto: CHARLM_CUDA_SEQ_BLOCKS=of\u{fffd}: not UTF-8 text",
+        ),
+    ];
+    for (name, value, path, wanted) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_charlm"))
+            .args([
+                "train",
+                "--device",
+                "auto",
+                "--max-steps",
+                "2",
+                "--out",
+                &out_s,
+            ])
+            .env("LD_LIBRARY_PATH", path)
+            .env("CHARLM_KERNEL_CACHE", "off")
+            .env(name, value)
+            .output()
+            .expect("running charlm");
+        refused(&o, wanted, wanted, &out);
+    }
 }

@@ -89,14 +89,27 @@ pub enum Recurrence {
     Stepwise,
 }
 
+/// The value of the backend's setting `name` (None: unset); a value that
+/// is not UTF-8 text is no value it takes.
+fn setting(name: &str) -> Result<Option<String>, CudaError> {
+    match std::env::var(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(CudaError::Config(format!(
+            "{name}={}: not UTF-8 text",
+            v.to_string_lossy()
+        ))),
+    }
+}
+
 impl Recurrence {
     /// From `CHARLM_CUDA_RECURRENCE` (unset: auto).
     pub fn from_env() -> Result<Self, CudaError> {
-        match std::env::var("CHARLM_CUDA_RECURRENCE").as_deref() {
-            Err(_) | Ok("") | Ok("auto") => Ok(Recurrence::Auto),
-            Ok("persistent") => Ok(Recurrence::Persistent),
-            Ok("stepwise") => Ok(Recurrence::Stepwise),
-            Ok(other) => Err(CudaError::Config(format!(
+        match setting("CHARLM_CUDA_RECURRENCE")?.as_deref() {
+            None | Some("") | Some("auto") => Ok(Recurrence::Auto),
+            Some("persistent") => Ok(Recurrence::Persistent),
+            Some("stepwise") => Ok(Recurrence::Stepwise),
+            Some(other) => Err(CudaError::Config(format!(
                 "CHARLM_CUDA_RECURRENCE={other}: use auto, persistent or stepwise"
             ))),
         }
@@ -115,10 +128,10 @@ impl Recurrence {
 /// [`Cuda::train_step`] captures whole steps as CUDA graphs and launches
 /// those (see [`Graphs`]).
 fn graphs_from_env() -> Result<bool, CudaError> {
-    match std::env::var("CHARLM_CUDA_GRAPHS").as_deref() {
-        Err(_) | Ok("") | Ok("on") => Ok(true),
-        Ok("off") => Ok(false),
-        Ok(other) => Err(CudaError::Config(format!(
+    match setting("CHARLM_CUDA_GRAPHS")?.as_deref() {
+        None | Some("") | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(CudaError::Config(format!(
             "CHARLM_CUDA_GRAPHS={other}: use on or off"
         ))),
     }
@@ -265,12 +278,12 @@ impl StepArgs {
 /// in both directions instead of the plan's choice (for tests and for
 /// timing one against another; unset: the plan's).
 fn tile_from_env() -> Result<Option<u8>, CudaError> {
-    match std::env::var("CHARLM_CUDA_SEQ_TILE").as_deref() {
-        Err(_) | Ok("") => Ok(None),
-        Ok("1") => Ok(Some(1)),
-        Ok("2") => Ok(Some(2)),
-        Ok("4") => Ok(Some(4)),
-        Ok(other) => Err(CudaError::Config(format!(
+    match setting("CHARLM_CUDA_SEQ_TILE")?.as_deref() {
+        None | Some("") => Ok(None),
+        Some("1") => Ok(Some(1)),
+        Some("2") => Ok(Some(2)),
+        Some("4") => Ok(Some(4)),
+        Some(other) => Err(CudaError::Config(format!(
             "CHARLM_CUDA_SEQ_TILE={other}: use 1, 2 or 4 (or leave it unset)"
         ))),
     }
@@ -289,10 +302,10 @@ enum Spread {
 
 impl Spread {
     fn from_env() -> Result<Self, CudaError> {
-        match std::env::var("CHARLM_CUDA_SEQ_BLOCKS").as_deref() {
-            Err(_) | Ok("") => Ok(Spread::Default),
-            Ok("all") => Ok(Spread::All),
-            Ok(n) => match n.parse::<usize>() {
+        match setting("CHARLM_CUDA_SEQ_BLOCKS")?.as_deref() {
+            None | Some("") => Ok(Spread::Default),
+            Some("all") => Ok(Spread::All),
+            Some(n) => match n.parse::<usize>() {
                 Ok(n) if (1..=4096).contains(&n) => Ok(Spread::Blocks(n)),
                 _ => Err(CudaError::Config(format!(
                     "CHARLM_CUDA_SEQ_BLOCKS={n}: use a number of blocks from 1 to 4096, or all (or leave it unset)"
@@ -387,6 +400,12 @@ impl Cuda {
         if !super::driver_present() {
             return Err(CudaError::NoDriver);
         }
+        // The settings first: with a driver present, a value they do not
+        // take is an error whatever else is missing.
+        let recurrence = Recurrence::from_env()?;
+        let tile = tile_from_env()?;
+        let spread = Spread::from_env()?;
+        let graphs = graphs_from_env()?;
         // cudarc panics on a missing library; check both before any call.
         if !super::nvrtc::available() {
             return Err(CudaError::NoNvrtc);
@@ -395,11 +414,7 @@ impl Cuda {
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
             return Err(CudaError::NoCublas);
         }
-        let recurrence = Recurrence::from_env()?;
-        let tile = tile_from_env()?;
-        let spread = Spread::from_env()?;
-        let graphs = graphs_from_env()?;
-        let dev = Dev::open(ordinal)?;
+        let dev = super::guarded(|| Dev::open(ordinal))?;
         let layers = layout.arch.layers as usize;
         Ok(Cuda {
             recurrence,

@@ -166,6 +166,23 @@ pub fn stepper(
             crate::train::Resident::load(&mut c, &params, &opt)?;
             Ok(Box::new(OnDevice(c, false)))
         }
+        // `auto` with a usable GPU times what `charlm train` runs there: the
+        // whole step on the device (else the CPU, as `select` says why).
+        #[cfg(feature = "cuda")]
+        Device::Auto if super::driver_present() => match super::Cuda::new(layout.clone(), 0) {
+            Ok(mut c) => {
+                crate::train::Resident::load(&mut c, &params, &opt)?;
+                Ok(Box::new(OnDevice(c, false)))
+            }
+            Err(e @ super::CudaError::Config(_)) => {
+                Err(CliError::invalid(format!("--device auto: {e}")))
+            }
+            Err(_) => Ok(Box::new(HostStepper::new(
+                select(Device::Auto, layout)?,
+                params,
+                opt,
+            ))),
+        },
         other => {
             let b = select(other, layout)?;
             Ok(Box::new(HostStepper::new(b, params, opt)))
@@ -485,7 +502,8 @@ pub fn speed(args: SpeedArgs) -> Result<(), CliError> {
         // clock stops after everything queued has finished.
         let start = Instant::now();
         let (mut chars, mut i) = (0usize, 5usize);
-        while start.elapsed().as_secs_f64() < args.seconds {
+        // (at least one step, however short --seconds is)
+        while i == 5 || start.elapsed().as_secs_f64() < args.seconds {
             let b = &batches[i % batches.len()];
             s.queue(b, None, 0.0, 1e-3);
             chars += b.chars();

@@ -99,6 +99,38 @@ pub enum CudaError {
     /// A cuBLAS call failed.
     #[error("cuBLAS: {0}")]
     Blas(String),
+    /// A CUDA library that loaded lacks a function charlm calls (cudarc
+    /// looks each up at its first call).
+    #[error(
+        "{0}: the CUDA library loaded under that name is older than CUDA 12 or another library (check what LD_LIBRARY_PATH finds first)"
+    )]
+    MissingSymbol(String),
+}
+
+/// cudarc's panic message for a function a loaded library lacks, if
+/// `payload` is one.
+pub fn missing_symbol(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    let message = match payload.downcast_ref::<String>() {
+        Some(s) => s.as_str(),
+        None => *payload.downcast_ref::<&str>()?,
+    };
+    message
+        .starts_with("Missing symbol ")
+        .then(|| message.to_string())
+}
+
+/// Runs `f`, which makes cudarc's first calls into the CUDA libraries, with
+/// cudarc's panic for a function a library lacks turned into
+/// [`CudaError::MissingSymbol`] (`--device auto` then trains on the CPU).
+/// The program's panic hook keeps such a panic quiet (`main`).
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, CudaError>) -> Result<T, CudaError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => match missing_symbol(&*payload) {
+            Some(message) => Err(CudaError::MissingSymbol(message)),
+            None => std::panic::resume_unwind(payload),
+        },
+    }
 }
 
 #[cfg(feature = "cuda")]
@@ -147,7 +179,7 @@ pub fn device_count() -> Result<usize, CudaError> {
         if !driver_present() {
             return Err(CudaError::NoDriver);
         }
-        let n = cudarc::driver::CudaContext::device_count()?;
+        let n = guarded(|| Ok(cudarc::driver::CudaContext::device_count()?))?;
         if n <= 0 {
             Err(CudaError::NoDevice)
         } else {
