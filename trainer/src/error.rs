@@ -128,6 +128,12 @@ where
 {
     let v: T = s.parse().map_err(|_| "must be a number".to_string())?;
     let word = s.trim_start_matches(['+', '-']).to_ascii_lowercase();
+    // A number that is not zero but rounds to it (`-t -1e-46`, which
+    // would otherwise read as 0, greedy, and escape the sign's check).
+    let mantissa = word.split('e').next().unwrap_or("");
+    if v.into() == 0.0 && mantissa.contains(|c: char| ('1'..='9').contains(&c)) {
+        return Err("is too small (it rounds to 0)".into());
+    }
     if v.into().is_finite() {
         Ok(v)
     } else if word.starts_with("inf") || word == "nan" {

@@ -105,6 +105,15 @@ fn generate_refuses_bad_input_with_one_line() {
             vec!["generate", "--model", model, "--temperature", "NaN"],
             "temperature",
         ),
+        // Negative, but so small that f32 rounds it to -0 (greedy).
+        (
+            vec!["generate", "--model", model, "-t", "-1e-46"],
+            "invalid value '-1e-46' for '--temperature <TEMPERATURE>': is too small (it rounds to 0)",
+        ),
+        (
+            vec!["generate", "--model", model, "-t", "-1e-45"],
+            "--temperature -1e-45: temperature must be 0 (greedy) or a finite number above 0",
+        ),
         (
             vec!["generate", "--model", model, "--temperature", "warm"],
             "temperature",

@@ -176,9 +176,14 @@ impl<W: Write> TextSink for Streamed<'_, W> {
 
 pub fn run(args: Args) -> Result<(), CliError> {
     let sampler = Sampler::new(args.temperature, args.top_k, args.top_p).map_err(|e| {
+        // (a number of many digits, as -1e-45 is, in scientific notation)
+        let shown = |v: f32| match v.to_string() {
+            d if d.len() > 12 => format!("{v:e}"),
+            d => d,
+        };
         let flag = match e {
-            Error::BadTopP => format!("--top-p {}", args.top_p),
-            _ => format!("--temperature {}", args.temperature),
+            Error::BadTopP => format!("--top-p {}", shown(args.top_p)),
+            _ => format!("--temperature {}", shown(args.temperature)),
         };
         CliError::invalid(format!("{flag}: {e}"))
     })?;
