@@ -502,6 +502,20 @@ fn a_kill_at_any_rename_then_resume_gives_the_uninterrupted_run_folder() {
             if !dir.join("checkpoint.bin").exists() {
                 continue; // killed before the first checkpoint: nothing to resume
             }
+            // best.clm is never ahead of the checkpoint (a resume that ends
+            // sooner, a lower --max-steps, would keep it).
+            if let Ok(best) = std::fs::read(dir.join("best.clm")) {
+                let at = charlm_runtime::format::ModelFile::decode(&best)
+                    .unwrap()
+                    .body
+                    .meta
+                    .steps;
+                let ck = Checkpoint::load(&dir).unwrap().progress.steps;
+                assert!(
+                    at <= ck,
+                    "kill at rename {n} (before: {before}): best.clm of step {at}, checkpoint of {ck}"
+                );
+            }
             let o = Command::new(BIN)
                 .args(["train", "--quiet", "--sample-chars", "20", "--resume"])
                 .arg(&dir)

@@ -2067,8 +2067,8 @@ fn bad_input_is_one_line_and_exit_status_2() {
 /// A new run whose first save fails (here: no file may grow past 0 bytes,
 /// or past 16 KB, as on a full disk) says so and leaves no folder that it
 /// made and could not resume: not the `runs/<time>` one `charlm train`
-/// made, nor a new one `--out` named, even where `best.clm` was written
-/// before the checkpoint failed. A folder that was there before is left.
+/// made, nor a new one `--out` named, even where a model file would fit
+/// and the checkpoint does not. A folder that was there before is left.
 #[cfg(unix)]
 #[test]
 fn a_run_whose_first_write_fails_leaves_no_folder_behind() {

@@ -929,37 +929,36 @@ fn stamp_best(path: &Path, val: &EvalData) -> Result<Option<f32>, CliError> {
 }
 
 /// Compares the held-out score `v` of an evaluation that competes with the
-/// best so far: a lower one becomes the best (`write_best` writes its
-/// best.clm first), any other counts against the patience. Says how `v`
-/// stands, for the evaluation's line.
+/// best so far: a lower one becomes the best (true: best.clm is to be
+/// written), any other counts against the patience. Says how `v` stands,
+/// for the evaluation's line.
 fn compete(
     best: &mut Option<Best>,
     v: f32,
     steps: u64,
     epochs: u64,
     steps_per_epoch: u64,
-    write_best: impl FnOnce() -> Result<(), CliError>,
-) -> Result<String, CliError> {
-    Ok(match best {
+) -> (String, bool) {
+    match best {
         Some(b) if v >= b.val_bpc => {
             b.since += 1;
-            format!(
+            let line = format!(
                 "{v:.3} bpc (best {:.3} {})",
                 b.val_bpc,
                 when(b, steps_per_epoch)
-            )
+            );
+            (line, false)
         }
         _ => {
-            write_best()?;
             *best = Some(Best {
                 steps,
                 epoch: epochs,
                 val_bpc: v,
                 since: 0,
             });
-            format!("{v:.3} bpc (best so far)")
+            (format!("{v:.3} bpc (best so far)"), true)
         }
-    })
+    }
 }
 
 /// When the best score was reached: "after epoch 3, step 120" at an
@@ -1487,6 +1486,29 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         .save(&opts.out)
     };
 
+    // A checkpoint whose own weights are the best: a run killed after it
+    // and before best.clm was written leaves best.clm behind it (or none),
+    // and it is written now, as the evaluation wrote it.
+    if let Some(b) = &progress.best
+        && b.steps == progress.steps
+    {
+        let path = opts.out.join(BEST_FILE);
+        let steps_on_disk = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| ModelFile::decode(&bytes).ok().map(|f| f.body.meta.steps));
+        if steps_on_disk != Some(b.steps) {
+            let prov = Provenance {
+                corpus: data.name.clone(),
+                steps: progress.steps,
+                train_bpc: progress.train_bpc,
+                val_bpc: progress.val_bpc,
+                val_bpc_f16: None,
+            };
+            let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
+            write_atomic(&path, &bytes)?;
+        }
+    }
+
     'epochs: while progress.epoch < cfg.epochs
         && !limit_reached(progress.steps)
         && !patience_spent(&progress)
@@ -1697,17 +1719,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             source,
         })?;
         let epoch_label = epoch as f64 + fraction;
-        let held_out = match progress.val_bpc {
-            None => "-".to_string(),
-            Some(v) if !competes => format!("{v:.3} bpc"),
+        // A new best is written to best.clm once the checkpoint that
+        // records it is (below): a run killed between the two finds
+        // best.clm behind its checkpoint and writes it again on resume.
+        let (held_out, new_best) = match progress.val_bpc {
+            None => ("-".to_string(), false),
+            Some(v) if !competes => (format!("{v:.3} bpc"), false),
             Some(v) => compete(
                 &mut progress.best,
                 v,
                 progress.steps,
                 progress.epoch,
                 steps_per_epoch,
-                || write_atomic(&opts.out.join(BEST_FILE), &bytes),
-            )?,
+            ),
         };
         // A run --patience ends here is finishing: a stop signal from here
         // on lets it write its models.
@@ -1741,6 +1765,9 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // cuts them short), and a run whose first save fails must not
         // have written anything else.
         save(&params, &opt, &progress, &rows, backend.as_ref(), row_sums)?;
+        if new_best {
+            write_atomic(&opts.out.join(BEST_FILE), &bytes)?;
+        }
         metrics::write(&opts.out, &rows)?;
         if !interim && sample_chars > 0 {
             match make_samples(&model, &prompts, cfg.seed, sample_chars) {
