@@ -53,9 +53,22 @@ pub use rand_pcg::Pcg32;
 pub struct SeededRng;
 
 impl SeededRng {
-    /// The generator for `seed`, on one fixed stream.
+    /// The generator for `seed`, on one fixed stream. The seed is mixed
+    /// first (SplitMix64's finalizer, a bijection of `u64`): PCG32 takes its
+    /// seed as its state almost as it is, so consecutive seeds (`--count`'s
+    /// texts use seed, seed + 1, ...) would start on states a fixed
+    /// multiple apart, and their first draws would be spread more evenly
+    /// than independent ones.
     #[allow(clippy::new_ret_no_self)]
     pub fn new(seed: u64) -> Pcg32 {
-        Pcg32::new(seed, 0x0a02_bdbf_7bb3_c0a7)
+        Pcg32::new(mix(seed), 0x0a02_bdbf_7bb3_c0a7)
     }
+}
+
+/// SplitMix64's output function: every bit of `z` reaches every bit of the
+/// result.
+const fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -169,7 +169,9 @@ impl Weights {
             hidden: spec.hidden,
             vocab,
         };
-        let mut rng = SeededRng::new(spec.seed);
+        // (PCG32 on the seed as it is, as `SeededRng` seeded it before it
+        // mixed the seed: the committed fixtures' weights)
+        let mut rng = charlm_runtime::Pcg32::new(spec.seed, 0x0a02_bdbf_7bb3_c0a7);
         let mut uniform = |scale: f32| {
             let u = (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32;
             half::f16::from_f32((2.0 * u - 1.0) * scale)
