@@ -587,7 +587,7 @@ pub(crate) mod tests {
                 .map(|_| (0..n).map(|_| rng.next_u32() as u8).collect())
                 .collect();
             let xq: Vec<i16> = (0..n)
-                .map(|_| (rng.next_u32() % (2 * 16384 + 1)) as i16 - 16384)
+                .map(|_| ((rng.next_u32() % (2 * 16384 + 1)) as i32 - 16384) as i16)
                 .collect();
             let r: [&[u8]; 8] = std::array::from_fn(|i| &rows[i][..]);
             let want: Vec<i64> = rows

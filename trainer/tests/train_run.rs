@@ -1886,6 +1886,21 @@ fn bad_input_is_one_line_and_exit_status_2() {
         ],
         "--patience 2: needs held-out data, and --val-frac 0.05 of tail.txt leaves none the vocabulary knows (every held-out character is one it lacks)",
     );
+    // One known character of --val kept: too little, once the others
+    // are dropped (no separate note of them).
+    std::fs::write(d("one_known.txt"), "a\u{416}\u{416}\u{416}").unwrap();
+    fails(
+        &[
+            "train",
+            "--val",
+            &d("one_known.txt"),
+            "--patience",
+            "2",
+            "--out",
+            &out,
+        ],
+        "one_known.txt has none to score (too little once 3 characters the vocabulary lacks are dropped)",
+    );
     fails(
         &["train", "--eval-every", "0", "--out", &out],
         "--eval-every 0",

@@ -522,6 +522,9 @@ struct Data {
     layout: TextLayout,
     /// Held-out characters dropped as the vocabulary lacks them.
     val_dropped: usize,
+    /// Held-out text was there, and the vocabulary lacks every character
+    /// of it.
+    val_unknown_only: bool,
 }
 
 /// What a resumed run or `--init` fixes before the data is read.
@@ -637,17 +640,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
             s.len()
         )));
     }
-    // (none left: the run says so where it says it has no held-out data)
-    if val_dropped > 0 && val_ids.iter().any(|s| !s.is_empty()) {
-        note(&format!(
-            "dropped {} the vocabulary lacks",
-            crate::out::count(
-                val_dropped as u64,
-                "held-out character",
-                "held-out characters"
-            )
-        ));
-    }
+    let val_unknown_only = val_dropped > 0 && val_ids.iter().all(|s| s.is_empty());
     let train = match layout {
         TextLayout::Samples => {
             if train_ids.is_empty() {
@@ -706,6 +699,18 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         },
         _ => (None, vec![]),
     };
+    // (with none left, the run says so where it says it has no held-out
+    // data)
+    if val_dropped > 0 && val.is_some() {
+        note(&format!(
+            "dropped {} the vocabulary lacks",
+            crate::out::count(
+                val_dropped as u64,
+                "held-out character",
+                "held-out characters"
+            )
+        ));
+    }
     Ok(Data {
         name,
         crc,
@@ -716,6 +721,7 @@ fn prepare(cfg: &Config, given: Option<Given>, note: &dyn Fn(&str)) -> Result<Da
         val_batches,
         layout,
         val_dropped,
+        val_unknown_only,
     })
 }
 
@@ -1204,22 +1210,29 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     if data.val.is_none() {
         // Asked for, and none came out: too little data to hold some out,
         // or none of it in the vocabulary.
+        let dropped = crate::out::count(data.val_dropped as u64, "character", "characters");
         let asked = match &cfg.val {
             Some(path) => Some(format!(
                 "--val {} has none to score{}",
                 corpus::from_here(path).display(),
-                match data.val_dropped {
-                    0 => "",
-                    _ => " (every character of it is one the vocabulary lacks)",
+                match (data.val_unknown_only, data.val_dropped) {
+                    (true, _) => " (every character of it is one the vocabulary lacks)".into(),
+                    (false, 0) => String::new(),
+                    (false, _) =>
+                        format!(" (too little once {dropped} the vocabulary lacks are dropped)"),
                 }
             )),
             None if cfg.val_frac > 0.0 => Some(format!(
-                "--val-frac {} of {} leaves none {}",
+                "--val-frac {} of {} leaves {}",
                 cfg.val_frac,
                 data.name,
-                match data.val_dropped {
-                    0 => "(too little data)",
-                    _ => "the vocabulary knows (every held-out character is one it lacks)",
+                match (data.val_unknown_only, data.val_dropped) {
+                    (true, _) =>
+                        "none the vocabulary knows (every held-out character is one it lacks)"
+                            .into(),
+                    (false, 0) => "none (too little data)".to_string(),
+                    (false, _) =>
+                        format!("too little once {dropped} the vocabulary lacks are dropped"),
                 }
             )),
             None => None,
