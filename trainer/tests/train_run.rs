@@ -2252,19 +2252,19 @@ fn the_end_of_a_run_names_the_model_to_try() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 20_000);
     let run = tmp.path().join("run");
-    let o = charlm(&[
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--hidden",
-        "16",
-        "--max-steps",
-        "14",
-        "--threads",
-        "1",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let train = |max_steps: &str, out: &Path, more: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--corpus",
+            corpus.to_str().unwrap(),
+            "--hidden",
+            "16",
+        ];
+        args.extend(["--max-steps", max_steps, "--out", out.to_str().unwrap()]);
+        args.extend(more);
+        charlm(&args)
+    };
+    let o = train("14", &run, &["--threads", "1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (final_steps, final_val) = meta_of(&run.join("model.clm"));
     let (best_steps, best_val) = meta_of(&run.join("best.clm"));
@@ -2299,19 +2299,7 @@ fn the_end_of_a_run_names_the_model_to_try() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
     let at_end = tmp.path().join("at-end");
-    let o = charlm(&[
-        "train",
-        "--corpus",
-        corpus.to_str().unwrap(),
-        "--hidden",
-        "16",
-        "--max-steps",
-        &per_epoch.to_string(),
-        "--sample-chars",
-        "0",
-        "--out",
-        at_end.to_str().unwrap(),
-    ]);
+    let o = train(&per_epoch.to_string(), &at_end, &["--sample-chars", "0"]);
     let end = String::from_utf8(o.stdout).unwrap();
     assert!(
         end.contains(&format!(

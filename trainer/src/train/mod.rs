@@ -1499,6 +1499,15 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         .save(&opts.out)
     };
 
+    // What a model file written now records of the run (the f16 score
+    // through the runtime is added where there is one).
+    let provenance = |progress: &Progress| Provenance {
+        corpus: data.name.clone(),
+        steps: progress.steps,
+        train_bpc: progress.train_bpc,
+        val_bpc: progress.val_bpc,
+        val_bpc_f16: None,
+    };
     // A checkpoint whose own weights are the best: a run killed after it
     // and before best.clm was written leaves best.clm behind it (or none),
     // and it is written now, as the evaluation wrote it.
@@ -1510,14 +1519,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             .ok()
             .and_then(|bytes| ModelFile::decode(&bytes).ok().map(|f| f.body.meta.steps));
         if steps_on_disk != Some(b.steps) {
-            let prov = Provenance {
-                corpus: data.name.clone(),
-                steps: progress.steps,
-                train_bpc: progress.train_bpc,
-                val_bpc: progress.val_bpc,
-                val_bpc_f16: None,
-            };
-            let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
+            let bytes = export(
+                &layout,
+                &params,
+                &data.vocab,
+                &provenance(&progress),
+                cfg.weights,
+            )?;
             write_atomic(&path, &bytes)?;
         }
     }
@@ -1719,14 +1727,13 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
         // The model as it stands: the samples come from it, and it is
         // best.clm when its held-out score is the lowest so far.
-        let prov = Provenance {
-            corpus: data.name.clone(),
-            steps: progress.steps,
-            train_bpc: progress.train_bpc,
-            val_bpc: progress.val_bpc,
-            val_bpc_f16: None,
-        };
-        let bytes = export(&layout, &params, &data.vocab, &prov, cfg.weights)?;
+        let bytes = export(
+            &layout,
+            &params,
+            &data.vocab,
+            &provenance(&progress),
+            cfg.weights,
+        )?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
@@ -1886,13 +1893,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         metrics::write(&opts.out, &rows)?;
     }
     // Final export: held-out score of the f16 model through the runtime.
-    let mut prov = Provenance {
-        corpus: data.name.clone(),
-        steps: progress.steps,
-        train_bpc: progress.train_bpc,
-        val_bpc: progress.val_bpc,
-        val_bpc_f16: None,
-    };
+    let mut prov = provenance(&progress);
     // The held-out score of the exported weights through the runtime, and
     // their size.
     let score = |weights: DType, val: &EvalData| -> Result<(f32, usize), CliError> {
