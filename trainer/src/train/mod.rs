@@ -1508,6 +1508,16 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         val_bpc: progress.val_bpc,
         val_bpc_f16: None,
     };
+    // The model file of `params` as they stand, of the run's weight type.
+    let model_now = |params: &[f32], progress: &Progress| {
+        export(
+            &layout,
+            params,
+            &data.vocab,
+            &provenance(progress),
+            cfg.weights,
+        )
+    };
     // A checkpoint whose own weights are the best: a run killed after it
     // and before best.clm was written leaves best.clm behind it (or none),
     // and it is written now, as the evaluation wrote it.
@@ -1519,13 +1529,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             .ok()
             .and_then(|bytes| ModelFile::decode(&bytes).ok().map(|f| f.body.meta.steps));
         if steps_on_disk != Some(b.steps) {
-            let bytes = export(
-                &layout,
-                &params,
-                &data.vocab,
-                &provenance(&progress),
-                cfg.weights,
-            )?;
+            let bytes = model_now(&params, &progress)?;
             write_atomic(&path, &bytes)?;
         }
     }
@@ -1727,13 +1731,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         }
         // The model as it stands: the samples come from it, and it is
         // best.clm when its held-out score is the lowest so far.
-        let bytes = export(
-            &layout,
-            &params,
-            &data.vocab,
-            &provenance(&progress),
-            cfg.weights,
-        )?;
+        let bytes = model_now(&params, &progress)?;
         let model = Model::from_bytes(&bytes).map_err(|source| CliError::Model {
             path: "model".into(),
             source,
