@@ -2728,11 +2728,43 @@ fn stops_at_scored_steps_resume_to_the_straight_run() {
     );
 }
 
+/// Runs `cfg` stopped after step `stop` (between evaluations) and resumes
+/// it under `resumed`, which leaves nothing to train; and `cfg` straight
+/// through with --max-steps `stop`. The resumed run writes what the
+/// straight one writes: the same model.clm (its training and held-out
+/// scores included), that step's metrics row with its held-out score, and
+/// the samples of those weights.
+fn resumed_at_the_stop_ends_as_a_straight_run(cfg: &Config, stop: u64, mut resumed: Config) {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    let mut limited = cfg.clone();
+    limited.max_steps = Some(stop);
+    train::run(limited, &options(&straight)).unwrap();
+    let dir = tmp.path().join("dir");
+    let mut o = options(&dir);
+    o.stop_after = Some(stop);
+    let s = train::run(cfg.clone(), &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), stop));
+    let mut o = options(&dir);
+    o.resume = true;
+    resumed.epochs = 0; // keep the checkpoint's
+    let s = train::run(resumed, &o).unwrap();
+    assert_eq!((s.outcome, s.steps), (Outcome::Finished, stop));
+    assert_eq!(
+        meta_of(&dir.join("model.clm")),
+        meta_of(&straight.join("model.clm"))
+    );
+    assert!(model_bytes(&dir) == model_bytes(&straight));
+    assert_eq!(metrics_rows(&dir), metrics_rows(&straight));
+    let samples = |d: &Path| std::fs::read_to_string(d.join("samples.txt")).unwrap();
+    assert!(samples(&straight).contains(&format!("(step {stop})")));
+    assert_eq!(samples(&dir), samples(&straight));
+}
+
 /// A run stopped between evaluations and resumed with nothing left to
-/// train (a --patience already spent) scores the weights it writes: its
-/// model.clm records their own held-out score, as a run that --max-steps
-/// ended at that step records (before: the last evaluation's, of other
-/// weights).
+/// train (a --patience already spent) scores the weights it writes, as a
+/// run that --max-steps ended at that step does (before: model.clm
+/// recorded the last evaluation's score, of other weights).
 #[test]
 fn a_resumed_run_with_nothing_to_train_scores_what_it_writes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -2747,58 +2779,17 @@ fn a_resumed_run_with_nothing_to_train_scores_what_it_writes() {
     let stop = train::run(p1.clone(), &options(&early)).unwrap().steps;
     assert!(stop < 6 * 40, "patience 1 never stopped the run");
     // Without patience, stopped one step after that; resumed with it.
-    let dir = tmp.path().join("dir");
-    let mut o = options(&dir);
-    o.stop_after = Some(stop + 1);
-    let s = train::run(cfg.clone(), &o).unwrap();
-    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), stop + 1));
-    let mut o = options(&dir);
-    o.resume = true;
-    let mut resumed = p1.clone();
-    resumed.epochs = 0;
-    let s = train::run(resumed, &o).unwrap();
-    assert_eq!((s.outcome, s.steps), (Outcome::Finished, stop + 1));
-    // The same weights, ended by --max-steps there instead.
-    let limit = tmp.path().join("limit");
-    let mut m = cfg.clone();
-    m.max_steps = Some(stop + 1);
-    train::run(m, &options(&limit)).unwrap();
-    assert_eq!(
-        meta_of(&dir.join("model.clm")),
-        meta_of(&limit.join("model.clm"))
-    );
-    // All of it: the training score it records, and that step's metrics row.
-    assert!(model_bytes(&dir) == model_bytes(&limit));
-    assert_eq!(metrics_rows(&dir), metrics_rows(&limit));
+    resumed_at_the_stop_ends_as_a_straight_run(&cfg, stop + 1, p1);
 }
 
-/// A run stopped between evaluations and resumed with a --max-steps that
-/// ends it where it stopped writes what a run that --max-steps ended there
-/// straight through writes: the training score in model.clm, that step's
-/// metrics row with its held-out score, and the samples of those weights.
+/// The same for a resume whose --max-steps is the step it stopped at.
 #[test]
 fn a_run_resumed_with_max_steps_at_its_stop_ends_as_a_straight_run() {
     let tmp = tempfile::tempdir().unwrap();
     let corpus = small_corpus(tmp.path(), 3000);
     let cfg = config(&corpus, CellKind::Gru);
     let stop = 13; // inside the first epoch, neither logged nor scored
-    let straight = tmp.path().join("straight");
     let mut limited = cfg.clone();
     limited.max_steps = Some(stop);
-    train::run(limited.clone(), &options(&straight)).unwrap();
-    let dir = tmp.path().join("dir");
-    let mut o = options(&dir);
-    o.stop_after = Some(stop);
-    let s = train::run(cfg.clone(), &o).unwrap();
-    assert_eq!((s.outcome, s.steps), (Outcome::Interrupted(0), stop));
-    let mut o = options(&dir);
-    o.resume = true;
-    limited.epochs = 0;
-    let s = train::run(limited, &o).unwrap();
-    assert_eq!((s.outcome, s.steps), (Outcome::Finished, stop));
-    assert!(model_bytes(&dir) == model_bytes(&straight));
-    assert_eq!(metrics_rows(&dir), metrics_rows(&straight));
-    let samples = |d: &Path| std::fs::read_to_string(d.join("samples.txt")).unwrap();
-    assert!(samples(&straight).contains(&format!("(step {stop})")));
-    assert_eq!(samples(&dir), samples(&straight));
+    resumed_at_the_stop_ends_as_a_straight_run(&cfg, stop, limited);
 }
