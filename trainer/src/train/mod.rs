@@ -1699,9 +1699,11 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         bar.finish_and_clear();
         // The last step is taken: a stop signal from here on lets the run
         // write its models and end (its announcement says so).
-        if limit_reached(progress.steps)
-            || (progress.batch >= steps_per_epoch && progress.epoch + 1 >= cfg.epochs)
-        {
+        // (`finishing` is this run's own record of it: the process-wide
+        // phase is the signal handler's, and tests run several runs at once)
+        let mut finishing = limit_reached(progress.steps)
+            || (progress.batch >= steps_per_epoch && progress.epoch + 1 >= cfg.epochs);
+        if finishing {
             let _ = enter(FINISHING);
         }
         // End of an epoch, of the step budget or at an evaluation of
@@ -1754,6 +1756,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // A run --patience ends here is finishing: a stop signal from here
         // on lets it write its models.
         if patience_spent(&progress) {
+            finishing = true;
             let _ = enter(FINISHING);
         }
         // An evaluation of --eval-every's inside an epoch, where the run goes
@@ -1802,7 +1805,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
                 // Cut short by a stop signal, with the checkpoint written:
                 // the run stops here, unless it is finishing (then it
                 // writes its models and ends).
-                None if RUN_STATE.load(Ordering::SeqCst) & 0xff != FINISHING => {
+                None if !finishing => {
                     let signal = stop_signal();
                     say(&interrupted(signal, progress.steps, &opts.out));
                     outcome = Outcome::Interrupted(signal);
@@ -1826,10 +1829,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // checkpoint written above holds everything, so the run stops here
         // unless it is finishing anyway.
         let signal = stop_signal();
-        if (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s))
-            && !patience_spent(&progress)
-            && RUN_STATE.load(Ordering::SeqCst) & 0xff != FINISHING
-        {
+        if (signal != 0 || opts.stop_after.is_some_and(|s| progress.steps >= s)) && !finishing {
             say(&interrupted(signal, progress.steps, &opts.out));
             outcome = Outcome::Interrupted(signal);
             break 'epochs;
