@@ -482,6 +482,17 @@ fn a_model_without_eos_scores_and_learns_line_samples() {
         &path("n.clm"),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Both notes go to stderr as every command's notes do; stdout says
+    // what was written.
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    for what in ["<pad>", "<eos>"] {
+        let note = format!("charlm: note: the vocabulary has no \"{what}\"");
+        assert!(err.lines().any(|l| l.starts_with(&note)), "{err}");
+        assert!(!out.contains("note:"), "{out}");
+    }
     let bpc = |o: &Output| -> f64 {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let out = String::from_utf8_lossy(&o.stdout);

@@ -2524,7 +2524,8 @@ fn a_run_resumes_from_another_folder_and_default_run_folders_do_not_collide() {
 /// A run's `--val` file is checksummed as its corpus is: changed since,
 /// it is refused by `train --resume` and by `eval` of the run folder
 /// (before, both used the new text silently: held-out scores and best.clm
-/// from another file than the run's first ones).
+/// from another file than the run's first ones); `eval --val-frac` of such
+/// a run is refused.
 #[test]
 fn a_changed_val_file_is_refused_on_resume_and_by_eval() {
     let tmp = tempfile::tempdir().unwrap();
@@ -2572,6 +2573,12 @@ fn a_changed_val_file_is_refused_on_resume_and_by_eval() {
     std::fs::write(&val, text).unwrap();
     let o = charlm(&["eval", "--model", run_s]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // --val-frac picks a part of the corpus, which this run trained on
+    // (before: ignored, and the --val file scored as if it were not given).
+    refused(
+        &charlm(&["eval", "--model", run_s, "--val-frac", "0.3"]),
+        "--val-frac 0.3: the run in",
+    );
     let o = resume();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Moved, it is given again by its new path (before: refused as another

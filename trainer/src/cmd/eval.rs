@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, value_enum)]
     layout: Option<TextLayout>,
     /// Score only the part `charlm train --val-frac X` holds out (default:
-    /// the whole --corpus; 0.05 for the bundled corpus).
+    /// the whole --corpus; 0.05 for the bundled corpus; for a run folder,
+    /// the run's own split; refused for a run trained with --val).
     #[arg(long, value_parser = super::finite::<f64>, allow_hyphen_values = true)]
     val_frac: Option<f64>,
 }
@@ -152,6 +153,11 @@ fn run_held_out(args: &Args, ck: &Checkpoint) -> Result<Held, CliError> {
         )));
     }
     let frac = match args.val_frac {
+        Some(f) if cfg.val.is_some() => {
+            return Err(CliError::invalid(format!(
+                "--val-frac {f}: the run in {dir} held out its --val file, not a part of its corpus (leave --val-frac out to score that file, or give --corpus)"
+            )));
+        }
         Some(f) => checked_val_frac(f)?,
         None => cfg.val_frac,
     };

@@ -52,8 +52,8 @@ pub struct Args {
     /// break, a tab and a backslash). "\n\n" ends it at a blank line.
     #[arg(long, value_parser = unescape)]
     stop: Vec<String>,
-    /// Write each text as one line of JSON, {"prompt": ..., "seed": ...,
-    /// "generated": ...} (the prompt as the model read it), for texts that
+    /// Write each text as one line of JSON, {"prompt":...,"seed":...,"generated":...}
+    /// (compact; the prompt as the model read it), for texts that
     /// hold line breaks, or for programs.
     #[arg(long)]
     json: bool,

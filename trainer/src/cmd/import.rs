@@ -7,7 +7,7 @@ use charlm_runtime::format::DType;
 use charlm_trainer::error::{CliError, MAX_PARAMS, read_file_at_most};
 use charlm_trainer::export::{Provenance, export};
 use charlm_trainer::import::{import_with, read_vocabulary};
-use charlm_trainer::outln;
+use charlm_trainer::{errln, outln};
 
 use super::Weights;
 
@@ -106,13 +106,13 @@ pub fn run(args: Args) -> Result<(), CliError> {
         m.vocab.symbols().len()
     );
     if m.pad_added {
-        outln!(
-            "note: the vocabulary has no \"<pad>\": id 0 was added (never fed, never predicted)"
+        errln!(
+            "charlm: note: the vocabulary has no \"<pad>\": id 0 was added (never fed, never predicted)"
         );
     }
     if m.eos_added {
-        outln!(
-            "note: the vocabulary has no \"<eos>\": one was added that is never predicted (greedily or at temperatures up to 1,000), so texts end at --max-chars (eval of line samples leaves their ends out; train --init on line samples learns it)"
+        errln!(
+            "charlm: note: the vocabulary has no \"<eos>\": one was added that is never predicted (greedily or at temperatures up to 1,000), so texts end at --max-chars (eval of line samples leaves their ends out; train --init on line samples learns it)"
         );
     }
     outln!(
