@@ -7,9 +7,9 @@
 //! keeps a 4 x 16 tile of `C` in registers and walks `k`, so each element of
 //! `C` is a plain sequential sum over `k` (the same bits however the rows
 //! are grouped). On x86-64 with AVX2 and FMA (checked at run time) each
-//! element is a fused multiply-add per `k`; with AVX-512F the tile is 8 rows
-//! by 32 columns in 16-lane registers, the same fused sums, so the same bits
-//! as AVX2 (tested). Elsewhere it is portable code with separate multiplies
+//! element is a fused multiply-add per `k`; with AVX-512F a tile is up to 8
+//! rows by 32 to 128 columns in 16-lane registers (wider for fewer rows),
+//! the same fused sums, so the same bits as AVX2 (tested). Elsewhere it is portable code with separate multiplies
 //! and adds.
 
 /// Columns per panel of a packed right-hand operand.
@@ -94,84 +94,78 @@ pub fn has_avx512() -> bool {
 }
 
 /// [`small_gemm_avx2`] with 16-lane registers: a panel row is one
-/// register, and a tile is up to 8 rows by two panels (16 accumulators,
-/// each element still a fused sum over `k` in order from zero, so the bits
-/// are `small_gemm_avx2`'s).
+/// register. Rows go 8 at a time (the last group has `h` < 8), and each
+/// tile of `h` rows spans enough panels to keep at least 8 sums in flight
+/// (2 panels for 4-8 rows, 4 for 2-3, 8 for one row), the latency of a
+/// fused multiply-add times the units that issue them. Each element is
+/// still one fused multiply-add per `k`, in order, from zero: the bits are
+/// `small_gemm_avx2`'s.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 fn small_gemm_avx512(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
-    const ROWS: usize = 8;
-    let (q, p) = (b.q, b.p);
-    let panel = |j: usize| &b.data[j * q * NR..(j + 1) * q * NR];
-    for j in (0..p.div_ceil(NR)).step_by(2) {
-        let p0 = j * NR;
-        let two = p0 + NR < p;
-        let w = (2 * NR).min(p - p0);
-        let mut m0 = 0;
-        while m0 < m {
-            let h = ROWS.min(m - m0);
-            let rows = &a[m0 * q..(m0 + h) * q];
-            let mut tile = [[0.0f32; 2 * NR]; ROWS];
-            if two {
-                let pair = [panel(j), panel(j + 1)];
-                // 8 rows, or 4 and then the rest one by one
-                if h == ROWS {
-                    tile_avx512::<8, 2>(q, rows, pair, &mut tile);
-                } else if h >= 4 {
-                    tile_avx512::<4, 2>(q, rows, pair, &mut tile);
-                    tile_rows_avx512::<2>(h - 4, q, &rows[4 * q..], pair, &mut tile[4..]);
-                } else {
-                    tile_rows_avx512::<2>(h, q, rows, pair, &mut tile);
-                }
-            } else if h == ROWS {
-                tile_avx512::<8, 1>(q, rows, [panel(j)], &mut tile);
-            } else {
-                tile_rows_avx512::<1>(h, q, rows, [panel(j)], &mut tile);
-            }
-            for (r, acc_r) in tile.iter().enumerate().take(h) {
-                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
-                if accumulate {
-                    for (o, &x) in out.iter_mut().zip(acc_r) {
-                        *o += x;
-                    }
-                } else {
-                    out.copy_from_slice(&acc_r[..w]);
-                }
-            }
-            m0 += ROWS;
+    let q = b.q;
+    let mut m0 = 0;
+    while m0 < m {
+        let h = 8.min(m - m0);
+        let rows = &a[m0 * q..(m0 + h) * q];
+        let c = &mut c[m0 * b.p..(m0 + h) * b.p];
+        match h {
+            8 => rows_avx512::<8, 2>(rows, b, c, accumulate),
+            7 => rows_avx512::<7, 2>(rows, b, c, accumulate),
+            6 => rows_avx512::<6, 2>(rows, b, c, accumulate),
+            5 => rows_avx512::<5, 2>(rows, b, c, accumulate),
+            4 => rows_avx512::<4, 2>(rows, b, c, accumulate),
+            3 => rows_avx512::<3, 4>(rows, b, c, accumulate),
+            2 => rows_avx512::<2, 4>(rows, b, c, accumulate),
+            _ => rows_avx512::<1, 8>(rows, b, c, accumulate),
         }
+        m0 += 8;
     }
 }
 
-/// `h` rows one at a time (a group's last few).
+/// `c (+)= a b` for `R` rows: tiles of `P` panels, then the panels left
+/// over one at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn tile_rows_avx512<const P: usize>(
-    h: usize,
-    q: usize,
+fn rows_avx512<const R: usize, const P: usize>(
     rows: &[f32],
-    panels: [&[f32]; P],
-    out: &mut [[f32; 2 * NR]],
+    b: &Packed<f32>,
+    c: &mut [f32],
+    accumulate: bool,
 ) {
-    for (r, o) in out.iter_mut().enumerate().take(h) {
-        let mut one = [[0.0f32; 2 * NR]; 8];
-        tile_avx512::<1, P>(q, &rows[r * q..], panels, &mut one);
-        *o = one[0];
+    let (q, p) = (b.q, b.p);
+    let panels = p.div_ceil(NR);
+    let panel = |j: usize| &b.data[j * q * NR..(j + 1) * q * NR];
+    let mut j = 0;
+    while j + P <= panels {
+        let pans = std::array::from_fn(|i| panel(j + i));
+        tile_avx512::<R, P>(q, rows, pans, c, p, j * NR, accumulate);
+        j += P;
+    }
+    while j < panels {
+        tile_avx512::<R, 1>(q, rows, [panel(j)], c, p, j * NR, accumulate);
+        j += 1;
     }
 }
 
-/// One `R x 16P` tile: `rows` holds `R` rows of `q`, each panel is `q x 16`;
-/// row `r` of the result goes to `out[r][..16P]`.
+/// One `R x 16P` tile: `rows` holds `R` rows of `q`, each panel is
+/// `q x 16`; the result goes to (or is added to) columns `p0..` of the
+/// `R` rows of `c` (`p` wide), a partial last panel through a mask.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
+#[inline]
 fn tile_avx512<const R: usize, const P: usize>(
     q: usize,
     rows: &[f32],
     panels: [&[f32]; P],
-    out: &mut [[f32; 2 * NR]; 8],
+    c: &mut [f32],
+    p: usize,
+    p0: usize,
+    accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    assert!(rows.len() >= R * q && panels.iter().all(|b| b.len() >= q * NR) && R <= 8 && P <= 2);
+    assert!(rows.len() >= R * q && panels.iter().all(|b| b.len() >= q * NR));
+    assert!(c.len() >= R * p && p0 + (P - 1) * NR < p);
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     let ap = rows.as_ptr();
     let bp = panels.map(<[f32]>::as_ptr);
@@ -188,10 +182,23 @@ fn tile_avx512<const R: usize, const P: usize>(
             }
         }
     }
-    for (o, acc_r) in out.iter_mut().zip(&acc) {
-        for (i, a) in acc_r.iter().enumerate() {
-            // SAFETY: each row of `out` has 32 floats and i < P <= 2.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr().add(i * NR), *a) };
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (i, &a) in acc_r.iter().enumerate() {
+            let col = p0 + i * NR;
+            let w = NR.min(p - col);
+            let mask: __mmask16 = if w == NR { !0 } else { (1 << w) - 1 };
+            // SAFETY: columns col..col + w of row r are in `c` (asserted:
+            // col < p, and c holds R rows of p); the mask keeps every
+            // access inside them.
+            unsafe {
+                let o = c.as_mut_ptr().add(r * p + col);
+                let v = if accumulate {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, o), a)
+                } else {
+                    a
+                };
+                _mm512_mask_storeu_ps(o, mask, v);
+            }
         }
     }
 }
@@ -403,6 +410,7 @@ mod tests {
                 (64, 48),
                 (128, 512),
                 (9, 70),
+                (5, 140),
             ] {
                 let a: Vec<f32> = (0..m * q).map(|_| uniform()).collect();
                 let b: Vec<f32> = (0..q * p).map(|_| uniform()).collect();
