@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::batch::eval_streams;
 use crate::cpu::Loss;
+use crate::host_kernel::HostKernel;
 use crate::sample::{HostWorkspace, host_workspace};
 
 /// Held-out data as ids of the model's vocabulary.
@@ -50,7 +51,11 @@ fn score(
     ids: &[u16],
     target: impl Fn(usize) -> u16,
 ) -> f64 {
-    let Ok(mut g) = Generator::new(model, ws, Sampler::Greedy, SeededRng::new(0)) else {
+    // The host's fastest kernel: the portable kernel's bits (tested), about
+    // ten times its speed where the CPU has AVX2 and F16C.
+    let kernel = HostKernel::detect();
+    let Ok(mut g) = Generator::with_kernel(model, ws, Sampler::Greedy, SeededRng::new(0), kernel)
+    else {
         return f64::NAN;
     };
     let mut total = 0.0;
