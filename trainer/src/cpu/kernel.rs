@@ -85,12 +85,19 @@ pub fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
-/// True when the CPU has AVX-512F (checked once), which brings FMA.
+/// True when the CPU has AVX-512F with the Ice Lake / Zen 4 extensions
+/// (checked once; VBMI2 stands for them). Skylake-SP/X, whose 512-bit
+/// units lower the clock for the code around them too, keeps the AVX2
+/// path, as `multiversion` does for the optimizer.
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx512() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vbmi2")
+            && is_x86_feature_detected!("fma")
+    })
 }
 
 /// [`small_gemm_avx2`] with 16-lane registers: a panel row is one
