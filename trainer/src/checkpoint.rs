@@ -9,7 +9,9 @@
 //! (absent before: held-out scores at epoch ends only), version 5
 //! `progress.interval` (absent before: the metrics row after a resumed
 //! checkpoint counted only the steps after it), version 6 `val_crc` (absent
-//! before: a changed `--val` file went unnoticed); then the CRC-32 of
+//! before: a changed `--val` file went unnoticed), version 7 `samples`, the
+//! run's `--prompt` and `--sample-chars` (absent before: a resume without
+//! them went back to the defaults); then the CRC-32 of
 //! everything before it. Appending keeps older files readable without a second copy of the
 //! structs. It holds everything a run needs to
 //! continue as if it had never stopped: configuration, vocabulary,
@@ -44,7 +46,7 @@ const UNDECODABLE: &str = "its content does not decode (a layout this charlm doe
 /// Version of the checkpoint layout (1: no weight type, f16; 2: no
 /// patience, no best model; 3: no evaluations between epoch ends; 4: no
 /// sums of the metrics row in progress; 5: no checksum of the `--val` file).
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// File name inside a run folder.
 pub const FILE: &str = "checkpoint.bin";
 
@@ -114,6 +116,16 @@ pub struct Best {
     pub since: u64,
 }
 
+/// A run's `--prompt` and `--sample-chars` (`None`: not given, the
+/// defaults for its corpus).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleSettings {
+    /// The prompts.
+    pub prompts: Option<Vec<String>>,
+    /// Characters per sample.
+    pub chars: Option<usize>,
+}
+
 /// Everything needed to resume a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -127,6 +139,10 @@ pub struct Checkpoint {
     /// struct: version 6).
     #[serde(skip)]
     pub val_crc: Option<u32>,
+    /// The samples the run shows and saves, as its command asked (stored
+    /// after the struct: version 7).
+    #[serde(skip)]
+    pub samples: SampleSettings,
     /// Symbols of ids `1..eos`.
     pub vocab: String,
     /// Parameters (see [`crate::params::Layout`]).
@@ -174,6 +190,7 @@ impl Checkpoint {
             self.config.eval_every,
             self.progress.interval,
             self.val_crc,
+            &self.samples,
         );
         out.extend(postcard::to_stdvec(&tail).expect("the appended fields encode"));
         let crc = charlm_runtime::format::crc32(&out);
@@ -233,6 +250,10 @@ impl Checkpoint {
             1..=5 => (None, rest),
             _ => postcard::take_from_bytes(rest).map_err(damaged)?,
         };
+        let (samples, rest) = match ck.version {
+            1..=6 => (SampleSettings::default(), rest),
+            _ => postcard::take_from_bytes(rest).map_err(damaged)?,
+        };
         if !rest.is_empty() {
             return Err(bad("bytes after the end"));
         }
@@ -240,6 +261,7 @@ impl Checkpoint {
         ck.config.eval_every = eval_every;
         ck.progress.interval = interval;
         ck.val_crc = val_crc;
+        ck.samples = samples;
         // A checkpoint is only written from finite values; anything else is damage.
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&ck.params)
@@ -640,6 +662,7 @@ mod tests {
             },
             corpus_crc: 0x1234_5678,
             val_crc: None,
+            samples: SampleSettings::default(),
             vocab: "ab".into(),
             params: vec![0.5, -0.25, 1.0],
             optimizer: Optimizer::new(Kind::Adam, 3),
@@ -810,6 +833,10 @@ mod tests {
             since: 1,
         });
         ck.val_crc = Some(0x9abc_def0);
+        ck.samples = SampleSettings {
+            prompts: Some(vec!["ROMEO:".into(), "日本".into()]),
+            chars: Some(77),
+        };
         ck.progress.interval = Interval {
             nats: 12.5,
             count: 40,
@@ -841,6 +868,9 @@ mod tests {
         if version >= 6 {
             content.extend(postcard::to_stdvec(&ck.val_crc).unwrap());
         }
+        if version >= 7 {
+            content.extend(postcard::to_stdvec(&ck.samples).unwrap());
+        }
         sealed(content)
     }
 
@@ -866,6 +896,9 @@ mod tests {
             }
             if version < 6 {
                 expected.val_crc = None;
+            }
+            if version < 7 {
+                expected.samples = SampleSettings::default();
             }
             assert_eq!(
                 read(&file_of(&ck, version)).unwrap(),

@@ -174,6 +174,44 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
     }
 }
 
+/// The run's `--prompt` and `--sample-chars` are kept in its checkpoint: a
+/// resume that does not give them again writes the samples of the
+/// uninterrupted run (before: the corpus's default prompts and length);
+/// one that gives them uses the new ones.
+#[test]
+fn a_resume_keeps_the_runs_prompts_and_sample_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = small_corpus(tmp.path(), 3000);
+    let full = tmp.path().join("full");
+    let s = train::run(config(&corpus, CellKind::Gru), &options(&full)).unwrap();
+    let samples = |dir: &Path| std::fs::read_to_string(dir.join("samples.txt")).unwrap();
+    assert!(samples(&full).contains("--- prompt \"First\""));
+    let resumed = |name: &str, prompts: Option<Vec<String>>, chars: Option<usize>| {
+        let dir = tmp.path().join(name);
+        let mut o = options(&dir);
+        o.stop_after = Some(s.steps / 2);
+        let first = train::run(config(&corpus, CellKind::Gru), &o).unwrap();
+        assert_eq!(first.outcome, Outcome::Interrupted(0));
+        let o = Options {
+            resume: true,
+            prompts,
+            sample_chars: chars,
+            ..options(&dir)
+        };
+        let mut cfg = config(&corpus, CellKind::Gru);
+        cfg.epochs = 0;
+        assert_eq!(train::run(cfg, &o).unwrap().outcome, Outcome::Finished);
+        samples(&dir)
+    };
+    assert_eq!(resumed("kept", None, None), samples(&full));
+    let other = resumed("changed", Some(vec!["The ".into()]), Some(12));
+    assert!(
+        other.contains("--- prompt \"The \"") && !other.contains("\"First\""),
+        "{other}"
+    );
+    assert!(other.contains("max-chars 12"), "{other}");
+}
+
 /// metrics.csv's rows without the columns that time them (chars_per_s,
 /// seconds).
 fn metrics_rows(dir: &Path) -> Vec<String> {

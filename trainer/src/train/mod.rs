@@ -1159,6 +1159,19 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     } else {
         None
     };
+    // The samples asked for: this command's --prompt and --sample-chars,
+    // else (resumed) the run's own, so that a resume writes the samples
+    // the uninterrupted run would.
+    let asked = {
+        let run = resumed
+            .as_ref()
+            .map(|ck| ck.samples.clone())
+            .unwrap_or_default();
+        checkpoint::SampleSettings {
+            prompts: opts.prompts.clone().or(run.prompts),
+            chars: opts.sample_chars.or(run.chars),
+        }
+    };
     let cfg = match &resumed {
         Some(ck) => {
             let mut c = ck.config.clone();
@@ -1379,14 +1392,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         say("this run is already finished; raise --epochs to train further");
     }
 
-    let mut prompts = opts
+    let mut prompts = asked
         .prompts
         .clone()
         .unwrap_or_else(|| default_prompts(&data.name, data.layout));
     // The characters of each prompt the corpus has (what samples run).
     let known = |p: &str| split_prompt(p, |c| data.vocab.id(c).is_some());
-    let given = opts.prompts.is_some();
-    if opts.sample_chars != Some(0) && prompts.iter().any(|p| !known(p).1.is_empty()) {
+    let given = asked.prompts.is_some();
+    if asked.chars != Some(0) && prompts.iter().any(|p| !known(p).1.is_empty()) {
         for p in &prompts {
             let (lacks, runs) = known(p);
             let flag = if given {
@@ -1410,14 +1423,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // another script than the default prompts' starts from its most
         // frequent character (the vocabulary's first); prompts the user
         // chose are theirs, and the run says it has none to show.
-        match (&opts.prompts, data.vocab.symbols().first()) {
+        match (&asked.prompts, data.vocab.symbols().first()) {
             (None, Some(&c)) => prompts = vec![c.to_string()],
             _ => note(
                 "no --prompt has a character of the corpus: the run shows and saves no samples",
             ),
         }
     }
-    let sample_chars = opts.sample_chars.unwrap_or(match data.layout {
+    let sample_chars = asked.chars.unwrap_or(match data.layout {
         TextLayout::Running => 200,
         TextLayout::Samples => 100,
     });
@@ -1486,6 +1499,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             config: cfg.clone(),
             corpus_crc: data.crc,
             val_crc: data.val_crc,
+            samples: asked.clone(),
             vocab: data.vocab.symbols_string(),
             params: params.clone(),
             optimizer: opt.clone(),
