@@ -47,13 +47,11 @@ fn nats(logits: &[f32], target: u16) -> f64 {
 /// Scores one sequence: feeds `ids[i]` and scores `targets(i)`.
 fn score(
     model: &Model<'_>,
+    kernel: HostKernel,
     ws: &mut HostWorkspace,
     ids: &[u16],
     target: impl Fn(usize) -> u16,
 ) -> f64 {
-    // The host's fastest kernel: the portable kernel's bits (tested), about
-    // ten times its speed where the CPU has AVX2 and F16C.
-    let kernel = HostKernel::detect();
     let Ok(mut g) = Generator::with_kernel(model, ws, Sampler::Greedy, SeededRng::new(0), kernel)
     else {
         return f64::NAN;
@@ -70,6 +68,9 @@ fn score(
 /// order; the sum is taken in sequence order).
 pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
     let eos = model.vocab().eos();
+    // The host's fastest kernel: the portable kernel's bits (tested), about
+    // ten times its speed where the CPU has AVX2 and F16C.
+    let kernel = HostKernel::detect();
     let parts: Vec<f64> = match data {
         EvalData::Samples(samples) | EvalData::Unended(samples) => {
             let ends = matches!(data, EvalData::Samples(_));
@@ -87,7 +88,7 @@ pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
                             } else {
                                 &s[..s.len().saturating_sub(1)]
                             };
-                            score(model, &mut ws, fed, |i| {
+                            score(model, kernel, &mut ws, fed, |i| {
                                 s.get(i + 1).copied().unwrap_or(eos)
                             })
                         })
@@ -102,7 +103,7 @@ pub fn runtime_loss(model: &Model<'_>, data: &EvalData) -> Loss {
                 .map(|s| {
                     let mut ws = host_workspace();
                     let part = &ids[s * len..s * len + len + 1];
-                    score(model, &mut ws, &part[..len], |i| part[i + 1])
+                    score(model, kernel, &mut ws, &part[..len], |i| part[i + 1])
                 })
                 .collect()
         }

@@ -138,6 +138,31 @@ fn the_thread_count_does_not_change_the_model() {
     }
 }
 
+/// Trains into `resume.out` until a stop after step `stop` (with
+/// [`options`]), then resumes there with `resume` to the end of the run's
+/// own configuration.
+fn stopped_then_resumed(corpus: &Path, cell: CellKind, stop: u64, resume: Options) {
+    let dir = resume.out.clone();
+    let stopping = Options {
+        stop_after: Some(stop),
+        ..options(&dir)
+    };
+    let first = train::run(config(corpus, cell), &stopping).unwrap();
+    assert_eq!(first.outcome, Outcome::Interrupted(0));
+    assert!(!dir.join("model.clm").exists());
+    let mut cfg = config(corpus, cell);
+    cfg.epochs = 0; // keep the checkpoint's
+    let second = train::run(
+        cfg,
+        &Options {
+            resume: true,
+            ..resume
+        },
+    )
+    .unwrap();
+    assert_eq!(second.outcome, Outcome::Finished);
+}
+
 #[test]
 fn a_run_stopped_anywhere_resumes_to_the_same_model() {
     let tmp = tempfile::tempdir().unwrap();
@@ -149,17 +174,7 @@ fn a_run_stopped_anywhere_resumes_to_the_same_model() {
     // Mid-epoch, at a checkpoint boundary, right at the end of epoch 1.
     for stop in [3, 5, steps / 2, steps - 1] {
         let dir = tmp.path().join(format!("stop{stop}"));
-        let mut o = options(&dir);
-        o.stop_after = Some(stop);
-        let first = train::run(config(&corpus, CellKind::Lstm), &o).unwrap();
-        assert_eq!(first.outcome, Outcome::Interrupted(0));
-        assert!(!dir.join("model.clm").exists());
-        let mut o = options(&dir);
-        o.resume = true;
-        let mut cfg = config(&corpus, CellKind::Lstm);
-        cfg.epochs = 0; // keep the checkpoint's
-        let second = train::run(cfg, &o).unwrap();
-        assert_eq!(second.outcome, Outcome::Finished);
+        stopped_then_resumed(&corpus, CellKind::Lstm, stop, options(&dir));
         assert_eq!(
             model_bytes(&full),
             model_bytes(&dir),
@@ -188,19 +203,12 @@ fn a_resume_keeps_the_runs_prompts_and_sample_length() {
     assert!(samples(&full).contains("--- prompt \"First\""));
     let resumed = |name: &str, prompts: Option<Vec<String>>, chars: Option<usize>| {
         let dir = tmp.path().join(name);
-        let mut o = options(&dir);
-        o.stop_after = Some(s.steps / 2);
-        let first = train::run(config(&corpus, CellKind::Gru), &o).unwrap();
-        assert_eq!(first.outcome, Outcome::Interrupted(0));
-        let o = Options {
-            resume: true,
+        let resume = Options {
             prompts,
             sample_chars: chars,
             ..options(&dir)
         };
-        let mut cfg = config(&corpus, CellKind::Gru);
-        cfg.epochs = 0;
-        assert_eq!(train::run(cfg, &o).unwrap().outcome, Outcome::Finished);
+        stopped_then_resumed(&corpus, CellKind::Gru, s.steps / 2, resume);
         samples(&dir)
     };
     assert_eq!(resumed("kept", None, None), samples(&full));

@@ -9,8 +9,8 @@
 //! are grouped). On x86-64 with AVX2 and FMA (checked at run time) each
 //! element is a fused multiply-add per `k`; with AVX-512F a tile is up to 8
 //! rows by 32 to 128 columns in 16-lane registers (wider for fewer rows),
-//! the same fused sums, so the same bits as AVX2 (tested). Elsewhere it is portable code with separate multiplies
-//! and adds.
+//! the same fused sums, so the same bits as AVX2 (tested). Elsewhere it is
+//! portable code with separate multiplies and adds.
 
 /// Columns per panel of a packed right-hand operand.
 pub const NR: usize = 16;
@@ -398,7 +398,9 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn the_avx512_and_avx2_kernels_give_the_same_bits() {
         if !(has_avx512() && has_avx2_fma()) {
-            eprintln!("\n*** SKIPPED: no AVX-512F here: its kernel is not compared.\n");
+            eprintln!(
+                "\n*** SKIPPED: no AVX-512 (F and VBMI2) here: its kernel is not compared.\n"
+            );
             return;
         }
         let mut rng = charlm_runtime::SeededRng::new(7);
@@ -406,8 +408,9 @@ mod tests {
             use rand_core::RngCore;
             (rng.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0
         };
-        // Every tile shape: 8 rows, 4 + rest, fewer than 4; one or two
-        // panels, a partial last panel.
+        // Every row count of a tile (1-8, and more than one group of 8),
+        // whole groups of 1, 2, 4 or 8 panels and the panels left over,
+        // a partial last panel.
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 21] {
             for (q, p) in [
                 (1, 1),

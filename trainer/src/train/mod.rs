@@ -1162,7 +1162,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
     // The samples asked for: this command's --prompt and --sample-chars,
     // else (resumed) the run's own, so that a resume writes the samples
     // the uninterrupted run would.
-    let asked = {
+    let sampling = {
         let run = resumed
             .as_ref()
             .map(|ck| ck.samples.clone())
@@ -1392,14 +1392,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         say("this run is already finished; raise --epochs to train further");
     }
 
-    let mut prompts = asked
+    let mut prompts = sampling
         .prompts
         .clone()
         .unwrap_or_else(|| default_prompts(&data.name, data.layout));
     // The characters of each prompt the corpus has (what samples run).
     let known = |p: &str| split_prompt(p, |c| data.vocab.id(c).is_some());
-    let given = asked.prompts.is_some();
-    if asked.chars != Some(0) && prompts.iter().any(|p| !known(p).1.is_empty()) {
+    let given = sampling.prompts.is_some();
+    if sampling.chars != Some(0) && prompts.iter().any(|p| !known(p).1.is_empty()) {
         for p in &prompts {
             let (lacks, runs) = known(p);
             let flag = if given {
@@ -1423,14 +1423,14 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
         // another script than the default prompts' starts from its most
         // frequent character (the vocabulary's first); prompts the user
         // chose are theirs, and the run says it has none to show.
-        match (&asked.prompts, data.vocab.symbols().first()) {
+        match (&sampling.prompts, data.vocab.symbols().first()) {
             (None, Some(&c)) => prompts = vec![c.to_string()],
             _ => note(
                 "no --prompt has a character of the corpus: the run shows and saves no samples",
             ),
         }
     }
-    let sample_chars = asked.chars.unwrap_or(match data.layout {
+    let sample_chars = sampling.chars.unwrap_or(match data.layout {
         TextLayout::Running => 200,
         TextLayout::Samples => 100,
     });
@@ -1499,7 +1499,7 @@ pub fn run(cfg: Config, opts: &Options) -> Result<Summary, CliError> {
             config: cfg.clone(),
             corpus_crc: data.crc,
             val_crc: data.val_crc,
-            samples: asked.clone(),
+            samples: sampling.clone(),
             vocab: data.vocab.symbols_string(),
             params: params.clone(),
             optimizer: opt.clone(),
