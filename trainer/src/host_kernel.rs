@@ -1,37 +1,40 @@
 //! The host's kernel: AVX2 with hardware f16 conversion (F16C) when the CPU
-//! has them, checked at run time, else the runtime's portable kernel. Both
-//! follow the runtime's one documented order (element i in lane i % 8,
-//! multiply then add, each rounded; the fixed reduction tree), the AVX2
-//! `expf`/`tanhf` are libm's bit for bit (`crate::host_math`), and i8 rows
-//! give the exact integer sums (`vpmovsxbw` + `vpmaddwd`), so the text never
-//! depends on which one ran — tests compare them bit for bit.
+//! has them, checked at run time, else [`Wide`], 8 lanes in two 128-bit
+//! registers (SSE2 on any x86-64, NEON on AArch64: Apple silicon, a
+//! Raspberry Pi). Both follow the runtime's one documented order (element i
+//! in lane i % 8, multiply then add, each rounded; the fixed reduction
+//! tree), their `expf`/`tanhf` are libm's bit for bit (`crate::host_math`),
+//! and i8 rows give the exact integer sums (`vpmovsxbw` + `vpmaddwd`, or
+//! their 128-bit forms), so the text never depends on which one ran — tests
+//! compare them with the runtime's portable kernel bit for bit.
 
 use charlm_runtime::kernel::{Kernel, Portable};
+use wide::{bytemuck::cast, f32x8, i8x16, i16x16, i32x8, u16x8};
 
 /// The fastest kernel this CPU supports.
 #[derive(Clone, Copy, Debug)]
 pub enum HostKernel {
-    /// Plain Rust, any CPU.
-    Portable,
+    /// 8 lanes in two 128-bit registers, any CPU.
+    Wide(Wide),
     /// 8-wide AVX2 with F16C conversion (x86-64 since 2013).
     #[cfg(target_arch = "x86_64")]
     Avx2(Avx2),
 }
 
 impl HostKernel {
-    /// Picks AVX2+F16C when the CPU has them.
+    /// Picks AVX2+F16C when the CPU has them, else [`Wide`].
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if let Some(k) = Avx2::detect() {
             return HostKernel::Avx2(k);
         }
-        HostKernel::Portable
+        HostKernel::Wide(Wide)
     }
 
     /// Name for logs and benchmarks.
     pub fn name(&self) -> &'static str {
         match self {
-            HostKernel::Portable => "portable",
+            HostKernel::Wide(k) => k.name(),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(_) => "avx2+f16c",
         }
@@ -44,7 +47,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
         match self {
-            HostKernel::Portable => Portable.dot1(row, x),
+            HostKernel::Wide(k) => k.dot1(row, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot1(row, x),
         }
@@ -53,7 +56,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
         match self {
-            HostKernel::Portable => Portable.dot3(rows, x),
+            HostKernel::Wide(k) => k.dot3(rows, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot3(rows, x),
         }
@@ -62,7 +65,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
         match self {
-            HostKernel::Portable => Portable.dot4(rows, x),
+            HostKernel::Wide(k) => k.dot4(rows, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot4(rows, x),
         }
@@ -71,7 +74,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
         match self {
-            HostKernel::Portable => Portable.dot8(rows, x),
+            HostKernel::Wide(k) => k.dot8(rows, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot8(rows, x),
         }
@@ -80,7 +83,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
         match self {
-            HostKernel::Portable => Portable.dot8_block(block, x),
+            HostKernel::Wide(k) => k.dot8_block(block, x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dot8_block(block, x),
         }
@@ -89,7 +92,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
         match self {
-            HostKernel::Portable => Portable.halves8(v, start),
+            HostKernel::Wide(k) => k.halves8(v, start),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.halves8(v, start),
         }
@@ -98,7 +101,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
         match self {
-            HostKernel::Portable => Portable.dotq1(row, xq),
+            HostKernel::Wide(k) => k.dotq1(row, xq),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dotq1(row, xq),
         }
@@ -107,7 +110,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
         match self {
-            HostKernel::Portable => Portable.dotq3(rows, xq),
+            HostKernel::Wide(k) => k.dotq3(rows, xq),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dotq3(rows, xq),
         }
@@ -116,7 +119,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
         match self {
-            HostKernel::Portable => Portable.dotq4(rows, xq),
+            HostKernel::Wide(k) => k.dotq4(rows, xq),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dotq4(rows, xq),
         }
@@ -125,7 +128,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
         match self {
-            HostKernel::Portable => Portable.dotq8(rows, xq),
+            HostKernel::Wide(k) => k.dotq8(rows, xq),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.dotq8(rows, xq),
         }
@@ -134,7 +137,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         match self {
-            HostKernel::Portable => Portable.expf8(x),
+            HostKernel::Wide(k) => k.expf8(x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.expf8(x),
         }
@@ -143,7 +146,7 @@ impl Kernel for HostKernel {
     #[inline]
     fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
         match self {
-            HostKernel::Portable => Portable.tanhf8(x),
+            HostKernel::Wide(k) => k.tanhf8(x),
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(k) => k.tanhf8(x),
         }
@@ -152,7 +155,7 @@ impl Kernel for HostKernel {
     #[inline(always)]
     fn scope<R>(&self, step: impl FnOnce() -> R) -> R {
         match self {
-            HostKernel::Portable => step(),
+            HostKernel::Wide(_) => step(),
             // SAFETY: an `Avx2` exists only where the CPU has AVX2 and F16C.
             #[cfg(target_arch = "x86_64")]
             HostKernel::Avx2(_) => unsafe { in_avx2(step) },
@@ -305,13 +308,13 @@ impl Kernel for Avx2 {
     #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
         // SAFETY: `Avx2` exists only where the CPU has AVX2 (see `detect`).
-        unsafe { crate::host_math::expf8(x) }
+        unsafe { crate::host_math::avx2::expf8(x) }
     }
 
     #[inline]
     fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
         // SAFETY: as `expf8`.
-        unsafe { crate::host_math::tanhf8(x) }
+        unsafe { crate::host_math::avx2::tanhf8(x) }
     }
 }
 
@@ -491,32 +494,206 @@ unsafe fn f16c_halves8(b: &[u8; 16]) -> [f32; 8] {
     out
 }
 
+/// 8 lanes in two 128-bit registers through the `wide` crate: SSE2 on any
+/// x86-64, NEON on AArch64 (plain arrays on a target it has no SIMD for).
+/// The same operations as [`Avx2`] in the same order, in safe code; the f16
+/// conversion is the runtime's integer one
+/// (`charlm_runtime::kernel::f16_to_f32`), eight halves at a time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wide;
+
+/// 2^112: a half's sign and magnitude bits placed in an f32 are its value
+/// times 2^-112 (subnormal halves included).
+const HALF_SCALE: f32 = f32::from_bits((127 + 112) << 23);
+
+/// Eight little-endian halves as f32, exactly (finite halves: the only ones
+/// a validated model holds).
+#[inline(always)]
+fn wide_halves(b: &[u8; 16]) -> f32x8 {
+    let h = i32x8::from_u16x8(u16x8::new(std::array::from_fn(|i| {
+        u16::from_le_bytes([b[2 * i], b[2 * i + 1]])
+    })));
+    let bits = ((h & i32x8::splat(0x8000)) << 16) | ((h & i32x8::splat(0x7fff)) << 13);
+    cast::<i32x8, f32x8>(bits) * f32x8::splat(HALF_SCALE)
+}
+
+impl Wide {
+    /// Name for logs and benchmarks: the instruction set `wide` uses here.
+    pub fn name(&self) -> &'static str {
+        if cfg!(target_arch = "x86_64") {
+            "sse2"
+        } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
+            "neon"
+        } else {
+            "wide"
+        }
+    }
+
+    /// `R` dot products of f16 rows.
+    #[inline]
+    fn rows<const R: usize>(&self, rows: [&[u8]; R], x: &[f32]) -> [f32; R] {
+        if rows.iter().any(|r| r.len() < 2 * x.len()) {
+            // Only a damaged model could get here; the portable kernel copes.
+            return rows.map(|r| Portable.dot1(r, x));
+        }
+        let (xc, xt) = x.as_chunks::<8>();
+        let chunks = rows.map(|r| r.as_chunks::<16>().0);
+        let mut acc = [f32x8::ZERO; R];
+        for (k, xk) in xc.iter().enumerate() {
+            let xv = f32x8::new(*xk);
+            for (a, row) in acc.iter_mut().zip(chunks) {
+                // Multiply, round, add, round: exactly the portable order.
+                *a += wide_halves(&row[k]) * xv;
+            }
+        }
+        let mut out = [0.0f32; R];
+        for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
+            let mut lanes = a.to_array();
+            let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
+            for ((l, w), x) in lanes.iter_mut().zip(tail.as_chunks::<2>().0).zip(xt) {
+                *l += charlm_runtime::kernel::f16_to_f32(*w) * x;
+            }
+            *o = charlm_runtime::kernel::reduce(lanes);
+        }
+        out
+    }
+
+    /// `R` integer dot products of i8 rows with Q14 activations, 16 elements
+    /// at a time: the weights widened to i16, multiplied and added in
+    /// neighbouring pairs into eight i32 lanes (`pmaddwd` on SSE2). Integer
+    /// addition wraps and has no order: the same i32 as [`Portable`].
+    #[inline]
+    fn rows_q<const R: usize>(&self, rows: [&[u8]; R], xq: &[i16]) -> [i32; R] {
+        if rows.iter().any(|r| r.len() < xq.len()) {
+            // Only a damaged model could get here; the portable kernel copes.
+            return rows.map(|r| Portable.dotq1(r, xq));
+        }
+        let (xc, xt) = xq.as_chunks::<16>();
+        let chunks = rows.map(|r| r.as_chunks::<16>().0);
+        let mut acc = [i32x8::ZERO; R];
+        for (k, xk) in xc.iter().enumerate() {
+            let xv = i16x16::new(*xk);
+            for (a, row) in acc.iter_mut().zip(chunks) {
+                let w = i16x16::from_i8x16(i8x16::new(row[k].map(|b| b as i8)));
+                *a += w.dot(xv);
+            }
+        }
+        let mut out = [0i32; R];
+        for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
+            let tail = row.get(16 * xc.len()..).unwrap_or(&[]);
+            let lanes = a.to_array().iter().fold(0i32, |s, &l| s.wrapping_add(l));
+            *o = tail.iter().zip(xt).fold(lanes, |s, (&w, &x)| {
+                s.wrapping_add(i32::from(w as i8) * i32::from(x))
+            });
+        }
+        out
+    }
+}
+
+impl Kernel for Wide {
+    const LANE_ACTIVATIONS: bool = true;
+
+    #[inline]
+    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+        self.rows::<1>([row], x)[0]
+    }
+
+    #[inline]
+    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+        self.rows::<3>(rows, x)
+    }
+
+    #[inline]
+    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+        self.rows::<4>(rows, x)
+    }
+
+    #[inline]
+    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+        self.rows::<8>(rows, x)
+    }
+
+    #[inline]
+    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+        self.rows_q::<1>([row], xq)[0]
+    }
+
+    #[inline]
+    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+        self.rows_q::<3>(rows, xq)
+    }
+
+    #[inline]
+    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+        self.rows_q::<4>(rows, xq)
+    }
+
+    #[inline]
+    fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
+        self.rows_q::<8>(rows, xq)
+    }
+
+    #[inline]
+    fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
+        match start
+            .checked_mul(2)
+            .and_then(|b| v.get(b..)?.first_chunk::<16>())
+        {
+            Some(b) => wide_halves(b).to_array(),
+            None => Portable.halves8(v, start),
+        }
+    }
+
+    #[inline]
+    fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
+        crate::host_math::wide::expf8(x)
+    }
+
+    #[inline]
+    fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
+        crate::host_math::wide::tanhf8(x)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use rand_core::RngCore;
 
-    /// The kernel these tests compare with the portable one: on a machine
-    /// without AVX2 it is the portable one itself, which proves nothing,
-    /// so CI (an x86-64 machine with AVX2) requires the AVX2 kernel and
-    /// elsewhere the tests say loudly that they compared nothing.
-    pub(crate) fn kernel_under_test() -> HostKernel {
-        let k = HostKernel::detect();
-        if matches!(k, HostKernel::Portable) {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(
-                !(ci && cfg!(target_arch = "x86_64")),
-                "CI=true but no AVX2+F16C kernel here"
-            );
-            eprintln!("\n*** SKIPPED: no AVX2+F16C here: the host kernel is the portable one.\n");
+    /// Where the CPU lacks AVX2 and F16C: CI (an x86-64 machine with them)
+    /// fails, elsewhere the tests say loudly that they skip that kernel.
+    pub(crate) fn avx2_missing() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !(ci && cfg!(target_arch = "x86_64")),
+            "CI=true but no AVX2+F16C kernel here"
+        );
+        eprintln!("\n*** SKIPPED: no AVX2+F16C here: only the 128-bit kernel is tested.\n");
+    }
+
+    /// The kernels these tests compare with the portable one: [`Wide`]
+    /// always, and AVX2 where the CPU has it.
+    pub(crate) fn kernels_under_test() -> Vec<HostKernel> {
+        let mut kernels = vec![HostKernel::Wide(Wide)];
+        #[cfg(target_arch = "x86_64")]
+        match Avx2::detect() {
+            Some(k) => kernels.push(HostKernel::Avx2(k)),
+            None => avx2_missing(),
         }
-        k
+        #[cfg(not(target_arch = "x86_64"))]
+        avx2_missing();
+        kernels
     }
 
     #[test]
     fn host_kernel_equals_portable_bit_for_bit() {
-        let k = kernel_under_test();
-        eprintln!("kernel under test: {}", k.name());
+        for k in kernels_under_test() {
+            eprintln!("kernel under test: {}", k.name());
+            equals_portable(k);
+        }
+    }
+
+    fn equals_portable(k: HostKernel) {
         let mut rng = charlm_runtime::SeededRng::new(3);
         let mut half = || loop {
             let h = half::f16::from_bits(rng.next_u32() as u16);
@@ -580,7 +757,12 @@ pub(crate) mod tests {
         // Lengths with and without a tail of the 16-element chunks, up to
         // the largest hidden size of an i8 model; all eight rows, fewer,
         // and a block.
-        let k = kernel_under_test();
+        for k in kernels_under_test() {
+            integer_sums(k);
+        }
+    }
+
+    fn integer_sums(k: HostKernel) {
         let mut rng = charlm_runtime::SeededRng::new(4);
         for n in (1..=70usize).chain([128, 1024]) {
             let rows: Vec<Vec<u8>> = (0..8)
@@ -614,7 +796,12 @@ pub(crate) mod tests {
 
     #[test]
     fn halves8_converts_every_finite_half_exactly() {
-        let k = kernel_under_test();
+        for k in kernels_under_test() {
+            halves_exact(k);
+        }
+    }
+
+    fn halves_exact(k: HostKernel) {
         let finite: Vec<u16> = (0..=u16::MAX)
             .filter(|&b| half::f16::from_bits(b).is_finite())
             .collect();

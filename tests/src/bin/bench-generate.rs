@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use charlm_runtime::{CellKind, Generator, Kernel, Model, Portable, Sampler, SeededRng};
 use charlm_tests::{Spec, Weights};
-use charlm_trainer::host_kernel::HostKernel;
+use charlm_trainer::host_kernel::{HostKernel, Wide};
 
 /// 82 printable symbols, like an AG News title vocabulary.
 const SYMBOLS: &str =
@@ -47,15 +47,18 @@ fn main() {
         }
         let model = Model::from_bytes(&bytes).expect("valid model");
         // Alternate the kernels so that machine drift hits both alike.
+        let host_only = std::env::var_os("CHARLM_BENCH_HOST_ONLY").is_some();
+        let wide = HostKernel::Wide(Wide);
         for round in 0..2 {
-            let portable = if std::env::var_os("CHARLM_BENCH_HOST_ONLY").is_some() {
-                0.0
-            } else {
-                run(&model, Portable, seconds / 4.0)
-            };
-            let rates = [run(&model, host, seconds / 4.0), portable];
+            let mut rates = vec![(host.name(), run(&model, host, seconds / 4.0))];
+            if !host_only && !matches!(host, HostKernel::Wide(_)) {
+                rates.push((wide.name(), run(&model, wide, seconds / 4.0)));
+            }
+            if !host_only {
+                rates.push(("portable", run(&model, Portable, seconds / 4.0)));
+            }
             if round == 1 {
-                for (name, rate) in [(host.name(), rates[0]), ("portable", rates[1])] {
+                for (name, rate) in rates {
                     let macs = model.arch().macs_per_char();
                     println!(
                         "{:<10} {:<5} 1 layer hidden {:<4} {:<3} {:>11.0} {:>9.0} {:>10} {:>8.2}",
