@@ -16,9 +16,10 @@
 //! the host, without its newline: the same runtime, the same numerics, the
 //! same bits (`tests/c_program.rs` compiles a C program against the library
 //! and compares). On a Cortex-M4F or M7 (`thumbv7em-none-eabihf`) the dot
-//! products run on the firmware demo's `VCVTB`/`VMLA` kernel, on x86-64
-//! hosts on `charlm generate`'s AVX2 kernel, elsewhere on the runtime's
-//! portable one.
+//! products run on the firmware demo's `VCVTB`/`VMLA` kernel, on hosts
+//! (Linux, macOS, Windows) on `charlm generate`'s kernel (AVX2 where the
+//! CPU has it, else 128-bit SIMD: SSE2, NEON), on other bare-metal targets
+//! on the runtime's portable one.
 //!
 //! Every pointer argument is checked for NULL; lengths are the caller's
 //! word. No function panics: on bare metal, a build with feature `no-panic`
@@ -51,15 +52,16 @@ include!(concat!(env!("OUT_DIR"), "/capacity.rs"));
 #[path = "../../firmware-demo/src/kernel_m4f.rs"]
 mod kernel_m4f;
 
-// On x86-64 hosts, `charlm generate`'s kernel, the same files: AVX2 and
-// F16C when the CPU has them (checked at run time), with libm's
-// `expf`/`tanhf` eight lanes at a time, bit for bit. (Left out of this
-// crate's unit tests, which would rerun the files' own exhaustive tests.)
-#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+// On hosts, `charlm generate`'s kernel, the same files: AVX2 and F16C when
+// the CPU has them (checked at run time), else 128-bit SIMD (SSE2, NEON),
+// with libm's `expf`/`tanhf` eight lanes at a time, bit for bit. (Left out
+// of this crate's unit tests, which would rerun the files' own exhaustive
+// tests.)
+#[cfg(all(not(target_os = "none"), not(test)))]
 #[allow(dead_code)]
 #[path = "../../trainer/src/host_kernel.rs"]
 mod host_kernel;
-#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+#[cfg(all(not(target_os = "none"), not(test)))]
 #[allow(dead_code)]
 #[path = "../../trainer/src/host_math.rs"]
 mod host_math;
@@ -69,13 +71,13 @@ mod host_math;
 fn kernel() -> kernel_m4f::CortexM4F {
     kernel_m4f::CortexM4F
 }
-#[cfg(all(target_arch = "x86_64", not(target_os = "none"), not(test)))]
+#[cfg(all(not(target_os = "none"), not(test)))]
 fn kernel() -> host_kernel::HostKernel {
     host_kernel::HostKernel::detect()
 }
 #[cfg(not(any(
     charlm_m4f,
-    all(target_arch = "x86_64", not(target_os = "none"), not(test))
+    all(not(target_os = "none"), not(test))
 )))]
 fn kernel() -> charlm_runtime::Portable {
     charlm_runtime::Portable
