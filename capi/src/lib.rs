@@ -75,10 +75,7 @@ fn kernel() -> kernel_m4f::CortexM4F {
 fn kernel() -> host_kernel::HostKernel {
     host_kernel::HostKernel::detect()
 }
-#[cfg(not(any(
-    charlm_m4f,
-    all(not(target_os = "none"), not(test))
-)))]
+#[cfg(not(any(charlm_m4f, all(not(target_os = "none"), not(test)))))]
 fn kernel() -> charlm_runtime::Portable {
     charlm_runtime::Portable
 }

@@ -746,7 +746,8 @@ impl charlm_runtime::Kernel for PortableLanes {
 #[test]
 fn one_unit_and_eight_lane_cells_give_the_same_logits_for_every_weight_type() {
     // The firmware runs the one-unit path, the host the 8-lane one (with
-    // AVX2 where the CPU has it): all three must agree bit for bit.
+    // AVX2 where the CPU has it, else 128-bit SIMD): all must agree bit for
+    // bit.
     for name in charlm_tests::golden_models() {
         let bytes = fixture(name);
         let model = Model::from_bytes(&bytes).unwrap();
@@ -756,19 +757,24 @@ fn one_unit_and_eight_lane_cells_give_the_same_logits_for_every_weight_type() {
             charlm_tests::digest_logits(&model, PortableLanes).unwrap(),
             "{name}: lanes"
         );
-        let host = charlm_trainer::host_kernel::HostKernel::detect();
-        // On CI (x86-64 with AVX2) the third kernel must be the AVX2 one,
-        // not the portable one again.
+        use charlm_trainer::host_kernel::{HostKernel, Wide};
+        let host = HostKernel::detect();
+        // On CI (x86-64 with AVX2) the host's kernel must be the AVX2 one,
+        // not the 128-bit one again.
         assert!(
-            !(charlm_tests::ci() && cfg!(target_arch = "x86_64") && host.name() == "portable"),
+            !(charlm_tests::ci()
+                && cfg!(target_arch = "x86_64")
+                && matches!(host, HostKernel::Wide(_))),
             "CI=true but no AVX2+F16C kernel here"
         );
-        assert_eq!(
-            units,
-            charlm_tests::digest_logits(&model, host).unwrap(),
-            "{name}: {}",
-            host.name()
-        );
+        for kernel in [host, HostKernel::Wide(Wide)] {
+            assert_eq!(
+                units,
+                charlm_tests::digest_logits(&model, kernel).unwrap(),
+                "{name}: {}",
+                kernel.name()
+            );
+        }
     }
 }
 

@@ -674,15 +674,16 @@ pub(crate) mod tests {
     /// The kernels these tests compare with the portable one: [`Wide`]
     /// always, and AVX2 where the CPU has it.
     pub(crate) fn kernels_under_test() -> Vec<HostKernel> {
-        let mut kernels = vec![HostKernel::Wide(Wide)];
         #[cfg(target_arch = "x86_64")]
-        match Avx2::detect() {
-            Some(k) => kernels.push(HostKernel::Avx2(k)),
-            None => avx2_missing(),
-        }
+        let avx2 = Avx2::detect().map(HostKernel::Avx2);
         #[cfg(not(target_arch = "x86_64"))]
-        avx2_missing();
-        kernels
+        let avx2 = None;
+        if avx2.is_none() {
+            avx2_missing();
+        }
+        std::iter::once(HostKernel::Wide(Wide))
+            .chain(avx2)
+            .collect()
     }
 
     #[test]

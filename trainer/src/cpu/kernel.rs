@@ -382,6 +382,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     /// Each element of `a b` as the vector kernels define it: one fused
     /// multiply-add per `k`, in order, from zero.
     fn fused_sums(m: usize, q: usize, p: usize, a: &[f32], b: &[f32]) -> Vec<f32> {

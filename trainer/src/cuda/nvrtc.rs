@@ -188,7 +188,7 @@ pub fn compile(src: &Source, arch: &str) -> Result<Compiled, CudaError> {
 fn c_chars_to_string(raw: &[c_char]) -> String {
     let bytes: Vec<u8> = raw
         .iter()
-        .map(|&c| c as u8)
+        .map(|&c| c.to_ne_bytes()[0])
         .take_while(|&b| b != 0)
         .collect();
     CStr::from_bytes_until_nul(&[bytes.as_slice(), &[0]].concat())
