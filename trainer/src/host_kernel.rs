@@ -11,6 +11,52 @@
 use charlm_runtime::kernel::{Kernel, Portable};
 use wide::{bytemuck::cast, f32x8, i8x16, i16x16, i32x8, u16x8};
 
+/// The `Kernel` methods that are `R` rows of a kernel's `rows::<R>` (f16)
+/// and `rows_q::<R>` (i8).
+macro_rules! row_products {
+    () => {
+        #[inline]
+        fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
+            self.rows::<1>([row], x)[0]
+        }
+
+        #[inline]
+        fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
+            self.rows::<3>(rows, x)
+        }
+
+        #[inline]
+        fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
+            self.rows::<4>(rows, x)
+        }
+
+        #[inline]
+        fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
+            self.rows::<8>(rows, x)
+        }
+
+        #[inline]
+        fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
+            self.rows_q::<1>([row], xq)[0]
+        }
+
+        #[inline]
+        fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
+            self.rows_q::<3>(rows, xq)
+        }
+
+        #[inline]
+        fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
+            self.rows_q::<4>(rows, xq)
+        }
+
+        #[inline]
+        fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
+            self.rows_q::<8>(rows, xq)
+        }
+    };
+}
+
 /// The fastest kernel this CPU supports.
 #[derive(Clone, Copy, Debug)]
 pub enum HostKernel {
@@ -248,49 +294,11 @@ impl Avx2 {
 impl Kernel for Avx2 {
     const LANE_ACTIVATIONS: bool = true;
 
-    #[inline]
-    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.rows::<1>([row], x)[0]
-    }
-
-    #[inline]
-    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.rows::<3>(rows, x)
-    }
-
-    #[inline]
-    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.rows::<4>(rows, x)
-    }
-
-    #[inline]
-    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows::<8>(rows, x)
-    }
+    row_products!();
 
     #[inline]
     fn dot8_block(&self, block: &[u8], x: &[f32]) -> [f32; 8] {
         self.block8(block, x)
-    }
-
-    #[inline]
-    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
-        self.rows_q::<1>([row], xq)[0]
-    }
-
-    #[inline]
-    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
-        self.rows_q::<3>(rows, xq)
-    }
-
-    #[inline]
-    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
-        self.rows_q::<4>(rows, xq)
-    }
-
-    #[inline]
-    fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
-        self.rows_q::<8>(rows, xq)
     }
 
     #[inline]
@@ -593,45 +601,7 @@ impl Wide {
 impl Kernel for Wide {
     const LANE_ACTIVATIONS: bool = true;
 
-    #[inline]
-    fn dot1(&self, row: &[u8], x: &[f32]) -> f32 {
-        self.rows::<1>([row], x)[0]
-    }
-
-    #[inline]
-    fn dot3(&self, rows: [&[u8]; 3], x: &[f32]) -> [f32; 3] {
-        self.rows::<3>(rows, x)
-    }
-
-    #[inline]
-    fn dot4(&self, rows: [&[u8]; 4], x: &[f32]) -> [f32; 4] {
-        self.rows::<4>(rows, x)
-    }
-
-    #[inline]
-    fn dot8(&self, rows: [&[u8]; 8], x: &[f32]) -> [f32; 8] {
-        self.rows::<8>(rows, x)
-    }
-
-    #[inline]
-    fn dotq1(&self, row: &[u8], xq: &[i16]) -> i32 {
-        self.rows_q::<1>([row], xq)[0]
-    }
-
-    #[inline]
-    fn dotq3(&self, rows: [&[u8]; 3], xq: &[i16]) -> [i32; 3] {
-        self.rows_q::<3>(rows, xq)
-    }
-
-    #[inline]
-    fn dotq4(&self, rows: [&[u8]; 4], xq: &[i16]) -> [i32; 4] {
-        self.rows_q::<4>(rows, xq)
-    }
-
-    #[inline]
-    fn dotq8(&self, rows: [&[u8]; 8], xq: &[i16]) -> [i32; 8] {
-        self.rows_q::<8>(rows, xq)
-    }
+    row_products!();
 
     #[inline]
     fn halves8(&self, v: &[u8], start: usize) -> [f32; 8] {
