@@ -74,7 +74,49 @@ pub fn small_gemm(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulat
         unsafe { small_gemm_avx2(m, a, b, c, accumulate) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        small_gemm_neon(m, a, b, c, accumulate);
+        #[allow(clippy::needless_return)]
+        return;
+    }
+    #[cfg(not(target_arch = "aarch64"))]
     small_gemm_impl(m, a, b, c, accumulate);
+}
+
+/// `c (+)= a b` by tiles of [`MR`] rows and one panel: `tile(h, rows,
+/// panel)` computes the `h` rows (`rows` holds `h` rows of `q`) by the
+/// panel's [`NR`] columns. Each kernel calls it with its own tile, inlined.
+#[inline(always)]
+fn by_tiles(
+    m: usize,
+    a: &[f32],
+    b: &Packed<f32>,
+    c: &mut [f32],
+    accumulate: bool,
+    tile: impl Fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR],
+) {
+    let (q, p) = (b.q, b.p);
+    for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
+        let p0 = j * NR;
+        let w = NR.min(p - p0);
+        let mut m0 = 0;
+        while m0 < m {
+            let h = MR.min(m - m0);
+            let acc = tile(h, &a[m0 * q..(m0 + h) * q], panel);
+            for (r, acc_r) in acc.iter().enumerate().take(h) {
+                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
+                if accumulate {
+                    for (o, &x) in out.iter_mut().zip(acc_r) {
+                        *o += x;
+                    }
+                } else {
+                    out.copy_from_slice(&acc_r[..w]);
+                }
+            }
+            m0 += MR;
+        }
+    }
 }
 
 /// True when the CPU has AVX2 and FMA (checked once).
@@ -213,33 +255,13 @@ fn tile_avx512<const R: usize, const P: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn small_gemm_avx2(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
-    let (q, p) = (b.q, b.p);
-    for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
-        let p0 = j * NR;
-        let w = NR.min(p - p0);
-        let mut m0 = 0;
-        while m0 < m {
-            let h = MR.min(m - m0);
-            let rows = &a[m0 * q..(m0 + h) * q];
-            let tile = match h {
-                4 => tile_avx2::<4>(q, rows, panel),
-                3 => tile_avx2::<3>(q, rows, panel),
-                2 => tile_avx2::<2>(q, rows, panel),
-                _ => tile_avx2::<1>(q, rows, panel),
-            };
-            for (r, acc_r) in tile.iter().enumerate().take(h) {
-                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
-                if accumulate {
-                    for (o, &x) in out.iter_mut().zip(acc_r) {
-                        *o += x;
-                    }
-                } else {
-                    out.copy_from_slice(&acc_r[..w]);
-                }
-            }
-            m0 += MR;
-        }
-    }
+    let q = b.q;
+    by_tiles(m, a, b, c, accumulate, |h, rows, panel| match h {
+        4 => tile_avx2::<4>(q, rows, panel),
+        3 => tile_avx2::<3>(q, rows, panel),
+        2 => tile_avx2::<2>(q, rows, panel),
+        _ => tile_avx2::<1>(q, rows, panel),
+    });
 }
 
 /// One `R x 16` tile: `rows` holds `R` rows of `q`, `panel` is `q x 16`.
@@ -273,50 +295,65 @@ fn tile_avx2<const R: usize>(q: usize, rows: &[f32], panel: &[f32]) -> [[f32; NR
     out
 }
 
-/// The portable kernel: the same tiles with separate multiplies and adds.
-fn small_gemm_impl(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
-    let (q, p) = (b.q, b.p);
-    for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
-        let p0 = j * NR;
-        let w = NR.min(p - p0);
-        let mut m0 = 0;
-        while m0 < m {
-            let h = MR.min(m - m0);
-            let mut acc = [[0.0f32; NR]; MR];
-            if h == MR {
-                let rows: [&[f32]; MR] =
-                    std::array::from_fn(|r| &a[(m0 + r) * q..(m0 + r + 1) * q]);
-                for (k, bk) in panel.chunks_exact(NR).enumerate() {
-                    for r in 0..MR {
-                        let av = rows[r][k];
-                        for l in 0..NR {
-                            acc[r][l] += av * bk[l];
-                        }
-                    }
-                }
-            } else {
-                for (k, bk) in panel.chunks_exact(NR).enumerate() {
-                    for (r, acc_r) in acc.iter_mut().enumerate().take(h) {
-                        let av = a[(m0 + r) * q + k];
-                        for l in 0..NR {
-                            acc_r[l] += av * bk[l];
-                        }
-                    }
-                }
+/// The per-step product on AArch64: the same 4 x 16 tiles in NEON
+/// registers (four per tile row), one fused multiply-add (`fmla`) per `k`,
+/// in order, from zero: the bits of the x86-64 AVX2 and AVX-512 kernels.
+#[cfg(target_arch = "aarch64")]
+fn small_gemm_neon(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
+    let q = b.q;
+    by_tiles(m, a, b, c, accumulate, |h, rows, panel| match h {
+        4 => tile_neon::<4>(q, rows, panel),
+        3 => tile_neon::<3>(q, rows, panel),
+        2 => tile_neon::<2>(q, rows, panel),
+        _ => tile_neon::<1>(q, rows, panel),
+    });
+}
+
+/// One `R x 16` tile with NEON: `rows` holds `R` rows of `q`, `panel` is
+/// `q x 16`.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn tile_neon<const R: usize>(q: usize, rows: &[f32], panel: &[f32]) -> [[f32; NR]; MR] {
+    use std::arch::aarch64::*;
+    assert!(rows.len() >= R * q && panel.len() >= q * NR && R <= MR);
+    // SAFETY (every block): NEON is part of the AArch64 hosts' baseline;
+    // the loads and stores touch 16 floats of `bk` and of each row of `out`.
+    let mut acc = [[unsafe { vdupq_n_f32(0.0) }; 4]; R];
+    for (k, bk) in panel.chunks_exact(NR).take(q).enumerate() {
+        let bk: [float32x4_t; 4] =
+            std::array::from_fn(|i| unsafe { vld1q_f32(bk.as_ptr().add(4 * i)) });
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let av = unsafe { vdupq_n_f32(rows[r * q + k]) };
+            for (acc, b) in acc_r.iter_mut().zip(bk) {
+                *acc = unsafe { vfmaq_f32(*acc, av, b) };
             }
-            for (r, acc_r) in acc.iter().enumerate().take(h) {
-                let out = &mut c[(m0 + r) * p + p0..(m0 + r) * p + p0 + w];
-                if accumulate {
-                    for (o, &x) in out.iter_mut().zip(acc_r) {
-                        *o += x;
-                    }
-                } else {
-                    out.copy_from_slice(&acc_r[..w]);
-                }
-            }
-            m0 += MR;
         }
     }
+    let mut out = [[0.0f32; NR]; MR];
+    for (o, acc_r) in out.iter_mut().zip(&acc) {
+        for (i, v) in acc_r.iter().enumerate() {
+            unsafe { vst1q_f32(o.as_mut_ptr().add(4 * i), *v) };
+        }
+    }
+    out
+}
+
+/// The portable kernel: the same tiles with separate multiplies and adds.
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+fn small_gemm_impl(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulate: bool) {
+    let q = b.q;
+    by_tiles(m, a, b, c, accumulate, |h, rows, panel| {
+        let mut acc = [[0.0f32; NR]; MR];
+        for (k, bk) in panel.chunks_exact(NR).enumerate() {
+            for (r, acc_r) in acc.iter_mut().enumerate().take(h) {
+                let av = rows[r * q + k];
+                for l in 0..NR {
+                    acc_r[l] += av * bk[l];
+                }
+            }
+        }
+        acc
+    });
 }
 
 /// `e^x` in f32, accurate to about 2 ulp, written so that loops over it
@@ -382,9 +419,9 @@ mod tests {
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
     /// Each element of `a b` as the vector kernels define it: one fused
     /// multiply-add per `k`, in order, from zero.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn fused_sums(m: usize, q: usize, p: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0f32; m * p];
         for i in 0..m {
@@ -395,23 +432,21 @@ mod tests {
         c
     }
 
-    #[test]
-    #[cfg(target_arch = "x86_64")]
-    fn the_avx512_and_avx2_kernels_give_the_same_bits() {
-        if !(has_avx512() && has_avx2_fma()) {
-            eprintln!(
-                "\n*** SKIPPED: no AVX-512 (F and VBMI2) here: its kernel is not compared.\n"
-            );
-            return;
-        }
+    /// Runs `kernel(m, a, b, c, accumulate)` on random operands of every
+    /// row count of a tile (1-8, and more than one group of 8), whole
+    /// groups of 1, 2, 4 or 8 panels and the panels left over, a partial
+    /// last panel; each result must be [`fused_sums`] (added to `c` or
+    /// not), bit for bit.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn gives_the_fused_sums(
+        name: &str,
+        kernel: impl Fn(usize, &[f32], &Packed<f32>, &mut [f32], bool),
+    ) {
         let mut rng = charlm_runtime::SeededRng::new(7);
         let mut uniform = || {
             use rand_core::RngCore;
             (rng.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0
         };
-        // Every row count of a tile (1-8, and more than one group of 8),
-        // whole groups of 1, 2, 4 or 8 panels and the panels left over,
-        // a partial last panel.
         for m in [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 21] {
             for (q, p) in [
                 (1, 1),
@@ -428,25 +463,46 @@ mod tests {
                 let c0: Vec<f32> = (0..m * p).map(|_| uniform()).collect();
                 let mut packed = Packed::default();
                 packed.pack(q, p, |k, n| b[k * p + n]);
-                let want = fused_sums(m, q, p, &a, &b);
+                let sums = fused_sums(m, q, p, &a, &b);
                 for accumulate in [false, true] {
-                    let (mut c512, mut c256) = (c0.clone(), c0.clone());
-                    // SAFETY: both checked above.
-                    unsafe {
-                        small_gemm_avx512(m, &a, &packed, &mut c512, accumulate);
-                        small_gemm_avx2(m, &a, &packed, &mut c256, accumulate);
-                    }
+                    let mut c = c0.clone();
+                    kernel(m, &a, &packed, &mut c, accumulate);
                     let want: Vec<f32> = if accumulate {
-                        c0.iter().zip(&want).map(|(c, w)| c + w).collect()
+                        c0.iter().zip(&sums).map(|(c, w)| c + w).collect()
                     } else {
-                        want.clone()
+                        sums.clone()
                     };
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&c512), bits(&want), "avx512 {m}x{q}x{p} {accumulate}");
-                    assert_eq!(bits(&c256), bits(&want), "avx2 {m}x{q}x{p} {accumulate}");
+                    assert_eq!(bits(&c), bits(&want), "{name} {m}x{q}x{p} {accumulate}");
                 }
             }
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_avx512_and_avx2_kernels_give_the_same_bits() {
+        if !(has_avx512() && has_avx2_fma()) {
+            eprintln!(
+                "\n*** SKIPPED: no AVX-512 (F and VBMI2) here: its kernel is not compared.\n"
+            );
+            return;
+        }
+        // SAFETY (both): the CPU has AVX-512F, AVX2 and FMA (checked above).
+        gives_the_fused_sums("avx512", |m, a, b, c, acc| unsafe {
+            small_gemm_avx512(m, a, b, c, acc)
+        });
+        gives_the_fused_sums("avx2", |m, a, b, c, acc| unsafe {
+            small_gemm_avx2(m, a, b, c, acc)
+        });
+    }
+
+    /// AArch64 (run under `qemu-aarch64` in CI): NEON's fused sums are the
+    /// x86-64 kernels' bits.
+    #[test]
+    #[cfg(target_arch = "aarch64")]
+    fn the_neon_kernel_gives_the_fused_sums() {
+        gives_the_fused_sums("neon", small_gemm_neon);
     }
 
     #[test]
