@@ -138,7 +138,7 @@ typedef struct charlm_info {
   /**
    * Bytes of RAM a workspace sized exactly to this model needs, in a
    * build with this model's weight type alone (a build with both types,
-   * as x86-64 hosts always are, adds `2 * layers * hidden` for an f16
+   * as hosted builds always are, adds `2 * layers * hidden` for an f16
    * model). This library's workspace is sized to its `CHARLM_MAX_*`
    * capacities instead.
    */

@@ -57,11 +57,11 @@ mod kernel_m4f;
 // with libm's `expf`/`tanhf` eight lanes at a time, bit for bit. (Left out
 // of this crate's unit tests, which would rerun the files' own exhaustive
 // tests.)
-#[cfg(all(not(target_os = "none"), not(test)))]
+#[cfg(all(not(target_os = "none"), not(charlm_m4f), not(test)))]
 #[allow(dead_code)]
 #[path = "../../trainer/src/host_kernel.rs"]
 mod host_kernel;
-#[cfg(all(not(target_os = "none"), not(test)))]
+#[cfg(all(not(target_os = "none"), not(charlm_m4f), not(test)))]
 #[allow(dead_code)]
 #[path = "../../trainer/src/host_math.rs"]
 mod host_math;
@@ -71,7 +71,7 @@ mod host_math;
 fn kernel() -> kernel_m4f::CortexM4F {
     kernel_m4f::CortexM4F
 }
-#[cfg(all(not(target_os = "none"), not(test)))]
+#[cfg(all(not(target_os = "none"), not(charlm_m4f), not(test)))]
 fn kernel() -> host_kernel::HostKernel {
     host_kernel::HostKernel::detect()
 }
@@ -300,7 +300,7 @@ pub struct charlm_info {
     pub macs_per_char: u32,
     /// Bytes of RAM a workspace sized exactly to this model needs, in a
     /// build with this model's weight type alone (a build with both types,
-    /// as x86-64 hosts always are, adds `2 * layers * hidden` for an f16
+    /// as hosted builds always are, adds `2 * layers * hidden` for an f16
     /// model). This library's workspace is sized to its `CHARLM_MAX_*`
     /// capacities instead.
     pub workspace_bytes: u32,

@@ -60,7 +60,7 @@ macro_rules! row_products {
 /// The fastest kernel this CPU supports.
 #[derive(Clone, Copy, Debug)]
 pub enum HostKernel {
-    /// 8 lanes in two 128-bit registers, any CPU.
+    /// 8 lanes in two 128-bit registers (SSE2, NEON), any CPU.
     Wide(Wide),
     /// 8-wide AVX2 with F16C conversion (x86-64 since 2013).
     #[cfg(target_arch = "x86_64")]
@@ -503,12 +503,24 @@ unsafe fn f16c_halves8(b: &[u8; 16]) -> [f32; 8] {
 }
 
 /// 8 lanes in two 128-bit registers through the `wide` crate: SSE2 on any
-/// x86-64, NEON on AArch64 (plain arrays on a target it has no SIMD for).
+/// x86-64, NEON on AArch64 (plain arrays on a target it has no SIMD for,
+/// see [`WIDE_SIMD`]).
 /// The same operations as [`Avx2`] in the same order, in safe code; the f16
 /// conversion is the runtime's integer one
 /// (`charlm_runtime::kernel::f16_to_f32`), eight halves at a time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Wide;
+
+/// Whether `wide` uses SIMD registers on this target (SSE2, NEON on
+/// AArch64, WebAssembly's SIMD). Elsewhere (32-bit ARM without NEON,
+/// RISC-V, ...) its vectors are arrays: the products still gain (the i8
+/// ones most), but the branch-free activations run slower than libm's own
+/// scalar functions, which then compute them (the same bits).
+const WIDE_SIMD: bool = cfg!(any(
+    target_feature = "sse2",
+    target_feature = "simd128",
+    all(target_arch = "aarch64", target_feature = "neon")
+));
 
 /// 2^112: a half's sign and magnitude bits placed in an f32 are its value
 /// times 2^-112 (subnormal halves included).
@@ -528,12 +540,14 @@ fn wide_halves(b: &[u8; 16]) -> f32x8 {
 impl Wide {
     /// Name for logs and benchmarks: the instruction set `wide` uses here.
     pub fn name(&self) -> &'static str {
-        if cfg!(target_arch = "x86_64") {
+        if cfg!(target_feature = "sse2") {
             "sse2"
         } else if cfg!(all(target_arch = "aarch64", target_feature = "neon")) {
             "neon"
+        } else if WIDE_SIMD {
+            "simd128"
         } else {
-            "wide"
+            "scalar"
         }
     }
 
@@ -616,12 +630,20 @@ impl Kernel for Wide {
 
     #[inline]
     fn expf8(&self, x: [f32; 8]) -> [f32; 8] {
-        crate::host_math::wide::expf8(x)
+        if WIDE_SIMD {
+            crate::host_math::wide::expf8(x)
+        } else {
+            x.map(libm::expf)
+        }
     }
 
     #[inline]
     fn tanhf8(&self, x: [f32; 8]) -> [f32; 8] {
-        crate::host_math::wide::tanhf8(x)
+        if WIDE_SIMD {
+            crate::host_math::wide::tanhf8(x)
+        } else {
+            x.map(libm::tanhf)
+        }
     }
 }
 
@@ -666,6 +688,7 @@ pub(crate) mod tests {
 
     fn equals_portable(k: HostKernel) {
         let mut rng = charlm_runtime::SeededRng::new(3);
+        let mut xs = charlm_runtime::SeededRng::new(5);
         let mut half = || loop {
             let h = half::f16::from_bits(rng.next_u32() as u16);
             if h.is_finite() {
@@ -676,7 +699,11 @@ pub(crate) mod tests {
             let rows: Vec<Vec<u8>> = (0..8)
                 .map(|_| (0..n).flat_map(|_| half().to_le_bytes()).collect())
                 .collect();
-            let x: Vec<f32> = (0..n).map(|_| half().to_f32().clamp(-1.0, 1.0)).collect();
+            // Full-precision activations: products of two halves would be
+            // exact in f32, and a fused multiply-add would then pass.
+            let x: Vec<f32> = (0..n)
+                .map(|_| (xs.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0)
+                .collect();
             let r4 = [&rows[0][..], &rows[1], &rows[2], &rows[3]];
             assert_eq!(
                 k.dot4(r4, &x).map(f32::to_bits),

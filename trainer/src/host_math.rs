@@ -32,7 +32,9 @@ const Q2: f32 = f32::from_bits(0x3acf_3010);
 /// Eight f32 lanes (`Self`) and their bits as i32 lanes (`I`): the
 /// operations the transcriptions use, each one instruction (or two, on
 /// 128-bit registers) with IEEE rounding. Masks are lanes of all ones or
-/// all zeros.
+/// all zeros. The functions generic over it are `unsafe`: the CPU must
+/// have the instructions `V`'s operations use (AVX2 for [`avx2`]'s; any
+/// CPU for [`wide`]'s).
 trait Lanes:
     Copy + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
 {
@@ -99,7 +101,7 @@ fn signed_half<V: Lanes>(xv: V) -> V {
 
 /// `libm::expf` of each lane.
 #[inline(always)]
-fn expf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
+unsafe fn expf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
     let s = V::splat;
     let i = V::splati;
     let xv = V::load(x);
@@ -136,15 +138,16 @@ fn expf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
 
 /// `libm::expm1f` of each lane.
 #[inline(always)]
-fn expm1f<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
-    let (v, fallback) = expm1f_core(V::load(x));
+unsafe fn expm1f<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
+    // SAFETY: the caller's.
+    let (v, fallback) = unsafe { expm1f_core(V::load(x)) };
     patch(v, x, fallback, libm::expm1f)
 }
 
 /// expm1f without the fallback: the lanes it leaves to the scalar code are
 /// set in the returned mask (NaN and x > 80).
 #[inline(always)]
-fn expm1f_core<V: Lanes>(xv: V) -> (V, V::I) {
+unsafe fn expm1f_core<V: Lanes>(xv: V) -> (V, V::I) {
     let s = V::splat;
     let i = V::splati;
     let bits = xv.bits();
@@ -210,7 +213,7 @@ fn expm1f_core<V: Lanes>(xv: V) -> (V, V::I) {
 
 /// `libm::tanhf` of each lane.
 #[inline(always)]
-fn tanhf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
+unsafe fn tanhf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
     let s = V::splat;
     let i = V::splati;
     let xv = V::load(x);
@@ -225,7 +228,8 @@ fn tanhf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
     let normal = V::gt(w, i(0x007f_ffff)); // |x| >= 2^-126
     // one expm1f per lane: of 2|x| above log(5/3)/2, of -2|x| below
     let arg = V::pick(middle, s(2.0) * ax, s(-2.0) * ax);
-    let (t, em_fallback) = expm1f_core(arg);
+    // SAFETY: the caller's.
+    let (t, em_fallback) = unsafe { expm1f_core(arg) };
     let t2 = t + s(2.0);
     // One division for the three branches: 2/(t+2) above, t/(t+2)
     // below; (-t)/(t+2) is exactly -(t/(t+2)) (negation is exact).
@@ -249,9 +253,11 @@ fn tanhf<V: Lanes>(x: [f32; 8]) -> [f32; 8] {
 pub mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Eight lanes in one AVX register. Its operations are sound only in
-    /// code compiled with AVX2 enabled, which every caller is: the entry
-    /// points below, the only users, are `#[target_feature(enable = "avx2")]`.
+    /// Eight lanes in one AVX register. Its operations run AVX2
+    /// instructions: they are sound only on a CPU that has them, which the
+    /// unsafe generic functions that use them require of their callers,
+    /// the entry points below (`#[target_feature(enable = "avx2")]`, so
+    /// that the operations are inlined as single instructions).
     #[derive(Clone, Copy)]
     pub(super) struct Avx(__m256);
 
@@ -261,7 +267,7 @@ pub mod avx2 {
                 type Output = Avx;
                 #[inline(always)]
                 fn $f(self, b: Avx) -> Avx {
-                    // SAFETY: AVX is enabled wherever this is inlined (see `Avx`).
+                    // SAFETY: the CPU has AVX (see `Avx`).
                     Avx(unsafe { $intrinsic(self.0, b.0) })
                 }
             }
@@ -272,8 +278,8 @@ pub mod avx2 {
     avx_op!(Mul, mul, _mm256_mul_ps);
     avx_op!(Div, div, _mm256_div_ps);
 
-    // SAFETY (every block below): AVX2 is enabled wherever these are
-    // inlined (see `Avx`); the loads and stores touch 8 f32 arrays.
+    // SAFETY (every block below): the CPU has AVX2 (see `Avx`); the loads
+    // and stores touch 8 f32 arrays.
     impl super::Lanes for Avx {
         type I = __m256i;
         #[inline(always)]
@@ -374,7 +380,8 @@ pub mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn expf8(x: [f32; 8]) -> [f32; 8] {
-        super::expf::<Avx>(x)
+        // SAFETY: the caller's: the CPU has AVX2.
+        unsafe { super::expf::<Avx>(x) }
     }
 
     /// `libm::expm1f` of each lane.
@@ -383,7 +390,8 @@ pub mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn expm1f8(x: [f32; 8]) -> [f32; 8] {
-        super::expm1f::<Avx>(x)
+        // SAFETY: the caller's: the CPU has AVX2.
+        unsafe { super::expm1f::<Avx>(x) }
     }
 
     /// `libm::tanhf` of each lane.
@@ -392,7 +400,8 @@ pub mod avx2 {
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
     pub unsafe fn tanhf8(x: [f32; 8]) -> [f32; 8] {
-        super::tanhf::<Avx>(x)
+        // SAFETY: the caller's: the CPU has AVX2.
+        unsafe { super::tanhf::<Avx>(x) }
     }
 }
 
@@ -496,19 +505,22 @@ pub mod wide {
     /// `libm::expf` of each lane.
     #[inline]
     pub fn expf8(x: [f32; 8]) -> [f32; 8] {
-        super::expf::<f32x8>(x)
+        // SAFETY: wide's operations run on every CPU.
+        unsafe { super::expf::<f32x8>(x) }
     }
 
     /// `libm::expm1f` of each lane.
     #[inline]
     pub fn expm1f8(x: [f32; 8]) -> [f32; 8] {
-        super::expm1f::<f32x8>(x)
+        // SAFETY: wide's operations run on every CPU.
+        unsafe { super::expm1f::<f32x8>(x) }
     }
 
     /// `libm::tanhf` of each lane.
     #[inline]
     pub fn tanhf8(x: [f32; 8]) -> [f32; 8] {
-        super::tanhf::<f32x8>(x)
+        // SAFETY: wide's operations run on every CPU.
+        unsafe { super::tanhf::<f32x8>(x) }
     }
 }
 
@@ -516,11 +528,32 @@ pub mod wide {
 mod tests {
     use rayon::prelude::*;
 
+    /// The bit patterns where the transcriptions change branch (the
+    /// constants they compare `|x|` with), and the specials' neighbours.
+    const CUTS: [u32; 14] = [
+        0x0000_0000,
+        0x007f_ffff,
+        0x3300_0000,
+        0x3900_0001,
+        0x3e82_c578,
+        0x3eb1_7218,
+        0x3f0c_9f54,
+        0x3f85_1592,
+        0x4120_0000,
+        0x4195_b843,
+        0x42a0_0000,
+        0x42ae_ac4f,
+        0x42b1_7218,
+        0x7f80_0000,
+    ];
+
     /// Every f32 bit pattern through `vector` and `scalar`: the same bits
     /// (NaN results only need to be NaN). Under an emulator (`.ci/run`
     /// runs these for AArch64 under `qemu-aarch64`),
-    /// `CHARLM_EXHAUSTIVE_STRIDE=S` checks every S-th upper half and every
-    /// S-th block of 8 lower halves instead: every sign and exponent still.
+    /// `CHARLM_EXHAUSTIVE_STRIDE=S` checks one block of 8 in S^2 instead,
+    /// at an offset that moves with the upper 16 bits (so every sign,
+    /// exponent and upper half is visited), and all inputs within 4096 of
+    /// each of [`CUTS`], of either sign.
     fn exhaustive(
         name: &str,
         vector: impl Fn([f32; 8]) -> [f32; 8] + Sync,
@@ -528,37 +561,58 @@ mod tests {
     ) {
         let stride = std::env::var("CHARLM_EXHAUSTIVE_STRIDE")
             .map(|s| {
-                s.parse::<usize>()
+                s.parse::<u32>()
                     .expect("CHARLM_EXHAUSTIVE_STRIDE: a number")
             })
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(1);
+        let every = 8 * stride * stride;
         if stride > 1 {
             eprintln!(
-                "{name}: one input in {} (CHARLM_EXHAUSTIVE_STRIDE={stride})",
+                "{name}: one input in {} (CHARLM_EXHAUSTIVE_STRIDE={stride}), and around the branch cuts",
                 stride * stride
             );
         }
-        let bad: u64 = (0u32..1 << 16)
-            .into_par_iter()
-            .step_by(stride)
-            .map(|hi| {
-                let mut bad = 0u64;
-                for lo in (0u32..1 << 16).step_by(8 * stride) {
-                    let x: [f32; 8] = std::array::from_fn(|i| f32::from_bits(hi << 16 | (lo + i as u32)));
-                    let got = vector(x);
-                    for (g, x) in got.iter().zip(x) {
-                        let want = scalar(x);
-                        if g.to_bits() != want.to_bits() && !(g.is_nan() && want.is_nan()) {
-                            if bad < 3 {
-                                eprintln!("{name}({x:e} = {:#010x}): {g:e} ({:#010x}), libm {want:e} ({:#010x})", x.to_bits(), g.to_bits(), want.to_bits());
-                            }
-                            bad += 1;
-                        }
+        let shown = std::sync::atomic::AtomicU32::new(0);
+        let check = |first: u32| {
+            let x: [f32; 8] = std::array::from_fn(|i| f32::from_bits(first.wrapping_add(i as u32)));
+            let mut bad = 0u64;
+            for (g, x) in vector(x).iter().zip(x) {
+                let want = scalar(x);
+                if g.to_bits() != want.to_bits() && !(g.is_nan() && want.is_nan()) {
+                    if shown.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
+                        eprintln!(
+                            "{name}({x:e} = {:#010x}): {g:e} ({:#010x}), libm {want:e} ({:#010x})",
+                            x.to_bits(),
+                            g.to_bits(),
+                            want.to_bits()
+                        );
                     }
+                    bad += 1;
                 }
-                bad
+            }
+            bad
+        };
+        let grid: u64 = (0u32..1 << 16)
+            .into_par_iter()
+            .map(|hi| {
+                let offset = 8 * (hi % (stride * stride));
+                (offset..1 << 16)
+                    .step_by(every as usize)
+                    .map(|lo| check(hi << 16 | lo))
+                    .sum::<u64>()
             })
             .sum();
+        let cuts: u64 = if stride > 1 {
+            CUTS.iter()
+                .flat_map(|&c| [c, c | 1 << 31])
+                .flat_map(|c| (0..1024u32).map(move |i| c.wrapping_sub(4096).wrapping_add(8 * i)))
+                .map(check)
+                .sum()
+        } else {
+            0
+        };
+        let bad = grid + cuts;
         assert_eq!(bad, 0, "{name}: {bad} inputs differ from libm");
     }
 
