@@ -9,8 +9,10 @@
 //! are grouped). On x86-64 with AVX2 and FMA (checked at run time) each
 //! element is a fused multiply-add per `k`; with AVX-512F a tile is up to 8
 //! rows by 32 to 128 columns in 16-lane registers (wider for fewer rows),
-//! the same fused sums, so the same bits as AVX2 (tested). Elsewhere it is
-//! portable code with separate multiplies and adds.
+//! the same fused sums, so the same bits as AVX2 (tested). On AArch64 the
+//! 4 x 16 tile is 16 NEON registers and each step one `fmla`: again the
+//! same fused sums and bits (tested under `qemu-aarch64` in CI). Elsewhere
+//! it is portable code with separate multiplies and adds.
 
 /// Columns per panel of a packed right-hand operand.
 pub const NR: usize = 16;
