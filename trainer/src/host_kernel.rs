@@ -9,7 +9,7 @@
 //! compare them with the runtime's portable kernel bit for bit.
 
 use charlm_runtime::kernel::{Kernel, Portable};
-use wide::{bytemuck::cast, f32x8, i8x16, i16x16, i32x8, u16x8};
+use wide::{f32x8, i8x16, i16x16, i32x8};
 
 /// The `Kernel` methods that are `R` rows of a kernel's `rows::<R>` (f16)
 /// and `rows_q::<R>` (i8).
@@ -505,9 +505,9 @@ unsafe fn f16c_halves8(b: &[u8; 16]) -> [f32; 8] {
 /// 8 lanes in two 128-bit registers through the `wide` crate: SSE2 on any
 /// x86-64, NEON on AArch64 (plain arrays on a target it has no SIMD for,
 /// see [`WIDE_SIMD`]).
-/// The same operations as [`Avx2`] in the same order, in safe code; the f16
-/// conversion is the runtime's integer one
-/// (`charlm_runtime::kernel::f16_to_f32`), eight halves at a time.
+/// The same operations as [`Avx2`] in the same order; the f16 conversion is
+/// the runtime's integer one (`charlm_runtime::kernel::f16_to_f32`), eight
+/// halves at a time, except on AArch64, where it is the hardware's.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Wide;
 
@@ -522,19 +522,57 @@ const WIDE_SIMD: bool = cfg!(any(
     all(target_arch = "aarch64", target_feature = "neon")
 ));
 
-/// 2^112: a half's sign and magnitude bits placed in an f32 are its value
-/// times 2^-112 (subnormal halves included).
-const HALF_SCALE: f32 = f32::from_bits((127 + 112) << 23);
-
 /// Eight little-endian halves as f32, exactly (finite halves: the only ones
 /// a validated model holds).
+#[cfg(not(all(
+    target_arch = "aarch64",
+    target_endian = "little",
+    target_feature = "neon"
+)))]
 #[inline(always)]
 fn wide_halves(b: &[u8; 16]) -> f32x8 {
+    use wide::{bytemuck::cast, u16x8};
+    /// 2^112: a half's sign and magnitude bits placed in an f32 are its
+    /// value times 2^-112 (subnormal halves included).
+    const HALF_SCALE: f32 = f32::from_bits((127 + 112) << 23);
     let h = i32x8::from_u16x8(u16x8::new(std::array::from_fn(|i| {
         u16::from_le_bytes([b[2 * i], b[2 * i + 1]])
     })));
     let bits = ((h & i32x8::splat(0x8000)) << 16) | ((h & i32x8::splat(0x7fff)) << 13);
     cast::<i32x8, f32x8>(bits) * f32x8::splat(HALF_SCALE)
+}
+
+/// [`wide_halves`] on AArch64: one load and the hardware's conversion,
+/// `fcvtl`/`fcvtl2` (`wide` has none, and its integer route compiles to
+/// byte loads there). Exact for finite halves whatever the FPCR holds:
+/// conversions ignore FZ16, and AHP changes only what exponent 31 means.
+#[cfg(all(
+    target_arch = "aarch64",
+    target_endian = "little",
+    target_feature = "neon"
+))]
+#[inline(always)]
+fn wide_halves(b: &[u8; 16]) -> f32x8 {
+    use std::arch::aarch64::*;
+    let mut out = [0.0f32; 8];
+    // SAFETY: NEON is enabled (cfg); the load reads the 16 bytes of `b`
+    // (`ld1` needs no alignment), the stores write the 8 floats of `out`,
+    // and `fcvtl` touches only the registers named.
+    unsafe {
+        let h = vld1q_u16(b.as_ptr().cast());
+        let (lo, hi): (float32x4_t, float32x4_t);
+        core::arch::asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            h = in(vreg) h,
+            lo = out(vreg) lo,
+            hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        vst1q_f32(out.as_mut_ptr(), lo);
+        vst1q_f32(out.as_mut_ptr().add(4), hi);
+    }
+    f32x8::new(out)
 }
 
 impl Wide {
