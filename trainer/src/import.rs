@@ -332,7 +332,8 @@ pub struct SourceVocab {
 #[serde(untagged)]
 enum VocabJson {
     List(Vec<String>),
-    Map(BTreeMap<String, usize>),
+    // u64, not usize: an id beyond a 32-bit usize is still "beyond" (below).
+    Map(BTreeMap<String, u64>),
 }
 
 /// The first key a JSON object repeats, if any (read from the text, as a
@@ -415,15 +416,16 @@ fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
         VocabJson::List(list) => return Ok(list),
         VocabJson::Map(map) => map,
     };
-    let len = map.values().max().map_or(0, |&m| m.saturating_add(1));
-    if len > MAX_VOCAB {
+    let last = map.values().max().copied();
+    if let Some(id) = last.filter(|&id| id >= MAX_VOCAB as u64) {
         return Err(CliError::invalid(format!(
-            "vocabulary: id {} is beyond the {MAX_VOCAB} a model holds",
-            len - 1
+            "vocabulary: id {id} is beyond the {MAX_VOCAB} a model holds"
         )));
     }
-    let mut list: Vec<Option<String>> = vec![None; len];
-    for (entry, &id) in &map {
+    // Every id is now below MAX_VOCAB, so fits a usize.
+    let mut list: Vec<Option<String>> = vec![None; last.map_or(0, |id| id as usize + 1)];
+    for (entry, id) in &map {
+        let id = *id as usize;
         if let Some(first) = list[id].replace(entry.clone()) {
             return Err(CliError::invalid(format!(
                 "vocabulary: id {id} is both {first:?} and {entry:?}"
@@ -1629,7 +1631,9 @@ mod tests {
         assert!(!map.pad_added);
         assert!(refusal(&m, r#"{"a": 1, "b": 1}"#).contains("id 1 is both"));
         assert!(refusal(&m, r#"{"a": 1, "b": 3}"#).contains("no entry has id 2"));
-        assert!(refusal(&m, r#"{"a": 18446744073709551615}"#).contains("beyond"));
+        // (named as written, on 32-bit targets too)
+        let why = refusal(&m, r#"{"a": 18446744073709551615}"#);
+        assert!(why.contains("id 18446744073709551615 is beyond"), "{why}");
         // Whole ids written as floats are those ids; a key twice is named.
         let floats = import(&file(&m), r#"{"b": 2.0, "<eos>": 4, "a": 1.0, "c": 3}"#).unwrap();
         assert_eq!(floats.params, list.params);
