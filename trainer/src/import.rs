@@ -401,10 +401,19 @@ fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
             .iter()
             .position(|v| !v.is_string())
             .map(|i| format!("entry {i} is {}, not a string", list[i])),
-        serde_json::Value::Object(map) => map
-            .iter()
-            .find(|(_, id)| id.as_u64().is_none())
-            .map(|(k, id)| format!("the id of {k:?} is {id}, not a whole number from 0")),
+        serde_json::Value::Object(map) => {
+            map.iter()
+                .find(|(_, id)| id.as_u64().is_none())
+                .map(
+                    |(k, id)| match id.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0) {
+                        // A whole number too large for the conversion above.
+                        Some(_) => format!(
+                            "the id of {k:?} is {id}, beyond the {MAX_VOCAB} ids a model holds"
+                        ),
+                        None => format!("the id of {k:?} is {id}, not a whole number from 0"),
+                    },
+                )
+        }
         other => Some(format!("it is {}", kind(other))),
     };
     if let Some(why) = misfit {
@@ -419,7 +428,7 @@ fn vocab_list(json: &str) -> Result<Vec<String>, CliError> {
     let last = map.values().max().copied();
     if let Some(id) = last.filter(|&id| id >= MAX_VOCAB as u64) {
         return Err(CliError::invalid(format!(
-            "vocabulary: id {id} is beyond the {MAX_VOCAB} a model holds"
+            "vocabulary: id {id} is beyond the {MAX_VOCAB} ids a model holds"
         )));
     }
     // Every id is now below MAX_VOCAB, so fits a usize.
@@ -1634,6 +1643,18 @@ mod tests {
         // (named as written, on 32-bit targets too)
         let why = refusal(&m, r#"{"a": 18446744073709551615}"#);
         assert!(why.contains("id 18446744073709551615 is beyond"), "{why}");
+        for big in ["18446744073709551616", "1e20"] {
+            let why = refusal(&m, &format!(r#"{{"a": {big}}}"#));
+            assert!(why.contains("beyond the 1024 ids"), "{why}");
+        }
+        // The last id a model holds, and the first it does not.
+        let ids: Vec<String> = (1..1024).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        assert_eq!(
+            vocab_list(&format!("{{{}}}", ids.join(","))).unwrap().len(),
+            1024
+        );
+        let why = refusal(&m, r#"{"a": 1024}"#);
+        assert!(why.contains("id 1024 is beyond the 1024 ids"), "{why}");
         // Whole ids written as floats are those ids; a key twice is named.
         let floats = import(&file(&m), r#"{"b": 2.0, "<eos>": 4, "a": 1.0, "c": 3}"#).unwrap();
         assert_eq!(floats.params, list.params);

@@ -12,7 +12,9 @@
 //! the same fused sums, so the same bits as AVX2 (tested). On AArch64 the
 //! 4 x 16 tile is 16 NEON registers and each step one `fmla`: again the
 //! same fused sums and bits (tested under `qemu-aarch64` in CI). Elsewhere
-//! it is portable code with separate multiplies and adds.
+//! it is portable code with separate multiplies and adds. (Bit for bit
+//! means for numbers: an invalid operation's NaN is x86's default NaN on
+//! x86 and Arm's on AArch64; training stops at a non-finite loss anyway.)
 
 /// Columns per panel of a packed right-hand operand.
 pub const NR: usize = 16;
@@ -77,11 +79,7 @@ pub fn small_gemm(m: usize, a: &[f32], b: &Packed<f32>, c: &mut [f32], accumulat
         return;
     }
     #[cfg(target_arch = "aarch64")]
-    {
-        small_gemm_neon(m, a, b, c, accumulate);
-        #[allow(clippy::needless_return)]
-        return;
-    }
+    small_gemm_neon(m, a, b, c, accumulate);
     #[cfg(not(target_arch = "aarch64"))]
     small_gemm_impl(m, a, b, c, accumulate);
 }
@@ -99,6 +97,13 @@ fn by_tiles(
     tile: impl Fn(usize, &[f32], &[f32]) -> [[f32; NR]; MR],
 ) {
     let (q, p) = (b.q, b.p);
+    if q == 0 {
+        // Empty sums (the AVX-512 kernel's answer too).
+        if !accumulate {
+            c[..m * p].fill(0.0);
+        }
+        return;
+    }
     for (j, panel) in b.data.chunks_exact(q * NR).enumerate() {
         let p0 = j * NR;
         let w = NR.min(p - p0);
@@ -325,7 +330,8 @@ fn tile_neon<const R: usize>(q: usize, rows: &[f32], panel: &[f32]) -> [[f32; NR
         let bk: [float32x4_t; 4] =
             std::array::from_fn(|i| unsafe { vld1q_f32(bk.as_ptr().add(4 * i)) });
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let av = unsafe { vdupq_n_f32(rows[r * q + k]) };
+            // r * q + k < R * q <= rows.len() (asserted).
+            let av = unsafe { vdupq_n_f32(*rows.as_ptr().add(r * q + k)) };
             for (acc, b) in acc_r.iter_mut().zip(bk) {
                 *acc = unsafe { vfmaq_f32(*acc, av, b) };
             }
@@ -400,6 +406,7 @@ mod tests {
             (5, 7, 33),
             (8, 128, 512),
             (3, 20, 5),
+            (3, 0, 5),
         ] {
             let a: Vec<f32> = (0..m * q)
                 .map(|i| ((i * 7 % 13) as f32) * 0.25 - 1.5)
@@ -416,6 +423,41 @@ mod tests {
                     // Small integers and quarters: every order gives exact results.
                     let want: f32 = 1.0 + (0..q).map(|k| a[i * q + k] * b[k * p + j]).sum::<f32>();
                     assert_eq!(c[i * p + j], want, "({i},{j}) of {m}x{q}x{p}");
+                }
+            }
+        }
+    }
+
+    /// The portable kernel on every target: each element the sum over `k`
+    /// in order, from zero, a separate multiply and add per step (bit for
+    /// bit; the operands' full precision makes any other order or a fused
+    /// step show).
+    #[test]
+    fn the_portable_kernel_sums_in_order_unfused() {
+        let mut rng = charlm_runtime::SeededRng::new(11);
+        let mut uniform = || {
+            use rand_core::RngCore;
+            (rng.next_u32() >> 8) as f32 / (1 << 23) as f32 - 1.0
+        };
+        for (m, q, p) in [(1, 1, 1), (4, 16, 16), (5, 7, 33), (9, 130, 70), (3, 0, 5)] {
+            let a: Vec<f32> = (0..m * q).map(|_| uniform()).collect();
+            let b: Vec<f32> = (0..q * p).map(|_| uniform()).collect();
+            let c0: Vec<f32> = (0..m * p).map(|_| uniform()).collect();
+            let mut packed = Packed::default();
+            packed.pack(q, p, |k, n| b[k * p + n]);
+            for accumulate in [false, true] {
+                let mut c = c0.clone();
+                small_gemm_impl(m, &a, &packed, &mut c, accumulate);
+                for i in 0..m {
+                    for j in 0..p {
+                        let sum = (0..q).fold(0.0f32, |s, k| s + a[i * q + k] * b[k * p + j]);
+                        let want = if accumulate { c0[i * p + j] + sum } else { sum };
+                        assert_eq!(
+                            c[i * p + j].to_bits(),
+                            want.to_bits(),
+                            "({i},{j}) of {m}x{q}x{p}"
+                        );
+                    }
                 }
             }
         }
@@ -459,6 +501,7 @@ mod tests {
                 (128, 512),
                 (9, 70),
                 (5, 140),
+                (0, 5),
             ] {
                 let a: Vec<f32> = (0..m * q).map(|_| uniform()).collect();
                 let b: Vec<f32> = (0..q * p).map(|_| uniform()).collect();
